@@ -1,0 +1,179 @@
+//! Idempotency records in Redis, after the IETF `Idempotency-Key` draft.
+//!
+//! A record is two-phase. [`Idempotency::begin`] takes a short lease on the key (state `lease`,
+//! with the body's fingerprint and a random token); [`Idempotency::complete`] turns it into
+//! `done` with the first response, kept for the retention window; [`Idempotency::release`]
+//! drops the lease after a failed publish so the client's retry can succeed. Each step is one
+//! Lua script, so concurrent requests with one key can never both win.
+
+use std::time::Duration;
+
+use redis::{Script, aio::ConnectionManager};
+use shared::{connect::redis::COMMAND_TIMEOUT, model::EventId, topology::Namespace};
+
+const BEGIN: &str = r"
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  redis.call('HSET', KEYS[1], 'state', 'lease', 'fp', ARGV[1], 'token', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'acquired'}
+end
+if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
+  return {'mismatch'}
+end
+if state == 'lease' then
+  return {'in_flight'}
+end
+return {'done', redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'body')}
+";
+
+const COMPLETE: &str = r"
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and redis.call('HGET', KEYS[1], 'state') == 'lease' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The idempotency store of one namespace.
+#[derive(Clone)]
+pub struct Idempotency {
+    redis: ConnectionManager,
+    namespace: Namespace,
+    lease: Duration,
+    retention: Duration,
+    begin: std::sync::Arc<Script>,
+    complete: std::sync::Arc<Script>,
+    release: std::sync::Arc<Script>,
+}
+
+/// The first response to a key, replayed to every identical repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+}
+
+/// A lease on a key: proof that this request is the one allowed to publish.
+#[derive(Debug)]
+#[must_use = "a lease must be completed or released"]
+pub struct Lease {
+    key: String,
+    token: String,
+}
+
+/// What [`Idempotency::begin`] found.
+#[derive(Debug)]
+pub enum Begin {
+    /// The key is new: this request owns it.
+    Acquired(Lease),
+    /// The key completed before with the same body: replay this.
+    Replay(StoredResponse),
+    /// The key was used with a different body.
+    Mismatch,
+    /// The first request with the key is still publishing.
+    InFlight,
+}
+
+/// Redis failed or did not answer in time.
+#[derive(Debug, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct IdempotencyError(String);
+
+impl Idempotency {
+    /// A store over `redis` with the given lease and retention.
+    pub fn new(
+        redis: ConnectionManager,
+        namespace: Namespace,
+        lease: Duration,
+        retention: Duration,
+    ) -> Self {
+        Self {
+            redis,
+            namespace,
+            lease,
+            retention,
+            begin: std::sync::Arc::new(Script::new(BEGIN)),
+            complete: std::sync::Arc::new(Script::new(COMPLETE)),
+            release: std::sync::Arc::new(Script::new(RELEASE)),
+        }
+    }
+
+    fn key(&self, id: &EventId) -> String {
+        format!("{}:idem:{}", self.namespace.as_str(), id.as_str())
+    }
+
+    /// Claims `id` for a body with `fingerprint`, or says why it cannot be claimed.
+    pub async fn begin(&self, id: &EventId, fingerprint: &str) -> Result<Begin, IdempotencyError> {
+        let key = self.key(id);
+        let token = uuid_like_token();
+        let mut redis = self.redis.clone();
+        let mut invocation = self.begin.key(&key);
+        invocation
+            .arg(fingerprint)
+            .arg(&token)
+            .arg(millis(self.lease));
+        let reply: Vec<String> = timed(invocation.invoke_async(&mut redis)).await?;
+        match reply.first().map(String::as_str) {
+            Some("acquired") => Ok(Begin::Acquired(Lease { key, token })),
+            Some("mismatch") => Ok(Begin::Mismatch),
+            Some("in_flight") => Ok(Begin::InFlight),
+            Some("done") if reply.len() == 3 => Ok(Begin::Replay(StoredResponse {
+                status: reply[1].parse().map_err(|_| IdempotencyError("corrupt record".into()))?,
+                body: reply[2].clone(),
+            })),
+            _ => Err(IdempotencyError("unexpected script reply".into())),
+        }
+    }
+
+    /// Records the first response under the lease's key for the retention window.
+    pub async fn complete(&self, lease: Lease, response: &StoredResponse) -> Result<(), IdempotencyError> {
+        let mut redis = self.redis.clone();
+        let mut invocation = self.complete.key(&lease.key);
+        invocation
+            .arg(&lease.token)
+            .arg(response.status)
+            .arg(&response.body)
+            .arg(millis(self.retention));
+        let _: i64 = timed(invocation.invoke_async(&mut redis)).await?;
+        Ok(())
+    }
+
+    /// Drops the lease so a retry with the same key can publish.
+    pub async fn release(&self, lease: Lease) -> Result<(), IdempotencyError> {
+        let mut redis = self.redis.clone();
+        let mut invocation = self.release.key(&lease.key);
+        invocation.arg(&lease.token);
+        let _: i64 = timed(invocation.invoke_async(&mut redis)).await?;
+        Ok(())
+    }
+}
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, IdempotencyError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(IdempotencyError(e.to_string())),
+        Err(_) => Err(IdempotencyError("timed out".into())),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A unique token for one lease (a UUIDv7 is unique enough and needs no new dependency).
+fn uuid_like_token() -> String {
+    EventId::generate().to_string()
+}

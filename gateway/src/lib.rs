@@ -1,0 +1,19 @@
+//! The gateway: HTTP ingress of the product event pipeline.
+//!
+//! It parses and validates each request ([`request`]), enforces idempotency in Redis
+//! ([`idempotency`]), publishes a persistent message and answers `202` only after the broker's
+//! confirm ([`publisher`]), and serves product reads from the Redis cache with PostgreSQL behind
+//! it ([`routes`]). [`startup`] wires it together; [`error`] maps every failure to one JSON shape.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod idempotency;
+pub mod openapi;
+pub mod publisher;
+pub mod request;
+pub mod routes;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::Application;

@@ -1,0 +1,68 @@
+//! The OpenAPI 3 document of the gateway's API, served at `GET /openapi.json`.
+
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+/// Body of `POST /events`. At least one of `price` and `stock`; unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"product_id": "abc123", "price": 49.99, "stock": 100}))]
+pub struct EventBody {
+    /// 1-128 characters of ASCII letters, digits, `-`, `_`, `.`, `:`.
+    pub product_id: String,
+    /// Exact decimal, 0 to 1000000000, at most 4 decimal places.
+    #[schema(value_type = Option<f64>)]
+    pub price: Option<String>,
+    /// Integer, 0 to 2147483647.
+    pub stock: Option<i32>,
+    /// The event's id (same as the `Idempotency-Key` header if both are given).
+    pub event_id: Option<String>,
+    /// RFC 3339; default: when the gateway received it. At most 5 minutes ahead.
+    pub occurred_at: Option<String>,
+}
+
+/// `202 Accepted`: the event is durably in the broker.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    /// The event's id.
+    pub event_id: String,
+    /// Always `accepted`.
+    pub status: String,
+}
+
+/// Every error: what is wrong and, where it applies, which field or dependency.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// The offending field, header or path segment.
+    pub field: Option<String>,
+    /// The unavailable dependency, on 503.
+    pub dependency: Option<String>,
+}
+
+/// A product's current state.
+#[derive(Serialize, ToSchema)]
+pub struct ProductBody {
+    /// The product.
+    pub product_id: String,
+    /// Current price, exact; `null` if never set.
+    #[schema(value_type = Option<f64>)]
+    pub price: Option<String>,
+    /// Current stock; `null` if never set.
+    pub stock: Option<i32>,
+    /// When the product last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Product event pipeline: gateway", description = "Ingest product updates; read product state. Every path is also served under /api/v1."),
+    paths(crate::routes::events::post_event, crate::routes::products::get_product),
+    components(schemas(EventBody, Accepted, ErrorBody, ProductBody))
+)]
+struct ApiDoc;
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,142 @@
+//! Publishing to the ingest exchange with publisher confirms: a message counts as sent only when
+//! the broker has confirmed it (for a quorum queue: written to a majority of nodes).
+//!
+//! Several channels share the load, each with many confirms in flight at once; a request waits
+//! only for its own confirm, never for a batch.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::ShortString,
+};
+use shared::{
+    connect::amqp::Broker,
+    contract::{KIND_PRODUCT_UPDATE, ProductUpdate},
+    topology::Topology,
+};
+
+/// Why a publish did not end in a confirm; the caller answers 503 for each.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No connection to the broker right now.
+    #[error("not connected to the broker")]
+    NotConnected,
+    /// The broker refused the message (negative confirm).
+    #[error("the broker refused the message")]
+    Nacked,
+    /// The broker could not route the message to a shard queue.
+    #[error("the message could not be routed to a shard queue")]
+    Unroutable,
+    /// No confirm came within the timeout; the message may or may not be in the broker.
+    #[error("no confirm within {0:?}")]
+    Timeout(Duration),
+    /// The channel or connection failed on the way.
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+/// The publishing channels on one connection.
+pub struct Channels {
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Channels {
+    /// Declares the topology and opens `count` channels in confirm mode on `connection`.
+    pub async fn open(connection: &Connection, topology: &Topology, count: u16) -> anyhow::Result<Self> {
+        let setup = connection.create_channel().await?;
+        topology.declare(&setup).await?;
+        setup.close(200, "topology declared".into()).await?;
+        let mut channels = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let channel = connection.create_channel().await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            channels.push(channel);
+        }
+        Ok(Self {
+            channels,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn pick(&self) -> &Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[i]
+    }
+}
+
+/// Publishes product updates to their shard.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: Broker<Channels>,
+    topology: Arc<Topology>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher over the supervised `broker`.
+    pub fn new(broker: Broker<Channels>, topology: Arc<Topology>, confirm_timeout: Duration) -> Self {
+        Self {
+            broker,
+            topology,
+            confirm_timeout,
+        }
+    }
+
+    /// True when connected to the broker.
+    pub fn is_up(&self) -> bool {
+        self.broker.is_up()
+    }
+
+    /// Publishes `update` as a persistent message to its product's shard and waits for the
+    /// broker's confirm. `Ok` means the message is durably in its queue.
+    pub async fn publish(&self, update: &ProductUpdate) -> Result<(), PublishError> {
+        let session = self.broker.session().ok_or(PublishError::NotConnected)?;
+        let payload = serde_json::to_vec(update).expect("a product update always serialises");
+        let shard = self.topology.shard_for(&update.product_id);
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(ShortString::from(update.event_id.as_str()))
+            .with_type(KIND_PRODUCT_UPDATE.into())
+            .with_app_id("gateway".into())
+            .with_timestamp(u64::try_from(update.received_at.unix_timestamp()).unwrap_or(0));
+        let started = Instant::now();
+        let confirm = async {
+            let pending = session
+                .value
+                .pick()
+                .basic_publish(
+                    self.topology.ingest_exchange().into(),
+                    Topology::routing_key(shard).into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &payload,
+                    properties,
+                )
+                .await?;
+            pending.await.map_err(PublishError::from)
+        };
+        let confirmation = tokio::time::timeout(self.confirm_timeout, confirm)
+            .await
+            .map_err(|_| PublishError::Timeout(self.confirm_timeout))??;
+        metrics::histogram!("pipeline_publish_confirm_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::NotRequested => Err(PublishError::Nacked),
+        }
+    }
+}

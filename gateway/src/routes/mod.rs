@@ -1,0 +1,62 @@
+//! The HTTP API: `POST /events`, `GET /products/{id}`, `GET /openapi.json` (each also under
+//! `/api/v1`), plus `/health`, `/ready` and `/metrics`. Unknown paths and wrong methods get the
+//! same JSON error shape as everything else.
+
+pub mod events;
+pub mod products;
+
+use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get, routing::post};
+use redis::aio::ConnectionManager;
+use shared::{connect::postgres::Database, ops, topology::Namespace};
+
+use crate::{error::ApiError, idempotency::Idempotency, publisher::Publisher};
+
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Publishes to the broker with confirms.
+    pub publisher: Publisher,
+    /// Idempotency records.
+    pub idempotency: Idempotency,
+    /// The read cache.
+    pub redis: ConnectionManager,
+    /// The source of truth behind the cache.
+    pub database: Database,
+    /// Prefix of every key.
+    pub namespace: Namespace,
+}
+
+impl ops::Readiness for AppState {
+    async fn dependencies(&self) -> Vec<(&'static str, bool)> {
+        let (redis, postgres) = tokio::join!(
+            shared::connect::redis::is_up(&self.redis),
+            self.database.is_up()
+        );
+        vec![
+            ("rabbitmq", self.publisher.is_up()),
+            ("redis", redis),
+            ("postgres", postgres),
+        ]
+    }
+}
+
+/// The gateway's whole router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/events", post(events::post_event))
+        .route("/products/{id}", get(products::get_product))
+        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state.clone());
+    Router::new()
+        .merge(api.clone())
+        .nest("/api/v1", api)
+        .merge(ops::routes(state))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn(ops::track_requests))
+}

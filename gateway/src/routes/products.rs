@@ -1,0 +1,101 @@
+//! `GET /products/{id}`: the product's current state, from the Redis read cache, with
+//! PostgreSQL behind it.
+
+use axum::{
+    extract::{Path, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use redis::AsyncCommands;
+use rust_decimal::Decimal;
+use shared::{
+    connect::redis::COMMAND_TIMEOUT,
+    contract::{ProductView, product_cache_key},
+    model::{Price, ProductId, Stock},
+};
+use time::OffsetDateTime;
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// How long a view filled in by a read stays cached (the processor refreshes on every change).
+const CACHE_TTL_SECONDS: u64 = 3600;
+
+/// Returns `{"product_id", "price", "stock", "updated_at"}` (`null` for a field never set).
+#[utoipa::path(
+    get,
+    path = "/products/{id}",
+    tag = "products",
+    params(("id" = String, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "Current state", body = crate::openapi::ProductBody),
+        (status = 400, description = "Invalid product id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown product", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Cache missed and PostgreSQL unavailable", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: ProductId = id
+        .parse()
+        .map_err(|e| ApiError::field("product_id", format!("product_id {e}")))?;
+    let key = product_cache_key(&state.namespace, &id);
+    let mut redis = state.redis.clone();
+    // A cache outage only costs latency: fall through to PostgreSQL.
+    let cached: Option<String> = tokio::time::timeout(COMMAND_TIMEOUT, redis.get(&key))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    if let Some(json) = cached {
+        metrics::counter!("pipeline_product_reads_total", "source" => "cache").increment(1);
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
+    }
+    let view = load(&state, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no product with id {id}")))?;
+    metrics::counter!("pipeline_product_reads_total", "source" => "database").increment(1);
+    let json = serde_json::to_string(&view).expect("a product view always serialises");
+    // SET NX: never overwrite what the processor wrote after our read.
+    let fill = redis::cmd("SET")
+        .arg(&key)
+        .arg(&json)
+        .arg("EX")
+        .arg(CACHE_TTL_SECONDS)
+        .arg("NX")
+        .to_owned();
+    let _ = tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        fill.query_async::<Option<String>>(&mut redis),
+    )
+    .await;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+async fn load(state: &AppState, id: &ProductId) -> Result<Option<ProductView>, ApiError> {
+    if !state.database.is_migrated() {
+        return Err(ApiError::unavailable("postgres", "schema not ready"));
+    }
+    let row: Option<(Option<Decimal>, Option<i32>, OffsetDateTime)> =
+        sqlx::query_as("SELECT price, stock, updated_at FROM products WHERE product_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(state.database.pool())
+            .await
+            .map_err(|e| ApiError::unavailable("postgres", e))?;
+    row.map(|(price, stock, updated_at)| {
+        Ok(ProductView {
+            product_id: id.clone(),
+            price: price
+                .map(Price::new)
+                .transpose()
+                .map_err(|e| ApiError::unavailable("postgres", e))?,
+            stock: stock
+                .map(|s| Stock::new(i64::from(s)))
+                .transpose()
+                .map_err(|e| ApiError::unavailable("postgres", e))?,
+            updated_at,
+        })
+    })
+    .transpose()
+}

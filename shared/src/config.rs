@@ -1,0 +1,131 @@
+//! Typed configuration read once from environment variables.
+//!
+//! Every variable has a default that works against the local services; an invalid value stops
+//! start-up with one line naming the variable.
+
+use std::{fmt::Display, str::FromStr, time::Duration};
+
+use lapin::uri::AMQPUri;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::topology::Namespace;
+
+/// A variable whose value could not be used; its message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// Why its value was refused.
+    pub message: String,
+}
+
+fn raw(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Reads `name` (or `default` when unset or empty) and parses it; the error quotes the value.
+pub fn var<T>(name: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let value = raw(name, default);
+    value.parse().map_err(|e| ConfigError {
+        variable: name,
+        message: format!("{e} (got {value:?})"),
+    })
+}
+
+/// Reads a number of seconds from `name` as a [`Duration`].
+pub fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    var::<u64>(name, &default.to_string()).map(Duration::from_secs)
+}
+
+/// Reads a number of milliseconds from `name` as a [`Duration`].
+pub fn millis(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    var::<u64>(name, &default.to_string()).map(Duration::from_millis)
+}
+
+/// Reads a value that may hold credentials: the error never repeats the value.
+fn secret<T>(name: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    raw(name, default).parse::<T>().map_err(|e| ConfigError {
+        variable: name,
+        message: e.to_string(),
+    })
+}
+
+/// Where the shared backends are and how the pipeline's names are prefixed.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    /// RabbitMQ nodes, tried in turn (`AMQP_URL`, comma-separated).
+    pub amqp: Vec<AMQPUri>,
+    /// Redis (`REDIS_URL`).
+    pub redis: redis::ConnectionInfo,
+    /// PostgreSQL (`DATABASE_URL`); the database is created if missing.
+    pub database: PgConnectOptions,
+    /// Prefix of every exchange, queue and Redis key, and the PostgreSQL schema
+    /// (`PIPELINE_NAMESPACE`).
+    pub namespace: Namespace,
+    /// Number of ingest shard queues (`INGEST_SHARDS`).
+    pub ingest_shards: u16,
+}
+
+/// Default `AMQP_URL`.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default `REDIS_URL`.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default `DATABASE_URL`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/pipeline";
+
+impl Backends {
+    /// Reads `AMQP_URL`, `REDIS_URL`, `DATABASE_URL`, `PIPELINE_NAMESPACE` and `INGEST_SHARDS`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let amqp = raw("AMQP_URL", DEFAULT_AMQP_URL)
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<AMQPUri>().map_err(|e| ConfigError {
+                    variable: "AMQP_URL",
+                    message: e,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if amqp.is_empty() {
+            return Err(ConfigError {
+                variable: "AMQP_URL",
+                message: "names no broker".into(),
+            });
+        }
+        let redis = raw("REDIS_URL", DEFAULT_REDIS_URL);
+        let redis = redis::IntoConnectionInfo::into_connection_info(redis.as_str()).map_err(|e| {
+            ConfigError {
+                variable: "REDIS_URL",
+                message: e.to_string(),
+            }
+        })?;
+        let ingest_shards = var::<u16>("INGEST_SHARDS", "4")?;
+        if ingest_shards == 0 {
+            return Err(ConfigError {
+                variable: "INGEST_SHARDS",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            amqp,
+            redis,
+            database: secret("DATABASE_URL", DEFAULT_DATABASE_URL)?,
+            namespace: var("PIPELINE_NAMESPACE", "pipeline")?,
+            ingest_shards,
+        })
+    }
+}

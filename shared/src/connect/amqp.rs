@@ -1,0 +1,140 @@
+//! RabbitMQ: a supervised connection. lapin's automatic recovery handles short outages; when it
+//! gives up (or the first connection cannot be made), the supervisor builds a new connection,
+//! trying each configured node in turn with backoff, and runs the service's set-up on it again.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::{Connection, ConnectionProperties, uri::AMQPUri};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long one connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A live connection and what the service built on it (channels, consumers).
+pub struct Session<T> {
+    /// The connection.
+    pub connection: Arc<Connection>,
+    /// The service's own state on this connection.
+    pub value: T,
+}
+
+/// A handle on the current session, if any.
+pub struct Broker<T> {
+    current: watch::Receiver<Option<Arc<Session<T>>>>,
+}
+
+impl<T> Clone for Broker<T> {
+    fn clone(&self) -> Self {
+        Self {
+            current: self.current.clone(),
+        }
+    }
+}
+
+impl<T> Broker<T> {
+    /// The current session, if the broker is connected and the set-up ran.
+    pub fn session(&self) -> Option<Arc<Session<T>>> {
+        self.current
+            .borrow()
+            .clone()
+            .filter(|s| s.connection.status().connected())
+    }
+
+    /// True when a session is up.
+    pub fn is_up(&self) -> bool {
+        self.session().is_some()
+    }
+}
+
+/// Starts the supervisor. `setup` runs on every new connection; its result is published as the
+/// current session until the connection is lost for good. Returns the handle and the
+/// supervisor's task, which ends (closing the connection) when `shutdown` fires.
+pub fn supervise<T, F, Fut>(
+    name: &'static str,
+    nodes: Vec<AMQPUri>,
+    setup: F,
+    shutdown: CancellationToken,
+) -> (Broker<T>, tokio::task::JoinHandle<()>)
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<Connection>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send,
+{
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(async move {
+        let mut node = 0;
+        let mut backoff = delays();
+        loop {
+            let uri = nodes[node % nodes.len()].clone();
+            node += 1;
+            let attempt = async {
+                let properties = ConnectionProperties::default()
+                    .enable_auto_recover()
+                    .with_connection_name(name.into());
+                let connection = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    Connection::connect_uri(uri.clone(), properties),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("connection attempt timed out"))??;
+                let connection = Arc::new(connection);
+                let value = setup(Arc::clone(&connection)).await?;
+                anyhow::Ok(Session { connection, value })
+            };
+            let session = tokio::select! {
+                session = attempt => session,
+                () = shutdown.cancelled() => return,
+            };
+            match session {
+                Ok(session) => {
+                    tracing::info!(host = %uri.authority.host, "Connected to RabbitMQ.");
+                    backoff = delays();
+                    let session = Arc::new(session);
+                    tx.send_replace(Some(Arc::clone(&session)));
+                    if wait_until_lost(&session.connection, &shutdown).await {
+                        tx.send_replace(None);
+                        return;
+                    }
+                    tracing::warn!(host = %uri.authority.host, "RabbitMQ connection lost and not recovered; reconnecting.");
+                    tx.send_replace(None);
+                }
+                Err(error) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(host = %uri.authority.host, error = %error, retry_in = ?delay, "RabbitMQ unavailable.");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    });
+    (Broker { current: rx }, task)
+}
+
+fn delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build()
+}
+
+/// Waits until the connection is gone for good (true: shutdown fired instead).
+async fn wait_until_lost(connection: &Connection, shutdown: &CancellationToken) -> bool {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let status = connection.status();
+                if !status.connected() && !status.reconnecting() && !status.connecting() {
+                    return false;
+                }
+            }
+            () = shutdown.cancelled() => return true,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The wire contract between the services: what travels on the ingest shards, what the read
+//! cache holds, and the names of the AMQP headers and message types.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::model::{EventId, Price, ProductId, Stock};
+
+/// AMQP `type` of a product update on the ingest shards.
+pub const KIND_PRODUCT_UPDATE: &str = "product.update";
+
+/// AMQP headers the pipeline sets on its own messages.
+pub mod headers {
+    /// Why a message is in the dead-letter queue (`unparseable`, `invalid`, ...).
+    pub const DEAD_REASON: &str = "x-pipeline-reason";
+    /// The last error seen for a dead-lettered message.
+    pub const DEAD_ERROR: &str = "x-pipeline-error";
+    /// Which service set the message aside.
+    pub const DEAD_SERVICE: &str = "x-pipeline-service";
+    /// When the message was first set aside (RFC 3339).
+    pub const DEAD_AT: &str = "x-pipeline-first-failed-at";
+    /// The routing key the message had on the ingest exchange.
+    pub const ORIGINAL_ROUTING_KEY: &str = "x-pipeline-routing-key";
+}
+
+/// A change to one product's price and/or stock, as published by the gateway.
+///
+/// Deserialising checks every rule again (a message can come from anywhere that can publish).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ProductUpdateWire")]
+pub struct ProductUpdate {
+    /// The event's one key.
+    pub event_id: EventId,
+    /// The product changed.
+    pub product_id: ProductId,
+    /// The new price, if this event sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+    /// The new stock, if this event sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stock: Option<Stock>,
+    /// When the change happened at its source: the last-writer-wins clock (microseconds).
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// When the gateway accepted it (for end-to-end latency).
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}
+
+/// Why a [`ProductUpdate`] is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an update must set at least one of price and stock")]
+pub struct EmptyUpdate;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductUpdateWire {
+    event_id: EventId,
+    product_id: ProductId,
+    #[serde(default)]
+    price: Option<Price>,
+    #[serde(default)]
+    stock: Option<Stock>,
+    #[serde(with = "time::serde::rfc3339")]
+    occurred_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+}
+
+impl TryFrom<ProductUpdateWire> for ProductUpdate {
+    type Error = EmptyUpdate;
+
+    fn try_from(w: ProductUpdateWire) -> Result<Self, Self::Error> {
+        if w.price.is_none() && w.stock.is_none() {
+            return Err(EmptyUpdate);
+        }
+        Ok(Self {
+            event_id: w.event_id,
+            product_id: w.product_id,
+            price: w.price,
+            stock: w.stock,
+            occurred_at: w.occurred_at,
+            received_at: w.received_at,
+        })
+    }
+}
+
+/// A product's current state, as served by `GET /products/{id}` and held in the read cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductView {
+    /// The product.
+    pub product_id: ProductId,
+    /// Current price; `null` if never set.
+    pub price: Option<Price>,
+    /// Current stock; `null` if never set.
+    pub stock: Option<Stock>,
+    /// When the product last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Redis key of a product's cached view.
+pub fn product_cache_key(namespace: &crate::topology::Namespace, id: &ProductId) -> String {
+    format!("{}:product:{}", namespace.as_str(), id.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_with_neither_field_is_refused_on_the_wire() {
+        let body = r#"{"event_id":"e1","product_id":"p1","occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
+        assert!(serde_json::from_str::<ProductUpdate>(body).is_err());
+    }
+
+    #[test]
+    fn an_update_round_trips_with_exact_price() {
+        let body = r#"{"event_id":"e1","product_id":"p1","price":49.99,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00.5Z"}"#;
+        let update: ProductUpdate = serde_json::from_str(body).expect("valid update");
+        let again = serde_json::to_string(&update).expect("serialises");
+        assert!(again.contains(r#""price":49.99"#), "{again}");
+        assert_eq!(serde_json::from_str::<ProductUpdate>(&again).expect("valid"), update);
+    }
+}

@@ -1,0 +1,73 @@
+//! `ProductId`: 1–128 characters of ASCII letters, digits, `-`, `_`, `.` and `:`.
+
+use std::str::FromStr;
+
+/// A product's identifier (also an order's `sku`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProductId(String);
+
+/// Why a string is not a [`ProductId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProductIdError {
+    /// The string is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// The string is longer than [`ProductId::MAX_LEN`].
+    #[error("must be at most 128 characters")]
+    TooLong,
+    /// The string holds a character outside the allowed set.
+    #[error("may contain only ASCII letters, digits, '-', '_', '.' and ':'")]
+    BadCharacter,
+}
+
+impl ProductId {
+    /// Longest accepted identifier, in characters.
+    pub const MAX_LEN: usize = 128;
+
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ProductId {
+    type Err = ProductIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(ProductIdError::Empty);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(ProductIdError::TooLong);
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return Err(ProductIdError::BadCharacter);
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+super::string_serde!(ProductId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_alphabet() {
+        assert!("abc-123_X.y:z".parse::<ProductId>().is_ok());
+        assert!("a".repeat(128).parse::<ProductId>().is_ok());
+    }
+
+    #[test]
+    fn refuses_empty_long_and_foreign_characters() {
+        assert_eq!("".parse::<ProductId>(), Err(ProductIdError::Empty));
+        assert_eq!("a".repeat(129).parse::<ProductId>(), Err(ProductIdError::TooLong));
+        for bad in ["a b", "a/b", "é", "a\u{0}b", "a\nb", "a*"] {
+            assert_eq!(bad.parse::<ProductId>(), Err(ProductIdError::BadCharacter), "{bad:?}");
+        }
+    }
+}

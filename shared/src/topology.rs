@@ -1,0 +1,241 @@
+//! Broker topology: the namespace every name carries, shard routing, and the idempotent
+//! declaration of exchanges and queues that both the gateway and the processor run at start.
+//!
+//! ```text
+//! {ns}.ingest (direct) --"0".."N-1"--> {ns}.ingest.0 .. {ns}.ingest.{N-1}  (quorum, single active consumer)
+//!                                           | x-delivery-limit exceeded
+//!                                           v
+//! {ns}.dead (fanout) ----------------> {ns}.dead (quorum): every dead letter, with its reason
+//! ```
+
+use std::str::FromStr;
+
+use lapin::{
+    Channel, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+
+use crate::model::ProductId;
+
+/// The prefix of every exchange, queue and Redis key, and the PostgreSQL schema, so that test
+/// runs and a dev stack can share one broker, Redis and database. `[a-z][a-z0-9_]{0,39}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// The namespace as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Namespace {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = s.bytes();
+        let starts_with_letter = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+        if !starts_with_letter
+            || s.len() > 40
+            || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err("must be 1-40 characters of a-z, 0-9 and '_', starting with a letter");
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Times a quorum queue redelivers a message before dead-lettering it with reason
+/// `delivery_limit`: the safety net for messages that crash their consumer.
+pub const DELIVERY_LIMIT: i64 = 10;
+
+/// The names and shape of the pipeline's exchanges and queues in one namespace.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    namespace: Namespace,
+    shards: u16,
+}
+
+impl Topology {
+    /// The topology of `namespace` with `shards` ingest shard queues (at least one).
+    pub fn new(namespace: Namespace, shards: u16) -> Self {
+        Self {
+            namespace,
+            shards: shards.max(1),
+        }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// Number of ingest shards.
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    /// The durable direct exchange the gateway publishes to.
+    pub fn ingest_exchange(&self) -> String {
+        format!("{}.ingest", self.namespace.as_str())
+    }
+
+    /// The queue of shard `shard`.
+    pub fn shard_queue(&self, shard: u16) -> String {
+        format!("{}.ingest.{shard}", self.namespace.as_str())
+    }
+
+    /// The fanout exchange dead letters go through.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead", self.namespace.as_str())
+    }
+
+    /// The queue that keeps dead letters until an operator acts.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.namespace.as_str())
+    }
+
+    /// The shard of a product: a stable hash of its id modulo the shard count, so every event
+    /// of one product lands on one queue, in order, across restarts and replicas.
+    pub fn shard_for(&self, product: &ProductId) -> u16 {
+        let shards = u64::from(self.shards);
+        u16::try_from(fnv1a(product.as_str().as_bytes()) % shards)
+            .expect("a value below a u16 shard count fits a u16")
+    }
+
+    /// The routing key of shard `shard` on the ingest exchange.
+    pub fn routing_key(shard: u16) -> String {
+        shard.to_string()
+    }
+
+    /// Declares every exchange, queue and binding; safe to run any number of times, from any
+    /// number of services at once.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                self.dead_letter_queue().into(),
+                durable_queue,
+                quorum_arguments(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                self.dead_letter_queue().into(),
+                self.dead_letter_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.ingest_exchange().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        for shard in 0..self.shards {
+            let mut arguments = quorum_arguments();
+            arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(DELIVERY_LIMIT),
+            );
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.dead_letter_exchange().into()),
+            );
+            // At-least-once dead-lettering: a message past its delivery limit is kept until the
+            // dead-letter queue has confirmed it, never dropped on the way.
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            arguments.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+            channel
+                .queue_declare(self.shard_queue(shard).into(), durable_queue, arguments)
+                .await?;
+            channel
+                .queue_bind(
+                    self.shard_queue(shard).into(),
+                    self.ingest_exchange().into(),
+                    Self::routing_key(shard).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn quorum_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments
+}
+
+/// 64-bit FNV-1a: tiny, stable across versions and platforms, and well spread for short keys.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn a_product_always_maps_to_the_same_shard_and_all_shards_are_used() {
+        let topology = Topology::new("t".parse().expect("valid namespace"), 4);
+        let id: ProductId = "sku-1".parse().expect("valid id");
+        assert_eq!(topology.shard_for(&id), topology.shard_for(&id));
+        let mut seen = [false; 4];
+        for i in 0..100 {
+            let id: ProductId = format!("sku-{i}").parse().expect("valid id");
+            seen[usize::from(topology.shard_for(&id))] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn namespaces_are_safe_identifiers() {
+        assert!("pipeline".parse::<Namespace>().is_ok());
+        assert!("t_0123abc".parse::<Namespace>().is_ok());
+        for bad in ["", "1abc", "Abc", "a-b", "a.b", &"a".repeat(41)] {
+            assert!(bad.parse::<Namespace>().is_err(), "{bad:?}");
+        }
+    }
+}

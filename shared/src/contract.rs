@@ -99,6 +99,9 @@ pub struct ProductView {
     pub updated_at: OffsetDateTime,
 }
 
+/// How long a cached product view lives; every applied change rewrites it.
+pub const PRODUCT_CACHE_TTL_SECONDS: u64 = 3600;
+
 /// Redis key of a product's cached view.
 pub fn product_cache_key(namespace: &crate::topology::Namespace, id: &ProductId) -> String {
     format!("{}:product:{}", namespace.as_str(), id.as_str())

@@ -22,8 +22,9 @@ pub trait Readiness: Clone + Send + Sync + 'static {
     fn dependencies(&self) -> impl Future<Output = Vec<(&'static str, bool)>> + Send;
 }
 
-/// The `/health`, `/ready` and `/metrics` routes.
+/// The `/health`, `/ready` and `/metrics` routes (installing the metrics recorder if needed).
 pub fn routes<R: Readiness>(readiness: R) -> Router {
+    crate::telemetry::metrics();
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready::<R>))

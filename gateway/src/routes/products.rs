@@ -10,16 +10,13 @@ use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use shared::{
     connect::redis::COMMAND_TIMEOUT,
-    contract::{ProductView, product_cache_key},
+    contract::{PRODUCT_CACHE_TTL_SECONDS, ProductView, product_cache_key},
     model::{Price, ProductId, Stock},
 };
 use time::OffsetDateTime;
 
 use super::AppState;
 use crate::error::ApiError;
-
-/// How long a view filled in by a read stays cached (the processor refreshes on every change).
-const CACHE_TTL_SECONDS: u64 = 3600;
 
 /// Returns `{"product_id", "price", "stock", "updated_at"}` (`null` for a field never set).
 #[utoipa::path(
@@ -62,7 +59,7 @@ pub async fn get_product(
         .arg(&key)
         .arg(&json)
         .arg("EX")
-        .arg(CACHE_TTL_SECONDS)
+        .arg(PRODUCT_CACHE_TTL_SECONDS)
         .arg("NX")
         .to_owned();
     let _ = tokio::time::timeout(

@@ -128,8 +128,12 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     .await;
     admin.close().await?;
     match created {
-        // Another service created it first.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        // Another service created it first (42P04), or is creating it right now (23505).
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P04" | "23505")) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e.into()),
         Ok(_) => {
             tracing::info!(database = %name, "Created the PostgreSQL database.");

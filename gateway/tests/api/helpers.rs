@@ -1,0 +1,112 @@
+//! `spawn_app()`: a gateway built through the production `Application::build`, on port 0, in a
+//! namespace of its own, with request helpers.
+
+use std::{net::SocketAddr, time::Duration};
+
+use gateway::{Application, Config};
+use shared::{config::Backends, topology::Topology};
+use testkit::Broker;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub backends: Backends,
+    pub topology: Topology,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A gateway on healthy backends, ready to accept.
+pub async fn spawn_app() -> TestApp {
+    let app = spawn_with(testkit::backends()).await;
+    app.wait_ready().await;
+    app
+}
+
+/// A gateway on the given backends (some may be unreachable); not waited for.
+pub async fn spawn_with(backends: Backends) -> TestApp {
+    let config = Config {
+        addr: "127.0.0.1:0".parse().expect("valid address"),
+        backends: backends.clone(),
+        idempotency_retention: Duration::from_secs(600),
+        idempotency_lease: Duration::from_secs(10),
+        confirm_timeout: Duration::from_secs(2),
+        publish_channels: 2,
+        shutdown_deadline: Duration::from_secs(5),
+    };
+    let app = Application::build(config).await.expect("gateway builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
+        backends,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn wait_ready(&self) {
+        testkit::eventually("the gateway to be ready", WAIT, || async {
+            let r = self.client.get(self.url("/ready")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    /// POSTs `body` as JSON to `/events`, with an `Idempotency-Key` if given.
+    pub async fn post_event(&self, body: &str, key: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/events"))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Messages waiting in all shard queues.
+    pub async fn queued(&self) -> u32 {
+        let broker = Broker::connect(&self.backends).await;
+        let mut total = 0;
+        for shard in 0..self.topology.shards() {
+            total += broker.depth(&self.topology.shard_queue(shard)).await;
+        }
+        total
+    }
+
+    /// Stops the gateway (graceful drain) and removes everything its namespace created.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+        testkit::cleanup(&self.backends).await.expect("clean-up");
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("gateway task").expect("gateway stops cleanly");
+        }
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    response.json().await.expect("JSON body")
+}

@@ -1,0 +1,100 @@
+//! IETF `Idempotency-Key` semantics: replay, 422 on another body, 409 while in flight, and a
+//! failed publish that releases the key.
+
+use gateway::{idempotency::Idempotency, request::parse_event};
+use shared::{connect::redis, model::EventId};
+use std::time::Duration;
+
+use crate::helpers::{json, spawn_app, spawn_with};
+
+const BODY: &str = r#"{"product_id": "p1", "price": 10.5}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_with_the_same_body_replays_the_first_answer_and_publishes_once() {
+    let app = spawn_app().await;
+    let first = app.post_event(BODY, Some("same-key")).await;
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = json(first, 202).await;
+    // Same content, other key order and spacing: the same body.
+    let again = app
+        .post_event(r#"{ "price": 10.5, "product_id": "p1" }"#, Some("same-key"))
+        .await;
+    assert_eq!(
+        again.headers().get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(json(again, 202).await, first);
+    assert_eq!(app.queued().await, 1, "a replay must not publish again");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_body_event_id_is_an_idempotency_key_too() {
+    let app = spawn_app().await;
+    let body = r#"{"product_id": "p1", "stock": 4, "event_id": "body-key"}"#;
+    json(app.post_event(body, None).await, 202).await;
+    let again = app.post_event(body, None).await;
+    assert!(again.headers().contains_key("idempotent-replayed"));
+    assert_eq!(app.queued().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_key_with_another_body_is_422() {
+    let app = spawn_app().await;
+    json(app.post_event(BODY, Some("k-422")).await, 202).await;
+    let other = app
+        .post_event(r#"{"product_id": "p1", "price": 11}"#, Some("k-422"))
+        .await;
+    let body = json(other, 422).await;
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("different body")));
+    assert_eq!(app.queued().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_while_the_first_is_still_publishing_is_409() {
+    let app = spawn_app().await;
+    // Hold the lease as the first request would while it waits for its confirm.
+    let store = Idempotency::new(
+        redis::connect(app.backends.redis.clone()).expect("valid URL"),
+        app.backends.namespace.clone(),
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    );
+    let request = parse_event(BODY.as_bytes(), time::OffsetDateTime::now_utc()).expect("valid");
+    let key: EventId = "in-flight".parse().expect("valid key");
+    let _lease = store.begin(&key, &request.fingerprint).await.expect("Redis up");
+    let response = app.post_event(BODY, Some("in-flight")).await;
+    assert!(response.headers().contains_key("retry-after"));
+    json(response, 409).await;
+    assert_eq!(app.queued().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
+    // A gateway whose broker is unreachable: its publish fails.
+    let mut backends = testkit::backends();
+    backends.amqp = vec![testkit::closed_port_url("amqp").parse().expect("valid URL")];
+    let broken = spawn_with(backends.clone()).await;
+    let response = broken.post_event(BODY, Some("retry-me")).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(json(response, 503).await["dependency"], "rabbitmq");
+    let mut redis = testkit::redis(&backends).await;
+    let record: Option<String> = ::redis::cmd("HGET")
+        .arg(format!("{}:idem:retry-me", backends.namespace.as_str()))
+        .arg("state")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(record, None, "the lease must be released");
+
+    // The client's retry, on a healthy gateway in the same namespace, is accepted.
+    let healthy = crate::helpers::spawn_with(testkit::backends_in(&backends.namespace)).await;
+    healthy.wait_ready().await;
+    json(healthy.post_event(BODY, Some("retry-me")).await, 202).await;
+    assert_eq!(healthy.queued().await, 1);
+    broken.stop().await;
+    healthy.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the gateway against the real RabbitMQ, Redis and PostgreSQL.
+
+mod dependencies;
+mod helpers;
+mod idempotency;
+mod ops;
+mod reads;
+mod validation;

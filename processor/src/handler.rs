@@ -1,0 +1,130 @@
+//! Applying one product update: knows nothing about AMQP. The consumer decides what to do with
+//! the delivery from the result.
+
+use redis::aio::ConnectionManager;
+use shared::{
+    connect::{postgres::Database, redis::COMMAND_TIMEOUT},
+    contract::{PRODUCT_CACHE_TTL_SECONDS, ProductUpdate, ProductView, product_cache_key},
+    topology::Namespace,
+};
+use time::OffsetDateTime;
+
+use crate::store::{self, Applied, StoreError};
+
+/// What the handler needs.
+#[derive(Clone)]
+pub struct Deps {
+    /// The source of truth.
+    pub database: Database,
+    /// The read cache.
+    pub redis: ConnectionManager,
+    /// Prefix of cache keys.
+    pub namespace: Namespace,
+}
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It changed at least one field.
+    Applied,
+    /// It was recorded, but newer values already held every field it carried.
+    Stale,
+    /// It had been applied before; nothing changed.
+    Duplicate,
+}
+
+impl Outcome {
+    /// Label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Stale => "stale",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Why an event was not handled.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// A dependency is down: not the event's fault; hold it and retry in place.
+    #[error("{dependency} unavailable: {error}")]
+    Unavailable {
+        /// `postgres` or `redis`.
+        dependency: &'static str,
+        /// What failed.
+        error: String,
+    },
+    /// The event itself cannot be applied; retrying will not help.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl HandleError {
+    /// True when retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+impl From<StoreError> for HandleError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(e) => Self::Unavailable {
+                dependency: "postgres",
+                error: e.to_string(),
+            },
+            StoreError::Refused(e) => Self::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Applies `update` exactly once and refreshes the product's cached view.
+///
+/// Safe to call again after any failure: a second call finds the event in the inbox, changes
+/// nothing, and still refreshes the cache (repairing a cache write lost to a crash).
+pub async fn handle(update: &ProductUpdate, deps: &Deps) -> Result<Outcome, HandleError> {
+    if !deps.database.is_migrated() {
+        return Err(HandleError::Unavailable {
+            dependency: "postgres",
+            error: "schema not ready".into(),
+        });
+    }
+    let pool = deps.database.pool();
+    let (outcome, view) = match store::apply(pool, update).await? {
+        Applied::Changed(view) => (Outcome::Applied, Some(view)),
+        Applied::Stale => (Outcome::Stale, store::load(pool, &update.product_id).await?),
+        Applied::Duplicate => (
+            Outcome::Duplicate,
+            store::load(pool, &update.product_id).await?,
+        ),
+    };
+    if let Some(view) = view {
+        refresh_cache(deps, &view).await?;
+    }
+    if outcome != Outcome::Duplicate {
+        let latency = (OffsetDateTime::now_utc() - update.received_at).as_seconds_f64();
+        metrics::histogram!("pipeline_end_to_end_duration_seconds").record(latency.max(0.0));
+    }
+    Ok(outcome)
+}
+
+async fn refresh_cache(deps: &Deps, view: &ProductView) -> Result<(), HandleError> {
+    let json = serde_json::to_string(view).expect("a product view always serialises");
+    let mut redis = deps.redis.clone();
+    let set = redis::cmd("SET")
+        .arg(product_cache_key(&deps.namespace, &view.product_id))
+        .arg(json)
+        .arg("EX")
+        .arg(PRODUCT_CACHE_TTL_SECONDS)
+        .to_owned();
+    let unavailable = |error: String| HandleError::Unavailable {
+        dependency: "redis",
+        error,
+    };
+    match tokio::time::timeout(COMMAND_TIMEOUT, set.query_async::<()>(&mut redis)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(unavailable(e.to_string())),
+        Err(_) => Err(unavailable("timed out".into())),
+    }
+}

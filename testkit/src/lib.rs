@@ -1,0 +1,257 @@
+//! Test support shared by the services' integration tests (never linked into a service).
+//!
+//! - [`backends`]: the real RabbitMQ, Redis and PostgreSQL from the environment (local
+//!   defaults), under a fresh random namespace so runs never touch each other.
+//! - [`Broker`]: a plain AMQP client to look into queues and publish straight to the broker.
+//! - [`cleanup`]: removes everything a namespace created.
+//! - [`eventually`]: polls with a deadline instead of sleeping.
+#![forbid(unsafe_code)]
+
+use std::{future::Future, time::Duration};
+
+use futures_util::StreamExt;
+
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions,
+        ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+use shared::{
+    config::Backends,
+    topology::{Namespace, Topology},
+};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
+
+/// Shards used by tests: few, to keep the broker light, but more than one.
+pub const TEST_SHARDS: u16 = 2;
+
+/// A fresh namespace, unique to this call.
+pub fn namespace() -> Namespace {
+    format!("t{}", uuid::Uuid::now_v7().simple())
+        .parse()
+        .expect("t + 32 hex digits is a valid namespace")
+}
+
+/// The backends from the environment (defaults: the local services) under a fresh namespace.
+pub fn backends() -> Backends {
+    let mut backends = Backends::from_env().expect("test environment variables are valid");
+    backends.namespace = namespace();
+    backends.ingest_shards = TEST_SHARDS;
+    backends
+}
+
+/// The backends from the environment under an existing namespace (a second service in a run).
+pub fn backends_in(namespace: &Namespace) -> Backends {
+    let mut backends = backends();
+    backends.namespace = namespace.clone();
+    backends
+}
+
+/// A `scheme://127.0.0.1:PORT` URL where nothing listens.
+pub fn closed_port_url(scheme: &str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let port = listener.local_addr().expect("bound").port();
+    drop(listener);
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// Polls `probe` every 50 ms until it yields `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain AMQP client for looking into the broker from a test.
+pub struct Broker {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Broker {
+    /// Connects to the first configured node.
+    pub async fn connect(backends: &Backends) -> Self {
+        let connection =
+            Connection::connect_uri(backends.amqp[0].clone(), ConnectionProperties::default())
+                .await
+                .expect("RabbitMQ is reachable");
+        let channel = connection.create_channel().await.expect("open a channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        Self {
+            connection,
+            channel,
+        }
+    }
+
+    /// Messages ready in `queue` (0 if it does not exist).
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match self
+            .channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+        {
+            Ok(q) => q.message_count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Takes one message from `queue` (acknowledged), waiting up to two seconds for one.
+    /// (`basic.get` is refused on single-active-consumer quorum queues, so this consumes.)
+    pub async fn take(&self, queue: &str) -> Option<Delivery> {
+        let channel = self.connection.create_channel().await.expect("open a channel");
+        channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let delivery = tokio::time::timeout(Duration::from_secs(2), consumer.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|d| d.expect("delivery"));
+        if let Some(delivery) = &delivery {
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+        }
+        channel.close(200, "taken".into()).await.expect("close");
+        delivery
+    }
+
+    /// Publishes `body` as a persistent message and waits for the confirm.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(
+            matches!(confirm, lapin::Confirmation::Ack(None)),
+            "broker refused: {confirm:?}"
+        );
+    }
+}
+
+/// Deletes every queue, exchange, Redis key and the schema of the backends' namespace.
+pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
+    let topology = Topology::new(backends.namespace.clone(), backends.ingest_shards);
+    if let Ok(connection) =
+        Connection::connect_uri(backends.amqp[0].clone(), ConnectionProperties::default()).await
+    {
+        let channel = connection.create_channel().await?;
+        let mut queues: Vec<String> = (0..topology.shards())
+            .map(|s| topology.shard_queue(s))
+            .collect();
+        queues.push(topology.dead_letter_queue());
+        for queue in queues {
+            channel
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in [topology.ingest_exchange(), topology.dead_letter_exchange()] {
+            channel
+                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        connection.close(200, "test done".into()).await?;
+    }
+    if let Ok(client) = redis::Client::open(backends.redis.clone())
+        && let Ok(mut redis) = client.get_multiplexed_async_connection().await
+    {
+        let pattern = format!("{}:*", backends.namespace.as_str());
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut redis)
+                .await?;
+        }
+    }
+    if let Ok(mut pg) = PgConnection::connect_with(&backends.database).await {
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            backends.namespace.as_str()
+        )))
+        .execute(&mut pg)
+        .await?;
+        pg.close().await?;
+    }
+    Ok(())
+}
+
+/// A pool on the namespace's schema, for asserting on the source of truth.
+pub async fn database(backends: &Backends) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            backends
+                .database
+                .clone()
+                .options([("search_path", backends.namespace.as_str())]),
+        )
+        .await
+        .expect("PostgreSQL is reachable")
+}
+
+/// A Redis connection for asserting on idempotency records and the cache.
+pub async fn redis(backends: &Backends) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(backends.redis.clone())
+        .expect("valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis is reachable")
+}

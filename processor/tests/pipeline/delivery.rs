@@ -1,0 +1,131 @@
+//! Exactly once under redelivery: duplicates straight to the broker, poison messages, and a
+//! processor killed mid-stream.
+
+use std::collections::HashMap;
+
+use lapin::BasicProperties;
+use shared::contract::headers;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::helpers::{self, WAIT, counter, spawn_pipeline, wait_inbox};
+
+fn update(event_id: &str, product: &str, stock: i64) -> String {
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("formats");
+    format!(
+        r#"{{"event_id":"{event_id}","product_id":"{product}","stock":{stock},"occurred_at":"{now}","received_at":"{now}"}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
+    let pipeline = spawn_pipeline().await;
+    let processor = pipeline.processor.expect("running");
+    let before = counter(&pipeline.metrics_of(processor).await, "pipeline_events_processed_total", "duplicate");
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let shard = pipeline.topology.shard_for(&"dup-1".parse().expect("valid"));
+    let body = update("dup-event", "dup-1", 5);
+    for _ in 0..2 {
+        broker
+            .publish(
+                &pipeline.topology.ingest_exchange(),
+                &shared::topology::Topology::routing_key(shard),
+                body.as_bytes(),
+                BasicProperties::default().with_type("product.update".into()),
+            )
+            .await;
+    }
+    testkit::eventually("the duplicate to be recognised", WAIT, || async {
+        let after = counter(&pipeline.metrics_of(processor).await, "pipeline_events_processed_total", "duplicate");
+        (after >= before + 1.0).then_some(())
+    })
+    .await;
+    wait_inbox(&pipeline, 1).await;
+    assert_eq!(pipeline.product("dup-1").await.expect("exists")["stock"], 5);
+    assert_eq!(broker.depth(&pipeline.topology.shard_queue(shard)).await, 0);
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowing() {
+    let pipeline = spawn_pipeline().await;
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let shard = pipeline.topology.shard_for(&"after-poison".parse().expect("valid"));
+    let routing_key = shared::topology::Topology::routing_key(shard);
+    let exchange = pipeline.topology.ingest_exchange();
+    broker
+        .publish(&exchange, &routing_key, b"\x00not json{", BasicProperties::default())
+        .await;
+    let negative = update("bad-stock", "after-poison", -5);
+    broker
+        .publish(&exchange, &routing_key, negative.as_bytes(), BasicProperties::default())
+        .await;
+    pipeline
+        .accept(r#"{"product_id": "after-poison", "stock": 9}"#, None)
+        .await;
+    pipeline.product_when("after-poison", |p| p["stock"] == 9).await;
+
+    let dead = pipeline.topology.dead_letter_queue();
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let message = broker.take(&dead).await.expect("a dead letter");
+        let table = message.properties.headers().clone().expect("headers");
+        let header = |name: &str| match table.inner().get(name) {
+            Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            other => panic!("header {name}: {other:?}"),
+        };
+        assert_eq!(header(headers::ORIGINAL_ROUTING_KEY), routing_key);
+        assert_eq!(header(headers::DEAD_SERVICE), "processor");
+        assert!(!header(headers::DEAD_ERROR).is_empty());
+        assert!(OffsetDateTime::parse(&header(headers::DEAD_AT), &Rfc3339).is_ok());
+        reasons.push(header(headers::DEAD_REASON));
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["invalid", "unparseable"]);
+    assert_eq!(broker.depth(&dead).await, 0, "nothing else is dead-lettered");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processor_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
+    const EVENTS: i64 = 400;
+    const PRODUCTS: i64 = 20;
+    let pipeline = helpers::spawn_gateway_only(testkit::backends()).await;
+    // The model: each product's last stock by occurred_at (events are numbered in time order).
+    let mut expected = HashMap::new();
+    let base = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    for i in 0..EVENTS {
+        let product = format!("kill-{}", i % PRODUCTS);
+        let at = (base + time::Duration::milliseconds(i)).format(&Rfc3339).expect("formats");
+        let body = format!(r#"{{"product_id": "{product}", "stock": {i}, "occurred_at": "{at}"}}"#);
+        pipeline.accept(&body, Some(&format!("kill-evt-{i}"))).await;
+        expected.insert(product, i);
+    }
+
+    let mut child = helpers::processor_process(&pipeline.backends);
+    testkit::eventually("the processor to apply some events", WAIT, || async {
+        (pipeline.inbox_count().await >= EVENTS / 4).then_some(())
+    })
+    .await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    let applied_at_kill = pipeline.inbox_count().await;
+    assert!(applied_at_kill < EVENTS, "killed too late to prove anything");
+
+    let mut restarted = helpers::processor_process(&pipeline.backends);
+    wait_inbox(&pipeline, EVENTS).await;
+    for (product, stock) in &expected {
+        let state = pipeline.product_when(product, |p| p["stock"] == *stock).await;
+        assert_eq!(state["stock"], *stock, "{product}");
+    }
+    let pool = testkit::database(&pipeline.backends).await;
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT event_id FROM processed_events GROUP BY event_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("query");
+    assert_eq!(doubled, 0);
+    restarted.start_kill().expect("stop the processor");
+    restarted.wait().await.expect("reaped");
+    pipeline.stop().await;
+}

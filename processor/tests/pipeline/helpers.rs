@@ -1,0 +1,209 @@
+//! `spawn_pipeline()`: a gateway and a processor, built through their production
+//! `Application::build`, on port 0, sharing one fresh namespace.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use shared::{config::Backends, topology::Topology};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct Pipeline {
+    pub backends: Backends,
+    pub topology: Topology,
+    pub client: reqwest::Client,
+    pub gateway: SocketAddr,
+    pub processor: Option<SocketAddr>,
+    running: Vec<Running>,
+}
+
+/// A gateway and an in-process processor on healthy backends, both ready.
+pub async fn spawn_pipeline() -> Pipeline {
+    let mut pipeline = spawn_gateway_only(testkit::backends()).await;
+    let backends = pipeline.backends.clone();
+    pipeline.start_processor(backends).await;
+    pipeline.wait_ready(pipeline.processor.expect("started")).await;
+    pipeline
+}
+
+/// A ready gateway and no processor.
+pub async fn spawn_gateway_only(backends: Backends) -> Pipeline {
+    let config = gateway::Config {
+        addr: "127.0.0.1:0".parse().expect("valid address"),
+        backends: backends.clone(),
+        idempotency_retention: Duration::from_secs(600),
+        idempotency_lease: Duration::from_secs(10),
+        confirm_timeout: Duration::from_secs(2),
+        publish_channels: 2,
+        shutdown_deadline: Duration::from_secs(5),
+    };
+    let app = gateway::Application::build(config).await.expect("gateway builds");
+    let addr = app.local_addr();
+    let mut pipeline = Pipeline {
+        topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
+        backends,
+        client: reqwest::Client::new(),
+        gateway: addr,
+        processor: None,
+        running: Vec::new(),
+    };
+    pipeline.run(|stopped| app.run_until(stopped));
+    pipeline.wait_ready(addr).await;
+    pipeline
+}
+
+impl Pipeline {
+    fn run<F, Fut>(&mut self, start: F)
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(start(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        self.running.push(Running { stop, task });
+    }
+
+    /// Starts an in-process processor on `backends` (some may be unreachable).
+    pub async fn start_processor(&mut self, backends: Backends) -> SocketAddr {
+        let config = processor::Config {
+            addr: "127.0.0.1:0".parse().expect("valid address"),
+            backends,
+            prefetch: 16,
+            shutdown_deadline: Duration::from_secs(5),
+        };
+        let app = processor::Application::build(config).await.expect("processor builds");
+        let addr = app.local_addr();
+        self.processor = Some(addr);
+        self.run(|stopped| app.run_until(stopped));
+        addr
+    }
+
+    /// Stops the most recently started service, waiting for its drain.
+    pub async fn stop_last(&mut self) {
+        let running = self.running.pop().expect("something is running");
+        let _ = running.stop.send(());
+        running.task.await.expect("task").expect("stops cleanly");
+    }
+
+    pub async fn wait_ready(&self, addr: SocketAddr) {
+        testkit::eventually("a service to be ready", WAIT, || async {
+            let r = self.client.get(format!("http://{addr}/ready")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    pub async fn post_event(&self, body: &str, key: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("http://{}/events", self.gateway))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Posts and asserts 202.
+    pub async fn accept(&self, body: &str, key: Option<&str>) {
+        let response = self.post_event(body, key).await;
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap_or_default());
+    }
+
+    /// `GET /products/{id}` as JSON, `None` on 404.
+    pub async fn product(&self, id: &str) -> Option<serde_json::Value> {
+        let response = self
+            .client
+            .get(format!("http://{}/products/{id}", self.gateway))
+            .send()
+            .await
+            .expect("request sent");
+        if response.status() == 404 {
+            return None;
+        }
+        assert_eq!(response.status(), 200);
+        Some(response.json().await.expect("JSON"))
+    }
+
+    /// Waits until the product's state satisfies `check`, and returns it.
+    pub async fn product_when(
+        &self,
+        id: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        testkit::eventually(&format!("product {id} to reach the expected state"), WAIT, || async {
+            self.product(id).await.filter(|p| check(p))
+        })
+        .await
+    }
+
+    /// Events recorded in the processor's inbox.
+    pub async fn inbox_count(&self) -> i64 {
+        let pool = testkit::database(&self.backends).await;
+        let count = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        pool.close().await;
+        count
+    }
+
+    pub async fn metrics_of(&self, addr: SocketAddr) -> String {
+        self.client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Stops everything (drains) and removes the namespace.
+    pub async fn stop(mut self) {
+        while !self.running.is_empty() {
+            self.stop_last().await;
+        }
+        testkit::cleanup(&self.backends).await.expect("clean-up");
+    }
+}
+
+/// The processor binary as a child process in `backends`' namespace (inherits the environment's
+/// URLs), so a test can SIGKILL it.
+pub fn processor_process(backends: &Backends) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_processor"))
+        .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
+        .env("INGEST_SHARDS", backends.ingest_shards.to_string())
+        .env("PROCESSOR_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the processor binary starts")
+}
+
+/// A counter's value in Prometheus text, summed over the series that contain `matching`.
+pub fn counter(metrics: &str, name: &str, matching: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(matching))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until the inbox holds exactly `n` events.
+pub async fn wait_inbox(pipeline: &Pipeline, n: i64) {
+    testkit::eventually(&format!("{n} events in the inbox"), WAIT, || async {
+        (pipeline.inbox_count().await == n).then_some(())
+    })
+    .await;
+}

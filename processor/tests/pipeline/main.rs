@@ -1,0 +1,6 @@
+//! End-to-end tests: gateway → RabbitMQ → processor → PostgreSQL and Redis, all real.
+
+mod delivery;
+mod helpers;
+mod outages;
+mod state;

@@ -129,7 +129,9 @@ impl Idempotency {
             Some("mismatch") => Ok(Begin::Mismatch),
             Some("in_flight") => Ok(Begin::InFlight),
             Some("done") if reply.len() == 3 => Ok(Begin::Replay(StoredResponse {
-                status: reply[1].parse().map_err(|_| IdempotencyError("corrupt record".into()))?,
+                status: reply[1]
+                    .parse()
+                    .map_err(|_| IdempotencyError("corrupt record".into()))?,
                 body: reply[2].clone(),
             })),
             _ => Err(IdempotencyError("unexpected script reply".into())),
@@ -137,7 +139,11 @@ impl Idempotency {
     }
 
     /// Records the first response under the lease's key for the retention window.
-    pub async fn complete(&self, lease: Lease, response: &StoredResponse) -> Result<(), IdempotencyError> {
+    pub async fn complete(
+        &self,
+        lease: Lease,
+        response: &StoredResponse,
+    ) -> Result<(), IdempotencyError> {
         let mut redis = self.redis.clone();
         let mut invocation = self.complete.key(&lease.key);
         invocation

@@ -56,8 +56,14 @@ pub struct ProductBody {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Product event pipeline: gateway", description = "Ingest product updates; read product state. Every path is also served under /api/v1."),
-    paths(crate::routes::events::post_event, crate::routes::products::get_product),
+    info(
+        title = "Product event pipeline: gateway",
+        description = "Ingest product updates; read product state. Every path is also served under /api/v1."
+    ),
+    paths(
+        crate::routes::events::post_event,
+        crate::routes::products::get_product
+    ),
     components(schemas(EventBody, Accepted, ErrorBody, ProductBody))
 )]
 struct ApiDoc;

@@ -51,14 +51,20 @@ pub struct Channels {
 
 impl Channels {
     /// Declares the topology and opens `count` channels in confirm mode on `connection`.
-    pub async fn open(connection: &Connection, topology: &Topology, count: u16) -> anyhow::Result<Self> {
+    pub async fn open(
+        connection: &Connection,
+        topology: &Topology,
+        count: u16,
+    ) -> anyhow::Result<Self> {
         let setup = connection.create_channel().await?;
         topology.declare(&setup).await?;
         setup.close(200, "topology declared".into()).await?;
         let mut channels = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let channel = connection.create_channel().await?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
             channels.push(channel);
         }
         Ok(Self {
@@ -83,7 +89,11 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher over the supervised `broker`.
-    pub fn new(broker: Broker<Channels>, topology: Arc<Topology>, confirm_timeout: Duration) -> Self {
+    pub fn new(
+        broker: Broker<Channels>,
+        topology: Arc<Topology>,
+        confirm_timeout: Duration,
+    ) -> Self {
         Self {
             broker,
             topology,

@@ -65,7 +65,10 @@ pub fn parse_event(body: &[u8], now: OffsetDateTime) -> Result<EventRequest, Fie
     let mut seen = HashSet::new();
     for (key, _) in &entries {
         if !seen.insert(key.as_str()) {
-            return Err(FieldError::new(key, format!("field `{}` appears more than once", shorten(key))));
+            return Err(FieldError::new(
+                key,
+                format!("field `{}` appears more than once", shorten(key)),
+            ));
         }
         if !FIELDS.contains(&key.as_str()) {
             return Err(FieldError::new(
@@ -93,13 +96,23 @@ pub fn parse_event(body: &[u8], now: OffsetDateTime) -> Result<EventRequest, Fie
         Some(_) => return Err(FieldError::new("product_id", "product_id must be a string")),
     };
     let price = get("price")
-        .map(|v| number(v, "price")?.parse::<Price>().map_err(|e| FieldError::new("price", format!("price {e}"))))
+        .map(|v| {
+            number(v, "price")?
+                .parse::<Price>()
+                .map_err(|e| FieldError::new("price", format!("price {e}")))
+        })
         .transpose()?;
     let stock = get("stock")
-        .map(|v| number(v, "stock")?.parse::<Stock>().map_err(|e| FieldError::new("stock", format!("stock {e}"))))
+        .map(|v| {
+            number(v, "stock")?
+                .parse::<Stock>()
+                .map_err(|e| FieldError::new("stock", format!("stock {e}")))
+        })
         .transpose()?;
     if price.is_none() && stock.is_none() {
-        return Err(FieldError::body("at least one of price and stock is required"));
+        return Err(FieldError::body(
+            "at least one of price and stock is required",
+        ));
     }
     let event_id = get("event_id")
         .map(|v| match v {
@@ -109,7 +122,9 @@ pub fn parse_event(body: &[u8], now: OffsetDateTime) -> Result<EventRequest, Fie
             _ => Err(FieldError::new("event_id", "event_id must be a string")),
         })
         .transpose()?;
-    let occurred_at = get("occurred_at").map(|v| occurred_at(v, now)).transpose()?;
+    let occurred_at = get("occurred_at")
+        .map(|v| occurred_at(v, now))
+        .transpose()?;
 
     let canonical: serde_json::Map<String, Value> = entries.into_iter().collect();
     let canonical = serde_json::to_vec(&canonical).expect("a JSON map always serialises");
@@ -123,7 +138,7 @@ pub fn parse_event(body: &[u8], now: OffsetDateTime) -> Result<EventRequest, Fie
     })
 }
 
-fn number<'a>(value: &'a Value, field: &str) -> Result<String, FieldError> {
+fn number(value: &Value, field: &str) -> Result<String, FieldError> {
     match value {
         Value::Number(n) => Ok(n.to_string()),
         _ => Err(FieldError::new(field, format!("{field} must be a number"))),
@@ -132,7 +147,10 @@ fn number<'a>(value: &'a Value, field: &str) -> Result<String, FieldError> {
 
 fn occurred_at(value: &Value, now: OffsetDateTime) -> Result<OffsetDateTime, FieldError> {
     let Value::String(text) = value else {
-        return Err(FieldError::new("occurred_at", "occurred_at must be an RFC 3339 string"));
+        return Err(FieldError::new(
+            "occurred_at",
+            "occurred_at must be an RFC 3339 string",
+        ));
     };
     let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
         FieldError::new(
@@ -213,7 +231,10 @@ mod tests {
         assert_eq!(r.price.map(|p| p.to_string()), Some("49.99".into()));
         assert_eq!(r.stock.map(Stock::value), Some(100));
         assert_eq!(r.event_id.map(|e| e.to_string()), Some("e-1".into()));
-        assert_eq!(r.occurred_at, Some(time::macros::datetime!(2026-06-01 09:00:00.123456 UTC)));
+        assert_eq!(
+            r.occurred_at,
+            Some(time::macros::datetime!(2026-06-01 09:00:00.123456 UTC))
+        );
     }
 
     #[test]
@@ -239,11 +260,23 @@ mod tests {
             (r#"{"product_id":"p","stock":-1}"#, Some("stock")),
             (r#"{"product_id":"p","stock":2147483648}"#, Some("stock")),
             (r#"{"product_id":"p"}"#, None),
-            (r#"{"product_id":"p","stock":1,"colour":"red"}"#, Some("colour")),
+            (
+                r#"{"product_id":"p","stock":1,"colour":"red"}"#,
+                Some("colour"),
+            ),
             (r#"{"product_id":"p","stock":1,"stock":2}"#, Some("stock")),
-            (r#"{"product_id":"p","stock":1,"event_id":""}"#, Some("event_id")),
-            (r#"{"product_id":"p","stock":1,"occurred_at":"yesterday"}"#, Some("occurred_at")),
-            (r#"{"product_id":"p","stock":1,"occurred_at":"2026-06-01T12:06:00Z"}"#, Some("occurred_at")),
+            (
+                r#"{"product_id":"p","stock":1,"event_id":""}"#,
+                Some("event_id"),
+            ),
+            (
+                r#"{"product_id":"p","stock":1,"occurred_at":"yesterday"}"#,
+                Some("occurred_at"),
+            ),
+            (
+                r#"{"product_id":"p","stock":1,"occurred_at":"2026-06-01T12:06:00Z"}"#,
+                Some("occurred_at"),
+            ),
             (r#"{"product_id":"p","stock":1"#, None),
             (r#"[1,2]"#, None),
         ];
@@ -254,7 +287,8 @@ mod tests {
 
     #[test]
     fn null_means_absent_and_negative_zero_is_zero() {
-        let r = parse_event(br#"{"product_id":"p","price":-0,"stock":null}"#, now()).expect("valid");
+        let r =
+            parse_event(br#"{"product_id":"p","price":-0,"stock":null}"#, now()).expect("valid");
         assert_eq!(r.price.map(|p| p.to_string()), Some("0".into()));
         assert_eq!(r.stock, None);
     }

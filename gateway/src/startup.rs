@@ -37,7 +37,10 @@ impl Application {
             .with_context(|| format!("cannot listen on GATEWAY_ADDR {}", config.addr))?;
         let background = CancellationToken::new();
         let backends = &config.backends;
-        let topology = Arc::new(Topology::new(backends.namespace.clone(), backends.ingest_shards));
+        let topology = Arc::new(Topology::new(
+            backends.namespace.clone(),
+            backends.ingest_shards,
+        ));
         let channels = config.publish_channels;
         let setup_topology = Arc::clone(&topology);
         let (broker, broker_task) = amqp::supervise(
@@ -87,11 +90,14 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
     /// (each waits for its own confirm), and closes the broker connection, all under the drain
     /// deadline.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "Gateway listening.");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(async move {
+        let server =
+            axum::serve(self.listener, router(self.state)).with_graceful_shutdown(async move {
                 let _ = drain_rx.await;
             });
         let mut server = std::pin::pin!(server.into_future());
@@ -104,7 +110,12 @@ impl Application {
             }
         }
         self.background.cancel();
-        let _ = with_deadline("broker close", self.config.shutdown_deadline, self.broker_task).await;
+        let _ = with_deadline(
+            "broker close",
+            self.config.shutdown_deadline,
+            self.broker_task,
+        )
+        .await;
         tracing::info!("Gateway stopped.");
         Ok(())
     }

@@ -11,9 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use lapin::{
-    Acker, Channel, Connection, Consumer, message::Delivery, options::BasicAckOptions,
-};
+use lapin::{Acker, Channel, Connection, Consumer, message::Delivery, options::BasicAckOptions};
 use shared::{
     contract::{KIND_PRODUCT_UPDATE, ProductUpdate},
     topology::Topology,
@@ -59,8 +57,13 @@ pub async fn run(mut shard: Shard, shutdown: CancellationToken) {
             },
             None => {
                 if !shutdown.is_cancelled() {
-                    tracing::warn!("Shard consumer cancelled by the broker; asking for a new connection.");
-                    let _ = shard.connection.close(320, "consumer cancelled".into()).await;
+                    tracing::warn!(
+                        "Shard consumer cancelled by the broker; asking for a new connection."
+                    );
+                    let _ = shard
+                        .connection
+                        .close(320, "consumer cancelled".into())
+                        .await;
                 }
                 return;
             }
@@ -89,7 +92,15 @@ async fn process(delivery: Delivery, shard: &Shard, shutdown: &CancellationToken
                 properties: &properties,
                 routing_key: routing_key.as_str(),
             };
-            return match dead_letter::set_aside(&shard.channel, &shard.topology, poison, reason, &error).await {
+            return match dead_letter::set_aside(
+                &shard.channel,
+                &shard.topology,
+                poison,
+                reason,
+                &error,
+            )
+            .await
+            {
                 Ok(()) => {
                     tracing::warn!(reason = reason.as_str(), error = %error, "Message dead-lettered.");
                     settle(acker).await;
@@ -119,7 +130,15 @@ async fn process(delivery: Delivery, shard: &Shard, shutdown: &CancellationToken
                 routing_key: routing_key.as_str(),
             };
             let reason = Reason::Invalid;
-            match dead_letter::set_aside(&shard.channel, &shard.topology, poison, reason, &error.to_string()).await {
+            match dead_letter::set_aside(
+                &shard.channel,
+                &shard.topology,
+                poison,
+                reason,
+                &error.to_string(),
+            )
+            .await
+            {
                 Ok(()) => {
                     tracing::warn!(event_id = %update.event_id, error = %error, "Event refused; dead-lettered.");
                     settle(acker).await;
@@ -194,14 +213,23 @@ mod tests {
 
     #[test]
     fn garbage_is_unparseable_and_rule_breaking_json_is_invalid() {
-        assert_eq!(decode(None, b"not json").map_err(|e| e.0), Err(Reason::Unparseable));
+        assert_eq!(
+            decode(None, b"not json").map_err(|e| e.0),
+            Err(Reason::Unparseable)
+        );
         assert_eq!(
             decode(Some("order.create"), b"{}").map_err(|e| e.0),
             Err(Reason::Unparseable)
         );
         let no_fields = br#"{"event_id":"e","product_id":"p","occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
-        assert_eq!(decode(None, no_fields).map_err(|e| e.0), Err(Reason::Invalid));
+        assert_eq!(
+            decode(None, no_fields).map_err(|e| e.0),
+            Err(Reason::Invalid)
+        );
         let negative = br#"{"event_id":"e","product_id":"p","stock":-1,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
-        assert_eq!(decode(None, negative).map_err(|e| e.0), Err(Reason::Invalid));
+        assert_eq!(
+            decode(None, negative).map_err(|e| e.0),
+            Err(Reason::Invalid)
+        );
     }
 }

@@ -93,10 +93,17 @@ pub async fn handle(update: &ProductUpdate, deps: &Deps) -> Result<Outcome, Hand
     let pool = deps.database.pool();
     let (outcome, view) = match store::apply(pool, update).await? {
         Applied::Changed(view) => (Outcome::Applied, Some(view)),
-        Applied::Stale => (Outcome::Stale, store::load(pool, &update.product_id).await?),
+        Applied::Stale => (
+            Outcome::Stale,
+            shared::products::load(pool, &update.product_id)
+                .await
+                .map_err(StoreError::from)?,
+        ),
         Applied::Duplicate => (
             Outcome::Duplicate,
-            store::load(pool, &update.product_id).await?,
+            shared::products::load(pool, &update.product_id)
+                .await
+                .map_err(StoreError::from)?,
         ),
     };
     if let Some(view) = view {

@@ -3,6 +3,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use ::redis::aio::ConnectionManager;
 use anyhow::Context;
 use axum::{Router, middleware};
 use lapin::{
@@ -10,7 +11,6 @@ use lapin::{
     options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
-use ::redis::aio::ConnectionManager;
 use shared::{
     connect::{
         amqp::{self, Broker},
@@ -104,8 +104,12 @@ impl Application {
                 }
             }
         };
-        let (broker, broker_task) =
-            amqp::supervise("processor", backends.amqp.clone(), setup, background.clone());
+        let (broker, broker_task) = amqp::supervise(
+            "processor",
+            backends.amqp.clone(),
+            setup,
+            background.clone(),
+        );
         Ok(Self {
             listener,
             readiness: Readiness {
@@ -130,7 +134,10 @@ impl Application {
 
     /// Consumes until `shutdown` completes, then drains: stop taking deliveries, finish and ack
     /// the one in hand on each shard, close the channels and the connection, under the deadline.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "Processor ops endpoints listening.");
         let router = Router::new()
             .merge(ops::routes(self.readiness))
@@ -145,9 +152,19 @@ impl Application {
         tracing::info!("Processor draining: finishing the event in hand on each shard.");
         self.consuming.cancel();
         self.consumers.close();
-        with_deadline("processor drain", self.config.shutdown_deadline, self.consumers.wait()).await;
+        with_deadline(
+            "processor drain",
+            self.config.shutdown_deadline,
+            self.consumers.wait(),
+        )
+        .await;
         self.background.cancel();
-        let _ = with_deadline("broker close", self.config.shutdown_deadline, self.broker_task).await;
+        let _ = with_deadline(
+            "broker close",
+            self.config.shutdown_deadline,
+            self.broker_task,
+        )
+        .await;
         let _ = server.await;
         tracing::info!("Processor stopped.");
         Ok(())
@@ -167,8 +184,12 @@ async fn start_consumers(
     setup.close(200, "topology declared".into()).await?;
     for shard in 0..topology.shards() {
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
         let consumer = channel
             .basic_consume(
                 topology.shard_queue(shard).into(),

@@ -4,7 +4,8 @@
 use rust_decimal::Decimal;
 use shared::{
     contract::{ProductUpdate, ProductView},
-    model::{Price, ProductId, Stock},
+    model::{Price, Stock},
+    products,
 };
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -35,8 +36,9 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        let refused = matches!(&e, sqlx::Error::Database(db)
-            if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")));
+        let refused = matches!(&e, sqlx::Error::Decode(_))
+            || matches!(&e, sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")));
         if refused {
             Self::Refused(e)
         } else {
@@ -72,10 +74,12 @@ pub async fn apply(pool: &PgPool, update: &ProductUpdate) -> Result<Applied, Sto
         tx.rollback().await?;
         return Ok(Applied::Duplicate);
     }
-    sqlx::query("INSERT INTO products (product_id) VALUES ($1) ON CONFLICT (product_id) DO NOTHING")
-        .bind(update.product_id.as_str())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO products (product_id) VALUES ($1) ON CONFLICT (product_id) DO NOTHING",
+    )
+    .bind(update.product_id.as_str())
+    .execute(&mut *tx)
+    .await?;
     let (price, price_at, price_event, stock, stock_at, stock_event): ProductRow = sqlx::query_as(
         "SELECT price, price_occurred_at, price_event_id, stock, stock_occurred_at, stock_event_id
          FROM products WHERE product_id = $1 FOR UPDATE",
@@ -115,42 +119,10 @@ pub async fn apply(pool: &PgPool, update: &ProductUpdate) -> Result<Applied, Sto
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Applied::Changed(view(
+    Ok(Applied::Changed(products::view(
         update.product_id.clone(),
         price.value,
         stock.value,
         updated_at,
     )?))
-}
-
-/// The product's current state, if it exists.
-pub async fn load(pool: &PgPool, id: &ProductId) -> Result<Option<ProductView>, StoreError> {
-    let row: Option<(Option<Decimal>, Option<i32>, OffsetDateTime)> =
-        sqlx::query_as("SELECT price, stock, updated_at FROM products WHERE product_id = $1")
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    row.map(|(price, stock, at)| view(id.clone(), price, stock, at))
-        .transpose()
-}
-
-fn view(
-    product_id: ProductId,
-    price: Option<Decimal>,
-    stock: Option<i32>,
-    updated_at: OffsetDateTime,
-) -> Result<ProductView, StoreError> {
-    let corrupt = |what: String| StoreError::Refused(sqlx::Error::Decode(what.into()));
-    Ok(ProductView {
-        product_id,
-        price: price
-            .map(Price::new)
-            .transpose()
-            .map_err(|e| corrupt(format!("stored price: {e}")))?,
-        stock: stock
-            .map(|s| Stock::new(i64::from(s)))
-            .transpose()
-            .map_err(|e| corrupt(format!("stored stock: {e}")))?,
-        updated_at,
-    })
 }

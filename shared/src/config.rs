@@ -107,12 +107,13 @@ impl Backends {
             });
         }
         let redis = raw("REDIS_URL", DEFAULT_REDIS_URL);
-        let redis = redis::IntoConnectionInfo::into_connection_info(redis.as_str()).map_err(|e| {
-            ConfigError {
-                variable: "REDIS_URL",
-                message: e.to_string(),
-            }
-        })?;
+        let redis =
+            redis::IntoConnectionInfo::into_connection_info(redis.as_str()).map_err(|e| {
+                ConfigError {
+                    variable: "REDIS_URL",
+                    message: e.to_string(),
+                }
+            })?;
         let ingest_shards = var::<u16>("INGEST_SHARDS", "4")?;
         if ingest_shards == 0 {
             return Err(ConfigError {

@@ -123,6 +123,9 @@ mod tests {
         let update: ProductUpdate = serde_json::from_str(body).expect("valid update");
         let again = serde_json::to_string(&update).expect("serialises");
         assert!(again.contains(r#""price":49.99"#), "{again}");
-        assert_eq!(serde_json::from_str::<ProductUpdate>(&again).expect("valid"), update);
+        assert_eq!(
+            serde_json::from_str::<ProductUpdate>(&again).expect("valid"),
+            update
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! - [`topology`]: exchange and queue names, shard routing, and their idempotent declaration.
 //! - [`config`]: reading typed configuration from the environment.
 //! - [`connect`]: connection builders for RabbitMQ, Redis and PostgreSQL.
+//! - [`products`]: reading a product's current state from PostgreSQL.
 //! - [`ops`]: the `/health`, `/ready` and `/metrics` endpoints every service serves.
 //! - [`telemetry`]: logs and the metrics recorder.
 //! - [`shutdown`]: the shutdown signal.
@@ -15,6 +16,7 @@ pub mod connect;
 pub mod contract;
 pub mod model;
 pub mod ops;
+pub mod products;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -75,7 +75,10 @@ async fn metrics() -> impl IntoResponse {
 
 /// Middleware counting requests by route, method and status, and timing them by route (the
 /// route template, never the concrete path, so ids stay out of labels).
-pub async fn track_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub async fn track_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()

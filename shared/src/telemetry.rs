@@ -14,7 +14,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Installs the log subscriber (filter from `RUST_LOG`, default `info,sqlx=warn`) and the metrics
 /// recorder. Calling it again is harmless.
 pub fn init(service: &'static str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let registry = tracing_subscriber::registry().with(filter);
     let installed = if json {

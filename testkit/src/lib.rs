@@ -16,8 +16,7 @@ use lapin::{
     message::Delivery,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions,
-        ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+        ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::FieldTable,
 };
@@ -122,7 +121,11 @@ impl Broker {
     /// Takes one message from `queue` (acknowledged), waiting up to two seconds for one.
     /// (`basic.get` is refused on single-active-consumer quorum queues, so this consumes.)
     pub async fn take(&self, queue: &str) -> Option<Delivery> {
-        let channel = self.connection.create_channel().await.expect("open a channel");
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .expect("open a channel");
         channel
             .basic_qos(1, BasicQosOptions::default())
             .await

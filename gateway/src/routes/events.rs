@@ -110,7 +110,9 @@ async fn accept(
         product_id: request.product_id,
         price: request.price,
         stock: request.stock,
-        occurred_at: request.occurred_at.unwrap_or_else(|| to_micros(received_at)),
+        occurred_at: request
+            .occurred_at
+            .unwrap_or_else(|| to_micros(received_at)),
         received_at,
     };
     if let Err(error) = state.publisher.publish(&update).await {

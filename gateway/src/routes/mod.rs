@@ -11,7 +11,6 @@ use shared::{connect::postgres::Database, ops, topology::Namespace};
 
 use crate::{error::ApiError, idempotency::Idempotency, publisher::Publisher};
 
-
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -49,7 +48,10 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/events", post(events::post_event))
         .route("/products/{id}", get(products::get_product))
-        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone());

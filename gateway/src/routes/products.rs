@@ -7,13 +7,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use redis::AsyncCommands;
-use rust_decimal::Decimal;
 use shared::{
     connect::redis::COMMAND_TIMEOUT,
     contract::{PRODUCT_CACHE_TTL_SECONDS, ProductView, product_cache_key},
-    model::{Price, ProductId, Stock},
+    model::ProductId,
 };
-use time::OffsetDateTime;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -74,25 +72,7 @@ async fn load(state: &AppState, id: &ProductId) -> Result<Option<ProductView>, A
     if !state.database.is_migrated() {
         return Err(ApiError::unavailable("postgres", "schema not ready"));
     }
-    let row: Option<(Option<Decimal>, Option<i32>, OffsetDateTime)> =
-        sqlx::query_as("SELECT price, stock, updated_at FROM products WHERE product_id = $1")
-            .bind(id.as_str())
-            .fetch_optional(state.database.pool())
-            .await
-            .map_err(|e| ApiError::unavailable("postgres", e))?;
-    row.map(|(price, stock, updated_at)| {
-        Ok(ProductView {
-            product_id: id.clone(),
-            price: price
-                .map(Price::new)
-                .transpose()
-                .map_err(|e| ApiError::unavailable("postgres", e))?,
-            stock: stock
-                .map(|s| Stock::new(i64::from(s)))
-                .transpose()
-                .map_err(|e| ApiError::unavailable("postgres", e))?,
-            updated_at,
-        })
-    })
-    .transpose()
+    shared::products::load(state.database.pool(), id)
+        .await
+        .map_err(|e| ApiError::unavailable("postgres", e))
 }

@@ -22,10 +22,17 @@ async fn with_rabbitmq_unreachable_ready_is_503_and_events_are_503() {
     backends.amqp = vec![testkit::closed_port_url("amqp").parse().expect("valid URL")];
     let app = spawn_with(backends).await;
     ready_names_down(&app, "rabbitmq").await;
-    let response = app.post_event(r#"{"product_id": "p1", "stock": 1}"#, None).await;
+    let response = app
+        .post_event(r#"{"product_id": "p1", "stock": 1}"#, None)
+        .await;
     assert_eq!(response.headers()["retry-after"], "5");
     assert_eq!(json(response, 503).await["dependency"], "rabbitmq");
-    let health = app.client.get(app.url("/health")).send().await.expect("sent");
+    let health = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(json(health, 200).await["status"], "healthy");
     app.stop().await;
 }
@@ -34,13 +41,20 @@ async fn with_rabbitmq_unreachable_ready_is_503_and_events_are_503() {
 async fn with_redis_unreachable_ready_is_503_and_keyed_events_are_503() {
     let mut backends = testkit::backends();
     let url = testkit::closed_port_url("redis");
-    backends.redis = ::redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("valid URL");
+    backends.redis =
+        ::redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("valid URL");
     let app = spawn_with(backends).await;
     ready_names_down(&app, "redis").await;
-    let response = app.post_event(r#"{"product_id": "p1", "stock": 1}"#, Some("k1")).await;
+    let response = app
+        .post_event(r#"{"product_id": "p1", "stock": 1}"#, Some("k1"))
+        .await;
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response, 503).await["dependency"], "redis");
-    assert_eq!(app.queued().await, 0, "nothing may be published without its idempotency record");
+    assert_eq!(
+        app.queued().await,
+        0,
+        "nothing may be published without its idempotency record"
+    );
     app.stop().await;
 }
 
@@ -51,7 +65,12 @@ async fn with_postgres_unreachable_ready_is_503_and_uncached_reads_are_503() {
     backends.database = url.parse().expect("valid URL");
     let app = spawn_with(backends).await;
     ready_names_down(&app, "postgres").await;
-    let response = app.client.get(app.url("/products/p1")).send().await.expect("sent");
+    let response = app
+        .client
+        .get(app.url("/products/p1"))
+        .send()
+        .await
+        .expect("sent");
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response, 503).await["dependency"], "postgres");
     app.stop().await;

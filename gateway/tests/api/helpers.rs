@@ -100,7 +100,9 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("gateway task").expect("gateway stops cleanly");
+            task.await
+                .expect("gateway task")
+                .expect("gateway stops cleanly");
         }
     }
 }

@@ -20,7 +20,10 @@ async fn a_repeat_with_the_same_body_replays_the_first_answer_and_publishes_once
         .post_event(r#"{ "price": 10.5, "product_id": "p1" }"#, Some("same-key"))
         .await;
     assert_eq!(
-        again.headers().get("idempotent-replayed").map(|v| v.as_bytes()),
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
         Some(&b"true"[..])
     );
     assert_eq!(json(again, 202).await, first);
@@ -47,7 +50,11 @@ async fn a_repeated_key_with_another_body_is_422() {
         .post_event(r#"{"product_id": "p1", "price": 11}"#, Some("k-422"))
         .await;
     let body = json(other, 422).await;
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("different body")));
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("different body"))
+    );
     assert_eq!(app.queued().await, 1);
     app.stop().await;
 }
@@ -64,7 +71,10 @@ async fn a_repeat_while_the_first_is_still_publishing_is_409() {
     );
     let request = parse_event(BODY.as_bytes(), time::OffsetDateTime::now_utc()).expect("valid");
     let key: EventId = "in-flight".parse().expect("valid key");
-    let _lease = store.begin(&key, &request.fingerprint).await.expect("Redis up");
+    let _lease = store
+        .begin(&key, &request.fingerprint)
+        .await
+        .expect("Redis up");
     let response = app.post_event(BODY, Some("in-flight")).await;
     assert!(response.headers().contains_key("retry-after"));
     json(response, 409).await;

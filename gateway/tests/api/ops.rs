@@ -5,15 +5,33 @@ use crate::helpers::{json, spawn_app};
 #[tokio::test(flavor = "multi_thread")]
 async fn health_ready_metrics_and_openapi_answer() {
     let app = spawn_app().await;
-    let health = app.client.get(app.url("/health")).send().await.expect("sent");
-    assert_eq!(json(health, 200).await, serde_json::json!({"status": "healthy"}));
-    let ready = app.client.get(app.url("/ready")).send().await.expect("sent");
+    let health = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        json(health, 200).await,
+        serde_json::json!({"status": "healthy"})
+    );
+    let ready = app
+        .client
+        .get(app.url("/ready"))
+        .send()
+        .await
+        .expect("sent");
     let ready = json(ready, 200).await;
     assert_eq!(ready["dependencies"]["rabbitmq"], "up");
     assert_eq!(ready["dependencies"]["redis"], "up");
     assert_eq!(ready["dependencies"]["postgres"], "up");
 
-    json(app.post_event(r#"{"product_id": "m1", "stock": 1}"#, None).await, 202).await;
+    json(
+        app.post_event(r#"{"product_id": "m1", "stock": 1}"#, None)
+            .await,
+        202,
+    )
+    .await;
     let metrics = app
         .client
         .get(app.url("/metrics"))
@@ -32,7 +50,11 @@ async fn health_ready_metrics_and_openapi_answer() {
     }
 
     for path in ["/openapi.json", "/api/v1/openapi.json"] {
-        let doc = json(app.client.get(app.url(path)).send().await.expect("sent"), 200).await;
+        let doc = json(
+            app.client.get(app.url(path)).send().await.expect("sent"),
+            200,
+        )
+        .await;
         assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
         assert!(doc["paths"]["/events"]["post"].is_object());
         assert!(doc["paths"]["/products/{id}"]["get"].is_object());

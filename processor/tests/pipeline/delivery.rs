@@ -20,9 +20,15 @@ fn update(event_id: &str, product: &str, stock: i64) -> String {
 async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
     let pipeline = spawn_pipeline().await;
     let processor = pipeline.processor.expect("running");
-    let before = counter(&pipeline.metrics_of(processor).await, "pipeline_events_processed_total", "duplicate");
+    let before = counter(
+        &pipeline.metrics_of(processor).await,
+        "pipeline_events_processed_total",
+        "duplicate",
+    );
     let broker = testkit::Broker::connect(&pipeline.backends).await;
-    let shard = pipeline.topology.shard_for(&"dup-1".parse().expect("valid"));
+    let shard = pipeline
+        .topology
+        .shard_for(&"dup-1".parse().expect("valid"));
     let body = update("dup-event", "dup-1", 5);
     for _ in 0..2 {
         broker
@@ -35,7 +41,11 @@ async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
             .await;
     }
     testkit::eventually("the duplicate to be recognised", WAIT, || async {
-        let after = counter(&pipeline.metrics_of(processor).await, "pipeline_events_processed_total", "duplicate");
+        let after = counter(
+            &pipeline.metrics_of(processor).await,
+            "pipeline_events_processed_total",
+            "duplicate",
+        );
         (after >= before + 1.0).then_some(())
     })
     .await;
@@ -49,20 +59,34 @@ async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
 async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowing() {
     let pipeline = spawn_pipeline().await;
     let broker = testkit::Broker::connect(&pipeline.backends).await;
-    let shard = pipeline.topology.shard_for(&"after-poison".parse().expect("valid"));
+    let shard = pipeline
+        .topology
+        .shard_for(&"after-poison".parse().expect("valid"));
     let routing_key = shared::topology::Topology::routing_key(shard);
     let exchange = pipeline.topology.ingest_exchange();
     broker
-        .publish(&exchange, &routing_key, b"\x00not json{", BasicProperties::default())
+        .publish(
+            &exchange,
+            &routing_key,
+            b"\x00not json{",
+            BasicProperties::default(),
+        )
         .await;
     let negative = update("bad-stock", "after-poison", -5);
     broker
-        .publish(&exchange, &routing_key, negative.as_bytes(), BasicProperties::default())
+        .publish(
+            &exchange,
+            &routing_key,
+            negative.as_bytes(),
+            BasicProperties::default(),
+        )
         .await;
     pipeline
         .accept(r#"{"product_id": "after-poison", "stock": 9}"#, None)
         .await;
-    pipeline.product_when("after-poison", |p| p["stock"] == 9).await;
+    pipeline
+        .product_when("after-poison", |p| p["stock"] == 9)
+        .await;
 
     let dead = pipeline.topology.dead_letter_queue();
     let mut reasons = Vec::new();
@@ -70,7 +94,9 @@ async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowi
         let message = broker.take(&dead).await.expect("a dead letter");
         let table = message.properties.headers().clone().expect("headers");
         let header = |name: &str| match table.inner().get(name) {
-            Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Some(lapin::types::AMQPValue::LongString(s)) => {
+                String::from_utf8_lossy(s.as_bytes()).into_owned()
+            }
             other => panic!("header {name}: {other:?}"),
         };
         assert_eq!(header(headers::ORIGINAL_ROUTING_KEY), routing_key);
@@ -81,7 +107,11 @@ async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowi
     }
     reasons.sort();
     assert_eq!(reasons, ["invalid", "unparseable"]);
-    assert_eq!(broker.depth(&dead).await, 0, "nothing else is dead-lettered");
+    assert_eq!(
+        broker.depth(&dead).await,
+        0,
+        "nothing else is dead-lettered"
+    );
     pipeline.stop().await;
 }
 
@@ -95,7 +125,9 @@ async fn a_processor_killed_mid_stream_and_restarted_loses_and_doubles_nothing()
     let base = OffsetDateTime::now_utc() - time::Duration::hours(1);
     for i in 0..EVENTS {
         let product = format!("kill-{}", i % PRODUCTS);
-        let at = (base + time::Duration::milliseconds(i)).format(&Rfc3339).expect("formats");
+        let at = (base + time::Duration::milliseconds(i))
+            .format(&Rfc3339)
+            .expect("formats");
         let body = format!(r#"{{"product_id": "{product}", "stock": {i}, "occurred_at": "{at}"}}"#);
         pipeline.accept(&body, Some(&format!("kill-evt-{i}"))).await;
         expected.insert(product, i);
@@ -109,12 +141,17 @@ async fn a_processor_killed_mid_stream_and_restarted_loses_and_doubles_nothing()
     child.start_kill().expect("SIGKILL");
     child.wait().await.expect("reaped");
     let applied_at_kill = pipeline.inbox_count().await;
-    assert!(applied_at_kill < EVENTS, "killed too late to prove anything");
+    assert!(
+        applied_at_kill < EVENTS,
+        "killed too late to prove anything"
+    );
 
     let mut restarted = helpers::processor_process(&pipeline.backends);
     wait_inbox(&pipeline, EVENTS).await;
     for (product, stock) in &expected {
-        let state = pipeline.product_when(product, |p| p["stock"] == *stock).await;
+        let state = pipeline
+            .product_when(product, |p| p["stock"] == *stock)
+            .await;
         assert_eq!(state["stock"], *stock, "{product}");
     }
     let pool = testkit::database(&pipeline.backends).await;

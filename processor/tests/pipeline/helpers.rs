@@ -27,7 +27,9 @@ pub async fn spawn_pipeline() -> Pipeline {
     let mut pipeline = spawn_gateway_only(testkit::backends()).await;
     let backends = pipeline.backends.clone();
     pipeline.start_processor(backends).await;
-    pipeline.wait_ready(pipeline.processor.expect("started")).await;
+    pipeline
+        .wait_ready(pipeline.processor.expect("started"))
+        .await;
     pipeline
 }
 
@@ -42,7 +44,9 @@ pub async fn spawn_gateway_only(backends: Backends) -> Pipeline {
         publish_channels: 2,
         shutdown_deadline: Duration::from_secs(5),
     };
-    let app = gateway::Application::build(config).await.expect("gateway builds");
+    let app = gateway::Application::build(config)
+        .await
+        .expect("gateway builds");
     let addr = app.local_addr();
     let mut pipeline = Pipeline {
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
@@ -78,7 +82,9 @@ impl Pipeline {
             prefetch: 16,
             shutdown_deadline: Duration::from_secs(5),
         };
-        let app = processor::Application::build(config).await.expect("processor builds");
+        let app = processor::Application::build(config)
+            .await
+            .expect("processor builds");
         let addr = app.local_addr();
         self.processor = Some(addr);
         self.run(|stopped| app.run_until(stopped));
@@ -94,7 +100,12 @@ impl Pipeline {
 
     pub async fn wait_ready(&self, addr: SocketAddr) {
         testkit::eventually("a service to be ready", WAIT, || async {
-            let r = self.client.get(format!("http://{addr}/ready")).send().await.ok()?;
+            let r = self
+                .client
+                .get(format!("http://{addr}/ready"))
+                .send()
+                .await
+                .ok()?;
             r.status().is_success().then_some(())
         })
         .await;
@@ -115,7 +126,12 @@ impl Pipeline {
     /// Posts and asserts 202.
     pub async fn accept(&self, body: &str, key: Option<&str>) {
         let response = self.post_event(body, key).await;
-        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap_or_default());
+        assert_eq!(
+            response.status(),
+            202,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
     }
 
     /// `GET /products/{id}` as JSON, `None` on 404.
@@ -139,9 +155,11 @@ impl Pipeline {
         id: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        testkit::eventually(&format!("product {id} to reach the expected state"), WAIT, || async {
-            self.product(id).await.filter(|p| check(p))
-        })
+        testkit::eventually(
+            &format!("product {id} to reach the expected state"),
+            WAIT,
+            || async { self.product(id).await.filter(|p| check(p)) },
+        )
         .await
     }
 

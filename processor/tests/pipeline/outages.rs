@@ -12,17 +12,27 @@ async fn with_postgres_unreachable_the_processor_is_not_ready_and_holds_events()
         .expect("valid URL");
     let processor = pipeline.start_processor(broken).await;
     testkit::eventually("/ready to name postgres", WAIT, || async {
-        let r = pipeline.client.get(format!("http://{processor}/ready")).send().await.ok()?;
+        let r = pipeline
+            .client
+            .get(format!("http://{processor}/ready"))
+            .send()
+            .await
+            .ok()?;
         let body: serde_json::Value = (r.status() == 503).then_some(r.json().await.ok()?)?;
         (body["down"] == serde_json::json!(["postgres"])).then_some(())
     })
     .await;
 
-    pipeline.accept(r#"{"product_id": "held-1", "stock": 3}"#, Some("held-evt")).await;
+    pipeline
+        .accept(r#"{"product_id": "held-1", "stock": 3}"#, Some("held-evt"))
+        .await;
     // Give the held event a few retries' worth of time: it must not be dead-lettered.
     let broker = testkit::Broker::connect(&pipeline.backends).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    assert_eq!(broker.depth(&pipeline.topology.dead_letter_queue()).await, 0);
+    assert_eq!(
+        broker.depth(&pipeline.topology.dead_letter_queue()).await,
+        0
+    );
 
     // Stopping the broken processor returns the held event to its shard; a healthy one applies it.
     pipeline.stop_last().await;
@@ -38,10 +48,16 @@ async fn with_redis_unreachable_the_processor_is_not_ready() {
     let mut pipeline = spawn_gateway_only(testkit::backends()).await;
     let mut broken = pipeline.backends.clone();
     let url = testkit::closed_port_url("redis");
-    broken.redis = redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("valid URL");
+    broken.redis =
+        redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("valid URL");
     let processor = pipeline.start_processor(broken).await;
     testkit::eventually("/ready to name redis", WAIT, || async {
-        let r = pipeline.client.get(format!("http://{processor}/ready")).send().await.ok()?;
+        let r = pipeline
+            .client
+            .get(format!("http://{processor}/ready"))
+            .send()
+            .await
+            .ok()?;
         let body: serde_json::Value = (r.status() == 503).then_some(r.json().await.ok()?)?;
         (body["down"] == serde_json::json!(["redis"])).then_some(())
     })

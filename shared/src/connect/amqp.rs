@@ -95,7 +95,8 @@ where
                     tx.send_replace(Some(Arc::clone(&session)));
                     if wait_until_lost(&session.connection, &shutdown).await {
                         tx.send_replace(None);
-                        if let Err(e) = session.connection.close(200, "shutting down".into()).await {
+                        if let Err(e) = session.connection.close(200, "shutting down".into()).await
+                        {
                             tracing::debug!(error = %e, "RabbitMQ connection already closed.");
                         }
                         return;

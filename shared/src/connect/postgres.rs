@@ -129,9 +129,7 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     admin.close().await?;
     match created {
         // Another service created it first (42P04), or is creating it right now (23505).
-        Err(sqlx::Error::Database(e))
-            if matches!(e.code().as_deref(), Some("42P04" | "23505")) =>
-        {
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {
             Ok(())
         }
         Err(e) => Err(e.into()),

@@ -71,10 +71,17 @@ mod tests {
     #[test]
     fn refuses_empty_long_spaces_and_control_characters() {
         assert_eq!("".parse::<EventId>(), Err(EventIdError::Empty));
-        assert_eq!("k".repeat(256).parse::<EventId>(), Err(EventIdError::TooLong));
+        assert_eq!(
+            "k".repeat(256).parse::<EventId>(),
+            Err(EventIdError::TooLong)
+        );
         assert!("k".repeat(255).parse::<EventId>().is_ok());
         for bad in ["a b", "a\tb", "a\u{7f}", "ключ"] {
-            assert_eq!(bad.parse::<EventId>(), Err(EventIdError::BadCharacter), "{bad:?}");
+            assert_eq!(
+                bad.parse::<EventId>(),
+                Err(EventIdError::BadCharacter),
+                "{bad:?}"
+            );
         }
     }
 }

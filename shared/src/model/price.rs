@@ -134,8 +134,14 @@ mod tests {
         assert_eq!(price("1000000000.0001"), Err(PriceError::TooLarge));
         assert_eq!(price("1.23456"), Err(PriceError::TooPrecise));
         assert_eq!(price("1e400"), Err(PriceError::NotANumber));
-        assert_eq!(price("99999999999999999999999999999999999"), Err(PriceError::TooLarge));
-        assert_eq!(price("-99999999999999999999999999999999999"), Err(PriceError::Negative));
+        assert_eq!(
+            price("99999999999999999999999999999999999"),
+            Err(PriceError::TooLarge)
+        );
+        assert_eq!(
+            price("-99999999999999999999999999999999999"),
+            Err(PriceError::Negative)
+        );
         assert_eq!(price("abc"), Err(PriceError::NotANumber));
     }
 

@@ -80,7 +80,10 @@ mod tests {
     #[test]
     fn accepts_the_full_range() {
         assert_eq!("0".parse::<Stock>().map(Stock::value), Ok(0));
-        assert_eq!("2147483647".parse::<Stock>().map(Stock::value), Ok(i32::MAX));
+        assert_eq!(
+            "2147483647".parse::<Stock>().map(Stock::value),
+            Ok(i32::MAX)
+        );
     }
 
     #[test]
@@ -89,7 +92,13 @@ mod tests {
         assert_eq!("1e3".parse::<Stock>(), Err(StockError::NotAnInteger));
         assert_eq!("-1".parse::<Stock>(), Err(StockError::Negative));
         assert_eq!("2147483648".parse::<Stock>(), Err(StockError::TooLarge));
-        assert_eq!("99999999999999999999999".parse::<Stock>(), Err(StockError::TooLarge));
-        assert_eq!("-99999999999999999999999".parse::<Stock>(), Err(StockError::Negative));
+        assert_eq!(
+            "99999999999999999999999".parse::<Stock>(),
+            Err(StockError::TooLarge)
+        );
+        assert_eq!(
+            "-99999999999999999999999".parse::<Stock>(),
+            Err(StockError::Negative)
+        );
     }
 }

@@ -15,6 +15,9 @@ pub struct Config {
     pub prefetch: u16,
     /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
     pub shutdown_deadline: Duration,
+    /// The retry ladder: how long a failed event waits before each new attempt
+    /// (`RETRY_DELAYS_MS`, `1000,10000,60000`); past the last, it is dead-lettered.
+    pub retry_delays: Vec<Duration>,
 }
 
 impl Config {
@@ -32,6 +35,21 @@ impl Config {
             backends: Backends::from_env()?,
             prefetch,
             shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
+            retry_delays: delays("RETRY_DELAYS_MS", "1000,10000,60000")?,
         })
     }
+}
+
+/// Parses a comma-separated list of millisecond delays, each at least 1.
+fn delays(variable: &'static str, default: &str) -> Result<Vec<Duration>, ConfigError> {
+    let raw: String = var(variable, default)?;
+    raw.split(',')
+        .map(|d| match d.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(ConfigError {
+                variable,
+                message: format!("{d:?} is not a whole number of milliseconds above 0"),
+            }),
+        })
+        .collect()
 }

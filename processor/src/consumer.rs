@@ -1,66 +1,87 @@
-//! The loop over one shard: take a delivery, decode it, hand it to the handler, and map the
-//! result to ack or dead-letter. Deliveries on a shard are handled one at a time, in order.
+//! The consumer loops: take a delivery, hand it to its handler, settle it. Deliveries on one
+//! queue are handled one at a time, in order.
 //!
-//! - Decoded and applied (or already applied): ack.
+//! On a shard ([`ShardHandler`]):
+//! - Decoded and applied (or already applied, or stale): ack.
 //! - Not decodable: dead-letter at once (`unparseable` / `invalid`), then ack.
+//! - Refused by the database for good: dead-letter (`invalid`), then ack.
+//! - Failed in a way that may pass later: publish to the next rung of the retry ladder (the
+//!   attempt count in a header), then ack, so the shard is not blocked; past the last rung,
+//!   dead-letter (`attempts_exhausted`).
 //! - A dependency down: hold the delivery and retry in place with backoff and jitter; nothing
-//!   else is taken from the shard meanwhile; nothing is dead-lettered for it.
+//!   else is taken from the shard meanwhile; no attempt is spent.
 //! - Shutdown while holding: leave it unacknowledged; closing the channel returns it.
+//!
+//! On the dead-letter queue ([`Intake`]): record each dead letter in PostgreSQL, then ack.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use lapin::{Acker, Channel, Connection, Consumer, message::Delivery, options::BasicAckOptions};
+use lapin::{
+    Acker, BasicProperties, Channel, Confirmation, Connection, Consumer,
+    message::Delivery,
+    options::{BasicAckOptions, BasicPublishOptions},
+    types::AMQPValue,
+};
 use shared::{
-    contract::{KIND_PRODUCT_UPDATE, ProductUpdate},
+    connect::postgres::Database,
+    contract::{KIND_PRODUCT_UPDATE, ProductUpdate, headers},
     topology::Topology,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    dead_letter::{self, Poison, Reason},
+    dead_letters::{self, Poison, Reason, intake, number_header, store},
     handler::{self, Deps, HandleError},
 };
 
-/// Everything one shard's loop needs.
-pub struct Shard {
-    /// The shard's own channel (consumes, and publishes dead letters with confirms).
+/// A queue being consumed.
+pub struct Source {
+    /// The consumer's own channel (also publishes, with confirms).
     pub channel: Channel,
-    /// The consumer on the shard queue.
+    /// The consumer.
     pub consumer: Consumer,
     /// The connection, closed if this loop dies so the supervisor rebuilds everything.
     pub connection: Arc<Connection>,
-    /// Names of exchanges and queues.
-    pub topology: Arc<Topology>,
-    /// Dependencies of the handler.
-    pub deps: Arc<Deps>,
+}
+
+/// What to do with each delivery of a queue.
+pub trait DeliveryHandler: Send + Sync + 'static {
+    /// Handles and settles one delivery; false if shutdown interrupted it (it stays
+    /// unacknowledged and returns to its queue when the channel closes).
+    fn on_delivery(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = bool> + Send;
 }
 
 /// Runs the loop until `shutdown` fires or the channel is gone for good.
-pub async fn run(mut shard: Shard, shutdown: CancellationToken) {
+pub async fn run<H: DeliveryHandler>(mut source: Source, handler: H, shutdown: CancellationToken) {
     loop {
         let next = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            next = shard.consumer.next() => next,
+            next = source.consumer.next() => next,
         };
         let delivery = match next {
             Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => match shard.channel.wait_for_recovery(error).await {
+            Some(Err(error)) => match source.channel.wait_for_recovery(error).await {
                 Ok(()) => continue,
                 Err(error) => {
-                    tracing::warn!(error = %error, "Shard channel lost; asking for a new connection.");
-                    let _ = shard.connection.close(320, "consumer lost".into()).await;
+                    tracing::warn!(error = %error, "Consumer channel lost; asking for a new connection.");
+                    let _ = source.connection.close(320, "consumer lost".into()).await;
                     return;
                 }
             },
             None => {
                 if !shutdown.is_cancelled() {
                     tracing::warn!(
-                        "Shard consumer cancelled by the broker; asking for a new connection."
+                        "Consumer cancelled by the broker; asking for a new connection."
                     );
-                    let _ = shard
+                    let _ = source
                         .connection
                         .close(320, "consumer cancelled".into())
                         .await;
@@ -68,97 +89,29 @@ pub async fn run(mut shard: Shard, shutdown: CancellationToken) {
                 return;
             }
         };
-        if !process(delivery, &shard, &shutdown).await {
+        if !handler
+            .on_delivery(&source.channel, delivery, &shutdown)
+            .await
+        {
             break;
         }
     }
-    let _ = shard.channel.close(200, "shutting down".into()).await;
+    let _ = source.channel.close(200, "shutting down".into()).await;
 }
 
-/// Handles one delivery; false if shutdown interrupted it (the delivery stays unacknowledged).
-async fn process(delivery: Delivery, shard: &Shard, shutdown: &CancellationToken) -> bool {
-    let Delivery {
-        data,
-        properties,
-        routing_key,
-        acker,
-        ..
-    } = delivery;
-    let update = match decode(properties.kind().as_ref().map(|k| k.as_str()), &data) {
-        Ok(update) => update,
-        Err((reason, error)) => {
-            let poison = Poison {
-                data: &data,
-                properties: &properties,
-                routing_key: routing_key.as_str(),
-            };
-            return match dead_letter::set_aside(
-                &shard.channel,
-                &shard.topology,
-                poison,
-                reason,
-                &error,
-            )
-            .await
-            {
-                Ok(()) => {
-                    tracing::warn!(reason = reason.as_str(), error = %error, "Message dead-lettered.");
-                    settle(acker).await;
-                    true
-                }
-                // The original stays unacknowledged and comes back; nothing is lost.
-                Err(e) => {
-                    tracing::warn!(error = %e, "Could not dead-letter a message; it will be redelivered.");
-                    true
-                }
-            };
-        }
-    };
-    match apply_holding(&update, shard, shutdown).await {
-        None => false,
-        Some(Ok(outcome)) => {
-            metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
-                .increment(1);
-            tracing::debug!(event_id = %update.event_id, outcome = outcome.as_str(), "Event handled.");
-            settle(acker).await;
-            true
-        }
-        Some(Err(error)) => {
-            let poison = Poison {
-                data: &data,
-                properties: &properties,
-                routing_key: routing_key.as_str(),
-            };
-            let reason = Reason::Invalid;
-            match dead_letter::set_aside(
-                &shard.channel,
-                &shard.topology,
-                poison,
-                reason,
-                &error.to_string(),
-            )
-            .await
-            {
-                Ok(()) => {
-                    tracing::warn!(event_id = %update.event_id, error = %error, "Event refused; dead-lettered.");
-                    settle(acker).await;
-                }
-                Err(e) => {
-                    tracing::warn!(event_id = %update.event_id, error = %e, "Could not dead-letter an event; it will be redelivered.");
-                }
-            }
-            true
-        }
-    }
-}
-
-/// Applies `update`, holding it through dependency outages; `None` if shutdown came first.
-async fn apply_holding(
-    update: &ProductUpdate,
-    shard: &Shard,
+/// Retries `attempt` in place while it fails for a dependency outage; `None` if shutdown came
+/// first. Backoff: exponential with jitter, 100 ms to 5 s, no limit.
+async fn hold<T, E, F, Fut>(
+    attempt: F,
+    is_outage: impl Fn(&E) -> bool,
+    what: &str,
     shutdown: &CancellationToken,
-) -> Option<Result<handler::Outcome, HandleError>> {
-    let attempt = || handler::handle(update, &shard.deps);
+) -> Option<Result<T, E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
     let held = attempt
         .retry(
             ExponentialBuilder::default()
@@ -167,17 +120,217 @@ async fn apply_holding(
                 .with_max_delay(Duration::from_secs(5))
                 .without_max_times(),
         )
-        .when(HandleError::is_transient)
+        .when(is_outage)
         .notify(|error, delay| {
-            if let HandleError::Unavailable { dependency, .. } = error {
-                metrics::counter!("pipeline_dependency_retries_total", "dependency" => *dependency)
-                    .increment(1);
-            }
-            tracing::warn!(event_id = %update.event_id, error = %error, retry_in = ?delay, "Holding event until the dependency is back.");
+            metrics::counter!("pipeline_holds_total").increment(1);
+            tracing::warn!(what, error = %error, retry_in = ?delay, "Holding the message until the dependency is back.");
         });
     tokio::select! {
         result = held => Some(result),
         () = shutdown.cancelled() => None,
+    }
+}
+
+/// Applies product updates from a shard.
+pub struct ShardHandler {
+    /// Names of exchanges and queues.
+    pub topology: Arc<Topology>,
+    /// Dependencies of the handler.
+    pub deps: Arc<Deps>,
+    /// The retry ladder's delays.
+    pub retry_delays: Arc<Vec<Duration>>,
+}
+
+impl DeliveryHandler for ShardHandler {
+    async fn on_delivery(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Delivery {
+            data,
+            properties,
+            routing_key,
+            acker,
+            ..
+        } = delivery;
+        let attempts = u32::try_from(number_header(&properties, headers::ATTEMPTS).unwrap_or(0))
+            .unwrap_or(u32::MAX);
+        let poison = Poison {
+            data: &data,
+            properties: &properties,
+            routing_key: routing_key.as_str(),
+            attempts,
+        };
+        let update = match decode(properties.kind().as_ref().map(|k| k.as_str()), &data) {
+            Ok(update) => update,
+            Err((reason, error)) => {
+                self.set_aside(channel, acker, poison, reason, &error, None)
+                    .await;
+                return true;
+            }
+        };
+        let outcome = hold(
+            || handler::handle(&update, &self.deps),
+            HandleError::is_transient,
+            "event",
+            shutdown,
+        )
+        .await;
+        let event = Some(&update.event_id);
+        match outcome {
+            None => false,
+            Some(Ok(outcome)) => {
+                metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
+                    .increment(1);
+                tracing::debug!(event_id = %update.event_id, outcome = outcome.as_str(), "Event handled.");
+                settle(acker).await;
+                true
+            }
+            Some(Err(HandleError::Failed(error))) => {
+                let poison = Poison {
+                    attempts: attempts + 1,
+                    ..poison
+                };
+                match self.retry_delays.get(attempts as usize) {
+                    Some(delay) => {
+                        match schedule_retry(channel, &self.topology, &poison, *delay, &error).await
+                        {
+                            Ok(()) => {
+                                metrics::counter!("pipeline_events_retried_total").increment(1);
+                                tracing::info!(event_id = %update.event_id, attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
+                                settle(acker).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(event_id = %update.event_id, error = %e, "Could not schedule a retry; the event will be redelivered.");
+                            }
+                        }
+                    }
+                    None => {
+                        let reason = Reason::AttemptsExhausted;
+                        self.set_aside(channel, acker, poison, reason, &error, event)
+                            .await;
+                    }
+                }
+                true
+            }
+            Some(Err(error)) => {
+                let reason = Reason::Invalid;
+                self.set_aside(channel, acker, poison, reason, &error.to_string(), event)
+                    .await;
+                true
+            }
+        }
+    }
+}
+
+impl ShardHandler {
+    /// Dead-letters a message, then acks it; if the dead letter is not confirmed the original
+    /// stays unacknowledged and comes back, so nothing is lost.
+    async fn set_aside(
+        &self,
+        channel: &Channel,
+        acker: Acker,
+        poison: Poison<'_>,
+        reason: Reason,
+        error: &str,
+        event: Option<&shared::model::EventId>,
+    ) {
+        let event = event.map(ToString::to_string).unwrap_or_default();
+        match dead_letters::set_aside(channel, &self.topology, poison, reason, error).await {
+            Ok(()) => {
+                tracing::warn!(event_id = %event, reason = reason.as_str(), error = %error, "Message dead-lettered.");
+                settle(acker).await;
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %event, error = %e, "Could not dead-letter a message; it will be redelivered.");
+            }
+        }
+    }
+}
+
+/// Publishes a failed message to the retry rung for `delay` with its attempt count and last
+/// error, and waits for the confirm.
+async fn schedule_retry(
+    channel: &Channel,
+    topology: &Topology,
+    poison: &Poison<'_>,
+    delay: Duration,
+    error: &str,
+) -> anyhow::Result<()> {
+    let mut table = poison.properties.headers().clone().unwrap_or_default();
+    table.insert(
+        headers::ATTEMPTS.into(),
+        AMQPValue::LongLongInt(i64::from(poison.attempts)),
+    );
+    table.insert(
+        headers::DEAD_ERROR.into(),
+        AMQPValue::LongString(error.into()),
+    );
+    if !table.inner().contains_key(headers::DEAD_AT) {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("now always formats as RFC 3339");
+        table.insert(headers::DEAD_AT.into(), AMQPValue::LongString(now.into()));
+    }
+    let properties: BasicProperties = poison
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_delivery_mode(2);
+    let confirmation = channel
+        .basic_publish(
+            topology.retry_exchange(delay).into(),
+            poison.routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            poison.data,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        other => anyhow::bail!("the retry queue did not take the message: {other:?}"),
+    }
+}
+
+/// Records dead letters in PostgreSQL.
+pub struct Intake {
+    /// Where the `dead_letters` table lives.
+    pub database: Database,
+}
+
+impl DeliveryHandler for Intake {
+    async fn on_delivery(
+        &self,
+        _channel: &Channel,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let dead = intake::record(&delivery);
+        let stored = hold(
+            || async {
+                if !self.database.is_migrated() {
+                    return Err(sqlx::Error::PoolTimedOut);
+                }
+                store::insert(self.database.pool(), &dead).await
+            },
+            |_| true,
+            "dead letter",
+            shutdown,
+        )
+        .await;
+        match stored {
+            None => false,
+            Some(_) => {
+                settle(delivery.acker).await;
+                true
+            }
+        }
     }
 }
 

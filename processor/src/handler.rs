@@ -58,6 +58,9 @@ pub enum HandleError {
     /// The event itself cannot be applied; retrying will not help.
     #[error("refused: {0}")]
     Refused(String),
+    /// Applying this event failed; it may pass later (the retry ladder).
+    #[error("failed: {0}")]
+    Failed(String),
 }
 
 impl HandleError {
@@ -75,6 +78,7 @@ impl From<StoreError> for HandleError {
                 error: e.to_string(),
             },
             StoreError::Refused(e) => Self::Refused(e.to_string()),
+            StoreError::Failed(e) => Self::Failed(e.to_string()),
         }
     }
 }

@@ -1,14 +1,15 @@
 //! The processor: applies product events from the ingest shards to PostgreSQL exactly once.
 //!
-//! [`consumer`] owns the loop over each shard and maps outcomes to ack or dead-letter;
-//! [`handler`] applies one event (knowing nothing of AMQP) through [`store`] (inbox and
-//! per-field last-writer-wins in one transaction, decided by [`lww`]) and refreshes the read
-//! cache; [`dead_letter`] sets poison aside with its reason; [`startup`] wires it together.
+//! [`consumer`] owns the loops over the shards and the dead-letter queue and maps outcomes to
+//! ack, retry or dead-letter; [`handler`] applies one event (knowing nothing of AMQP) through
+//! [`store`] (inbox and per-field last-writer-wins in one transaction, decided by [`lww`]) and
+//! refreshes the read cache; [`dead_letters`] sets poison aside with its reason and serves the
+//! operator's dead-letter API; [`startup`] wires it together.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod consumer;
-pub mod dead_letter;
+pub mod dead_letters;
 pub mod handler;
 pub mod lww;
 pub mod startup;

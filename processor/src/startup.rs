@@ -26,7 +26,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    consumer::{self, Shard},
+    consumer::{self, Intake, ShardHandler, Source},
+    dead_letters::api::{self as dead_letter_api, DeadLetterApi, ReplayChannel},
     handler::Deps,
 };
 
@@ -34,6 +35,7 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     readiness: Readiness,
+    dead_letters: DeadLetterApi,
     config: Config,
     consuming: CancellationToken,
     background: CancellationToken,
@@ -44,7 +46,7 @@ pub struct Application {
 /// The processor's dependencies, for `/ready`.
 #[derive(Clone)]
 struct Readiness {
-    broker: Broker<()>,
+    broker: Broker<ReplayChannel>,
     redis: ConnectionManager,
     database: Database,
 }
@@ -90,17 +92,21 @@ impl Application {
             backends.ingest_shards,
         ));
         let consumers = TaskTracker::new();
+        let plan = Arc::new(Plan {
+            topology: Arc::clone(&topology),
+            deps,
+            retry_delays: Arc::new(config.retry_delays.clone()),
+            prefetch: config.prefetch,
+        });
         let setup = {
             let consuming = consuming.clone();
             let consumers = consumers.clone();
-            let prefetch = config.prefetch;
             move |connection: Arc<Connection>| {
                 let (consuming, consumers) = (consuming.clone(), consumers.clone());
-                let (topology, deps) = (Arc::clone(&topology), Arc::clone(&deps));
+                let plan = Arc::clone(&plan);
                 async move {
                     anyhow::ensure!(!consuming.is_cancelled(), "shutting down");
-                    start_consumers(connection, topology, deps, prefetch, &consumers, consuming)
-                        .await
+                    plan.start(connection, &consumers, consuming).await
                 }
             }
         };
@@ -112,6 +118,11 @@ impl Application {
         );
         Ok(Self {
             listener,
+            dead_letters: DeadLetterApi {
+                database: database.clone(),
+                broker: broker.clone(),
+                topology,
+            },
             readiness: Readiness {
                 broker,
                 redis,
@@ -141,6 +152,7 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), "Processor ops endpoints listening.");
         let router = Router::new()
             .merge(ops::routes(self.readiness))
+            .merge(dead_letter_api::routes(self.dead_letters))
             .layer(middleware::from_fn(ops::track_requests));
         let stop_serving = self.background.clone();
         let server = tokio::spawn(
@@ -171,41 +183,74 @@ impl Application {
     }
 }
 
-async fn start_consumers(
-    connection: Arc<Connection>,
+/// What to start on every new broker connection.
+struct Plan {
     topology: Arc<Topology>,
     deps: Arc<Deps>,
+    retry_delays: Arc<Vec<std::time::Duration>>,
     prefetch: u16,
-    consumers: &TaskTracker,
-    consuming: CancellationToken,
-) -> anyhow::Result<()> {
-    let setup = connection.create_channel().await?;
-    topology.declare(&setup).await?;
-    setup.close(200, "topology declared".into()).await?;
-    for shard in 0..topology.shards() {
+}
+
+impl Plan {
+    /// Declares the topology and the retry ladder, starts a consumer on every shard and on the
+    /// dead-letter queue, and opens the channel replays are published on.
+    async fn start(
+        &self,
+        connection: Arc<Connection>,
+        consumers: &TaskTracker,
+        consuming: CancellationToken,
+    ) -> anyhow::Result<ReplayChannel> {
+        let setup = connection.create_channel().await?;
+        self.topology.declare(&setup).await?;
+        self.topology
+            .declare_retry_ladder(&setup, &self.retry_delays)
+            .await?;
+        setup.close(200, "topology declared".into()).await?;
+        for shard in 0..self.topology.shards() {
+            let source = self
+                .consume(&connection, self.topology.shard_queue(shard))
+                .await?;
+            let handler = ShardHandler {
+                topology: Arc::clone(&self.topology),
+                deps: Arc::clone(&self.deps),
+                retry_delays: Arc::clone(&self.retry_delays),
+            };
+            consumers.spawn(consumer::run(source, handler, consuming.clone()));
+        }
+        let source = self
+            .consume(&connection, self.topology.dead_letter_queue())
+            .await?;
+        let intake = Intake {
+            database: self.deps.database.clone(),
+        };
+        consumers.spawn(consumer::run(source, intake, consuming));
+        let replay = connection.create_channel().await?;
+        replay
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(ReplayChannel(replay))
+    }
+
+    async fn consume(&self, connection: &Arc<Connection>, queue: String) -> anyhow::Result<Source> {
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         channel
-            .basic_qos(prefetch, BasicQosOptions::default())
+            .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
         let consumer = channel
             .basic_consume(
-                topology.shard_queue(shard).into(),
+                queue.into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-        let shard = Shard {
+        Ok(Source {
             channel,
             consumer,
-            connection: Arc::clone(&connection),
-            topology: Arc::clone(&topology),
-            deps: Arc::clone(&deps),
-        };
-        consumers.spawn(consumer::run(shard, consuming.clone()));
+            connection: Arc::clone(connection),
+        })
     }
-    Ok(())
 }

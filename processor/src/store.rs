@@ -32,17 +32,25 @@ pub enum StoreError {
     /// PostgreSQL refused this message's data (a constraint or data error): retrying will not help.
     #[error("postgres refused the event: {0}")]
     Refused(sqlx::Error),
+    /// Applying this event failed in a way that may pass later (a serialization failure, a
+    /// deadlock, a trigger's exception): retry it later, off its shard.
+    #[error("applying the event failed: {0}")]
+    Failed(sqlx::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        let refused = matches!(&e, sqlx::Error::Decode(_))
-            || matches!(&e, sqlx::Error::Database(db)
-                if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")));
-        if refused {
-            Self::Refused(e)
-        } else {
-            Self::Unavailable(e)
+        let class = match &e {
+            sqlx::Error::Decode(_) => Some("22".to_owned()),
+            sqlx::Error::Database(db) => db.code().map(|c| c.chars().take(2).collect()),
+            _ => None,
+        };
+        match class.as_deref() {
+            // Data exception, integrity constraint violation.
+            Some("22" | "23") => Self::Refused(e),
+            // Transaction rollback (serialization failure, deadlock), PL/pgSQL raise.
+            Some("40" | "P0") => Self::Failed(e),
+            _ => Self::Unavailable(e),
         }
     }
 }

@@ -19,6 +19,10 @@ pub mod headers {
     pub const DEAD_SERVICE: &str = "x-pipeline-service";
     /// When the message was first set aside (RFC 3339).
     pub const DEAD_AT: &str = "x-pipeline-first-failed-at";
+    /// Unique id of a dead letter (stable across its redeliveries).
+    pub const DEAD_LETTER_ID: &str = "x-pipeline-dead-letter-id";
+    /// Failed attempts so far (the retry ladder's rung).
+    pub const ATTEMPTS: &str = "x-pipeline-attempts";
     /// The routing key the message had on the ingest exchange.
     pub const ORIGINAL_ROUTING_KEY: &str = "x-pipeline-routing-key";
 }

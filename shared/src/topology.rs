@@ -6,9 +6,12 @@
 //!                                           | x-delivery-limit exceeded
 //!                                           v
 //! {ns}.dead (fanout) ----------------> {ns}.dead (quorum): every dead letter, with its reason
+//!
+//! {ns}.retry.{ms}ms (fanout) --> {ns}.retry.{ms}ms (quorum, TTL ms) --expired--> {ns}.ingest
+//!                                 (one per rung of the retry ladder; original routing key kept)
 //! ```
 
-use std::str::FromStr;
+use std::{str::FromStr, time::Duration};
 
 use lapin::{
     Channel, ExchangeKind,
@@ -96,6 +99,16 @@ impl Topology {
         format!("{}.dead", self.namespace.as_str())
     }
 
+    /// The fanout exchange of the retry rung that waits `delay`.
+    pub fn retry_exchange(&self, delay: Duration) -> String {
+        format!("{}.retry.{}ms", self.namespace.as_str(), delay.as_millis())
+    }
+
+    /// The queue of the retry rung that waits `delay` (same name as its exchange).
+    pub fn retry_queue(&self, delay: Duration) -> String {
+        self.retry_exchange(delay)
+    }
+
     /// The shard of a product: a stable hash of its id modulo the shard count, so every event
     /// of one product lands on one queue, in order, across restarts and replicas.
     pub fn shard_for(&self, product: &ProductId) -> u16 {
@@ -181,6 +194,69 @@ impl Topology {
                     self.shard_queue(shard).into(),
                     self.ingest_exchange().into(),
                     Self::routing_key(shard).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Topology {
+    /// Declares one retry rung per delay: a message published to a rung's exchange waits out
+    /// the delay in its queue, then expires back to the ingest exchange with its original
+    /// routing key, so it returns to its own shard.
+    pub async fn declare_retry_ladder(
+        &self,
+        channel: &Channel,
+        delays: &[Duration],
+    ) -> lapin::Result<()> {
+        for delay in delays {
+            let name = self.retry_exchange(*delay);
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let mut arguments = quorum_arguments();
+            arguments.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            );
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.ingest_exchange().into()),
+            );
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            arguments.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+            channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    arguments,
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    name.as_str().into(),
+                    name.as_str().into(),
+                    "".into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )

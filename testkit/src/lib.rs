@@ -3,9 +3,12 @@
 //! - [`backends`]: the real RabbitMQ, Redis and PostgreSQL from the environment (local
 //!   defaults), under a fresh random namespace so runs never touch each other.
 //! - [`Broker`]: a plain AMQP client to look into queues and publish straight to the broker.
-//! - [`cleanup`]: removes everything a namespace created.
+//! - [`cleanup`]: removes everything a namespace created (with the test retry ladder).
+//! - [`fault_proxy`]: a TCP proxy that cuts, stalls or slows a connection on demand.
 //! - [`eventually`]: polls with a deadline instead of sleeping.
 #![forbid(unsafe_code)]
+
+pub mod fault_proxy;
 
 use std::{future::Future, time::Duration};
 
@@ -28,6 +31,13 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 
 /// Shards used by tests: few, to keep the broker light, but more than one.
 pub const TEST_SHARDS: u16 = 2;
+
+/// A short retry ladder for tests, so exhausting it takes well under a second.
+pub const TEST_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(300),
+];
 
 /// A fresh namespace, unique to this call.
 pub fn namespace() -> Namespace {
@@ -197,12 +207,19 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
             .map(|s| topology.shard_queue(s))
             .collect();
         queues.push(topology.dead_letter_queue());
+        let retry: Vec<String> = TEST_RETRY_DELAYS
+            .iter()
+            .map(|d| topology.retry_queue(*d))
+            .collect();
+        queues.extend(retry.iter().cloned());
         for queue in queues {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in [topology.ingest_exchange(), topology.dead_letter_exchange()] {
+        let mut exchanges = vec![topology.ingest_exchange(), topology.dead_letter_exchange()];
+        exchanges.extend(retry);
+        for exchange in exchanges {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
                 .await?;

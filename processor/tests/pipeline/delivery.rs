@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use lapin::BasicProperties;
-use shared::contract::headers;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::helpers::{self, WAIT, counter, spawn_pipeline, wait_inbox};
@@ -88,29 +87,33 @@ async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowi
         .product_when("after-poison", |p| p["stock"] == 9)
         .await;
 
-    let dead = pipeline.topology.dead_letter_queue();
-    let mut reasons = Vec::new();
-    for _ in 0..2 {
-        let message = broker.take(&dead).await.expect("a dead letter");
-        let table = message.properties.headers().clone().expect("headers");
-        let header = |name: &str| match table.inner().get(name) {
-            Some(lapin::types::AMQPValue::LongString(s)) => {
-                String::from_utf8_lossy(s.as_bytes()).into_owned()
-            }
-            other => panic!("header {name}: {other:?}"),
-        };
-        assert_eq!(header(headers::ORIGINAL_ROUTING_KEY), routing_key);
-        assert_eq!(header(headers::DEAD_SERVICE), "processor");
-        assert!(!header(headers::DEAD_ERROR).is_empty());
-        assert!(OffsetDateTime::parse(&header(headers::DEAD_AT), &Rfc3339).is_ok());
-        reasons.push(header(headers::DEAD_REASON));
-    }
-    reasons.sort();
+    let dead = pipeline.dead_letters(2).await;
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .map(|d| d["reason"].as_str().expect("reason"))
+        .collect();
+    reasons.sort_unstable();
     assert_eq!(reasons, ["invalid", "unparseable"]);
+    for item in &dead {
+        assert_eq!(item["routing_key"], routing_key.as_str());
+        assert_eq!(item["service"], "processor");
+        assert_eq!(item["attempts"], 0);
+        assert!(item["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert!(
+            OffsetDateTime::parse(item["first_failed_at"].as_str().expect("time"), &Rfc3339)
+                .is_ok()
+        );
+    }
+    let invalid = dead
+        .iter()
+        .find(|d| d["reason"] == "invalid")
+        .expect("invalid one");
+    assert_eq!(invalid["event_id"], "bad-stock");
+    assert_eq!(invalid["product_id"], "after-poison");
     assert_eq!(
-        broker.depth(&dead).await,
+        broker.depth(&pipeline.topology.dead_letter_queue()).await,
         0,
-        "nothing else is dead-lettered"
+        "taken off the queue"
     );
     pipeline.stop().await;
 }

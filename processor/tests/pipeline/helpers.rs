@@ -81,6 +81,7 @@ impl Pipeline {
             backends,
             prefetch: 16,
             shutdown_deadline: Duration::from_secs(5),
+            retry_delays: testkit::TEST_RETRY_DELAYS.to_vec(),
         };
         let app = processor::Application::build(config)
             .await
@@ -172,6 +173,47 @@ impl Pipeline {
             .unwrap_or(0);
         pool.close().await;
         count
+    }
+
+    /// `GET` on the processor's API, as JSON with its status.
+    pub async fn processor_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let addr = self.processor.expect("a processor is running");
+        let response = self
+            .client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// `POST` JSON to the processor's API.
+    pub async fn processor_post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let addr = self.processor.expect("a processor is running");
+        let response = self
+            .client
+            .post(format!("http://{addr}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Waits until the dead-letter API lists exactly `n` dead letters, and returns them.
+    pub async fn dead_letters(&self, n: usize) -> Vec<serde_json::Value> {
+        testkit::eventually(&format!("{n} dead letters"), WAIT, || async {
+            let (status, body) = self.processor_get("/dead-letters").await;
+            let items = body["dead_letters"].as_array()?.clone();
+            (status == 200 && items.len() == n).then_some(items)
+        })
+        .await
     }
 
     pub async fn metrics_of(&self, addr: SocketAddr) -> String {

@@ -1,5 +1,6 @@
 //! End-to-end tests: gateway → RabbitMQ → processor → PostgreSQL and Redis, all real.
 
+mod dead_letters;
 mod delivery;
 mod helpers;
 mod outages;

@@ -1,6 +1,14 @@
-//! Setting a message aside in the dead-letter queue, with the reason and the context an
-//! operator needs to act on it. The original is acknowledged only after the broker confirmed
-//! the dead letter, so nothing is lost on the way.
+//! Dead letters: setting a message aside with its reason ([`set_aside`]), taking dead letters
+//! off the dead-letter queue into PostgreSQL ([`intake`], [`store`]), and the operator's API to
+//! list, inspect, replay and purge them ([`api`]).
+//!
+//! A message reaches the dead-letter exchange either from the processor (with the headers of
+//! [`shared::contract::headers`]) or from the broker when a shard's delivery limit is exceeded
+//! (with the broker's `x-death` headers); the intake records both the same way.
+
+pub mod api;
+pub mod intake;
+pub mod store;
 
 use lapin::{
     BasicProperties, Channel, Confirmation,
@@ -15,16 +23,22 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 pub enum Reason {
     /// Not JSON, or not a message type the pipeline knows.
     Unparseable,
-    /// Well-formed but breaks the contract's rules (or the database refused it).
+    /// Well-formed but breaks the contract's rules, or the database refused it for good.
     Invalid,
+    /// Failed on every rung of the retry ladder.
+    AttemptsExhausted,
+    /// Redelivered more than the shard queue's delivery limit (it crashed its consumer).
+    DeliveryLimit,
 }
 
 impl Reason {
-    /// The label carried in the message and in metrics.
+    /// The label carried in the message, the table and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unparseable => "unparseable",
             Self::Invalid => "invalid",
+            Self::AttemptsExhausted => "attempts_exhausted",
+            Self::DeliveryLimit => "delivery_limit",
         }
     }
 }
@@ -33,14 +47,37 @@ impl Reason {
 pub struct Poison<'a> {
     /// The body, untouched.
     pub data: &'a [u8],
-    /// Its properties (message id, type, headers are kept).
+    /// Its properties (message id, type and headers are kept).
     pub properties: &'a BasicProperties,
     /// The routing key it had on the ingest exchange.
     pub routing_key: &'a str,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+}
+
+/// Reads a text header.
+pub fn text_header(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads a numeric header.
+pub fn number_header(properties: &BasicProperties, name: &str) -> Option<i64> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
 }
 
 /// Publishes `poison` to the dead-letter exchange with `reason` and `error` and waits for the
-/// broker's confirm.
+/// broker's confirm; only then may the caller acknowledge the original.
 pub async fn set_aside(
     channel: &Channel,
     topology: &Topology,
@@ -53,12 +90,20 @@ pub async fn set_aside(
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .expect("now always formats as RFC 3339");
+    table.insert(
+        headers::DEAD_LETTER_ID.into(),
+        text(&shared::model::EventId::generate().to_string()),
+    );
     table.insert(headers::DEAD_REASON.into(), text(reason.as_str()));
     table.insert(headers::DEAD_ERROR.into(), text(error));
     table.insert(headers::DEAD_SERVICE.into(), text("processor"));
     if !table.inner().contains_key(headers::DEAD_AT) {
         table.insert(headers::DEAD_AT.into(), text(&now));
     }
+    table.insert(
+        headers::ATTEMPTS.into(),
+        AMQPValue::LongLongInt(i64::from(poison.attempts)),
+    );
     table.insert(
         headers::ORIGINAL_ROUTING_KEY.into(),
         text(poison.routing_key),

@@ -123,3 +123,65 @@ async fn pump(
         }
     }
 }
+
+/// A fault proxy in front of each backend, and backends that go through them.
+pub struct Faulty {
+    /// In front of RabbitMQ.
+    pub amqp: FaultProxy,
+    /// In front of Redis.
+    pub redis: FaultProxy,
+    /// In front of PostgreSQL.
+    pub postgres: FaultProxy,
+    /// The same backends and namespace, reached through the proxies.
+    pub backends: shared::config::Backends,
+}
+
+impl Faulty {
+    /// Starts the three proxies in front of `backends`' servers.
+    pub async fn start(backends: &shared::config::Backends) -> Self {
+        let amqp_uri = &backends.amqp[0];
+        let amqp = proxy(&amqp_uri.authority.host, amqp_uri.authority.port).await;
+        let redis::ConnectionAddr::Tcp(host, port) = backends.redis.addr() else {
+            panic!("the fault proxy needs Redis over plain TCP");
+        };
+        let redis = proxy(host, *port).await;
+        let postgres = proxy(backends.database.get_host(), backends.database.get_port()).await;
+
+        let mut through = backends.clone();
+        let mut uri = amqp_uri.clone();
+        uri.authority.host = "127.0.0.1".into();
+        uri.authority.port = amqp.addr().port();
+        through.amqp = vec![uri];
+        through.redis = redis::IntoConnectionInfo::into_connection_info(
+            format!("redis://{}", redis.addr()).as_str(),
+        )
+        .expect("valid Redis URL");
+        through.database = backends
+            .database
+            .clone()
+            .host("127.0.0.1")
+            .port(postgres.addr().port());
+        Self {
+            amqp,
+            redis,
+            postgres,
+            backends: through,
+        }
+    }
+}
+
+async fn proxy(host: &str, port: u16) -> FaultProxy {
+    let host = if host.starts_with('/') || host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let upstream = tokio::net::lookup_host((host, port))
+        .await
+        .expect("resolve the backend")
+        .next()
+        .expect("the backend has an address");
+    FaultProxy::start(upstream)
+        .await
+        .expect("start a fault proxy")
+}

@@ -4,4 +4,5 @@ mod dead_letters;
 mod delivery;
 mod helpers;
 mod outages;
+mod recovery;
 mod state;

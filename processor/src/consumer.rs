@@ -100,7 +100,7 @@ pub async fn run<H: DeliveryHandler>(mut source: Source, handler: H, shutdown: C
 }
 
 /// Retries `attempt` in place while it fails for a dependency outage; `None` if shutdown came
-/// first. Backoff: exponential with jitter, 100 ms to 5 s, no limit.
+/// first. Backoff: exponential with jitter, 100 ms to 2 s, no limit.
 async fn hold<T, E, F, Fut>(
     attempt: F,
     is_outage: impl Fn(&E) -> bool,
@@ -117,7 +117,7 @@ where
             ExponentialBuilder::default()
                 .with_jitter()
                 .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
+                .with_max_delay(Duration::from_secs(2))
                 .without_max_times(),
         )
         .when(is_outage)

@@ -88,6 +88,24 @@ where
     }
 }
 
+/// Polls `probe` every 100 ms until it yields `Some`, or gives `None` after `timeout`.
+pub async fn eventually_or<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A plain AMQP client for looking into the broker from a test.
 pub struct Broker {
     connection: Connection,

@@ -1,5 +1,6 @@
 //! RabbitMQ: a supervised connection. lapin's automatic recovery handles short outages; when it
-//! gives up (or the first connection cannot be made), the supervisor builds a new connection,
+//! gives up or takes longer than [`RECOVERY_GRACE`] (or the first connection cannot be made),
+//! the supervisor builds a new connection,
 //! trying each configured node in turn with backoff, and runs the service's set-up on it again.
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -70,8 +71,17 @@ where
             let uri = nodes[node % nodes.len()].clone();
             node += 1;
             let attempt = async {
+                // Recovery retries fast (100 ms to 2 s): an outage costs seconds, not minutes;
+                // after 30 failed tries the supervisor takes over.
                 let properties = ConnectionProperties::default()
                     .enable_auto_recover()
+                    .with_backoff(
+                        ExponentialBuilder::default()
+                            .with_jitter()
+                            .with_min_delay(Duration::from_millis(100))
+                            .with_max_delay(Duration::from_secs(2))
+                            .with_max_times(30),
+                    )
                     .with_connection_name(name.into());
                 let connection = tokio::time::timeout(
                     CONNECT_TIMEOUT,
@@ -127,14 +137,28 @@ fn delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Waits until the connection is gone for good (true: shutdown fired instead).
+/// How long lapin's own recovery may try before the supervisor replaces the connection.
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(3);
+
+/// Waits until the connection is gone for good, or has been recovering for longer than
+/// [`RECOVERY_GRACE`] (true: shutdown fired instead).
 async fn wait_until_lost(connection: &Connection, shutdown: &CancellationToken) -> bool {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut down_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let status = connection.status();
-                if !status.connected() && !status.reconnecting() && !status.connecting() {
+                if status.connected() {
+                    down_since = None;
+                    continue;
+                }
+                let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+                let recovering = status.reconnecting() || status.connecting();
+                if !recovering || since.elapsed() > RECOVERY_GRACE {
+                    // Stop lapin's recovery of this connection before replacing it.
+                    let close = connection.close(320, "replaced by a new connection".into());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
                     return false;
                 }
             }

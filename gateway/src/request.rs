@@ -286,11 +286,18 @@ mod tests {
     }
 
     #[test]
-    fn null_means_absent_and_negative_zero_is_zero() {
-        let r =
-            parse_event(br#"{"product_id":"p","price":-0,"stock":null}"#, now()).expect("valid");
+    fn null_means_absent_and_negative_zero_is_refused() {
+        let r = parse_event(br#"{"product_id":"p","price":0,"stock":null}"#, now()).expect("valid");
         assert_eq!(r.price.map(|p| p.to_string()), Some("0".into()));
         assert_eq!(r.stock, None);
+        assert_eq!(
+            err(r#"{"product_id":"p","price":-0}"#).field.as_deref(),
+            Some("price")
+        );
+        assert_eq!(
+            err(r#"{"product_id":"p","stock":-0}"#).field.as_deref(),
+            Some("stock")
+        );
     }
 
     proptest::proptest! {

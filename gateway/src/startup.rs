@@ -71,6 +71,11 @@ impl Application {
             database,
             namespace: backends.namespace.clone(),
         };
+        shared::ops::watch_dependencies(
+            state.clone(),
+            std::time::Duration::from_secs(5),
+            background.clone(),
+        );
         Ok(Self {
             listener,
             state,

@@ -116,17 +116,23 @@ impl Application {
             setup,
             background.clone(),
         );
+        let readiness = Readiness {
+            broker: broker.clone(),
+            redis,
+            database: database.clone(),
+        };
+        ops::watch_dependencies(
+            readiness.clone(),
+            std::time::Duration::from_secs(5),
+            background.clone(),
+        );
         Ok(Self {
             listener,
+            readiness,
             dead_letters: DeadLetterApi {
                 database: database.clone(),
                 broker: broker.clone(),
                 topology,
-            },
-            readiness: Readiness {
-                broker,
-                redis,
-                database,
             },
             config,
             consuming,

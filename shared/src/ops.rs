@@ -47,13 +47,7 @@ async fn ready<R: Readiness>(State(readiness): State<R>) -> Response {
         .iter()
         .map(|(name, up)| ((*name).to_owned(), json!(if *up { "up" } else { "down" })))
         .collect();
-    for (name, up) in &dependencies {
-        metrics::gauge!("pipeline_dependency_up", "dependency" => *name).set(if *up {
-            1.0
-        } else {
-            0.0
-        });
-    }
+    record(&dependencies);
     if down.is_empty() {
         Json(json!({ "status": "ready", "dependencies": detail })).into_response()
     } else {
@@ -64,6 +58,34 @@ async fn ready<R: Readiness>(State(readiness): State<R>) -> Response {
         )
             .into_response()
     }
+}
+
+fn record(dependencies: &[(&'static str, bool)]) {
+    for (name, up) in dependencies {
+        metrics::gauge!("pipeline_dependency_up", "dependency" => *name).set(if *up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// Checks every dependency every `every` until `shutdown`, keeping the `pipeline_dependency_up`
+/// gauge (1 up, 0 down) current even when nobody asks `/ready`.
+pub fn watch_dependencies<R: Readiness>(
+    readiness: R,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => record(&readiness.dependencies().await),
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
 }
 
 async fn metrics() -> impl IntoResponse {

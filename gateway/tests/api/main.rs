@@ -1,5 +1,6 @@
 //! Integration tests of the gateway against the real RabbitMQ, Redis and PostgreSQL.
 
+mod abuse;
 mod dependencies;
 mod helpers;
 mod idempotency;

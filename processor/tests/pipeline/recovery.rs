@@ -121,3 +121,40 @@ async fn the_processor_reconnects_to_the_broker_after_a_cut_and_keeps_consuming(
     pipeline.wait_ready(processor).await;
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and_it_recovers() {
+    let backends = testkit::backends();
+    let faulty = Faulty::start(&backends).await;
+    let mut gateway_backends = backends.clone();
+    gateway_backends.redis = faulty.backends.redis.clone();
+    let mut pipeline = spawn_gateway_only(gateway_backends).await;
+    pipeline.start_processor(backends.clone()).await;
+
+    faulty.redis.set(Fault::Drop);
+    let keyed = pipeline
+        .post_event(r#"{"product_id": "rd-1", "stock": 1}"#, Some("rd-key"))
+        .await;
+    assert_eq!(
+        keyed.status(),
+        503,
+        "fail closed: a repeat could not be recognised"
+    );
+    assert!(keyed.headers().contains_key("retry-after"));
+    pipeline
+        .accept(r#"{"product_id": "rd-2", "stock": 1}"#, None)
+        .await;
+    let metrics = pipeline.metrics_of(pipeline.gateway).await;
+    assert!(metrics.contains("pipeline_events_rejected_total{reason=\"unavailable\"}"));
+
+    faulty.redis.set(Fault::Pass);
+    testkit::eventually("keyed events to be accepted again", WAIT, || async {
+        let r = pipeline
+            .post_event(r#"{"product_id": "rd-1", "stock": 1}"#, Some("rd-key"))
+            .await;
+        (r.status() == 202).then_some(())
+    })
+    .await;
+    wait_inbox(&pipeline, 2).await;
+    pipeline.stop().await;
+}

@@ -31,14 +31,10 @@ impl Price {
     /// The most decimal places accepted.
     pub const MAX_SCALE: u32 = 4;
 
-    /// Checks a decimal against the price rules. Negative zero becomes zero; trailing zeros past
-    /// four places are dropped (`1.50000` is `1.5000`).
+    /// Checks a decimal against the price rules. Anything with a minus sign is refused, negative
+    /// zero included (a sign error at the source, not a price); trailing zeros past four places
+    /// are dropped (`1.50000` is `1.5000`).
     pub fn new(value: Decimal) -> Result<Self, PriceError> {
-        if value.is_zero() {
-            let mut zero = value;
-            zero.set_sign_positive(true);
-            return Ok(Self(zero.round_dp(Self::MAX_SCALE)));
-        }
         if value.is_sign_negative() {
             return Err(PriceError::Negative);
         }
@@ -62,6 +58,9 @@ impl FromStr for Price {
 
     /// Parses JSON number text exactly (plain or with an exponent), never through a float.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with('-') {
+            return Err(PriceError::Negative);
+        }
         let parsed = if s.contains(['e', 'E']) {
             Decimal::from_scientific(s)
         } else {
@@ -69,10 +68,7 @@ impl FromStr for Price {
         };
         match parsed {
             Ok(value) => Self::new(value),
-            // Too many digits for any price: say which side of the range it fell off.
-            Err(_) if s.starts_with('-') && s.bytes().any(|b| b.is_ascii_digit() && b != b'0') => {
-                Err(PriceError::Negative)
-            }
+            // Too many digits for any price.
             Err(_) if s.bytes().all(|b| b.is_ascii_digit()) => Err(PriceError::TooLarge),
             Err(_) => Err(PriceError::NotANumber),
         }
@@ -123,9 +119,10 @@ mod tests {
     }
 
     #[test]
-    fn negative_zero_is_zero() {
-        assert_eq!(price("-0"), Ok("0".into()));
-        assert_eq!(price("-0.0"), Ok("0.0".into()));
+    fn negative_zero_is_refused_and_zero_is_fine() {
+        assert_eq!(price("-0"), Err(PriceError::Negative));
+        assert_eq!(price("-0.0"), Err(PriceError::Negative));
+        assert_eq!(price("0"), Ok("0".into()));
     }
 
     #[test]

@@ -40,8 +40,12 @@ impl Stock {
 impl FromStr for Stock {
     type Err = StockError;
 
-    /// Parses JSON number text; `1.5`, `1.0` and `1e3` are not whole-number literals.
+    /// Parses JSON number text; `1.5`, `1.0` and `1e3` are not whole-number literals, and
+    /// anything with a minus sign (`-0` included) is negative.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with('-') {
+            return Err(StockError::Negative);
+        }
         if s.contains(['.', 'e', 'E']) {
             return Err(StockError::NotAnInteger);
         }
@@ -91,6 +95,7 @@ mod tests {
         assert_eq!("1.5".parse::<Stock>(), Err(StockError::NotAnInteger));
         assert_eq!("1e3".parse::<Stock>(), Err(StockError::NotAnInteger));
         assert_eq!("-1".parse::<Stock>(), Err(StockError::Negative));
+        assert_eq!("-0".parse::<Stock>(), Err(StockError::Negative));
         assert_eq!("2147483648".parse::<Stock>(), Err(StockError::TooLarge));
         assert_eq!(
             "99999999999999999999999".parse::<Stock>(),

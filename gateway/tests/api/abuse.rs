@@ -1,0 +1,118 @@
+//! Hostile input: each gets a clear 4xx, never a 5xx, and leaves nothing behind.
+
+use crate::helpers::spawn_app;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_bodies_get_a_clear_4xx_and_leave_nothing_behind() {
+    let app = spawn_app().await;
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let deep_object = format!(
+        r#"{{"product_id": "p", "stock": 1, "x": {}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let long_key = format!(
+        r#"{{"product_id": "p", "stock": 1, "{}": 1}}"#,
+        "k".repeat(256)
+    );
+    let cases: Vec<(Vec<u8>, u16, Option<&str>)> = vec![
+        (nested.into_bytes(), 400, None),
+        (deep_object.into_bytes(), 400, None),
+        (
+            b"{\"product_id\": \"p\xff\xfe\", \"stock\": 1}".to_vec(),
+            400,
+            None,
+        ),
+        (
+            br#"{"product_id": "p", "price": 1e400}"#.to_vec(),
+            400,
+            Some("price"),
+        ),
+        (
+            br#"{"product_id": "p", "stock": 1e400}"#.to_vec(),
+            400,
+            Some("stock"),
+        ),
+        (
+            br#"{"product_id": "p", "price": 123456789012345678901234567890}"#.to_vec(),
+            400,
+            Some("price"),
+        ),
+        (
+            br#"{"product_id": "p", "price": -0}"#.to_vec(),
+            400,
+            Some("price"),
+        ),
+        (
+            br#"{"product_id": "p", "stock": -0}"#.to_vec(),
+            400,
+            Some("stock"),
+        ),
+        (
+            br#"{"product_id": "p", "product_id": "q", "stock": 1}"#.to_vec(),
+            400,
+            Some("product_id"),
+        ),
+        (long_key.into_bytes(), 400, None),
+        (
+            br#"{"product_id": "p\u0000", "stock": 1}"#.to_vec(),
+            400,
+            Some("product_id"),
+        ),
+        (
+            br#"{"product_id": "p\n", "stock": 1}"#.to_vec(),
+            400,
+            Some("product_id"),
+        ),
+        (
+            br#"{"product_id": "p", "stock": 1, "event_id": "e\u0007"}"#.to_vec(),
+            400,
+            Some("event_id"),
+        ),
+        (vec![b' '; 70 * 1024], 413, None),
+    ];
+    for (body, status, field) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let response = app
+            .client
+            .post(app.url("/events"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "hostile")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), status, "{shown}");
+        let json: serde_json::Value = response.json().await.expect("a JSON error body");
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{shown}"
+        );
+        if let Some(field) = field {
+            assert_eq!(json["field"], field, "{shown}");
+        }
+    }
+    for key in ["k".repeat(256), "a\u{1}b".to_owned()] {
+        let response = app
+            .client
+            .post(app.url("/events"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key.as_bytes())
+            .body(r#"{"product_id": "p", "stock": 1}"#)
+            .send()
+            .await;
+        // A control character may not even be sendable; if it is, it is a 400.
+        if let Ok(response) = response {
+            assert_eq!(response.status(), 400);
+        }
+    }
+    assert_eq!(app.queued().await, 0, "nothing published");
+    let mut redis = testkit::redis(&app.backends).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", app.backends.namespace.as_str()))
+        .query_async(&mut redis)
+        .await
+        .expect("KEYS");
+    assert!(keys.is_empty(), "left {keys:?}");
+    app.stop().await;
+}

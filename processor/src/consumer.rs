@@ -19,13 +19,11 @@ use std::{future::Future, sync::Arc, time::Duration};
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use lapin::{
-    Acker, BasicProperties, Channel, Confirmation, Connection, Consumer,
-    message::Delivery,
-    options::{BasicAckOptions, BasicPublishOptions},
+    Acker, Channel, Connection, Consumer, message::Delivery, options::BasicAckOptions,
     types::AMQPValue,
 };
 use shared::{
-    connect::postgres::Database,
+    connect::{amqp::publish_confirmed, postgres::Database},
     contract::{KIND_PRODUCT_UPDATE, ProductUpdate, headers},
     topology::Topology,
 };
@@ -274,28 +272,15 @@ async fn schedule_retry(
             .expect("now always formats as RFC 3339");
         table.insert(headers::DEAD_AT.into(), AMQPValue::LongString(now.into()));
     }
-    let properties: BasicProperties = poison
-        .properties
-        .clone()
-        .with_headers(table)
-        .with_delivery_mode(2);
-    let confirmation = channel
-        .basic_publish(
-            topology.retry_exchange(delay).into(),
-            poison.routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            poison.data,
-            properties,
-        )
-        .await?
-        .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        other => anyhow::bail!("the retry queue did not take the message: {other:?}"),
-    }
+    let properties = poison.properties.clone().with_headers(table);
+    publish_confirmed(
+        channel,
+        &topology.retry_exchange(delay),
+        poison.routing_key,
+        poison.data,
+        properties,
+    )
+    .await
 }
 
 /// Records dead letters in PostgreSQL.

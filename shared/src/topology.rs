@@ -166,25 +166,11 @@ impl Topology {
             )
             .await?;
         for shard in 0..self.shards {
-            let mut arguments = quorum_arguments();
+            let mut arguments = dead_lettering_to(&self.dead_letter_exchange());
             arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
             arguments.insert(
                 "x-delivery-limit".into(),
                 AMQPValue::LongLongInt(DELIVERY_LIMIT),
-            );
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(self.dead_letter_exchange().into()),
-            );
-            // At-least-once dead-lettering: a message past its delivery limit is kept until the
-            // dead-letter queue has confirmed it, never dropped on the way.
-            arguments.insert(
-                "x-dead-letter-strategy".into(),
-                AMQPValue::LongString("at-least-once".into()),
-            );
-            arguments.insert(
-                "x-overflow".into(),
-                AMQPValue::LongString("reject-publish".into()),
             );
             channel
                 .queue_declare(self.shard_queue(shard).into(), durable_queue, arguments)
@@ -225,22 +211,10 @@ impl Topology {
                     FieldTable::default(),
                 )
                 .await?;
-            let mut arguments = quorum_arguments();
+            let mut arguments = dead_lettering_to(&self.ingest_exchange());
             arguments.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-            );
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(self.ingest_exchange().into()),
-            );
-            arguments.insert(
-                "x-dead-letter-strategy".into(),
-                AMQPValue::LongString("at-least-once".into()),
-            );
-            arguments.insert(
-                "x-overflow".into(),
-                AMQPValue::LongString("reject-publish".into()),
             );
             channel
                 .queue_declare(
@@ -264,6 +238,26 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Quorum queue arguments that dead-letter to `exchange`, at least once: a message leaving
+/// the queue (delivery limit, expiry) is kept until the target queue has confirmed it, never
+/// dropped on the way (this requires `reject-publish` overflow).
+fn dead_lettering_to(exchange: &str) -> FieldTable {
+    let mut arguments = quorum_arguments();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(exchange.into()),
+    );
+    arguments.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    arguments
 }
 
 fn quorum_arguments() -> FieldTable {

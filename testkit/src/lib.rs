@@ -18,8 +18,8 @@ use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+        ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::FieldTable,
 };
@@ -69,26 +69,18 @@ pub fn closed_port_url(scheme: &str) -> String {
     format!("{scheme}://127.0.0.1:{port}")
 }
 
-/// Polls `probe` every 50 ms until it yields `Some`, or panics naming `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+/// Polls `probe` until it yields `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_or(timeout, probe)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
-/// Polls `probe` every 100 ms until it yields `Some`, or gives `None` after `timeout`.
+/// Polls `probe` every 50 ms until it yields `Some`, or gives `None` after `timeout`.
 pub async fn eventually_or<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
@@ -102,7 +94,7 @@ where
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -191,26 +183,15 @@ impl Broker {
         body: &[u8],
         properties: BasicProperties,
     ) {
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties.with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(
-            matches!(confirm, lapin::Confirmation::Ack(None)),
-            "broker refused: {confirm:?}"
-        );
+        shared::connect::amqp::publish_confirmed(
+            &self.channel,
+            exchange,
+            routing_key,
+            body,
+            properties,
+        )
+        .await
+        .expect("the broker confirmed the message");
     }
 }
 

@@ -17,14 +17,16 @@ use axum::{
     routing::{get, post},
 };
 use lapin::{
-    BasicProperties, Channel, Confirmation,
-    options::BasicPublishOptions,
+    BasicProperties, Channel,
     types::{AMQPValue, FieldTable, LongString},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::{
-    connect::{amqp::Broker, postgres::Database},
+    connect::{
+        amqp::{Broker, publish_confirmed},
+        postgres::Database,
+    },
     topology::Topology,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -332,7 +334,6 @@ async fn republish(
         AMQPValue::LongString(LongString::from(dead.id.as_str())),
     );
     let mut properties = BasicProperties::default()
-        .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_headers(headers);
     if let Some(kind) = &dead.message_type {
@@ -341,21 +342,12 @@ async fn republish(
     if let Some(event) = dead.event_id.as_ref().filter(|e| e.len() <= 255) {
         properties = properties.with_message_id(event.as_str().into());
     }
-    let confirmation = channel
-        .basic_publish(
-            topology.ingest_exchange().into(),
-            dead.routing_key.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &dead.payload,
-            properties,
-        )
-        .await?
-        .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        other => anyhow::bail!("the broker did not take the replay: {other:?}"),
-    }
+    publish_confirmed(
+        channel,
+        &topology.ingest_exchange(),
+        &dead.routing_key,
+        &dead.payload,
+        properties,
+    )
+    .await
 }

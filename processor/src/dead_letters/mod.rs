@@ -11,11 +11,10 @@ pub mod intake;
 pub mod store;
 
 use lapin::{
-    BasicProperties, Channel, Confirmation,
-    options::BasicPublishOptions,
+    BasicProperties, Channel,
     types::{AMQPValue, LongString},
 };
-use shared::{contract::headers, topology::Topology};
+use shared::{connect::amqp::publish_confirmed, contract::headers, topology::Topology};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// Why a message was set aside.
@@ -108,30 +107,16 @@ pub async fn set_aside(
         headers::ORIGINAL_ROUTING_KEY.into(),
         text(poison.routing_key),
     );
-    let properties = poison
-        .properties
-        .clone()
-        .with_headers(table)
-        .with_delivery_mode(2);
-    let confirmation = channel
-        .basic_publish(
-            topology.dead_letter_exchange().into(),
-            poison.routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            poison.data,
-            properties,
-        )
-        .await?
-        .await?;
-    match confirmation {
-        Confirmation::Ack(None) => {
-            metrics::counter!("pipeline_events_dead_lettered_total", "reason" => reason.as_str())
-                .increment(1);
-            Ok(())
-        }
-        other => anyhow::bail!("the dead-letter queue did not take the message: {other:?}"),
-    }
+    let properties = poison.properties.clone().with_headers(table);
+    publish_confirmed(
+        channel,
+        &topology.dead_letter_exchange(),
+        poison.routing_key,
+        poison.data,
+        properties,
+    )
+    .await?;
+    metrics::counter!("pipeline_events_dead_lettered_total", "reason" => reason.as_str())
+        .increment(1);
+    Ok(())
 }

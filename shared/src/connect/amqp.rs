@@ -6,7 +6,10 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use lapin::{Connection, ConnectionProperties, uri::AMQPUri};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::BasicPublishOptions, uri::AMQPUri,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -164,5 +167,36 @@ async fn wait_until_lost(connection: &Connection, shutdown: &CancellationToken) 
             }
             () = shutdown.cancelled() => return true,
         }
+    }
+}
+
+/// Publishes a persistent, mandatory message and waits for the broker's confirm (`channel` must
+/// be in confirm mode). `Ok` only for an ack without a return: the message is in a queue.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> anyhow::Result<()> {
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            payload,
+            properties.with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => {
+            anyhow::bail!("no queue is bound for {exchange}/{routing_key}")
+        }
+        other => anyhow::bail!("the broker refused the message: {other:?}"),
     }
 }

@@ -243,6 +243,14 @@ pub fn processor_process(backends: &Backends) -> tokio::process::Child {
         .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
         .env("INGEST_SHARDS", backends.ingest_shards.to_string())
         .env("PROCESSOR_ADDR", "127.0.0.1:0")
+        .env(
+            "RETRY_DELAYS_MS",
+            testkit::TEST_RETRY_DELAYS
+                .iter()
+                .map(|d| d.as_millis().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

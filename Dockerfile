@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# One image with every service; choose one by command: `gateway` (default) or `processor`.
+
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
+WORKDIR /src
+
+# The dependency recipe changes only when a manifest or the lock file does.
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+# Dependencies in their own layer, cached until the recipe changes.
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked --package gateway --package processor
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home pipeline
+COPY --from=builder /src/target/release/gateway /src/target/release/processor /usr/local/bin/
+USER 10001
+ENV LOG_FORMAT=json
+EXPOSE 8080 8082
+CMD ["gateway"]

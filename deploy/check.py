@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Checks the container, Compose and Kubernetes files without a container engine or a cluster.
+
+- docker-compose.yml against the Compose specification schema (check-jsonschema's vendored copy);
+- every `depends_on` names a service; every ${VARIABLE} it reads is documented in .env.example;
+  every variable it sets on our services is one the code reads;
+- k8s/ rendered with kustomize and each resource validated strictly against the Kubernetes
+  schemas (kubernetes-validate); the RabbitmqCluster against our partial schema of it;
+- every command the image, Compose and the Deployments run is a binary of the workspace.
+"""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+import jsonschema
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+failures = []
+
+
+def fail(message):
+    failures.append(message)
+    print(f"FAIL {message}")
+
+
+def run(*command, **kwargs):
+    return subprocess.run(command, cwd=ROOT, check=True, text=True, capture_output=True, **kwargs)
+
+
+# Compose: the specification's schema.
+try:
+    run("check-jsonschema", "--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
+    print("ok   docker-compose.yml matches the Compose specification")
+except subprocess.CalledProcessError as e:
+    fail(f"docker-compose.yml against the Compose specification:\n{e.stdout}{e.stderr}")
+
+compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+services = compose["services"]
+for name, service in services.items():
+    for dependency in service.get("depends_on", {}) or {}:
+        if dependency not in services:
+            fail(f"service {name} depends on {dependency}, which does not exist")
+
+documented = {
+    line.split("=", 1)[0]
+    for line in (ROOT / ".env.example").read_text().splitlines()
+    if "=" in line and not line.startswith("#")
+}
+for variable in sorted(set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))):
+    if variable not in documented:
+        fail(f"docker-compose.yml reads ${{{variable}}}, which .env.example does not document")
+
+source = "\n".join(p.read_text() for p in ROOT.glob("*/src/**/*.rs"))
+read_by_code = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source))
+ours = [s for s in services.values() if s.get("image", "").startswith("product-event-pipeline")]
+for service in ours:
+    for variable in service.get("environment", {}):
+        if variable not in read_by_code:
+            fail(f"docker-compose.yml sets {variable}, which no service reads")
+print(f"ok   compose: {len(services)} services, depends_on and variables consistent")
+
+# Kubernetes: render, then validate each resource.
+rendered = run("kubectl", "kustomize", "k8s").stdout
+documents = [d for d in yaml.safe_load_all(rendered) if d]
+custom_schema = json.loads((ROOT / "deploy/rabbitmqcluster.schema.json").read_text())
+with tempfile.TemporaryDirectory() as scratch:
+    for index, document in enumerate(documents):
+        kind, name = document["kind"], document["metadata"]["name"]
+        if kind == "RabbitmqCluster":
+            try:
+                jsonschema.validate(document, custom_schema)
+                print(f"ok   {kind}/{name} (our partial schema of the operator's CRD)")
+            except jsonschema.ValidationError as e:
+                fail(f"{kind}/{name}: {e.message}")
+            continue
+        path = pathlib.Path(scratch) / f"{index}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        result = subprocess.run(
+            ["kubernetes-validate", "--strict", "--quiet", str(path)], text=True, capture_output=True
+        )
+        if result.returncode != 0 or "Couldn't find schema" in result.stdout + result.stderr:
+            fail(f"{kind}/{name}:\n{result.stdout}{result.stderr}")
+print(f"ok   k8s: {len(documents)} resources rendered and validated")
+
+# Entry points: every command is a binary of the workspace.
+metadata = json.loads(run("cargo", "metadata", "--no-deps", "--format-version", "1").stdout)
+binaries = {t["name"] for p in metadata["packages"] for t in p["targets"] if "bin" in t["kind"]}
+commands = set(re.findall(r'CMD \["([a-z-]+)"\]', (ROOT / "Dockerfile").read_text()))
+commands |= {s["command"][0] for s in ours if s.get("command")}
+commands |= {
+    c["args"][0]
+    for d in documents
+    if d["kind"] == "Deployment"
+    for c in d["spec"]["template"]["spec"]["containers"]
+    if c.get("args")
+}
+copied = set(re.findall(r"target/release/([a-z-]+)", (ROOT / "Dockerfile").read_text()))
+for command in sorted(commands):
+    if command not in binaries:
+        fail(f"{command} is run but is not a binary of the workspace")
+    if command not in copied:
+        fail(f"{command} is run but the Dockerfile does not copy it into the image")
+print(f"ok   entry points {sorted(commands)} are workspace binaries in the image")
+
+sys.exit(1 if failures else 0)

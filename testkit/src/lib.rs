@@ -4,11 +4,13 @@
 //!   defaults), under a fresh random namespace so runs never touch each other.
 //! - [`Broker`]: a plain AMQP client to look into queues and publish straight to the broker.
 //! - [`cleanup`]: removes everything a namespace created (with the test retry ladder).
+//! - [`services`]: the real service binaries as child processes.
 //! - [`fault_proxy`]: a TCP proxy that cuts, stalls or slows a connection on demand.
 //! - [`eventually`]: polls with a deadline instead of sleeping.
 #![forbid(unsafe_code)]
 
 pub mod fault_proxy;
+pub mod services;
 
 use std::{future::Future, time::Duration};
 

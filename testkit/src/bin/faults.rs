@@ -8,7 +8,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -18,8 +17,8 @@ use std::{
 
 use lapin::BasicProperties;
 use testkit::fault_proxy::{Fault, Faulty};
+use testkit::services::{Services, free_addr, sigterm, through};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-use tokio::process::{Child, Command};
 
 const PRODUCTS: u64 = 40;
 const WORKERS: u64 = 16;
@@ -37,65 +36,6 @@ struct Counters {
     unavailable: AtomicU64,
     conflicts: AtomicU64,
     replays: AtomicU64,
-}
-
-struct Services {
-    dir: PathBuf,
-    env: Vec<(String, String)>,
-    gateway_addr: String,
-    processor_addr: String,
-    logs: PathBuf,
-}
-
-impl Services {
-    fn spawn(&self, name: &str) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("{name}.log")))
-            .expect("open a log file");
-        Command::new(self.dir.join(name))
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("GATEWAY_ADDR", &self.gateway_addr)
-            .env("PROCESSOR_ADDR", &self.processor_addr)
-            .stdout(log.try_clone().expect("clone a file handle"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} (run `cargo build --bins` first): {e}"))
-    }
-}
-
-async fn sigterm(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("bound").to_string()
-}
-
-/// Replaces the `host:port` of `url` with `addr`.
-fn through(url: &str, addr: std::net::SocketAddr) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let userinfo = authority
-        .rsplit_once('@')
-        .map(|(u, _)| format!("{u}@"))
-        .unwrap_or_default();
-    let slash = if path.is_empty() && !rest.contains('/') {
-        ""
-    } else {
-        "/"
-    };
-    format!("{scheme}://{userinfo}{addr}{slash}{path}")
 }
 
 #[tokio::main]

@@ -1,0 +1,313 @@
+//! The benchmark: in one run, the raw broker's round trip and the pipeline's maximum sustained
+//! rate, latencies at 50% and 80% of it, CPU per event and peak memory per service, and
+//! `redis-benchmark` figures. Runs the release binaries of the services as child processes.
+//!
+//! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
+//! and applied, no errors; speed is reported, never asserted).
+#![forbid(unsafe_code)]
+
+mod load;
+mod probe;
+mod raw;
+
+use std::time::Duration;
+
+use load::{Mix, Step, offer};
+use testkit::services::{Services, free_addr, sigterm};
+
+struct Options {
+    quick: bool,
+    step: Duration,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let step = match args.iter().position(|a| a == "--step-seconds") {
+        Some(i) => args.get(i + 1).map_or(Ok(10), |s| s.parse())?,
+        None if quick => 4,
+        None => 10,
+    };
+    Ok(Options {
+        quick,
+        step: Duration::from_secs(step),
+    })
+}
+
+/// A step is sustained when every request got a 202, the offered rate was met, and the shard
+/// backlog did not grow.
+fn sustained(step: &Step, backlog_growth: i64) -> bool {
+    step.clean()
+        && step.elapsed.as_secs_f64() <= step.offered as f64 / step.rate as f64 * 1.1 + 0.5
+        && backlog_growth <= (step.offered as i64 / 50).max(200)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let mut backends = testkit::backends();
+    backends.ingest_shards = 4;
+    let env_url =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let dir = std::env::current_exe()?
+        .parent()
+        .expect("the benchmark lives in a directory")
+        .to_path_buf();
+    let logs = dir.join(format!("bench-{}", backends.namespace.as_str()));
+    std::fs::create_dir_all(&logs)?;
+    let delays: Vec<String> = testkit::TEST_RETRY_DELAYS
+        .iter()
+        .map(|d| d.as_millis().to_string())
+        .collect();
+    let services = Services {
+        env: vec![
+            (
+                "AMQP_URL".into(),
+                env_url("AMQP_URL", shared::config::DEFAULT_AMQP_URL),
+            ),
+            (
+                "REDIS_URL".into(),
+                env_url("REDIS_URL", shared::config::DEFAULT_REDIS_URL),
+            ),
+            (
+                "DATABASE_URL".into(),
+                env_url("DATABASE_URL", shared::config::DEFAULT_DATABASE_URL),
+            ),
+            (
+                "PIPELINE_NAMESPACE".into(),
+                backends.namespace.as_str().into(),
+            ),
+            ("INGEST_SHARDS".into(), backends.ingest_shards.to_string()),
+            ("RETRY_DELAYS_MS".into(), delays.join(",")),
+            ("RUST_LOG".into(), "warn".into()),
+        ],
+        dir,
+        gateway_addr: free_addr(),
+        processor_addr: free_addr(),
+        logs: logs.clone(),
+    };
+    let mut processor = services.spawn("processor");
+    let mut gateway = services.spawn("gateway");
+    let gateway_pid = gateway.id().expect("running");
+    let processor_pid = processor.id().expect("running");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("http://{}", services.gateway_addr);
+    let processor_url = format!("http://{}", services.processor_addr);
+    for ready in [&url, &processor_url] {
+        testkit::eventually(
+            "the services to be ready",
+            Duration::from_secs(60),
+            || async {
+                let r = client.get(format!("{ready}/ready")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+    let broker = testkit::Broker::connect(&backends).await;
+    let topology =
+        shared::topology::Topology::new(backends.namespace.clone(), backends.ingest_shards);
+    let backlog = || async {
+        let mut total = 0i64;
+        for shard in 0..topology.shards() {
+            total += i64::from(broker.depth(&topology.shard_queue(shard)).await);
+        }
+        total
+    };
+
+    // The same size of message the pipeline publishes.
+    let sample = br#"{"event_id":"01a20076-5a6b-7e8a-9d36-7c0b1f3e5a2d","product_id":"p-1234","price":49.99,"stock":100,"occurred_at":"2026-11-21T23:40:22.265192Z","received_at":"2026-11-21T23:40:22.265192Z"}"#;
+    let raw_seconds = if options.quick { 3 } else { 10 };
+    let raw_rate = raw::round_trip(
+        backends.amqp[0].clone(),
+        &format!("{}.raw", backends.namespace.as_str()),
+        sample,
+        Duration::from_secs(raw_seconds),
+    )
+    .await?;
+    eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
+
+    let mut mix = Mix::new(backends.namespace.as_str(), 7);
+    let mut accepted_new = 0;
+    let mut errors = 0;
+    let mut run = |step: Step| {
+        accepted_new += step.accepted_new;
+        errors += step.errors;
+        step
+    };
+    run(offer(&client, &url, &mut mix, 100, Duration::from_secs(2)).await);
+
+    // The search for the maximum sustained rate: up by half until a step fails, then bisect.
+    let mut best: Option<u64> = None;
+    let mut rate = if options.quick { 200 } else { 250 };
+    let mut failed: Option<u64> = None;
+    for _ in 0..if options.quick { 1 } else { 14 } {
+        let before = backlog().await;
+        let step = run(offer(&client, &url, &mut mix, rate, options.step).await);
+        // Give the processor one second to drain what is in hand before reading the backlog.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let growth = backlog().await - before;
+        let ok = sustained(&step, growth);
+        eprintln!(
+            "offered {rate}/s: {} new + {} replays, {} errors {:?}, p99 {:.1} ms, backlog {growth:+} -> {}",
+            step.accepted_new,
+            step.replays,
+            step.errors,
+            step.failures,
+            step.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            if ok { "sustained" } else { "not sustained" }
+        );
+        // Let any backlog drain before the next step.
+        testkit::eventually_or(Duration::from_secs(120), || async {
+            (backlog().await == 0).then_some(())
+        })
+        .await;
+        if ok {
+            best = Some(rate);
+        } else {
+            failed = Some(rate);
+        }
+        rate = match (best, failed) {
+            (Some(b), Some(f)) if f - b <= b / 10 => break,
+            (Some(b), Some(f)) => (b + f) / 2,
+            (Some(b), None) => b * 3 / 2,
+            (None, _) => rate / 2,
+        };
+        if rate < 50 {
+            break;
+        }
+    }
+    let max = best.unwrap_or(0);
+
+    // Latency at 50% and 80% of the maximum, with CPU and end-to-end latency over each.
+    let mut rows = Vec::new();
+    for share in [50, 80] {
+        let rate = (max * share / 100).max(10);
+        let metrics_before = client
+            .get(format!("{processor_url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let cpu_before = (
+            probe::cpu_micros(gateway_pid),
+            probe::cpu_micros(processor_pid),
+        );
+        let step = run(offer(&client, &url, &mut mix, rate, options.step).await);
+        testkit::eventually_or(Duration::from_secs(120), || async {
+            (backlog().await == 0).then_some(())
+        })
+        .await;
+        let metrics_after = client
+            .get(format!("{processor_url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let cpu_after = (
+            probe::cpu_micros(gateway_pid),
+            probe::cpu_micros(processor_pid),
+        );
+        let name = "pipeline_end_to_end_duration_seconds";
+        let (before, after) = (
+            probe::buckets(&metrics_before, name),
+            probe::buckets(&metrics_after, name),
+        );
+        let events = (step.accepted_new + step.replays).max(1);
+        let per_event =
+            |b: Option<u64>, a: Option<u64>| a.zip(b).map(|(a, b)| (a - b) as f64 / events as f64);
+        rows.push((
+            share,
+            rate,
+            step,
+            probe::quantile(&before, &after, 0.5),
+            probe::quantile(&before, &after, 0.99),
+            per_event(cpu_before.0, cpu_after.0),
+            per_event(cpu_before.1, cpu_after.1),
+        ));
+    }
+
+    // Correctness: every accepted new event applied, exactly once.
+    let pool = testkit::database(&backends).await;
+    let applied = testkit::eventually_or(Duration::from_secs(120), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (u64::try_from(n).ok()? >= accepted_new).then_some(n)
+    })
+    .await
+    .unwrap_or(-1);
+    let rss = (
+        probe::peak_rss_kib(gateway_pid),
+        probe::peak_rss_kib(processor_pid),
+    );
+    let redis = match backends.redis.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => probe::redis_benchmark(host, *port),
+        _ => Vec::new(),
+    };
+
+    let ms = |v: Option<f64>| v.map_or("n/a".into(), |s| format!("{:.1} ms", s * 1000.0));
+    let us = |v: Option<f64>| v.map_or("n/a".into(), |u| format!("{u:.0} µs"));
+    let mib = |v: Option<u64>| v.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    println!("| figure | value |\n| --- | --- |");
+    println!(
+        "| raw broker round trip (publish with confirms, consume with acks, quorum queue) | {raw_rate:.0} msg/s |"
+    );
+    println!("| pipeline max sustained rate | {max} events/s |");
+    println!("| pipeline ÷ raw | {:.0}% |", max as f64 / raw_rate * 100.0);
+    for (share, rate, step, e2e50, e2e99, cpu_gateway, cpu_processor) in &rows {
+        let q = |p: f64| step.latency.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "| 202 latency at {share}% ({rate}/s): p50 / p99 / p99.9 | {:.1} / {:.1} / {:.1} ms |",
+            q(0.5),
+            q(0.99),
+            q(0.999)
+        );
+        println!(
+            "| end-to-end (receipt → applied) at {share}%: p50 / p99 | {} / {} |",
+            ms(*e2e50),
+            ms(*e2e99)
+        );
+        println!(
+            "| CPU per event at {share}%: gateway / processor | {} / {} |",
+            us(*cpu_gateway),
+            us(*cpu_processor)
+        );
+    }
+    println!(
+        "| peak RSS: gateway / processor | {} / {} |",
+        mib(rss.0),
+        mib(rss.1)
+    );
+    for (command, rps) in &redis {
+        println!("| redis-benchmark {command} | {rps:.0} req/s |");
+    }
+    println!(
+        "| correctness: new events accepted / applied / errors | {accepted_new} / {applied} / {errors} |"
+    );
+
+    sigterm(&mut gateway).await;
+    sigterm(&mut processor).await;
+    pool.close().await;
+    testkit::cleanup(&backends).await?;
+    // A request the client gave up on may still have been accepted, so outside the smoke the
+    // inbox may hold more than the client counted; it may never hold less.
+    let accepted = i64::try_from(accepted_new)?;
+    let complete = if options.quick {
+        applied == accepted && errors == 0
+    } else {
+        applied >= accepted
+    };
+    if !complete {
+        anyhow::bail!(
+            "not every accepted event was applied exactly once, or requests failed; logs in {}",
+            logs.display()
+        );
+    }
+    std::fs::remove_dir_all(&logs)?;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Readings from outside the services: CPU time and peak memory from `/proc`, latency
+//! quantiles from the processor's Prometheus histogram, and `redis-benchmark`.
+
+/// CPU time (user + system) a process has used, in microseconds.
+pub fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 1_000_000 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Peak resident memory of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The cumulative buckets `(upper bound in seconds, count)` of histogram `name`.
+pub fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Quantile `q` of the observations between two readings of the same histogram, interpolated
+/// linearly within its bucket.
+pub fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, count)| {
+            let earlier = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, count - earlier)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let target = q * total;
+    let mut lower = (0.0, 0.0);
+    for (le, count) in delta {
+        if count >= target {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let width = count - lower.1;
+            let into = if width > 0.0 {
+                (target - lower.1) / width
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (le - lower.0) * into);
+        }
+        lower = (le, count);
+    }
+    None
+}
+
+/// `redis-benchmark` requests per second for the commands the pipeline uses.
+pub fn redis_benchmark(host: &str, port: u16) -> Vec<(String, f64)> {
+    let base = [
+        "-h",
+        host,
+        "-p",
+        &port.to_string(),
+        "-q",
+        "-n",
+        "100000",
+        "-c",
+        "50",
+    ]
+    .map(String::from);
+    let runs: [&[&str]; 3] = [
+        &["-t", "set,get"],
+        &["hset", "bench:idem", "state", "lease"],
+        &[
+            "eval",
+            "return redis.call('HGET', KEYS[1], 'state')",
+            "1",
+            "bench:idem",
+        ],
+    ];
+    let mut figures = Vec::new();
+    for run in runs {
+        let Ok(output) = std::process::Command::new("redis-benchmark")
+            .args(&base)
+            .args(run)
+            .output()
+        else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&output.stdout).split(['\r', '\n']) {
+            if let Some((name, rest)) = line.split_once(": ")
+                && let Some(rps) = rest.split_whitespace().next().and_then(|r| r.parse().ok())
+            {
+                let name = if name.starts_with("eval") {
+                    "EVAL (idempotency script shape)"
+                } else {
+                    name
+                };
+                figures.push((name.trim().to_owned(), rps));
+            }
+        }
+    }
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_the_delta_buckets() {
+        let before = [(0.01, 0.0), (0.1, 0.0), (f64::INFINITY, 0.0)];
+        let after = [(0.01, 50.0), (0.1, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(quantile(&before, &after, 0.5), Some(0.01));
+        let p75 = quantile(&before, &after, 0.75).expect("observations");
+        assert!((p75 - 0.055).abs() < 1e-9);
+    }
+
+    #[test]
+    fn buckets_are_read_from_prometheus_text() {
+        let text = "x_bucket{le=\"0.5\"} 3\nx_bucket{le=\"+Inf\"} 4\nx_sum 1\n";
+        assert_eq!(buckets(text, "x"), vec![(0.5, 3.0), (f64::INFINITY, 4.0)]);
+    }
+}

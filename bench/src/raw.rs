@@ -1,0 +1,114 @@
+//! The ceiling: the broker alone, with the same client library, message size, persistence and
+//! queue type as the pipeline: publish with confirms (many in flight) and consume with acks.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+
+/// Publishers, and confirms each keeps in flight.
+const PUBLISHERS: usize = 4;
+const IN_FLIGHT: usize = 128;
+
+/// Messages per second through publish-with-confirms and consume-with-acks on a quorum queue,
+/// over `duration`, with `payload`-sized persistent messages.
+pub async fn round_trip(
+    uri: lapin::uri::AMQPUri,
+    queue: &str,
+    payload: &[u8],
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let connection = Connection::connect_uri(uri.clone(), ConnectionProperties::default()).await?;
+    let setup = connection.create_channel().await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    setup
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await?;
+
+    let consumer_channel = connection.create_channel().await?;
+    consumer_channel
+        .basic_qos(512, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let consuming = tokio::spawn(async move {
+        let mut consumed = 0u64;
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+        {
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            if Instant::now() <= deadline {
+                consumed += 1;
+            }
+        }
+        anyhow::Ok(consumed)
+    });
+
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let (payload, queue) = (payload.to_vec(), queue.to_owned());
+        publishers.push(tokio::spawn(async move {
+            let mut pending = FuturesUnordered::new();
+            while Instant::now() < deadline {
+                while pending.len() < IN_FLIGHT {
+                    let confirm = channel
+                        .basic_publish(
+                            "".into(),
+                            queue.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &payload,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await?;
+                    pending.push(confirm);
+                }
+                if let Some(confirmed) = pending.next().await {
+                    confirmed?;
+                }
+            }
+            while let Some(confirmed) = pending.next().await {
+                confirmed?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for publisher in publishers {
+        publisher.await??;
+    }
+    let consumed = consuming.await??;
+    setup
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    connection.close(200, "baseline done".into()).await?;
+    Ok(consumed as f64 / duration.as_secs_f64())
+}

@@ -1,0 +1,93 @@
+//! Running the real service binaries as child processes, for harnesses that kill, restart and
+//! measure them: the fault-injection run and the benchmark.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use tokio::process::{Child, Command};
+
+/// How to start the services: their directory, environment and addresses.
+pub struct Services {
+    /// Where the `gateway` and `processor` binaries are.
+    pub dir: PathBuf,
+    /// Environment given to every service.
+    pub env: Vec<(String, String)>,
+    /// `GATEWAY_ADDR`, fixed so clients find a restarted gateway.
+    pub gateway_addr: String,
+    /// `PROCESSOR_ADDR`.
+    pub processor_addr: String,
+    /// Where each service's output goes (`<name>.log`).
+    pub logs: PathBuf,
+}
+
+impl Services {
+    /// Starts the binary `name`, appending its output to `<logs>/<name>.log`.
+    pub fn spawn(&self, name: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{name}.log")))
+            .expect("open a log file");
+        Command::new(self.dir.join(name))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("GATEWAY_ADDR", &self.gateway_addr)
+            .env("PROCESSOR_ADDR", &self.processor_addr)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone a file handle"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} (build the binaries first): {e}"))
+    }
+}
+
+/// Sends SIGTERM and waits (up to 30 s) for the process to drain and exit.
+pub async fn sigterm(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+}
+
+/// A loopback address with a free port.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("bound").to_string()
+}
+
+/// Replaces the `host:port` of `url` with `addr`.
+pub fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let userinfo = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    let slash = if rest.contains('/') { "/" } else { "" };
+    format!("{scheme}://{userinfo}{addr}{slash}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn through_keeps_credentials_and_path() {
+        let addr = "127.0.0.1:9".parse().expect("valid");
+        assert_eq!(
+            through("amqp://guest:guest@127.0.0.1:5672/%2f", addr),
+            "amqp://guest:guest@127.0.0.1:9/%2f"
+        );
+        assert_eq!(
+            through("redis://127.0.0.1:6379", addr),
+            "redis://127.0.0.1:9"
+        );
+        assert_eq!(
+            through("postgres://postgres@localhost:5432/pipeline", addr),
+            "postgres://postgres@127.0.0.1:9/pipeline"
+        );
+    }
+}

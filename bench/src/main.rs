@@ -3,7 +3,8 @@
 //! `redis-benchmark` figures. Runs the release binaries of the services as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
-//! and applied, no errors; speed is reported, never asserted).
+//! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N
+//! (with `--quick`: offers only N), `--step-seconds S` sets each step's length.
 #![forbid(unsafe_code)]
 
 mod load;
@@ -18,6 +19,8 @@ use testkit::services::{Services, free_addr, sigterm};
 struct Options {
     quick: bool,
     step: Duration,
+    /// Start the search here (and, with `--quick`, only offer this rate).
+    rate: u64,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -28,9 +31,15 @@ fn options() -> anyhow::Result<Options> {
         None if quick => 4,
         None => 10,
     };
+    let rate = match args.iter().position(|a| a == "--rate") {
+        Some(i) => args.get(i + 1).map_or(Ok(250), |s| s.parse())?,
+        None if quick => 200,
+        None => 250,
+    };
     Ok(Options {
         quick,
         step: Duration::from_secs(step),
+        rate,
     })
 }
 
@@ -142,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The search for the maximum sustained rate: up by half until a step fails, then bisect.
     let mut best: Option<u64> = None;
-    let mut rate = if options.quick { 200 } else { 250 };
+    let mut rate = options.rate;
     let mut failed: Option<u64> = None;
     for _ in 0..if options.quick { 1 } else { 14 } {
         let before = backlog().await;

@@ -54,7 +54,29 @@ pub trait DeliveryHandler: Send + Sync + 'static {
         delivery: Delivery,
         shutdown: &CancellationToken,
     ) -> impl Future<Output = bool> + Send;
+
+    /// Handles deliveries that arrived together, in order; by default one at a time. False if
+    /// shutdown interrupted it (what is not settled returns to the queue).
+    fn on_batch(
+        &self,
+        channel: &Channel,
+        batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = bool> + Send {
+        async move {
+            for delivery in batch {
+                if !self.on_delivery(channel, delivery, shutdown).await {
+                    return false;
+                }
+            }
+            true
+        }
+    }
 }
+
+/// Most deliveries handled together (taken only from what the broker already pushed, so a
+/// batch never waits for more).
+pub const MAX_BATCH: usize = 64;
 
 /// Runs the loop until `shutdown` fires or the channel is gone for good.
 pub async fn run<H: DeliveryHandler>(mut source: Source, handler: H, shutdown: CancellationToken) {
@@ -140,6 +162,19 @@ pub struct ShardHandler {
 }
 
 impl DeliveryHandler for ShardHandler {
+    async fn on_batch(
+        &self,
+        channel: &Channel,
+        mut batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if batch.len() == 1 {
+            let delivery = batch.remove(0);
+            return self.on_delivery(channel, delivery, shutdown).await;
+        }
+        self.apply_batch(channel, batch, shutdown).await
+    }
+
     async fn on_delivery(
         &self,
         channel: &Channel,
@@ -170,12 +205,13 @@ impl DeliveryHandler for ShardHandler {
             }
         };
         let outcome = hold(
-            || handler::handle(&update, &self.deps),
+            || handler::handle(std::slice::from_ref(&update), &self.deps),
             HandleError::is_transient,
             "event",
             shutdown,
         )
-        .await;
+        .await
+        .map(|r| r.map(|mut outcomes| outcomes.remove(0)));
         let event = Some(&update.event_id);
         match outcome {
             None => false,
@@ -224,6 +260,70 @@ impl DeliveryHandler for ShardHandler {
 }
 
 impl ShardHandler {
+    /// Applies the decodable updates of a batch in one transaction and acks them; anything
+    /// else in the batch, and the whole batch if the transaction fails for a reason that is not
+    /// an outage, goes through [`DeliveryHandler::on_delivery`] one by one (so one bad event
+    /// is isolated and handled alone).
+    async fn apply_batch(
+        &self,
+        channel: &Channel,
+        batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut updates = Vec::with_capacity(batch.len());
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut alone = Vec::new();
+        for delivery in batch {
+            let kind = delivery
+                .properties
+                .kind()
+                .as_ref()
+                .map(|k| k.as_str().to_owned());
+            match decode(kind.as_deref(), &delivery.data) {
+                Ok(update) => {
+                    updates.push(update);
+                    decoded.push(delivery);
+                }
+                Err(_) => alone.push(delivery),
+            }
+        }
+        for delivery in alone {
+            if !self.on_delivery(channel, delivery, shutdown).await {
+                return false;
+            }
+        }
+        if updates.is_empty() {
+            return true;
+        }
+        let outcome = hold(
+            || handler::handle(&updates, &self.deps),
+            HandleError::is_transient,
+            "batch",
+            shutdown,
+        )
+        .await;
+        match outcome {
+            None => false,
+            Some(Ok(outcomes)) => {
+                for (delivery, outcome) in decoded.into_iter().zip(outcomes) {
+                    metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
+                        .increment(1);
+                    settle(delivery.acker).await;
+                }
+                true
+            }
+            Some(Err(error)) => {
+                tracing::debug!(error = %error, "Batch failed; handling its events one by one.");
+                for delivery in decoded {
+                    if !self.on_delivery(channel, delivery, shutdown).await {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
     /// Dead-letters a message, then acks it; if the dead letter is not confirmed the original
     /// stays unacknowledged and comes back, so nothing is lost.
     async fn set_aside(

@@ -83,57 +83,62 @@ impl From<StoreError> for HandleError {
     }
 }
 
-/// Applies `update` exactly once and refreshes the product's cached view.
+/// Applies `updates` (in order, in one transaction) exactly once each and refreshes the cached
+/// view of every product they touch; one outcome per update.
 ///
-/// Safe to call again after any failure: a second call finds the event in the inbox, changes
+/// Safe to call again after any failure: a second call finds the events in the inbox, changes
 /// nothing, and still refreshes the cache (repairing a cache write lost to a crash).
-pub async fn handle(update: &ProductUpdate, deps: &Deps) -> Result<Outcome, HandleError> {
+pub async fn handle(updates: &[ProductUpdate], deps: &Deps) -> Result<Vec<Outcome>, HandleError> {
     if !deps.database.is_migrated() {
         return Err(HandleError::Unavailable {
             dependency: "postgres",
             error: "schema not ready".into(),
         });
     }
-    let pool = deps.database.pool();
-    let (outcome, view) = match store::apply(pool, update).await? {
-        Applied::Changed(view) => (Outcome::Applied, Some(view)),
-        Applied::Stale => (
-            Outcome::Stale,
-            shared::products::load(pool, &update.product_id)
-                .await
-                .map_err(StoreError::from)?,
-        ),
-        Applied::Duplicate => (
-            Outcome::Duplicate,
-            shared::products::load(pool, &update.product_id)
-                .await
-                .map_err(StoreError::from)?,
-        ),
-    };
-    if let Some(view) = view {
-        refresh_cache(deps, &view).await?;
-    }
-    if outcome != Outcome::Duplicate {
-        let latency = (OffsetDateTime::now_utc() - update.received_at).as_seconds_f64();
-        metrics::histogram!("pipeline_end_to_end_duration_seconds").record(latency.max(0.0));
-    }
-    Ok(outcome)
+    let batch = store::apply(deps.database.pool(), updates).await?;
+    refresh_cache(deps, &batch.views).await?;
+    let now = OffsetDateTime::now_utc();
+    let outcomes = updates
+        .iter()
+        .zip(batch.outcomes)
+        .map(|(update, applied)| {
+            let outcome = match applied {
+                Applied::Changed => Outcome::Applied,
+                Applied::Stale => Outcome::Stale,
+                Applied::Duplicate => Outcome::Duplicate,
+            };
+            if outcome != Outcome::Duplicate {
+                let latency = (now - update.received_at).as_seconds_f64();
+                metrics::histogram!("pipeline_end_to_end_duration_seconds")
+                    .record(latency.max(0.0));
+            }
+            outcome
+        })
+        .collect();
+    Ok(outcomes)
 }
 
-async fn refresh_cache(deps: &Deps, view: &ProductView) -> Result<(), HandleError> {
-    let json = serde_json::to_string(view).expect("a product view always serialises");
+/// Writes every view to the cache in one pipelined round trip.
+async fn refresh_cache(deps: &Deps, views: &[ProductView]) -> Result<(), HandleError> {
+    if views.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for view in views {
+        let json = serde_json::to_string(view).expect("a product view always serialises");
+        pipe.cmd("SET")
+            .arg(product_cache_key(&deps.namespace, &view.product_id))
+            .arg(json)
+            .arg("EX")
+            .arg(PRODUCT_CACHE_TTL_SECONDS)
+            .ignore();
+    }
     let mut redis = deps.redis.clone();
-    let set = redis::cmd("SET")
-        .arg(product_cache_key(&deps.namespace, &view.product_id))
-        .arg(json)
-        .arg("EX")
-        .arg(PRODUCT_CACHE_TTL_SECONDS)
-        .to_owned();
     let unavailable = |error: String| HandleError::Unavailable {
         dependency: "redis",
         error,
     };
-    match tokio::time::timeout(COMMAND_TIMEOUT, set.query_async::<()>(&mut redis)).await {
+    match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut redis)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(unavailable(e.to_string())),
         Err(_) => Err(unavailable("timed out".into())),

@@ -2,9 +2,11 @@
 //! transaction so an event's effect and the record that it was applied can never part.
 
 use rust_decimal::Decimal;
+use std::collections::{HashMap, HashSet};
+
 use shared::{
     contract::{ProductUpdate, ProductView},
-    model::{Price, Stock},
+    model::{Price, ProductId, Stock},
     products,
 };
 use sqlx::PgPool;
@@ -13,14 +15,24 @@ use time::OffsetDateTime;
 use crate::lww::Field;
 
 /// What applying an event did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// At least one field took the event's value; the product is now `view`.
-    Changed(ProductView),
+    /// At least one field took the event's value.
+    Changed,
     /// The event is recorded but every field it carried already had a newer value.
     Stale,
-    /// The event was applied before: nothing was done.
+    /// The event was applied before (or earlier in the same batch): nothing was done.
     Duplicate,
+}
+
+/// What applying a batch did: one outcome per event, in order, and the current view of every
+/// product the batch touched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Per event, in the order given.
+    pub outcomes: Vec<Applied>,
+    /// The products' state after the batch.
+    pub views: Vec<ProductView>,
 }
 
 /// A failure to apply, by whose fault it is.
@@ -56,81 +68,172 @@ impl From<sqlx::Error> for StoreError {
 }
 
 type ProductRow = (
+    String,
     Option<Decimal>,
     Option<OffsetDateTime>,
     Option<String>,
     Option<i32>,
     Option<OffsetDateTime>,
     Option<String>,
+    OffsetDateTime,
 );
 
-/// Records the event in the inbox and, if it is new, merges it into its product field by field.
-pub async fn apply(pool: &PgPool, update: &ProductUpdate) -> Result<Applied, StoreError> {
+struct Current {
+    price: Field<Decimal>,
+    stock: Field<i32>,
+    updated_at: OffsetDateTime,
+    changed: bool,
+}
+
+/// Applies `updates` in one transaction: records each in the inbox and merges the new ones,
+/// in order, into their products field by field. Four statements whatever the batch size.
+pub async fn apply(pool: &PgPool, updates: &[ProductUpdate]) -> Result<Batch, StoreError> {
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
+    let new: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO processed_events (event_id, product_id, occurred_at, received_at)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
-    .bind(update.event_id.as_str())
-    .bind(update.product_id.as_str())
-    .bind(update.occurred_at)
-    .bind(update.received_at)
-    .execute(&mut *tx)
+    .bind(
+        updates
+            .iter()
+            .map(|u| u.event_id.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        updates
+            .iter()
+            .map(|u| u.product_id.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .bind(updates.iter().map(|u| u.occurred_at).collect::<Vec<_>>())
+    .bind(updates.iter().map(|u| u.received_at).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
     .await?
-    .rows_affected();
-    if inserted == 0 {
-        tx.rollback().await?;
-        return Ok(Applied::Duplicate);
+    .into_iter()
+    .collect();
+    let mut products: Vec<String> = updates.iter().map(|u| u.product_id.to_string()).collect();
+    products.sort_unstable();
+    products.dedup();
+    if !new.is_empty() {
+        sqlx::query(
+            "INSERT INTO products (product_id) SELECT UNNEST($1::text[])
+             ON CONFLICT (product_id) DO NOTHING",
+        )
+        .bind(&products)
+        .execute(&mut *tx)
+        .await?;
     }
-    sqlx::query(
-        "INSERT INTO products (product_id) VALUES ($1) ON CONFLICT (product_id) DO NOTHING",
+    // Locked in a fixed order, so concurrent batches can never deadlock on each other.
+    let rows: Vec<ProductRow> = sqlx::query_as(
+        "SELECT product_id, price, price_occurred_at, price_event_id,
+                stock, stock_occurred_at, stock_event_id, updated_at
+         FROM products WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
     )
-    .bind(update.product_id.as_str())
-    .execute(&mut *tx)
+    .bind(&products)
+    .fetch_all(&mut *tx)
     .await?;
-    let (price, price_at, price_event, stock, stock_at, stock_event): ProductRow = sqlx::query_as(
-        "SELECT price, price_occurred_at, price_event_id, stock, stock_occurred_at, stock_event_id
-         FROM products WHERE product_id = $1 FOR UPDATE",
-    )
-    .bind(update.product_id.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
-    let mut price = Field {
-        value: price,
-        version: price_at.zip(price_event),
-    };
-    let mut stock = Field {
-        value: stock,
-        version: stock_at.zip(stock_event),
-    };
-    let version = (update.occurred_at, update.event_id.as_str());
-    let price_changed = price.offer(update.price.map(Price::value), version);
-    let stock_changed = stock.offer(update.stock.map(Stock::value), version);
-    if !price_changed && !stock_changed {
-        tx.commit().await?;
-        return Ok(Applied::Stale);
+    let mut current: HashMap<String, Current> = rows
+        .into_iter()
+        .map(
+            |(id, price, price_at, price_event, stock, stock_at, stock_event, at)| {
+                let current = Current {
+                    price: Field {
+                        value: price,
+                        version: price_at.zip(price_event),
+                    },
+                    stock: Field {
+                        value: stock,
+                        version: stock_at.zip(stock_event),
+                    },
+                    updated_at: at,
+                    changed: false,
+                };
+                (id, current)
+            },
+        )
+        .collect();
+
+    let mut applied_here = HashSet::new();
+    let mut outcomes = Vec::with_capacity(updates.len());
+    for update in updates {
+        let id = update.event_id.as_str();
+        let product = current.get_mut(update.product_id.as_str());
+        let (true, true, Some(product)) = (new.contains(id), applied_here.insert(id), product)
+        else {
+            outcomes.push(Applied::Duplicate);
+            continue;
+        };
+        let version = (update.occurred_at, id);
+        let price = product.price.offer(update.price.map(Price::value), version);
+        let stock = product.stock.offer(update.stock.map(Stock::value), version);
+        product.changed |= price || stock;
+        outcomes.push(if price || stock {
+            Applied::Changed
+        } else {
+            Applied::Stale
+        });
     }
-    let (price_at, price_event) = price.version.unzip();
-    let (stock_at, stock_event) = stock.version.unzip();
-    let updated_at: OffsetDateTime = sqlx::query_scalar(
-        "UPDATE products SET price = $2, price_occurred_at = $3, price_event_id = $4,
-                stock = $5, stock_occurred_at = $6, stock_event_id = $7, updated_at = now()
-         WHERE product_id = $1 RETURNING updated_at",
-    )
-    .bind(update.product_id.as_str())
-    .bind(price.value)
-    .bind(price_at)
-    .bind(price_event)
-    .bind(stock.value)
-    .bind(stock_at)
-    .bind(stock_event)
-    .fetch_one(&mut *tx)
-    .await?;
+
+    let changed: Vec<(&String, &Current)> = current.iter().filter(|(_, c)| c.changed).collect();
+    if !changed.is_empty() {
+        let column = |f: fn(&Current) -> Option<OffsetDateTime>| {
+            changed.iter().map(|(_, c)| f(c)).collect::<Vec<_>>()
+        };
+        let event = |f: fn(&Current) -> Option<String>| {
+            changed.iter().map(|(_, c)| f(c)).collect::<Vec<_>>()
+        };
+        let stamped: Vec<(String, OffsetDateTime)> = sqlx::query_as(
+            "UPDATE products AS p SET price = u.price, price_occurred_at = u.price_at,
+                    price_event_id = u.price_event, stock = u.stock,
+                    stock_occurred_at = u.stock_at, stock_event_id = u.stock_event,
+                    updated_at = now()
+             FROM UNNEST($1::text[], $2::numeric[], $3::timestamptz[], $4::text[],
+                         $5::int4[], $6::timestamptz[], $7::text[])
+                  AS u(product_id, price, price_at, price_event, stock, stock_at, stock_event)
+             WHERE p.product_id = u.product_id
+             RETURNING p.product_id, p.updated_at",
+        )
+        .bind(
+            changed
+                .iter()
+                .map(|(id, _)| (*id).clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changed
+                .iter()
+                .map(|(_, c)| c.price.value)
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|c| c.price.version.as_ref().map(|v| v.0)))
+        .bind(event(|c| c.price.version.as_ref().map(|v| v.1.clone())))
+        .bind(
+            changed
+                .iter()
+                .map(|(_, c)| c.stock.value)
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|c| c.stock.version.as_ref().map(|v| v.0)))
+        .bind(event(|c| c.stock.version.as_ref().map(|v| v.1.clone())))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, at) in stamped {
+            if let Some(c) = current.get_mut(&id) {
+                c.updated_at = at;
+            }
+        }
+    }
     tx.commit().await?;
-    Ok(Applied::Changed(products::view(
-        update.product_id.clone(),
-        price.value,
-        stock.value,
-        updated_at,
-    )?))
+
+    let views = current
+        .into_iter()
+        .map(|(id, c)| {
+            let id: ProductId = id
+                .parse()
+                .map_err(|e| sqlx::Error::Decode(format!("stored product id: {e}").into()))?;
+            products::view(id, c.price.value, c.stock.value, c.updated_at)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Batch { outcomes, views })
 }

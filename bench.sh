@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The benchmark: builds the release binaries and measures the pipeline against the raw broker in
-# one run, on the local RabbitMQ, Redis and PostgreSQL. `./bench.sh --quick` is the short smoke.
+# The benchmark: measures the pipeline against the raw broker in one run, on the local
+# RabbitMQ, Redis and PostgreSQL, with release builds of the services.
+#   ./bench.sh            the full report (about 5 minutes)
+#   ./bench.sh --quick    a short correctness smoke (debug builds; speed is not the point)
 set -euo pipefail
 cd "$(dirname "$0")"
+if [[ "${1:-}" == "--quick" ]]; then
+    cargo build --bins
+    exec ./target/debug/bench "$@"
+fi
 cargo build --release --bins
-./target/release/bench "$@"
+exec ./target/release/bench "$@"

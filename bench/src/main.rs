@@ -10,6 +10,7 @@
 mod load;
 mod probe;
 mod raw;
+mod redis_strategy;
 
 use std::time::Duration;
 
@@ -259,6 +260,21 @@ async fn main() -> anyhow::Result<()> {
         _ => Vec::new(),
     };
 
+    // The Redis connection strategy, by measurement: one multiplexed connection against a pool.
+    let redis_client = redis::Client::open(backends.redis.clone())?;
+    let seconds = Duration::from_secs(if options.quick { 1 } else { 4 });
+    let prefix = format!("{}:bench", backends.namespace.as_str());
+    let mut strategies = Vec::new();
+    for (label, connections) in [
+        ("one multiplexed connection", 1),
+        ("pool of 8 connections", 8),
+    ] {
+        let rate =
+            redis_strategy::pairs_per_second(&redis_client, &prefix, connections, 256, seconds)
+                .await?;
+        strategies.push((label, rate));
+    }
+
     let ms = |v: Option<f64>| v.map_or("n/a".into(), |s| format!("{:.1} ms", s * 1000.0));
     let us = |v: Option<f64>| v.map_or("n/a".into(), |u| format!("{u:.0} µs"));
     let mib = |v: Option<u64>| v.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
@@ -294,6 +310,11 @@ async fn main() -> anyhow::Result<()> {
     );
     for (command, rps) in &redis {
         println!("| redis-benchmark {command} | {rps:.0} req/s |");
+    }
+    for (label, rate) in &strategies {
+        println!(
+            "| idempotency claim + record pairs, 256 in flight, {label} | {rate:.0} pairs/s |"
+        );
     }
     println!(
         "| correctness: new events accepted / applied / errors | {accepted_new} / {applied} / {errors} |"

@@ -15,7 +15,7 @@ mod redis_strategy;
 use std::time::Duration;
 
 use load::{Mix, Step, offer};
-use testkit::services::{Services, free_addr, sigterm};
+use testkit::services::{Services, env_urls, sigterm};
 
 struct Options {
     quick: bool,
@@ -57,45 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let options = options()?;
     let mut backends = testkit::backends();
     backends.ingest_shards = 4;
-    let env_url =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let dir = std::env::current_exe()?
-        .parent()
-        .expect("the benchmark lives in a directory")
-        .to_path_buf();
-    let logs = dir.join(format!("bench-{}", backends.namespace.as_str()));
-    std::fs::create_dir_all(&logs)?;
-    let delays: Vec<String> = testkit::TEST_RETRY_DELAYS
-        .iter()
-        .map(|d| d.as_millis().to_string())
-        .collect();
-    let services = Services {
-        env: vec![
-            (
-                "AMQP_URL".into(),
-                env_url("AMQP_URL", shared::config::DEFAULT_AMQP_URL),
-            ),
-            (
-                "REDIS_URL".into(),
-                env_url("REDIS_URL", shared::config::DEFAULT_REDIS_URL),
-            ),
-            (
-                "DATABASE_URL".into(),
-                env_url("DATABASE_URL", shared::config::DEFAULT_DATABASE_URL),
-            ),
-            (
-                "PIPELINE_NAMESPACE".into(),
-                backends.namespace.as_str().into(),
-            ),
-            ("INGEST_SHARDS".into(), backends.ingest_shards.to_string()),
-            ("RETRY_DELAYS_MS".into(), delays.join(",")),
-            ("RUST_LOG".into(), "warn".into()),
-        ],
-        dir,
-        gateway_addr: free_addr(),
-        processor_addr: free_addr(),
-        logs: logs.clone(),
-    };
+    let services = Services::new(&backends, env_urls(), "warn", "bench")?;
+    let logs = services.logs.clone();
     let mut processor = services.spawn("processor");
     let mut gateway = services.spawn("gateway");
     let gateway_pid = gateway.id().expect("running");

@@ -19,7 +19,60 @@ pub struct Services {
     pub logs: PathBuf,
 }
 
+/// The backends' URLs as the environment gives them (local defaults otherwise):
+/// `[AMQP_URL, REDIS_URL, DATABASE_URL]`.
+pub fn env_urls() -> [String; 3] {
+    use shared::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
+    [
+        ("AMQP_URL", DEFAULT_AMQP_URL),
+        ("REDIS_URL", DEFAULT_REDIS_URL),
+        ("DATABASE_URL", DEFAULT_DATABASE_URL),
+    ]
+    .map(|(name, default)| std::env::var(name).unwrap_or_else(|_| default.to_owned()))
+}
+
 impl Services {
+    /// Services in `backends`' namespace (its shard count, the test retry ladder) reaching the
+    /// backends at `urls` (`[amqp, redis, database]`), logging at `log_filter` into
+    /// `<binaries>/<label>-<namespace>/`. The binaries are the ones beside the running program.
+    pub fn new(
+        backends: &shared::config::Backends,
+        urls: [String; 3],
+        log_filter: &str,
+        label: &str,
+    ) -> std::io::Result<Self> {
+        let dir = std::env::current_exe()?
+            .parent()
+            .expect("a program lives in a directory")
+            .to_path_buf();
+        let logs = dir.join(format!("{label}-{}", backends.namespace.as_str()));
+        std::fs::create_dir_all(&logs)?;
+        let delays: Vec<String> = crate::TEST_RETRY_DELAYS
+            .iter()
+            .map(|d| d.as_millis().to_string())
+            .collect();
+        let [amqp, redis, database] = urls;
+        let env = [
+            ("AMQP_URL", amqp),
+            ("REDIS_URL", redis),
+            ("DATABASE_URL", database),
+            ("PIPELINE_NAMESPACE", backends.namespace.as_str().to_owned()),
+            ("INGEST_SHARDS", backends.ingest_shards.to_string()),
+            ("RETRY_DELAYS_MS", delays.join(",")),
+            ("RUST_LOG", log_filter.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Ok(Self {
+            dir,
+            env,
+            gateway_addr: free_addr(),
+            processor_addr: free_addr(),
+            logs,
+        })
+    }
+
     /// Starts the binary `name`, appending its output to `<logs>/<name>.log`.
     pub fn spawn(&self, name: &str) -> Child {
         let log = std::fs::OpenOptions::new()

@@ -1,6 +1,7 @@
 //! Integration tests of the gateway against the real RabbitMQ, Redis and PostgreSQL.
 
 mod abuse;
+mod config;
 mod dependencies;
 mod helpers;
 mod idempotency;

@@ -112,6 +112,21 @@ impl Pipeline {
         .await;
     }
 
+    /// Waits until the service at `addr` answers `/ready` with 503 naming only `dependency`.
+    pub async fn wait_down(&self, addr: SocketAddr, dependency: &str) {
+        testkit::eventually(&format!("/ready to name {dependency}"), WAIT, || async {
+            let r = self
+                .client
+                .get(format!("http://{addr}/ready"))
+                .send()
+                .await
+                .ok()?;
+            let body: serde_json::Value = (r.status() == 503).then_some(r.json().await.ok()?)?;
+            (body["down"] == serde_json::json!([dependency])).then_some(())
+        })
+        .await;
+    }
+
     pub async fn post_event(&self, body: &str, key: Option<&str>) -> reqwest::Response {
         let mut request = self
             .client

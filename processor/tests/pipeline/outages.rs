@@ -1,7 +1,7 @@
 //! Dependencies that are down: the processor says so and holds events rather than losing or
 //! dead-lettering them.
 
-use crate::helpers::{WAIT, spawn_gateway_only, wait_inbox};
+use crate::helpers::{spawn_gateway_only, wait_inbox};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgres_unreachable_the_processor_is_not_ready_and_holds_events() {
@@ -11,17 +11,7 @@ async fn with_postgres_unreachable_the_processor_is_not_ready_and_holds_events()
         .parse()
         .expect("valid URL");
     let processor = pipeline.start_processor(broken).await;
-    testkit::eventually("/ready to name postgres", WAIT, || async {
-        let r = pipeline
-            .client
-            .get(format!("http://{processor}/ready"))
-            .send()
-            .await
-            .ok()?;
-        let body: serde_json::Value = (r.status() == 503).then_some(r.json().await.ok()?)?;
-        (body["down"] == serde_json::json!(["postgres"])).then_some(())
-    })
-    .await;
+    pipeline.wait_down(processor, "postgres").await;
 
     pipeline
         .accept(r#"{"product_id": "held-1", "stock": 3}"#, Some("held-evt"))
@@ -51,16 +41,6 @@ async fn with_redis_unreachable_the_processor_is_not_ready() {
     broken.redis =
         redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("valid URL");
     let processor = pipeline.start_processor(broken).await;
-    testkit::eventually("/ready to name redis", WAIT, || async {
-        let r = pipeline
-            .client
-            .get(format!("http://{processor}/ready"))
-            .send()
-            .await
-            .ok()?;
-        let body: serde_json::Value = (r.status() == 503).then_some(r.json().await.ok()?)?;
-        (body["down"] == serde_json::json!(["redis"])).then_some(())
-    })
-    .await;
+    pipeline.wait_down(processor, "redis").await;
     pipeline.stop().await;
 }

@@ -17,7 +17,7 @@ use std::{
 
 use lapin::BasicProperties;
 use testkit::fault_proxy::{Fault, Faulty};
-use testkit::services::{Services, free_addr, sigterm, through};
+use testkit::services::{Services, env_urls, sigterm, through};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 const PRODUCTS: u64 = 40;
@@ -50,60 +50,22 @@ async fn main() -> anyhow::Result<()> {
         .map_or(Ok(100), |s| s.parse())?;
     let backends = testkit::backends();
     let faulty = Faulty::start(&backends).await;
-    let env_url =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let delays: Vec<String> = testkit::TEST_RETRY_DELAYS
-        .iter()
-        .map(|d| d.as_millis().to_string())
-        .collect();
-    let dir = std::env::current_exe()?
-        .parent()
-        .expect("the harness lives in a directory")
-        .to_path_buf();
-    let logs = dir.join(format!("faults-{}", backends.namespace.as_str()));
-    std::fs::create_dir_all(&logs)?;
-    let services = Services {
-        env: vec![
-            (
-                "AMQP_URL".into(),
-                through(
-                    &env_url("AMQP_URL", shared::config::DEFAULT_AMQP_URL),
-                    faulty.amqp.addr(),
-                ),
-            ),
-            (
-                "REDIS_URL".into(),
-                through(
-                    &env_url("REDIS_URL", shared::config::DEFAULT_REDIS_URL),
-                    faulty.redis.addr(),
-                ),
-            ),
-            (
-                "DATABASE_URL".into(),
-                through(
-                    &env_url("DATABASE_URL", shared::config::DEFAULT_DATABASE_URL),
-                    faulty.postgres.addr(),
-                ),
-            ),
-            (
-                "PIPELINE_NAMESPACE".into(),
-                backends.namespace.as_str().into(),
-            ),
-            ("INGEST_SHARDS".into(), backends.ingest_shards.to_string()),
-            ("RETRY_DELAYS_MS".into(), delays.join(",")),
-            ("PUBLISH_CONFIRM_TIMEOUT_MS".into(), "2000".into()),
-            ("IDEMPOTENCY_LEASE_SECS".into(), "5".into()),
-            ("SHUTDOWN_DEADLINE_SECS".into(), "20".into()),
-            (
-                "RUST_LOG".into(),
-                std::env::var("FAULTS_RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            ),
-        ],
-        dir,
-        gateway_addr: free_addr(),
-        processor_addr: free_addr(),
-        logs: logs.clone(),
-    };
+    let [amqp, redis, database] = env_urls();
+    let urls = [
+        through(&amqp, faulty.amqp.addr()),
+        through(&redis, faulty.redis.addr()),
+        through(&database, faulty.postgres.addr()),
+    ];
+    let log_filter = std::env::var("FAULTS_RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let mut services = Services::new(&backends, urls, &log_filter, "faults")?;
+    for (name, value) in [
+        ("PUBLISH_CONFIRM_TIMEOUT_MS", "2000"),
+        ("IDEMPOTENCY_LEASE_SECS", "5"),
+        ("SHUTDOWN_DEADLINE_SECS", "20"),
+    ] {
+        services.env.push((name.into(), value.into()));
+    }
+    let logs = services.logs.clone();
     let mut processor = services.spawn("processor");
     let mut gateway = services.spawn("gateway");
     let client = reqwest::Client::builder()

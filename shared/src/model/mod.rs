@@ -2,11 +2,13 @@
 //! handles a bare string or float where one of these belongs.
 
 mod event_id;
+mod order;
 mod price;
 mod product_id;
 mod stock;
 
 pub use event_id::{EventId, EventIdError};
+pub use order::{Email, EmailError, OrderId, Quantity, QuantityError};
 pub use price::{Price, PriceError};
 pub use product_id::{ProductId, ProductIdError};
 pub use stock::{Stock, StockError};

@@ -1,14 +1,11 @@
-//! Parsing `POST /events` bodies: bytes in, a fully validated [`EventRequest`] or a
-//! [`FieldError`] naming the first offending field out. Never panics, whatever the bytes.
+//! `POST /events` bodies.
 
-use std::collections::HashSet;
-
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 
 use shared::model::{EventId, Price, ProductId, Stock};
+
+use super::{FieldError, Fields, to_micros};
 
 /// How far in the future an `occurred_at` may be (clock skew between a client and us).
 pub const MAX_FUTURE_SKEW: Duration = Duration::minutes(5);
@@ -26,123 +23,36 @@ pub struct EventRequest {
     pub event_id: Option<EventId>,
     /// The body's `occurred_at` (UTC, microseconds), if given.
     pub occurred_at: Option<OffsetDateTime>,
-    /// SHA-256 of the body's canonical JSON (keys sorted, whitespace dropped): what "the same
-    /// body" means for idempotency.
+    /// What "the same body" means for idempotency (see [`Fields::fingerprint`]).
     pub fingerprint: String,
-}
-
-/// Why a body was refused; `field` is `None` when the body as a whole is at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The offending field.
-    pub field: Option<String>,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field.to_owned()),
-            message: message.into(),
-        }
-    }
-
-    fn body(message: impl Into<String>) -> Self {
-        Self {
-            field: None,
-            message: message.into(),
-        }
-    }
 }
 
 const FIELDS: [&str; 5] = ["product_id", "price", "stock", "event_id", "occurred_at"];
 
 /// Parses and validates a `POST /events` body received at `now`.
 pub fn parse_event(body: &[u8], now: OffsetDateTime) -> Result<EventRequest, FieldError> {
-    let Object(entries) = serde_json::from_slice(body)
-        .map_err(|e| FieldError::body(format!("the body is not valid JSON: {e}")))?;
-    let mut seen = HashSet::new();
-    for (key, _) in &entries {
-        if !seen.insert(key.as_str()) {
-            return Err(FieldError::new(
-                key,
-                format!("field `{}` appears more than once", shorten(key)),
-            ));
-        }
-        if !FIELDS.contains(&key.as_str()) {
-            return Err(FieldError::new(
-                &shorten(key),
-                format!(
-                    "unknown field `{}`; expected one of product_id, price, stock, event_id, occurred_at",
-                    shorten(key)
-                ),
-            ));
-        }
-    }
-    let get = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
-    };
-
-    let product_id = match get("product_id") {
-        None => return Err(FieldError::new("product_id", "product_id is required")),
-        Some(Value::String(s)) => s
-            .parse::<ProductId>()
-            .map_err(|e| FieldError::new("product_id", format!("product_id {e}")))?,
-        Some(_) => return Err(FieldError::new("product_id", "product_id must be a string")),
-    };
-    let price = get("price")
-        .map(|v| {
-            number(v, "price")?
-                .parse::<Price>()
-                .map_err(|e| FieldError::new("price", format!("price {e}")))
-        })
-        .transpose()?;
-    let stock = get("stock")
-        .map(|v| {
-            number(v, "stock")?
-                .parse::<Stock>()
-                .map_err(|e| FieldError::new("stock", format!("stock {e}")))
-        })
-        .transpose()?;
+    let fields = Fields::parse(body, &FIELDS)?;
+    let product_id = fields.required_text::<ProductId>("product_id")?;
+    let price = fields.number::<Price>("price")?;
+    let stock = fields.number::<Stock>("stock")?;
     if price.is_none() && stock.is_none() {
         return Err(FieldError::body(
             "at least one of price and stock is required",
         ));
     }
-    let event_id = get("event_id")
-        .map(|v| match v {
-            Value::String(s) => s
-                .parse::<EventId>()
-                .map_err(|e| FieldError::new("event_id", format!("event_id {e}"))),
-            _ => Err(FieldError::new("event_id", "event_id must be a string")),
-        })
-        .transpose()?;
-    let occurred_at = get("occurred_at")
+    let event_id = fields.text::<EventId>("event_id")?;
+    let occurred_at = fields
+        .get("occurred_at")
         .map(|v| occurred_at(v, now))
         .transpose()?;
-
-    let canonical: serde_json::Map<String, Value> = entries.into_iter().collect();
-    let canonical = serde_json::to_vec(&canonical).expect("a JSON map always serialises");
     Ok(EventRequest {
         product_id,
         price,
         stock,
         event_id,
         occurred_at,
-        fingerprint: hex(&Sha256::digest(&canonical)),
+        fingerprint: fields.fingerprint(),
     })
-}
-
-fn number(value: &Value, field: &str) -> Result<String, FieldError> {
-    match value {
-        Value::Number(n) => Ok(n.to_string()),
-        _ => Err(FieldError::new(field, format!("{field} must be a number"))),
-    }
 }
 
 fn occurred_at(value: &Value, now: OffsetDateTime) -> Result<OffsetDateTime, FieldError> {
@@ -165,48 +75,6 @@ fn occurred_at(value: &Value, now: OffsetDateTime) -> Result<OffsetDateTime, Fie
         ));
     }
     Ok(to_micros(at))
-}
-
-/// UTC, truncated to the microsecond precision PostgreSQL stores, so the order the processor
-/// compares is the order the client sent.
-pub fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    at.replace_nanosecond(at.nanosecond() / 1000 * 1000)
-        .expect("a truncated nanosecond is still in range")
-}
-
-fn shorten(key: &str) -> String {
-    key.chars().take(64).collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A JSON object kept as its entries in order, duplicates included (serde_json's own map would
-/// silently keep the last of a repeated key).
-struct Object(Vec<(String, Value)>);
-
-impl<'de> Deserialize<'de> for Object {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = Object;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    entries.push(entry);
-                }
-                Ok(Object(entries))
-            }
-        }
-        d.deserialize_map(ObjectVisitor)
-    }
 }
 
 #[cfg(test)]

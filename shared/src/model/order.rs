@@ -1,0 +1,149 @@
+//! Order values: `OrderId` (the product id alphabet), `Quantity` (a whole number ≥ 1) and
+//! `Email` (a plausible address).
+
+use std::str::FromStr;
+
+use super::{ProductId, ProductIdError, Stock, StockError};
+
+/// An order's identifier, chosen by the client; also its idempotency key. Same rules as a
+/// product id: 1–128 characters of ASCII letters, digits, `-`, `_`, `.`, `:`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OrderId(String);
+
+impl OrderId {
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for OrderId {
+    type Err = ProductIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<ProductId>().map(|_| Self(s.to_owned()))
+    }
+}
+
+super::string_serde!(OrderId);
+
+/// How many units an order takes: 1 to 2147483647.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quantity(i32);
+
+/// Why a number is not a [`Quantity`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    /// Not a whole number in range.
+    #[error("{0}")]
+    Number(StockError),
+    /// Zero.
+    #[error("must be at least 1")]
+    Zero,
+}
+
+impl Quantity {
+    /// The count.
+    pub fn value(self) -> i32 {
+        self.0
+    }
+}
+
+impl FromStr for Quantity {
+    type Err = QuantityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let n = s.parse::<Stock>().map_err(|e| match e {
+            StockError::Negative => QuantityError::Zero,
+            other => QuantityError::Number(other),
+        })?;
+        if n.value() == 0 {
+            return Err(QuantityError::Zero);
+        }
+        Ok(Self(n.value()))
+    }
+}
+
+impl serde::Serialize for Quantity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(d)?;
+        number.to_string().parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A contact address for an order: at most 254 characters, one `@` with text on both sides and
+/// a dot in the domain, no spaces or control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+/// Why a string is not an [`Email`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be an email address such as name@example.com")]
+pub struct EmailError;
+
+impl Email {
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Email {
+    type Err = EmailError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((local, domain)) = s.split_once('@') else {
+            return Err(EmailError);
+        };
+        let clean = s.len() <= 254
+            && !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@')
+            && s.chars().all(|c| !c.is_whitespace() && !c.is_control());
+        if clean {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(EmailError)
+        }
+    }
+}
+
+super::string_serde!(Email);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_are_whole_numbers_from_one() {
+        assert_eq!("2".parse::<Quantity>().map(Quantity::value), Ok(2));
+        assert_eq!("0".parse::<Quantity>(), Err(QuantityError::Zero));
+        assert_eq!("-3".parse::<Quantity>(), Err(QuantityError::Zero));
+        assert!(matches!(
+            "1.5".parse::<Quantity>(),
+            Err(QuantityError::Number(_))
+        ));
+        assert!(matches!(
+            "2147483648".parse::<Quantity>(),
+            Err(QuantityError::Number(_))
+        ));
+    }
+
+    #[test]
+    fn emails_are_plausible_addresses() {
+        assert!("a@b.co".parse::<Email>().is_ok());
+        for bad in [
+            "", "a", "@b.co", "a@b", "a@.co", "a b@c.co", "a@b@c.co", "a@b.co.",
+        ] {
+            assert_eq!(bad.parse::<Email>(), Err(EmailError), "{bad:?}");
+        }
+    }
+}

@@ -54,6 +54,50 @@ pub struct ProductBody {
     pub updated_at: String,
 }
 
+/// Body of `POST /orders`. The order id is the idempotency key.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "order123", "sku": "mag-safe-phone-case", "qty": 2}))]
+pub struct OrderBody {
+    /// The client's order id: 1-128 characters of ASCII letters, digits, `-`, `_`, `.`, `:`.
+    pub id: String,
+    /// The product ordered (product id rules).
+    pub sku: String,
+    /// Units, 1 to 2147483647.
+    pub qty: i32,
+    /// The customer's address.
+    pub email: Option<String>,
+}
+
+/// `202 Accepted` for an order.
+#[derive(Serialize, ToSchema)]
+pub struct OrderAccepted {
+    /// The order id.
+    pub order_id: String,
+    /// Always `pending`.
+    pub status: String,
+}
+
+/// An order's status.
+#[derive(Serialize, ToSchema)]
+pub struct OrderStatus {
+    /// The order id.
+    pub order_id: String,
+    /// The product.
+    pub sku: String,
+    /// Units.
+    pub qty: i32,
+    /// The customer's address, if given.
+    pub email: Option<String>,
+    /// `pending`, `created` or `rejected`.
+    pub status: String,
+    /// Why it was rejected (`unknown_product`, `insufficient_stock`).
+    pub reason: Option<String>,
+    /// When it was accepted.
+    pub created_at: String,
+    /// When its status last changed.
+    pub updated_at: Option<String>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

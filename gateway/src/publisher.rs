@@ -1,4 +1,4 @@
-//! Publishing to the ingest exchange with publisher confirms: a message counts as sent only when
+//! Publishing product updates and orders to the ingest exchange with publisher confirms: a message counts as sent only when
 //! the broker has confirmed it (for a quorum queue: written to a majority of nodes).
 //!
 //! Several channels share the load, each with many confirms in flight at once; a request waits
@@ -17,11 +17,7 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::ShortString,
 };
-use shared::{
-    connect::amqp::Broker,
-    contract::{KIND_PRODUCT_UPDATE, ProductUpdate},
-    topology::Topology,
-};
+use shared::{connect::amqp::Broker, contract::IngestMessage, topology::Topology};
 
 /// Why a publish did not end in a confirm; the caller answers 503 for each.
 #[derive(Debug, thiserror::Error)]
@@ -106,19 +102,19 @@ impl Publisher {
         self.broker.is_up()
     }
 
-    /// Publishes `update` as a persistent message to its product's shard and waits for the
+    /// Publishes `message` as a persistent message to its product's shard and waits for the
     /// broker's confirm. `Ok` means the message is durably in its queue.
-    pub async fn publish(&self, update: &ProductUpdate) -> Result<(), PublishError> {
+    pub async fn publish<M: IngestMessage>(&self, message: &M) -> Result<(), PublishError> {
         let session = self.broker.session().ok_or(PublishError::NotConnected)?;
-        let payload = serde_json::to_vec(update).expect("a product update always serialises");
-        let shard = self.topology.shard_for(&update.product_id);
+        let payload = serde_json::to_vec(message).expect("an ingest message always serialises");
+        let shard = self.topology.shard_for(message.shard_key());
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(ShortString::from(update.event_id.as_str()))
-            .with_type(KIND_PRODUCT_UPDATE.into())
+            .with_message_id(ShortString::from(message.event_id().as_str()))
+            .with_type(M::KIND.into())
             .with_app_id("gateway".into())
-            .with_timestamp(u64::try_from(update.received_at.unix_timestamp()).unwrap_or(0));
+            .with_timestamp(u64::try_from(message.received_at().unix_timestamp()).unwrap_or(0));
         let started = Instant::now();
         let confirm = async {
             let pending = session

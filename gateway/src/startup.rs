@@ -70,6 +70,7 @@ impl Application {
             redis,
             database,
             namespace: backends.namespace.clone(),
+            pending_order_ttl_seconds: config.idempotency_retention.as_secs().max(1),
         };
         shared::ops::watch_dependencies(
             state.clone(),

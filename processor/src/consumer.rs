@@ -24,7 +24,7 @@ use lapin::{
 };
 use shared::{
     connect::{amqp::publish_confirmed, postgres::Database},
-    contract::{KIND_PRODUCT_UPDATE, ProductUpdate, headers},
+    contract::{KIND_ORDER_CREATE, KIND_PRODUCT_UPDATE, headers},
     topology::Topology,
 };
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     dead_letters::{self, Poison, Reason, intake, number_header, store},
     handler::{self, Deps, HandleError},
+    store::Ingest,
 };
 
 /// A queue being consumed.
@@ -212,13 +213,13 @@ impl DeliveryHandler for ShardHandler {
         )
         .await
         .map(|r| r.map(|mut outcomes| outcomes.remove(0)));
-        let event = Some(&update.event_id);
+        let event = Some(update.event_id());
         match outcome {
             None => false,
             Some(Ok(outcome)) => {
                 metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
                     .increment(1);
-                tracing::debug!(event_id = %update.event_id, outcome = outcome.as_str(), "Event handled.");
+                tracing::debug!(event_id = %update.event_id(), outcome = outcome.as_str(), "Event handled.");
                 settle(acker).await;
                 true
             }
@@ -233,11 +234,11 @@ impl DeliveryHandler for ShardHandler {
                         {
                             Ok(()) => {
                                 metrics::counter!("pipeline_events_retried_total").increment(1);
-                                tracing::info!(event_id = %update.event_id, attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
+                                tracing::info!(event_id = %update.event_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
                                 settle(acker).await;
                             }
                             Err(e) => {
-                                tracing::warn!(event_id = %update.event_id, error = %e, "Could not schedule a retry; the event will be redelivered.");
+                                tracing::warn!(event_id = %update.event_id(), error = %e, "Could not schedule a retry; the event will be redelivered.");
                             }
                         }
                     }
@@ -420,14 +421,18 @@ impl DeliveryHandler for Intake {
 }
 
 /// Decodes a delivery into an update, or says why it is poison.
-fn decode(kind: Option<&str>, data: &[u8]) -> Result<ProductUpdate, (Reason, String)> {
-    if kind.is_some_and(|k| k != KIND_PRODUCT_UPDATE) {
-        return Err((
-            Reason::Unparseable,
-            format!("unknown message type {:?}", kind.unwrap_or_default()),
-        ));
-    }
-    serde_json::from_slice(data).map_err(|e| {
+fn decode(kind: Option<&str>, data: &[u8]) -> Result<Ingest, (Reason, String)> {
+    let decoded = match kind {
+        None | Some(KIND_PRODUCT_UPDATE) => serde_json::from_slice(data).map(Ingest::Product),
+        Some(KIND_ORDER_CREATE) => serde_json::from_slice(data).map(Ingest::Order),
+        Some(other) => {
+            return Err((
+                Reason::Unparseable,
+                format!("unknown message type {other:?}"),
+            ));
+        }
+    };
+    decoded.map_err(|e| {
         let reason = if e.is_data() {
             Reason::Invalid
         } else {
@@ -456,8 +461,12 @@ mod tests {
             Err(Reason::Unparseable)
         );
         assert_eq!(
-            decode(Some("order.create"), b"{}").map_err(|e| e.0),
+            decode(Some("order.cancel"), b"{}").map_err(|e| e.0),
             Err(Reason::Unparseable)
+        );
+        assert_eq!(
+            decode(Some("order.create"), b"{}").map_err(|e| e.0),
+            Err(Reason::Invalid)
         );
         let no_fields = br#"{"event_id":"e","product_id":"p","occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
         assert_eq!(

@@ -4,12 +4,12 @@
 use redis::aio::ConnectionManager;
 use shared::{
     connect::{postgres::Database, redis::COMMAND_TIMEOUT},
-    contract::{PRODUCT_CACHE_TTL_SECONDS, ProductUpdate, ProductView, product_cache_key},
+    contract::{PRODUCT_CACHE_TTL_SECONDS, ProductView, product_cache_key},
     topology::Namespace,
 };
 use time::OffsetDateTime;
 
-use crate::store::{self, Applied, StoreError};
+use crate::store::{self, Applied, Ingest, StoreError};
 
 /// What the handler needs.
 #[derive(Clone)]
@@ -31,6 +31,10 @@ pub enum Outcome {
     Stale,
     /// It had been applied before; nothing changed.
     Duplicate,
+    /// An order that reserved its stock.
+    OrderCreated,
+    /// An order rejected (unknown product, insufficient stock); stock unchanged.
+    OrderRejected,
 }
 
 impl Outcome {
@@ -40,6 +44,8 @@ impl Outcome {
             Self::Applied => "applied",
             Self::Stale => "stale",
             Self::Duplicate => "duplicate",
+            Self::OrderCreated => "order_created",
+            Self::OrderRejected => "order_rejected",
         }
     }
 }
@@ -83,32 +89,34 @@ impl From<StoreError> for HandleError {
     }
 }
 
-/// Applies `updates` (in order, in one transaction) exactly once each and refreshes the cached
-/// view of every product they touch; one outcome per update.
+/// Applies `items` (in order, in one transaction) exactly once each and refreshes the cached
+/// view of every product they touch; one outcome per item.
 ///
 /// Safe to call again after any failure: a second call finds the events in the inbox, changes
 /// nothing, and still refreshes the cache (repairing a cache write lost to a crash).
-pub async fn handle(updates: &[ProductUpdate], deps: &Deps) -> Result<Vec<Outcome>, HandleError> {
+pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Vec<Outcome>, HandleError> {
     if !deps.database.is_migrated() {
         return Err(HandleError::Unavailable {
             dependency: "postgres",
             error: "schema not ready".into(),
         });
     }
-    let batch = store::apply(deps.database.pool(), updates).await?;
+    let batch = store::apply(deps.database.pool(), items).await?;
     refresh_cache(deps, &batch.views).await?;
     let now = OffsetDateTime::now_utc();
-    let outcomes = updates
+    let outcomes = items
         .iter()
         .zip(batch.outcomes)
-        .map(|(update, applied)| {
+        .map(|(item, applied)| {
             let outcome = match applied {
                 Applied::Changed => Outcome::Applied,
                 Applied::Stale => Outcome::Stale,
                 Applied::Duplicate => Outcome::Duplicate,
+                Applied::OrderCreated => Outcome::OrderCreated,
+                Applied::OrderRejected(_) => Outcome::OrderRejected,
             };
             if outcome != Outcome::Duplicate {
-                let latency = (now - update.received_at).as_seconds_f64();
+                let latency = (now - item.received_at()).as_seconds_f64();
                 metrics::histogram!("pipeline_end_to_end_duration_seconds")
                     .record(latency.max(0.0));
             }

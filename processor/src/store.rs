@@ -1,18 +1,72 @@
-//! PostgreSQL, the source of truth: the inbox and the products, changed together in one
-//! transaction so an event's effect and the record that it was applied can never part.
+//! PostgreSQL, the source of truth: the inbox, the products and the orders, changed together in
+//! one transaction so an event's effect and the record that it was applied can never part.
 
 use rust_decimal::Decimal;
 use std::collections::{HashMap, HashSet};
 
 use shared::{
-    contract::{ProductUpdate, ProductView},
-    model::{Price, ProductId, Stock},
+    contract::{OrderPlaced, ProductUpdate, ProductView},
+    model::{EventId, Price, ProductId, Stock},
     products,
 };
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::lww::Field;
+
+/// A message from an ingest shard.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingest {
+    /// A product's new price and/or stock.
+    Product(ProductUpdate),
+    /// An order reserving stock.
+    Order(OrderPlaced),
+}
+
+impl Ingest {
+    /// The event id.
+    pub fn event_id(&self) -> &EventId {
+        match self {
+            Self::Product(u) => &u.event_id,
+            Self::Order(o) => &o.event_id,
+        }
+    }
+
+    /// The product it concerns.
+    pub fn product(&self) -> &ProductId {
+        match self {
+            Self::Product(u) => &u.product_id,
+            Self::Order(o) => &o.sku,
+        }
+    }
+
+    /// When the gateway accepted it.
+    pub fn received_at(&self) -> OffsetDateTime {
+        match self {
+            Self::Product(u) => u.received_at,
+            Self::Order(o) => o.received_at,
+        }
+    }
+}
+
+/// Why an order was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No event ever created the product.
+    UnknownProduct,
+    /// Less stock than ordered (stock never set counts as none).
+    InsufficientStock,
+}
+
+impl Rejection {
+    /// The reason as stored and served.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownProduct => "unknown_product",
+            Self::InsufficientStock => "insufficient_stock",
+        }
+    }
+}
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +77,10 @@ pub enum Applied {
     Stale,
     /// The event was applied before (or earlier in the same batch): nothing was done.
     Duplicate,
+    /// The order reserved its stock.
+    OrderCreated,
+    /// The order was rejected; stock unchanged.
+    OrderRejected(Rejection),
 }
 
 /// What applying a batch did: one outcome per event, in order, and the current view of every
@@ -85,9 +143,13 @@ struct Current {
     changed: bool,
 }
 
-/// Applies `updates` in one transaction: records each in the inbox and merges the new ones,
-/// in order, into their products field by field. Four statements whatever the batch size.
-pub async fn apply(pool: &PgPool, updates: &[ProductUpdate]) -> Result<Batch, StoreError> {
+/// Applies `items` in one transaction: records each in the inbox and applies the new ones in
+/// order: an update merges into its product field by field; an order takes its quantity from
+/// the product's stock or is rejected. Five statements at most, whatever the batch size.
+///
+/// An order changes the stock's value but not its version: a later stock update (by
+/// `occurred_at`) sets the stock outright, an older one stays stale.
+pub async fn apply(pool: &PgPool, items: &[Ingest]) -> Result<Batch, StoreError> {
     let mut tx = pool.begin().await?;
     let new: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO processed_events (event_id, product_id, occurred_at, received_at)
@@ -95,32 +157,52 @@ pub async fn apply(pool: &PgPool, updates: &[ProductUpdate]) -> Result<Batch, St
          ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
     .bind(
-        updates
+        items
             .iter()
-            .map(|u| u.event_id.to_string())
+            .map(|i| i.event_id().to_string())
             .collect::<Vec<_>>(),
     )
     .bind(
-        updates
+        items
             .iter()
-            .map(|u| u.product_id.to_string())
+            .map(|i| i.product().to_string())
             .collect::<Vec<_>>(),
     )
-    .bind(updates.iter().map(|u| u.occurred_at).collect::<Vec<_>>())
-    .bind(updates.iter().map(|u| u.received_at).collect::<Vec<_>>())
+    .bind(
+        items
+            .iter()
+            .map(|i| match i {
+                Ingest::Product(u) => u.occurred_at,
+                Ingest::Order(o) => o.received_at,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .bind(items.iter().map(Ingest::received_at).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .collect();
-    let mut products: Vec<String> = updates.iter().map(|u| u.product_id.to_string()).collect();
+    let mut products: Vec<String> = items.iter().map(|i| i.product().to_string()).collect();
     products.sort_unstable();
     products.dedup();
-    if !new.is_empty() {
+    // Updates create their product; orders never do (an unknown product rejects the order).
+    let mut created: Vec<String> = items
+        .iter()
+        .filter_map(|i| match i {
+            Ingest::Product(u) if new.contains(u.event_id.as_str()) => {
+                Some(u.product_id.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    created.sort_unstable();
+    created.dedup();
+    if !created.is_empty() {
         sqlx::query(
             "INSERT INTO products (product_id) SELECT UNNEST($1::text[])
              ON CONFLICT (product_id) DO NOTHING",
         )
-        .bind(&products)
+        .bind(&created)
         .execute(&mut *tx)
         .await?;
     }
@@ -155,24 +237,100 @@ pub async fn apply(pool: &PgPool, updates: &[ProductUpdate]) -> Result<Batch, St
         .collect();
 
     let mut applied_here = HashSet::new();
-    let mut outcomes = Vec::with_capacity(updates.len());
-    for update in updates {
-        let id = update.event_id.as_str();
-        let product = current.get_mut(update.product_id.as_str());
-        let (true, true, Some(product)) = (new.contains(id), applied_here.insert(id), product)
-        else {
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut orders: Vec<(&OrderPlaced, Option<Rejection>)> = Vec::new();
+    for item in items {
+        let id = item.event_id().as_str();
+        if !new.contains(id) || !applied_here.insert(id) {
             outcomes.push(Applied::Duplicate);
             continue;
+        }
+        let product = current.get_mut(item.product().as_str());
+        let outcome = match (item, product) {
+            (Ingest::Product(update), Some(product)) => {
+                let version = (update.occurred_at, id);
+                let price = product.price.offer(update.price.map(Price::value), version);
+                let stock = product.stock.offer(update.stock.map(Stock::value), version);
+                product.changed |= price || stock;
+                if price || stock {
+                    Applied::Changed
+                } else {
+                    Applied::Stale
+                }
+            }
+            // The row was created above; it cannot be missing.
+            (Ingest::Product(_), None) => Applied::Stale,
+            (Ingest::Order(order), product) => {
+                let rejection = match product {
+                    None => Some(Rejection::UnknownProduct),
+                    Some(product) => {
+                        let available = product.stock.value.unwrap_or(0);
+                        if available < order.qty.value() {
+                            Some(Rejection::InsufficientStock)
+                        } else {
+                            product.stock.value = Some(available - order.qty.value());
+                            product.changed = true;
+                            None
+                        }
+                    }
+                };
+                orders.push((order, rejection));
+                rejection.map_or(Applied::OrderCreated, Applied::OrderRejected)
+            }
         };
-        let version = (update.occurred_at, id);
-        let price = product.price.offer(update.price.map(Price::value), version);
-        let stock = product.stock.offer(update.stock.map(Stock::value), version);
-        product.changed |= price || stock;
-        outcomes.push(if price || stock {
-            Applied::Changed
-        } else {
-            Applied::Stale
-        });
+        outcomes.push(outcome);
+    }
+    if !orders.is_empty() {
+        sqlx::query(
+            "INSERT INTO orders (order_id, sku, qty, email, status, reason, created_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
+                                  $6::text[], $7::timestamptz[])
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|(o, _)| o.order_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|(o, _)| o.sku.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|(o, _)| o.qty.value())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|(o, _)| o.email.as_ref().map(ToString::to_string))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|(_, r)| if r.is_some() { "rejected" } else { "created" })
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|(_, r)| r.map(|r| r.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|(o, _)| o.received_at)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
     }
 
     let changed: Vec<(&String, &Current)> = current.iter().filter(|(_, c)| c.changed).collect();

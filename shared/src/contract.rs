@@ -4,10 +4,12 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::model::{EventId, Price, ProductId, Stock};
+use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Stock};
 
 /// AMQP `type` of a product update on the ingest shards.
 pub const KIND_PRODUCT_UPDATE: &str = "product.update";
+/// AMQP `type` of an order on the ingest shards (routed to its product's shard).
+pub const KIND_ORDER_CREATE: &str = "order.create";
 
 /// AMQP headers the pipeline sets on its own messages.
 pub mod headers {
@@ -25,6 +27,44 @@ pub mod headers {
     pub const ATTEMPTS: &str = "x-pipeline-attempts";
     /// The routing key the message had on the ingest exchange.
     pub const ORIGINAL_ROUTING_KEY: &str = "x-pipeline-routing-key";
+}
+
+/// A message the gateway publishes to the ingest shards.
+pub trait IngestMessage: Serialize {
+    /// Its AMQP `type`.
+    const KIND: &'static str;
+    /// Its event id (the AMQP `message_id`).
+    fn event_id(&self) -> &EventId;
+    /// The product whose shard it goes to, so a product's messages stay in order.
+    fn shard_key(&self) -> &ProductId;
+    /// When the gateway accepted it.
+    fn received_at(&self) -> OffsetDateTime;
+}
+
+impl IngestMessage for ProductUpdate {
+    const KIND: &'static str = KIND_PRODUCT_UPDATE;
+    fn event_id(&self) -> &EventId {
+        &self.event_id
+    }
+    fn shard_key(&self) -> &ProductId {
+        &self.product_id
+    }
+    fn received_at(&self) -> OffsetDateTime {
+        self.received_at
+    }
+}
+
+impl IngestMessage for OrderPlaced {
+    const KIND: &'static str = KIND_ORDER_CREATE;
+    fn event_id(&self) -> &EventId {
+        &self.event_id
+    }
+    fn shard_key(&self) -> &ProductId {
+        &self.sku
+    }
+    fn received_at(&self) -> OffsetDateTime {
+        self.received_at
+    }
 }
 
 /// A change to one product's price and/or stock, as published by the gateway.
@@ -87,6 +127,41 @@ impl TryFrom<ProductUpdateWire> for ProductUpdate {
             received_at: w.received_at,
         })
     }
+}
+
+/// An order for `qty` units of `sku`, as published by the gateway. Its event id is
+/// [`OrderPlaced::event_id_of`] its order id, so repeats are recognised end to end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPlaced {
+    /// `order:{order_id}`.
+    pub event_id: EventId,
+    /// The client's order id.
+    pub order_id: OrderId,
+    /// The product ordered.
+    pub sku: ProductId,
+    /// Units ordered.
+    pub qty: Quantity,
+    /// The customer's address, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    /// When the gateway accepted it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}
+
+impl OrderPlaced {
+    /// The event id of an order: its order id in the `order:` key space.
+    pub fn event_id_of(order: &OrderId) -> EventId {
+        format!("order:{}", order.as_str())
+            .parse()
+            .expect("an order id is a valid event id once prefixed")
+    }
+}
+
+/// Redis key of an order accepted but not yet applied (so `GET /orders/{id}` can say `pending`).
+pub fn pending_order_key(namespace: &crate::topology::Namespace, id: &OrderId) -> String {
+    format!("{}:order:{}", namespace.as_str(), id.as_str())
 }
 
 /// A product's current state, as served by `GET /products/{id}` and held in the read cache.

@@ -3,6 +3,8 @@
 //! same JSON error shape as everything else.
 
 pub mod events;
+mod ingest;
+pub mod orders;
 pub mod products;
 
 use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get, routing::post};
@@ -27,6 +29,8 @@ pub struct AppState {
     pub database: Database,
     /// Prefix of every key.
     pub namespace: Namespace,
+    /// How long an accepted order reads as pending without the processor's answer.
+    pub pending_order_ttl_seconds: u64,
 }
 
 impl ops::Readiness for AppState {
@@ -48,6 +52,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/events", post(events::post_event))
         .route("/products/{id}", get(products::get_product))
+        .route("/orders", post(orders::post_order))
+        .route("/orders/{id}", get(orders::get_order))
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),

@@ -6,5 +6,6 @@ mod dependencies;
 mod helpers;
 mod idempotency;
 mod ops;
+mod orders;
 mod reads;
 mod validation;

@@ -3,6 +3,7 @@
 mod dead_letters;
 mod delivery;
 mod helpers;
+mod orders;
 mod outages;
 mod recovery;
 mod state;

@@ -1,0 +1,129 @@
+//! What every write endpoint shares: the JSON body checks, the `Idempotency-Key` header, and
+//! the idempotent publish (claim the key, publish with confirm, record the answer, or release
+//! the key if the publish failed).
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::rejection::BytesRejection,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use shared::{contract::IngestMessage, model::EventId};
+
+use super::AppState;
+use crate::{
+    error::ApiError,
+    idempotency::{Begin, StoredResponse},
+};
+
+/// The request header carrying the client's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The response header marking a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The body, if it is declared as JSON (415) and within the size limit (413).
+pub fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|media| media == "application/json" || media.ends_with("+json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest {
+                message: rejection.body_text(),
+                field: None,
+            }
+        }
+    })
+}
+
+/// The `Idempotency-Key` header, bare or as a structured-field string (`"..."`).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<EventId>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = |why: String| ApiError::field("Idempotency-Key", format!("Idempotency-Key {why}"));
+    let text = value
+        .to_str()
+        .map_err(|_| bad("may contain only visible ASCII characters".into()))?;
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    text.parse().map(Some).map_err(|e| bad(format!("{e}")))
+}
+
+/// Publishes `message` at most once per `key`: a repeat with the same `fingerprint` replays the
+/// first answer, another body is 422, a repeat in flight 409. Answers `202` with `accepted`
+/// once the broker confirmed; on a failed publish releases the key and answers 503.
+pub async fn publish_once<M: IngestMessage>(
+    state: &AppState,
+    key: Option<&EventId>,
+    fingerprint: &str,
+    message: &M,
+    accepted: serde_json::Value,
+) -> Result<Response, ApiError> {
+    let lease = match key {
+        None => None,
+        Some(key) => match state
+            .idempotency
+            .begin(key, fingerprint)
+            .await
+            .map_err(|e| ApiError::unavailable("redis", e))?
+        {
+            Begin::Acquired(lease) => Some(lease),
+            Begin::Replay(stored) => {
+                metrics::counter!("pipeline_events_replayed_total").increment(1);
+                return Ok(stored_response(stored, true));
+            }
+            Begin::Mismatch => return Err(ApiError::KeyReused),
+            Begin::InFlight => return Err(ApiError::KeyInFlight),
+        },
+    };
+    let event_id = message.event_id();
+    if let Err(error) = state.publisher.publish(message).await {
+        if let Some(lease) = lease
+            && let Err(e) = state.idempotency.release(lease).await
+        {
+            // The lease expires by itself; until then a retry gets 409.
+            tracing::warn!(event_id = %event_id, error = %e, "Could not release the idempotency lease.");
+        }
+        return Err(ApiError::unavailable("rabbitmq", error));
+    }
+    let stored = StoredResponse {
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: accepted.to_string(),
+    };
+    if let Some(lease) = lease
+        && let Err(e) = state.idempotency.complete(lease, &stored).await
+    {
+        // Accepted all the same: a retry after the lease expires publishes the same event id
+        // again, and the processor's inbox applies it once.
+        tracing::warn!(event_id = %event_id, error = %e, "Could not record the idempotent response.");
+    }
+    metrics::counter!("pipeline_events_accepted_total", "kind" => M::KIND).increment(1);
+    Ok(stored_response(stored, false))
+}
+
+fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
+    let body: serde_json::Value = serde_json::from_str(&stored.body).unwrap_or_default();
+    let mut response = (status, Json(body)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}

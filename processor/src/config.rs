@@ -18,6 +18,8 @@ pub struct Config {
     /// The retry ladder: how long a failed event waits before each new attempt
     /// (`RETRY_DELAYS_MS`, `1000,10000,60000`); past the last, it is dead-lettered.
     pub retry_delays: Vec<Duration>,
+    /// Stock below this emits a `stock.low` event when crossed (`STOCK_LOW_THRESHOLD`, 10).
+    pub stock_low_threshold: i32,
 }
 
 impl Config {
@@ -36,6 +38,7 @@ impl Config {
             prefetch,
             shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
             retry_delays: delays("RETRY_DELAYS_MS", "1000,10000,60000")?,
+            stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
         })
     }
 }

@@ -23,7 +23,10 @@ use lapin::{
     types::AMQPValue,
 };
 use shared::{
-    connect::{amqp::publish_confirmed, postgres::Database},
+    connect::{
+        amqp::{publish_announcement, publish_confirmed},
+        postgres::Database,
+    },
     contract::{KIND_ORDER_CREATE, KIND_PRODUCT_UPDATE, headers},
     topology::Topology,
 };
@@ -31,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     dead_letters::{self, Poison, Reason, intake, number_header, store},
+    downstream,
     handler::{self, Deps, HandleError},
     store::Ingest,
 };
@@ -220,7 +224,13 @@ impl DeliveryHandler for ShardHandler {
                 metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
                     .increment(1);
                 tracing::debug!(event_id = %update.event_id(), outcome = outcome.as_str(), "Event handled.");
-                settle(acker).await;
+                match self.emit(channel, &[update.event_id().to_string()]).await {
+                    Ok(()) => settle(acker).await,
+                    Err(e) => {
+                        tracing::warn!(event_id = %update.event_id(), error = %e, "Downstream events not published yet; the event comes back to publish them.");
+                        requeue(acker).await;
+                    }
+                }
                 true
             }
             Some(Err(HandleError::Failed(error))) => {
@@ -261,6 +271,31 @@ impl DeliveryHandler for ShardHandler {
 }
 
 impl ShardHandler {
+    /// Publishes the downstream events the outbox still holds for `sources` (to the events
+    /// exchange, each confirmed), then forgets them.
+    async fn emit(&self, channel: &Channel, sources: &[String]) -> anyhow::Result<()> {
+        let pool = self.deps.database.pool();
+        let pending = downstream::pending(pool, sources).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let exchange = self.topology.events_exchange();
+        for event in &pending {
+            let properties = lapin::BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_message_id(event.id.as_str().into())
+                .with_type(event.kind.into())
+                .with_app_id("processor".into());
+            let payload = serde_json::to_vec(&event.payload).expect("JSON always serialises");
+            publish_announcement(channel, &exchange, event.kind, &payload, properties).await?;
+            metrics::counter!("pipeline_downstream_events_total", "type" => event.kind)
+                .increment(1);
+        }
+        let ids: Vec<String> = pending.into_iter().map(|e| e.id).collect();
+        downstream::published(pool, &ids).await?;
+        Ok(())
+    }
+
     /// Applies the decodable updates of a batch in one transaction and acks them; anything
     /// else in the batch, and the whole batch if the transaction fails for a reason that is not
     /// an outage, goes through [`DeliveryHandler::on_delivery`] one by one (so one bad event
@@ -306,10 +341,20 @@ impl ShardHandler {
         match outcome {
             None => false,
             Some(Ok(outcomes)) => {
+                let sources: Vec<String> =
+                    updates.iter().map(|u| u.event_id().to_string()).collect();
+                let emitted = self.emit(channel, &sources).await;
+                if let Err(e) = &emitted {
+                    tracing::warn!(error = %e, "Downstream events not published yet; the batch comes back to publish them.");
+                }
                 for (delivery, outcome) in decoded.into_iter().zip(outcomes) {
                     metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
                         .increment(1);
-                    settle(delivery.acker).await;
+                    if emitted.is_ok() {
+                        settle(delivery.acker).await;
+                    } else {
+                        requeue(delivery.acker).await;
+                    }
                 }
                 true
             }
@@ -440,6 +485,18 @@ fn decode(kind: Option<&str>, data: &[u8]) -> Result<Ingest, (Reason, String)> {
         };
         (reason, e.to_string())
     })
+}
+
+/// Returns a delivery to its queue at once (its effect is committed; it comes back as a
+/// duplicate to finish what is left, such as publishing its downstream events).
+async fn requeue(acker: Acker) {
+    let options = lapin::options::BasicNackOptions {
+        requeue: true,
+        ..lapin::options::BasicNackOptions::default()
+    };
+    if let Err(e) = acker.nack(options).await {
+        tracing::debug!(error = %e, "Nack failed; the message will be redelivered when the channel closes.");
+    }
 }
 
 /// Acknowledges a delivery, consuming its acker so it cannot be settled twice. A failed ack

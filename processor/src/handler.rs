@@ -20,6 +20,8 @@ pub struct Deps {
     pub redis: ConnectionManager,
     /// Prefix of cache keys.
     pub namespace: Namespace,
+    /// Stock below this emits `stock.low` when crossed.
+    pub stock_low_threshold: i32,
 }
 
 /// What happened to an event.
@@ -101,7 +103,7 @@ pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Vec<Outcome>, Handl
             error: "schema not ready".into(),
         });
     }
-    let batch = store::apply(deps.database.pool(), items).await?;
+    let batch = store::apply(deps.database.pool(), items, deps.stock_low_threshold).await?;
     refresh_cache(deps, &batch.views).await?;
     let now = OffsetDateTime::now_utc();
     let outcomes = items

@@ -3,13 +3,14 @@
 //! [`consumer`] owns the loops over the shards and the dead-letter queue and maps outcomes to
 //! ack, retry or dead-letter; [`handler`] applies one event (knowing nothing of AMQP) through
 //! [`store`] (inbox and per-field last-writer-wins in one transaction, decided by [`lww`]) and
-//! refreshes the read cache; [`dead_letters`] sets poison aside with its reason and serves the
+//! refreshes the read cache, leaving [`downstream`] events in the outbox; [`dead_letters`] sets poison aside with its reason and serves the
 //! operator's dead-letter API; [`startup`] wires it together.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod consumer;
 pub mod dead_letters;
+pub mod downstream;
 pub mod handler;
 pub mod lww;
 pub mod startup;

@@ -86,6 +86,7 @@ impl Application {
             database: database.clone(),
             redis: redis.clone(),
             namespace: backends.namespace.clone(),
+            stock_low_threshold: config.stock_low_threshold,
         });
         let topology = Arc::new(Topology::new(
             backends.namespace.clone(),

@@ -12,7 +12,10 @@ use shared::{
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::lww::Field;
+use crate::{
+    downstream::{self, Downstream},
+    lww::Field,
+};
 
 /// A message from an ingest shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,7 +152,11 @@ struct Current {
 ///
 /// An order changes the stock's value but not its version: a later stock update (by
 /// `occurred_at`) sets the stock outright, an older one stays stale.
-pub async fn apply(pool: &PgPool, items: &[Ingest]) -> Result<Batch, StoreError> {
+pub async fn apply(
+    pool: &PgPool,
+    items: &[Ingest],
+    stock_low_threshold: i32,
+) -> Result<Batch, StoreError> {
     let mut tx = pool.begin().await?;
     let new: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO processed_events (event_id, product_id, occurred_at, received_at)
@@ -239,6 +246,7 @@ pub async fn apply(pool: &PgPool, items: &[Ingest]) -> Result<Batch, StoreError>
     let mut applied_here = HashSet::new();
     let mut outcomes = Vec::with_capacity(items.len());
     let mut orders: Vec<(&OrderPlaced, Option<Rejection>)> = Vec::new();
+    let mut emitted: Vec<Downstream> = Vec::new();
     for item in items {
         let id = item.event_id().as_str();
         if !new.contains(id) || !applied_here.insert(id) {
@@ -246,6 +254,7 @@ pub async fn apply(pool: &PgPool, items: &[Ingest]) -> Result<Batch, StoreError>
             continue;
         }
         let product = current.get_mut(item.product().as_str());
+        let before = product.as_ref().map(|p| (p.price.value, p.stock.value));
         let outcome = match (item, product) {
             (Ingest::Product(update), Some(product)) => {
                 let version = (update.occurred_at, id);
@@ -275,10 +284,51 @@ pub async fn apply(pool: &PgPool, items: &[Ingest]) -> Result<Batch, StoreError>
                     }
                 };
                 orders.push((order, rejection));
+                emitted.push(downstream::order_decided(
+                    order,
+                    rejection.map(Rejection::as_str),
+                ));
                 rejection.map_or(Applied::OrderCreated, Applied::OrderRejected)
             }
         };
+        if let (Some(before), Some(product)) = (before, current.get(item.product().as_str())) {
+            emitted.extend(downstream::product_changed(
+                id,
+                item.product(),
+                before,
+                (product.price.value, product.stock.value),
+                stock_low_threshold,
+            ));
+        }
         outcomes.push(outcome);
+    }
+    if !emitted.is_empty() {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, source_event_id, routing_key, payload)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[])
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(emitted.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .bind(
+            emitted
+                .iter()
+                .map(|e| e.source_event_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            emitted
+                .iter()
+                .map(|e| e.kind.to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            emitted
+                .iter()
+                .map(|e| e.payload.clone())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     if !orders.is_empty() {
         sqlx::query(

@@ -7,6 +7,8 @@
 //!                                           v
 //! {ns}.dead (fanout) ----------------> {ns}.dead (quorum): every dead letter, with its reason
 //!
+//! {ns}.events (topic): downstream events, routing key = type (product.updated, stock.low, ...)
+//!
 //! {ns}.retry.{ms}ms (fanout) --> {ns}.retry.{ms}ms (quorum, TTL ms) --expired--> {ns}.ingest
 //!                                 (one per rung of the retry ladder; original routing key kept)
 //! ```
@@ -89,6 +91,11 @@ impl Topology {
         format!("{}.ingest.{shard}", self.namespace.as_str())
     }
 
+    /// The topic exchange downstream events are published to (routing key = event type).
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.namespace.as_str())
+    }
+
     /// The fanout exchange dead letters go through.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dead", self.namespace.as_str())
@@ -161,6 +168,14 @@ impl Topology {
             .exchange_declare(
                 self.ingest_exchange().into(),
                 ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.events_exchange().into(),
+                ExchangeKind::Topic,
                 durable_exchange,
                 FieldTable::default(),
             )

@@ -218,7 +218,11 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
         }
-        let mut exchanges = vec![topology.ingest_exchange(), topology.dead_letter_exchange()];
+        let mut exchanges = vec![
+            topology.ingest_exchange(),
+            topology.dead_letter_exchange(),
+            topology.events_exchange(),
+        ];
         exchanges.extend(retry);
         for exchange in exchanges {
             channel

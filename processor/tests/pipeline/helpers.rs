@@ -82,6 +82,7 @@ impl Pipeline {
             prefetch: 16,
             shutdown_deadline: Duration::from_secs(5),
             retry_delays: testkit::TEST_RETRY_DELAYS.to_vec(),
+            stock_low_threshold: 10,
         };
         let app = processor::Application::build(config)
             .await

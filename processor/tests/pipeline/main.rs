@@ -2,6 +2,7 @@
 
 mod dead_letters;
 mod delivery;
+mod downstream;
 mod helpers;
 mod orders;
 mod outages;

@@ -179,12 +179,35 @@ pub async fn publish_confirmed(
     payload: &[u8],
     properties: BasicProperties,
 ) -> anyhow::Result<()> {
+    publish(channel, exchange, routing_key, payload, properties, true).await
+}
+
+/// Publishes a persistent message that may reach no queue (an event nobody subscribed to yet)
+/// and waits for the broker's confirm.
+pub async fn publish_announcement(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> anyhow::Result<()> {
+    publish(channel, exchange, routing_key, payload, properties, false).await
+}
+
+async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> anyhow::Result<()> {
     let confirmation = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
             BasicPublishOptions {
-                mandatory: true,
+                mandatory,
                 ..BasicPublishOptions::default()
             },
             payload,

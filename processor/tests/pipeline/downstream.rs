@@ -1,0 +1,200 @@
+//! Downstream events on the `{ns}.events` topic exchange, and their emission surviving a
+//! processor that dies between commit and publish.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Consumer,
+    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+
+use crate::helpers::{Pipeline, WAIT, spawn_pipeline, wait_inbox};
+
+/// A private queue bound to every downstream event.
+async fn listen(pipeline: &Pipeline) -> (lapin::Connection, Consumer) {
+    let connection = lapin::Connection::connect_uri(
+        pipeline.backends.amqp[0].clone(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            pipeline.topology.events_exchange().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    (connection, consumer)
+}
+
+async fn next_events(consumer: &mut Consumer, n: usize) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        let delivery = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("a downstream event in time")
+            .expect("stream open")
+            .expect("delivery");
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+        events.push(serde_json::from_slice(&delivery.data).expect("JSON"));
+    }
+    events
+}
+
+fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
+    let mut kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect();
+    kinds.sort_unstable();
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
+    let pipeline = spawn_pipeline().await;
+    let (_connection, mut consumer) = listen(&pipeline).await;
+
+    pipeline
+        .accept(
+            r#"{"product_id": "ds-1", "price": 9.5, "stock": 12}"#,
+            Some("ds-a"),
+        )
+        .await;
+    let first = next_events(&mut consumer, 1).await;
+    assert_eq!(first[0]["type"], "product.updated");
+    assert_eq!(first[0]["id"], "ds-a:product.updated");
+    assert_eq!(first[0]["old"]["stock"], serde_json::Value::Null);
+    assert_eq!(first[0]["new"]["stock"], 12);
+    assert_eq!(first[0]["new"]["price"].to_string(), "9.5");
+
+    pipeline
+        .accept(r#"{"product_id": "ds-1", "stock": 5}"#, Some("ds-b"))
+        .await;
+    let crossing = next_events(&mut consumer, 2).await;
+    assert_eq!(kinds(&crossing), ["product.updated", "stock.low"]);
+    let updated = crossing
+        .iter()
+        .find(|e| e["type"] == "product.updated")
+        .expect("updated");
+    assert_eq!(
+        (
+            updated["old"]["stock"].clone(),
+            updated["new"]["stock"].clone()
+        ),
+        (12.into(), 5.into())
+    );
+
+    let order = |id: &str, qty: i64| format!(r#"{{"id": "{id}", "sku": "ds-1", "qty": {qty}}}"#);
+    for (id, qty) in [("ds-o1", 2), ("ds-o2", 100)] {
+        let response = pipeline
+            .client
+            .post(format!("http://{}/orders", pipeline.gateway))
+            .header("content-type", "application/json")
+            .body(order(id, qty))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 202);
+    }
+    let orders = next_events(&mut consumer, 3).await;
+    assert_eq!(
+        kinds(&orders),
+        ["order.created", "order.rejected", "product.updated"]
+    );
+    let rejected = orders
+        .iter()
+        .find(|e| e["type"] == "order.rejected")
+        .expect("rejected");
+    assert_eq!(rejected["reason"], "insufficient_stock");
+    assert_eq!(rejected["id"], "order:ds-o2:order.rejected");
+
+    let pool = testkit::database(&pipeline.backends).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "published events leave the outbox");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_back() {
+    let pipeline = spawn_pipeline().await;
+    pipeline
+        .accept(
+            r#"{"product_id": "crash-1", "stock": 7}"#,
+            Some("crash-evt"),
+        )
+        .await;
+    wait_inbox(&pipeline, 1).await;
+    let (_connection, mut consumer) = listen(&pipeline).await;
+    // As a processor that died after its commit and before its publish would have left it.
+    let pool = testkit::database(&pipeline.backends).await;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, source_event_id, routing_key, payload)
+         VALUES ('crash-evt:product.updated', 'crash-evt', 'product.updated',
+                 '{\"id\": \"crash-evt:product.updated\", \"type\": \"product.updated\"}')",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert");
+    // The unacknowledged source is redelivered: a duplicate, which still publishes.
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let shard = pipeline
+        .topology
+        .shard_for(&"crash-1".parse().expect("valid"));
+    let body = r#"{"event_id":"crash-evt","product_id":"crash-1","stock":7,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
+    broker
+        .publish(
+            &pipeline.topology.ingest_exchange(),
+            &shared::topology::Topology::routing_key(shard),
+            body.as_bytes(),
+            BasicProperties::default().with_type("product.update".into()),
+        )
+        .await;
+    let events = next_events(&mut consumer, 1).await;
+    assert_eq!(events[0]["id"], "crash-evt:product.updated");
+    testkit::eventually("the outbox to drain", Duration::from_secs(10), || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (left == 0).then_some(())
+    })
+    .await;
+    assert_eq!(pipeline.inbox_count().await, 1, "applied once");
+    pipeline.stop().await;
+}

@@ -1,0 +1,44 @@
+//! The dead-letter queue's handler: records each dead letter in PostgreSQL, then acks.
+
+use lapin::{Channel, message::Delivery};
+use shared::connect::postgres::Database;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeliveryHandler, hold, settle};
+use crate::dead_letters::{intake, store};
+
+/// Records dead letters in PostgreSQL.
+pub struct Intake {
+    /// Where the `dead_letters` table lives.
+    pub database: Database,
+}
+
+impl DeliveryHandler for Intake {
+    async fn on_delivery(
+        &self,
+        _channel: &Channel,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let dead = intake::record(&delivery);
+        let stored = hold(
+            || async {
+                if !self.database.is_migrated() {
+                    return Err(sqlx::Error::PoolTimedOut);
+                }
+                store::insert(self.database.pool(), &dead).await
+            },
+            |_| true,
+            "dead letter",
+            shutdown,
+        )
+        .await;
+        match stored {
+            None => false,
+            Some(_) => {
+                settle(delivery.acker).await;
+                true
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@ use axum::{
     body::Bytes,
     extract::{State, rejection::BytesRejection},
     http::HeaderMap,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -13,7 +13,7 @@ use shared::{contract::ProductUpdate, model::EventId};
 
 use super::{
     AppState,
-    ingest::{idempotency_key, json_body, publish_once},
+    ingest::{answer, idempotency_key, json_body, publish_once},
 };
 use crate::{
     error::ApiError,
@@ -44,14 +44,7 @@ pub async fn post_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match accept(&state, &headers, body).await {
-        Ok(response) => response,
-        Err(error) => {
-            metrics::counter!("pipeline_events_rejected_total", "reason" => error.reason())
-                .increment(1);
-            error.into_response()
-        }
-    }
+    answer(accept(&state, &headers, body).await)
 }
 
 async fn accept(

@@ -22,6 +22,15 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The response header marking a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
+/// The response to a write: the answer, or the error (counted by reason).
+pub fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|error| {
+        metrics::counter!("pipeline_events_rejected_total", "reason" => error.reason())
+            .increment(1);
+        error.into_response()
+    })
+}
+
 /// The body, if it is declared as JSON (415) and within the size limit (413).
 pub fn json_body(
     headers: &HeaderMap,

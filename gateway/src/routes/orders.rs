@@ -5,7 +5,7 @@ use axum::{
     body::Bytes,
     extract::{Path, State, rejection::BytesRejection},
     http::HeaderMap,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -18,7 +18,7 @@ use shared::{
 
 use super::{
     AppState,
-    ingest::{json_body, publish_once},
+    ingest::{answer, json_body, publish_once},
 };
 use crate::{error::ApiError, request::parse_order};
 
@@ -45,14 +45,7 @@ pub async fn post_order(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match accept(&state, &headers, body).await {
-        Ok(response) => response,
-        Err(error) => {
-            metrics::counter!("pipeline_events_rejected_total", "reason" => error.reason())
-                .increment(1);
-            error.into_response()
-        }
-    }
+    answer(accept(&state, &headers, body).await)
 }
 
 async fn accept(

@@ -272,6 +272,16 @@ pub async fn database(backends: &Backends) -> sqlx::PgPool {
         .expect("PostgreSQL is reachable")
 }
 
+/// Every Redis key the backends' namespace holds (to assert nothing was left behind).
+pub async fn namespace_keys(backends: &Backends) -> Vec<String> {
+    let mut redis = redis(backends).await;
+    redis::cmd("KEYS")
+        .arg(format!("{}:*", backends.namespace.as_str()))
+        .query_async(&mut redis)
+        .await
+        .expect("KEYS")
+}
+
 /// A Redis connection for asserting on idempotency records and the cache.
 pub async fn redis(backends: &Backends) -> redis::aio::MultiplexedConnection {
     redis::Client::open(backends.redis.clone())

@@ -9,7 +9,11 @@ pub mod products;
 
 use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get, routing::post};
 use redis::aio::ConnectionManager;
-use shared::{connect::postgres::Database, ops, topology::Namespace};
+use shared::{
+    connect::{postgres::Database, redis::COMMAND_TIMEOUT},
+    ops,
+    topology::Namespace,
+};
 
 use crate::{error::ApiError, idempotency::Idempotency, publisher::Publisher};
 
@@ -31,6 +35,40 @@ pub struct AppState {
     pub namespace: Namespace,
     /// How long an accepted order reads as pending without the processor's answer.
     pub pending_order_ttl_seconds: u64,
+}
+
+impl AppState {
+    /// The value at `key`, if Redis answers in time (a cache outage only costs latency).
+    pub async fn cached(&self, key: &str) -> Option<String> {
+        let mut redis = self.redis.clone();
+        let get = redis::cmd("GET").arg(key).to_owned();
+        tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            get.query_async::<Option<String>>(&mut redis),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+    }
+
+    /// Sets `key` for `ttl_seconds` unless it already holds a value (never overwriting what
+    /// the processor wrote meanwhile); best effort: a Redis outage is ignored.
+    pub async fn cache_if_absent(&self, key: &str, value: &str, ttl_seconds: u64) {
+        let mut redis = self.redis.clone();
+        let set = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_seconds)
+            .arg("NX")
+            .to_owned();
+        let _ = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            set.query_async::<Option<String>>(&mut redis),
+        )
+        .await;
+    }
 }
 
 impl ops::Readiness for AppState {

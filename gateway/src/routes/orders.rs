@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use shared::{
-    connect::redis::COMMAND_TIMEOUT,
     contract::{OrderPlaced, pending_order_key},
     model::OrderId,
 };
@@ -82,19 +81,10 @@ async fn accept(
         "status": "pending",
         "created_at": received_at.format(&Rfc3339).ok(),
     });
-    let mut redis = state.redis.clone();
-    let set = redis::cmd("SET")
-        .arg(pending_order_key(&state.namespace, &order.order_id))
-        .arg(pending.to_string())
-        .arg("EX")
-        .arg(state.pending_order_ttl_seconds)
-        .arg("NX")
-        .to_owned();
-    let _ = tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        set.query_async::<Option<String>>(&mut redis),
-    )
-    .await;
+    let key = pending_order_key(&state.namespace, &order.order_id);
+    state
+        .cache_if_absent(&key, &pending.to_string(), state.pending_order_ttl_seconds)
+        .await;
     Ok(response)
 }
 
@@ -150,19 +140,10 @@ pub async fn get_order(
             "updated_at": updated_at.format(&Rfc3339).ok(),
         })));
     }
-    let mut redis = state.redis.clone();
-    let get = redis::cmd("GET")
-        .arg(pending_order_key(&state.namespace, &id))
-        .to_owned();
-    let pending = tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        get.query_async::<Option<String>>(&mut redis),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .flatten()
-    .and_then(|json| serde_json::from_str::<Value>(&json).ok());
+    let pending = state
+        .cached(&pending_order_key(&state.namespace, &id))
+        .await
+        .and_then(|json| serde_json::from_str::<Value>(&json).ok());
     pending
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no order with id {id}")))

@@ -6,9 +6,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use redis::AsyncCommands;
 use shared::{
-    connect::redis::COMMAND_TIMEOUT,
     contract::{PRODUCT_CACHE_TTL_SECONDS, ProductView, product_cache_key},
     model::ProductId,
 };
@@ -37,13 +35,8 @@ pub async fn get_product(
         .parse()
         .map_err(|e| ApiError::field("product_id", format!("product_id {e}")))?;
     let key = product_cache_key(&state.namespace, &id);
-    let mut redis = state.redis.clone();
     // A cache outage only costs latency: fall through to PostgreSQL.
-    let cached: Option<String> = tokio::time::timeout(COMMAND_TIMEOUT, redis.get(&key))
-        .await
-        .ok()
-        .and_then(Result::ok);
-    if let Some(json) = cached {
+    if let Some(json) = state.cached(&key).await {
         metrics::counter!("pipeline_product_reads_total", "source" => "cache").increment(1);
         return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
     }
@@ -52,19 +45,9 @@ pub async fn get_product(
         .ok_or_else(|| ApiError::NotFound(format!("no product with id {id}")))?;
     metrics::counter!("pipeline_product_reads_total", "source" => "database").increment(1);
     let json = serde_json::to_string(&view).expect("a product view always serialises");
-    // SET NX: never overwrite what the processor wrote after our read.
-    let fill = redis::cmd("SET")
-        .arg(&key)
-        .arg(&json)
-        .arg("EX")
-        .arg(PRODUCT_CACHE_TTL_SECONDS)
-        .arg("NX")
-        .to_owned();
-    let _ = tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        fill.query_async::<Option<String>>(&mut redis),
-    )
-    .await;
+    state
+        .cache_if_absent(&key, &json, PRODUCT_CACHE_TTL_SECONDS)
+        .await;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 

@@ -107,12 +107,7 @@ async fn hostile_bodies_get_a_clear_4xx_and_leave_nothing_behind() {
         }
     }
     assert_eq!(app.queued().await, 0, "nothing published");
-    let mut redis = testkit::redis(&app.backends).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", app.backends.namespace.as_str()))
-        .query_async(&mut redis)
-        .await
-        .expect("KEYS");
+    let keys = testkit::namespace_keys(&app.backends).await;
     assert!(keys.is_empty(), "left {keys:?}");
     app.stop().await;
 }

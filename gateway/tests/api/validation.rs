@@ -66,12 +66,7 @@ async fn each_invalid_body_is_a_400_naming_the_field_and_leaves_nothing_behind()
         0,
         "a refused request published something"
     );
-    let mut redis = testkit::redis(&app.backends).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", app.backends.namespace.as_str()))
-        .query_async(&mut redis)
-        .await
-        .expect("KEYS");
+    let keys = testkit::namespace_keys(&app.backends).await;
     assert!(keys.is_empty(), "a refused request left {keys:?}");
     app.stop().await;
 }

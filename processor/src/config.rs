@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::config::{Backends, ConfigError, seconds, var};
+use shared::config::{Backends, ConfigError, millis_list, seconds, var};
 
 /// Everything the processor reads at start.
 #[derive(Clone, Debug)]
@@ -37,22 +37,8 @@ impl Config {
             backends: Backends::from_env()?,
             prefetch,
             shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
-            retry_delays: delays("RETRY_DELAYS_MS", "1000,10000,60000")?,
+            retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
         })
     }
-}
-
-/// Parses a comma-separated list of millisecond delays, each at least 1.
-fn delays(variable: &'static str, default: &str) -> Result<Vec<Duration>, ConfigError> {
-    let raw: String = var(variable, default)?;
-    raw.split(',')
-        .map(|d| match d.trim().parse::<u64>() {
-            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-            _ => Err(ConfigError {
-                variable,
-                message: format!("{d:?} is not a whole number of milliseconds above 0"),
-            }),
-        })
-        .collect()
 }

@@ -12,7 +12,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use shared::{
-    contract::OrderPlaced,
+    contract::{DOWNSTREAM_TYPES, OrderPlaced},
     model::{Price, ProductId},
 };
 use sqlx::PgPool;
@@ -115,20 +115,12 @@ pub async fn pending(pool: &PgPool, sources: &[String]) -> Result<Vec<Downstream
             Some(Downstream {
                 id,
                 source_event_id,
-                kind: KINDS.iter().find(|k| **k == kind)?,
+                kind: DOWNSTREAM_TYPES.iter().find(|k| **k == kind)?,
                 payload,
             })
         })
         .collect())
 }
-
-/// Every downstream event type.
-pub const KINDS: [&str; 4] = [
-    "product.updated",
-    "stock.low",
-    "order.created",
-    "order.rejected",
-];
 
 /// Forgets published events.
 pub async fn published(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error> {

@@ -6,17 +6,14 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use ::redis::aio::ConnectionManager;
 use anyhow::Context;
 use axum::{Router, middleware};
-use lapin::{
-    Connection,
-    options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
-    types::FieldTable,
-};
+use lapin::{Connection, options::ConfirmSelectOptions};
 use shared::{
     connect::{
         amqp::{self, Broker},
         postgres::Database,
         redis,
     },
+    consume::{self, Source},
     ops,
     shutdown::with_deadline,
     topology::Topology,
@@ -26,7 +23,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    consumer::{self, Intake, ShardHandler, Source},
+    consumer::{Intake, ShardHandler},
     dead_letters::api::{self as dead_letter_api, DeadLetterApi, ReplayChannel},
     handler::Deps,
 };
@@ -214,50 +211,33 @@ impl Plan {
             .await?;
         setup.close(200, "topology declared".into()).await?;
         for shard in 0..self.topology.shards() {
-            let source = self
-                .consume(&connection, self.topology.shard_queue(shard))
-                .await?;
+            let source = Source::open(
+                &connection,
+                &self.topology.shard_queue(shard),
+                self.prefetch,
+            )
+            .await?;
             let handler = ShardHandler {
                 topology: Arc::clone(&self.topology),
                 deps: Arc::clone(&self.deps),
                 retry_delays: Arc::clone(&self.retry_delays),
             };
-            consumers.spawn(consumer::run(source, handler, consuming.clone()));
+            consumers.spawn(consume::run(source, handler, consuming.clone()));
         }
-        let source = self
-            .consume(&connection, self.topology.dead_letter_queue())
-            .await?;
+        let source = Source::open(
+            &connection,
+            &self.topology.dead_letter_queue(),
+            self.prefetch,
+        )
+        .await?;
         let intake = Intake {
             database: self.deps.database.clone(),
         };
-        consumers.spawn(consumer::run(source, intake, consuming));
+        consumers.spawn(consume::run(source, intake, consuming));
         let replay = connection.create_channel().await?;
         replay
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(ReplayChannel(replay))
-    }
-
-    async fn consume(&self, connection: &Arc<Connection>, queue: String) -> anyhow::Result<Source> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(Source {
-            channel,
-            consumer,
-            connection: Arc::clone(connection),
-        })
     }
 }

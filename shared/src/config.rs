@@ -51,6 +51,20 @@ pub fn millis(name: &'static str, default: u64) -> Result<Duration, ConfigError>
     var::<u64>(name, &default.to_string()).map(Duration::from_millis)
 }
 
+/// Reads a comma-separated list of millisecond delays, each at least 1 (a schedule).
+pub fn millis_list(name: &'static str, default: &str) -> Result<Vec<Duration>, ConfigError> {
+    raw(name, default)
+        .split(',')
+        .map(|d| match d.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(ConfigError {
+                variable: name,
+                message: format!("{d:?} is not a whole number of milliseconds above 0"),
+            }),
+        })
+        .collect()
+}
+
 /// Reads a value that may hold credentials: the error never repeats the value.
 fn secret<T>(name: &'static str, default: &str) -> Result<T, ConfigError>
 where

@@ -11,6 +11,14 @@ pub const KIND_PRODUCT_UPDATE: &str = "product.update";
 /// AMQP `type` of an order on the ingest shards (routed to its product's shard).
 pub const KIND_ORDER_CREATE: &str = "order.create";
 
+/// Every downstream event type, each also its routing key on the events exchange.
+pub const DOWNSTREAM_TYPES: [&str; 4] = [
+    "product.updated",
+    "stock.low",
+    "order.created",
+    "order.rejected",
+];
+
 /// AMQP headers the pipeline sets on its own messages.
 pub mod headers {
     /// Why a message is in the dead-letter queue (`unparseable`, `invalid`, ...).

@@ -5,14 +5,18 @@
 //! - [`topology`]: exchange and queue names, shard routing, and their idempotent declaration.
 //! - [`config`]: reading typed configuration from the environment.
 //! - [`connect`]: connection builders for RabbitMQ, Redis and PostgreSQL.
+//! - [`consume`]: the queue consumer loop the processor and the notifier run.
 //! - [`products`]: reading a product's current state from PostgreSQL.
+//! - [`api`]: the JSON errors of the operator APIs and their parameter parsing.
 //! - [`ops`]: the `/health`, `/ready` and `/metrics` endpoints every service serves.
 //! - [`telemetry`]: logs and the metrics recorder.
 //! - [`shutdown`]: the shutdown signal.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod connect;
+pub mod consume;
 pub mod contract;
 pub mod model;
 pub mod ops;

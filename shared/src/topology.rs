@@ -7,7 +7,9 @@
 //!                                           v
 //! {ns}.dead (fanout) ----------------> {ns}.dead (quorum): every dead letter, with its reason
 //!
-//! {ns}.events (topic): downstream events, routing key = type (product.updated, stock.low, ...)
+//! {ns}.events (topic) --"#"--> {ns}.notifier (quorum): downstream events, routing key = type
+//!                                 (product.updated, stock.low, order.created, order.rejected),
+//!                                 kept for the notifier even while it is not running
 //!
 //! {ns}.retry.{ms}ms (fanout) --> {ns}.retry.{ms}ms (quorum, TTL ms) --expired--> {ns}.ingest
 //!                                 (one per rung of the retry ladder; original routing key kept)
@@ -96,6 +98,11 @@ impl Topology {
         format!("{}.events", self.namespace.as_str())
     }
 
+    /// The queue the notifier consumes: every downstream event.
+    pub fn notifier_queue(&self) -> String {
+        format!("{}.notifier", self.namespace.as_str())
+    }
+
     /// The fanout exchange dead letters go through.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dead", self.namespace.as_str())
@@ -177,6 +184,23 @@ impl Topology {
                 self.events_exchange().into(),
                 ExchangeKind::Topic,
                 durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        let mut notifier = dead_lettering_to(&self.dead_letter_exchange());
+        notifier.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        channel
+            .queue_declare(self.notifier_queue().into(), durable_queue, notifier)
+            .await?;
+        channel
+            .queue_bind(
+                self.notifier_queue().into(),
+                self.events_exchange().into(),
+                "#".into(),
+                QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;

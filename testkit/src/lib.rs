@@ -6,11 +6,13 @@
 //! - [`cleanup`]: removes everything a namespace created (with the test retry ladder).
 //! - [`services`]: the real service binaries as child processes.
 //! - [`fault_proxy`]: a TCP proxy that cuts, stalls or slows a connection on demand.
+//! - [`webhooks`]: a local webhook receiver that records what it gets.
 //! - [`eventually`]: polls with a deadline instead of sleeping.
 #![forbid(unsafe_code)]
 
 pub mod fault_proxy;
 pub mod services;
+pub mod webhooks;
 
 use std::{future::Future, time::Duration};
 
@@ -208,6 +210,7 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
             .map(|s| topology.shard_queue(s))
             .collect();
         queues.push(topology.dead_letter_queue());
+        queues.push(topology.notifier_queue());
         let retry: Vec<String> = TEST_RETRY_DELAYS
             .iter()
             .map(|d| topology.retry_queue(*d))

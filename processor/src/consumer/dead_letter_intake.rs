@@ -4,8 +4,8 @@ use lapin::{Channel, message::Delivery};
 use shared::connect::postgres::Database;
 use tokio_util::sync::CancellationToken;
 
-use super::{DeliveryHandler, hold, settle};
 use crate::dead_letters::{intake, store};
+use shared::consume::{DeliveryHandler, hold, settle};
 
 /// Records dead letters in PostgreSQL.
 pub struct Intake {

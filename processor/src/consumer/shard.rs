@@ -11,13 +11,13 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{DeliveryHandler, hold, requeue, settle};
 use crate::{
     dead_letters::{self, Poison, Reason, number_header},
     downstream,
     handler::{self, Deps, HandleError},
     store::Ingest,
 };
+use shared::consume::{DeliveryHandler, hold, requeue, settle};
 
 /// Applies product updates from a shard.
 pub struct ShardHandler {
@@ -33,13 +33,9 @@ impl DeliveryHandler for ShardHandler {
     async fn on_batch(
         &self,
         channel: &Channel,
-        mut batch: Vec<Delivery>,
+        batch: Vec<Delivery>,
         shutdown: &CancellationToken,
     ) -> bool {
-        if batch.len() == 1 {
-            let delivery = batch.remove(0);
-            return self.on_delivery(channel, delivery, shutdown).await;
-        }
         self.apply_batch(channel, batch, shutdown).await
     }
 

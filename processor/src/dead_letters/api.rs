@@ -12,8 +12,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::JsonRejection},
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
+    http::StatusCode,
     routing::{get, post},
 };
 use lapin::{
@@ -23,15 +22,18 @@ use lapin::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::{
+    api::{ApiError, bad, bad_body, db, limit_param, only_params, time_param},
     connect::{
         amqp::{Broker, publish_confirmed},
         postgres::Database,
     },
     topology::Topology,
 };
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::format_description::well_known::Rfc3339;
 
 use super::store::{self, DeadLetter, Selection};
+
+const NOT_FOUND: &str = "no dead letter with this id";
 
 /// Header marking a replayed message with the dead letter it came from.
 pub const REPLAYED_FROM: &str = "x-pipeline-replayed-from";
@@ -64,74 +66,8 @@ pub fn routes(api: DeadLetterApi) -> Router {
         .with_state(api)
 }
 
-/// A failed dead-letter request.
-#[derive(Debug)]
-pub enum ApiError {
-    /// A parameter or body field is invalid.
-    BadRequest {
-        /// What is wrong.
-        message: String,
-        /// The parameter or field.
-        field: Option<String>,
-    },
-    /// No dead letter with that id.
-    NotFound,
-    /// PostgreSQL or RabbitMQ is down.
-    Unavailable(&'static str, String),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::BadRequest { message, field } => (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": message, "field": field })),
-            )
-                .into_response(),
-            Self::NotFound => (
-                StatusCode::NOT_FOUND,
-                Json(json!({ "error": "no dead letter with this id" })),
-            )
-                .into_response(),
-            Self::Unavailable(dependency, cause) => {
-                tracing::warn!(dependency, cause = %cause, "Dependency unavailable; answering 503.");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, shared::ops::RETRY_AFTER_SECONDS)],
-                    Json(json!({ "error": format!("{dependency} is unavailable; retry later"), "dependency": dependency })),
-                )
-                    .into_response()
-            }
-        }
-    }
-}
-
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest {
-        message: message.into(),
-        field: Some(field.to_owned()),
-    }
-}
-
-fn db(e: sqlx::Error) -> ApiError {
-    ApiError::Unavailable("postgres", e.to_string())
-}
-
 fn pool(api: &DeadLetterApi) -> Result<&sqlx::PgPool, ApiError> {
-    if api.database.is_migrated() {
-        Ok(api.database.pool())
-    } else {
-        Err(ApiError::Unavailable("postgres", "schema not ready".into()))
-    }
-}
-
-fn time_param(field: &str, value: Option<&String>) -> Result<Option<OffsetDateTime>, ApiError> {
-    value
-        .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339)
-                .map_err(|_| bad(field, format!("{field} must be an RFC 3339 timestamp")))
-        })
-        .transpose()
+    shared::api::pool(&api.database)
 }
 
 fn summary(dead: &DeadLetter) -> Value {
@@ -154,25 +90,11 @@ async fn list(
     State(api): State<DeadLetterApi>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(unknown) = params
-        .keys()
-        .find(|k| !["reason", "product_id", "since", "until", "limit"].contains(&k.as_str()))
-    {
-        return Err(bad(unknown, format!("unknown parameter `{unknown}`")));
-    }
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=MAX_LIST).contains(l))
-            .ok_or_else(|| {
-                bad(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_LIST}"),
-                )
-            })?,
-    };
+    only_params(
+        params.keys(),
+        &["reason", "product_id", "since", "until", "limit"],
+    )?;
+    let limit = limit_param(params.get("limit"), 100, MAX_LIST)?;
     let selection = Selection {
         ids: None,
         reason: params.get("reason").cloned(),
@@ -194,7 +116,7 @@ async fn show(
     let dead = store::get(pool(&api)?, &id)
         .await
         .map_err(db)?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NotFound(NOT_FOUND))?;
     let mut body = summary(&dead);
     body["payload"] = serde_json::from_slice(&dead.payload)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&dead.payload).into_owned()));
@@ -208,7 +130,7 @@ async fn delete_one(
     if store::remove(pool(&api)?, &id).await.map_err(db)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound)
+        Err(ApiError::NotFound(NOT_FOUND))
     }
 }
 
@@ -230,10 +152,7 @@ pub struct SelectionBody {
 fn selection(
     body: Result<Json<SelectionBody>, JsonRejection>,
 ) -> Result<(Selection, bool), ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest {
-        message: e.body_text(),
-        field: None,
-    })?;
+    let Json(body) = body.map_err(|e| bad_body(&e))?;
     if body.ids.is_none() && !body.all {
         return Err(bad(
             "ids",

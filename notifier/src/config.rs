@@ -1,0 +1,69 @@
+//! The notifier's configuration, read once from the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use shared::config::{Backends, ConfigError, millis, millis_list, seconds, var};
+
+/// Everything the notifier reads at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the subscription and notification API, health, readiness and metrics are served
+    /// (`NOTIFIER_ADDR`, `0.0.0.0:8083`).
+    pub addr: SocketAddr,
+    /// RabbitMQ, PostgreSQL and the namespace (Redis is not used).
+    pub backends: Backends,
+    /// Unacknowledged downstream events the broker may push (`PREFETCH`, 32).
+    pub prefetch: u16,
+    /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
+    pub shutdown_deadline: Duration,
+    /// How long a subscriber has to answer one delivery (`WEBHOOK_TIMEOUT_MS`, 10000).
+    pub webhook_timeout: Duration,
+    /// When a failed delivery is tried again, after each failed attempt
+    /// (`WEBHOOK_RETRY_SCHEDULE_MS`, Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); after
+    /// the last it is marked failed and dead-lettered.
+    pub retry_schedule: Vec<Duration>,
+    /// Deliveries in flight at once, across all subscribers (`WEBHOOK_CONCURRENCY`, 16).
+    pub concurrency: usize,
+    /// A subscription whose deliveries fail this many times in a row (each after its whole
+    /// retry schedule) is disabled (`WEBHOOK_DISABLE_AFTER`, 5).
+    pub disable_after: i32,
+    /// How often the delivery worker looks for due retries when nothing wakes it
+    /// (`WEBHOOK_POLL_MS`, 500).
+    pub poll_interval: Duration,
+}
+
+impl Config {
+    /// Reads the configuration; an invalid value is an error naming its variable.
+    pub fn load() -> Result<Self, ConfigError> {
+        let at_least_one = |variable: &'static str, value: u64| {
+            if value == 0 {
+                Err(ConfigError {
+                    variable,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let prefetch = var::<u16>("PREFETCH", "32")?;
+        at_least_one("PREFETCH", u64::from(prefetch))?;
+        let concurrency = var::<u16>("WEBHOOK_CONCURRENCY", "16")?;
+        at_least_one("WEBHOOK_CONCURRENCY", u64::from(concurrency))?;
+        let disable_after = var::<u16>("WEBHOOK_DISABLE_AFTER", "5")?;
+        at_least_one("WEBHOOK_DISABLE_AFTER", u64::from(disable_after))?;
+        Ok(Self {
+            addr: var("NOTIFIER_ADDR", "0.0.0.0:8083")?,
+            backends: Backends::from_env()?,
+            prefetch,
+            shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
+            webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
+            retry_schedule: millis_list(
+                "WEBHOOK_RETRY_SCHEDULE_MS",
+                "5000,300000,1800000,7200000,18000000,36000000,36000000",
+            )?,
+            concurrency: usize::from(concurrency),
+            disable_after: i32::from(disable_after),
+            poll_interval: millis("WEBHOOK_POLL_MS", 500)?,
+        })
+    }
+}

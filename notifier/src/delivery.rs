@@ -1,0 +1,354 @@
+//! The delivery worker: finds due deliveries, sends each to its subscriber, records the
+//! attempt and what follows from it. It runs apart from the queue consumer, so a slow or dead
+//! endpoint never holds up taking events in, and up to `concurrency` deliveries are in flight
+//! at once, so one endpoint's retries never hold up another's.
+//!
+//! A delivery is claimed with a lease (`FOR UPDATE SKIP LOCKED`, then a token and an end
+//! time), so several notifiers share the work and a notifier that dies mid-attempt only delays
+//! its deliveries until the lease ends. Outcomes:
+//! - 2xx within the timeout: `sent`, never attempted again; the subscription's failure count
+//!   starts over.
+//! - anything else (status, timeout, refused connection): retried after the next delay of the
+//!   schedule; after the last, `failed`: dead-lettered (listed under `GET /deliveries?status=failed`,
+//!   retried on request) and counted against the subscription, which is disabled once
+//!   `disable_after` deliveries in a row have failed.
+//!
+//! Every attempt is a row in `delivery_attempts` (time, status code, latency, error).
+
+use std::{sync::Arc, time::Duration};
+
+use reqwest::{Client, header::CONTENT_TYPE, redirect};
+use shared::connect::postgres::Database;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
+
+use crate::signing;
+
+/// How the worker delivers.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// How long a subscriber has to answer.
+    pub timeout: Duration,
+    /// The delays before each retry.
+    pub retry_schedule: Vec<Duration>,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Failed deliveries in a row that disable a subscription.
+    pub disable_after: i32,
+    /// How often to look for due retries when nothing wakes the worker.
+    pub poll_interval: Duration,
+}
+
+/// A claimed delivery with what sending it takes.
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: i64,
+    event_id: String,
+    event_type: String,
+    subscription_id: Uuid,
+    attempts: i32,
+    body: String,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+}
+
+/// What one attempt came to.
+struct Attempt {
+    at: OffsetDateTime,
+    status: Option<u16>,
+    latency: Duration,
+    error: Option<String>,
+}
+
+impl Attempt {
+    fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// The worker: what it needs, shared by its in-flight deliveries.
+pub struct Worker {
+    database: Database,
+    client: Client,
+    policy: Policy,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// A worker on `database`, woken early by `wake`.
+    pub fn new(database: Database, policy: Policy, wake: Arc<Notify>) -> anyhow::Result<Self> {
+        let client = Client::builder()
+            .timeout(policy.timeout)
+            .connect_timeout(policy.timeout.min(Duration::from_secs(5)))
+            .redirect(redirect::Policy::none())
+            .user_agent(concat!("pipeline-notifier/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            database,
+            client,
+            policy,
+            wake,
+        })
+    }
+
+    /// Delivers until `shutdown`, then waits for the deliveries in flight (their outcomes
+    /// are recorded; what is cut off by the caller's deadline is retried when its lease ends).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.policy.concurrency));
+        let in_flight = TaskTracker::new();
+        let lease = self.policy.timeout + Duration::from_secs(30);
+        loop {
+            let free = slots.available_permits();
+            let claimed = if free == 0 || !self.database.is_migrated() {
+                Vec::new()
+            } else {
+                claim(self.database.pool(), free, lease)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "Cannot read due deliveries; trying again.");
+                        Vec::new()
+                    })
+            };
+            let idle = claimed.is_empty();
+            for (token, due) in claimed {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                let worker = Arc::clone(&self);
+                in_flight.spawn(async move {
+                    worker.deliver(token, due).await;
+                    drop(permit);
+                });
+            }
+            if idle || slots.available_permits() == 0 {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(self.policy.poll_interval) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        in_flight.close();
+        in_flight.wait().await;
+    }
+
+    async fn deliver(&self, token: Uuid, due: Due) {
+        let attempt = self.send(&due).await;
+        let outcome = loop {
+            match self.finish(token, &due, &attempt).await {
+                Ok(outcome) => break outcome,
+                Err(e) => {
+                    tracing::warn!(event_id = %due.event_id, error = %e, "Cannot record a delivery attempt; trying again.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        metrics::counter!("pipeline_webhook_deliveries_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("pipeline_webhook_delivery_seconds").record(attempt.latency);
+        tracing::info!(
+            event_id = %due.event_id,
+            event_type = %due.event_type,
+            subscription_id = %due.subscription_id,
+            attempt = due.attempts + 1,
+            status = attempt.status,
+            error = attempt.error.as_deref(),
+            outcome,
+            "Webhook delivery attempted."
+        );
+    }
+
+    /// One signed POST.
+    async fn send(&self, due: &Due) -> Attempt {
+        let at = OffsetDateTime::now_utc();
+        let timestamp = at.unix_timestamp();
+        let secrets = std::iter::once(due.secret.as_str()).chain(due.previous_secret.as_deref());
+        let signature =
+            signing::signature_header(secrets, &due.event_id, timestamp, due.body.as_bytes());
+        let started = std::time::Instant::now();
+        let result = self
+            .client
+            .post(&due.url)
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &due.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(due.body.clone())
+            .send()
+            .await;
+        let latency = started.elapsed();
+        match result {
+            Ok(response) if response.status().is_success() => Attempt {
+                at,
+                status: Some(response.status().as_u16()),
+                latency,
+                error: None,
+            },
+            Ok(response) => Attempt {
+                at,
+                status: Some(response.status().as_u16()),
+                latency,
+                error: Some(format!("the endpoint answered {}", response.status())),
+            },
+            Err(e) => Attempt {
+                at,
+                status: None,
+                latency,
+                error: Some(describe(&e)),
+            },
+        }
+    }
+
+    /// Records the attempt and its consequence in one transaction; the outcome label.
+    async fn finish(
+        &self,
+        token: Uuid,
+        due: &Due,
+        attempt: &Attempt,
+    ) -> Result<&'static str, sqlx::Error> {
+        let pool = self.database.pool();
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts
+                 (delivery_id, attempted_at, status_code, latency_seconds, error)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(due.id)
+        .bind(attempt.at)
+        .bind(attempt.status.map(i32::from))
+        .bind(attempt.latency.as_secs_f64())
+        .bind(attempt.error.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        let outcome = if attempt.succeeded() {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, sent_at = now(),
+                        last_error = NULL, lease_token = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_token = $2",
+            )
+            .bind(due.id)
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE subscriptions SET consecutive_failures = 0 WHERE id = $1")
+                .bind(due.subscription_id)
+                .execute(&mut *tx)
+                .await?;
+            "sent"
+        } else {
+            let attempts = due.attempts + 1;
+            let next = usize::try_from(attempts - 1)
+                .ok()
+                .and_then(|i| self.policy.retry_schedule.get(i));
+            match next {
+                Some(delay) => {
+                    sqlx::query(
+                        "UPDATE deliveries SET attempts = $3, last_error = $4,
+                                next_attempt_at = now() + make_interval(secs => $5),
+                                lease_token = NULL, lease_until = NULL
+                         WHERE id = $1 AND lease_token = $2",
+                    )
+                    .bind(due.id)
+                    .bind(token)
+                    .bind(attempts)
+                    .bind(attempt.error.as_deref())
+                    .bind(delay.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+                    "retry"
+                }
+                None => {
+                    let updated = sqlx::query(
+                        "UPDATE deliveries SET status = 'failed', attempts = $3, last_error = $4,
+                                failed_at = now(), lease_token = NULL, lease_until = NULL
+                         WHERE id = $1 AND lease_token = $2",
+                    )
+                    .bind(due.id)
+                    .bind(token)
+                    .bind(attempts)
+                    .bind(attempt.error.as_deref())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if updated == 1 {
+                        sqlx::query(
+                            "UPDATE subscriptions
+                             SET consecutive_failures = consecutive_failures + 1,
+                                 disabled_at = CASE WHEN consecutive_failures + 1 >= $2
+                                                    THEN coalesce(disabled_at, now())
+                                                    ELSE disabled_at END,
+                                 disabled_reason = CASE WHEN consecutive_failures + 1 >= $2
+                                     THEN coalesce(disabled_reason, $3)
+                                     ELSE disabled_reason END
+                             WHERE id = $1",
+                        )
+                        .bind(due.subscription_id)
+                        .bind(self.policy.disable_after)
+                        .bind(format!(
+                            "{} deliveries in a row failed after every retry",
+                            self.policy.disable_after
+                        ))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    "failed"
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// Claims up to `limit` due deliveries for `lease`.
+async fn claim(
+    pool: &PgPool,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<(Uuid, Due)>, sqlx::Error> {
+    let token = Uuid::now_v7();
+    let due: Vec<Due> = sqlx::query_as(
+        "WITH due AS (
+             SELECT id FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= now()
+               AND (lease_until IS NULL OR lease_until < now())
+             ORDER BY next_attempt_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             UPDATE deliveries d
+             SET lease_token = $1, lease_until = now() + make_interval(secs => $3)
+             FROM due WHERE d.id = due.id
+             RETURNING d.id, d.event_id, d.subscription_id, d.attempts
+         )
+         SELECT c.id, c.event_id, n.event_type, c.subscription_id, c.attempts, n.body,
+                s.url, s.secret,
+                CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
+                    AS previous_secret
+         FROM claimed c
+         JOIN notifications n ON n.event_id = c.event_id
+         JOIN subscriptions s ON s.id = c.subscription_id",
+    )
+    .bind(token)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    Ok(due.into_iter().map(|d| (token, d)).collect())
+}
+
+/// A transport error in a sentence an operator can act on.
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "the endpoint did not answer in time".to_owned()
+    } else if error.is_connect() {
+        format!("cannot connect to the endpoint: {error}")
+    } else {
+        format!("the request failed: {error}")
+    }
+}

@@ -1,0 +1,21 @@
+//! The notifier: takes the pipeline's downstream events off `{ns}.notifier` and delivers each
+//! to every subscriber that wants its type, as a signed webhook (Standard Webhooks), exactly
+//! once per (event, subscriber), with retries on a schedule, a record of every attempt, and
+//! endpoints disabled when they keep failing.
+//!
+//! - [`intake`]: events → `notifications` + one pending delivery per matching subscription.
+//! - [`delivery`]: the worker that sends due deliveries and records what came of them.
+//! - [`signing`]: secrets and `webhook-signature`.
+//! - [`api`]: subscriptions, notifications and deliveries over HTTP.
+//! - [`startup`]: wiring and the drain.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod delivery;
+pub mod intake;
+pub mod signing;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::Application;

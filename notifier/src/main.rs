@@ -1,0 +1,11 @@
+//! The `notifier` binary: wiring only.
+
+use notifier::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init("notifier");
+    let config = Config::load()?;
+    let app = Application::build(config).await?;
+    app.run_until(shared::shutdown::signal()).await
+}

@@ -1,0 +1,235 @@
+//! Delivering downstream events: signed, retried, dead-lettered, never twice.
+
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::webhooks::Receiver;
+
+use crate::helpers::{WAIT, signed_with, spawn_notifier};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_is_delivered_signed_with_the_subscription_secret() {
+    let notifier = spawn_notifier(5).await;
+    let receiver = Receiver::start(&[]).await;
+    let (id, secret) = notifier
+        .subscribe(&receiver.url(), &["order.created"])
+        .await;
+
+    let body = notifier
+        .emit("order:o1:order.created", "order.created")
+        .await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let request = &got[0];
+    assert_eq!(request.header("webhook-id"), "order:o1:order.created");
+    assert_eq!(request.header("content-type"), "application/json");
+    assert_eq!(
+        request.body.as_ref(),
+        body.as_bytes(),
+        "the body as published"
+    );
+    let timestamp: i64 = request
+        .header("webhook-timestamp")
+        .parse()
+        .expect("seconds");
+    assert!((time::OffsetDateTime::now_utc().unix_timestamp() - timestamp).abs() < 60);
+    assert!(request.header("webhook-signature").starts_with("v1,"));
+    assert!(signed_with(request, &secret), "verifies with the secret");
+    let other = notifier::signing::new_secret();
+    assert!(!signed_with(request, &other), "fails with another secret");
+
+    let notification = notifier.settled("order:o1:order.created").await;
+    let delivery = &notification["deliveries"][0];
+    assert_eq!(delivery["status"], "sent");
+    assert_eq!(delivery["attempts"], 1);
+    assert_eq!(delivery["attempt_log"][0]["status_code"], 200);
+    assert!(
+        delivery["attempt_log"][0]["latency_seconds"]
+            .as_f64()
+            .is_some()
+    );
+
+    // After a rotation, deliveries carry a signature for each secret until the old expires.
+    let (_, rotated) = notifier
+        .post(&format!("/subscriptions/{id}/rotate-secret"))
+        .await;
+    let new_secret = rotated["secret"].as_str().expect("secret");
+    notifier
+        .emit("order:o2:order.created", "order.created")
+        .await;
+    let got = receiver.wait_for(2, WAIT).await;
+    assert!(signed_with(&got[1], new_secret) && signed_with(&got[1], &secret));
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_endpoint_is_retried_until_it_succeeds_once() {
+    let notifier = spawn_notifier(5).await;
+    let receiver = Receiver::start(&[500]).await;
+    notifier.subscribe(&receiver.url(), &["stock.low"]).await;
+
+    notifier.emit("e2:stock.low", "stock.low").await;
+    let notification = notifier.settled("e2:stock.low").await;
+    let delivery = &notification["deliveries"][0];
+    assert_eq!(delivery["status"], "sent");
+    assert_eq!(delivery["attempts"], 2);
+    let codes: Vec<_> = delivery["attempt_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .map(|a| a["status_code"].clone())
+        .collect();
+    assert_eq!(codes, [json!(500), json!(200)]);
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert_eq!(
+        got.iter().filter(|r| r.answered == 200).count(),
+        1,
+        "exactly one success"
+    );
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_endpoint_fails_is_dead_lettered_disabled_and_can_be_retried() {
+    let notifier = spawn_notifier(1).await;
+    let down = testkit::closed_port_url("http");
+    let (id, _) = notifier.subscribe(&down, &["order.rejected"]).await;
+
+    notifier.emit("e3:order.rejected", "order.rejected").await;
+    let notification = notifier.settled("e3:order.rejected").await;
+    let delivery = &notification["deliveries"][0];
+    assert_eq!(delivery["status"], "failed");
+    assert_eq!(delivery["attempts"], 3, "the first try and both retries");
+    assert!(delivery["failed_at"].is_string());
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect"))
+    );
+    assert!(
+        delivery["attempt_log"]
+            .as_array()
+            .expect("log")
+            .iter()
+            .all(|a| a["status_code"].is_null() && a["error"].is_string())
+    );
+
+    let (_, failed) = notifier.get("/deliveries?status=failed").await;
+    assert_eq!(failed["deliveries"][0]["event_id"], "e3:order.rejected");
+
+    let (_, subscription) = notifier.get(&format!("/subscriptions/{id}")).await;
+    assert_eq!(subscription["status"], "disabled");
+    assert!(subscription["disabled_reason"].as_str().is_some());
+
+    // While disabled, new events are recorded as skipped for it.
+    notifier.emit("e4:order.rejected", "order.rejected").await;
+    let skipped = notifier.settled("e4:order.rejected").await;
+    assert_eq!(skipped["deliveries"][0]["status"], "skipped");
+
+    // Once the endpoint is back, the operator re-enables it and retries the dead letter.
+    let receiver = Receiver::start(&[]).await;
+    let pool = testkit::database(&notifier.backends).await;
+    sqlx::query("UPDATE subscriptions SET url = $1")
+        .bind(receiver.url())
+        .execute(&pool)
+        .await
+        .expect("point at the receiver");
+    let (status, enabled) = notifier.post(&format!("/subscriptions/{id}/enable")).await;
+    assert_eq!((status, enabled["status"].as_str()), (200, Some("enabled")));
+    let delivery_id = delivery["id"].as_i64().expect("id");
+    assert_eq!(
+        notifier
+            .post(&format!("/deliveries/{delivery_id}/retry"))
+            .await
+            .0,
+        202
+    );
+    receiver.wait_for(1, WAIT).await;
+    let notification = notifier.settled("e3:order.rejected").await;
+    assert_eq!(notification["deliveries"][0]["status"], "sent");
+    assert_eq!(
+        notifier
+            .post(&format!("/deliveries/{delivery_id}/retry"))
+            .await
+            .0,
+        409
+    );
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_event_is_never_delivered_twice() {
+    let notifier = spawn_notifier(5).await;
+    let receiver = Receiver::start(&[]).await;
+    notifier
+        .subscribe(&receiver.url(), &["product.updated"])
+        .await;
+
+    notifier.emit("e5:product.updated", "product.updated").await;
+    notifier.settled("e5:product.updated").await;
+    // The processor emits again after a crash: same id, same body.
+    notifier.emit("e5:product.updated", "product.updated").await;
+    // Events are taken in order: once a later one is settled, the repeat was handled.
+    notifier.emit("e6:product.updated", "product.updated").await;
+    notifier.settled("e6:product.updated").await;
+    let ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(ids, ["e5:product.updated", "e6:product.updated"]);
+    let notification = notifier.settled("e5:product.updated").await;
+    assert_eq!(notification["deliveries"].as_array().map(Vec::len), Some(1));
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_without_subscribers_are_recorded_and_nothing_piles_up() {
+    let notifier = spawn_notifier(5).await;
+    let receiver = Receiver::start(&[]).await;
+    notifier
+        .subscribe(&receiver.url(), &["order.created"])
+        .await;
+
+    notifier.emit("e7:stock.low", "stock.low").await;
+    let notification = notifier.settled("e7:stock.low").await;
+    assert_eq!(notification["handled"], true);
+    assert_eq!(
+        notification["deliveries"],
+        json!([]),
+        "nobody wants stock.low"
+    );
+    assert_eq!(
+        notifier
+            .broker
+            .depth(&notifier.topology.notifier_queue())
+            .await,
+        0
+    );
+    assert!(receiver.received().is_empty());
+    assert_eq!(notifier.get("/notifications/never-sent").await.0, 404);
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_is_not_a_downstream_event_is_dead_lettered() {
+    let notifier = spawn_notifier(5).await;
+    notifier.emit_raw("order.created", b"not json").await;
+    let dead = notifier.topology.dead_letter_queue();
+    testkit::eventually("the message to be dead-lettered", WAIT, || async {
+        (notifier.broker.depth(&dead).await == 1).then_some(())
+    })
+    .await;
+    let message = notifier.broker.take(&dead).await.expect("dead letter");
+    assert_eq!(message.data, b"not json");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        notifier
+            .broker
+            .depth(&notifier.topology.notifier_queue())
+            .await,
+        0
+    );
+    notifier.stop().await;
+}

@@ -1,0 +1,6 @@
+//! The notifier against the real RabbitMQ and PostgreSQL, delivering to a local webhook
+//! receiver; each test in its own namespace.
+
+mod delivery;
+mod helpers;
+mod subscriptions;

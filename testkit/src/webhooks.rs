@@ -1,0 +1,113 @@
+//! A local webhook receiver: an HTTP server that records every request it gets and answers
+//! with scripted status codes (then 200), so tests can see exactly what a subscriber saw.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// One request as the receiver got it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Its headers (names lower-case).
+    pub headers: HeaderMap,
+    /// Its body, byte for byte.
+    pub body: Bytes,
+    /// The status the receiver answered.
+    pub answered: u16,
+}
+
+impl Received {
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    script: VecDeque<u16>,
+    received: Vec<Received>,
+}
+
+/// A running receiver at `http://127.0.0.1:<port>/hook`; stops when dropped.
+pub struct Receiver {
+    addr: SocketAddr,
+    log: Arc<Mutex<Log>>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    /// A receiver that answers `script` in turn, then 200 to everything.
+    pub async fn start(script: &[u16]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let addr = listener.local_addr().expect("bound");
+        let log = Arc::new(Mutex::new(Log {
+            script: script.iter().copied().collect(),
+            received: Vec::new(),
+        }));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(Arc::clone(&log));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, log, task }
+    }
+
+    /// The URL to subscribe.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// What it got so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.log.lock().expect("not poisoned").received.clone()
+    }
+
+    /// Waits until it got at least `n` requests; all it got.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        crate::eventually(&format!("{n} webhook requests"), timeout, || async {
+            let received = self.received();
+            (received.len() >= n).then_some(received)
+        })
+        .await
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn receive(
+    State(log): State<Arc<Mutex<Log>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut log = log.lock().expect("not poisoned");
+    let answered = log.script.pop_front().unwrap_or(200);
+    log.received.push(Received {
+        headers,
+        body,
+        answered,
+    });
+    StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
+}

@@ -93,6 +93,28 @@ impl Pipeline {
         addr
     }
 
+    /// Starts an in-process notifier on `backends`, with a quick retry schedule.
+    pub async fn start_notifier(&mut self, backends: Backends) -> SocketAddr {
+        let config = notifier::Config {
+            addr: "127.0.0.1:0".parse().expect("valid address"),
+            backends,
+            prefetch: 8,
+            shutdown_deadline: Duration::from_secs(5),
+            webhook_timeout: Duration::from_secs(2),
+            retry_schedule: vec![Duration::from_millis(100)],
+            concurrency: 4,
+            disable_after: 5,
+            poll_interval: Duration::from_millis(50),
+        };
+        let app = notifier::Application::build(config)
+            .await
+            .expect("notifier builds");
+        let addr = app.local_addr();
+        self.run(|stopped| app.run_until(stopped));
+        self.wait_ready(addr).await;
+        addr
+    }
+
     /// Stops the most recently started service, waiting for its drain.
     pub async fn stop_last(&mut self) {
         let running = self.running.pop().expect("something is running");
@@ -255,7 +277,16 @@ impl Pipeline {
 /// The processor binary as a child process in `backends`' namespace (inherits the environment's
 /// URLs), so a test can SIGKILL it.
 pub fn processor_process(backends: &Backends) -> tokio::process::Child {
+    processor_process_with(backends, &[])
+}
+
+/// [`processor_process`] with more environment (a proxied `DATABASE_URL`, say).
+pub fn processor_process_with(
+    backends: &Backends,
+    env: &[(&str, String)],
+) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_processor"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
         .env("INGEST_SHARDS", backends.ingest_shards.to_string())
         .env("PROCESSOR_ADDR", "127.0.0.1:0")

@@ -1,9 +1,11 @@
-//! End-to-end tests: gateway → RabbitMQ → processor → PostgreSQL and Redis, all real.
+//! End-to-end tests: gateway → RabbitMQ → processor → PostgreSQL and Redis → notifier →
+//! webhooks, all real.
 
 mod dead_letters;
 mod delivery;
 mod downstream;
 mod helpers;
+mod notify;
 mod orders;
 mod outages;
 mod recovery;

@@ -1,0 +1,179 @@
+//! Through to the subscriber: an order placed at the gateway reaches a webhook, and a processor
+//! killed between its commit and its publish still gets the event delivered.
+
+use serde_json::{Value, json};
+use testkit::{
+    fault_proxy::{Fault, Faulty},
+    services::{env_urls, through},
+    webhooks::Receiver,
+};
+
+use crate::helpers::{self, WAIT, spawn_gateway_only, spawn_pipeline, wait_inbox};
+
+async fn subscribe(
+    client: &reqwest::Client,
+    notifier: std::net::SocketAddr,
+    url: &str,
+    types: &[&str],
+) -> String {
+    let response = client
+        .post(format!("http://{notifier}/subscriptions"))
+        .json(&json!({ "url": url, "event_types": types }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("JSON");
+    body["secret"].as_str().expect("secret").to_owned()
+}
+
+/// The notification of `event_id` once its deliveries are settled.
+async fn settled(
+    client: &reqwest::Client,
+    notifier: std::net::SocketAddr,
+    event_id: &str,
+) -> Value {
+    testkit::eventually(&format!("{event_id} to be delivered"), WAIT, || async {
+        let response = client
+            .get(format!("http://{notifier}/notifications/{event_id}"))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = (response.status() == 200).then_some(response.json().await.ok()?)?;
+        let deliveries = body["deliveries"].as_array()?;
+        (!deliveries.is_empty() && deliveries.iter().all(|d| d["status"] != "pending"))
+            .then_some(body)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_reaches_its_subscriber_as_one_signed_webhook() {
+    let mut pipeline = spawn_pipeline().await;
+    let backends = pipeline.backends.clone();
+    let notifier = pipeline.start_notifier(backends).await;
+    let receiver = Receiver::start(&[]).await;
+    let secret = subscribe(
+        &pipeline.client,
+        notifier,
+        &receiver.url(),
+        &["order.created"],
+    )
+    .await;
+
+    pipeline
+        .accept(r#"{"product_id": "hook-1", "stock": 5}"#, None)
+        .await;
+    pipeline.product_when("hook-1", |p| p["stock"] == 5).await;
+    let response = pipeline
+        .client
+        .post(format!("http://{}/orders", pipeline.gateway))
+        .header("content-type", "application/json")
+        .body(r#"{"id": "hook-o1", "sku": "hook-1", "qty": 2}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 202);
+
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("webhook-id"), "order:hook-o1:order.created");
+    let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
+    assert_eq!(
+        (body["order_id"].as_str(), body["qty"].as_i64()),
+        (Some("hook-o1"), Some(2))
+    );
+    let timestamp: i64 = got[0].header("webhook-timestamp").parse().expect("seconds");
+    let expected = notifier::signing::sign(
+        &secret,
+        "order:hook-o1:order.created",
+        timestamp,
+        &got[0].body,
+    );
+    assert_eq!(got[0].header("webhook-signature"), expected);
+
+    let notification = settled(&pipeline.client, notifier, "order:hook-o1:order.created").await;
+    assert_eq!(notification["deliveries"][0]["status"], "sent");
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "one webhook: the subscription wants orders only"
+    );
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_delivered() {
+    let backends = testkit::backends();
+    let mut pipeline = spawn_gateway_only(backends.clone()).await;
+    let notifier = pipeline.start_notifier(backends.clone()).await;
+    let receiver = Receiver::start(&[]).await;
+    subscribe(
+        &pipeline.client,
+        notifier,
+        &receiver.url(),
+        &["product.updated"],
+    )
+    .await;
+
+    // The processor reaches PostgreSQL through a proxy, so its replies can be slowed down.
+    let faulty = Faulty::start(&backends).await;
+    let database_url = through(&env_urls()[2], faulty.postgres.addr());
+    let mut child = helpers::processor_process_with(&backends, &[("DATABASE_URL", database_url)]);
+    pipeline
+        .accept(
+            r#"{"product_id": "kill-1", "stock": 40}"#,
+            Some("kill-warm"),
+        )
+        .await;
+    wait_inbox(&pipeline, 1).await;
+
+    // Every reply now takes 400 ms: the commit lands, and the processor is still waiting to
+    // read what to publish when it is killed.
+    faulty
+        .postgres
+        .set(Fault::Latency(std::time::Duration::from_millis(400)));
+    pipeline
+        .accept(r#"{"product_id": "kill-1", "stock": 30}"#, Some("kill-evt"))
+        .await;
+    wait_inbox(&pipeline, 2).await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+
+    let pool = testkit::database(&backends).await;
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_id = 'kill-evt:product.updated'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        unpublished, 1,
+        "killed after the commit and before the publish"
+    );
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.header("webhook-id") != "kill-evt:product.updated")
+    );
+
+    // A processor comes back; the unacknowledged event is redelivered, recognised as applied,
+    // and its downstream event published: the subscriber gets it once.
+    let direct = pipeline.backends.clone();
+    pipeline.start_processor(direct).await;
+    let notification = settled(&pipeline.client, notifier, "kill-evt:product.updated").await;
+    assert_eq!(notification["deliveries"][0]["status"], "sent");
+    let delivered: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.header("webhook-id") == "kill-evt:product.updated")
+        .collect();
+    assert_eq!(delivered.len(), 1);
+    let body: Value = serde_json::from_slice(&delivered[0].body).expect("JSON");
+    assert_eq!(
+        (body["old"]["stock"].as_i64(), body["new"]["stock"].as_i64()),
+        (Some(40), Some(30))
+    );
+    assert_eq!(pipeline.inbox_count().await, 2, "applied once");
+    pipeline.stop().await;
+}

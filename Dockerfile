@@ -17,15 +17,16 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked --package gateway --package processor
+RUN cargo build --release --locked --package gateway --package processor --package notifier
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home pipeline
-COPY --from=builder /src/target/release/gateway /src/target/release/processor /usr/local/bin/
+COPY --from=builder /src/target/release/gateway /src/target/release/processor \
+    /src/target/release/notifier /usr/local/bin/
 USER 10001
 ENV LOG_FORMAT=json
-EXPOSE 8080 8082
+EXPOSE 8080 8082 8083
 CMD ["gateway"]

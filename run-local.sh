@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-cargo build --release --bins
+cargo build --release --bin gateway --bin processor --bin notifier
 
 pids=()
 stop() {
@@ -17,6 +17,7 @@ trap stop INT TERM EXIT
 
 ./target/release/processor & pids+=($!)
 ./target/release/gateway & pids+=($!)
+./target/release/notifier & pids+=($!)
 
 # Stop everything as soon as any one service exits.
 wait -n "${pids[@]}"

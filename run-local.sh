@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-cargo build --release --bin gateway --bin processor --bin notifier
+cargo build --release --bin gateway --bin processor --bin notifier --bin dashboard
 
 pids=()
 stop() {
@@ -18,6 +18,7 @@ trap stop INT TERM EXIT
 ./target/release/processor & pids+=($!)
 ./target/release/gateway & pids+=($!)
 ./target/release/notifier & pids+=($!)
+./target/release/dashboard & pids+=($!)
 
 # Stop everything as soon as any one service exits.
 wait -n "${pids[@]}"

@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use ::redis::aio::ConnectionManager;
 use anyhow::Context;
 use axum::{Router, middleware};
-use lapin::{Connection, options::ConfirmSelectOptions};
+use lapin::{Connection, options::ConfirmSelectOptions, types::FieldTable};
 use shared::{
     connect::{
         amqp::{self, Broker},
@@ -233,11 +233,53 @@ impl Plan {
         let intake = Intake {
             database: self.deps.database.clone(),
         };
+        let lag = connection.create_channel().await?;
+        tokio::spawn(report_lag(
+            lag,
+            Arc::clone(&self.topology),
+            consuming.clone(),
+        ));
         consumers.spawn(consume::run(source, intake, consuming));
         let replay = connection.create_channel().await?;
         replay
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(ReplayChannel(replay))
+    }
+}
+
+/// How often the shards' backlog is read for `pipeline_consumer_lag_messages`.
+const LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sets `pipeline_consumer_lag_messages{shard}` (messages waiting in each shard queue) every
+/// [`LAG_EVERY`], until the channel closes or consumption stops.
+async fn report_lag(
+    channel: lapin::Channel,
+    topology: Arc<Topology>,
+    consuming: CancellationToken,
+) {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    loop {
+        for shard in 0..topology.shards() {
+            let declared = channel
+                .queue_declare(
+                    topology.shard_queue(shard).into(),
+                    passive,
+                    FieldTable::default(),
+                )
+                .await;
+            let Ok(queue) = declared else {
+                return;
+            };
+            metrics::gauge!("pipeline_consumer_lag_messages", "shard" => shard.to_string())
+                .set(f64::from(queue.message_count()));
+        }
+        tokio::select! {
+            () = consuming.cancelled() => return,
+            () = tokio::time::sleep(LAG_EVERY) => {}
+        }
     }
 }

@@ -1,0 +1,50 @@
+//! The dashboard's configuration, read once from the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use shared::config::{Backends, ConfigError, millis, millis_list, var};
+
+/// Everything the dashboard reads at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the page and its API are served (`DASHBOARD_ADDR`, `0.0.0.0:8081`).
+    pub addr: SocketAddr,
+    /// RabbitMQ (queue depths), PostgreSQL (lookups, counts) and the namespace.
+    pub backends: Backends,
+    /// The services, by base URL: `GATEWAY_URL` (`http://127.0.0.1:8080`), `PROCESSOR_URL`
+    /// (`http://127.0.0.1:8082`), `NOTIFIER_URL` (`http://127.0.0.1:8083`).
+    pub services: Vec<(&'static str, String)>,
+    /// How often the numbers are refreshed and pushed to open pages (`DASHBOARD_REFRESH_MS`,
+    /// 1000).
+    pub refresh: Duration,
+    /// The processor's retry ladder (`RETRY_DELAYS_MS`), for the retry queues' names.
+    pub retry_delays: Vec<Duration>,
+}
+
+impl Config {
+    /// Reads the configuration; an invalid value is an error naming its variable.
+    pub fn load() -> Result<Self, ConfigError> {
+        let url = |name: &'static str, default: &str| -> Result<String, ConfigError> {
+            let value: String = var(name, default)?;
+            if value.starts_with("http://") || value.starts_with("https://") {
+                Ok(value.trim_end_matches('/').to_owned())
+            } else {
+                Err(ConfigError {
+                    variable: name,
+                    message: format!("must be an http(s) URL (got {value:?})"),
+                })
+            }
+        };
+        Ok(Self {
+            addr: var("DASHBOARD_ADDR", "0.0.0.0:8081")?,
+            backends: Backends::from_env()?,
+            services: vec![
+                ("gateway", url("GATEWAY_URL", "http://127.0.0.1:8080")?),
+                ("processor", url("PROCESSOR_URL", "http://127.0.0.1:8082")?),
+                ("notifier", url("NOTIFIER_URL", "http://127.0.0.1:8083")?),
+            ],
+            refresh: millis("DASHBOARD_REFRESH_MS", 1000)?,
+            retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
+        })
+    }
+}

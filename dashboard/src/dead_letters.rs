@@ -1,0 +1,103 @@
+//! The dead-letter panel's API: the processor owns dead letters (it records them, and replays
+//! them onto their shards with publisher confirms), so the dashboard forwards these calls to
+//! the processor's API rather than repeating that logic. Answers come back as the processor
+//! gave them; an unreachable processor is a 503 naming it.
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, RawQuery, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::json;
+
+/// Where the processor is.
+#[derive(Clone)]
+pub struct Processor {
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// Its base URL.
+    pub url: String,
+}
+
+pub(crate) fn routes(processor: Processor) -> Router {
+    Router::new()
+        .route("/api/v1/dead-letters", get(list))
+        .route("/api/v1/dead-letters/replay", post(replay))
+        .route("/api/v1/dead-letters/purge", post(purge))
+        .route("/api/v1/dead-letters/{id}", get(show))
+        .with_state(processor)
+}
+
+async fn forward(request: reqwest::RequestBuilder) -> Response {
+    match request.send().await {
+        Ok(answer) => {
+            let status =
+                StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            match answer.bytes().await {
+                Ok(body) => {
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+                Err(e) => unavailable(&e),
+            }
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn unavailable(error: &reqwest::Error) -> Response {
+    tracing::warn!(error = %error, "The processor's dead-letter API is unreachable.");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, shared::ops::RETRY_AFTER_SECONDS)],
+        Json(json!({
+            "error": "the processor is unreachable; dead letters cannot be read or replayed now",
+            "dependency": "processor",
+        })),
+    )
+        .into_response()
+}
+
+async fn list(State(processor): State<Processor>, RawQuery(query): RawQuery) -> Response {
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    forward(
+        processor
+            .client
+            .get(format!("{}/dead-letters{query}", processor.url)),
+    )
+    .await
+}
+
+async fn show(State(processor): State<Processor>, Path(id): Path<String>) -> Response {
+    let mut url = reqwest::Url::parse(&format!("{}/dead-letters/", processor.url))
+        .expect("PROCESSOR_URL was validated at start");
+    url.path_segments_mut()
+        .expect("an http URL has path segments")
+        .pop_if_empty()
+        .push(&id);
+    forward(processor.client.get(url)).await
+}
+
+async fn replay(State(processor): State<Processor>, body: Bytes) -> Response {
+    forward(
+        processor
+            .client
+            .post(format!("{}/dead-letters/replay", processor.url))
+            .header(header::CONTENT_TYPE.as_str(), "application/json")
+            .body(body),
+    )
+    .await
+}
+
+async fn purge(State(processor): State<Processor>, body: Bytes) -> Response {
+    forward(
+        processor
+            .client
+            .post(format!("{}/dead-letters/purge", processor.url))
+            .header(header::CONTENT_TYPE.as_str(), "application/json")
+            .body(body),
+    )
+    .await
+}

@@ -1,0 +1,208 @@
+//! Lookups over PostgreSQL: where an event is, a product with its recent history, an order with
+//! its notifications, and the summary (order count, a sku's inventory, notification status).
+
+use std::collections::HashMap;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    routing::get,
+};
+use serde_json::{Value, json};
+use shared::{
+    api::{ApiError, db, only_params, pool},
+    connect::postgres::Database,
+    contract::DOWNSTREAM_TYPES,
+};
+use sqlx::PgPool;
+
+/// How many recent events and orders a product lookup shows.
+pub const RECENT: i64 = 20;
+
+pub(crate) fn routes() -> Router<Database> {
+    Router::new()
+        .route("/api/v1/events/{id}", get(event))
+        .route("/api/v1/products/{id}", get(product))
+        .route("/api/v1/orders/{id}", get(order))
+        .route("/api/v1/summary", get(summary))
+}
+
+/// Rows of `query` (bound to `id`) as a JSON array, built by PostgreSQL.
+async fn rows(pool: &PgPool, query: &'static str, id: &str) -> Result<Value, ApiError> {
+    sqlx::query_scalar::<_, Value>(query)
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .map_err(db)
+}
+
+/// Each subscriber's delivery of the downstream events with these ids.
+async fn notifications(pool: &PgPool, ids: &[String]) -> Result<Value, ApiError> {
+    sqlx::query_scalar(
+        "SELECT coalesce(json_agg(t ORDER BY t.event_id, t.delivery_id), '[]') FROM (
+             SELECT n.event_id, n.event_type, n.received_at, d.id AS delivery_id,
+                    d.subscription_id, s.url, d.status, d.attempts, d.sent_at, d.failed_at,
+                    d.last_error
+             FROM notifications n
+             LEFT JOIN deliveries d ON d.event_id = n.event_id
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id
+             WHERE n.event_id = ANY ($1)) t",
+    )
+    .bind(ids)
+    .fetch_one(pool)
+    .await
+    .map_err(db)
+}
+
+fn downstream_ids(source: &str) -> Vec<String> {
+    DOWNSTREAM_TYPES
+        .iter()
+        .map(|t| format!("{source}:{t}"))
+        .collect()
+}
+
+async fn event(
+    State(database): State<Database>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pool = pool(&database)?;
+    let applied = rows(
+        pool,
+        "SELECT coalesce(json_agg(t), '[]') FROM (
+             SELECT product_id, occurred_at, received_at, processed_at
+             FROM processed_events WHERE event_id = $1) t",
+        &id,
+    )
+    .await?;
+    let dead = rows(
+        pool,
+        "SELECT coalesce(json_agg(t ORDER BY t.dead_lettered_at), '[]') FROM (
+             SELECT id, reason, error, attempts, service, dead_lettered_at
+             FROM dead_letters WHERE event_id = $1) t",
+        &id,
+    )
+    .await?;
+    let unpublished = rows(
+        pool,
+        "SELECT coalesce(json_agg(event_id), '[]') FROM outbox WHERE source_event_id = $1",
+        &id,
+    )
+    .await?;
+    let notified = notifications(pool, &downstream_ids(&id)).await?;
+    let is_empty = |v: &Value| v.as_array().is_none_or(Vec::is_empty);
+    let status = if !is_empty(&applied) {
+        "applied"
+    } else if !is_empty(&dead) {
+        "dead_lettered"
+    } else {
+        "not_applied"
+    };
+    Ok(Json(json!({
+        "event_id": id,
+        "status": status,
+        "explanation": match status {
+            "applied" => "in the inbox: applied exactly once",
+            "dead_lettered" => "set aside: see its dead letter; replay it once the cause is fixed",
+            _ => "not applied yet: still in a shard or on the retry ladder, or never accepted",
+        },
+        "applied": applied.get(0),
+        "dead_letters": dead,
+        "downstream_unpublished": unpublished,
+        "notifications": notified,
+    })))
+}
+
+async fn product(
+    State(database): State<Database>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pool = pool(&database)?;
+    let state = rows(
+        pool,
+        "SELECT coalesce(json_agg(t), '[]') FROM (
+             SELECT product_id, price, stock, updated_at FROM products WHERE product_id = $1) t",
+        &id,
+    )
+    .await?;
+    let Some(state) = state.get(0).cloned() else {
+        return Err(ApiError::NotFound("no product with this id"));
+    };
+    let events = rows(
+        pool,
+        "SELECT coalesce(json_agg(t), '[]') FROM (
+             SELECT event_id, occurred_at, processed_at FROM processed_events
+             WHERE product_id = $1 ORDER BY processed_at DESC LIMIT 20) t",
+        &id,
+    )
+    .await?;
+    let orders = rows(
+        pool,
+        "SELECT coalesce(json_agg(t), '[]') FROM (
+             SELECT order_id, qty, status, reason, created_at FROM orders
+             WHERE sku = $1 ORDER BY created_at DESC LIMIT 20) t",
+        &id,
+    )
+    .await?;
+    Ok(Json(json!({
+        "product": state,
+        "recent_events": events,
+        "recent_orders": orders,
+    })))
+}
+
+async fn order(
+    State(database): State<Database>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pool = pool(&database)?;
+    let state = rows(
+        pool,
+        "SELECT coalesce(json_agg(t), '[]') FROM (
+             SELECT order_id, sku, qty, email, status, reason, created_at, updated_at
+             FROM orders WHERE order_id = $1) t",
+        &id,
+    )
+    .await?;
+    let Some(state) = state.get(0).cloned() else {
+        return Err(ApiError::NotFound(
+            "no decided order with this id (a pending one is at the gateway's GET /orders/{id})",
+        ));
+    };
+    let notified = notifications(pool, &downstream_ids(&format!("order:{id}"))).await?;
+    Ok(Json(json!({ "order": state, "notifications": notified })))
+}
+
+async fn summary(
+    State(database): State<Database>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    only_params(params.keys(), &["sku"])?;
+    let pool = pool(&database)?;
+    let counts: Value = sqlx::query_scalar(
+        "SELECT json_build_object(
+             'orders', (SELECT json_build_object(
+                 'total', count(*),
+                 'created', count(*) FILTER (WHERE status = 'created'),
+                 'rejected', count(*) FILTER (WHERE status = 'rejected')) FROM orders),
+             'products', (SELECT count(*) FROM products),
+             'notifications', (SELECT coalesce(json_object_agg(status, n), '{}')
+                               FROM (SELECT status, count(*) AS n FROM deliveries GROUP BY status) d),
+             'dead_letters', (SELECT count(*) FROM dead_letters))",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
+    let mut summary = counts;
+    if let Some(sku) = params.get("sku") {
+        let inventory = rows(
+            pool,
+            "SELECT coalesce(json_agg(t), '[]') FROM (
+                 SELECT product_id AS sku, stock, price, updated_at FROM products
+                 WHERE product_id = $1) t",
+            sku,
+        )
+        .await?;
+        summary["inventory"] = inventory.get(0).cloned().unwrap_or(Value::Null);
+    }
+    Ok(Json(summary))
+}

@@ -1,0 +1,89 @@
+//! The dashboard's JSON: the live snapshot, the summary, lookups, and degrading when a source
+//! is unreachable.
+
+use serde_json::Value;
+
+use crate::helpers::Stack;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_orders() {
+    let stack = Stack::start(None).await;
+    stack
+        .send(
+            "/events",
+            r#"{"product_id": "dash-1", "price": 9.99, "stock": 20, "event_id": "dash-evt-1"}"#,
+        )
+        .await;
+    stack
+        .send("/orders", r#"{"id": "dash-o1", "sku": "dash-1", "qty": 3}"#)
+        .await;
+    let snapshot = stack
+        .snapshot_when(|s| s["totals"]["applied"].as_f64() >= Some(2.0))
+        .await;
+    assert!(snapshot["totals"]["accepted"].as_f64() >= Some(2.0));
+    assert_eq!(snapshot["services"]["gateway"]["ready"], true);
+    assert_eq!(snapshot["queues"]["up"], true);
+    let queues = snapshot["queues"]["queues"].as_array().expect("queues");
+    assert!(
+        queues
+            .iter()
+            .any(|q| q["kind"] == "shard" && q["consumers"] == 1)
+    );
+    assert!(snapshot["latency"]["end_to_end_seconds"]["p50"].is_number());
+
+    let (status, event) = stack.get("/api/v1/events/dash-evt-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(event["status"], "applied");
+    assert_eq!(event["applied"]["product_id"], "dash-1");
+
+    let (_, product) = stack.get("/api/v1/products/dash-1").await;
+    assert_eq!(product["product"]["stock"], 17);
+    assert_eq!(product["product"]["price"].to_string(), "9.99");
+    assert_eq!(product["recent_orders"][0]["order_id"], "dash-o1");
+
+    let (_, order) = stack.get("/api/v1/orders/dash-o1").await;
+    assert_eq!(order["order"]["status"], "created");
+    let types: Vec<&Value> = order["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .map(|n| &n["event_type"])
+        .collect();
+    assert!(types.iter().any(|t| *t == "order.created"), "{order}");
+
+    let (_, summary) = stack.get("/api/v1/summary?sku=dash-1").await;
+    assert_eq!(summary["orders"]["total"], 1);
+    assert_eq!(summary["orders"]["created"], 1);
+    assert_eq!(summary["inventory"]["stock"], 17);
+
+    assert_eq!(stack.get("/api/v1/products/never").await.0, 404);
+    assert_eq!(stack.get("/api/v1/orders/never").await.0, 404);
+    let (status, unknown) = stack.get("/api/v1/events/never").await;
+    assert_eq!(
+        (status, unknown["status"].as_str()),
+        (200, Some("not_applied"))
+    );
+    let (status, bad) = stack.get("/api/v1/summary?skew=1").await;
+    assert_eq!((status, bad["field"].as_str()), (400, Some("skew")));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_service_is_named_and_the_rest_still_shows() {
+    let stack = Stack::start(Some(testkit::closed_port_url("http"))).await;
+    let snapshot = stack
+        .snapshot_when(|s| s["services"]["processor"]["up"] == false && s["queues"]["up"] == true)
+        .await;
+    assert!(snapshot["services"]["processor"]["error"].is_string());
+    assert_eq!(snapshot["services"]["gateway"]["up"], true);
+    assert!(snapshot["totals"]["applied"].is_null(), "unknown, not zero");
+    let (status, body) = stack.get("/api/v1/dead-letters").await;
+    assert_eq!(
+        (status, body["dependency"].as_str()),
+        (503, Some("processor"))
+    );
+    let page = stack.client.get(stack.url("/")).send().await.expect("sent");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("text").contains("Dead letters"));
+    stack.stop().await;
+}

@@ -1,0 +1,83 @@
+//! The page in a real headless Chromium (Debian's package), driven by playwright-core from
+//! `tests/browser/dashboard.mjs`: it loads, its numbers move as events are sent, and a dead
+//! letter replayed from the page is applied. `SCREENSHOTS=<dir>` keeps PNGs of the main views.
+
+use std::path::{Path, PathBuf};
+
+use crate::helpers::{Stack, WAIT};
+
+fn chromium() -> PathBuf {
+    let path =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
+    assert!(
+        path.exists(),
+        "the browser test needs Chromium at {} (apt-get install chromium, or set CHROMIUM)",
+        path.display()
+    );
+    path
+}
+
+fn script_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "the browser test needs playwright-core: npm ci --prefix {}",
+        dir.display()
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
+    let (browser, dir) = (chromium(), script_dir());
+    let stack = Stack::start(None).await;
+    let receiver = testkit::webhooks::Receiver::start(&[]).await;
+    let subscribed = stack
+        .client
+        .post(format!("http://{}/subscriptions", stack.notifier))
+        .json(&serde_json::json!({ "url": receiver.url(), "event_types": ["product.updated"] }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(subscribed.status(), 201);
+    stack
+        .plant_dead_letter("browser-dead", "browser-dead-evt")
+        .await;
+    testkit::eventually("the dead letter to be recorded", WAIT, || async {
+        let (_, body) = stack.get("/api/v1/dead-letters").await;
+        (body["dead_letters"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join("dashboard.mjs"))
+        .current_dir(&dir)
+        .env("DASHBOARD_URL", stack.url("/"))
+        .env("GATEWAY_URL", format!("http://{}", stack.gateway))
+        .env("DEAD_PRODUCT", "browser-dead")
+        .env("CHROMIUM", &browser)
+        .kill_on_drop(true);
+    if let Ok(dir) = std::env::var("SCREENSHOTS") {
+        command.env("SCREENSHOTS", dir);
+    }
+    let status = tokio::time::timeout(std::time::Duration::from_secs(180), command.status())
+        .await
+        .expect("the browser run ends in time")
+        .expect("node runs");
+    assert!(status.success(), "the browser run failed: {status}");
+
+    let (_, event) = stack.get("/api/v1/events/browser-dead-evt").await;
+    assert_eq!(event["status"], "applied", "{event}");
+    assert!(
+        !receiver.received().is_empty(),
+        "the page's events were notified"
+    );
+    let (_, dead) = stack.get("/api/v1/dead-letters").await;
+    assert_eq!(
+        dead["dead_letters"],
+        serde_json::json!([]),
+        "replayed, so removed"
+    );
+    stack.stop().await;
+}

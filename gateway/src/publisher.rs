@@ -17,7 +17,12 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::ShortString,
 };
-use shared::{connect::amqp::Broker, contract::IngestMessage, topology::Topology};
+use shared::{
+    connect::amqp::Broker,
+    contract::IngestMessage,
+    topology::Topology,
+    trace::{self, Messaging, Operation},
+};
 
 /// Why a publish did not end in a confirm; the caller answers 503 for each.
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +109,43 @@ impl Publisher {
 
     /// Publishes `message` as a persistent message to its product's shard and waits for the
     /// broker's confirm. `Ok` means the message is durably in its queue.
-    pub async fn publish<M: IngestMessage>(&self, message: &M) -> Result<(), PublishError> {
+    pub async fn publish<M: IngestMessage>(
+        &self,
+        message: &M,
+        parent: &opentelemetry::Context,
+    ) -> Result<(), PublishError> {
+        let shard = self.topology.shard_for(message.shard_key());
+        let (exchange, routing_key) = (
+            self.topology.ingest_exchange(),
+            Topology::routing_key(shard),
+        );
+        let event_id = message.event_id().as_str();
+        let span = trace::messaging(
+            "gateway",
+            &Messaging {
+                operation: Operation::Send,
+                destination: &exchange,
+                routing_key: &routing_key,
+                message_id: event_id,
+                event_id,
+            },
+            parent,
+        );
+        let published = self.publish_traced(message, shard, span.context()).await;
+        if let Err(e) = &published {
+            span.fail(e);
+        }
+        published
+    }
+
+    async fn publish_traced<M: IngestMessage>(
+        &self,
+        message: &M,
+        shard: u16,
+        span: &opentelemetry::Context,
+    ) -> Result<(), PublishError> {
         let session = self.broker.session().ok_or(PublishError::NotConnected)?;
         let payload = serde_json::to_vec(message).expect("an ingest message always serialises");
-        let shard = self.topology.shard_for(message.shard_key());
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
@@ -115,6 +153,7 @@ impl Publisher {
             .with_type(M::KIND.into())
             .with_app_id("gateway".into())
             .with_timestamp(u64::try_from(message.received_at().unix_timestamp()).unwrap_or(0));
+        let properties = trace::inject(span, properties);
         let started = Instant::now();
         let confirm = async {
             let pending = session

@@ -26,6 +26,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use crate::signing;
+use opentelemetry::KeyValue;
+use shared::trace;
 
 /// How the worker delivers.
 #[derive(Clone, Debug)]
@@ -54,6 +56,7 @@ struct Due {
     url: String,
     secret: String,
     previous_secret: Option<String>,
+    traceparent: Option<String>,
 }
 
 /// What one attempt came to.
@@ -139,7 +142,28 @@ impl Worker {
     }
 
     async fn deliver(&self, token: Uuid, due: Due) {
-        let attempt = self.send(&due).await;
+        let span = trace::client(
+            "notifier",
+            "POST",
+            vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("url.full", due.url.clone()),
+                KeyValue::new("pipeline.event_id", due.event_id.clone()),
+                KeyValue::new("pipeline.subscription_id", due.subscription_id.to_string()),
+                KeyValue::new("pipeline.attempt", i64::from(due.attempts) + 1),
+            ],
+            &trace::from_traceparent(due.traceparent.as_deref()),
+        );
+        let attempt = self.send(&due, span.traceparent()).await;
+        if let Some(status) = attempt.status {
+            span.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if let Some(error) = &attempt.error {
+            span.fail(error);
+        }
         let outcome = loop {
             match self.finish(token, &due, &attempt).await {
                 Ok(outcome) => break outcome,
@@ -155,6 +179,7 @@ impl Worker {
             event_id = %due.event_id,
             event_type = %due.event_type,
             subscription_id = %due.subscription_id,
+            trace_id = span.trace_id(),
             attempt = due.attempts + 1,
             status = attempt.status,
             error = attempt.error.as_deref(),
@@ -163,17 +188,19 @@ impl Worker {
         );
     }
 
-    /// One signed POST.
-    async fn send(&self, due: &Due) -> Attempt {
+    /// One signed POST (with the W3C `traceparent` of its span, when tracing).
+    async fn send(&self, due: &Due, traceparent: Option<String>) -> Attempt {
         let at = OffsetDateTime::now_utc();
         let timestamp = at.unix_timestamp();
         let secrets = std::iter::once(due.secret.as_str()).chain(due.previous_secret.as_deref());
         let signature =
             signing::signature_header(secrets, &due.event_id, timestamp, due.body.as_bytes());
         let started = std::time::Instant::now();
-        let result = self
-            .client
-            .post(&due.url)
+        let mut request = self.client.post(&due.url);
+        if let Some(traceparent) = traceparent {
+            request = request.header(trace::TRACEPARENT, traceparent);
+        }
+        let result = request
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", &due.event_id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -329,7 +356,8 @@ async fn claim(
          SELECT c.id, c.event_id, n.event_type, c.subscription_id, c.attempts, n.body,
                 s.url, s.secret,
                 CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
-                    AS previous_secret
+                    AS previous_secret,
+                n.traceparent
          FROM claimed c
          JOIN notifications n ON n.event_id = c.event_id
          JOIN subscriptions s ON s.id = c.subscription_id",

@@ -14,6 +14,7 @@ use shared::{
     connect::postgres::Database,
     consume::{DeliveryHandler, hold, settle},
     contract::DOWNSTREAM_TYPES,
+    trace::{self, Messaging, Operation},
 };
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -52,15 +53,21 @@ pub fn decode(data: &[u8]) -> Result<Event<'_>, String> {
 /// Records `event` and its deliveries; false if it was already recorded. Deliveries go to
 /// every subscription that is not deleted and wants the type: pending when enabled, skipped
 /// (and visible as such) when disabled.
-pub async fn record(pool: &PgPool, event: &Event<'_>) -> Result<bool, sqlx::Error> {
+pub async fn record(
+    pool: &PgPool,
+    event: &Event<'_>,
+    traceparent: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO notifications (event_id, event_type, body) VALUES ($1, $2, $3)
+        "INSERT INTO notifications (event_id, event_type, body, traceparent)
+         VALUES ($1, $2, $3, $4)
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&event.id)
     .bind(event.kind)
     .bind(event.body)
+    .bind(traceparent)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -89,6 +96,8 @@ pub struct Intake {
     pub database: Database,
     /// Wakes the delivery worker when new deliveries are due.
     pub wake: Arc<Notify>,
+    /// The queue's name, for spans.
+    pub queue: String,
 }
 
 impl DeliveryHandler for Intake {
@@ -114,12 +123,24 @@ impl DeliveryHandler for Intake {
                 return true;
             }
         };
+        let span = trace::messaging(
+            "notifier",
+            &Messaging {
+                operation: Operation::Process,
+                destination: &self.queue,
+                routing_key: delivery.routing_key.as_str(),
+                message_id: &event.id,
+                event_id: &event.id,
+            },
+            &trace::extract(&delivery.properties),
+        );
+        let traceparent = span.traceparent();
         let recorded = hold(
             || async {
                 if !self.database.is_migrated() {
                     return Err(sqlx::Error::PoolTimedOut);
                 }
-                record(self.database.pool(), &event).await
+                record(self.database.pool(), &event, traceparent.as_deref()).await
             },
             |_| true,
             "downstream event",
@@ -131,7 +152,7 @@ impl DeliveryHandler for Intake {
         };
         let outcome = if new { "recorded" } else { "duplicate" };
         metrics::counter!("pipeline_notifier_events_total", "outcome" => outcome).increment(1);
-        tracing::debug!(event_id = %event.id, event_type = event.kind, outcome, "Downstream event taken in.");
+        tracing::debug!(event_id = %event.id, event_type = event.kind, trace_id = span.trace_id(), outcome, "Downstream event taken in.");
         settle(delivery.acker).await;
         if new {
             self.wake.notify_one();

@@ -106,7 +106,12 @@ impl Application {
                     channel.close(200, "topology declared".into()).await?;
                     let source =
                         Source::open(&connection, &topology.notifier_queue(), prefetch).await?;
-                    consumers.spawn(consume::run(source, Intake { database, wake }, consuming));
+                    let intake = Intake {
+                        database,
+                        wake,
+                        queue: topology.notifier_queue(),
+                    };
+                    consumers.spawn(consume::run(source, intake, consuming));
                     Ok(())
                 }
             }

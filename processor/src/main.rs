@@ -4,7 +4,7 @@ use processor::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init("processor");
+    let _telemetry = shared::telemetry::init("processor")?;
     let config = Config::load()?;
     let app = Application::build(config).await?;
     app.run_until(shared::shutdown::signal()).await

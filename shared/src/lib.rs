@@ -11,6 +11,7 @@
 //! - [`ops`]: the `/health`, `/ready` and `/metrics` endpoints every service serves.
 //! - [`telemetry`]: logs and the metrics recorder.
 //! - [`shutdown`]: the shutdown signal.
+//! - [`trace`]: OpenTelemetry spans and `traceparent` propagation through the broker.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -24,3 +25,4 @@ pub mod products;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;

@@ -76,5 +76,14 @@ async fn accept(
         received_at,
     };
     let accepted = json!({ "event_id": update.event_id, "status": "accepted" });
-    publish_once(state, key.as_ref(), &request.fingerprint, &update, accepted).await
+    let trace = shared::trace::from_http(headers);
+    publish_once(
+        state,
+        key.as_ref(),
+        &request.fingerprint,
+        &update,
+        accepted,
+        &trace,
+    )
+    .await
 }

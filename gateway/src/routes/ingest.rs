@@ -82,6 +82,7 @@ pub async fn publish_once<M: IngestMessage>(
     fingerprint: &str,
     message: &M,
     accepted: serde_json::Value,
+    trace: &opentelemetry::Context,
 ) -> Result<Response, ApiError> {
     let lease = match key {
         None => None,
@@ -101,7 +102,7 @@ pub async fn publish_once<M: IngestMessage>(
         },
     };
     let event_id = message.event_id();
-    if let Err(error) = state.publisher.publish(message).await {
+    if let Err(error) = state.publisher.publish(message, trace).await {
         if let Some(lease) = lease
             && let Err(e) = state.idempotency.release(lease).await
         {

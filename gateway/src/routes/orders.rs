@@ -70,6 +70,7 @@ async fn accept(
         &request.fingerprint,
         &order,
         accepted,
+        &shared::trace::from_http(headers),
     )
     .await?;
     // Until the processor applies it, the order reads as pending (best effort: a read falls

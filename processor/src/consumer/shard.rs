@@ -4,10 +4,12 @@
 use std::{sync::Arc, time::Duration};
 
 use lapin::{Acker, Channel, message::Delivery, types::AMQPValue};
+use opentelemetry::Context;
 use shared::{
     connect::amqp::{publish_announcement, publish_confirmed},
     contract::{KIND_ORDER_CREATE, KIND_PRODUCT_UPDATE, headers},
     topology::Topology,
+    trace::{self, Messaging, Operation, Traced},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +47,7 @@ impl DeliveryHandler for ShardHandler {
         delivery: Delivery,
         shutdown: &CancellationToken,
     ) -> bool {
+        let span = self.span(&delivery);
         let Delivery {
             data,
             properties,
@@ -82,8 +85,9 @@ impl DeliveryHandler for ShardHandler {
             Some(Ok(outcome)) => {
                 metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
                     .increment(1);
-                tracing::debug!(event_id = %update.event_id(), outcome = outcome.as_str(), "Event handled.");
-                match self.emit(channel, &[update.event_id().to_string()]).await {
+                tracing::debug!(event_id = %update.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
+                let source = (update.event_id().to_string(), span.context().clone());
+                match self.emit(channel, &[source]).await {
                     Ok(()) => settle(acker).await,
                     Err(e) => {
                         tracing::warn!(event_id = %update.event_id(), error = %e, "Downstream events not published yet; the event comes back to publish them.");
@@ -120,6 +124,7 @@ impl DeliveryHandler for ShardHandler {
                 true
             }
             Some(Err(error)) => {
+                span.fail(&error);
                 let reason = Reason::Invalid;
                 self.set_aside(channel, acker, poison, reason, &error.to_string(), event)
                     .await;
@@ -130,23 +135,70 @@ impl DeliveryHandler for ShardHandler {
 }
 
 impl ShardHandler {
+    /// The `process` span of a delivery, under the trace its headers carry.
+    fn span(&self, delivery: &Delivery) -> Traced {
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map_or("", |m| m.as_str());
+        let queue = format!(
+            "{}.{}",
+            self.topology.ingest_exchange(),
+            delivery.routing_key.as_str()
+        );
+        trace::messaging(
+            "processor",
+            &Messaging {
+                operation: Operation::Process,
+                destination: &queue,
+                routing_key: delivery.routing_key.as_str(),
+                message_id: id,
+                event_id: id,
+            },
+            &trace::extract(&delivery.properties),
+        )
+    }
+
     /// Publishes the downstream events the outbox still holds for `sources` (to the events
-    /// exchange, each confirmed), then forgets them.
-    async fn emit(&self, channel: &Channel, sources: &[String]) -> anyhow::Result<()> {
+    /// exchange, each confirmed, each in the trace of its source), then forgets them.
+    async fn emit(&self, channel: &Channel, sources: &[(String, Context)]) -> anyhow::Result<()> {
         let pool = self.deps.database.pool();
-        let pending = downstream::pending(pool, sources).await?;
+        let ids: Vec<String> = sources.iter().map(|(id, _)| id.clone()).collect();
+        let pending = downstream::pending(pool, &ids).await?;
         if pending.is_empty() {
             return Ok(());
         }
         let exchange = self.topology.events_exchange();
         for event in &pending {
+            let parent = sources
+                .iter()
+                .find(|(id, _)| *id == event.source_event_id)
+                .map_or_else(Context::new, |(_, context)| context.clone());
+            let span = trace::messaging(
+                "processor",
+                &Messaging {
+                    operation: Operation::Send,
+                    destination: &exchange,
+                    routing_key: event.kind,
+                    message_id: &event.id,
+                    event_id: &event.source_event_id,
+                },
+                &parent,
+            );
             let properties = lapin::BasicProperties::default()
                 .with_content_type("application/json".into())
                 .with_message_id(event.id.as_str().into())
                 .with_type(event.kind.into())
                 .with_app_id("processor".into());
+            let properties = trace::inject(span.context(), properties);
             let payload = serde_json::to_vec(&event.payload).expect("JSON always serialises");
-            publish_announcement(channel, &exchange, event.kind, &payload, properties).await?;
+            if let Err(e) =
+                publish_announcement(channel, &exchange, event.kind, &payload, properties).await
+            {
+                span.fail(&e);
+                return Err(e);
+            }
             metrics::counter!("pipeline_downstream_events_total", "type" => event.kind)
                 .increment(1);
         }
@@ -167,6 +219,7 @@ impl ShardHandler {
     ) -> bool {
         let mut updates = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
         let mut alone = Vec::new();
         for delivery in batch {
             let kind = delivery
@@ -177,6 +230,7 @@ impl ShardHandler {
             match decode(kind.as_deref(), &delivery.data) {
                 Ok(update) => {
                     updates.push(update);
+                    spans.push(self.span(&delivery));
                     decoded.push(delivery);
                 }
                 Err(_) => alone.push(delivery),
@@ -200,8 +254,11 @@ impl ShardHandler {
         match outcome {
             None => false,
             Some(Ok(outcomes)) => {
-                let sources: Vec<String> =
-                    updates.iter().map(|u| u.event_id().to_string()).collect();
+                let sources: Vec<(String, Context)> = updates
+                    .iter()
+                    .zip(&spans)
+                    .map(|(u, span)| (u.event_id().to_string(), span.context().clone()))
+                    .collect();
                 let emitted = self.emit(channel, &sources).await;
                 if let Err(e) = &emitted {
                     tracing::warn!(error = %e, "Downstream events not published yet; the batch comes back to publish them.");
@@ -218,6 +275,7 @@ impl ShardHandler {
                 true
             }
             Some(Err(error)) => {
+                drop(spans);
                 tracing::debug!(error = %error, "Batch failed; handling its events one by one.");
                 for delivery in decoded {
                     if !self.on_delivery(channel, delivery, shutdown).await {

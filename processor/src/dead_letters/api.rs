@@ -83,6 +83,7 @@ fn summary(dead: &DeadLetter) -> Value {
         "message_type": dead.message_type,
         "first_failed_at": dead.first_failed_at.format(&Rfc3339).ok(),
         "dead_lettered_at": dead.dead_lettered_at.format(&Rfc3339).ok(),
+        "trace_id": dead.trace_id,
     })
 }
 

@@ -65,5 +65,7 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
         first_failed_at,
         dead_lettered_at: OffsetDateTime::now_utc(),
         payload: delivery.data.clone(),
+        trace_id: text_header(properties, shared::trace::TRACEPARENT)
+            .and_then(|tp| tp.split('-').nth(1).map(str::to_owned)),
     }
 }

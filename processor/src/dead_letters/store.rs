@@ -31,6 +31,8 @@ pub struct DeadLetter {
     pub dead_lettered_at: OffsetDateTime,
     /// The body, untouched.
     pub payload: Vec<u8>,
+    /// The trace it was part of (from its `traceparent` header), when traced.
+    pub trace_id: Option<String>,
 }
 
 /// Which dead letters an operation applies to. Empty fields match everything.
@@ -58,8 +60,8 @@ const MATCHES: &str = "($1::text[] IS NULL OR id = ANY($1))
 pub async fn insert(pool: &PgPool, dead: &DeadLetter) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO dead_letters (id, event_id, product_id, reason, error, attempts, service,
-             routing_key, message_type, first_failed_at, dead_lettered_at, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             routing_key, message_type, first_failed_at, dead_lettered_at, payload, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&dead.id)
@@ -74,6 +76,7 @@ pub async fn insert(pool: &PgPool, dead: &DeadLetter) -> Result<(), sqlx::Error>
     .bind(dead.first_failed_at)
     .bind(dead.dead_lettered_at)
     .bind(&dead.payload)
+    .bind(&dead.trace_id)
     .execute(pool)
     .await?;
     Ok(())

@@ -10,3 +10,4 @@ mod orders;
 mod outages;
 mod recovery;
 mod state;
+mod trace;

@@ -1,0 +1,117 @@
+//! One trace per event across the services: the gateway's publish, the processor's process and
+//! its downstream publish, the notifier's process and its webhook delivery share one trace id,
+//! carried by `traceparent` in the AMQP headers (spans kept by an in-memory exporter).
+
+use std::collections::BTreeSet;
+
+use opentelemetry::trace::{SpanKind, TraceId};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use serde_json::json;
+use testkit::webhooks::Receiver;
+
+use crate::helpers::{WAIT, spawn_pipeline};
+
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.as_str().into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
+    let exporter = InMemorySpanExporter::default();
+    shared::trace::install(
+        SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build(),
+    );
+    let mut pipeline = spawn_pipeline().await;
+    let backends = pipeline.backends.clone();
+    let notifier = pipeline.start_notifier(backends).await;
+    let receiver = Receiver::start(&[]).await;
+    let subscribed = pipeline
+        .client
+        .post(format!("http://{notifier}/subscriptions"))
+        .json(&json!({ "url": receiver.url(), "event_types": ["product.updated"] }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(subscribed.status(), 201);
+
+    // The client starts the trace; the gateway continues it.
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = pipeline
+        .client
+        .post(format!("http://{}/events", pipeline.gateway))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "traced-evt")
+        .header(
+            "traceparent",
+            format!("00-{client_trace}-00f067aa0ba902b7-01"),
+        )
+        .body(r#"{"product_id": "traced-1", "stock": 3}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 202);
+    let got = receiver.wait_for(1, WAIT).await;
+    assert!(
+        got[0].header("traceparent").contains(client_trace),
+        "the webhook request carries the trace: {:?}",
+        got[0].header("traceparent")
+    );
+
+    let trace = TraceId::from_hex(client_trace).expect("hex");
+    let spans = testkit::eventually("the delivery span", WAIT, || async {
+        let spans: Vec<SpanData> = exporter
+            .get_finished_spans()
+            .ok()?
+            .into_iter()
+            .filter(|s| s.span_context.trace_id() == trace)
+            .collect();
+        spans
+            .iter()
+            .any(|s| s.span_kind == SpanKind::Client)
+            .then_some(spans)
+    })
+    .await;
+    let services: BTreeSet<String> = spans
+        .iter()
+        .map(|s| s.instrumentation_scope.name().to_owned())
+        .collect();
+    assert_eq!(
+        services,
+        BTreeSet::from(["gateway".into(), "notifier".into(), "processor".into()])
+    );
+    let ns = pipeline.backends.namespace.as_str().to_owned();
+    let names: BTreeSet<String> = spans.iter().map(|s| s.name.to_string()).collect();
+    for expected in [
+        format!("publish {ns}.ingest"),
+        format!("publish {ns}.events"),
+        format!("process {ns}.notifier"),
+        "POST".to_owned(),
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with(&format!("process {ns}.ingest."))),
+        "{names:?}"
+    );
+    for span in &spans {
+        assert!(
+            attribute(span, "pipeline.event_id").is_some_and(|id| id.starts_with("traced-evt")),
+            "{} carries the event id",
+            span.name
+        );
+        if span.span_kind != SpanKind::Client {
+            assert_eq!(
+                attribute(span, "messaging.system").as_deref(),
+                Some("rabbitmq")
+            );
+        }
+    }
+    pipeline.stop().await;
+}

@@ -1,0 +1,247 @@
+//! Traces: OpenTelemetry spans from the HTTP request through the publish, the queue, the
+//! processing, the downstream event and each webhook delivery, joined into one trace by W3C
+//! `traceparent`, carried in AMQP message headers (and in the notifier's table between taking
+//! an event in and delivering it).
+//!
+//! Spans follow the OpenTelemetry messaging conventions for RabbitMQ: `publish {exchange}`
+//! (producer, operation type `send`) and `process {queue}` (consumer), with
+//! `messaging.system`, `messaging.destination.name`, `messaging.operation.*`,
+//! `messaging.rabbitmq.destination.routing_key`, `messaging.message.id`, and the event id as
+//! `pipeline.event_id` on every span.
+//!
+//! Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set:
+//! then nothing is created, injected or extracted, and the cost is one atomic load per call.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable},
+};
+use opentelemetry::{
+    Context, KeyValue, global,
+    propagation::{Extractor, Injector},
+    trace::{SpanKind, Status, TraceContextExt, Tracer as _},
+};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The W3C header, in AMQP headers and HTTP requests alike.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Starts exporting spans over OTLP (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; the provider to shut down at exit, or `None`
+/// (tracing off).
+pub fn init(service: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build();
+    install(provider.clone());
+    Ok(Some(provider))
+}
+
+/// Makes `provider` the process's tracer provider, with the W3C propagator, and turns
+/// tracing on (tests install one with an in-memory exporter).
+pub fn install(provider: SdkTracerProvider) {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    global::set_tracer_provider(provider);
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// True when spans are recorded.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Acquire)
+}
+
+/// What a messaging span is about.
+pub struct Messaging<'a> {
+    /// `send` (publish) or `process` (consume).
+    pub operation: Operation,
+    /// The exchange published to, or the queue consumed from.
+    pub destination: &'a str,
+    /// The routing key.
+    pub routing_key: &'a str,
+    /// The message id (the event id, or a downstream event's id).
+    pub message_id: &'a str,
+    /// The pipeline event the message is about.
+    pub event_id: &'a str,
+}
+
+/// The two messaging operations the pipeline traces.
+#[derive(Clone, Copy, Debug)]
+pub enum Operation {
+    /// Publishing a message.
+    Send,
+    /// Handling a delivered message.
+    Process,
+}
+
+/// A span that ends when dropped; `context()` is where children attach.
+pub struct Traced(Context);
+
+impl Traced {
+    /// The context carrying this span.
+    pub fn context(&self) -> &Context {
+        &self.0
+    }
+
+    /// Marks the span failed.
+    pub fn fail(&self, why: impl std::fmt::Display) {
+        self.0.span().set_status(Status::error(why.to_string()));
+    }
+
+    /// Records an attribute.
+    pub fn set(&self, attribute: KeyValue) {
+        self.0.span().set_attribute(attribute);
+    }
+
+    /// The trace id, for log lines (`None` when tracing is off).
+    pub fn trace_id(&self) -> Option<String> {
+        let span = self.0.span();
+        let context = span.span_context();
+        context.is_valid().then(|| context.trace_id().to_string())
+    }
+
+    /// The W3C `traceparent` of this span, to store or send on (`None` when off).
+    pub fn traceparent(&self) -> Option<String> {
+        if !enabled() {
+            return None;
+        }
+        let mut carrier = HashMap::new();
+        global::get_text_map_propagator(|p| p.inject_context(&self.0, &mut carrier));
+        carrier.remove(TRACEPARENT)
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        self.0.span().end();
+    }
+}
+
+/// Starts a messaging span under `parent` (from [`extract`], [`from_traceparent`] or another
+/// span's context).
+pub fn messaging(service: &'static str, about: &Messaging<'_>, parent: &Context) -> Traced {
+    if !enabled() {
+        return Traced(Context::new());
+    }
+    let (verb, kind, operation_type) = match about.operation {
+        Operation::Send => ("publish", SpanKind::Producer, "send"),
+        Operation::Process => ("process", SpanKind::Consumer, "process"),
+    };
+    let tracer = global::tracer(service);
+    let span = tracer
+        .span_builder(format!("{verb} {}", about.destination))
+        .with_kind(kind)
+        .with_attributes([
+            KeyValue::new("messaging.system", "rabbitmq"),
+            KeyValue::new("messaging.operation.name", verb),
+            KeyValue::new("messaging.operation.type", operation_type),
+            KeyValue::new("messaging.destination.name", about.destination.to_owned()),
+            KeyValue::new(
+                "messaging.rabbitmq.destination.routing_key",
+                about.routing_key.to_owned(),
+            ),
+            KeyValue::new("messaging.message.id", about.message_id.to_owned()),
+            KeyValue::new("pipeline.event_id", about.event_id.to_owned()),
+        ])
+        .start_with_context(&tracer, parent);
+    Traced(parent.with_span(span))
+}
+
+/// Starts a client span (a webhook delivery) under `parent`.
+pub fn client(
+    service: &'static str,
+    name: &'static str,
+    attributes: Vec<KeyValue>,
+    parent: &Context,
+) -> Traced {
+    if !enabled() {
+        return Traced(Context::new());
+    }
+    let tracer = global::tracer(service);
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start_with_context(&tracer, parent);
+    Traced(parent.with_span(span))
+}
+
+/// `properties` with `context`'s `traceparent` added to its headers.
+pub fn inject(context: &Context, properties: BasicProperties) -> BasicProperties {
+    if !enabled() {
+        return properties;
+    }
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    global::get_text_map_propagator(|p| p.inject_context(context, &mut AmqpHeaders(&mut headers)));
+    properties.with_headers(headers)
+}
+
+/// The context a message's headers carry (empty when none, or tracing is off).
+pub fn extract(properties: &BasicProperties) -> Context {
+    match properties.headers() {
+        Some(headers) if enabled() => global::get_text_map_propagator(|p| {
+            p.extract_with_context(&Context::new(), &ReadAmqpHeaders(headers))
+        }),
+        _ => Context::new(),
+    }
+}
+
+/// The context of a stored or received `traceparent` (empty when none, or tracing is off).
+pub fn from_traceparent(traceparent: Option<&str>) -> Context {
+    match traceparent {
+        Some(value) if enabled() => {
+            let carrier = HashMap::from([(TRACEPARENT.to_owned(), value.to_owned())]);
+            global::get_text_map_propagator(|p| p.extract_with_context(&Context::new(), &carrier))
+        }
+        _ => Context::new(),
+    }
+}
+
+/// The context of an HTTP request's `traceparent` header (empty when none, or tracing is off).
+pub fn from_http(headers: &axum::http::HeaderMap) -> Context {
+    from_traceparent(headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()))
+}
+
+struct AmqpHeaders<'a>(&'a mut FieldTable);
+
+impl Injector for AmqpHeaders<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0
+            .insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+}
+
+struct ReadAmqpHeaders<'a>(&'a FieldTable);
+
+impl Extractor for ReadAmqpHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match self.0.inner().get(key)? {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+            AMQPValue::ShortString(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.inner().keys().map(|k| k.as_str()).collect()
+    }
+}

@@ -4,7 +4,16 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt,
+    fmt::{
+        FmtContext, FormatEvent, FormatFields, MakeWriter,
+        format::{Format, Json, Writer},
+    },
+    prelude::*,
+    registry::LookupSpan,
+};
 
 /// Latency buckets (seconds) for every `_seconds` histogram: 0.5 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -36,7 +45,7 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
     let registry = tracing_subscriber::registry().with(filter);
     let installed = if json {
         registry
-            .with(fmt::layer().json().flatten_event(true))
+            .with(json_layer(service, std::io::stdout))
             .try_init()
     } else {
         registry.with(fmt::layer()).try_init()
@@ -44,7 +53,10 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
     metrics();
     let traces = crate::trace::init(service)?;
     if installed.is_ok() {
-        tracing::info!(service, traces = traces.is_some(), "Telemetry ready.");
+        tracing::info!(
+            traces = traces.is_some(),
+            "Telemetry ready for the {service}."
+        );
     }
     Ok(Telemetry { traces })
 }
@@ -59,4 +71,94 @@ pub fn metrics() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("no other metrics recorder is installed in this process")
     })
+}
+
+/// One JSON object per line, each naming the service first, then the level, the message, the
+/// event's fields (`event_id`, `trace_id`, ...) and those of the spans it happened in.
+fn json_layer<S, W>(service: &'static str, writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    fmt::layer()
+        .json()
+        .with_writer(writer)
+        .event_format(WithService {
+            service,
+            inner: fmt::format().json().flatten_event(true),
+        })
+}
+
+/// A JSON event format with `"service"` added to every line.
+struct WithService {
+    service: &'static str,
+    inner: Format<Json>,
+}
+
+impl<S, N> FormatEvent<S, N> for WithService
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.inner
+            .format_event(context, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"service\":\"{}\",{rest}", self.service),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_name_the_service_and_carry_the_event_fields() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(json_layer("notifier", move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                event_id = "e1",
+                trace_id = "abc",
+                "Webhook delivery attempted."
+            );
+        });
+        let text =
+            String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["service"], "notifier");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["event_id"], "e1");
+        assert_eq!(line["trace_id"], "abc");
+        assert_eq!(line["message"], "Webhook delivery attempted.");
+    }
 }

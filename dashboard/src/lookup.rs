@@ -1,4 +1,4 @@
-//! Lookups over PostgreSQL: where an event is, a product with its recent history, an order with
+//! Lookups over PostgreSQL (and the gateway's idempotency records in Redis): where an event is, a product with its recent history, an order with
 //! its notifications, and the summary (order count, a sku's inventory, notification status).
 
 use std::collections::HashMap;
@@ -8,18 +8,31 @@ use axum::{
     extract::{Path, Query, State},
     routing::get,
 };
+use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use shared::{
     api::{ApiError, db, only_params, pool},
     connect::postgres::Database,
-    contract::DOWNSTREAM_TYPES,
+    contract::{DOWNSTREAM_TYPES, idempotency_key},
+    topology::Namespace,
 };
 use sqlx::PgPool;
 
 /// How many recent events and orders a product lookup shows.
 pub const RECENT: i64 = 20;
 
-pub(crate) fn routes() -> Router<Database> {
+/// What the lookups read: PostgreSQL, and Redis for the gateway's idempotency records.
+#[derive(Clone)]
+pub struct Lookups {
+    /// The pipeline's tables.
+    pub database: Database,
+    /// The gateway's Redis.
+    pub redis: ConnectionManager,
+    /// The namespace of the Redis keys.
+    pub namespace: Namespace,
+}
+
+pub(crate) fn routes() -> Router<Lookups> {
     Router::new()
         .route("/api/v1/events/{id}", get(event))
         .route("/api/v1/products/{id}", get(product))
@@ -61,11 +74,24 @@ fn downstream_ids(source: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether the gateway accepted `id` (from its idempotency record; only events sent with a key
+/// have one, and records expire): `None` when Redis cannot say.
+async fn accepted(lookups: &Lookups, id: &str) -> Option<bool> {
+    let mut redis = lookups.redis.clone();
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(idempotency_key(&lookups.namespace, id))
+        .arg("state")
+        .query_async(&mut redis)
+        .await
+        .ok()?;
+    state.map(|s| s == "done")
+}
+
 async fn event(
-    State(database): State<Database>,
+    State(lookups): State<Lookups>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let pool = pool(&database)?;
+    let pool = pool(&lookups.database)?;
     let applied = rows(
         pool,
         "SELECT coalesce(json_agg(t), '[]') FROM (
@@ -88,14 +114,26 @@ async fn event(
         &id,
     )
     .await?;
+    let retries = rows(
+        pool,
+        "SELECT coalesce(json_agg(t), '[]') FROM (
+             SELECT attempts, last_error, retry_at FROM retries WHERE event_id = $1) t",
+        &id,
+    )
+    .await?;
     let notified = notifications(pool, &downstream_ids(&id)).await?;
+    let accepted = accepted(&lookups, &id).await;
     let is_empty = |v: &Value| v.as_array().is_none_or(Vec::is_empty);
     let status = if !is_empty(&applied) {
         "applied"
     } else if !is_empty(&dead) {
         "dead_lettered"
+    } else if !is_empty(&retries) {
+        "retrying"
+    } else if accepted == Some(true) {
+        "accepted"
     } else {
-        "not_applied"
+        "unknown"
     };
     Ok(Json(json!({
         "event_id": id,
@@ -103,9 +141,13 @@ async fn event(
         "explanation": match status {
             "applied" => "in the inbox: applied exactly once",
             "dead_lettered" => "set aside: see its dead letter; replay it once the cause is fixed",
-            _ => "not applied yet: still in a shard or on the retry ladder, or never accepted",
+            "retrying" => "failed and waiting on the retry ladder for another attempt",
+            "accepted" => "accepted by the gateway and on its way: in its shard queue",
+            _ => "no record: not sent with a key, its record expired, or never accepted",
         },
+        "accepted": accepted,
         "applied": applied.get(0),
+        "retries": retries.get(0),
         "dead_letters": dead,
         "downstream_unpublished": unpublished,
         "notifications": notified,
@@ -113,10 +155,10 @@ async fn event(
 }
 
 async fn product(
-    State(database): State<Database>,
+    State(lookups): State<Lookups>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let pool = pool(&database)?;
+    let pool = pool(&lookups.database)?;
     let state = rows(
         pool,
         "SELECT coalesce(json_agg(t), '[]') FROM (
@@ -151,10 +193,10 @@ async fn product(
 }
 
 async fn order(
-    State(database): State<Database>,
+    State(lookups): State<Lookups>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let pool = pool(&database)?;
+    let pool = pool(&lookups.database)?;
     let state = rows(
         pool,
         "SELECT coalesce(json_agg(t), '[]') FROM (
@@ -173,11 +215,11 @@ async fn order(
 }
 
 async fn summary(
-    State(database): State<Database>,
+    State(lookups): State<Lookups>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     only_params(params.keys(), &["sku"])?;
-    let pool = pool(&database)?;
+    let pool = pool(&lookups.database)?;
     let counts: Value = sqlx::query_scalar(
         "SELECT json_build_object(
              'orders', (SELECT json_build_object(

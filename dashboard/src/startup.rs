@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     dead_letters::{self, Processor},
-    lookup,
+    lookup::{self, Lookups},
     snapshot::{self, Sources},
 };
 
@@ -39,6 +39,7 @@ pub struct Application {
     listener: TcpListener,
     config: Config,
     sources: Arc<Sources>,
+    lookups: Lookups,
     background: CancellationToken,
 }
 
@@ -73,6 +74,13 @@ impl Application {
             |_connection| async { Ok(()) },
             background.clone(),
         );
+        let redis =
+            shared::connect::redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
+        let lookups = Lookups {
+            database: database.clone(),
+            redis,
+            namespace: backends.namespace.clone(),
+        };
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(2))
             .build()?;
@@ -88,6 +96,7 @@ impl Application {
             listener,
             config,
             sources,
+            lookups,
             background,
         })
     }
@@ -127,7 +136,7 @@ impl Application {
             .route("/api/v1/snapshot", get(current))
             .route("/api/v1/stream", get(stream))
             .with_state(snapshots)
-            .merge(lookup::routes().with_state(self.sources.database.clone()))
+            .merge(lookup::routes().with_state(self.lookups))
             .merge(dead_letters::routes(processor))
             .merge(ops::routes(AlwaysReady))
             .layer(middleware::from_fn(ops::track_requests));

@@ -110,7 +110,7 @@ impl Idempotency {
     }
 
     fn key(&self, id: &EventId) -> String {
-        format!("{}:idem:{}", self.namespace.as_str(), id.as_str())
+        shared::contract::idempotency_key(&self.namespace, id.as_str())
     }
 
     /// Claims `id` for a body with `fingerprint`, or says why it cannot be claimed.

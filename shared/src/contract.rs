@@ -167,6 +167,12 @@ impl OrderPlaced {
     }
 }
 
+/// Redis key of an event id's idempotency record (a hash whose `state` is `lease` while it is
+/// being published and `done` once accepted).
+pub fn idempotency_key(namespace: &crate::topology::Namespace, id: &str) -> String {
+    format!("{}:idem:{id}", namespace.as_str())
+}
+
 /// Redis key of an order accepted but not yet applied (so `GET /orders/{id}` can say `pending`).
 pub fn pending_order_key(namespace: &crate::topology::Namespace, id: &OrderId) -> String {
     format!("{}:order:{}", namespace.as_str(), id.as_str())

@@ -34,6 +34,10 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
     let (status, event) = stack.get("/api/v1/events/dash-evt-1").await;
     assert_eq!(status, 200);
     assert_eq!(event["status"], "applied");
+    assert_eq!(
+        event["accepted"], true,
+        "sent with a key: the gateway's record says so"
+    );
     assert_eq!(event["applied"]["product_id"], "dash-1");
 
     let (_, product) = stack.get("/api/v1/products/dash-1").await;
@@ -59,10 +63,7 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
     assert_eq!(stack.get("/api/v1/products/never").await.0, 404);
     assert_eq!(stack.get("/api/v1/orders/never").await.0, 404);
     let (status, unknown) = stack.get("/api/v1/events/never").await;
-    assert_eq!(
-        (status, unknown["status"].as_str()),
-        (200, Some("not_applied"))
-    );
+    assert_eq!((status, unknown["status"].as_str()), (200, Some("unknown")));
     let (status, bad) = stack.get("/api/v1/summary?skew=1").await;
     assert_eq!((status, bad["field"].as_str()), (400, Some("skew")));
     stack.stop().await;

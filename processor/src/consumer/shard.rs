@@ -107,7 +107,14 @@ impl DeliveryHandler for ShardHandler {
                         {
                             Ok(()) => {
                                 metrics::counter!("pipeline_events_retried_total").increment(1);
-                                tracing::info!(event_id = %update.event_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
+                                tracing::info!(event_id = %update.event_id(), trace_id = span.trace_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
+                                self.note_retry(
+                                    update.event_id().as_str(),
+                                    poison.attempts,
+                                    &error,
+                                    *delay,
+                                )
+                                .await;
                                 settle(acker).await;
                             }
                             Err(e) => {
@@ -135,6 +142,27 @@ impl DeliveryHandler for ShardHandler {
 }
 
 impl ShardHandler {
+    /// Records that `event` waits on the retry ladder (best effort: it is for operators'
+    /// lookups; the retry itself is already safely in its queue).
+    async fn note_retry(&self, event: &str, attempts: u32, error: &str, delay: Duration) {
+        let noted = sqlx::query(
+            "INSERT INTO retries (event_id, attempts, last_error, retry_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+             ON CONFLICT (event_id) DO UPDATE
+             SET attempts = excluded.attempts, last_error = excluded.last_error,
+                 retry_at = excluded.retry_at",
+        )
+        .bind(event)
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .bind(error)
+        .bind(delay.as_secs_f64())
+        .execute(self.deps.database.pool())
+        .await;
+        if let Err(e) = noted {
+            tracing::debug!(event_id = event, error = %e, "Could not record the retry for lookups.");
+        }
+    }
+
     /// The `process` span of a delivery, under the trace its headers carry.
     fn span(&self, delivery: &Delivery) -> Traced {
         let id = delivery

@@ -74,6 +74,13 @@ async fn a_failing_event_climbs_the_retry_ladder_without_blocking_its_shard_then
     let dead = pipeline.dead_letters(1).await;
     assert_eq!(dead[0]["reason"], "attempts_exhausted");
     assert_eq!(dead[0]["attempts"], 4, "first try plus three retries");
+    let (retries, last_error): (i32, String) =
+        sqlx::query_as("SELECT attempts, last_error FROM retries WHERE event_id = 'flaky-evt'")
+            .fetch_one(&pool)
+            .await
+            .expect("the retries are on record for lookups");
+    assert_eq!(retries, 3);
+    assert!(last_error.contains("sabotaged flaky"));
     assert_eq!(dead[0]["event_id"], "flaky-evt");
     assert!(
         dead[0]["error"]

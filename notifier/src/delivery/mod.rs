@@ -17,17 +17,19 @@
 
 use std::{sync::Arc, time::Duration};
 
+use opentelemetry::KeyValue;
 use reqwest::{Client, header::CONTENT_TYPE, redirect};
-use shared::connect::postgres::Database;
-use sqlx::PgPool;
+use shared::{connect::postgres::Database, trace};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use crate::signing;
-use opentelemetry::KeyValue;
-use shared::trace;
+
+mod record;
+
+use record::{Attempt, Due, claim, finish};
 
 /// How the worker delivers.
 #[derive(Clone, Debug)]
@@ -42,35 +44,6 @@ pub struct Policy {
     pub disable_after: i32,
     /// How often to look for due retries when nothing wakes the worker.
     pub poll_interval: Duration,
-}
-
-/// A claimed delivery with what sending it takes.
-#[derive(sqlx::FromRow)]
-struct Due {
-    id: i64,
-    event_id: String,
-    event_type: String,
-    subscription_id: Uuid,
-    attempts: i32,
-    body: String,
-    url: String,
-    secret: String,
-    previous_secret: Option<String>,
-    traceparent: Option<String>,
-}
-
-/// What one attempt came to.
-struct Attempt {
-    at: OffsetDateTime,
-    status: Option<u16>,
-    latency: Duration,
-    error: Option<String>,
-}
-
-impl Attempt {
-    fn succeeded(&self) -> bool {
-        self.error.is_none()
-    }
 }
 
 /// The worker: what it needs, shared by its in-flight deliveries.
@@ -165,7 +138,7 @@ impl Worker {
             span.fail(error);
         }
         let outcome = loop {
-            match self.finish(token, &due, &attempt).await {
+            match finish(self.database.pool(), &self.policy, token, &due, &attempt).await {
                 Ok(outcome) => break outcome,
                 Err(e) => {
                     tracing::warn!(event_id = %due.event_id, error = %e, "Cannot record a delivery attempt; trying again.");
@@ -175,17 +148,28 @@ impl Worker {
         };
         metrics::counter!("pipeline_webhook_deliveries_total", "outcome" => outcome).increment(1);
         metrics::histogram!("pipeline_webhook_delivery_seconds").record(attempt.latency);
-        tracing::info!(
-            event_id = %due.event_id,
-            event_type = %due.event_type,
-            subscription_id = %due.subscription_id,
-            trace_id = span.trace_id(),
-            attempt = due.attempts + 1,
-            status = attempt.status,
-            error = attempt.error.as_deref(),
-            outcome,
-            "Webhook delivery attempted."
-        );
+        // A success is routine (debug); a failure that will be retried is worth a line; one
+        // that exhausted its retries is dead-lettered and may need an operator.
+        macro_rules! attempted {
+            ($level:ident) => {
+                tracing::$level!(
+                    event_id = %due.event_id,
+                    event_type = %due.event_type,
+                    subscription_id = %due.subscription_id,
+                    trace_id = span.trace_id(),
+                    attempt = due.attempts + 1,
+                    status = attempt.status,
+                    error = attempt.error.as_deref(),
+                    outcome,
+                    "Webhook delivery attempted."
+                )
+            };
+        }
+        match outcome {
+            "sent" => attempted!(debug),
+            "retry" => attempted!(info),
+            _ => attempted!(warn),
+        }
     }
 
     /// One signed POST (with the W3C `traceparent` of its span, when tracing).
@@ -230,144 +214,6 @@ impl Worker {
             },
         }
     }
-
-    /// Records the attempt and its consequence in one transaction; the outcome label.
-    async fn finish(
-        &self,
-        token: Uuid,
-        due: &Due,
-        attempt: &Attempt,
-    ) -> Result<&'static str, sqlx::Error> {
-        let pool = self.database.pool();
-        let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts
-                 (delivery_id, attempted_at, status_code, latency_seconds, error)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(due.id)
-        .bind(attempt.at)
-        .bind(attempt.status.map(i32::from))
-        .bind(attempt.latency.as_secs_f64())
-        .bind(attempt.error.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        let outcome = if attempt.succeeded() {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, sent_at = now(),
-                        last_error = NULL, lease_token = NULL, lease_until = NULL
-                 WHERE id = $1 AND lease_token = $2",
-            )
-            .bind(due.id)
-            .bind(token)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE subscriptions SET consecutive_failures = 0 WHERE id = $1")
-                .bind(due.subscription_id)
-                .execute(&mut *tx)
-                .await?;
-            "sent"
-        } else {
-            let attempts = due.attempts + 1;
-            let next = usize::try_from(attempts - 1)
-                .ok()
-                .and_then(|i| self.policy.retry_schedule.get(i));
-            match next {
-                Some(delay) => {
-                    sqlx::query(
-                        "UPDATE deliveries SET attempts = $3, last_error = $4,
-                                next_attempt_at = now() + make_interval(secs => $5),
-                                lease_token = NULL, lease_until = NULL
-                         WHERE id = $1 AND lease_token = $2",
-                    )
-                    .bind(due.id)
-                    .bind(token)
-                    .bind(attempts)
-                    .bind(attempt.error.as_deref())
-                    .bind(delay.as_secs_f64())
-                    .execute(&mut *tx)
-                    .await?;
-                    "retry"
-                }
-                None => {
-                    let updated = sqlx::query(
-                        "UPDATE deliveries SET status = 'failed', attempts = $3, last_error = $4,
-                                failed_at = now(), lease_token = NULL, lease_until = NULL
-                         WHERE id = $1 AND lease_token = $2",
-                    )
-                    .bind(due.id)
-                    .bind(token)
-                    .bind(attempts)
-                    .bind(attempt.error.as_deref())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if updated == 1 {
-                        sqlx::query(
-                            "UPDATE subscriptions
-                             SET consecutive_failures = consecutive_failures + 1,
-                                 disabled_at = CASE WHEN consecutive_failures + 1 >= $2
-                                                    THEN coalesce(disabled_at, now())
-                                                    ELSE disabled_at END,
-                                 disabled_reason = CASE WHEN consecutive_failures + 1 >= $2
-                                     THEN coalesce(disabled_reason, $3)
-                                     ELSE disabled_reason END
-                             WHERE id = $1",
-                        )
-                        .bind(due.subscription_id)
-                        .bind(self.policy.disable_after)
-                        .bind(format!(
-                            "{} deliveries in a row failed after every retry",
-                            self.policy.disable_after
-                        ))
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    "failed"
-                }
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
-    }
-}
-
-/// Claims up to `limit` due deliveries for `lease`.
-async fn claim(
-    pool: &PgPool,
-    limit: usize,
-    lease: Duration,
-) -> Result<Vec<(Uuid, Due)>, sqlx::Error> {
-    let token = Uuid::now_v7();
-    let due: Vec<Due> = sqlx::query_as(
-        "WITH due AS (
-             SELECT id FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now()
-               AND (lease_until IS NULL OR lease_until < now())
-             ORDER BY next_attempt_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         ), claimed AS (
-             UPDATE deliveries d
-             SET lease_token = $1, lease_until = now() + make_interval(secs => $3)
-             FROM due WHERE d.id = due.id
-             RETURNING d.id, d.event_id, d.subscription_id, d.attempts
-         )
-         SELECT c.id, c.event_id, n.event_type, c.subscription_id, c.attempts, n.body,
-                s.url, s.secret,
-                CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
-                    AS previous_secret,
-                n.traceparent
-         FROM claimed c
-         JOIN notifications n ON n.event_id = c.event_id
-         JOIN subscriptions s ON s.id = c.subscription_id",
-    )
-    .bind(token)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .bind(lease.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
-    Ok(due.into_iter().map(|d| (token, d)).collect())
 }
 
 /// A transport error in a sentence an operator can act on.

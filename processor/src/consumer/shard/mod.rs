@@ -1,25 +1,27 @@
 //! The shard handler: applies product updates and orders, in order, batch by batch; retries,
-//! dead-letters and publishes downstream events as the module above describes.
+//! dead-letters and publishes downstream events as the module above describes. [`emit`] holds
+//! its spans and downstream publishing, [`retry`] the retry ladder.
+
+mod emit;
+mod retry;
 
 use std::{sync::Arc, time::Duration};
 
-use lapin::{Acker, Channel, message::Delivery, types::AMQPValue};
+use lapin::{Acker, Channel, message::Delivery};
 use opentelemetry::Context;
 use shared::{
-    connect::amqp::{publish_announcement, publish_confirmed},
+    consume::{DeliveryHandler, hold, requeue, settle},
     contract::{KIND_ORDER_CREATE, KIND_PRODUCT_UPDATE, headers},
     topology::Topology,
-    trace::{self, Messaging, Operation, Traced},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     dead_letters::{self, Poison, Reason, number_header},
-    downstream,
     handler::{self, Deps, HandleError},
     store::Ingest,
 };
-use shared::consume::{DeliveryHandler, hold, requeue, settle};
+use retry::schedule_retry;
 
 /// Applies product updates from a shard.
 pub struct ShardHandler {
@@ -142,99 +144,6 @@ impl DeliveryHandler for ShardHandler {
 }
 
 impl ShardHandler {
-    /// Records that `event` waits on the retry ladder (best effort: it is for operators'
-    /// lookups; the retry itself is already safely in its queue).
-    async fn note_retry(&self, event: &str, attempts: u32, error: &str, delay: Duration) {
-        let noted = sqlx::query(
-            "INSERT INTO retries (event_id, attempts, last_error, retry_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-             ON CONFLICT (event_id) DO UPDATE
-             SET attempts = excluded.attempts, last_error = excluded.last_error,
-                 retry_at = excluded.retry_at",
-        )
-        .bind(event)
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(error)
-        .bind(delay.as_secs_f64())
-        .execute(self.deps.database.pool())
-        .await;
-        if let Err(e) = noted {
-            tracing::debug!(event_id = event, error = %e, "Could not record the retry for lookups.");
-        }
-    }
-
-    /// The `process` span of a delivery, under the trace its headers carry.
-    fn span(&self, delivery: &Delivery) -> Traced {
-        let id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map_or("", |m| m.as_str());
-        let queue = format!(
-            "{}.{}",
-            self.topology.ingest_exchange(),
-            delivery.routing_key.as_str()
-        );
-        trace::messaging(
-            "processor",
-            &Messaging {
-                operation: Operation::Process,
-                destination: &queue,
-                routing_key: delivery.routing_key.as_str(),
-                message_id: id,
-                event_id: id,
-            },
-            &trace::extract(&delivery.properties),
-        )
-    }
-
-    /// Publishes the downstream events the outbox still holds for `sources` (to the events
-    /// exchange, each confirmed, each in the trace of its source), then forgets them.
-    async fn emit(&self, channel: &Channel, sources: &[(String, Context)]) -> anyhow::Result<()> {
-        let pool = self.deps.database.pool();
-        let ids: Vec<String> = sources.iter().map(|(id, _)| id.clone()).collect();
-        let pending = downstream::pending(pool, &ids).await?;
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let exchange = self.topology.events_exchange();
-        for event in &pending {
-            let parent = sources
-                .iter()
-                .find(|(id, _)| *id == event.source_event_id)
-                .map_or_else(Context::new, |(_, context)| context.clone());
-            let span = trace::messaging(
-                "processor",
-                &Messaging {
-                    operation: Operation::Send,
-                    destination: &exchange,
-                    routing_key: event.kind,
-                    message_id: &event.id,
-                    event_id: &event.source_event_id,
-                },
-                &parent,
-            );
-            let properties = lapin::BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_message_id(event.id.as_str().into())
-                .with_type(event.kind.into())
-                .with_app_id("processor".into());
-            let properties = trace::inject(span.context(), properties);
-            let payload = serde_json::to_vec(&event.payload).expect("JSON always serialises");
-            if let Err(e) =
-                publish_announcement(channel, &exchange, event.kind, &payload, properties).await
-            {
-                span.fail(&e);
-                return Err(e);
-            }
-            metrics::counter!("pipeline_downstream_events_total", "type" => event.kind)
-                .increment(1);
-        }
-        let ids: Vec<String> = pending.into_iter().map(|e| e.id).collect();
-        downstream::published(pool, &ids).await?;
-        Ok(())
-    }
-
     /// Applies the decodable updates of a batch in one transaction and acks them; anything
     /// else in the batch, and the whole batch if the transaction fails for a reason that is not
     /// an outage, goes through [`DeliveryHandler::on_delivery`] one by one (so one bad event
@@ -337,41 +246,6 @@ impl ShardHandler {
             }
         }
     }
-}
-
-/// Publishes a failed message to the retry rung for `delay` with its attempt count and last
-/// error, and waits for the confirm.
-async fn schedule_retry(
-    channel: &Channel,
-    topology: &Topology,
-    poison: &Poison<'_>,
-    delay: Duration,
-    error: &str,
-) -> anyhow::Result<()> {
-    let mut table = poison.properties.headers().clone().unwrap_or_default();
-    table.insert(
-        headers::ATTEMPTS.into(),
-        AMQPValue::LongLongInt(i64::from(poison.attempts)),
-    );
-    table.insert(
-        headers::DEAD_ERROR.into(),
-        AMQPValue::LongString(error.into()),
-    );
-    if !table.inner().contains_key(headers::DEAD_AT) {
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("now always formats as RFC 3339");
-        table.insert(headers::DEAD_AT.into(), AMQPValue::LongString(now.into()));
-    }
-    let properties = poison.properties.clone().with_headers(table);
-    publish_confirmed(
-        channel,
-        &topology.retry_exchange(delay),
-        poison.routing_key,
-        poison.data,
-        properties,
-    )
-    .await
 }
 
 /// Decodes a delivery into an update, or says why it is poison.

@@ -1,0 +1,74 @@
+//! The retry ladder from the shard handler's side: republishing a failed event to the rung
+//! for its next delay, and noting it for operators' lookups.
+
+use std::time::Duration;
+
+use lapin::{Channel, types::AMQPValue};
+use shared::{connect::amqp::publish_confirmed, contract::headers, topology::Topology};
+
+use super::ShardHandler;
+use crate::dead_letters::Poison;
+
+impl ShardHandler {
+    /// Records that `event` waits on the retry ladder (best effort: it is for operators'
+    /// lookups; the retry itself is already safely in its queue).
+    pub(super) async fn note_retry(
+        &self,
+        event: &str,
+        attempts: u32,
+        error: &str,
+        delay: Duration,
+    ) {
+        let noted = sqlx::query(
+            "INSERT INTO retries (event_id, attempts, last_error, retry_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+             ON CONFLICT (event_id) DO UPDATE
+             SET attempts = excluded.attempts, last_error = excluded.last_error,
+                 retry_at = excluded.retry_at",
+        )
+        .bind(event)
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .bind(error)
+        .bind(delay.as_secs_f64())
+        .execute(self.deps.database.pool())
+        .await;
+        if let Err(e) = noted {
+            tracing::debug!(event_id = event, error = %e, "Could not record the retry for lookups.");
+        }
+    }
+}
+
+/// Publishes a failed message to the retry rung for `delay` with its attempt count and last
+/// error, and waits for the confirm.
+pub(super) async fn schedule_retry(
+    channel: &Channel,
+    topology: &Topology,
+    poison: &Poison<'_>,
+    delay: Duration,
+    error: &str,
+) -> anyhow::Result<()> {
+    let mut table = poison.properties.headers().clone().unwrap_or_default();
+    table.insert(
+        headers::ATTEMPTS.into(),
+        AMQPValue::LongLongInt(i64::from(poison.attempts)),
+    );
+    table.insert(
+        headers::DEAD_ERROR.into(),
+        AMQPValue::LongString(error.into()),
+    );
+    if !table.inner().contains_key(headers::DEAD_AT) {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("now always formats as RFC 3339");
+        table.insert(headers::DEAD_AT.into(), AMQPValue::LongString(now.into()));
+    }
+    let properties = poison.properties.clone().with_headers(table);
+    publish_confirmed(
+        channel,
+        &topology.retry_exchange(delay),
+        poison.routing_key,
+        poison.data,
+        properties,
+    )
+    .await
+}

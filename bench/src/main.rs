@@ -232,9 +232,11 @@ async fn main() -> anyhow::Result<()> {
         ("one multiplexed connection", 1),
         ("pool of 8 connections", 8),
     ] {
+        // A failed measurement is reported, not fatal: the pipeline's figures above stand.
         let rate =
             redis_strategy::pairs_per_second(&redis_client, &prefix, connections, 256, seconds)
-                .await?;
+                .await
+                .map_or_else(|e| format!("failed: {e}"), |r| format!("{r:.0} pairs/s"));
         strategies.push((label, rate));
     }
 
@@ -275,9 +277,7 @@ async fn main() -> anyhow::Result<()> {
         println!("| redis-benchmark {command} | {rps:.0} req/s |");
     }
     for (label, rate) in &strategies {
-        println!(
-            "| idempotency claim + record pairs, 256 in flight, {label} | {rate:.0} pairs/s |"
-        );
+        println!("| idempotency claim + record pairs, 256 in flight, {label} | {rate} |");
     }
     println!(
         "| correctness: new events accepted / applied / errors | {accepted_new} / {applied} / {errors} |"

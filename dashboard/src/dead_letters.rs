@@ -81,21 +81,19 @@ async fn show(State(processor): State<Processor>, Path(id): Path<String>) -> Res
 }
 
 async fn replay(State(processor): State<Processor>, body: Bytes) -> Response {
-    forward(
-        processor
-            .client
-            .post(format!("{}/dead-letters/replay", processor.url))
-            .header(header::CONTENT_TYPE.as_str(), "application/json")
-            .body(body),
-    )
-    .await
+    forward_post(&processor, "replay", body).await
 }
 
 async fn purge(State(processor): State<Processor>, body: Bytes) -> Response {
+    forward_post(&processor, "purge", body).await
+}
+
+/// Forwards a JSON body to the processor's `POST /dead-letters/{action}`.
+async fn forward_post(processor: &Processor, action: &str, body: Bytes) -> Response {
     forward(
         processor
             .client
-            .post(format!("{}/dead-letters/purge", processor.url))
+            .post(format!("{}/dead-letters/{action}", processor.url))
             .header(header::CONTENT_TYPE.as_str(), "application/json")
             .body(body),
     )

@@ -1,5 +1,6 @@
-//! Lookups over PostgreSQL (and the gateway's idempotency records in Redis): where an event is, a product with its recent history, an order with
-//! its notifications, and the summary (order count, a sku's inventory, notification status).
+//! Lookups over PostgreSQL (and the gateway's idempotency records in Redis): where an event is,
+//! a product with its 20 most recent events and orders, an order with its notifications, and
+//! the summary (order count, a sku's inventory, notification status).
 
 use std::collections::HashMap;
 
@@ -17,9 +18,6 @@ use shared::{
     topology::Namespace,
 };
 use sqlx::PgPool;
-
-/// How many recent events and orders a product lookup shows.
-pub const RECENT: i64 = 20;
 
 /// What the lookups read: PostgreSQL, and Redis for the gateway's idempotency records.
 #[derive(Clone)]
@@ -45,6 +43,15 @@ async fn rows(pool: &PgPool, query: &'static str, id: &str) -> Result<Value, Api
     sqlx::query_scalar::<_, Value>(query)
         .bind(id)
         .fetch_one(pool)
+        .await
+        .map_err(db)
+}
+
+/// The row of `query` (bound to `id`) as a JSON object, if there is one.
+async fn row(pool: &PgPool, query: &'static str, id: &str) -> Result<Option<Value>, ApiError> {
+    sqlx::query_scalar::<_, Value>(query)
+        .bind(id)
+        .fetch_optional(pool)
         .await
         .map_err(db)
 }
@@ -92,9 +99,9 @@ async fn event(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pool = pool(&lookups.database)?;
-    let applied = rows(
+    let applied = row(
         pool,
-        "SELECT coalesce(json_agg(t), '[]') FROM (
+        "SELECT row_to_json(t) FROM (
              SELECT product_id, occurred_at, received_at, processed_at
              FROM processed_events WHERE event_id = $1) t",
         &id,
@@ -114,9 +121,9 @@ async fn event(
         &id,
     )
     .await?;
-    let retries = rows(
+    let retries = row(
         pool,
-        "SELECT coalesce(json_agg(t), '[]') FROM (
+        "SELECT row_to_json(t) FROM (
              SELECT attempts, last_error, retry_at FROM retries WHERE event_id = $1) t",
         &id,
     )
@@ -124,11 +131,11 @@ async fn event(
     let notified = notifications(pool, &downstream_ids(&id)).await?;
     let accepted = accepted(&lookups, &id).await;
     let is_empty = |v: &Value| v.as_array().is_none_or(Vec::is_empty);
-    let status = if !is_empty(&applied) {
+    let status = if applied.is_some() {
         "applied"
     } else if !is_empty(&dead) {
         "dead_lettered"
-    } else if !is_empty(&retries) {
+    } else if retries.is_some() {
         "retrying"
     } else if accepted == Some(true) {
         "accepted"
@@ -146,8 +153,8 @@ async fn event(
             _ => "no record: not sent with a key, its record expired, or never accepted",
         },
         "accepted": accepted,
-        "applied": applied.get(0),
-        "retries": retries.get(0),
+        "applied": applied,
+        "retries": retries,
         "dead_letters": dead,
         "downstream_unpublished": unpublished,
         "notifications": notified,
@@ -159,16 +166,14 @@ async fn product(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pool = pool(&lookups.database)?;
-    let state = rows(
+    let state = row(
         pool,
-        "SELECT coalesce(json_agg(t), '[]') FROM (
+        "SELECT row_to_json(t) FROM (
              SELECT product_id, price, stock, updated_at FROM products WHERE product_id = $1) t",
         &id,
     )
-    .await?;
-    let Some(state) = state.get(0).cloned() else {
-        return Err(ApiError::NotFound("no product with this id"));
-    };
+    .await?
+    .ok_or(ApiError::NotFound("no product with this id"))?;
     let events = rows(
         pool,
         "SELECT coalesce(json_agg(t), '[]') FROM (
@@ -197,19 +202,17 @@ async fn order(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pool = pool(&lookups.database)?;
-    let state = rows(
+    let state = row(
         pool,
-        "SELECT coalesce(json_agg(t), '[]') FROM (
+        "SELECT row_to_json(t) FROM (
              SELECT order_id, sku, qty, email, status, reason, created_at, updated_at
              FROM orders WHERE order_id = $1) t",
         &id,
     )
-    .await?;
-    let Some(state) = state.get(0).cloned() else {
-        return Err(ApiError::NotFound(
-            "no decided order with this id (a pending one is at the gateway's GET /orders/{id})",
-        ));
-    };
+    .await?
+    .ok_or(ApiError::NotFound(
+        "no decided order with this id (a pending one is at the gateway's GET /orders/{id})",
+    ))?;
     let notified = notifications(pool, &downstream_ids(&format!("order:{id}"))).await?;
     Ok(Json(json!({ "order": state, "notifications": notified })))
 }
@@ -236,15 +239,15 @@ async fn summary(
     .map_err(db)?;
     let mut summary = counts;
     if let Some(sku) = params.get("sku") {
-        let inventory = rows(
+        let inventory = row(
             pool,
-            "SELECT coalesce(json_agg(t), '[]') FROM (
+            "SELECT row_to_json(t) FROM (
                  SELECT product_id AS sku, stock, price, updated_at FROM products
                  WHERE product_id = $1) t",
             sku,
         )
         .await?;
-        summary["inventory"] = inventory.get(0).cloned().unwrap_or(Value::Null);
+        summary["inventory"] = inventory.unwrap_or(Value::Null);
     }
     Ok(Json(summary))
 }

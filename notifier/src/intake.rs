@@ -136,12 +136,7 @@ impl DeliveryHandler for Intake {
         );
         let traceparent = span.traceparent();
         let recorded = hold(
-            || async {
-                if !self.database.is_migrated() {
-                    return Err(sqlx::Error::PoolTimedOut);
-                }
-                record(self.database.pool(), &event, traceparent.as_deref()).await
-            },
+            || async { record(self.database.ready()?, &event, traceparent.as_deref()).await },
             |_| true,
             "downstream event",
             shutdown,

@@ -22,12 +22,7 @@ impl DeliveryHandler for Intake {
     ) -> bool {
         let dead = intake::record(&delivery);
         let stored = hold(
-            || async {
-                if !self.database.is_migrated() {
-                    return Err(sqlx::Error::PoolTimedOut);
-                }
-                store::insert(self.database.pool(), &dead).await
-            },
+            || async { store::insert(self.database.ready()?, &dead).await },
             |_| true,
             "dead letter",
             shutdown,

@@ -80,6 +80,16 @@ impl Database {
         &self.pool
     }
 
+    /// The pool once the schema is migrated; before that, the error an outage gives, so callers
+    /// holding work until PostgreSQL is back treat both alike.
+    pub fn ready(&self) -> Result<&PgPool, sqlx::Error> {
+        if self.is_migrated() {
+            Ok(&self.pool)
+        } else {
+            Err(sqlx::Error::PoolTimedOut)
+        }
+    }
+
     /// True once the migrations have been applied.
     pub fn is_migrated(&self) -> bool {
         self.migrated.load(Ordering::Acquire)

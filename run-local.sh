@@ -2,10 +2,26 @@
 # Builds every service and runs them together against RabbitMQ, Redis and PostgreSQL on their
 # local default addresses (override with the variables in README.md). Topology, database and
 # migrations are set up by the services themselves at start. Ctrl-C drains and stops them all.
+#
+# The first run makes a development API key with every scope and keeps it in .pipeline-dev-key
+# (git-ignored); every run prints it. Webhooks may reach this machine (a receiver on 127.0.0.1),
+# which deployments refuse by default.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 cargo build --release --bin gateway --bin processor --bin notifier --bin dashboard
+
+key_file=.pipeline-dev-key
+if [[ ! -s "$key_file" ]]; then
+    # A key named dev whose file was lost is replaced.
+    ./target/release/gateway keys revoke dev >/dev/null 2>&1 || true
+    (umask 077 && ./target/release/gateway keys create --name dev --scopes '*' > "$key_file")
+fi
+echo "Development API key (every scope), kept in $key_file:"
+echo "    $(cat "$key_file")"
+echo "In another shell: export PIPELINE_API_KEY=\$(cat $key_file)"
+
+export WEBHOOK_ALLOW_PRIVATE_NETWORKS=true
 
 pids=()
 stop() {

@@ -87,6 +87,17 @@ with tempfile.TemporaryDirectory() as scratch:
             fail(f"{kind}/{name}:\n{result.stdout}{result.stderr}")
 print(f"ok   k8s: {len(documents)} resources rendered and validated")
 
+# The one-off Job that makes the first API key, applied by hand (not in the kustomization).
+first_key = subprocess.run(
+    ["kubernetes-validate", "--strict", "--quiet", str(ROOT / "k8s/first-key.yaml")],
+    text=True,
+    capture_output=True,
+)
+if first_key.returncode != 0:
+    fail(f"k8s/first-key.yaml:\n{first_key.stdout}{first_key.stderr}")
+else:
+    print("ok   k8s/first-key.yaml validated")
+
 # Entry points: every command is a binary of the workspace.
 metadata = json.loads(run("cargo", "metadata", "--no-deps", "--format-version", "1").stdout)
 binaries = {t["name"] for p in metadata["packages"] for t in p["targets"] if "bin" in t["kind"]}

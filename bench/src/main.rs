@@ -1,12 +1,13 @@
 //! The benchmark: in one run, the raw broker's round trip and the pipeline's maximum sustained
-//! rate, latencies at 50% and 80% of it, CPU per event and peak memory per service, and
-//! `redis-benchmark` figures. Runs the release binaries of the services as child processes.
+//! rate, latencies at 50% and 80% of it, CPU per event and peak memory per service, the cost of
+//! authentication per request, and `redis-benchmark` figures. Runs the release binaries of the services as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
 //! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N
 //! (with `--quick`: offers only N), `--step-seconds S` sets each step's length.
 #![forbid(unsafe_code)]
 
+mod auth_cost;
 mod load;
 mod probe;
 mod raw;
@@ -63,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let mut gateway = services.spawn("gateway");
     let gateway_pid = gateway.id().expect("running");
     let processor_pid = processor.id().expect("running");
+    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     let client = reqwest::Client::builder()
+        .default_headers(testkit::key_header(&key))
         .pool_max_idle_per_host(4096)
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -223,6 +226,11 @@ async fn main() -> anyhow::Result<()> {
         _ => Vec::new(),
     };
 
+    let auth = auth_cost::per_check(&backends, &key).await.map_or_else(
+        |e| format!("failed: {e}"),
+        |d| format!("{:.2} µs", d.as_secs_f64() * 1e6),
+    );
+
     // The Redis connection strategy, by measurement: one multiplexed connection against a pool.
     let redis_client = redis::Client::open(backends.redis.clone())?;
     let seconds = Duration::from_secs(if options.quick { 1 } else { 4 });
@@ -273,6 +281,9 @@ async fn main() -> anyhow::Result<()> {
         mib(rss.0),
         mib(rss.1)
     );
+    println!(
+        "| authentication per request (a key in memory: header, SHA-256, lookup, scope) | {auth} |"
+    );
     for (command, rps) in &redis {
         println!("| redis-benchmark {command} | {rps:.0} req/s |");
     }
@@ -286,7 +297,13 @@ async fn main() -> anyhow::Result<()> {
     sigterm(&mut gateway).await;
     sigterm(&mut processor).await;
     pool.close().await;
-    testkit::cleanup(&backends).await?;
+    // The figures above stand whatever happens now: a clean-up that fails is a warning.
+    if let Err(e) = testkit::cleanup(&backends).await {
+        eprintln!(
+            "warning: the namespace {} was not fully removed: {e}",
+            backends.namespace.as_str()
+        );
+    }
     // A request the client gave up on may still have been accepted, so outside the smoke the
     // inbox may hold more than the client counted; it may never hold less.
     let accepted = i64::try_from(accepted_new)?;

@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::config::{Backends, ConfigError, millis, millis_list, var};
+use shared::{
+    config::{Backends, ConfigError, millis, millis_list, seconds, var},
+    http::Limits,
+};
 
 /// Everything the dashboard reads at start.
 #[derive(Clone, Debug)]
@@ -11,6 +14,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// RabbitMQ (queue depths), PostgreSQL (lookups, counts) and the namespace.
     pub backends: Backends,
+    /// How the HTTP server protects itself from slow and greedy clients.
+    pub http: Limits,
     /// The services, by base URL: `GATEWAY_URL` (`http://127.0.0.1:8080`), `PROCESSOR_URL`
     /// (`http://127.0.0.1:8082`), `NOTIFIER_URL` (`http://127.0.0.1:8083`).
     pub services: Vec<(&'static str, String)>,
@@ -19,6 +24,13 @@ pub struct Config {
     pub refresh: Duration,
     /// The processor's retry ladder (`RETRY_DELAYS_MS`), for the retry queues' names.
     pub retry_delays: Vec<Duration>,
+    /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
+    pub shutdown_deadline: Duration,
+    /// Marks the session cookie `Secure`, so browsers send it over HTTPS only (and over plain
+    /// HTTP to `localhost`) (`DASHBOARD_SECURE_COOKIES`, true).
+    pub secure_cookies: bool,
+    /// Live streams open at once, across all pages (`DASHBOARD_MAX_STREAMS`, 32).
+    pub max_streams: usize,
 }
 
 impl Config {
@@ -38,6 +50,7 @@ impl Config {
         Ok(Self {
             addr: var("DASHBOARD_ADDR", "0.0.0.0:8081")?,
             backends: Backends::from_env()?,
+            http: Limits::from_env()?,
             services: vec![
                 ("gateway", url("GATEWAY_URL", "http://127.0.0.1:8080")?),
                 ("processor", url("PROCESSOR_URL", "http://127.0.0.1:8082")?),
@@ -45,6 +58,9 @@ impl Config {
             ],
             refresh: millis("DASHBOARD_REFRESH_MS", 1000)?,
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
+            shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
+            secure_cookies: var("DASHBOARD_SECURE_COOKIES", "true")?,
+            max_streams: var("DASHBOARD_MAX_STREAMS", "32")?,
         })
     }
 }

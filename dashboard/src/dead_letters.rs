@@ -1,17 +1,20 @@
 //! The dead-letter panel's API: the processor owns dead letters (it records them, and replays
 //! them onto their shards with publisher confirms), so the dashboard forwards these calls to
 //! the processor's API rather than repeating that logic. Answers come back as the processor
-//! gave them; an unreachable processor is a 503 naming it.
+//! gave them; an unreachable processor is a 503 naming it. Each call carries the signed-in
+//! operator's key, so the processor checks it too.
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Extension, Path, RawQuery, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::json;
+
+use crate::session::Operator;
 
 /// Where the processor is.
 #[derive(Clone)]
@@ -27,6 +30,7 @@ pub(crate) fn routes(processor: Processor) -> Router {
         .route("/api/v1/dead-letters", get(list))
         .route("/api/v1/dead-letters/replay", post(replay))
         .route("/api/v1/dead-letters/purge", post(purge))
+        .route("/api/v1/dead-letters/replays/{id}", get(job))
         .route("/api/v1/dead-letters/{id}", get(show))
         .with_state(processor)
 }
@@ -60,40 +64,76 @@ fn unavailable(error: &reqwest::Error) -> Response {
         .into_response()
 }
 
-async fn list(State(processor): State<Processor>, RawQuery(query): RawQuery) -> Response {
+async fn list(
+    State(processor): State<Processor>,
+    Extension(operator): Extension<Operator>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     forward(
         processor
             .client
-            .get(format!("{}/dead-letters{query}", processor.url)),
+            .get(format!("{}/dead-letters{query}", processor.url))
+            .bearer_auth(&operator.key),
     )
     .await
 }
 
-async fn show(State(processor): State<Processor>, Path(id): Path<String>) -> Response {
-    let mut url = reqwest::Url::parse(&format!("{}/dead-letters/", processor.url))
-        .expect("PROCESSOR_URL was validated at start");
+async fn show(
+    State(processor): State<Processor>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Response {
+    forward_get(&processor, &operator, &["dead-letters", &id]).await
+}
+
+async fn job(
+    State(processor): State<Processor>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Response {
+    forward_get(&processor, &operator, &["dead-letters", "replays", &id]).await
+}
+
+/// Forwards a `GET` of the processor's path made of `segments` (each escaped).
+async fn forward_get(processor: &Processor, operator: &Operator, segments: &[&str]) -> Response {
+    let mut url =
+        reqwest::Url::parse(&processor.url).expect("PROCESSOR_URL was validated at start");
     url.path_segments_mut()
         .expect("an http URL has path segments")
         .pop_if_empty()
-        .push(&id);
-    forward(processor.client.get(url)).await
+        .extend(segments);
+    forward(processor.client.get(url).bearer_auth(&operator.key)).await
 }
 
-async fn replay(State(processor): State<Processor>, body: Bytes) -> Response {
-    forward_post(&processor, "replay", body).await
+async fn replay(
+    State(processor): State<Processor>,
+    Extension(operator): Extension<Operator>,
+    body: Bytes,
+) -> Response {
+    forward_post(&processor, &operator, "replay", body).await
 }
 
-async fn purge(State(processor): State<Processor>, body: Bytes) -> Response {
-    forward_post(&processor, "purge", body).await
+async fn purge(
+    State(processor): State<Processor>,
+    Extension(operator): Extension<Operator>,
+    body: Bytes,
+) -> Response {
+    forward_post(&processor, &operator, "purge", body).await
 }
 
 /// Forwards a JSON body to the processor's `POST /dead-letters/{action}`.
-async fn forward_post(processor: &Processor, action: &str, body: Bytes) -> Response {
+async fn forward_post(
+    processor: &Processor,
+    operator: &Operator,
+    action: &str,
+    body: Bytes,
+) -> Response {
     forward(
         processor
             .client
             .post(format!("{}/dead-letters/{action}", processor.url))
+            .bearer_auth(&operator.key)
             .header(header::CONTENT_TYPE.as_str(), "application/json")
             .body(body),
     )

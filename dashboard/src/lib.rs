@@ -7,12 +7,14 @@
 //! - [`dead_letters`]: list, inspect, replay (with a dry run) and purge, through the processor.
 //! - [`lookup`]: an event, a product, an order, and `/api/v1/summary`.
 //! - [`metrics_text`]: reading the services' Prometheus text.
+//! - [`session`]: operators sign in with an `ops` key; the cookie, and the same-origin rule.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod dead_letters;
 pub mod lookup;
 pub mod metrics_text;
+pub mod session;
 pub mod snapshot;
 pub mod startup;
 

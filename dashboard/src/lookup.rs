@@ -1,6 +1,8 @@
-//! Lookups over PostgreSQL (and the gateway's idempotency records in Redis): where an event is,
-//! a product with its 20 most recent events and orders, an order with its notifications, and
-//! the summary (order count, a sku's inventory, notification status).
+//! Lookups: where an event is, a product with its 20 most recent events and orders, an order
+//! with its notifications, and the summary (order count, a sku's inventory, notification
+//! status). Each table is read through the module that owns it (the processor's inbox, retries,
+//! dead letters and outbox; the notifier's deliveries; the gateway's idempotency records;
+//! `shared::products` and `shared::orders`), so a change of layout is made in one place.
 
 use std::collections::HashMap;
 
@@ -14,7 +16,9 @@ use serde_json::{Value, json};
 use shared::{
     api::{ApiError, db, only_params, pool},
     connect::postgres::Database,
-    contract::{DOWNSTREAM_TYPES, idempotency_key},
+    contract::{EventType, IngestKind, downstream_id},
+    model::{EventId, OrderId, ProductId},
+    orders, products,
     topology::Namespace,
 };
 use sqlx::PgPool;
@@ -30,6 +34,9 @@ pub struct Lookups {
     pub namespace: Namespace,
 }
 
+/// How many recent events and orders a product's lookup shows.
+const RECENT: i64 = 20;
+
 pub(crate) fn routes() -> Router<Lookups> {
     Router::new()
         .route("/api/v1/events/{id}", get(event))
@@ -38,60 +45,76 @@ pub(crate) fn routes() -> Router<Lookups> {
         .route("/api/v1/summary", get(summary))
 }
 
-/// Rows of `query` (bound to `id`) as a JSON array, built by PostgreSQL.
-async fn rows(pool: &PgPool, query: &'static str, id: &str) -> Result<Value, ApiError> {
-    sqlx::query_scalar::<_, Value>(query)
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .map_err(db)
-}
-
-/// The row of `query` (bound to `id`) as a JSON object, if there is one.
-async fn row(pool: &PgPool, query: &'static str, id: &str) -> Result<Option<Value>, ApiError> {
-    sqlx::query_scalar::<_, Value>(query)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(db)
-}
-
-/// Each subscriber's delivery of the downstream events with these ids.
-async fn notifications(pool: &PgPool, ids: &[String]) -> Result<Value, ApiError> {
-    sqlx::query_scalar(
-        "SELECT coalesce(json_agg(t ORDER BY t.event_id, t.delivery_id), '[]') FROM (
-             SELECT n.event_id, n.event_type, n.received_at, d.id AS delivery_id,
-                    d.subscription_id, s.url, d.status, d.attempts, d.sent_at, d.failed_at,
-                    d.last_error
-             FROM notifications n
-             LEFT JOIN deliveries d ON d.event_id = n.event_id
-             LEFT JOIN subscriptions s ON s.id = d.subscription_id
-             WHERE n.event_id = ANY ($1)) t",
-    )
-    .bind(ids)
-    .fetch_one(pool)
-    .await
-    .map_err(db)
-}
-
-fn downstream_ids(source: &str) -> Vec<String> {
-    DOWNSTREAM_TYPES
+/// Each subscriber's delivery of every downstream event the `kinds` event `source` may have
+/// caused.
+async fn notifications(
+    pool: &PgPool,
+    kinds: &[IngestKind],
+    source: &str,
+) -> Result<Value, ApiError> {
+    let Ok(source) = source.parse::<EventId>() else {
+        return Ok(json!([]));
+    };
+    let ids: Vec<String> = kinds
         .iter()
-        .map(|t| format!("{source}:{t}"))
-        .collect()
+        .flat_map(|kind| {
+            EventType::ALL
+                .iter()
+                .map(|t| downstream_id(*kind, &source, t.as_str()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    notifier::store::deliveries::of_events(pool, &ids)
+        .await
+        .map_err(db)
 }
 
-/// Whether the gateway accepted `id` (from its idempotency record; only events sent with a key
-/// have one, and records expire): `None` when Redis cannot say.
+/// Whether the gateway accepted the product update `id` (from its idempotency record; only
+/// events sent with a key have one, and records expire): `None` when Redis cannot say.
 async fn accepted(lookups: &Lookups, id: &str) -> Option<bool> {
+    let id: EventId = id.parse().ok()?;
     let mut redis = lookups.redis.clone();
-    let state: Option<String> = redis::cmd("HGET")
-        .arg(idempotency_key(&lookups.namespace, id))
-        .arg("state")
-        .query_async(&mut redis)
-        .await
-        .ok()?;
-    state.map(|s| s == "done")
+    let state = gateway::idempotency::state(
+        &mut redis,
+        &lookups.namespace,
+        IngestKind::ProductUpdate,
+        &id,
+    )
+    .await
+    .ok()?;
+    Some(state == Some(gateway::idempotency::State::Done))
+}
+
+/// Where the event stands, and what that means for its sender.
+fn status(
+    applied: bool,
+    dead: &Value,
+    retrying: bool,
+    accepted: Option<bool>,
+) -> [&'static str; 2] {
+    if applied {
+        ["applied", "in the inbox: applied exactly once"]
+    } else if dead.as_array().is_some_and(|d| !d.is_empty()) {
+        [
+            "dead_lettered",
+            "set aside: see its dead letter; replay it once the cause is fixed",
+        ]
+    } else if retrying {
+        [
+            "retrying",
+            "failed and waiting on the retry ladder for another attempt",
+        ]
+    } else if accepted == Some(true) {
+        [
+            "accepted",
+            "accepted by the gateway and on its way: in its shard queue",
+        ]
+    } else {
+        [
+            "unknown",
+            "no record: not sent with a key, its record expired, or never accepted",
+        ]
+    }
 }
 
 async fn event(
@@ -99,59 +122,23 @@ async fn event(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pool = pool(&lookups.database)?;
-    let applied = row(
-        pool,
-        "SELECT row_to_json(t) FROM (
-             SELECT product_id, occurred_at, received_at, processed_at
-             FROM processed_events WHERE event_id = $1) t",
-        &id,
-    )
-    .await?;
-    let dead = rows(
-        pool,
-        "SELECT coalesce(json_agg(t ORDER BY t.dead_lettered_at), '[]') FROM (
-             SELECT id, reason, error, attempts, service, dead_lettered_at
-             FROM dead_letters WHERE event_id = $1) t",
-        &id,
-    )
-    .await?;
-    let unpublished = rows(
-        pool,
-        "SELECT coalesce(json_agg(event_id), '[]') FROM outbox WHERE source_event_id = $1",
-        &id,
-    )
-    .await?;
-    let retries = row(
-        pool,
-        "SELECT row_to_json(t) FROM (
-             SELECT attempts, last_error, retry_at FROM retries WHERE event_id = $1) t",
-        &id,
-    )
-    .await?;
-    let notified = notifications(pool, &downstream_ids(&id)).await?;
+    let applied = processor::store::inbox::applied(pool, &id)
+        .await
+        .map_err(db)?;
+    let dead = processor::dead_letters::store::of_event(pool, &id)
+        .await
+        .map_err(db)?;
+    let unpublished = processor::downstream::unpublished(pool, &id)
+        .await
+        .map_err(db)?;
+    let retries = processor::store::retries::of(pool, &id).await.map_err(db)?;
+    let notified = notifications(pool, &IngestKind::ALL, &id).await?;
     let accepted = accepted(&lookups, &id).await;
-    let is_empty = |v: &Value| v.as_array().is_none_or(Vec::is_empty);
-    let status = if applied.is_some() {
-        "applied"
-    } else if !is_empty(&dead) {
-        "dead_lettered"
-    } else if retries.is_some() {
-        "retrying"
-    } else if accepted == Some(true) {
-        "accepted"
-    } else {
-        "unknown"
-    };
+    let [status, explanation] = status(applied.is_some(), &dead, retries.is_some(), accepted);
     Ok(Json(json!({
         "event_id": id,
         "status": status,
-        "explanation": match status {
-            "applied" => "in the inbox: applied exactly once",
-            "dead_lettered" => "set aside: see its dead letter; replay it once the cause is fixed",
-            "retrying" => "failed and waiting on the retry ladder for another attempt",
-            "accepted" => "accepted by the gateway and on its way: in its shard queue",
-            _ => "no record: not sent with a key, its record expired, or never accepted",
-        },
+        "explanation": explanation,
         "accepted": accepted,
         "applied": applied,
         "retries": retries,
@@ -166,30 +153,16 @@ async fn product(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pool = pool(&lookups.database)?;
-    let state = row(
-        pool,
-        "SELECT row_to_json(t) FROM (
-             SELECT product_id, price, stock, updated_at FROM products WHERE product_id = $1) t",
-        &id,
-    )
-    .await?
-    .ok_or(ApiError::NotFound("no product with this id"))?;
-    let events = rows(
-        pool,
-        "SELECT coalesce(json_agg(t), '[]') FROM (
-             SELECT event_id, occurred_at, processed_at FROM processed_events
-             WHERE product_id = $1 ORDER BY processed_at DESC LIMIT 20) t",
-        &id,
-    )
-    .await?;
-    let orders = rows(
-        pool,
-        "SELECT coalesce(json_agg(t), '[]') FROM (
-             SELECT order_id, qty, status, reason, created_at FROM orders
-             WHERE sku = $1 ORDER BY created_at DESC LIMIT 20) t",
-        &id,
-    )
-    .await?;
+    let not_found = || ApiError::NotFound("no product with this id".into());
+    let product_id: ProductId = id.parse().map_err(|_| not_found())?;
+    let state = products::load(pool, &product_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(not_found)?;
+    let events = processor::store::inbox::recent(pool, &id, RECENT)
+        .await
+        .map_err(db)?;
+    let orders = orders::recent(pool, &id, RECENT).await.map_err(db)?;
     Ok(Json(json!({
         "product": state,
         "recent_events": events,
@@ -202,18 +175,18 @@ async fn order(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pool = pool(&lookups.database)?;
-    let state = row(
-        pool,
-        "SELECT row_to_json(t) FROM (
-             SELECT order_id, sku, qty, email, status, reason, created_at, updated_at
-             FROM orders WHERE order_id = $1) t",
-        &id,
-    )
-    .await?
-    .ok_or(ApiError::NotFound(
-        "no decided order with this id (a pending one is at the gateway's GET /orders/{id})",
-    ))?;
-    let notified = notifications(pool, &downstream_ids(&format!("order:{id}"))).await?;
+    let not_found = || {
+        ApiError::NotFound(
+            "no decided order with this id (a pending one is at the gateway's GET /orders/{id})"
+                .into(),
+        )
+    };
+    let order_id: OrderId = id.parse().map_err(|_| not_found())?;
+    let state = orders::load(pool, &order_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(not_found)?;
+    let notified = notifications(pool, &[IngestKind::OrderCreate], &format!("order:{id}")).await?;
     Ok(Json(json!({ "order": state, "notifications": notified })))
 }
 
@@ -223,31 +196,41 @@ async fn summary(
 ) -> Result<Json<Value>, ApiError> {
     only_params(params.keys(), &["sku"])?;
     let pool = pool(&lookups.database)?;
-    let counts: Value = sqlx::query_scalar(
-        "SELECT json_build_object(
-             'orders', (SELECT json_build_object(
-                 'total', count(*),
-                 'created', count(*) FILTER (WHERE status = 'created'),
-                 'rejected', count(*) FILTER (WHERE status = 'rejected')) FROM orders),
-             'products', (SELECT count(*) FROM products),
-             'notifications', (SELECT coalesce(json_object_agg(status, n), '{}')
-                               FROM (SELECT status, count(*) AS n FROM deliveries GROUP BY status) d),
-             'dead_letters', (SELECT count(*) FROM dead_letters))",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(db)?;
-    let mut summary = counts;
+    let orders = orders::counts(pool).await.map_err(db)?;
+    let products = products::count(pool).await.map_err(db)?;
+    let deliveries = notifier::store::deliveries::counts(pool)
+        .await
+        .map_err(db)?;
+    let dead_letters: i64 = processor::dead_letters::store::by_reason(pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let mut summary = json!({
+        "orders": orders,
+        "products": products,
+        "notifications": deliveries
+            .into_iter()
+            .map(|(status, n)| (status.as_str().to_owned(), json!(n)))
+            .collect::<serde_json::Map<_, _>>(),
+        "dead_letters": dead_letters,
+    });
     if let Some(sku) = params.get("sku") {
-        let inventory = row(
-            pool,
-            "SELECT row_to_json(t) FROM (
-                 SELECT product_id AS sku, stock, price, updated_at FROM products
-                 WHERE product_id = $1) t",
-            sku,
-        )
-        .await?;
-        summary["inventory"] = inventory.unwrap_or(Value::Null);
+        summary["inventory"] = match sku.parse::<ProductId>() {
+            Ok(id) => {
+                let view = products::load(pool, &id).await.map_err(db)?;
+                view.map_or(Value::Null, |view| {
+                    let mut inventory = json!(view);
+                    if let Some(fields) = inventory.as_object_mut() {
+                        let id = fields.remove("product_id").unwrap_or_default();
+                        fields.insert("sku".into(), id);
+                    }
+                    inventory
+                })
+            }
+            Err(_) => Value::Null,
+        };
     }
     Ok(Json(summary))
 }

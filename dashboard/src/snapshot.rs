@@ -7,6 +7,7 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use lapin::options::QueueDeclareOptions;
+use notifier::store::deliveries::DeliveryStatus;
 use serde_json::{Map, Value, json};
 use shared::{
     connect::{amqp::Broker, postgres::Database},
@@ -284,33 +285,27 @@ impl Sources {
 
     /// Dead letters by reason, deliveries pending and failed, orders by status.
     async fn counts(&self) -> Value {
-        if !self.database.is_migrated() {
+        let Ok(pool) = self.database.ready() else {
             return json!({ "up": false, "error": "PostgreSQL is unreachable or not migrated yet" });
-        }
-        let pool = self.database.pool();
+        };
         let result: Result<Value, sqlx::Error> = async {
-            let dead: Vec<(String, i64)> =
-                sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
-                    .fetch_all(pool)
-                    .await?;
-            let (pending, failed): (i64, i64) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE status = 'pending'),
-                        count(*) FILTER (WHERE status = 'failed')
-                 FROM deliveries WHERE status IN ('pending', 'failed')",
-            )
-            .fetch_one(pool)
-            .await?;
-            let disabled: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM subscriptions WHERE disabled_at IS NOT NULL AND deleted_at IS NULL",
-            )
-            .fetch_one(pool)
-            .await?;
+            let dead = processor::dead_letters::store::by_reason(pool).await?;
+            let deliveries = notifier::store::deliveries::counts(pool).await?;
+            let disabled = notifier::store::subscriptions::disabled(pool).await?;
             let total: i64 = dead.iter().map(|(_, n)| n).sum();
+            let by_reason: Map<String, Value> = dead
+                .into_iter()
+                .map(|(reason, n)| (reason.as_str().to_owned(), json!(n)))
+                .collect();
+            let status = |s| deliveries.get(&s).copied().unwrap_or(0);
             Ok(json!({
                 "up": true,
                 "error": null,
-                "dead_letters": { "total": total, "by_reason": dead.into_iter().map(|(reason, n)| (reason, json!(n))).collect::<Map<String, Value>>() },
-                "deliveries": { "pending": pending, "failed": failed },
+                "dead_letters": { "total": total, "by_reason": by_reason },
+                "deliveries": {
+                    "pending": status(DeliveryStatus::Pending),
+                    "failed": status(DeliveryStatus::Failed),
+                },
                 "disabled_subscriptions": disabled,
             }))
         }

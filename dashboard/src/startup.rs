@@ -1,5 +1,5 @@
-//! `Application`: all I/O set-up in `build`; the refresher, the page and its API in
-//! `run_until`.
+//! `Application`: all I/O set-up in `build` (the refresher, the page and its API); serving and
+//! the drain in `run_until` (the shared [`Service`] shape).
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
 
@@ -7,9 +7,9 @@ use anyhow::Context;
 use axum::{
     Json, Router,
     extract::State,
-    middleware,
+    http::{StatusCode, header},
     response::{
-        Html,
+        Html, IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
     routing::get,
@@ -17,17 +17,18 @@ use axum::{
 use futures_util::Stream;
 use serde_json::Value;
 use shared::{
-    connect::{amqp, postgres::Database},
-    ops,
+    auth::Auth,
+    connect::postgres::{Database, Tables},
+    service::{Checks, Service},
     topology::Topology,
 };
-use tokio::{net::TcpListener, sync::watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Semaphore, watch};
 
 use crate::{
     config::Config,
     dead_letters::{self, Processor},
     lookup::{self, Lookups},
+    session::{self, Gate},
     snapshot::{self, Sources},
 };
 
@@ -36,44 +37,37 @@ const PAGE: &str = include_str!("page.html");
 
 /// A built dashboard: listener bound, sources connecting.
 pub struct Application {
-    listener: TcpListener,
-    config: Config,
-    sources: Arc<Sources>,
-    lookups: Lookups,
-    background: CancellationToken,
-}
-
-/// The dashboard is ready whenever it serves: a source that is down is shown on the page, not
-/// a reason to take the page away.
-#[derive(Clone)]
-struct AlwaysReady;
-
-impl ops::Readiness for AlwaysReady {
-    async fn dependencies(&self) -> Vec<(&'static str, bool)> {
-        Vec::new()
-    }
+    service: Service,
+    routes: Router,
 }
 
 impl Application {
-    /// Binds the listener and starts the connections (none of them needs to be up).
+    /// Binds the listener and starts the connections (none of them needs to be up) and the
+    /// refresher of the live numbers. The dashboard is ready whenever it serves: a source that
+    /// is down is shown on the page, not a reason to take the page away.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("cannot listen on DASHBOARD_ADDR {}", config.addr))?;
-        let background = CancellationToken::new();
+        let service = Service::bind(
+            "dashboard",
+            config.addr,
+            "DASHBOARD_ADDR",
+            &config.http,
+            config.shutdown_deadline,
+        )
+        .await?;
         let backends = &config.backends;
         let database = Database::start(
             backends.database.clone(),
             &backends.namespace,
+            // The operators' view reads every owner's tables (through their modules).
+            &Tables::ALL,
             4,
-            background.clone(),
+            &service.background,
         );
-        let (broker, _task) = amqp::supervise(
-            "dashboard",
-            backends.amqp.clone(),
-            |_connection| async { Ok(()) },
-            background.clone(),
+        let gate = Gate::new(
+            Auth::start(database.clone(), &service.background),
+            config.secure_cookies,
         );
+        let broker = service.broker(backends.amqp.clone(), |_connection| async { Ok(()) });
         let redis =
             shared::connect::redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
         let lookups = Lookups {
@@ -84,6 +78,15 @@ impl Application {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(2))
             .build()?;
+        let processor = Processor {
+            client: client.clone(),
+            url: config
+                .services
+                .iter()
+                .find(|(name, _)| *name == "processor")
+                .map(|(_, url)| url.clone())
+                .unwrap_or_default(),
+        };
         let sources = Arc::new(Sources {
             client,
             services: config.services.clone(),
@@ -92,81 +95,84 @@ impl Application {
             topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
             retry_delays: config.retry_delays.clone(),
         });
-        Ok(Self {
-            listener,
-            config,
+        // The refresher is work: once it stops, open pages' streams end and the server drains.
+        let (publish, snapshots) = watch::channel(Arc::new(Value::Null));
+        service.work.spawn(snapshot::run(
             sources,
-            lookups,
-            background,
-        })
+            config.refresh,
+            publish,
+            service.work.stopping(),
+        ));
+        let live = Live {
+            snapshots,
+            streams: Arc::new(Semaphore::new(config.max_streams)),
+        };
+        let operators = Router::new()
+            .route("/api/v1/snapshot", get(current))
+            .route("/api/v1/stream", get(stream))
+            .with_state(live)
+            .merge(lookup::routes().with_state(lookups))
+            .merge(dead_letters::routes(processor));
+        let routes = Router::new()
+            .route("/", get(|| async { Html(PAGE) }))
+            .merge(session::protect(operators, &gate))
+            .merge(session::routes(gate));
+        Ok(Self { service, routes })
     }
 
     /// The address of the listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.service.local_addr()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then drains: the refresher stops (ending the live
+    /// streams), open requests finish, the connections close, under the deadline.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "Dashboard listening.");
-        let (publish, snapshots) = watch::channel(Arc::new(Value::Null));
-        tokio::spawn(snapshot::run(
-            Arc::clone(&self.sources),
-            self.config.refresh,
-            publish,
-            self.background.clone(),
-        ));
-        let processor = Processor {
-            client: self.sources.client.clone(),
-            url: self
-                .config
-                .services
-                .iter()
-                .find(|(name, _)| *name == "processor")
-                .map(|(_, url)| url.clone())
-                .unwrap_or_default(),
-        };
-        let router = Router::new()
-            .route("/", get(|| async { Html(PAGE) }))
-            .route("/api/v1/snapshot", get(current))
-            .route("/api/v1/stream", get(stream))
-            .with_state(snapshots)
-            .merge(lookup::routes().with_state(self.lookups))
-            .merge(dead_letters::routes(processor))
-            .merge(ops::routes(AlwaysReady))
-            .layer(middleware::from_fn(ops::track_requests));
-        let background = self.background.clone();
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                background.cancel();
-            })
-            .await?;
-        tracing::info!("Dashboard stopped.");
-        Ok(())
+        self.service
+            .run(self.routes, Checks::default(), shutdown)
+            .await
     }
 }
 
 type Snapshots = watch::Receiver<Arc<Value>>;
 
-async fn current(State(snapshots): State<Snapshots>) -> Json<Value> {
-    Json(snapshots.borrow().as_ref().clone())
+/// The live numbers and the cap on open streams.
+#[derive(Clone)]
+struct Live {
+    snapshots: Snapshots,
+    streams: Arc<Semaphore>,
 }
 
-/// Server-sent events: the current snapshot at once, then each new one.
+async fn current(State(live): State<Live>) -> Json<Value> {
+    Json(live.snapshots.borrow().as_ref().clone())
+}
+
+/// Server-sent events: the current snapshot at once, then each new one; 503 when
+/// `DASHBOARD_MAX_STREAMS` pages are already open.
 async fn stream(
-    State(mut snapshots): State<Snapshots>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    State(live): State<Live>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+    let Ok(slot) = Arc::clone(&live.streams).try_acquire_owned() else {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "10")],
+            Json(serde_json::json!({ "error": "too many open live streams; retry later" })),
+        )
+            .into_response());
+    };
+    let mut snapshots = live.snapshots;
     snapshots.mark_changed();
-    let events = futures_util::stream::unfold(snapshots, |mut snapshots| async move {
-        snapshots.changed().await.ok()?;
-        let data = snapshots.borrow_and_update().to_string();
-        Some((Ok(Event::default().event("snapshot").data(data)), snapshots))
-    });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    let events =
+        futures_util::stream::unfold((snapshots, slot), |(mut snapshots, slot)| async move {
+            snapshots.changed().await.ok()?;
+            let data = snapshots.borrow_and_update().to_string();
+            Some((
+                Ok(Event::default().event("snapshot").data(data)),
+                (snapshots, slot),
+            ))
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::config::{Backends, ConfigError, millis, seconds, var};
+use shared::{
+    config::{Backends, ConfigError, millis, seconds, var},
+    http::Limits,
+};
 
 /// Everything the gateway reads at start.
 #[derive(Clone, Debug)]
@@ -11,6 +14,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// RabbitMQ, Redis, PostgreSQL, namespace and shard count.
     pub backends: Backends,
+    /// How the HTTP server protects itself from slow and greedy clients.
+    pub http: Limits,
     /// How long a completed idempotency record is kept (`IDEMPOTENCY_RETENTION_SECS`, 24 h).
     pub idempotency_retention: Duration,
     /// How long a key stays locked while its first request publishes
@@ -32,6 +37,7 @@ impl Config {
         let config = Self {
             addr: var("GATEWAY_ADDR", "0.0.0.0:8080")?,
             backends: Backends::from_env()?,
+            http: Limits::from_env()?,
             idempotency_retention: seconds("IDEMPOTENCY_RETENTION_SECS", 24 * 60 * 60)?,
             idempotency_lease: seconds("IDEMPOTENCY_LEASE_SECS", 30)?,
             confirm_timeout: millis("PUBLISH_CONFIRM_TIMEOUT_MS", 5000)?,

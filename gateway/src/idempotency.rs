@@ -3,13 +3,66 @@
 //! A record is two-phase. [`Idempotency::begin`] takes a short lease on the key (state `lease`,
 //! with the body's fingerprint and a random token); [`Idempotency::complete`] turns it into
 //! `done` with the first response, kept for the retention window; [`Idempotency::release`]
-//! drops the lease after a failed publish so the client's retry can succeed. Each step is one
-//! Lua script, so concurrent requests with one key can never both win.
+//! drops the lease after a publish that certainly failed so the client's retry can succeed;
+//! [`Idempotency::unclear`] keeps the key's fingerprint when the broker's answer never came (the
+//! message may be in the broker): a retry with the same body may publish again (the processor's
+//! inbox applies the event once), another body is still refused. Each step is one Lua script,
+//! so concurrent requests with one key can never both win.
+//!
+//! This module owns the records' layout (`{ns}:idem:{kind}:{id}`, a hash); the dashboard
+//! reads where a record stands through [`state`].
 
 use std::time::Duration;
 
 use redis::{Script, aio::ConnectionManager};
-use shared::{connect::redis::COMMAND_TIMEOUT, model::EventId, topology::Namespace};
+use shared::{
+    connect::redis::COMMAND_TIMEOUT, contract::IngestKind, model::EventId, topology::Namespace,
+};
+
+/// Redis key of an event id's idempotency record. Each kind has a key space of its own, so an
+/// event keyed `order:o1` and the order `o1` never meet.
+pub fn key(namespace: &Namespace, kind: IngestKind, id: &EventId) -> String {
+    format!(
+        "{}:idem:{}:{}",
+        namespace.as_str(),
+        kind.as_str(),
+        id.as_str()
+    )
+}
+
+/// Where a record stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Being published.
+    Lease,
+    /// Published, but the broker's answer never came.
+    Unclear,
+    /// Accepted: the broker confirmed it.
+    Done,
+}
+
+/// Where the record of the `kind` event `id` stands; `None` when there is none (sent without
+/// a key, expired, or never accepted).
+pub async fn state(
+    redis: &mut (impl redis::aio::ConnectionLike + Send),
+    namespace: &Namespace,
+    kind: IngestKind,
+    id: &EventId,
+) -> Result<Option<State>, IdempotencyError> {
+    let state: Option<String> = timed(
+        redis::cmd("HGET")
+            .arg(key(namespace, kind, id))
+            .arg("state")
+            .query_async(redis),
+    )
+    .await?;
+    Ok(state.and_then(|s| match s.as_str() {
+        "lease" => Some(State::Lease),
+        "unclear" => Some(State::Unclear),
+        "done" => Some(State::Done),
+        _ => None,
+    }))
+}
 
 const BEGIN: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -20,6 +73,11 @@ if not state then
 end
 if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
   return {'mismatch'}
+end
+if state == 'unclear' then
+  redis.call('HSET', KEYS[1], 'state', 'lease', 'token', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'acquired'}
 end
 if state == 'lease' then
   return {'in_flight'}
@@ -34,6 +92,15 @@ end
 redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
+";
+
+const UNCLEAR: &str = r"
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and redis.call('HGET', KEYS[1], 'state') == 'lease' then
+  redis.call('HSET', KEYS[1], 'state', 'unclear')
+  redis.call('HDEL', KEYS[1], 'token')
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 ";
 
 const RELEASE: &str = r"
@@ -52,6 +119,7 @@ pub struct Idempotency {
     retention: Duration,
     begin: std::sync::Arc<Script>,
     complete: std::sync::Arc<Script>,
+    unclear: std::sync::Arc<Script>,
     release: std::sync::Arc<Script>,
 }
 
@@ -105,17 +173,20 @@ impl Idempotency {
             retention,
             begin: std::sync::Arc::new(Script::new(BEGIN)),
             complete: std::sync::Arc::new(Script::new(COMPLETE)),
+            unclear: std::sync::Arc::new(Script::new(UNCLEAR)),
             release: std::sync::Arc::new(Script::new(RELEASE)),
         }
     }
 
-    fn key(&self, id: &EventId) -> String {
-        shared::contract::idempotency_key(&self.namespace, id.as_str())
-    }
-
-    /// Claims `id` for a body with `fingerprint`, or says why it cannot be claimed.
-    pub async fn begin(&self, id: &EventId, fingerprint: &str) -> Result<Begin, IdempotencyError> {
-        let key = self.key(id);
+    /// Claims the `kind` key `id` for a body with `fingerprint`, or says why it cannot be
+    /// claimed.
+    pub async fn begin(
+        &self,
+        kind: IngestKind,
+        id: &EventId,
+        fingerprint: &str,
+    ) -> Result<Begin, IdempotencyError> {
+        let key = key(&self.namespace, kind, id);
         let token = uuid_like_token();
         let mut redis = self.redis.clone();
         let mut invocation = self.begin.key(&key);
@@ -155,6 +226,16 @@ impl Idempotency {
         Ok(())
     }
 
+    /// Marks the key as published with an unknown outcome, for the retention window: a retry
+    /// with the same body may take it again, another body is refused.
+    pub async fn unclear(&self, lease: Lease) -> Result<(), IdempotencyError> {
+        let mut redis = self.redis.clone();
+        let mut invocation = self.unclear.key(&lease.key);
+        invocation.arg(&lease.token).arg(millis(self.retention));
+        let _: i64 = timed(invocation.invoke_async(&mut redis)).await?;
+        Ok(())
+    }
+
     /// Drops the lease so a retry with the same key can publish.
     pub async fn release(&self, lease: Lease) -> Result<(), IdempotencyError> {
         let mut redis = self.redis.clone();
@@ -182,4 +263,19 @@ fn millis(d: Duration) -> u64 {
 /// A unique token for one lease (a UUIDv7 is unique enough and needs no new dependency).
 fn uuid_like_token() -> String {
     EventId::generate().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_events_and_orders_never_meet() {
+        let ns: Namespace = "p".parse().expect("valid");
+        let id: EventId = "order:o1".parse().expect("valid");
+        assert_ne!(
+            key(&ns, IngestKind::ProductUpdate, &id),
+            key(&ns, IngestKind::OrderCreate, &id)
+        );
+    }
 }

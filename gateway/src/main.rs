@@ -1,11 +1,25 @@
-//! The `gateway` binary: wiring only.
+//! The `gateway` binary: wiring only. With no arguments it serves; `gateway keys ...` manages
+//! API keys ([`gateway::keys`]).
 
-use gateway::{Application, Config};
+use gateway::{Application, Config, keys};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = shared::telemetry::init("gateway")?;
-    let config = Config::load()?;
-    let app = Application::build(config).await?;
-    app.run_until(shared::shutdown::signal()).await
+    let mut args = std::env::args_os().skip(1);
+    match args.next() {
+        None => {
+            let _telemetry = shared::telemetry::init("gateway")?;
+            let config = Config::load()?;
+            let app = Application::build(config).await?;
+            app.run_until(shared::shutdown::signal()).await
+        }
+        Some(command) if command == "keys" => {
+            let command = keys::parse(args).map_err(|e| anyhow::anyhow!("{e}\n{}", keys::USAGE))?;
+            keys::run(command, &shared::config::Backends::from_env()?).await
+        }
+        Some(other) => anyhow::bail!(
+            "unknown command {other:?}: run without arguments to serve\n{}",
+            keys::USAGE
+        ),
+    }
 }

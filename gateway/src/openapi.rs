@@ -29,17 +29,6 @@ pub struct Accepted {
     pub status: String,
 }
 
-/// Every error: what is wrong and, where it applies, which field or dependency.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: String,
-    /// The offending field, header or path segment.
-    pub field: Option<String>,
-    /// The unavailable dependency, on 503.
-    pub dependency: Option<String>,
-}
-
 /// A product's current state.
 #[derive(Serialize, ToSchema)]
 pub struct ProductBody {
@@ -102,17 +91,26 @@ pub struct OrderStatus {
 #[openapi(
     info(
         title = "Product event pipeline: gateway",
-        description = "Ingest product updates; read product state. Every path is also served under /api/v1."
+        description = "Ingest product updates and orders; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true."
     ),
     paths(
         crate::routes::events::post_event,
-        crate::routes::products::get_product
+        crate::routes::products::get_product,
+        crate::routes::orders::post_order,
+        crate::routes::orders::get_order
     ),
-    components(schemas(EventBody, Accepted, ErrorBody, ProductBody))
+    components(schemas(
+        EventBody,
+        Accepted,
+        ProductBody,
+        OrderBody,
+        OrderAccepted,
+        OrderStatus
+    ))
 )]
 struct ApiDoc;
 
-/// The document.
+/// The document, with the security scheme and the answers every service shares.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    shared::openapi::finish(ApiDoc::openapi())
 }

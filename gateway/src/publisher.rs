@@ -44,6 +44,14 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
 }
 
+impl PublishError {
+    /// True when the message may be in the broker all the same (no confirm came, or the
+    /// connection failed after the publish): the outcome is unknown, not a failure.
+    pub fn is_unclear(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Broker(_))
+    }
+}
+
 /// The publishing channels on one connection.
 pub struct Channels {
     channels: Vec<Channel>,
@@ -150,7 +158,7 @@ impl Publisher {
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(ShortString::from(message.event_id().as_str()))
-            .with_type(M::KIND.into())
+            .with_type(M::KIND.as_str().into())
             .with_app_id("gateway".into())
             .with_timestamp(u64::try_from(message.received_at().unix_timestamp()).unwrap_or(0));
         let properties = trace::inject(span, properties);

@@ -1,16 +1,18 @@
 //! `Application`: all I/O set-up (listener, connections, topology, migrations) in `build`, and
-//! the server with its drain in `run_until`.
+//! the server with its drain in `run_until` (the shared [`Service`] shape).
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use shared::{
-    connect::{amqp, postgres::Database, redis},
-    shutdown::with_deadline,
+    auth::Auth,
+    connect::{
+        postgres::{Database, Tables},
+        redis,
+    },
+    service::{Checks, Service},
     topology::Topology,
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
@@ -21,21 +23,23 @@ use crate::{
 
 /// A built gateway, bound to its port, ready to serve.
 pub struct Application {
-    listener: TcpListener,
+    service: Service,
     state: AppState,
-    config: Config,
-    background: CancellationToken,
-    broker_task: tokio::task::JoinHandle<()>,
+    checks: Checks,
 }
 
 impl Application {
     /// Binds the listener and starts the connections. Dependencies that are down do not stop
     /// start-up: the gateway reports them in `/ready`, answers 503, and recovers by itself.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("cannot listen on GATEWAY_ADDR {}", config.addr))?;
-        let background = CancellationToken::new();
+        let service = Service::bind(
+            "gateway",
+            config.addr,
+            "GATEWAY_ADDR",
+            &config.http,
+            config.shutdown_deadline,
+        )
+        .await?;
         let backends = &config.backends;
         let topology = Arc::new(Topology::new(
             backends.namespace.clone(),
@@ -43,22 +47,24 @@ impl Application {
         ));
         let channels = config.publish_channels;
         let setup_topology = Arc::clone(&topology);
-        let (broker, broker_task) = amqp::supervise(
-            "gateway",
-            backends.amqp.clone(),
-            move |connection| {
-                let topology = Arc::clone(&setup_topology);
-                async move { Channels::open(&connection, &topology, channels).await }
-            },
-            background.clone(),
-        );
+        let broker = service.broker(backends.amqp.clone(), move |connection| {
+            let topology = Arc::clone(&setup_topology);
+            async move { Channels::open(&connection, &topology, channels).await }
+        });
         let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
         let database = Database::start(
             backends.database.clone(),
             &backends.namespace,
+            // Its keys, and the products and orders it reads.
+            &[Tables::Keys, Tables::Processor],
             8,
-            background.clone(),
+            &service.background,
         );
+        let checks = Checks::default()
+            .broker(&broker)
+            .redis(&redis)
+            .postgres(&database);
+        service.watch(&checks);
         let state = AppState {
             publisher: Publisher::new(broker, topology, config.confirm_timeout),
             idempotency: Idempotency::new(
@@ -68,29 +74,21 @@ impl Application {
                 config.idempotency_retention,
             ),
             redis,
+            auth: Auth::start(database.clone(), &service.background),
             database,
             namespace: backends.namespace.clone(),
             pending_order_ttl_seconds: config.idempotency_retention.as_secs().max(1),
         };
-        shared::ops::watch_dependencies(
-            state.clone(),
-            std::time::Duration::from_secs(5),
-            background.clone(),
-        );
         Ok(Self {
-            listener,
+            service,
             state,
-            config,
-            background,
-            broker_task,
+            checks,
         })
     }
 
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.service.local_addr()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
@@ -100,29 +98,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "Gateway listening.");
-        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let server =
-            axum::serve(self.listener, router(self.state)).with_graceful_shutdown(async move {
-                let _ = drain_rx.await;
-            });
-        let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            result = &mut server => result.context("HTTP server failed")?,
-            () = shutdown => {
-                tracing::info!("Gateway draining: no new requests; finishing in-flight ones.");
-                let _ = drain_tx.send(());
-                with_deadline("gateway drain", self.config.shutdown_deadline, &mut server).await;
-            }
-        }
-        self.background.cancel();
-        let _ = with_deadline(
-            "broker close",
-            self.config.shutdown_deadline,
-            self.broker_task,
-        )
-        .await;
-        tracing::info!("Gateway stopped.");
-        Ok(())
+        self.service
+            .run(router(self.state), self.checks, shutdown)
+            .await
     }
 }

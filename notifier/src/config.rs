@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::config::{Backends, ConfigError, millis, millis_list, seconds, var};
+use shared::{
+    config::{Backends, ConfigError, millis, millis_list, seconds, var},
+    http::Limits,
+};
 
 /// Everything the notifier reads at start.
 #[derive(Clone, Debug)]
@@ -12,6 +15,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// RabbitMQ, PostgreSQL and the namespace (Redis is not used).
     pub backends: Backends,
+    /// How the HTTP server protects itself from slow and greedy clients.
+    pub http: Limits,
     /// Unacknowledged downstream events the broker may push (`PREFETCH`, 32).
     pub prefetch: u16,
     /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
@@ -30,6 +35,11 @@ pub struct Config {
     /// How often the delivery worker looks for due retries when nothing wakes it
     /// (`WEBHOOK_POLL_MS`, 500).
     pub poll_interval: Duration,
+    /// Lets webhooks reach loopback, private, link-local and other non-public addresses
+    /// (`WEBHOOK_ALLOW_PRIVATE_NETWORKS`, false): for local development only.
+    pub allow_private_networks: bool,
+    /// Most subscriptions a namespace may hold (`WEBHOOK_MAX_SUBSCRIPTIONS`, 100).
+    pub max_subscriptions: i64,
 }
 
 impl Config {
@@ -50,10 +60,13 @@ impl Config {
         let concurrency = var::<u16>("WEBHOOK_CONCURRENCY", "16")?;
         at_least_one("WEBHOOK_CONCURRENCY", u64::from(concurrency))?;
         let disable_after = var::<u16>("WEBHOOK_DISABLE_AFTER", "5")?;
+        let max_subscriptions = var::<u32>("WEBHOOK_MAX_SUBSCRIPTIONS", "100")?;
+        at_least_one("WEBHOOK_MAX_SUBSCRIPTIONS", u64::from(max_subscriptions))?;
         at_least_one("WEBHOOK_DISABLE_AFTER", u64::from(disable_after))?;
         Ok(Self {
             addr: var("NOTIFIER_ADDR", "0.0.0.0:8083")?,
             backends: Backends::from_env()?,
+            http: Limits::from_env()?,
             prefetch,
             shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
             webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
@@ -64,6 +77,8 @@ impl Config {
             concurrency: usize::from(concurrency),
             disable_after: i32::from(disable_after),
             poll_interval: millis("WEBHOOK_POLL_MS", 500)?,
+            allow_private_networks: var("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false")?,
+            max_subscriptions: i64::from(max_subscriptions),
         })
     }
 }

@@ -4,50 +4,51 @@
 //! or the broker redelivers after ours) finds its notification and adds nothing, so it can
 //! never cause a second delivery.
 //!
-//! An event that is not a downstream event (not JSON, no `id`, unknown `type`) is rejected
-//! without requeueing: the queue dead-letters it to `{ns}.dead`, where operators see it.
+//! A message that is not a downstream event (not the contract's body, no message id, an unknown
+//! `type`) is dead-lettered with reason `unparseable` and why, from the notifier's queue, where a
+//! replay sends it back.
 
 use std::sync::Arc;
 
-use lapin::{Channel, message::Delivery, options::BasicRejectOptions};
+use lapin::{Channel, message::Delivery, options::BasicAckOptions};
 use shared::{
     connect::postgres::Database,
     consume::{DeliveryHandler, hold, settle},
-    contract::DOWNSTREAM_TYPES,
+    contract::{Announcement, EventType},
+    dead_letter::{self, Poison, Reason},
+    topology::Topology,
     trace::{self, Messaging, Operation},
 };
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::{deliveries, notifications};
+
 /// A downstream event as the notifier needs it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Event<'a> {
-    /// Its id: `{source event id}:{type}`, the `webhook-id` of its deliveries.
+    /// Its id (the AMQP message id): the `webhook-id` of its deliveries.
     pub id: String,
     /// Its type.
-    pub kind: &'static str,
+    pub kind: EventType,
     /// The body, exactly as published; sent and signed as is.
     pub body: &'a str,
 }
 
-/// Reads a downstream event, or says why it is not one.
-pub fn decode(data: &[u8]) -> Result<Event<'_>, String> {
+/// Reads a downstream event (its id from the message id, the rest from the contract's
+/// [`Announcement`]), or says why it is not one.
+pub fn decode<'a>(message_id: Option<&str>, data: &'a [u8]) -> Result<Event<'a>, String> {
     let body = std::str::from_utf8(data).map_err(|_| "the body is not UTF-8".to_owned())?;
-    let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let id = value
-        .get("id")
-        .and_then(serde_json::Value::as_str)
+    let id = message_id
         .filter(|id| !id.is_empty())
-        .ok_or("the event has no `id`")?
-        .to_owned();
-    let kind = value
-        .get("type")
-        .and_then(serde_json::Value::as_str)
-        .and_then(|t| DOWNSTREAM_TYPES.iter().find(|k| **k == t))
-        .ok_or("the event's `type` is not a downstream event type")?;
-    Ok(Event { id, kind, body })
+        .ok_or("the event has no message id")?;
+    let announcement = Announcement::decode(id, data).map_err(|e| e.to_string())?;
+    Ok(Event {
+        id: announcement.id,
+        kind: announcement.event.event_type(),
+        body,
+    })
 }
 
 /// Records `event` and its deliveries; false if it was already recorded. Deliveries go to
@@ -59,32 +60,10 @@ pub async fn record(
     traceparent: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO notifications (event_id, event_type, body, traceparent)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&event.id)
-    .bind(event.kind)
-    .bind(event.body)
-    .bind(traceparent)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    let inserted =
+        notifications::insert(&mut tx, &event.id, event.kind, event.body, traceparent).await?;
     if inserted {
-        sqlx::query(
-            "INSERT INTO deliveries (event_id, subscription_id, status, last_error)
-             SELECT $1, id,
-                    CASE WHEN disabled_at IS NULL THEN 'pending' ELSE 'skipped' END,
-                    CASE WHEN disabled_at IS NULL THEN NULL ELSE 'endpoint disabled' END
-             FROM subscriptions
-             WHERE deleted_at IS NULL AND $2 = ANY (event_types)",
-        )
-        .bind(&event.id)
-        .bind(event.kind)
-        .execute(&mut *tx)
-        .await?;
+        deliveries::create_for(&mut tx, &event.id, event.kind).await?;
     }
     tx.commit().await?;
     Ok(inserted)
@@ -96,30 +75,28 @@ pub struct Intake {
     pub database: Database,
     /// Wakes the delivery worker when new deliveries are due.
     pub wake: Arc<Notify>,
-    /// The queue's name, for spans.
+    /// The queue's name (spans, dead letters).
     pub queue: String,
+    /// Where dead letters go.
+    pub topology: Arc<Topology>,
 }
 
 impl DeliveryHandler for Intake {
     async fn on_delivery(
         &self,
-        _channel: &Channel,
+        channel: &Channel,
         delivery: Delivery,
         shutdown: &CancellationToken,
     ) -> bool {
-        let event = match decode(&delivery.data) {
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str());
+        let event = match decode(message_id, &delivery.data) {
             Ok(event) => event,
             Err(why) => {
-                metrics::counter!("pipeline_notifier_events_total", "outcome" => "rejected")
-                    .increment(1);
-                tracing::error!(error = %why, "Not a downstream event; dead-lettering it.");
-                if let Err(e) = delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await
-                {
-                    tracing::debug!(error = %e, "Reject failed; the event will be redelivered.");
-                }
+                self.set_aside(channel, &delivery, &why).await;
                 return true;
             }
         };
@@ -147,7 +124,7 @@ impl DeliveryHandler for Intake {
         };
         let outcome = if new { "recorded" } else { "duplicate" };
         metrics::counter!("pipeline_notifier_events_total", "outcome" => outcome).increment(1);
-        tracing::debug!(event_id = %event.id, event_type = event.kind, trace_id = span.trace_id(), outcome, "Downstream event taken in.");
+        tracing::debug!(event_id = %event.id, event_type = %event.kind, trace_id = span.trace_id(), outcome, "Downstream event taken in.");
         settle(delivery.acker).await;
         if new {
             self.wake.notify_one();
@@ -156,29 +133,66 @@ impl DeliveryHandler for Intake {
     }
 }
 
+impl Intake {
+    /// Dead-letters what is not a downstream event (reason `unparseable`, with why), then acks
+    /// it; if the dead letter is not confirmed the original stays and comes back.
+    async fn set_aside(&self, channel: &Channel, delivery: &Delivery, why: &str) {
+        metrics::counter!("pipeline_notifier_events_total", "outcome" => "unparseable")
+            .increment(1);
+        let poison = Poison {
+            data: &delivery.data,
+            properties: &delivery.properties,
+            routing_key: delivery.routing_key.as_str(),
+            queue: &self.queue,
+            attempts: 1,
+        };
+        let set_aside = dead_letter::set_aside(
+            channel,
+            &self.topology,
+            "notifier",
+            poison,
+            Reason::Unparseable,
+            why,
+        );
+        match set_aside.await {
+            Ok(()) => {
+                tracing::error!(error = %why, "Not a downstream event; dead-lettered it.");
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    tracing::debug!(error = %e, "Ack failed; the message will be redelivered.");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not dead-letter a message; it will be redelivered.");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const BODY: &[u8] = br#"{"type":"stock.low","timestamp":"2026-01-01T00:00:00Z","data":{"source_event_id":"e1","product_id":"p","stock":1,"threshold":10}}"#;
+
     #[test]
     fn decodes_a_downstream_event_and_keeps_its_body() {
-        let body = br#"{"id":"e1:order.created","type":"order.created","sku":"a"}"#;
-        let event = decode(body).expect("valid");
-        assert_eq!(event.id, "e1:order.created");
-        assert_eq!(event.kind, "order.created");
-        assert_eq!(event.body.as_bytes(), body);
+        let event = decode(Some("msg_1"), BODY).expect("valid");
+        assert_eq!(event.id, "msg_1");
+        assert_eq!(event.kind, EventType::StockLow);
+        assert_eq!(event.body.as_bytes(), BODY);
     }
 
     #[test]
     fn refuses_what_is_not_a_downstream_event() {
+        assert!(decode(None, BODY).is_err(), "no id");
+        assert!(decode(Some(""), BODY).is_err(), "empty id");
         for bad in [
             &b"\xff"[..],
             b"not json",
-            br#"{"type":"order.created"}"#,
-            br#"{"id":"","type":"order.created"}"#,
-            br#"{"id":"x","type":"order.exploded"}"#,
+            br#"{"type":"order.exploded","timestamp":"2026-01-01T00:00:00Z","data":{}}"#,
+            br#"{"type":"stock.low","timestamp":"2026-01-01T00:00:00Z","data":{}}"#,
         ] {
-            assert!(decode(bad).is_err(), "{bad:?}");
+            assert!(decode(Some("msg_1"), bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`delivery`]: the worker that sends due deliveries and records what came of them.
 //! - [`signing`]: secrets and `webhook-signature`.
 //! - [`api`]: subscriptions, notifications and deliveries over HTTP.
+//! - [`store`]: the notifier's tables, one owning module each (the dashboard reads them here).
 //! - [`startup`]: wiring and the drain.
 #![forbid(unsafe_code)]
 
@@ -14,8 +15,10 @@ pub mod api;
 pub mod config;
 pub mod delivery;
 pub mod intake;
+pub mod openapi;
 pub mod signing;
 pub mod startup;
+pub mod store;
 
 pub use config::Config;
 pub use startup::Application;

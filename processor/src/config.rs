@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::config::{Backends, ConfigError, millis_list, seconds, var};
+use shared::{
+    config::{Backends, ConfigError, millis_list, seconds, var},
+    http::Limits,
+};
 
 /// Everything the processor reads at start.
 #[derive(Clone, Debug)]
@@ -11,6 +14,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// RabbitMQ, Redis, PostgreSQL, namespace and shard count.
     pub backends: Backends,
+    /// How the HTTP server protects itself from slow and greedy clients.
+    pub http: Limits,
     /// Unacknowledged deliveries the broker may push per shard (`PREFETCH`, 32).
     pub prefetch: u16,
     /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
@@ -35,6 +40,7 @@ impl Config {
         Ok(Self {
             addr: var("PROCESSOR_ADDR", "0.0.0.0:8082")?,
             backends: Backends::from_env()?,
+            http: Limits::from_env()?,
             prefetch,
             shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,

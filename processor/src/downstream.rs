@@ -1,128 +1,209 @@
 //! Downstream events: what the processor tells the rest of the world after each applied change
 //! (`product.updated` with old and new values, `stock.low` when stock falls below the
-//! threshold, `order.created`, `order.rejected`).
+//! threshold, `order.created`, `order.rejected`), as the contract's
+//! [`Announcement`](shared::contract::Announcement)s.
 //!
-//! They are written to the `outbox` table in the same transaction as the change, published to
-//! the `{ns}.events` topic exchange (routing key = type) after the commit, and deleted once the
-//! broker confirmed them; only then is the source acknowledged. A processor that dies between
-//! commit and publish leaves them in the outbox, and the redelivered source (a duplicate by
-//! then) publishes them. Each has a stable id, `{source event id}:{type}`, so consumers
-//! deduplicate.
+//! They are written to the `outbox` table (this module owns it) in the same transaction as
+//! the change, published to the `{ns}.events` topic exchange (routing key = type) after the
+//! commit, and deleted once the broker confirmed them; only then is the source acknowledged. A
+//! processor that dies between commit and publish leaves them in the outbox, and the redelivered
+//! source (a duplicate by then) publishes them. Each has a stable id, [`shared::contract::downstream_id`] of its
+//! source and type, so consumers deduplicate.
 
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
 use shared::{
-    contract::{DOWNSTREAM_TYPES, OrderPlaced},
-    model::{Price, ProductId},
+    contract::{
+        Announcement, DownstreamEvent, IngestKind, OrderDecided, OrderPlaced, ProductUpdated,
+        ProductValues, StockLow,
+    },
+    model::{EventId, Price, ProductId, Rejection, Stock},
 };
 use sqlx::PgPool;
+use time::OffsetDateTime;
 
-/// One downstream event, ready to publish.
+/// One downstream event, ready to publish, with the kind of the event that caused it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Downstream {
-    /// `{source event id}:{type}`.
-    pub id: String,
-    /// The event that caused it.
-    pub source_event_id: String,
-    /// Its type, also its routing key.
-    pub kind: &'static str,
-    /// The JSON body.
-    pub payload: Value,
+pub struct Pending {
+    /// The kind of its source (the source is the event's `source_event_id`).
+    pub source_kind: IngestKind,
+    /// The event.
+    pub announcement: Announcement,
 }
 
-/// A product's price and stock at one moment.
+/// An outbox row this version cannot read (left by another version): set aside, not skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// Its id.
+    pub id: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its body.
+    pub body: Vec<u8>,
+    /// Why it cannot be read.
+    pub error: String,
+}
+
+/// A product's price and stock at one moment, as stored.
 pub type Values = (Option<Decimal>, Option<i32>);
 
-fn event(source: &str, kind: &'static str, mut payload: Value) -> Downstream {
-    let id = format!("{source}:{kind}");
-    payload["id"] = json!(id);
-    payload["type"] = json!(kind);
-    payload["source_event_id"] = json!(source);
-    Downstream {
-        id,
-        source_event_id: source.to_owned(),
-        kind,
-        payload,
+fn values((price, stock): Values) -> ProductValues {
+    ProductValues {
+        price: price.and_then(|p| Price::new(p).ok()),
+        stock: stock.and_then(|s| Stock::new(i64::from(s)).ok()),
     }
 }
 
-fn price(value: Option<Decimal>) -> Value {
-    value
-        .and_then(|d| Price::new(d).ok())
-        .map_or(Value::Null, |p| json!(p))
-}
-
-/// The events of a product change from `old` to `new`: `product.updated`, and `stock.low` when
-/// the stock went from at or above `threshold` (or unset) to below it.
+/// The events of a product change from `old` to `new` by the `source_kind` event `source` at
+/// `at`: `product.updated`, and `stock.low` when the stock went from at or above `threshold`
+/// (or unset) to below it.
 pub fn product_changed(
-    source: &str,
+    source_kind: IngestKind,
+    source: &EventId,
     product: &ProductId,
-    old: Values,
-    new: Values,
+    (old, new): (Values, Values),
     threshold: i32,
-) -> Vec<Downstream> {
+    at: OffsetDateTime,
+) -> Vec<Pending> {
     if old == new {
         return Vec::new();
     }
-    let values = |(p, s): Values| json!({ "price": price(p), "stock": s });
-    let mut events = vec![event(
-        source,
-        "product.updated",
-        json!({ "product_id": product, "old": values(old), "new": values(new) }),
-    )];
+    let pending = |event| Pending {
+        source_kind,
+        announcement: Announcement::new(source_kind, event, at),
+    };
+    let mut events = vec![pending(DownstreamEvent::ProductUpdated(ProductUpdated {
+        source_event_id: source.clone(),
+        product_id: product.clone(),
+        old: values(old),
+        new: values(new),
+    }))];
     if let Some(stock) = new.1
         && stock < threshold
         && old.1.is_none_or(|before| before >= threshold)
+        && let Ok(stock) = Stock::new(i64::from(stock))
     {
-        events.push(event(
-            source,
-            "stock.low",
-            json!({ "product_id": product, "stock": stock, "threshold": threshold }),
-        ));
+        events.push(pending(DownstreamEvent::StockLow(StockLow {
+            source_event_id: source.clone(),
+            product_id: product.clone(),
+            stock,
+            threshold,
+        })));
     }
     events
 }
 
-/// The event of an order's outcome: `order.created`, or `order.rejected` with its reason.
-pub fn order_decided(order: &OrderPlaced, rejection: Option<&str>) -> Downstream {
-    let body = json!({
-        "order_id": order.order_id,
-        "sku": order.sku,
-        "qty": order.qty,
-        "email": order.email,
-        "reason": rejection,
-    });
-    let kind = if rejection.is_some() {
-        "order.rejected"
-    } else {
-        "order.created"
+/// The event of an order's outcome at `at`: `order.created`, or `order.rejected` with its
+/// reason.
+pub fn order_decided(
+    order: &OrderPlaced,
+    rejection: Option<Rejection>,
+    at: OffsetDateTime,
+) -> Pending {
+    let decided = OrderDecided {
+        source_event_id: order.event_id.clone(),
+        order_id: order.order_id.clone(),
+        sku: order.sku.clone(),
+        qty: order.qty,
+        email: order.email.clone(),
+        reason: rejection,
     };
-    event(order.event_id.as_str(), kind, body)
+    let event = match rejection {
+        None => DownstreamEvent::OrderCreated(decided),
+        Some(_) => DownstreamEvent::OrderRejected(decided),
+    };
+    Pending {
+        source_kind: IngestKind::OrderCreate,
+        announcement: Announcement::new(IngestKind::OrderCreate, event, at),
+    }
 }
 
-/// Downstream events still waiting to be published for these source events.
-pub async fn pending(pool: &PgPool, sources: &[String]) -> Result<Vec<Downstream>, sqlx::Error> {
-    let rows: Vec<(String, String, String, Value)> = sqlx::query_as(
-        "SELECT event_id, source_event_id, routing_key, payload FROM outbox
-         WHERE source_event_id = ANY($1) ORDER BY seq",
+/// Downstream events still waiting to be published for these source events, and the rows of
+/// theirs this version cannot read.
+pub async fn pending(
+    pool: &PgPool,
+    sources: &[(IngestKind, String)],
+) -> Result<(Vec<Pending>, Vec<Unreadable>), sqlx::Error> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT event_id, source_kind, routing_key, payload::text FROM outbox
+         WHERE (source_kind, source_event_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+         ORDER BY seq",
     )
-    .bind(sources)
+    .bind(sources.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+    .bind(
+        sources
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, source_event_id, kind, payload)| {
-            Some(Downstream {
+    let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
+    for (id, source_kind, routing_key, body) in rows {
+        let decoded = IngestKind::parse(&source_kind)
+            .ok_or_else(|| format!("unknown source kind {source_kind:?}"))
+            .and_then(|kind| {
+                Announcement::decode(&id, body.as_bytes())
+                    .map(|announcement| Pending {
+                        source_kind: kind,
+                        announcement,
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        match decoded {
+            Ok(pending) => readable.push(pending),
+            Err(error) => unreadable.push(Unreadable {
                 id,
-                source_event_id,
-                kind: DOWNSTREAM_TYPES.iter().find(|k| **k == kind)?,
-                payload,
-            })
-        })
-        .collect())
+                routing_key,
+                body: body.into_bytes(),
+                error,
+            }),
+        }
+    }
+    Ok((readable, unreadable))
 }
 
-/// Forgets published events.
+/// Writes `events` to the outbox (in the caller's transaction).
+pub async fn record(tx: &mut sqlx::PgConnection, events: &[Pending]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&Pending) -> String| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, source_kind, source_event_id, routing_key, payload)
+         SELECT id, kind, source, key, body::jsonb
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+              AS u(id, kind, source, key, body)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(column(|e| e.announcement.id.clone()))
+    .bind(column(|e| e.source_kind.as_str().to_owned()))
+    .bind(column(|e| {
+        e.announcement.event.source_event_id().to_string()
+    }))
+    .bind(column(|e| {
+        e.announcement.event.event_type().as_str().to_owned()
+    }))
+    .bind(column(|e| {
+        String::from_utf8(e.announcement.body()).expect("JSON is UTF-8")
+    }))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The ids of the downstream events of the source event `id` not yet published, as a JSON
+/// array.
+pub async fn unpublished(pool: &PgPool, id: &str) -> Result<serde_json::Value, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(json_agg(event_id ORDER BY seq), '[]') FROM outbox
+         WHERE source_event_id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Forgets published (or set aside) events.
 pub async fn published(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM outbox WHERE event_id = ANY($1)")
         .bind(ids)
@@ -134,31 +215,54 @@ pub async fn published(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::contract::{EventType, downstream_id};
 
-    fn id() -> ProductId {
-        "p1".parse().expect("valid")
+    fn changed(source: &str, old: Values, new: Values) -> Vec<Pending> {
+        let source: EventId = source.parse().expect("valid");
+        let product: ProductId = "p1".parse().expect("valid");
+        let at = OffsetDateTime::UNIX_EPOCH;
+        product_changed(
+            IngestKind::ProductUpdate,
+            &source,
+            &product,
+            (old, new),
+            10,
+            at,
+        )
+    }
+
+    fn types(events: &[Pending]) -> Vec<EventType> {
+        events
+            .iter()
+            .map(|e| e.announcement.event.event_type())
+            .collect()
     }
 
     #[test]
     fn a_change_carries_old_and_new_values_and_a_stable_id() {
-        let events = product_changed("e1", &id(), (None, Some(50)), (None, Some(40)), 10);
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].id, "e1:product.updated");
-        assert_eq!(events[0].payload["old"]["stock"], 50);
-        assert_eq!(events[0].payload["new"]["stock"], 40);
+        let events = changed("e1", (None, Some(50)), (None, Some(40)));
+        assert_eq!(types(&events), [EventType::ProductUpdated]);
+        let e1: EventId = "e1".parse().expect("valid");
+        assert_eq!(
+            events[0].announcement.id,
+            downstream_id(IngestKind::ProductUpdate, &e1, "product.updated")
+        );
+        let DownstreamEvent::ProductUpdated(updated) = &events[0].announcement.event else {
+            panic!("a product.updated");
+        };
+        assert_eq!(updated.old.stock.map(Stock::value), Some(50));
+        assert_eq!(updated.new.stock.map(Stock::value), Some(40));
     }
 
     #[test]
     fn stock_low_fires_only_when_crossing_the_threshold() {
-        let crossing = product_changed("e1", &id(), (None, Some(10)), (None, Some(9)), 10);
+        let crossing = changed("e1", (None, Some(10)), (None, Some(9)));
         assert_eq!(
-            crossing.iter().map(|e| e.kind).collect::<Vec<_>>(),
-            ["product.updated", "stock.low"]
+            types(&crossing),
+            [EventType::ProductUpdated, EventType::StockLow]
         );
-        let already_low = product_changed("e2", &id(), (None, Some(5)), (None, Some(4)), 10);
-        assert_eq!(already_low.len(), 1);
-        let first_set_low = product_changed("e3", &id(), (None, None), (None, Some(3)), 10);
-        assert_eq!(first_set_low.len(), 2);
-        assert!(product_changed("e4", &id(), (None, Some(3)), (None, Some(3)), 10).is_empty());
+        assert_eq!(changed("e2", (None, Some(5)), (None, Some(4))).len(), 1);
+        assert_eq!(changed("e3", (None, None), (None, Some(3))).len(), 2);
+        assert!(changed("e4", (None, Some(3)), (None, Some(3))).is_empty());
     }
 }

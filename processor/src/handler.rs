@@ -4,12 +4,15 @@
 use redis::aio::ConnectionManager;
 use shared::{
     connect::{postgres::Database, redis::COMMAND_TIMEOUT},
-    contract::{PRODUCT_CACHE_TTL_SECONDS, ProductView, product_cache_key},
+    contract::ProductView,
+    products::{CACHE_TTL_SECONDS, cache_key},
     topology::Namespace,
 };
 use time::OffsetDateTime;
 
-use crate::store::{self, Applied, Ingest, StoreError};
+use shared::contract::Ingest;
+
+use crate::store::{self, Applied, StoreError};
 
 /// What the handler needs.
 #[derive(Clone)]
@@ -97,13 +100,8 @@ impl From<StoreError> for HandleError {
 /// Safe to call again after any failure: a second call finds the events in the inbox, changes
 /// nothing, and still refreshes the cache (repairing a cache write lost to a crash).
 pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Vec<Outcome>, HandleError> {
-    if !deps.database.is_migrated() {
-        return Err(HandleError::Unavailable {
-            dependency: "postgres",
-            error: "schema not ready".into(),
-        });
-    }
-    let batch = store::apply(deps.database.pool(), items, deps.stock_low_threshold).await?;
+    let pool = deps.database.ready().map_err(StoreError::Unavailable)?;
+    let batch = store::apply(pool, items, deps.stock_low_threshold).await?;
     refresh_cache(deps, &batch.views).await?;
     let now = OffsetDateTime::now_utc();
     let outcomes = items
@@ -137,10 +135,10 @@ async fn refresh_cache(deps: &Deps, views: &[ProductView]) -> Result<(), HandleE
     for view in views {
         let json = serde_json::to_string(view).expect("a product view always serialises");
         pipe.cmd("SET")
-            .arg(product_cache_key(&deps.namespace, &view.product_id))
+            .arg(cache_key(&deps.namespace, &view.product_id))
             .arg(json)
             .arg("EX")
-            .arg(PRODUCT_CACHE_TTL_SECONDS)
+            .arg(CACHE_TTL_SECONDS)
             .ignore();
     }
     let mut redis = deps.redis.clone();

@@ -12,7 +12,7 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod downstream;
 pub mod handler;
-pub mod lww;
+pub mod openapi;
 pub mod startup;
 pub mod store;
 

@@ -1,10 +1,12 @@
 //! What the services' operator APIs answer when a request fails: JSON naming the field, 404
 //! saying what was not found, 503 naming the dependency with `Retry-After`.
 
+use std::borrow::Cow;
+
 use axum::{
     Json,
     extract::rejection::JsonRejection,
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -13,43 +15,122 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::connect::postgres::Database;
 
-/// A failed operator API request.
-#[derive(Debug)]
+/// A failed request, as the client sees it: every service answers with this one type, so each
+/// status has one body shape.
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A parameter or body field is invalid.
+    /// A parameter, header or body field is invalid; `field` names it when there is one.
+    #[error("{message}")]
     BadRequest {
         /// What is wrong.
         message: String,
-        /// The parameter or field.
+        /// The field, header, parameter or path segment at fault.
         field: Option<String>,
     },
     /// Nothing with that id; says what was looked for.
-    NotFound(&'static str),
-    /// A dependency (PostgreSQL, RabbitMQ) is down.
-    Unavailable(&'static str, String),
+    #[error("{0}")]
+    NotFound(Cow<'static, str>),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is over the limit.
+    #[error("the body must be at most 64 KiB")]
+    PayloadTooLarge,
+    /// The body is not declared as JSON.
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// The request conflicts with the state of what it acts on; says why.
+    #[error("{0}")]
+    Conflict(Cow<'static, str>),
+    /// The same request is still being handled; it can be sent again shortly (409 with
+    /// `Retry-After`).
+    #[error("{0}")]
+    InProgress(Cow<'static, str>),
+    /// The request is well formed but cannot be applied as it is; says why.
+    #[error("{0}")]
+    Unprocessable(Cow<'static, str>),
+    /// A dependency is down or too slow; nothing was done and the request can be retried.
+    #[error("{dependency} is unavailable; retry later")]
+    Unavailable {
+        /// `rabbitmq`, `redis`, `postgres` or a peer service.
+        dependency: &'static str,
+        /// What went wrong, for the log only.
+        cause: String,
+    },
+    /// The message was published but the broker's confirm never came: it may or may not be
+    /// accepted. The same request (same key, same body) may be sent again; it is applied once.
+    #[error(
+        "RabbitMQ did not confirm in time: the request may or may not have been accepted; send it again with the same Idempotency-Key and body (it is applied once)"
+    )]
+    OutcomeUnknown(String),
+}
+
+impl ApiError {
+    /// A 503 blaming `dependency`.
+    pub fn unavailable(dependency: &'static str, cause: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            dependency,
+            cause: cause.to_string(),
+        }
+    }
+
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "invalid",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Conflict(_) => "conflict",
+            Self::InProgress(_) => "in_progress",
+            Self::Unprocessable(_) => "unprocessable",
+            Self::Unavailable { .. } => "unavailable",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Conflict(_) | Self::InProgress(_) => StatusCode::CONFLICT,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable { .. } | Self::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self {
-            Self::BadRequest { message, field } => (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": message, "field": field })),
-            )
-                .into_response(),
-            Self::NotFound(what) => {
-                (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
-            }
-            Self::Unavailable(dependency, cause) => {
+        let body = match &self {
+            Self::BadRequest {
+                field: Some(field), ..
+            } => json!({ "error": self.to_string(), "field": field }),
+            Self::Unavailable { dependency, cause } => {
                 tracing::warn!(dependency, cause = %cause, "Dependency unavailable; answering 503.");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, crate::ops::RETRY_AFTER_SECONDS)],
-                    Json(json!({ "error": format!("{dependency} is unavailable; retry later"), "dependency": dependency })),
-                )
-                    .into_response()
+                json!({ "error": self.to_string(), "dependency": dependency })
             }
+            Self::OutcomeUnknown(cause) => {
+                tracing::warn!(cause = %cause, "Publish outcome unknown; answering 503.");
+                json!({ "error": self.to_string(), "dependency": "rabbitmq", "outcome": "unknown" })
+            }
+            _ => json!({ "error": self.to_string() }),
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(
+            self,
+            Self::Unavailable { .. } | Self::OutcomeUnknown(_) | Self::InProgress(_)
+        ) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::ops::RETRY_AFTER_SECONDS),
+            );
         }
+        response
     }
 }
 
@@ -71,16 +152,14 @@ pub fn bad_body(rejection: &JsonRejection) -> ApiError {
 
 /// A 503 for a PostgreSQL error.
 pub fn db(e: sqlx::Error) -> ApiError {
-    ApiError::Unavailable("postgres", e.to_string())
+    ApiError::unavailable("postgres", e)
 }
 
 /// The pool, once the schema is migrated; a 503 before.
 pub fn pool(database: &Database) -> Result<&PgPool, ApiError> {
-    if database.is_migrated() {
-        Ok(database.pool())
-    } else {
-        Err(ApiError::Unavailable("postgres", "schema not ready".into()))
-    }
+    database
+        .ready()
+        .map_err(|_| ApiError::unavailable("postgres", "schema not ready"))
 }
 
 /// An optional RFC 3339 timestamp parameter.

@@ -28,6 +28,11 @@ fn raw(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// The value of `name`, if set and not empty.
+fn optional(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// Reads `name` (or `default` when unset or empty) and parses it; the error quotes the value.
 pub fn var<T>(name: &'static str, default: &str) -> Result<T, ConfigError>
 where
@@ -101,7 +106,9 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/pipeline";
 
 impl Backends {
-    /// Reads `AMQP_URL`, `REDIS_URL`, `DATABASE_URL`, `PIPELINE_NAMESPACE` and `INGEST_SHARDS`.
+    /// Reads `AMQP_URL` (with `AMQP_USERNAME` and `AMQP_PASSWORD`, when set, for every node),
+    /// `REDIS_URL` (with `REDIS_PASSWORD`), `DATABASE_URL`, `PIPELINE_NAMESPACE` and
+    /// `INGEST_SHARDS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let amqp = raw("AMQP_URL", DEFAULT_AMQP_URL)
             .split(',')
@@ -120,14 +127,35 @@ impl Backends {
                 message: "names no broker".into(),
             });
         }
+        // Credentials may come apart from the URLs (from a secret, say), so they need no
+        // URL-encoding and no URL needs to hold them.
+        let amqp = match (optional("AMQP_USERNAME"), optional("AMQP_PASSWORD")) {
+            (None, None) => amqp,
+            (username, password) => amqp
+                .into_iter()
+                .map(|mut uri| {
+                    if let Some(username) = &username {
+                        uri.authority.userinfo.username.clone_from(username);
+                    }
+                    if let Some(password) = &password {
+                        uri.authority.userinfo.password.clone_from(password);
+                    }
+                    uri
+                })
+                .collect(),
+        };
         let redis = raw("REDIS_URL", DEFAULT_REDIS_URL);
-        let redis =
+        let mut redis =
             redis::IntoConnectionInfo::into_connection_info(redis.as_str()).map_err(|e| {
                 ConfigError {
                     variable: "REDIS_URL",
                     message: e.to_string(),
                 }
             })?;
+        if let Some(password) = optional("REDIS_PASSWORD") {
+            let settings = redis.redis_settings().clone().set_password(password);
+            redis = redis.set_redis_settings(settings);
+        }
         let ingest_shards = var::<u16>("INGEST_SHARDS", "4")?;
         if ingest_shards == 0 {
             return Err(ConfigError {

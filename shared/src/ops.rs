@@ -1,8 +1,6 @@
 //! The endpoints every service serves for the people and machines that run it:
-//! `GET /health` (liveness, no dependency checks), `GET /ready` (every dependency, 503 naming
-//! the ones that are down) and `GET /metrics` (Prometheus text).
-
-use std::future::Future;
+//! `GET /health` (liveness, no dependency checks), `GET /ready` (every dependency and every
+//! queue the service consumes, 503 naming what is down) and `GET /metrics` (Prometheus text).
 
 use axum::{
     Json, Router,
@@ -13,54 +11,71 @@ use axum::{
 };
 use serde_json::json;
 
+use crate::service::Checks;
+
 /// Seconds a client is asked to wait when a dependency is down.
 pub const RETRY_AFTER_SECONDS: &str = "5";
 
-/// What a service depends on, and whether each dependency is up right now.
-pub trait Readiness: Clone + Send + Sync + 'static {
-    /// Each dependency by name (`rabbitmq`, `redis`, `postgres`) and whether it is up.
-    fn dependencies(&self) -> impl Future<Output = Vec<(&'static str, bool)>> + Send;
-}
-
 /// The `/health`, `/ready` and `/metrics` routes (installing the metrics recorder if needed).
-pub fn routes<R: Readiness>(readiness: R) -> Router {
+pub fn routes(checks: Checks) -> Router {
     crate::telemetry::metrics();
     Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready::<R>))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(readiness)
+        .with_state(checks)
 }
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "healthy" }))
 }
 
-async fn ready<R: Readiness>(State(readiness): State<R>) -> Response {
-    let dependencies = readiness.dependencies().await;
+async fn ready(State(checks): State<Checks>) -> Response {
+    let dependencies = checks.dependencies().await;
+    let consumers = checks.queues();
     let down: Vec<&str> = dependencies
         .iter()
         .filter(|(_, up)| !up)
         .map(|(name, _)| *name)
         .collect();
+    let idle: Vec<&str> = consumers
+        .iter()
+        .filter(|(_, live)| !live)
+        .map(|(queue, _)| queue.as_str())
+        .collect();
     let detail: serde_json::Map<String, serde_json::Value> = dependencies
         .iter()
         .map(|(name, up)| ((*name).to_owned(), json!(if *up { "up" } else { "down" })))
         .collect();
+    let mut body = json!({ "dependencies": detail });
+    if !consumers.is_empty() {
+        body["consumers"] = consumers
+            .iter()
+            .map(|(queue, live)| (queue.clone(), json!(if *live { "live" } else { "none" })))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     record(&dependencies);
-    if down.is_empty() {
-        Json(json!({ "status": "ready", "dependencies": detail })).into_response()
+    if down.is_empty() && idle.is_empty() {
+        body["status"] = json!("ready");
+        Json(body).into_response()
     } else {
+        body["status"] = json!("unavailable");
+        body["down"] = json!(down);
+        if !idle.is_empty() {
+            body["without_consumer"] = json!(idle);
+        }
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
-            Json(json!({ "status": "unavailable", "down": down, "dependencies": detail })),
+            Json(body),
         )
             .into_response()
     }
 }
 
-fn record(dependencies: &[(&'static str, bool)]) {
+/// Sets `pipeline_dependency_up` (1 up, 0 down) for each dependency.
+pub fn record(dependencies: &[(&'static str, bool)]) {
     for (name, up) in dependencies {
         metrics::gauge!("pipeline_dependency_up", "dependency" => *name).set(if *up {
             1.0
@@ -68,24 +83,6 @@ fn record(dependencies: &[(&'static str, bool)]) {
             0.0
         });
     }
-}
-
-/// Checks every dependency every `every` until `shutdown`, keeping the `pipeline_dependency_up`
-/// gauge (1 up, 0 down) current even when nobody asks `/ready`.
-pub fn watch_dependencies<R: Readiness>(
-    readiness: R,
-    every: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => record(&readiness.dependencies().await),
-                () = shutdown.cancelled() => return,
-            }
-        }
-    });
 }
 
 async fn metrics() -> impl IntoResponse {

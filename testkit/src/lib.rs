@@ -65,6 +65,62 @@ pub fn backends_in(namespace: &Namespace) -> Backends {
     backends
 }
 
+/// A new API key with `scopes` in `namespace` (on the environment's PostgreSQL, migrating the
+/// schema first), as `gateway keys create` makes one.
+pub async fn api_key(namespace: &Namespace, scopes: shared::auth::Scopes) -> String {
+    let name = format!("test-{}", uuid::Uuid::now_v7().simple());
+    named_api_key(namespace, &name, scopes, None).await
+}
+
+/// A new API key named `name` with `scopes` and an optional rate (requests per second).
+pub async fn named_api_key(
+    namespace: &Namespace,
+    name: &str,
+    scopes: shared::auth::Scopes,
+    rate: Option<u32>,
+) -> String {
+    let backends = backends_in(namespace);
+    let pool = shared::connect::postgres::migrated(
+        &backends.database,
+        namespace,
+        &shared::connect::postgres::Tables::ALL,
+        1,
+    )
+    .await
+    .expect("PostgreSQL is reachable");
+    let name = name.parse().expect("a valid key name");
+    let key = shared::auth::keys::create(&pool, &name, scopes, rate)
+        .await
+        .expect("the key is created");
+    pool.close().await;
+    key
+}
+
+/// The `Authorization: Bearer` header of `key`, for a client's default headers.
+pub fn key_header(key: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}")
+            .parse()
+            .expect("a valid header value"),
+    );
+    headers
+}
+
+/// An HTTP client that sends `key` as `Authorization: Bearer` with every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(key_header(key))
+        .build()
+        .expect("a client")
+}
+
+/// A client with a new key holding every scope in `namespace`.
+pub async fn authorized_client(namespace: &Namespace) -> reqwest::Client {
+    client_with_key(&api_key(namespace, shared::auth::Scopes::all()).await)
+}
+
 /// A `scheme://127.0.0.1:PORT` URL where nothing listens.
 pub fn closed_port_url(scheme: &str) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -179,6 +235,22 @@ impl Broker {
         delivery
     }
 
+    /// Deletes `queue` (its consumers are cancelled by the broker).
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .expect("queue deleted");
+    }
+
+    /// Declares the pipeline's topology of `backends`' namespace, as a service does at start.
+    pub async fn declare(&self, backends: &Backends) {
+        Topology::new(backends.namespace.clone(), backends.ingest_shards)
+            .declare(&self.channel)
+            .await
+            .expect("topology declared");
+    }
+
     /// Publishes `body` as a persistent message and waits for the confirm.
     pub async fn publish(
         &self,
@@ -234,20 +306,8 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
         }
         connection.close(200, "test done".into()).await?;
     }
-    if let Ok(client) = redis::Client::open(backends.redis.clone())
-        && let Ok(mut redis) = client.get_multiplexed_async_connection().await
-    {
-        let pattern = format!("{}:*", backends.namespace.as_str());
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(pattern)
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<()>(&mut redis)
-                .await?;
-        }
+    if let Ok(mut redis) = redis_connection(backends).await {
+        unlink_matching(&mut redis, &format!("{}:*", backends.namespace.as_str())).await?;
     }
     if let Ok(mut pg) = PgConnection::connect_with(&backends.database).await {
         sqlx::query(AssertSqlSafe(format!(
@@ -259,6 +319,57 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
         pg.close().await?;
     }
     Ok(())
+}
+
+/// Removes every Redis key matching `pattern`, batch by batch (a namespace a benchmark filled
+/// holds hundreds of thousands of keys: one `KEYS` and one `DEL` would take too long).
+pub async fn unlink_matching(
+    redis: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> redis::RedisResult<()> {
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(redis)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(keys)
+                .query_async::<()>(redis)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// The Prometheus text a service at `base` (`http://host:port`) serves at `/metrics`.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("the metrics answer")
+        .text()
+        .await
+        .expect("the metrics are text")
+}
+
+/// A counter's value in Prometheus text: the sum over the series of `name` whose line contains
+/// `matching` (a label, say).
+pub fn counter(metrics: &str, name: &str, matching: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(matching))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A pool on the namespace's schema, for asserting on the source of truth.
@@ -287,9 +398,19 @@ pub async fn namespace_keys(backends: &Backends) -> Vec<String> {
 
 /// A Redis connection for asserting on idempotency records and the cache.
 pub async fn redis(backends: &Backends) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(backends.redis.clone())
-        .expect("valid Redis URL")
-        .get_multiplexed_async_connection()
+    redis_connection(backends)
         .await
         .expect("Redis is reachable")
+}
+
+/// A Redis connection whose commands may take their time (clean-up of a big namespace).
+async fn redis_connection(
+    backends: &Backends,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(60)));
+    redis::Client::open(backends.redis.clone())?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }

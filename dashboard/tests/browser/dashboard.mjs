@@ -1,13 +1,16 @@
-// Drives the dashboard in headless Chromium as an operator would: the page loads and goes live,
-// its numbers move as events are sent, and a dead letter is dry-run then replayed from the page.
-// Run by `cargo test -p dashboard --test browser` (which starts the services and checks the
-// replayed event was applied); exits non-zero on the first failed expectation.
+// Drives the dashboard in headless Chromium as an operator would: sign in with an ops key, the
+// page goes live, its numbers move as events are sent, a page of another origin cannot purge
+// with the operator's session, and a dead letter is dry-run then replayed from the page.
+// Run by `cargo test -p dashboard` (which starts the services and checks the replayed event was
+// applied and the forged purge refused); exits non-zero on the first failed expectation.
 //
-// Environment: DASHBOARD_URL, GATEWAY_URL, DEAD_PRODUCT (the product of the planted dead
-// letter), CHROMIUM (the browser binary), SCREENSHOTS (optional: a directory for PNGs).
+// Environment: DASHBOARD_URL, GATEWAY_URL, API_KEY (every scope), DEAD_PRODUCT (the product of
+// the planted dead letter), CHROMIUM (the browser binary), SCREENSHOTS (optional: a directory
+// for PNGs).
+import http from "node:http";
 import { chromium } from "playwright-core";
 
-const { DASHBOARD_URL, GATEWAY_URL, DEAD_PRODUCT, CHROMIUM, SCREENSHOTS } = process.env;
+const { DASHBOARD_URL, GATEWAY_URL, API_KEY, DEAD_PRODUCT, CHROMIUM, SCREENSHOTS } = process.env;
 const expect = (condition, message) => {
   if (!condition) throw new Error(message);
 };
@@ -18,10 +21,22 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
 });
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(DASHBOARD_URL);
+
+  // Signed out, the page asks for a key; a wrong one is refused, an ops key lets the operator in.
+  await page.waitForSelector("[data-testid=signin-key]", { state: "visible" });
+  await page.fill("[data-testid=signin-key]", "ppk_not-a-real-key");
+  await page.click("[data-testid=signin-go]");
+  await page.waitForFunction(() => document.querySelector("[data-testid=signin-error]").textContent.includes("not valid"));
+  await page.fill("[data-testid=signin-key]", API_KEY);
+  await page.click("[data-testid=signin-go]");
+  const cookies = await context.cookies(DASHBOARD_URL);
+  const session = cookies.find((c) => c.name === "pipeline_session");
+  expect(session && session.httpOnly && session.sameSite === "Strict", `session cookie: ${JSON.stringify(cookies)}`);
 
   // Live: the stream connects and the totals show numbers.
   await page.waitForFunction(() => document.querySelector("#stream-state").textContent.includes("live"));
@@ -33,7 +48,7 @@ try {
   for (let i = 0; i < sent; i++) {
     const response = await fetch(`${GATEWAY_URL}/events`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${API_KEY}` },
       body: JSON.stringify({ product_id: `browser-${i % 4}`, stock: 100 + i }),
     });
     expect(response.status === 202, `event ${i} answered ${response.status}`);
@@ -49,6 +64,27 @@ try {
     { timeout: 30_000 },
   );
   if (SCREENSHOTS) await page.screenshot({ path: `${SCREENSHOTS}/overview.png`, fullPage: true });
+
+  // Another origin (same host, another port: the session cookie goes along) tries to purge every
+  // dead letter with the operator's session, by a form and by a script: both are refused.
+  const purge = new URL("api/v1/dead-letters/purge", DASHBOARD_URL).href;
+  const attacker = http.createServer((_, response) => {
+    response.setHeader("content-type", "text/html");
+    response.end(`<!doctype html><form id="f" method="POST" enctype="text/plain" action="${purge}">
+      <input name='{"all": true, "x": "' value='"}'></form>
+      <script>
+        fetch("${purge}", { method: "POST", mode: "no-cors", credentials: "include", body: '{"all": true}' })
+          .finally(() => document.getElementById("f").submit());
+      </script>`);
+  });
+  await new Promise((resolve) => attacker.listen(0, "127.0.0.1", resolve));
+  const evil = await context.newPage();
+  await evil.goto(`http://127.0.0.1:${attacker.address().port}/`);
+  await evil.waitForURL(purge);
+  const refused = await evil.textContent("body");
+  expect(refused.includes("refused"), `the forged purge answered: ${refused}`);
+  await evil.close();
+  attacker.close();
 
   // Dead letters: list, select the planted one, dry run, replay.
   await page.click("[data-testid=dl-load]");
@@ -77,7 +113,7 @@ try {
   );
   if (SCREENSHOTS) await page.screenshot({ path: `${SCREENSHOTS}/lookup.png`, fullPage: true });
   expect(errors.length === 0, `the page threw: ${errors.join("; ")}`);
-  console.log("browser: live numbers moved, dead letter dry-run and replayed, lookup found it");
+  console.log("browser: signed in, live numbers moved, forged purge refused, dead letter dry-run and replayed, lookup found it");
 } finally {
   await browser.close();
 }

@@ -1,6 +1,8 @@
 //! The page in a real headless Chromium (Debian's package), driven by playwright-core from
-//! `tests/browser/dashboard.mjs`: it loads, its numbers move as events are sent, and a dead
-//! letter replayed from the page is applied. `SCREENSHOTS=<dir>` keeps PNGs of the main views.
+//! `tests/browser/dashboard.mjs`: the operator signs in, the page goes live, its numbers move as
+//! events are sent, a purge forged by another origin with the operator's session is refused,
+//! and a dead letter replayed from the page is applied. `SCREENSHOTS=<dir>` keeps PNGs of the
+//! main views.
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +57,7 @@ async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
         .current_dir(&dir)
         .env("DASHBOARD_URL", stack.url("/"))
         .env("GATEWAY_URL", format!("http://{}", stack.gateway))
+        .env("API_KEY", &stack.key)
         .env("DEAD_PRODUCT", "browser-dead")
         .env("CHROMIUM", &browser)
         .kill_on_drop(true);
@@ -78,6 +81,12 @@ async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
         dead["dead_letters"],
         serde_json::json!([]),
         "replayed, so removed"
+    );
+    let metrics = testkit::metrics(&stack.client, &stack.url("")).await;
+    let refused = testkit::counter(&metrics, "pipeline_auth_denied_total", "cross_site");
+    assert!(
+        refused >= 2.0,
+        "the forged form and script reached the dashboard and were refused: {refused}"
     );
     stack.stop().await;
 }

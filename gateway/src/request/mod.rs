@@ -42,6 +42,15 @@ impl FieldError {
     }
 }
 
+impl From<FieldError> for shared::api::ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::BadRequest {
+            message: e.message,
+            field: e.field,
+        }
+    }
+}
+
 /// A JSON object body whose fields are all known and each present once.
 pub struct Fields {
     entries: Vec<(String, Value)>,

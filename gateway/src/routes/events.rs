@@ -9,18 +9,16 @@ use axum::{
 use serde_json::json;
 use time::OffsetDateTime;
 
-use shared::{contract::ProductUpdate, model::EventId};
+use shared::{api::ApiError, contract::ProductUpdate, model::EventId};
 
 use super::{
     AppState,
     ingest::{answer, idempotency_key, json_body, publish_once},
 };
-use crate::{
-    error::ApiError,
-    request::{parse_event, to_micros},
-};
+use crate::request::{parse_event, to_micros};
 
 /// Accepts a product update: `202 {"event_id", "status": "accepted"}` once the broker confirmed.
+/// Scope: `events:write`.
 #[utoipa::path(
     post,
     path = "/events",
@@ -31,12 +29,13 @@ use crate::{
     responses(
         (status = 202, description = "Durably in the broker", body = crate::openapi::Accepted,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is a replay of the first answer"))),
-        (status = 400, description = "Invalid body or header; `field` names it", body = crate::openapi::ErrorBody),
-        (status = 409, description = "The first request with this key is still in progress", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Body not declared as JSON", body = crate::openapi::ErrorBody),
-        (status = 422, description = "Key already used with another body", body = crate::openapi::ErrorBody),
-        (status = 503, description = "RabbitMQ or Redis unavailable; nothing accepted; see Retry-After", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Invalid body or header; `field` names it", body = shared::openapi::ErrorBody),
+        (status = 409, description = "The first request with this key is still in progress", body = shared::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = shared::openapi::ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = shared::openapi::ErrorBody),
+        (status = 422, description = "Key already used with another body", body = shared::openapi::ErrorBody),
+        (status = 503, description = "RabbitMQ or Redis unavailable: nothing accepted; or RabbitMQ did not confirm in time (`outcome: unknown`): send the same request again, it is applied once. See Retry-After", body = shared::openapi::ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn post_event(
@@ -58,7 +57,7 @@ async fn accept(
     let request = parse_event(&body, received_at)?;
     let key = match (header_key, request.event_id.clone()) {
         (Some(h), Some(b)) if h != b => {
-            return Err(ApiError::field(
+            return Err(shared::api::bad(
                 "event_id",
                 "event_id differs from the Idempotency-Key header",
             ));

@@ -9,13 +9,10 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use shared::{contract::IngestMessage, model::EventId};
+use shared::{api::ApiError, contract::IngestMessage, model::EventId};
 
 use super::AppState;
-use crate::{
-    error::ApiError,
-    idempotency::{Begin, StoredResponse},
-};
+use crate::idempotency::{Begin, StoredResponse};
 
 /// The request header carrying the client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -62,7 +59,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<EventId>, ApiError>
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let bad = |why: String| ApiError::field("Idempotency-Key", format!("Idempotency-Key {why}"));
+    let bad = |why: String| shared::api::bad("Idempotency-Key", format!("Idempotency-Key {why}"));
     let text = value
         .to_str()
         .map_err(|_| bad("may contain only visible ASCII characters".into()))?;
@@ -75,7 +72,9 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<EventId>, ApiError>
 
 /// Publishes `message` at most once per `key`: a repeat with the same `fingerprint` replays the
 /// first answer, another body is 422, a repeat in flight 409. Answers `202` with `accepted`
-/// once the broker confirmed; on a failed publish releases the key and answers 503.
+/// once the broker confirmed. A publish that certainly failed releases the key (503); one whose
+/// outcome is unknown (no confirm in time, the connection lost after the publish) keeps the
+/// key's fingerprint (503 saying so): the same body may be sent again, another body is 422.
 pub async fn publish_once<M: IngestMessage>(
     state: &AppState,
     key: Option<&EventId>,
@@ -88,7 +87,7 @@ pub async fn publish_once<M: IngestMessage>(
         None => None,
         Some(key) => match state
             .idempotency
-            .begin(key, fingerprint)
+            .begin(M::KIND, key, fingerprint)
             .await
             .map_err(|e| ApiError::unavailable("redis", e))?
         {
@@ -97,19 +96,38 @@ pub async fn publish_once<M: IngestMessage>(
                 metrics::counter!("pipeline_events_replayed_total").increment(1);
                 return Ok(stored_response(stored, true));
             }
-            Begin::Mismatch => return Err(ApiError::KeyReused),
-            Begin::InFlight => return Err(ApiError::KeyInFlight),
+            Begin::Mismatch => {
+                return Err(ApiError::Unprocessable(
+                    "this idempotency key was already used with a different body".into(),
+                ));
+            }
+            Begin::InFlight => {
+                return Err(ApiError::InProgress(
+                    "a request with this idempotency key is still in progress; retry shortly"
+                        .into(),
+                ));
+            }
         },
     };
     let event_id = message.event_id();
     if let Err(error) = state.publisher.publish(message, trace).await {
-        if let Some(lease) = lease
-            && let Err(e) = state.idempotency.release(lease).await
-        {
-            // The lease expires by itself; until then a retry gets 409.
-            tracing::warn!(event_id = %event_id, error = %e, "Could not release the idempotency lease.");
+        let unclear = error.is_unclear();
+        if let Some(lease) = lease {
+            let settled = if unclear {
+                state.idempotency.unclear(lease).await
+            } else {
+                state.idempotency.release(lease).await
+            };
+            if let Err(e) = settled {
+                // The lease expires by itself; until then a retry gets 409.
+                tracing::warn!(event_id = %event_id, error = %e, "Could not settle the idempotency lease.");
+            }
         }
-        return Err(ApiError::unavailable("rabbitmq", error));
+        return Err(if unclear {
+            ApiError::OutcomeUnknown(error.to_string())
+        } else {
+            ApiError::unavailable("rabbitmq", error)
+        });
     }
     let stored = StoredResponse {
         status: StatusCode::ACCEPTED.as_u16(),
@@ -122,7 +140,7 @@ pub async fn publish_once<M: IngestMessage>(
         // again, and the processor's inbox applies it once.
         tracing::warn!(event_id = %event_id, error = %e, "Could not record the idempotent response.");
     }
-    metrics::counter!("pipeline_events_accepted_total", "kind" => M::KIND).increment(1);
+    metrics::counter!("pipeline_events_accepted_total", "kind" => M::KIND.as_str()).increment(1);
     Ok(stored_response(stored, false))
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP API: `POST /events`, `GET /products/{id}`, `GET /openapi.json` (each also under
-//! `/api/v1`), plus `/health`, `/ready` and `/metrics`. Unknown paths and wrong methods get the
+//! The HTTP API: `POST /events`, `GET /products/{id}`, `POST /orders`, `GET /orders/{id}`,
+//! `GET /openapi.json` (each also under `/api/v1`), plus `/health`, `/ready` and `/metrics`.
+//! Every data route wants an API key with its scope. Unknown paths and wrong methods get the
 //! same JSON error shape as everything else.
 
 pub mod events;
@@ -7,18 +8,17 @@ mod ingest;
 pub mod orders;
 pub mod products;
 
-use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get, routing::post};
+use axum::{Json, Router, routing::get, routing::post};
 use redis::aio::ConnectionManager;
 use shared::{
+    auth::{Auth, Scope, protect},
     connect::{postgres::Database, redis::COMMAND_TIMEOUT},
-    ops,
     topology::Namespace,
 };
 
-use crate::{error::ApiError, idempotency::Idempotency, publisher::Publisher};
+use shared::api::ApiError;
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::{idempotency::Idempotency, publisher::Publisher};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -35,6 +35,8 @@ pub struct AppState {
     pub namespace: Namespace,
     /// How long an accepted order reads as pending without the processor's answer.
     pub pending_order_ttl_seconds: u64,
+    /// The API keys.
+    pub auth: Auth,
 }
 
 impl AppState {
@@ -71,38 +73,41 @@ impl AppState {
     }
 }
 
-impl ops::Readiness for AppState {
-    async fn dependencies(&self) -> Vec<(&'static str, bool)> {
-        let (redis, postgres) = tokio::join!(
-            shared::connect::redis::is_up(&self.redis),
-            self.database.is_up()
-        );
-        vec![
-            ("rabbitmq", self.publisher.is_up()),
-            ("redis", redis),
-            ("postgres", postgres),
-        ]
-    }
-}
-
-/// The gateway's whole router.
+/// The gateway's whole router: each data route wants a key with its scope.
 pub fn router(state: AppState) -> Router {
+    let auth = &state.auth;
+    let scoped = |path: &str, route: axum::routing::MethodRouter<AppState>, scope: Scope| {
+        protect(Router::new().route(path, route), auth, scope)
+    };
     let api = Router::new()
-        .route("/events", post(events::post_event))
-        .route("/products/{id}", get(products::get_product))
-        .route("/orders", post(orders::post_order))
-        .route("/orders/{id}", get(orders::get_order))
+        .merge(scoped(
+            "/events",
+            post(events::post_event),
+            Scope::EventsWrite,
+        ))
+        .merge(scoped(
+            "/products/{id}",
+            get(products::get_product),
+            Scope::ProductsRead,
+        ))
+        .merge(scoped(
+            "/orders",
+            post(orders::post_order),
+            Scope::OrdersWrite,
+        ))
+        .merge(scoped(
+            "/orders/{id}",
+            get(orders::get_order),
+            Scope::OrdersRead,
+        ))
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone());
     Router::new()
         .merge(api.clone())
         .nest("/api/v1", api)
-        .merge(ops::routes(state))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(middleware::from_fn(ops::track_requests))
 }

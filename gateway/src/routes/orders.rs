@@ -11,18 +11,21 @@ use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use shared::{
-    contract::{OrderPlaced, pending_order_key},
+    api::{ApiError, bad},
+    contract::OrderPlaced,
     model::OrderId,
+    topology::Namespace,
 };
 
 use super::{
     AppState,
     ingest::{answer, json_body, publish_once},
 };
-use crate::{error::ApiError, request::parse_order};
+
+use crate::request::parse_order;
 
 /// Accepts an order: `202 {"order_id", "status": "pending"}` once the broker confirmed. The
-/// processor then reserves the stock or rejects the order.
+/// processor then reserves the stock or rejects the order. Scope: `orders:write`.
 #[utoipa::path(
     post,
     path = "/orders",
@@ -31,12 +34,13 @@ use crate::{error::ApiError, request::parse_order};
     responses(
         (status = 202, description = "Durably in the broker; the order is pending", body = crate::openapi::OrderAccepted,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is a replay of the first answer"))),
-        (status = 400, description = "Invalid body; `field` names it", body = crate::openapi::ErrorBody),
-        (status = 409, description = "The same order is still being published", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Body not declared as JSON", body = crate::openapi::ErrorBody),
-        (status = 422, description = "This order id was used with another body", body = crate::openapi::ErrorBody),
-        (status = 503, description = "RabbitMQ or Redis unavailable; nothing accepted; see Retry-After", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Invalid body; `field` names it", body = shared::openapi::ErrorBody),
+        (status = 409, description = "The same order is still being published", body = shared::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = shared::openapi::ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = shared::openapi::ErrorBody),
+        (status = 422, description = "This order id was used with another body", body = shared::openapi::ErrorBody),
+        (status = 503, description = "RabbitMQ or Redis unavailable: nothing accepted; or RabbitMQ did not confirm in time (`outcome: unknown`): send the same order again, it is applied once. See Retry-After", body = shared::openapi::ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn post_order(
@@ -90,7 +94,7 @@ async fn accept(
 }
 
 /// The order's status: `pending` (accepted, not yet applied), `created`, or `rejected` with a
-/// reason.
+/// reason. Scope: `orders:read`.
 #[utoipa::path(
     get,
     path = "/orders/{id}",
@@ -98,48 +102,22 @@ async fn accept(
     params(("id" = String, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = crate::openapi::OrderStatus),
-        (status = 400, description = "Invalid order id", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown order", body = crate::openapi::ErrorBody),
-        (status = 503, description = "PostgreSQL unavailable", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Invalid order id", body = shared::openapi::ErrorBody),
+        (status = 404, description = "Unknown order", body = shared::openapi::ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable", body = shared::openapi::ErrorBody),
     )
 )]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: OrderId = id
-        .parse()
-        .map_err(|e| ApiError::field("id", format!("id {e}")))?;
-    if !state.database.is_migrated() {
-        return Err(ApiError::unavailable("postgres", "schema not ready"));
-    }
-    type Row = (
-        String,
-        i32,
-        Option<String>,
-        String,
-        Option<String>,
-        OffsetDateTime,
-        OffsetDateTime,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT sku, qty, email, status, reason, created_at, updated_at FROM orders WHERE order_id = $1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(state.database.pool())
-    .await
-    .map_err(|e| ApiError::unavailable("postgres", e))?;
-    if let Some((sku, qty, email, status, reason, created_at, updated_at)) = row {
-        return Ok(Json(json!({
-            "order_id": id,
-            "sku": sku,
-            "qty": qty,
-            "email": email,
-            "status": status,
-            "reason": reason,
-            "created_at": created_at.format(&Rfc3339).ok(),
-            "updated_at": updated_at.format(&Rfc3339).ok(),
-        })));
+    let id: OrderId = id.parse().map_err(|e| bad("id", format!("id {e}")))?;
+    let pool = shared::api::pool(&state.database)?;
+    let decided = shared::orders::load(pool, &id)
+        .await
+        .map_err(|e| ApiError::unavailable("postgres", e))?;
+    if let Some(order) = decided {
+        return Ok(Json(json!(order)));
     }
     let pending = state
         .cached(&pending_order_key(&state.namespace, &id))
@@ -147,5 +125,11 @@ pub async fn get_order(
         .and_then(|json| serde_json::from_str::<Value>(&json).ok());
     pending
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no order with id {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no order with id {id}").into()))
+}
+
+/// Redis key of an order accepted but not yet applied (so `GET /orders/{id}` can say
+/// `pending`); the gateway alone reads and writes it.
+fn pending_order_key(namespace: &Namespace, id: &OrderId) -> String {
+    format!("{}:order:{}", namespace.as_str(), id.as_str())
 }

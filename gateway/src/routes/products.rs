@@ -7,14 +7,16 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use shared::{
-    contract::{PRODUCT_CACHE_TTL_SECONDS, ProductView, product_cache_key},
+    contract::ProductView,
     model::ProductId,
+    products::{CACHE_TTL_SECONDS, cache_key},
 };
 
 use super::AppState;
-use crate::error::ApiError;
+use shared::api::{ApiError, bad};
 
 /// Returns `{"product_id", "price", "stock", "updated_at"}` (`null` for a field never set).
+/// Scope: `products:read`.
 #[utoipa::path(
     get,
     path = "/products/{id}",
@@ -22,9 +24,9 @@ use crate::error::ApiError;
     params(("id" = String, Path, description = "Product id")),
     responses(
         (status = 200, description = "Current state", body = crate::openapi::ProductBody),
-        (status = 400, description = "Invalid product id", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown product", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Cache missed and PostgreSQL unavailable", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Invalid product id", body = shared::openapi::ErrorBody),
+        (status = 404, description = "Unknown product", body = shared::openapi::ErrorBody),
+        (status = 503, description = "Cache missed and PostgreSQL unavailable", body = shared::openapi::ErrorBody),
     )
 )]
 pub async fn get_product(
@@ -33,8 +35,8 @@ pub async fn get_product(
 ) -> Result<Response, ApiError> {
     let id: ProductId = id
         .parse()
-        .map_err(|e| ApiError::field("product_id", format!("product_id {e}")))?;
-    let key = product_cache_key(&state.namespace, &id);
+        .map_err(|e| bad("product_id", format!("product_id {e}")))?;
+    let key = cache_key(&state.namespace, &id);
     // A cache outage only costs latency: fall through to PostgreSQL.
     if let Some(json) = state.cached(&key).await {
         metrics::counter!("pipeline_product_reads_total", "source" => "cache").increment(1);
@@ -42,20 +44,15 @@ pub async fn get_product(
     }
     let view = load(&state, &id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no product with id {id}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("no product with id {id}").into()))?;
     metrics::counter!("pipeline_product_reads_total", "source" => "database").increment(1);
     let json = serde_json::to_string(&view).expect("a product view always serialises");
-    state
-        .cache_if_absent(&key, &json, PRODUCT_CACHE_TTL_SECONDS)
-        .await;
+    state.cache_if_absent(&key, &json, CACHE_TTL_SECONDS).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 async fn load(state: &AppState, id: &ProductId) -> Result<Option<ProductView>, ApiError> {
-    if !state.database.is_migrated() {
-        return Err(ApiError::unavailable("postgres", "schema not ready"));
-    }
-    shared::products::load(state.database.pool(), id)
+    shared::products::load(shared::api::pool(&state.database)?, id)
         .await
         .map_err(|e| ApiError::unavailable("postgres", e))
 }

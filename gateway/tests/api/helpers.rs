@@ -12,7 +12,10 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Sends a key with every scope.
     pub client: reqwest::Client,
+    /// That key.
+    pub key: String,
     pub backends: Backends,
     pub topology: Topology,
     stop: Option<oneshot::Sender<()>>,
@@ -26,17 +29,29 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// The gateway's configuration from the environment (its defaults), on port 0 in `backends`,
+/// with a short confirm timeout and drain.
+pub fn config(backends: Backends) -> Config {
+    let mut config = Config::load().expect("the default configuration is valid");
+    config.addr = "127.0.0.1:0".parse().expect("valid address");
+    config.backends = backends;
+    config.idempotency_retention = Duration::from_secs(600);
+    config.idempotency_lease = Duration::from_secs(10);
+    config.confirm_timeout = Duration::from_secs(2);
+    config.publish_channels = 2;
+    config.shutdown_deadline = Duration::from_secs(5);
+    config
+}
+
 /// A gateway on the given backends (some may be unreachable); not waited for.
 pub async fn spawn_with(backends: Backends) -> TestApp {
-    let config = Config {
-        addr: "127.0.0.1:0".parse().expect("valid address"),
-        backends: backends.clone(),
-        idempotency_retention: Duration::from_secs(600),
-        idempotency_lease: Duration::from_secs(10),
-        confirm_timeout: Duration::from_secs(2),
-        publish_channels: 2,
-        shutdown_deadline: Duration::from_secs(5),
-    };
+    spawn_config(config(backends)).await
+}
+
+/// A gateway with this configuration; not waited for.
+pub async fn spawn_config(config: Config) -> TestApp {
+    let backends = config.backends.clone();
+    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     let app = Application::build(config).await.expect("gateway builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -45,7 +60,8 @@ pub async fn spawn_with(backends: Backends) -> TestApp {
     }));
     TestApp {
         addr,
-        client: reqwest::Client::new(),
+        client: testkit::client_with_key(&key),
+        key,
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
         backends,
         stop: Some(stop),

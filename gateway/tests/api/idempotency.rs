@@ -1,9 +1,11 @@
-//! IETF `Idempotency-Key` semantics: replay, 422 on another body, 409 while in flight, and a
-//! failed publish that releases the key.
+//! IETF `Idempotency-Key` semantics: replay, 422 on another body, 409 while in flight, a
+//! failed publish that releases the key, an unconfirmed one that keeps it for its body, and
+//! separate key spaces for events and orders.
 
 use gateway::{idempotency::Idempotency, request::parse_event};
-use shared::{connect::redis, model::EventId};
+use shared::{connect::redis, contract::IngestKind, model::EventId};
 use std::time::Duration;
+use testkit::fault_proxy::{Fault, Faulty};
 
 use crate::helpers::{json, spawn_app, spawn_with};
 
@@ -72,7 +74,7 @@ async fn a_repeat_while_the_first_is_still_publishing_is_409() {
     let request = parse_event(BODY.as_bytes(), time::OffsetDateTime::now_utc()).expect("valid");
     let key: EventId = "in-flight".parse().expect("valid key");
     let _lease = store
-        .begin(&key, &request.fingerprint)
+        .begin(IngestKind::ProductUpdate, &key, &request.fingerprint)
         .await
         .expect("Redis up");
     let response = app.post_event(BODY, Some("in-flight")).await;
@@ -92,12 +94,15 @@ async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response, 503).await["dependency"], "rabbitmq");
     let mut redis = testkit::redis(&backends).await;
-    let record: Option<String> = ::redis::cmd("HGET")
-        .arg(format!("{}:idem:retry-me", backends.namespace.as_str()))
-        .arg("state")
-        .query_async(&mut redis)
-        .await
-        .expect("HGET");
+    let key: EventId = "retry-me".parse().expect("valid key");
+    let record = gateway::idempotency::state(
+        &mut redis,
+        &backends.namespace,
+        IngestKind::ProductUpdate,
+        &key,
+    )
+    .await
+    .expect("HGET");
     assert_eq!(record, None, "the lease must be released");
 
     // The client's retry, on a healthy gateway in the same namespace, is accepted.
@@ -107,4 +112,58 @@ async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
     assert_eq!(healthy.queued().await, 1);
     broken.stop().await;
     healthy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconfirmed_publish_keeps_the_key_for_the_same_body_only() {
+    // A gateway whose broker stops answering after the publish: no confirm comes.
+    let backends = testkit::backends();
+    let faulty = Faulty::start(&backends).await;
+    let mut through = faulty.backends.clone();
+    through.redis = backends.redis.clone();
+    through.database = backends.database.clone();
+    let stalled = spawn_with(through).await;
+    stalled.wait_ready().await;
+    faulty.amqp.set(Fault::Blackhole);
+    let response = stalled.post_event(BODY, Some("unclear")).await;
+    assert!(response.headers().contains_key("retry-after"));
+    let body = json(response, 503).await;
+    assert_eq!(body["outcome"], "unknown", "{body}");
+
+    // The key is not free for another body...
+    let healthy = spawn_with(testkit::backends_in(&backends.namespace)).await;
+    healthy.wait_ready().await;
+    let other = healthy
+        .post_event(r#"{"product_id": "p1", "price": 99}"#, Some("unclear"))
+        .await;
+    json(other, 422).await;
+    // ...but the same body may be sent again, and is accepted.
+    json(healthy.post_event(BODY, Some("unclear")).await, 202).await;
+    let replay = healthy.post_event(BODY, Some("unclear")).await;
+    assert!(replay.headers().contains_key("idempotent-replayed"));
+    faulty.amqp.set(Fault::Pass);
+    stalled.stop().await;
+    healthy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_keyed_like_an_order_does_not_touch_the_order() {
+    let app = spawn_app().await;
+    json(
+        app.post_event(r#"{"product_id": "p1", "stock": 5}"#, Some("order:o1"))
+            .await,
+        202,
+    )
+    .await;
+    let order = app
+        .client
+        .post(app.url("/orders"))
+        .header("content-type", "application/json")
+        .body(r#"{"id": "o1", "sku": "p1", "qty": 1}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(json(order, 202).await["status"], "pending");
+    assert_eq!(app.queued().await, 2, "both published");
+    app.stop().await;
 }

@@ -32,15 +32,7 @@ async fn health_ready_metrics_and_openapi_answer() {
         202,
     )
     .await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = testkit::metrics(&app.client, &app.url("")).await;
     for name in [
         "pipeline_events_accepted_total",
         "pipeline_publish_confirm_duration_seconds_bucket",

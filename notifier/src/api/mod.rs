@@ -10,21 +10,30 @@
 pub mod notifications;
 pub mod subscriptions;
 
-use axum::Router;
-use serde_json::Value;
-use shared::connect::postgres::Database;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use axum::{Router, extract::FromRef};
+use shared::{connect::postgres::Database, egress::Egress};
+
+/// What the API's handlers share.
+#[derive(Clone)]
+pub struct Api {
+    /// Subscriptions, notifications and deliveries.
+    pub database: Database,
+    /// The guard endpoint URLs are checked against when they are given.
+    pub egress: Egress,
+    /// Most subscriptions a namespace may hold.
+    pub max_subscriptions: i64,
+}
+
+impl FromRef<Api> for Database {
+    fn from_ref(api: &Api) -> Self {
+        api.database.clone()
+    }
+}
 
 /// Every route of the API.
-pub fn routes(database: Database) -> Router {
+pub fn routes(api: Api) -> Router {
     Router::new()
         .merge(subscriptions::routes())
         .merge(notifications::routes())
-        .with_state(database)
-}
-
-/// A timestamp as RFC 3339, or null.
-fn timestamp(at: Option<OffsetDateTime>) -> Value {
-    at.and_then(|t| t.format(&Rfc3339).ok())
-        .map_or(Value::Null, Value::String)
+        .with_state(api)
 }

@@ -15,117 +15,45 @@ use shared::{
     api::{ApiError, bad, db, limit_param, only_params, pool},
     connect::postgres::Database,
 };
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::timestamp;
+use crate::store::{
+    deliveries::{self, DeliveryStatus, Retry},
+    notifications, timestamp,
+};
 
 /// Most deliveries one list call returns.
 pub const MAX_LIST: i64 = 1000;
-const STATUSES: [&str; 5] = ["pending", "sent", "failed", "skipped", "cancelled"];
 
-pub(super) fn routes() -> Router<Database> {
+pub(super) fn routes() -> Router<super::Api> {
     Router::new()
         .route("/notifications/{event_id}", get(show))
         .route("/deliveries", get(list))
         .route("/deliveries/{id}/retry", post(retry))
 }
 
-#[derive(sqlx::FromRow)]
-struct Delivery {
-    id: i64,
-    event_id: String,
-    event_type: String,
-    subscription_id: Uuid,
-    url: String,
-    status: String,
-    attempts: i32,
-    next_attempt_at: OffsetDateTime,
-    sent_at: Option<OffsetDateTime>,
-    failed_at: Option<OffsetDateTime>,
-    last_error: Option<String>,
-}
-
-/// The columns of [`Delivery`], for `concat!` into static queries.
-macro_rules! delivery_columns {
-    () => {
-        "d.id, d.event_id, n.event_type, d.subscription_id, s.url, d.status, d.attempts,
-         d.next_attempt_at, d.sent_at, d.failed_at, d.last_error
-         FROM deliveries d
-         JOIN notifications n ON n.event_id = d.event_id
-         JOIN subscriptions s ON s.id = d.subscription_id"
-    };
-}
-
-impl Delivery {
-    fn json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "subscription_id": self.subscription_id,
-            "url": self.url,
-            "status": self.status,
-            "attempts": self.attempts,
-            "next_attempt_at": timestamp((self.status == "pending").then_some(self.next_attempt_at)),
-            "sent_at": timestamp(self.sent_at),
-            "failed_at": timestamp(self.failed_at),
-            "last_error": self.last_error,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    delivery_id: i64,
-    attempted_at: OffsetDateTime,
-    status_code: Option<i32>,
-    latency_seconds: f64,
-    error: Option<String>,
-}
-
-async fn show(
+/// A downstream event's deliveries, each with every attempt.
+#[utoipa::path(get, path = "/notifications/{event_id}", tag = "deliveries",
+    params(("event_id" = String, Path, description = "The downstream event's id (the webhook-id)")),
+    responses(
+        (status = 200, description = "The event and its deliveries", body = crate::openapi::Notification),
+        (status = 404, description = "The event never reached the notifier", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn show(
     State(database): State<Database>,
     Path(event_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pool = pool(&database)?;
-    let notification: Option<(String, OffsetDateTime)> =
-        sqlx::query_as("SELECT event_type, received_at FROM notifications WHERE event_id = $1")
-            .bind(&event_id)
-            .fetch_optional(pool)
-            .await
-            .map_err(db)?;
-    let (event_type, received_at) = notification.ok_or(ApiError::NotFound(
-        "no downstream event with this id was received",
-    ))?;
-    let deliveries: Vec<Delivery> = sqlx::query_as(concat!(
-        "SELECT ",
-        delivery_columns!(),
-        " WHERE d.event_id = $1 ORDER BY d.id"
-    ))
-    .bind(&event_id)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
-    let attempts: Vec<AttemptRow> = sqlx::query_as(
-        "SELECT delivery_id, attempted_at, status_code, latency_seconds, error
-         FROM delivery_attempts WHERE delivery_id = ANY ($1) ORDER BY id",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    let mut log: HashMap<i64, Vec<Value>> = HashMap::new();
-    for a in attempts {
-        log.entry(a.delivery_id).or_default().push(json!({
-            "attempted_at": timestamp(Some(a.attempted_at)),
-            "status_code": a.status_code,
-            "latency_seconds": a.latency_seconds,
-            "error": a.error,
-        }));
-    }
-    let deliveries: Vec<Value> = deliveries
+    let (event_type, received_at) = notifications::get(pool, &event_id)
+        .await
+        .map_err(db)?
+        .ok_or(ApiError::NotFound(
+            "no downstream event with this id was received".into(),
+        ))?;
+    let found = deliveries::of_event(pool, &event_id).await.map_err(db)?;
+    let ids: Vec<i64> = found.iter().map(|d| d.id).collect();
+    let mut log = deliveries::attempts(pool, &ids).await.map_err(db)?;
+    let deliveries: Vec<Value> = found
         .iter()
         .map(|d| {
             let mut shown = d.json();
@@ -135,14 +63,22 @@ async fn show(
         .collect();
     Ok(Json(json!({
         "event_id": event_id,
-        "event_type": event_type,
+        "event_type": event_type.as_str(),
         "received_at": timestamp(Some(received_at)),
         "handled": true,
         "deliveries": deliveries,
     })))
 }
 
-async fn list(
+/// Deliveries, newest first (`status=failed`: the notifier's dead letters).
+#[utoipa::path(get, path = "/deliveries", tag = "deliveries",
+    params(
+        ("status" = Option<String>, Query, description = "pending, sent, failed, skipped or cancelled"),
+        ("subscription_id" = Option<String>, Query, description = "Only this subscription's (a UUID)"),
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses((status = 200, description = "The deliveries", body = crate::openapi::DeliveryList)))]
+pub(crate) async fn list(
     State(database): State<Database>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -150,15 +86,15 @@ async fn list(
     let status = params
         .get("status")
         .map(|s| {
-            STATUSES
-                .contains(&s.as_str())
-                .then_some(s.as_str())
-                .ok_or_else(|| {
-                    bad(
-                        "status",
-                        format!("status must be one of {}", STATUSES.join(", ")),
-                    )
-                })
+            DeliveryStatus::parse(s).ok_or_else(|| {
+                bad(
+                    "status",
+                    format!(
+                        "status must be one of {}",
+                        DeliveryStatus::ALL.map(DeliveryStatus::as_str).join(", ")
+                    ),
+                )
+            })
         })
         .transpose()?;
     let subscription: Option<Uuid> = params
@@ -169,60 +105,44 @@ async fn list(
         })
         .transpose()?;
     let limit = limit_param(params.get("limit"), 100, MAX_LIST)?;
-    let deliveries: Vec<Delivery> = sqlx::query_as(concat!(
-        "SELECT ",
-        delivery_columns!(),
-        " WHERE ($1::text IS NULL OR d.status = $1)
-            AND ($2::uuid IS NULL OR d.subscription_id = $2)
-          ORDER BY d.id DESC LIMIT $3"
-    ))
-    .bind(status)
-    .bind(subscription)
-    .bind(limit)
-    .fetch_all(pool(&database)?)
-    .await
-    .map_err(db)?;
+    let deliveries = deliveries::list(pool(&database)?, status, subscription, limit)
+        .await
+        .map_err(db)?;
     Ok(Json(json!({
-        "deliveries": deliveries.iter().map(Delivery::json).collect::<Vec<_>>()
+        "deliveries": deliveries.iter().map(deliveries::Delivery::json).collect::<Vec<_>>()
     })))
 }
 
 /// Sends a failed, skipped or cancelled delivery again, with a fresh retry schedule.
-async fn retry(
+#[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = i64, Path, description = "The delivery's id")),
+    responses(
+        (status = 202, description = "Pending again", body = crate::openapi::Retried),
+        (status = 404, description = "No such delivery", body = shared::openapi::ErrorBody),
+        (status = 409, description = "The delivery is sent or pending", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn retry(
     State(database): State<Database>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| bad("id", "the delivery id must be a whole number"))?;
-    let pool = pool(&database)?;
-    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM deliveries WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?;
-    let (status,) = status.ok_or(ApiError::NotFound("no delivery with this id"))?;
-    if matches!(status.as_str(), "sent" | "pending") {
-        return Ok((
-            StatusCode::CONFLICT,
-            Json(json!({
-                "error": format!("the delivery is {status}; only failed, skipped or cancelled deliveries are retried"),
-                "status": status,
-            })),
-        ));
+    match deliveries::retry(pool(&database)?, id).await.map_err(db)? {
+        Retry::Pending => {}
+        Retry::NotFound => return Err(ApiError::NotFound("no delivery with this id".into())),
+        Retry::Refused(status) => {
+            return Err(ApiError::Conflict(
+                format!(
+                    "the delivery is {status}; only failed, skipped or cancelled deliveries are retried"
+                )
+                .into(),
+            ));
+        }
     }
-    sqlx::query(
-        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
-                failed_at = NULL
-         WHERE id = $1 AND status IN ('failed', 'skipped', 'cancelled')",
-    )
-    .bind(id)
-    .execute(pool)
-    .await
-    .map_err(db)?;
     tracing::info!(delivery_id = id, "Delivery retried by an operator.");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "status": "pending" })),
+        Json(json!({ "id": id, "status": DeliveryStatus::Pending })),
     ))
 }

@@ -12,13 +12,19 @@ use serde_json::{Map, Value, json};
 use shared::{
     api::{ApiError, bad, bad_body, db, pool},
     connect::postgres::Database,
-    contract::DOWNSTREAM_TYPES,
+    contract::EventType,
 };
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::timestamp;
-use crate::signing::new_secret;
+use super::Api;
+use crate::{
+    signing::new_secret,
+    store::{
+        deliveries,
+        subscriptions::{self, Subscription},
+        timestamp,
+    },
+};
 
 /// How long deliveries are also signed with the secret a rotation replaced.
 pub const ROTATION_OVERLAP_HOURS: i64 = 24;
@@ -26,46 +32,12 @@ pub const ROTATION_OVERLAP_HOURS: i64 = 24;
 pub const MAX_URL_LENGTH: usize = 2048;
 const NOT_FOUND: &str = "no subscription with this id";
 
-pub(super) fn routes() -> Router<Database> {
+pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/subscriptions", post(create).get(list))
         .route("/subscriptions/{id}", get(show).delete(remove))
         .route("/subscriptions/{id}/rotate-secret", post(rotate))
         .route("/subscriptions/{id}/enable", post(enable))
-}
-
-/// A subscription as the API shows it.
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    url: String,
-    event_types: Vec<String>,
-    created_at: OffsetDateTime,
-    consecutive_failures: i32,
-    disabled_at: Option<OffsetDateTime>,
-    disabled_reason: Option<String>,
-}
-
-/// The columns of [`Row`], for `concat!` into static queries.
-macro_rules! columns {
-    () => {
-        "id, url, event_types, created_at, consecutive_failures, disabled_at, disabled_reason"
-    };
-}
-
-impl Row {
-    fn json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "url": self.url,
-            "event_types": self.event_types,
-            "status": if self.disabled_at.is_some() { "disabled" } else { "enabled" },
-            "disabled_at": timestamp(self.disabled_at),
-            "disabled_reason": self.disabled_reason,
-            "consecutive_failures": self.consecutive_failures,
-            "created_at": timestamp(Some(self.created_at)),
-        })
-    }
 }
 
 /// A validated `POST /subscriptions` body.
@@ -127,13 +99,13 @@ pub fn validate(body: &Value) -> Result<NewSubscription, ApiError> {
     for kind in listed {
         let kind = kind
             .as_str()
-            .filter(|k| DOWNSTREAM_TYPES.contains(k))
+            .filter(|k| EventType::parse(k).is_some())
             .ok_or_else(|| {
                 bad(
                     "event_types",
                     format!(
                         "unknown event type {kind}; known: {}",
-                        DOWNSTREAM_TYPES.join(", ")
+                        EventType::ALL.map(EventType::as_str).join(", ")
                     ),
                 )
             })?;
@@ -152,113 +124,118 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| bad("id", "the subscription id must be a UUID"))
 }
 
-async fn create(
-    State(database): State<Database>,
+/// Subscribes an endpoint; the answer holds its signing secret, shown this once.
+#[utoipa::path(post, path = "/subscriptions", tag = "subscriptions",
+    request_body(content = crate::openapi::NewSubscription, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Subscribed", body = crate::openapi::Subscription),
+        (status = 409, description = "The namespace holds the most subscriptions allowed", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn create(
+    State(api): State<Api>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body.map_err(|e| bad_body(&e))?;
     let new = validate(&body)?;
+    let url = reqwest::Url::parse(&new.url).map_err(|e| bad("url", e.to_string()))?;
+    api.egress
+        .check_url(&url)
+        .await
+        .map_err(|e| bad("url", format!("url refused: {e}")))?;
     let secret = new_secret();
-    let row: Row = sqlx::query_as(concat!(
-        "INSERT INTO subscriptions (id, url, event_types, secret) VALUES ($1, $2, $3, $4)
-         RETURNING ",
-        columns!(),
-        ""
-    ))
-    .bind(Uuid::now_v7())
-    .bind(&new.url)
-    .bind(&new.event_types)
-    .bind(&secret)
-    .fetch_one(pool(&database)?)
+    let created = subscriptions::create(
+        pool(&api.database)?,
+        &new.url,
+        &new.event_types,
+        &secret,
+        api.max_subscriptions,
+    )
     .await
     .map_err(db)?;
+    let row = created.map_err(|count| {
+        ApiError::Conflict(
+            format!(
+                "this namespace already has {count} subscriptions, the most allowed \
+                 (WEBHOOK_MAX_SUBSCRIPTIONS); delete one first"
+            )
+            .into(),
+        )
+    })?;
     tracing::info!(subscription_id = %row.id, url = %row.url, "Subscription created.");
     let mut shown = row.json();
     shown["secret"] = json!(secret);
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
-async fn list(State(database): State<Database>) -> Result<Json<Value>, ApiError> {
-    let rows: Vec<Row> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM subscriptions WHERE deleted_at IS NULL ORDER BY created_at"
-    ))
-    .fetch_all(pool(&database)?)
-    .await
-    .map_err(db)?;
+/// Every subscription (without secrets).
+#[utoipa::path(get, path = "/subscriptions", tag = "subscriptions",
+    responses((status = 200, description = "The subscriptions", body = crate::openapi::SubscriptionList)))]
+pub(crate) async fn list(State(database): State<Database>) -> Result<Json<Value>, ApiError> {
+    let rows = subscriptions::list(pool(&database)?).await.map_err(db)?;
     Ok(Json(json!({
-        "subscriptions": rows.iter().map(Row::json).collect::<Vec<_>>()
+        "subscriptions": rows.iter().map(Subscription::json).collect::<Vec<_>>()
     })))
 }
 
-async fn show(
+/// One subscription.
+#[utoipa::path(get, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+    responses(
+        (status = 200, description = "The subscription", body = crate::openapi::Subscription),
+        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn show(
     State(database): State<Database>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM subscriptions WHERE id = $1 AND deleted_at IS NULL"
-    ))
-    .bind(parse_id(&id)?)
-    .fetch_optional(pool(&database)?)
-    .await
-    .map_err(db)?;
+    let row = subscriptions::get(pool(&database)?, parse_id(&id)?)
+        .await
+        .map_err(db)?;
     row.map(|r| Json(r.json()))
-        .ok_or(ApiError::NotFound(NOT_FOUND))
+        .ok_or(ApiError::NotFound(NOT_FOUND.into()))
 }
 
-async fn remove(
+/// Deletes a subscription (its history stays; what was pending is cancelled).
+#[utoipa::path(delete, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn remove(
     State(database): State<Database>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let pool = pool(&database)?;
     let mut tx = pool.begin().await.map_err(db)?;
-    let deleted = sqlx::query(
-        "UPDATE subscriptions SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?
-    .rows_affected();
-    if deleted == 0 {
-        return Err(ApiError::NotFound(NOT_FOUND));
+    if !subscriptions::delete(&mut tx, id).await.map_err(db)? {
+        return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
-    sqlx::query(
-        "UPDATE deliveries SET status = 'cancelled', last_error = 'subscription deleted'
-         WHERE subscription_id = $1 AND status = 'pending'",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    deliveries::cancel_pending(&mut tx, id).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
     tracing::info!(subscription_id = %id, "Subscription deleted.");
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rotate(
+/// A new signing secret; the old one also signs for 24 h.
+#[utoipa::path(post, path = "/subscriptions/{id}/rotate-secret", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+    responses(
+        (status = 200, description = "Rotated", body = crate::openapi::RotatedSecret),
+        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn rotate(
     State(database): State<Database>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let secret = new_secret();
-    let expires: Option<(OffsetDateTime,)> = sqlx::query_as(
-        "UPDATE subscriptions
-         SET previous_secret = secret, secret = $2,
-             previous_secret_expires_at = now() + make_interval(hours => $3)
-         WHERE id = $1 AND deleted_at IS NULL
-         RETURNING previous_secret_expires_at",
+    let expires = subscriptions::rotate(
+        pool(&database)?,
+        parse_id(&id)?,
+        &secret,
+        i32::try_from(ROTATION_OVERLAP_HOURS).unwrap_or(24),
     )
-    .bind(parse_id(&id)?)
-    .bind(&secret)
-    .bind(i32::try_from(ROTATION_OVERLAP_HOURS).unwrap_or(24))
-    .fetch_optional(pool(&database)?)
     .await
     .map_err(db)?;
-    let (expires,) = expires.ok_or(ApiError::NotFound(NOT_FOUND))?;
+    let expires = expires.ok_or(ApiError::NotFound(NOT_FOUND.into()))?;
     tracing::info!(subscription_id = %id, "Subscription secret rotated.");
     Ok(Json(json!({
         "id": id,
@@ -267,23 +244,20 @@ async fn rotate(
     })))
 }
 
-async fn enable(
+/// Enables a subscription that was disabled for failing.
+#[utoipa::path(post, path = "/subscriptions/{id}/enable", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+    responses(
+        (status = 200, description = "Enabled", body = crate::openapi::Subscription),
+        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn enable(
     State(database): State<Database>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let row: Option<Row> = sqlx::query_as(concat!(
-        "UPDATE subscriptions
-         SET disabled_at = NULL, disabled_reason = NULL, consecutive_failures = 0
-         WHERE id = $1 AND deleted_at IS NULL
-         RETURNING ",
-        columns!(),
-        ""
-    ))
-    .bind(parse_id(&id)?)
-    .fetch_optional(pool(&database)?)
-    .await
-    .map_err(db)?;
-    let row = row.ok_or(ApiError::NotFound(NOT_FOUND))?;
+    let row = subscriptions::enable(pool(&database)?, parse_id(&id)?)
+        .await
+        .map_err(db)?;
+    let row = row.ok_or(ApiError::NotFound(NOT_FOUND.into()))?;
     tracing::info!(subscription_id = %row.id, "Subscription enabled.");
     Ok(Json(row.json()))
 }

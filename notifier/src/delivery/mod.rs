@@ -17,19 +17,19 @@
 
 use std::{sync::Arc, time::Duration};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::KeyValue;
-use reqwest::{Client, header::CONTENT_TYPE, redirect};
-use shared::{connect::postgres::Database, trace};
+use reqwest::{Client, header::CONTENT_TYPE};
+use shared::{connect::postgres::Database, egress::Egress, trace};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
-use crate::signing;
-
-mod record;
-
-use record::{Attempt, Due, claim, finish};
+use crate::{
+    signing,
+    store::deliveries::lease::{self, Attempt, Due, Outcome, Schedule},
+};
 
 /// How the worker delivers.
 #[derive(Clone, Debug)]
@@ -51,22 +51,30 @@ pub struct Worker {
     database: Database,
     client: Client,
     policy: Policy,
+    egress: Egress,
     wake: Arc<Notify>,
 }
 
 impl Worker {
-    /// A worker on `database`, woken early by `wake`.
-    pub fn new(database: Database, policy: Policy, wake: Arc<Notify>) -> anyhow::Result<Self> {
-        let client = Client::builder()
+    /// A worker on `database`, woken early by `wake`, reaching only the addresses `egress`
+    /// allows (no redirects, no proxy).
+    pub fn new(
+        database: Database,
+        policy: Policy,
+        egress: Egress,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Self> {
+        let client = egress
+            .client()
             .timeout(policy.timeout)
             .connect_timeout(policy.timeout.min(Duration::from_secs(5)))
-            .redirect(redirect::Policy::none())
             .user_agent(concat!("pipeline-notifier/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             database,
             client,
             policy,
+            egress,
             wake,
         })
     }
@@ -79,15 +87,12 @@ impl Worker {
         let lease = self.policy.timeout + Duration::from_secs(30);
         loop {
             let free = slots.available_permits();
-            let claimed = if free == 0 || !self.database.is_migrated() {
-                Vec::new()
-            } else {
-                claim(self.database.pool(), free, lease)
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "Cannot read due deliveries; trying again.");
-                        Vec::new()
-                    })
+            let claimed = match self.database.ready() {
+                Ok(pool) if free > 0 => lease::claim(pool, free, lease).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "Cannot read due deliveries; trying again.");
+                    Vec::new()
+                }),
+                _ => Vec::new(),
             };
             let idle = claimed.is_empty();
             for (token, due) in claimed {
@@ -95,8 +100,9 @@ impl Worker {
                     return;
                 };
                 let worker = Arc::clone(&self);
+                let stopping = shutdown.clone();
                 in_flight.spawn(async move {
-                    worker.deliver(token, due).await;
+                    worker.deliver(token, due, &stopping).await;
                     drop(permit);
                 });
             }
@@ -114,7 +120,7 @@ impl Worker {
         in_flight.wait().await;
     }
 
-    async fn deliver(&self, token: Uuid, due: Due) {
+    async fn deliver(&self, token: Uuid, due: Due, shutdown: &CancellationToken) {
         let span = trace::client(
             "notifier",
             "POST",
@@ -137,16 +143,11 @@ impl Worker {
         if let Some(error) = &attempt.error {
             span.fail(error);
         }
-        let outcome = loop {
-            match finish(self.database.pool(), &self.policy, token, &due, &attempt).await {
-                Ok(outcome) => break outcome,
-                Err(e) => {
-                    tracing::warn!(event_id = %due.event_id, error = %e, "Cannot record a delivery attempt; trying again.");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
+        let Some(outcome) = self.record(token, &due, &attempt, shutdown).await else {
+            return;
         };
-        metrics::counter!("pipeline_webhook_deliveries_total", "outcome" => outcome).increment(1);
+        metrics::counter!("pipeline_webhook_deliveries_total", "outcome" => outcome.as_str())
+            .increment(1);
         metrics::histogram!("pipeline_webhook_delivery_seconds").record(attempt.latency);
         // A success is routine (debug); a failure that will be retried is worth a line; one
         // that exhausted its retries is dead-lettered and may need an operator.
@@ -160,21 +161,71 @@ impl Worker {
                     attempt = due.attempts + 1,
                     status = attempt.status,
                     error = attempt.error.as_deref(),
-                    outcome,
+                    outcome = outcome.as_str(),
                     "Webhook delivery attempted."
                 )
             };
         }
         match outcome {
-            "sent" => attempted!(debug),
-            "retry" => attempted!(info),
-            _ => attempted!(warn),
+            Outcome::Sent => attempted!(debug),
+            Outcome::Retry => attempted!(info),
+            Outcome::Failed => attempted!(warn),
         }
     }
 
-    /// One signed POST (with the W3C `traceparent` of its span, when tracing).
+    /// Records the attempt, retrying with backoff while PostgreSQL fails; `None` if shutdown
+    /// came first (the attempt is then not recorded, and the delivery is sent again when its
+    /// lease ends: at least once, never lost).
+    async fn record(
+        &self,
+        token: Uuid,
+        due: &Due,
+        attempt: &Attempt,
+        shutdown: &CancellationToken,
+    ) -> Option<Outcome> {
+        let schedule = Schedule {
+            retries: &self.policy.retry_schedule,
+            disable_after: self.policy.disable_after,
+        };
+        let mut backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .without_max_times()
+            .build();
+        loop {
+            let error =
+                match lease::finish(self.database.pool(), &schedule, token, due, attempt).await {
+                    Ok(outcome) => return Some(outcome),
+                    Err(e) => e,
+                };
+            let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+            tracing::warn!(event_id = %due.event_id, error = %error, retry_in = ?delay, "Cannot record a delivery attempt; trying again.");
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::warn!(event_id = %due.event_id, "Stopping with a delivery attempt unrecorded; it is sent again when its lease ends.");
+                    return None;
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One signed POST (with the W3C `traceparent` of its span, when tracing), to an address
+    /// the guard allows: a name through its resolver, an IP literal checked here.
     async fn send(&self, due: &Due, traceparent: Option<String>) -> Attempt {
         let at = OffsetDateTime::now_utc();
+        let refused = |error: String| Attempt {
+            at,
+            status: None,
+            latency: Duration::ZERO,
+            error: Some(error),
+        };
+        match reqwest::Url::parse(&due.url).map(|url| self.egress.check_host(&url)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return refused(format!("refused: {e}")),
+            Err(e) => return refused(format!("the URL is not valid: {e}")),
+        }
         let timestamp = at.unix_timestamp();
         let secrets = std::iter::once(due.secret.as_str()).chain(due.previous_secret.as_deref());
         let signature =
@@ -216,13 +267,18 @@ impl Worker {
     }
 }
 
-/// A transport error in a sentence an operator can act on.
+/// A transport error in a sentence an operator can act on (with its innermost cause, such as
+/// the guard's refusal of a private address).
 fn describe(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
     if error.is_timeout() {
         "the endpoint did not answer in time".to_owned()
     } else if error.is_connect() {
-        format!("cannot connect to the endpoint: {error}")
+        format!("cannot connect to the endpoint: {cause}")
     } else {
-        format!("the request failed: {error}")
+        format!("the request failed: {cause}")
     }
 }

@@ -3,6 +3,8 @@
 use serde_json::json;
 use testkit::webhooks::Receiver;
 
+use shared::contract::headers;
+
 use crate::helpers::{WAIT, signed_with, spawn_notifier};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,16 +213,36 @@ async fn events_without_subscribers_are_recorded_and_nothing_piles_up() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_message_that_is_not_a_downstream_event_is_dead_lettered() {
+async fn a_message_that_is_not_a_downstream_event_is_dead_lettered_with_why() {
     let notifier = spawn_notifier(5).await;
-    notifier.emit_raw("order.created", b"not json").await;
     let dead = notifier.topology.dead_letter_queue();
-    testkit::eventually("the message to be dead-lettered", WAIT, || async {
-        (notifier.broker.depth(&dead).await == 1).then_some(())
-    })
-    .await;
-    let message = notifier.broker.take(&dead).await.expect("dead letter");
-    assert_eq!(message.data, b"not json");
+    for (id, body) in [
+        (Some("msg_bad_1"), &b"not json"[..]),
+        (
+            Some("msg_bad_2"),
+            br#"{"type":"order.shipped","timestamp":"2026-01-01T00:00:00Z","data":{}}"#,
+        ),
+        (
+            None,
+            br#"{"type":"stock.low","timestamp":"2026-01-01T00:00:00Z","data":{"source_event_id":"e","product_id":"p","stock":1,"threshold":10}}"#,
+        ),
+    ] {
+        notifier.emit_raw("order.created", id, body).await;
+        testkit::eventually("the message to be dead-lettered", WAIT, || async {
+            (notifier.broker.depth(&dead).await == 1).then_some(())
+        })
+        .await;
+        let message = notifier.broker.take(&dead).await.expect("dead letter");
+        assert_eq!(message.data, body);
+        let header = |name| shared::dead_letter::text_header(&message.properties, name);
+        assert_eq!(header(headers::DEAD_REASON).as_deref(), Some("unparseable"));
+        assert_eq!(header(headers::DEAD_SERVICE).as_deref(), Some("notifier"));
+        assert_eq!(
+            header(headers::SOURCE_QUEUE),
+            Some(notifier.topology.notifier_queue())
+        );
+        assert!(header(headers::DEAD_ERROR).is_some_and(|e| !e.is_empty()));
+    }
     assert_eq!(
         notifier
             .broker

@@ -22,20 +22,24 @@ pub struct Notifier {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// A ready notifier that disables a subscription after `disable_after` failed deliveries.
+/// A ready notifier that disables a subscription after `disable_after` failed deliveries
+/// (webhooks may reach this machine, where the test receivers are).
 pub async fn spawn_notifier(disable_after: i32) -> Notifier {
+    spawn_notifier_with(|config| config.disable_after = disable_after).await
+}
+
+/// A ready notifier with the test configuration changed by `adjust`.
+pub async fn spawn_notifier_with(adjust: impl FnOnce(&mut notifier::Config)) -> Notifier {
     let backends = testkit::backends();
-    let config = notifier::Config {
-        addr: "127.0.0.1:0".parse().expect("valid address"),
-        backends: backends.clone(),
-        prefetch: 8,
-        shutdown_deadline: Duration::from_secs(5),
-        webhook_timeout: Duration::from_secs(2),
-        retry_schedule: SCHEDULE.to_vec(),
-        concurrency: 4,
-        disable_after,
-        poll_interval: Duration::from_millis(50),
-    };
+    let mut config = notifier::Config::load().expect("the default configuration is valid");
+    config.addr = "127.0.0.1:0".parse().expect("valid address");
+    config.backends = backends.clone();
+    config.shutdown_deadline = Duration::from_secs(5);
+    config.webhook_timeout = Duration::from_secs(2);
+    config.retry_schedule = SCHEDULE.to_vec();
+    config.poll_interval = Duration::from_millis(50);
+    config.allow_private_networks = true;
+    adjust(&mut config);
     let app = notifier::Application::build(config)
         .await
         .expect("notifier builds");
@@ -44,7 +48,7 @@ pub async fn spawn_notifier(disable_after: i32) -> Notifier {
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
+    let client = testkit::authorized_client(&backends.namespace).await;
     testkit::eventually("the notifier to be ready", WAIT, || async {
         let r = client
             .get(format!("http://{addr}/ready"))
@@ -87,21 +91,39 @@ impl Notifier {
         )
     }
 
-    /// Publishes a downstream event as the processor does; its body.
+    /// Publishes a downstream event of type `kind` with id `id` as the processor does; its body.
     pub async fn emit(&self, id: &str, kind: &str) -> String {
+        let order = |reason: Value| {
+            json!({ "source_event_id": "order:o-1", "order_id": "o-1", "sku": "s-1", "qty": 1,
+                    "email": null, "reason": reason })
+        };
+        let data = match kind {
+            "product.updated" => json!({ "source_event_id": "src", "product_id": "s-1",
+                "old": { "price": null, "stock": null }, "new": { "price": 1.5, "stock": 3 } }),
+            "stock.low" => json!({ "source_event_id": "src", "product_id": "s-1", "stock": 3,
+                "threshold": 10 }),
+            "order.rejected" => order(json!("insufficient_stock")),
+            _ => order(Value::Null),
+        };
         let body =
-            json!({ "id": id, "type": kind, "source_event_id": "src", "sku": "s-1" }).to_string();
-        self.emit_raw(kind, body.as_bytes()).await;
+            json!({ "type": kind, "timestamp": "2026-01-01T00:00:00Z", "data": data }).to_string();
+        self.emit_raw(kind, Some(id), body.as_bytes()).await;
         body
     }
 
-    pub async fn emit_raw(&self, routing_key: &str, body: &[u8]) {
+    /// Publishes `body` to the events exchange, with `message_id` if given.
+    pub async fn emit_raw(&self, routing_key: &str, message_id: Option<&str>, body: &[u8]) {
+        let mut properties =
+            BasicProperties::default().with_content_type("application/json".into());
+        if let Some(id) = message_id {
+            properties = properties.with_message_id(id.into());
+        }
         self.broker
             .publish(
                 &self.topology.events_exchange(),
                 routing_key,
                 body,
-                BasicProperties::default().with_content_type("application/json".into()),
+                properties,
             )
             .await;
     }

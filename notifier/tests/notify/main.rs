@@ -2,5 +2,6 @@
 //! receiver; each test in its own namespace.
 
 mod delivery;
+mod guard;
 mod helpers;
 mod subscriptions;

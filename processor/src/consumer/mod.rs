@@ -14,8 +14,8 @@
 //!
 //! On the dead-letter queue ([`Intake`]): record each dead letter in PostgreSQL, then ack.
 //!
-//! [`shared::consume::run`] owns the loop; [`shard`] and [`dead_letter_intake`] are the two
-//! handlers.
+//! [`shared::consume::supervise`] owns the loop and restarts it whatever ends it (a panic
+//! included); [`shard`] and [`dead_letter_intake`] are the two handlers.
 
 mod dead_letter_intake;
 mod shard;

@@ -3,8 +3,11 @@
 //! - `GET /dead-letters?reason=&product_id=&since=&until=&limit=`: list, oldest first.
 //! - `GET /dead-letters/{id}`: one, with its payload.
 //! - `POST /dead-letters/replay` `{"ids": [...]}` or `{"all": true, <filters>}`, with
-//!   `"dry_run": true` to see what would happen: publishes each back to its shard (confirmed),
-//!   then removes it. Replay is idempotent: an event already applied is recognised by the inbox.
+//!   `"dry_run": true` to see what would happen (counted in PostgreSQL, the first 100 shown):
+//!   claims the selection, publishes each back to its shard (confirmed), then removes it; more
+//!   than 100 run as a job (`202`, `GET /dead-letters/replays/{id}`). Replay is idempotent: an
+//!   event already applied is recognised by the inbox, and a repeated replay finds the claimed
+//!   dead letters taken.
 //! - `POST /dead-letters/purge` (same selection) and `DELETE /dead-letters/{id}`: remove.
 
 use std::{collections::HashMap, sync::Arc};
@@ -12,31 +15,29 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::JsonRejection},
-    http::StatusCode,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
-use lapin::{
-    BasicProperties, Channel,
-    types::{AMQPValue, FieldTable, LongString},
-};
+use lapin::Channel;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::{
     api::{ApiError, bad, bad_body, db, limit_param, only_params, time_param},
-    connect::{
-        amqp::{Broker, publish_confirmed},
-        postgres::Database,
-    },
+    connect::{amqp::Broker, postgres::Database},
+    dead_letter::Reason,
     topology::Topology,
 };
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
-use super::store::{self, DeadLetter, Selection};
+use super::{
+    replay,
+    store::{self, DeadLetter, Selection},
+};
 
 const NOT_FOUND: &str = "no dead letter with this id";
 
-/// Header marking a replayed message with the dead letter it came from.
-pub const REPLAYED_FROM: &str = "x-pipeline-replayed-from";
 /// Most dead letters one list call returns.
 pub const MAX_LIST: i64 = 1000;
 /// Most dead letters one replay call handles.
@@ -54,6 +55,8 @@ pub struct DeadLetterApi {
     pub broker: Broker<ReplayChannel>,
     /// Exchange names.
     pub topology: Arc<Topology>,
+    /// Where large replays run.
+    pub jobs: replay::Jobs,
 }
 
 /// The dead-letter routes.
@@ -62,6 +65,7 @@ pub fn routes(api: DeadLetterApi) -> Router {
         .route("/dead-letters", get(list))
         .route("/dead-letters/replay", post(replay))
         .route("/dead-letters/purge", post(purge))
+        .route("/dead-letters/replays/{id}", get(progress))
         .route("/dead-letters/{id}", get(show).delete(delete_one))
         .with_state(api)
 }
@@ -84,10 +88,21 @@ fn summary(dead: &DeadLetter) -> Value {
         "first_failed_at": dead.first_failed_at.format(&Rfc3339).ok(),
         "dead_lettered_at": dead.dead_lettered_at.format(&Rfc3339).ok(),
         "trace_id": dead.trace_id,
+        "source_queue": dead.source_queue,
     })
 }
 
-async fn list(
+/// Dead letters, oldest first, filtered.
+#[utoipa::path(get, path = "/dead-letters", tag = "dead letters",
+    params(
+        ("reason" = Option<String>, Query, description = "Only this reason"),
+        ("product_id" = Option<String>, Query, description = "Only this product"),
+        ("since" = Option<String>, Query, description = "First failed at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "First failed before (RFC 3339)"),
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses((status = 200, description = "The dead letters", body = crate::openapi::DeadLetterList)))]
+pub(crate) async fn list(
     State(api): State<DeadLetterApi>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -98,7 +113,7 @@ async fn list(
     let limit = limit_param(params.get("limit"), 100, MAX_LIST)?;
     let selection = Selection {
         ids: None,
-        reason: params.get("reason").cloned(),
+        reason: reason_param(params.get("reason"))?,
         product_id: params.get("product_id").cloned(),
         since: time_param("since", params.get("since"))?,
         until: time_param("until", params.get("until"))?,
@@ -110,28 +125,42 @@ async fn list(
     Ok(Json(json!({ "count": items.len(), "dead_letters": items })))
 }
 
-async fn show(
+/// One dead letter with its body.
+#[utoipa::path(get, path = "/dead-letters/{id}", tag = "dead letters",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The dead letter", body = crate::openapi::DeadLetterDetail),
+        (status = 404, description = "No such dead letter", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn show(
     State(api): State<DeadLetterApi>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let dead = store::get(pool(&api)?, &id)
         .await
         .map_err(db)?
-        .ok_or(ApiError::NotFound(NOT_FOUND))?;
+        .ok_or(ApiError::NotFound(NOT_FOUND.into()))?;
     let mut body = summary(&dead);
     body["payload"] = serde_json::from_slice(&dead.payload)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&dead.payload).into_owned()));
     Ok(Json(body))
 }
 
-async fn delete_one(
+/// Removes one dead letter.
+#[utoipa::path(delete, path = "/dead-letters/{id}", tag = "dead letters",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such dead letter", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn delete_one(
     State(api): State<DeadLetterApi>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if store::remove(pool(&api)?, &id).await.map_err(db)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(NOT_FOUND))
+        Err(ApiError::NotFound(NOT_FOUND.into()))
     }
 }
 
@@ -163,7 +192,7 @@ fn selection(
     Ok((
         Selection {
             ids: body.ids,
-            reason: body.reason,
+            reason: reason_param(body.reason.as_ref())?,
             product_id: body.product_id,
             since: time_param("since", body.since.as_ref())?,
             until: time_param("until", body.until.as_ref())?,
@@ -172,102 +201,151 @@ fn selection(
     ))
 }
 
-async fn replay(
+/// Replays the selected dead letters to where they came from (or, with `dry_run`, says what
+/// would happen); more than 100 run as a job.
+#[utoipa::path(post, path = "/dead-letters/replay", tag = "dead letters",
+    request_body(content = crate::openapi::Selection, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replayed (or what would be)", body = crate::openapi::Replayed),
+        (status = 202, description = "Started as a job", body = crate::openapi::ReplayStarted,
+            headers(("Location" = String, description = "The job's progress"))),
+    ))]
+pub(crate) async fn replay(
     State(api): State<DeadLetterApi>,
     body: Result<Json<SelectionBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (selection, dry_run) = selection(body)?;
     let pool = pool(&api)?;
-    let rows = store::list(pool, &selection, MAX_REPLAY)
+    if dry_run {
+        return Ok(Json(preview(pool, &selection).await?).into_response());
+    }
+    let session = api
+        .broker
+        .session()
+        .ok_or_else(|| ApiError::unavailable("rabbitmq", "not connected"))?;
+    let channel = &session.value.0;
+    let job = Uuid::now_v7();
+    let claimed = store::claim(pool, &selection, job, MAX_REPLAY, replay::HOLD)
         .await
         .map_err(db)?;
-    let event_ids: Vec<String> = rows.iter().filter_map(|d| d.event_id.clone()).collect();
-    let applied = store::already_applied(pool, &event_ids).await.map_err(db)?;
-    let session = if dry_run {
-        None
-    } else {
-        Some(
-            api.broker
-                .session()
-                .ok_or_else(|| ApiError::Unavailable("rabbitmq", "not connected".into()))?,
+    if claimed.len() > replay::INLINE {
+        api.jobs
+            .start(
+                pool.clone(),
+                channel.clone(),
+                Arc::clone(&api.topology),
+                job,
+                claimed.len(),
+            )
+            .await
+            .map_err(db)?;
+        let location = format!("/dead-letters/replays/{job}");
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, location)],
+            Json(json!({ "dry_run": false, "job_id": job, "status": "running", "count": claimed.len() })),
         )
-    };
+            .into_response());
+    }
+    let rows = store::held_by(pool, job, MAX_REPLAY).await.map_err(db)?;
+    let applied = store::already_applied(pool, &claimed).await.map_err(db)?;
     let mut results = Vec::with_capacity(rows.len());
     for dead in &rows {
-        let already_applied = dead.event_id.as_ref().is_some_and(|e| applied.contains(e));
-        let mut item = summary(dead);
-        item["already_applied"] = json!(already_applied);
-        item["effect"] = json!(if already_applied {
-            "none: the event was applied before; the pipeline will recognise it"
-        } else if dead.reason == "unparseable" {
-            "none: it will be dead-lettered again unless the pipeline now understands it"
-        } else {
-            "the event goes back to its shard and is applied if it now succeeds"
-        });
-        item["outcome"] = match &session {
-            None => json!("would_replay"),
-            Some(session) => match republish(&session.value.0, &api.topology, dead).await {
-                Ok(()) => {
-                    store::remove(pool, &dead.id).await.map_err(db)?;
-                    metrics::counter!("pipeline_dead_letters_replayed_total").increment(1);
-                    json!("replayed")
-                }
-                Err(e) => {
-                    tracing::warn!(dead_letter = %dead.id, error = %e, "Replay failed; the dead letter is kept.");
-                    json!("failed")
-                }
-            },
-        };
+        let mut item = described(dead, applied.contains(&dead.id));
+        let replayed = replay::one(pool, channel, &api.topology, job, dead)
+            .await
+            .map_err(db)?;
+        item["outcome"] = json!(if replayed { "replayed" } else { "failed" });
         results.push(item);
     }
-    Ok(Json(
-        json!({ "dry_run": dry_run, "count": results.len(), "results": results }),
-    ))
+    Ok(
+        Json(json!({ "dry_run": false, "count": results.len(), "results": results }))
+            .into_response(),
+    )
 }
 
-async fn purge(
+/// What a replay of `selection` would do: the count (in PostgreSQL) and the first
+/// [`replay::INLINE`] with their effect.
+async fn preview(pool: &sqlx::PgPool, selection: &Selection) -> Result<Value, ApiError> {
+    let (count, applied_count) = store::count(pool, selection).await.map_err(db)?;
+    let rows = store::list(pool, selection, replay::INLINE as i64)
+        .await
+        .map_err(db)?;
+    let ids: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
+    let applied = store::already_applied(pool, &ids).await.map_err(db)?;
+    let results: Vec<Value> = rows
+        .iter()
+        .map(|dead| {
+            let mut item = described(dead, applied.contains(&dead.id));
+            item["outcome"] = json!("would_replay");
+            item
+        })
+        .collect();
+    Ok(json!({
+        "dry_run": true,
+        "count": count,
+        "already_applied": applied_count,
+        "truncated": i64::try_from(results.len()).unwrap_or(i64::MAX) < count,
+        "results": results,
+    }))
+}
+
+fn described(dead: &DeadLetter, already_applied: bool) -> Value {
+    let mut item = summary(dead);
+    item["already_applied"] = json!(already_applied);
+    item["effect"] = json!(replay::effect(dead, already_applied));
+    item
+}
+
+/// A replay job's progress.
+#[utoipa::path(get, path = "/dead-letters/replays/{id}", tag = "dead letters",
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The job", body = crate::openapi::ReplayJob),
+        (status = 404, description = "No such job", body = shared::openapi::ErrorBody),
+    ))]
+pub(crate) async fn progress(
+    State(api): State<DeadLetterApi>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job: Uuid = id
+        .parse()
+        .map_err(|_| bad("id", "a replay job id is a UUID"))?;
+    replay::progress(pool(&api)?, job)
+        .await
+        .map_err(db)?
+        .map(Json)
+        .ok_or(ApiError::NotFound("no replay job with this id".into()))
+}
+
+/// Removes the selected dead letters for good (or, with `dry_run`, counts them).
+#[utoipa::path(post, path = "/dead-letters/purge", tag = "dead letters",
+    request_body(content = crate::openapi::Selection, content_type = "application/json"),
+    responses((status = 200, description = "Removed (or would be)", body = crate::openapi::Purged)))]
+pub(crate) async fn purge(
     State(api): State<DeadLetterApi>,
     body: Result<Json<SelectionBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (selection, dry_run) = selection(body)?;
     let pool = pool(&api)?;
     let count = if dry_run {
-        store::list(pool, &selection, i64::MAX)
-            .await
-            .map_err(db)?
-            .len() as u64
+        store::count(pool, &selection).await.map_err(db)?.0
     } else {
-        store::purge(pool, &selection).await.map_err(db)?
+        i64::try_from(store::purge(pool, &selection).await.map_err(db)?).unwrap_or(i64::MAX)
     };
     Ok(Json(json!({ "dry_run": dry_run, "purged": count })))
 }
 
-/// Publishes a dead letter's message back to its shard and waits for the confirm.
-async fn republish(
-    channel: &Channel,
-    topology: &Topology,
-    dead: &DeadLetter,
-) -> anyhow::Result<()> {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        REPLAYED_FROM.into(),
-        AMQPValue::LongString(LongString::from(dead.id.as_str())),
-    );
-    let mut properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_headers(headers);
-    if let Some(kind) = &dead.message_type {
-        properties = properties.with_type(kind.as_str().into());
-    }
-    if let Some(event) = dead.event_id.as_ref().filter(|e| e.len() <= 255) {
-        properties = properties.with_message_id(event.as_str().into());
-    }
-    publish_confirmed(
-        channel,
-        &topology.ingest_exchange(),
-        &dead.routing_key,
-        &dead.payload,
-        properties,
-    )
-    .await
+/// A `reason` filter: one of the dead-letter reasons.
+fn reason_param(value: Option<&String>) -> Result<Option<Reason>, ApiError> {
+    value
+        .map(|name| {
+            Reason::parse(name).ok_or_else(|| {
+                bad(
+                    "reason",
+                    format!("reason must be one of {}", Reason::names()),
+                )
+            })
+        })
+        .transpose()
 }

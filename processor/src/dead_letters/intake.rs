@@ -1,11 +1,15 @@
 //! Taking dead letters off the dead-letter queue into the `dead_letters` table, so they can be
-//! listed, filtered and replayed. Each is acknowledged only after its row is committed.
+//! listed, filtered and replayed. Each is acknowledged only after its row is committed. Its
+//! reason is what set it aside said, or the broker's own (`delivery_limit`, `rejected`,
+//! `expired`, `maxlen`), and its source is the queue it was consumed from.
 
 use lapin::message::Delivery;
 use shared::{contract::headers, model::EventId, topology::DELIVERY_LIMIT};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{Reason, number_header, store::DeadLetter, text_header};
+use shared::dead_letter::{Reason, number_header, text_header};
+
+use super::store::DeadLetter;
 
 /// Reads a dead letter's record from the delivery, whoever set it aside.
 pub fn record(delivery: &Delivery) -> DeadLetter {
@@ -17,32 +21,46 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned)
     };
+    let source_queue = text_header(properties, headers::SOURCE_QUEUE)
+        .or_else(|| text_header(properties, "x-first-death-queue"));
     let event_id = properties
         .message_id()
         .as_ref()
         .map(ToString::to_string)
         .or_else(|| body_field("event_id"));
     let (id, reason, error, service) = match text_header(properties, headers::DEAD_REASON) {
-        Some(reason) => (
-            text_header(properties, headers::DEAD_LETTER_ID)
-                .unwrap_or_else(|| EventId::generate().to_string()),
-            reason,
-            text_header(properties, headers::DEAD_ERROR).unwrap_or_default(),
-            text_header(properties, headers::DEAD_SERVICE).unwrap_or_else(|| "processor".into()),
-        ),
-        // Dead-lettered by the broker itself: a shard's delivery limit.
-        None => {
-            let reason = match text_header(properties, "x-first-death-reason").as_deref() {
-                Some("delivery_limit") | None => Reason::DeliveryLimit.as_str().to_owned(),
-                Some(other) => other.to_owned(),
+        Some(named) => {
+            let error = text_header(properties, headers::DEAD_ERROR).unwrap_or_default();
+            // A reason this version does not know (set by a newer one) is kept in the error.
+            let (reason, error) = match Reason::parse(&named) {
+                Some(reason) => (reason, error),
+                None => (Reason::Invalid, format!("{named}: {error}")),
             };
+            (
+                text_header(properties, headers::DEAD_LETTER_ID)
+                    .unwrap_or_else(|| EventId::generate().to_string()),
+                reason,
+                error,
+                text_header(properties, headers::DEAD_SERVICE)
+                    .unwrap_or_else(|| "processor".into()),
+            )
+        }
+        // Dead-lettered by the broker itself: a delivery limit, a rejection, an expiry.
+        None => {
+            let reason = text_header(properties, "x-first-death-reason")
+                .and_then(|r| Reason::parse(&r))
+                .unwrap_or(Reason::DeliveryLimit);
             let id = match &event_id {
-                Some(event) => format!("{reason}:{event}"),
+                Some(event) => format!("{}:{event}", reason.as_str()),
                 None => EventId::generate().to_string(),
             };
-            let error =
-                format!("redelivered more than {DELIVERY_LIMIT} times without being acknowledged");
-            (id, reason, error, "rabbitmq".to_owned())
+            let queue = source_queue.as_deref().unwrap_or("its queue");
+            (
+                id,
+                reason,
+                broker_error(reason, queue),
+                "rabbitmq".to_owned(),
+            )
         }
     };
     let attempts = number_header(properties, headers::ATTEMPTS)
@@ -59,7 +77,9 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
         error,
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         service,
+        // A routing key is an AMQP short string: a header claiming a longer one is ignored.
         routing_key: text_header(properties, headers::ORIGINAL_ROUTING_KEY)
+            .filter(|key| key.len() <= 255)
             .unwrap_or_else(|| delivery.routing_key.to_string()),
         message_type: properties.kind().as_ref().map(ToString::to_string),
         first_failed_at,
@@ -67,5 +87,20 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
         payload: delivery.data.clone(),
         trace_id: text_header(properties, shared::trace::TRACEPARENT)
             .and_then(|tp| tp.split('-').nth(1).map(str::to_owned)),
+        replay_job: None,
+        replay_claimed_until: None,
+        source_queue,
+    }
+}
+
+/// What the broker's reason for dead-lettering means, in words.
+fn broker_error(reason: Reason, queue: &str) -> String {
+    match reason {
+        Reason::Rejected => format!("rejected by the consumer of {queue}"),
+        Reason::Expired => format!("expired in {queue}"),
+        Reason::Maxlen => format!("dropped by the length limit of {queue}"),
+        _ => format!(
+            "redelivered more than {DELIVERY_LIMIT} times from {queue} without being acknowledged"
+        ),
     }
 }

@@ -1,8 +1,10 @@
 //! The `dead_letters` table: every dead letter taken off the dead-letter queue, until it is
 //! replayed or purged.
 
+use shared::dead_letter::Reason;
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// One dead letter with everything an operator needs to act on it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -13,8 +15,8 @@ pub struct DeadLetter {
     pub event_id: Option<String>,
     /// The product, when the body could be read.
     pub product_id: Option<String>,
-    /// `unparseable`, `invalid`, `attempts_exhausted` or `delivery_limit`.
-    pub reason: String,
+    /// Why it was set aside.
+    pub reason: Reason,
     /// The last error.
     pub error: String,
     /// Delivery attempts made.
@@ -33,6 +35,12 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     /// The trace it was part of (from its `traceparent` header), when traced.
     pub trace_id: Option<String>,
+    /// The replay holding it, while one does.
+    pub replay_job: Option<Uuid>,
+    /// Until when that replay holds it.
+    pub replay_claimed_until: Option<OffsetDateTime>,
+    /// The queue it was consumed from, where a replay sends it back (unknown for the oldest).
+    pub source_queue: Option<String>,
 }
 
 /// Which dead letters an operation applies to. Empty fields match everything.
@@ -41,7 +49,7 @@ pub struct Selection {
     /// Only these ids.
     pub ids: Option<Vec<String>>,
     /// Only this reason.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Only this product.
     pub product_id: Option<String>,
     /// Only those that first failed at or after this time.
@@ -60,14 +68,15 @@ const MATCHES: &str = "($1::text[] IS NULL OR id = ANY($1))
 pub async fn insert(pool: &PgPool, dead: &DeadLetter) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO dead_letters (id, event_id, product_id, reason, error, attempts, service,
-             routing_key, message_type, first_failed_at, dead_lettered_at, payload, trace_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             routing_key, message_type, first_failed_at, dead_lettered_at, payload, trace_id,
+             source_queue)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&dead.id)
     .bind(&dead.event_id)
     .bind(&dead.product_id)
-    .bind(&dead.reason)
+    .bind(dead.reason)
     .bind(&dead.error)
     .bind(dead.attempts)
     .bind(&dead.service)
@@ -77,6 +86,85 @@ pub async fn insert(pool: &PgPool, dead: &DeadLetter) -> Result<(), sqlx::Error>
     .bind(dead.dead_lettered_at)
     .bind(&dead.payload)
     .bind(&dead.trace_id)
+    .bind(&dead.source_queue)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Dead letters not held by a running replay.
+const UNCLAIMED: &str = "(replay_job IS NULL OR replay_claimed_until < now())";
+
+/// How many selected dead letters a replay would take now, and how many of those hold an
+/// event the inbox already has; counted in PostgreSQL.
+pub async fn count(pool: &PgPool, selection: &Selection) -> Result<(i64, i64), sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), count(*) FILTER (WHERE EXISTS (
+                    SELECT 1 FROM processed_events p
+                    WHERE p.event_id = d.event_id
+                      AND p.kind = coalesce(d.message_type, 'product.update')))
+         FROM dead_letters d WHERE {MATCHES} AND {UNCLAIMED}"
+    ));
+    sqlx::query_as(sql)
+        .bind(&selection.ids)
+        .bind(selection.reason)
+        .bind(&selection.product_id)
+        .bind(selection.since)
+        .bind(selection.until)
+        .fetch_one(pool)
+        .await
+}
+
+/// Claims up to `limit` selected dead letters for the replay `job` for `hold`; their ids.
+/// Those another replay holds are left alone.
+pub async fn claim(
+    pool: &PgPool,
+    selection: &Selection,
+    job: Uuid,
+    limit: i64,
+    hold: std::time::Duration,
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "WITH picked AS (
+             SELECT id FROM dead_letters WHERE {MATCHES} AND {UNCLAIMED}
+             ORDER BY first_failed_at, id LIMIT $6 FOR UPDATE SKIP LOCKED)
+         UPDATE dead_letters d
+         SET replay_job = $7, replay_claimed_until = now() + make_interval(secs => $8)
+         FROM picked WHERE d.id = picked.id RETURNING d.id"
+    ));
+    sqlx::query_scalar(sql)
+        .bind(&selection.ids)
+        .bind(selection.reason)
+        .bind(&selection.product_id)
+        .bind(selection.since)
+        .bind(selection.until)
+        .bind(limit)
+        .bind(job)
+        .bind(hold.as_secs_f64())
+        .fetch_all(pool)
+        .await
+}
+
+/// Up to `limit` of the dead letters `job` holds, oldest first.
+pub async fn held_by(pool: &PgPool, job: Uuid, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM dead_letters WHERE replay_job = $1
+         ORDER BY first_failed_at, id LIMIT $2",
+    )
+    .bind(job)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Gives up `job`'s hold on dead letter `id` (or on all it holds when `id` is `None`).
+pub async fn release(pool: &PgPool, job: Uuid, id: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE dead_letters SET replay_job = NULL, replay_claimed_until = NULL
+         WHERE replay_job = $1 AND ($2::text IS NULL OR id = $2)",
+    )
+    .bind(job)
+    .bind(id)
     .execute(pool)
     .await?;
     Ok(())
@@ -93,7 +181,7 @@ pub async fn list(
     ));
     sqlx::query_as(sql)
         .bind(&selection.ids)
-        .bind(&selection.reason)
+        .bind(selection.reason)
         .bind(&selection.product_id)
         .bind(selection.since)
         .bind(selection.until)
@@ -119,12 +207,14 @@ pub async fn remove(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
     Ok(done.rows_affected() == 1)
 }
 
-/// Removes the selected dead letters; returns how many.
+/// Removes the selected dead letters (not those a running replay holds); returns how many.
 pub async fn purge(pool: &PgPool, selection: &Selection) -> Result<u64, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!("DELETE FROM dead_letters WHERE {MATCHES}"));
+    let sql = sqlx::AssertSqlSafe(format!(
+        "DELETE FROM dead_letters WHERE {MATCHES} AND {UNCLAIMED}"
+    ));
     let done = sqlx::query(sql)
         .bind(&selection.ids)
-        .bind(&selection.reason)
+        .bind(selection.reason)
         .bind(&selection.product_id)
         .bind(selection.since)
         .bind(selection.until)
@@ -133,13 +223,35 @@ pub async fn purge(pool: &PgPool, selection: &Selection) -> Result<u64, sqlx::Er
     Ok(done.rows_affected())
 }
 
-/// Which of `event_ids` the inbox already holds (their replay would change nothing).
-pub async fn already_applied(
-    pool: &PgPool,
-    event_ids: &[String],
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT event_id FROM processed_events WHERE event_id = ANY($1)")
-        .bind(event_ids)
+/// Which of the dead letters `ids` hold an event the inbox already has (their replay would
+/// change nothing): an event is its message type and event id.
+pub async fn already_applied(pool: &PgPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT d.id FROM dead_letters d
+         JOIN processed_events p ON p.event_id = d.event_id
+              AND p.kind = coalesce(d.message_type, 'product.update')
+         WHERE d.id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// The dead letters of the event `id`, oldest first, as a JSON array.
+pub async fn of_event(pool: &PgPool, id: &str) -> Result<serde_json::Value, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(json_agg(t ORDER BY t.dead_lettered_at), '[]') FROM (
+             SELECT id, reason, error, attempts, service, dead_lettered_at
+             FROM dead_letters WHERE event_id = $1) t",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+}
+
+/// How many dead letters there are, by reason.
+pub async fn by_reason(pool: &PgPool) -> Result<Vec<(Reason, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
         .fetch_all(pool)
         .await
 }

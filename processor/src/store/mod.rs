@@ -1,71 +1,17 @@
 //! PostgreSQL, the source of truth: the inbox, the products and the orders, changed together in
 //! one transaction so an event's effect and the record that it was applied can never part.
 //!
-//! This module names what a batch is made of and what became of it; [`apply`] does it.
+//! This module names what a batch is made of and what became of it; [`apply`] does it, through
+//! the owners of the tables it writes: [`inbox`], [`shared::products`], [`shared::orders`] and
+//! the outbox ([`crate::downstream`]). [`retries`] notes events on the retry ladder.
 
 mod apply;
+pub mod inbox;
+pub mod retries;
 
-use shared::{
-    contract::{OrderPlaced, ProductUpdate, ProductView},
-    model::{EventId, ProductId},
-};
-use time::OffsetDateTime;
+use shared::{contract::ProductView, model::Rejection};
 
 pub use apply::apply;
-
-/// A message from an ingest shard.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ingest {
-    /// A product's new price and/or stock.
-    Product(ProductUpdate),
-    /// An order reserving stock.
-    Order(OrderPlaced),
-}
-
-impl Ingest {
-    /// The event id.
-    pub fn event_id(&self) -> &EventId {
-        match self {
-            Self::Product(u) => &u.event_id,
-            Self::Order(o) => &o.event_id,
-        }
-    }
-
-    /// The product it concerns.
-    pub fn product(&self) -> &ProductId {
-        match self {
-            Self::Product(u) => &u.product_id,
-            Self::Order(o) => &o.sku,
-        }
-    }
-
-    /// When the gateway accepted it.
-    pub fn received_at(&self) -> OffsetDateTime {
-        match self {
-            Self::Product(u) => u.received_at,
-            Self::Order(o) => o.received_at,
-        }
-    }
-}
-
-/// Why an order was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// No event ever created the product.
-    UnknownProduct,
-    /// Less stock than ordered (stock never set counts as none).
-    InsufficientStock,
-}
-
-impl Rejection {
-    /// The reason as stored and served.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::UnknownProduct => "unknown_product",
-            Self::InsufficientStock => "insufficient_stock",
-        }
-    }
-}
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,9 @@ use lapin::{
     types::FieldTable,
 };
 
-use crate::helpers::{Pipeline, WAIT, spawn_pipeline, wait_inbox};
+use crate::helpers::{
+    Pipeline, WAIT, downstream_of_order, downstream_of_update, spawn_pipeline, wait_inbox,
+};
 
 /// A private queue bound to every downstream event.
 async fn listen(pipeline: &Pipeline) -> (lapin::Connection, Consumer) {
@@ -68,7 +70,15 @@ async fn next_events(consumer: &mut Consumer, n: usize) -> Vec<serde_json::Value
             .ack(BasicAckOptions::default())
             .await
             .expect("ack");
-        events.push(serde_json::from_slice(&delivery.data).expect("JSON"));
+        let mut event: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
+        // The id travels as the message id; kept beside the body for the assertions.
+        event["id"] = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .into();
+        events.push(event);
     }
     events
 }
@@ -95,10 +105,13 @@ async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
         .await;
     let first = next_events(&mut consumer, 1).await;
     assert_eq!(first[0]["type"], "product.updated");
-    assert_eq!(first[0]["id"], "ds-a:product.updated");
-    assert_eq!(first[0]["old"]["stock"], serde_json::Value::Null);
-    assert_eq!(first[0]["new"]["stock"], 12);
-    assert_eq!(first[0]["new"]["price"].to_string(), "9.5");
+    assert_eq!(
+        first[0]["id"],
+        downstream_of_update("ds-a", "product.updated").as_str()
+    );
+    assert_eq!(first[0]["data"]["old"]["stock"], serde_json::Value::Null);
+    assert_eq!(first[0]["data"]["new"]["stock"], 12);
+    assert_eq!(first[0]["data"]["new"]["price"].to_string(), "9.5");
 
     pipeline
         .accept(r#"{"product_id": "ds-1", "stock": 5}"#, Some("ds-b"))
@@ -111,8 +124,8 @@ async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
         .expect("updated");
     assert_eq!(
         (
-            updated["old"]["stock"].clone(),
-            updated["new"]["stock"].clone()
+            updated["data"]["old"]["stock"].clone(),
+            updated["data"]["new"]["stock"].clone()
         ),
         (12.into(), 5.into())
     );
@@ -138,15 +151,27 @@ async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
         .iter()
         .find(|e| e["type"] == "order.rejected")
         .expect("rejected");
-    assert_eq!(rejected["reason"], "insufficient_stock");
-    assert_eq!(rejected["id"], "order:ds-o2:order.rejected");
+    assert_eq!(rejected["data"]["reason"], "insufficient_stock");
+    assert_eq!(
+        rejected["id"],
+        downstream_of_order("ds-o2", "order.rejected").as_str()
+    );
 
+    // An event reaches its consumer once the broker has it; the processor forgets it on the
+    // broker's confirm, a moment later.
     let pool = testkit::database(&pipeline.backends).await;
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(left, 0, "published events leave the outbox");
+    testkit::eventually(
+        "published events to leave the outbox",
+        Duration::from_secs(10),
+        || async {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            (left == 0).then_some(())
+        },
+    )
+    .await;
     pipeline.stop().await;
 }
 
@@ -163,11 +188,16 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
     let (_connection, mut consumer) = listen(&pipeline).await;
     // As a processor that died after its commit and before its publish would have left it.
     let pool = testkit::database(&pipeline.backends).await;
+    let id = downstream_of_update("crash-evt", "product.updated");
     sqlx::query(
-        "INSERT INTO outbox (event_id, source_event_id, routing_key, payload)
-         VALUES ('crash-evt:product.updated', 'crash-evt', 'product.updated',
-                 '{\"id\": \"crash-evt:product.updated\", \"type\": \"product.updated\"}')",
+        r#"INSERT INTO outbox (event_id, source_kind, source_event_id, routing_key, payload)
+         VALUES ($1, 'product.update', 'crash-evt', 'product.updated',
+                 '{"type": "product.updated", "timestamp": "2026-01-01T00:00:00Z",
+                   "data": {"source_event_id": "crash-evt", "product_id": "crash-1",
+                            "old": {"price": null, "stock": null},
+                            "new": {"price": null, "stock": 7}}}')"#,
     )
+    .bind(&id)
     .execute(&pool)
     .await
     .expect("insert");
@@ -186,7 +216,7 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
         )
         .await;
     let events = next_events(&mut consumer, 1).await;
-    assert_eq!(events[0]["id"], "crash-evt:product.updated");
+    assert_eq!(events[0]["id"], id.as_str());
     testkit::eventually("the outbox to drain", Duration::from_secs(10), || async {
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
             .fetch_one(&pool)

@@ -35,23 +35,20 @@ pub async fn spawn_pipeline() -> Pipeline {
 
 /// A ready gateway and no processor.
 pub async fn spawn_gateway_only(backends: Backends) -> Pipeline {
-    let config = gateway::Config {
-        addr: "127.0.0.1:0".parse().expect("valid address"),
-        backends: backends.clone(),
-        idempotency_retention: Duration::from_secs(600),
-        idempotency_lease: Duration::from_secs(10),
-        confirm_timeout: Duration::from_secs(2),
-        publish_channels: 2,
-        shutdown_deadline: Duration::from_secs(5),
-    };
+    let mut config = gateway::Config::load().expect("the default configuration is valid");
+    config.addr = "127.0.0.1:0".parse().expect("valid address");
+    config.backends = backends.clone();
+    config.confirm_timeout = Duration::from_secs(2);
+    config.shutdown_deadline = Duration::from_secs(5);
     let app = gateway::Application::build(config)
         .await
         .expect("gateway builds");
     let addr = app.local_addr();
+    let namespace = backends.namespace.clone();
     let mut pipeline = Pipeline {
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
         backends,
-        client: reqwest::Client::new(),
+        client: testkit::authorized_client(&namespace).await,
         gateway: addr,
         processor: None,
         running: Vec::new(),
@@ -76,14 +73,12 @@ impl Pipeline {
 
     /// Starts an in-process processor on `backends` (some may be unreachable).
     pub async fn start_processor(&mut self, backends: Backends) -> SocketAddr {
-        let config = processor::Config {
-            addr: "127.0.0.1:0".parse().expect("valid address"),
-            backends,
-            prefetch: 16,
-            shutdown_deadline: Duration::from_secs(5),
-            retry_delays: testkit::TEST_RETRY_DELAYS.to_vec(),
-            stock_low_threshold: 10,
-        };
+        let mut config = processor::Config::load().expect("the default configuration is valid");
+        config.addr = "127.0.0.1:0".parse().expect("valid address");
+        config.backends = backends;
+        config.prefetch = 16;
+        config.shutdown_deadline = Duration::from_secs(5);
+        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
         let app = processor::Application::build(config)
             .await
             .expect("processor builds");
@@ -95,17 +90,14 @@ impl Pipeline {
 
     /// Starts an in-process notifier on `backends`, with a quick retry schedule.
     pub async fn start_notifier(&mut self, backends: Backends) -> SocketAddr {
-        let config = notifier::Config {
-            addr: "127.0.0.1:0".parse().expect("valid address"),
-            backends,
-            prefetch: 8,
-            shutdown_deadline: Duration::from_secs(5),
-            webhook_timeout: Duration::from_secs(2),
-            retry_schedule: vec![Duration::from_millis(100)],
-            concurrency: 4,
-            disable_after: 5,
-            poll_interval: Duration::from_millis(50),
-        };
+        let mut config = notifier::Config::load().expect("the default configuration is valid");
+        config.addr = "127.0.0.1:0".parse().expect("valid address");
+        config.backends = backends;
+        config.shutdown_deadline = Duration::from_secs(5);
+        config.webhook_timeout = Duration::from_secs(2);
+        config.retry_schedule = vec![Duration::from_millis(100)];
+        config.poll_interval = Duration::from_millis(50);
+        config.allow_private_networks = true;
         let app = notifier::Application::build(config)
             .await
             .expect("notifier builds");
@@ -255,14 +247,7 @@ impl Pipeline {
     }
 
     pub async fn metrics_of(&self, addr: SocketAddr) -> String {
-        self.client
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("text")
+        testkit::metrics(&self.client, &format!("http://{addr}")).await
     }
 
     /// Stops everything (drains) and removes the namespace.
@@ -306,14 +291,29 @@ pub fn processor_process_with(
         .expect("the processor binary starts")
 }
 
-/// A counter's value in Prometheus text, summed over the series that contain `matching`.
-pub fn counter(metrics: &str, name: &str, matching: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(matching))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// The id of the downstream event of `event_type` caused by the product update `source`.
+pub fn downstream_of_update(source: &str, event_type: &str) -> String {
+    let source = source.parse().expect("a valid event id");
+    shared::contract::downstream_id(
+        shared::contract::IngestKind::ProductUpdate,
+        &source,
+        event_type,
+    )
 }
+
+/// The id of the downstream event of `event_type` caused by the order `order_id`.
+pub fn downstream_of_order(order_id: &str, event_type: &str) -> String {
+    let source = format!("order:{order_id}")
+        .parse()
+        .expect("a valid event id");
+    shared::contract::downstream_id(
+        shared::contract::IngestKind::OrderCreate,
+        &source,
+        event_type,
+    )
+}
+
+pub use testkit::counter;
 
 /// Waits until the inbox holds exactly `n` events.
 pub async fn wait_inbox(pipeline: &Pipeline, n: i64) {

@@ -1,6 +1,7 @@
 //! End-to-end tests: gateway → RabbitMQ → processor → PostgreSQL and Redis → notifier →
 //! webhooks, all real.
 
+mod access;
 mod dead_letters;
 mod delivery;
 mod downstream;
@@ -9,5 +10,8 @@ mod notify;
 mod orders;
 mod outages;
 mod recovery;
+mod replay_jobs;
+mod schema;
 mod state;
+mod supervision;
 mod trace;

@@ -76,22 +76,21 @@ async fn an_order_reaches_its_subscriber_as_one_signed_webhook() {
     assert_eq!(response.status(), 202);
 
     let got = receiver.wait_for(1, WAIT).await;
-    assert_eq!(got[0].header("webhook-id"), "order:hook-o1:order.created");
+    let webhook_id = helpers::downstream_of_order("hook-o1", "order.created");
+    assert_eq!(got[0].header("webhook-id"), webhook_id);
     let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
     assert_eq!(
-        (body["order_id"].as_str(), body["qty"].as_i64()),
+        (
+            body["data"]["order_id"].as_str(),
+            body["data"]["qty"].as_i64()
+        ),
         (Some("hook-o1"), Some(2))
     );
     let timestamp: i64 = got[0].header("webhook-timestamp").parse().expect("seconds");
-    let expected = notifier::signing::sign(
-        &secret,
-        "order:hook-o1:order.created",
-        timestamp,
-        &got[0].body,
-    );
+    let expected = notifier::signing::sign(&secret, &webhook_id, timestamp, &got[0].body);
     assert_eq!(got[0].header("webhook-signature"), expected);
 
-    let notification = settled(&pipeline.client, notifier, "order:hook-o1:order.created").await;
+    let notification = settled(&pipeline.client, notifier, &webhook_id).await;
     assert_eq!(notification["deliveries"][0]["status"], "sent");
     assert_eq!(
         receiver.received().len(),
@@ -140,12 +139,12 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     child.wait().await.expect("reaped");
 
     let pool = testkit::database(&backends).await;
-    let unpublished: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbox WHERE event_id = 'kill-evt:product.updated'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("count");
+    let webhook_id = helpers::downstream_of_update("kill-evt", "product.updated");
+    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_id = $1")
+        .bind(&webhook_id)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(
         unpublished, 1,
         "killed after the commit and before the publish"
@@ -154,26 +153,175 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
         receiver
             .received()
             .iter()
-            .all(|r| r.header("webhook-id") != "kill-evt:product.updated")
+            .all(|r| r.header("webhook-id") != webhook_id)
     );
 
     // A processor comes back; the unacknowledged event is redelivered, recognised as applied,
     // and its downstream event published: the subscriber gets it once.
     let direct = pipeline.backends.clone();
     pipeline.start_processor(direct).await;
-    let notification = settled(&pipeline.client, notifier, "kill-evt:product.updated").await;
+    let notification = settled(&pipeline.client, notifier, &webhook_id).await;
     assert_eq!(notification["deliveries"][0]["status"], "sent");
     let delivered: Vec<_> = receiver
         .received()
         .into_iter()
-        .filter(|r| r.header("webhook-id") == "kill-evt:product.updated")
+        .filter(|r| r.header("webhook-id") == webhook_id)
         .collect();
     assert_eq!(delivered.len(), 1);
     let body: Value = serde_json::from_slice(&delivered[0].body).expect("JSON");
     assert_eq!(
-        (body["old"]["stock"].as_i64(), body["new"]["stock"].as_i64()),
+        (
+            body["data"]["old"]["stock"].as_i64(),
+            body["data"]["new"]["stock"].as_i64()
+        ),
         (Some(40), Some(30))
     );
     assert_eq!(pipeline.inbox_count().await, 2, "applied once");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_ids_of_1_and_255_characters_travel_end_to_end_to_the_webhook() {
+    let mut pipeline = spawn_pipeline().await;
+    let backends = pipeline.backends.clone();
+    let notifier = pipeline.start_notifier(backends).await;
+    let receiver = Receiver::start(&[]).await;
+    let secret = subscribe(
+        &pipeline.client,
+        notifier,
+        &receiver.url(),
+        &["product.updated"],
+    )
+    .await;
+    // Every visible ASCII character, over and over: the longest key a client may send.
+    let longest: String = (b'!'..=b'~').map(char::from).cycle().take(255).collect();
+    for (key, stock) in [(longest.as_str(), 3), ("x", 4)] {
+        pipeline
+            .accept(
+                &format!(r#"{{"product_id": "long-1", "stock": {stock}}}"#),
+                Some(key),
+            )
+            .await;
+    }
+    pipeline.product_when("long-1", |p| p["stock"] == 4).await;
+    let got = receiver.wait_for(2, WAIT).await;
+    for key in [longest.as_str(), "x"] {
+        let webhook_id = helpers::downstream_of_update(key, "product.updated");
+        let request = got
+            .iter()
+            .find(|r| r.header("webhook-id") == webhook_id)
+            .expect("delivered under its id");
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON");
+        assert_eq!(body["data"]["source_event_id"], key);
+        assert_eq!(body["type"], "product.updated");
+        let timestamp: i64 = request
+            .header("webhook-timestamp")
+            .parse()
+            .expect("seconds");
+        assert_eq!(
+            request.header("webhook-signature"),
+            notifier::signing::sign(&secret, &webhook_id, timestamp, &request.body)
+        );
+        assert_eq!(
+            settled(&pipeline.client, notifier, &webhook_id).await["deliveries"][0]["status"],
+            "sent"
+        );
+    }
+    assert_eq!(pipeline.inbox_count().await, 2);
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_notifier() {
+    let mut pipeline = spawn_pipeline().await;
+    let backends = pipeline.backends.clone();
+    let notifier = pipeline.start_notifier(backends).await;
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let queue = pipeline.topology.notifier_queue();
+
+    // What the notifier cannot read, it sets aside itself, saying why.
+    broker
+        .publish(
+            &pipeline.topology.events_exchange(),
+            "order.shipped",
+            br#"{"type":"order.shipped","timestamp":"2026-01-01T00:00:00Z","data":{}}"#,
+            lapin::BasicProperties::default().with_message_id("msg_unknown".into()),
+        )
+        .await;
+    // What crashed the notifier's consumer too often, the broker sets aside from its queue.
+    let body = br#"{"type":"stock.low","timestamp":"2026-01-01T00:00:00Z","data":{"source_event_id":"e1","product_id":"p1","stock":2,"threshold":10}}"#;
+    let mut headers = lapin::types::FieldTable::default();
+    for (name, value) in [
+        ("x-first-death-reason", "delivery_limit"),
+        ("x-first-death-queue", queue.as_str()),
+    ] {
+        headers.insert(
+            name.into(),
+            lapin::types::AMQPValue::LongString(value.into()),
+        );
+    }
+    broker
+        .publish(
+            &pipeline.topology.dead_letter_exchange(),
+            "stock.low",
+            body,
+            lapin::BasicProperties::default()
+                .with_message_id("msg_crashed".into())
+                .with_type("stock.low".into())
+                .with_headers(headers),
+        )
+        .await;
+
+    let dead = pipeline.dead_letters(2).await;
+    let by_event = |id: &str| {
+        dead.iter()
+            .find(|d| d["event_id"] == id)
+            .unwrap_or_else(|| panic!("{id} is a dead letter: {dead:?}"))
+            .clone()
+    };
+    let unknown = by_event("msg_unknown");
+    assert_eq!(
+        (
+            &unknown["reason"],
+            &unknown["service"],
+            &unknown["source_queue"]
+        ),
+        (&json!("unparseable"), &json!("notifier"), &json!(queue))
+    );
+    let crashed = by_event("msg_crashed");
+    assert_eq!(
+        (
+            &crashed["reason"],
+            &crashed["service"],
+            &crashed["source_queue"]
+        ),
+        (&json!("delivery_limit"), &json!("rabbitmq"), &json!(queue))
+    );
+    assert!(
+        crashed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&queue)),
+        "{crashed}"
+    );
+
+    // Replayed, it goes back to the notifier, which takes it in.
+    let (status, replayed) = pipeline
+        .processor_post(
+            "/dead-letters/replay",
+            json!({ "ids": [crashed["id"].clone()] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["results"][0]["outcome"], "replayed");
+    testkit::eventually("the notifier to take the replay in", WAIT, || async {
+        let response = pipeline
+            .client
+            .get(format!("http://{notifier}/notifications/msg_crashed"))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
     pipeline.stop().await;
 }

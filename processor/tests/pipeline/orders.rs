@@ -101,3 +101,23 @@ async fn orders_and_updates_on_one_product_apply_in_order_with_lww_for_stock_set
     pipeline.product_when("mix-1", |p| p["stock"] == 20).await;
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_keyed_like_an_order_and_that_order_are_both_applied() {
+    let pipeline = spawn_pipeline().await;
+    pipeline
+        .accept(
+            r#"{"product_id": "twin-1", "stock": 5}"#,
+            Some("order:twin-o1"),
+        )
+        .await;
+    pipeline.product_when("twin-1", |p| p["stock"] == 5).await;
+    order(&pipeline, "twin-o1", "twin-1", 2).await;
+    assert_eq!(
+        order_status(&pipeline, "twin-o1").await["status"],
+        "created"
+    );
+    pipeline.product_when("twin-1", |p| p["stock"] == 3).await;
+    assert_eq!(pipeline.inbox_count().await, 2, "two events, each applied");
+    pipeline.stop().await;
+}

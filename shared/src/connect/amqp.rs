@@ -50,24 +50,58 @@ impl<T> Broker<T> {
     pub fn is_up(&self) -> bool {
         self.session().is_some()
     }
+
+    /// Completes once `session` is no longer the current one: its connection was lost for good
+    /// or replaced (or the supervisor is gone).
+    pub async fn replaced(&self, session: &Arc<Session<T>>) {
+        let mut current = self.current.clone();
+        loop {
+            let same = current
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, session));
+            if !same || current.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits for a connected session (the set-up done on it); `None` once `shutdown` fires or
+    /// the supervisor is gone.
+    pub async fn connected(&self, shutdown: &CancellationToken) -> Option<Arc<Session<T>>> {
+        let mut current = self.current.clone();
+        loop {
+            if let Some(session) = self.session() {
+                return Some(session);
+            }
+            // A recovering connection comes back without a new session: look again shortly.
+            tokio::select! {
+                changed = current.changed() => changed.ok()?,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = shutdown.cancelled() => return None,
+            }
+        }
+    }
 }
 
-/// Starts the supervisor. `setup` runs on every new connection; its result is published as the
-/// current session until the connection is lost for good. Returns the handle and the
-/// supervisor's task, which ends (closing the connection) when `shutdown` fires.
+/// The supervisor: `setup` runs on every new connection; its result is published as the current
+/// session until the connection is lost for good. Returns the handle and the supervisor, to run
+/// as a task, which ends (closing the connection) when `shutdown` fires. The connection is
+/// named `{name}@{host}/{pid}` for the broker's management tools.
 pub fn supervise<T, F, Fut>(
     name: &'static str,
     nodes: Vec<AMQPUri>,
     setup: F,
     shutdown: CancellationToken,
-) -> (Broker<T>, tokio::task::JoinHandle<()>)
+) -> (Broker<T>, impl Future<Output = ()> + Send + 'static)
 where
     T: Send + Sync + 'static,
     F: Fn(Arc<Connection>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<T>> + Send,
 {
     let (tx, rx) = watch::channel(None);
-    let task = tokio::spawn(async move {
+    let connection_name = connection_name(name);
+    let task = async move {
         let mut node = 0;
         let mut backoff = delays();
         loop {
@@ -85,7 +119,7 @@ where
                             .with_max_delay(Duration::from_secs(2))
                             .with_max_times(30),
                     )
-                    .with_connection_name(name.into());
+                    .with_connection_name(connection_name.as_str().into());
                 let connection = tokio::time::timeout(
                     CONNECT_TIMEOUT,
                     Connection::connect_uri(uri.clone(), properties),
@@ -127,8 +161,19 @@ where
                 }
             }
         }
-    });
+    };
     (Broker { current: rx }, task)
+}
+
+/// `{service}@{host}/{pid}`: who holds a connection, as the broker's management tools show it.
+fn connection_name(service: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("{service}@{host}/{}", std::process::id())
 }
 
 fn delays() -> impl Iterator<Item = Duration> {

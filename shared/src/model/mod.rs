@@ -8,7 +8,7 @@ mod product_id;
 mod stock;
 
 pub use event_id::{EventId, EventIdError};
-pub use order::{Email, EmailError, OrderId, Quantity, QuantityError};
+pub use order::{Email, EmailError, OrderId, Quantity, QuantityError, Rejection};
 pub use price::{Price, PriceError};
 pub use product_id::{ProductId, ProductIdError};
 pub use stock::{Stock, StockError};

@@ -1,5 +1,5 @@
-//! Order values: `OrderId` (the product id alphabet), `Quantity` (a whole number ≥ 1) and
-//! `Email` (a plausible address).
+//! Order values: `OrderId` (the product id alphabet), `Quantity` (a whole number ≥ 1), `Email`
+//! (a plausible address) and `Rejection` (why an order was refused).
 
 use std::str::FromStr;
 
@@ -117,6 +117,37 @@ impl FromStr for Email {
 }
 
 super::string_serde!(Email);
+
+/// Why an order was rejected.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Rejection {
+    /// No event ever created the product.
+    UnknownProduct,
+    /// Less stock than ordered (stock never set counts as none).
+    InsufficientStock,
+}
+
+impl Rejection {
+    /// Every reason.
+    pub const ALL: [Self; 2] = [Self::UnknownProduct, Self::InsufficientStock];
+
+    /// The reason as stored and served.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownProduct => "unknown_product",
+            Self::InsufficientStock => "insufficient_stock",
+        }
+    }
+
+    /// The reason named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -68,7 +68,9 @@ async fn main() -> anyhow::Result<()> {
     let logs = services.logs.clone();
     let mut processor = services.spawn("processor");
     let mut gateway = services.spawn("gateway");
+    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     let client = reqwest::Client::builder()
+        .default_headers(testkit::key_header(&key))
         .timeout(Duration::from_secs(10))
         .build()?;
     let gateway_url = format!("http://{}", services.gateway_addr);

@@ -6,8 +6,13 @@ use lapin::{Channel, message::Delivery};
 use opentelemetry::Context;
 use shared::{
     connect::amqp::publish_announcement,
+    contract::{Announcement, IngestKind},
+    dead_letter::{self, Poison, Reason},
     trace::{self, Messaging, Operation, Traced},
 };
+
+/// An applied event whose downstream events are to be published: its kind, id and trace.
+pub(super) type Source = (IngestKind, String, Context);
 
 use super::ShardHandler;
 use crate::downstream;
@@ -39,53 +44,103 @@ impl ShardHandler {
     }
 
     /// Publishes the downstream events the outbox still holds for `sources` (to the events
-    /// exchange, each confirmed, each in the trace of its source), then forgets them.
-    pub(super) async fn emit(
-        &self,
-        channel: &Channel,
-        sources: &[(String, Context)],
-    ) -> anyhow::Result<()> {
+    /// exchange, each confirmed, each in the trace of its source), then forgets them. A row this
+    /// version cannot read is dead-lettered (`unparseable`) rather than left there forever.
+    pub(super) async fn emit(&self, channel: &Channel, sources: &[Source]) -> anyhow::Result<()> {
         let pool = self.deps.database.pool();
-        let ids: Vec<String> = sources.iter().map(|(id, _)| id.clone()).collect();
-        let pending = downstream::pending(pool, &ids).await?;
-        if pending.is_empty() {
+        let ids: Vec<(IngestKind, String)> = sources
+            .iter()
+            .map(|(kind, id, _)| (*kind, id.clone()))
+            .collect();
+        let (pending, unreadable) = downstream::pending(pool, &ids).await?;
+        if pending.is_empty() && unreadable.is_empty() {
             return Ok(());
         }
         let exchange = self.topology.events_exchange();
         for event in &pending {
             let parent = sources
                 .iter()
-                .find(|(id, _)| *id == event.source_event_id)
-                .map_or_else(Context::new, |(_, context)| context.clone());
-            let span = trace::messaging(
-                "processor",
-                &Messaging {
-                    operation: Operation::Send,
-                    destination: &exchange,
-                    routing_key: event.kind,
-                    message_id: &event.id,
-                    event_id: &event.source_event_id,
-                },
-                &parent,
-            );
-            let properties = lapin::BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_message_id(event.id.as_str().into())
-                .with_type(event.kind.into())
-                .with_app_id("processor".into());
-            let properties = trace::inject(span.context(), properties);
-            let payload = serde_json::to_vec(&event.payload).expect("JSON always serialises");
-            if let Err(e) =
-                publish_announcement(channel, &exchange, event.kind, &payload, properties).await
-            {
-                span.fail(&e);
-                return Err(e);
-            }
-            metrics::counter!("pipeline_downstream_events_total", "type" => event.kind)
-                .increment(1);
+                .find(|(kind, id, _)| {
+                    *kind == event.source_kind
+                        && id.as_str() == event.announcement.event.source_event_id().as_str()
+                })
+                .map_or_else(Context::new, |(_, _, context)| context.clone());
+            self.announce(channel, &exchange, &event.announcement, &parent)
+                .await?;
         }
-        let ids: Vec<String> = pending.into_iter().map(|e| e.id).collect();
-        downstream::published(pool, &ids).await?;
+        for row in &unreadable {
+            self.set_aside_unreadable(channel, row).await?;
+        }
+        let done: Vec<String> = pending
+            .into_iter()
+            .map(|e| e.announcement.id)
+            .chain(unreadable.into_iter().map(|r| r.id))
+            .collect();
+        downstream::published(pool, &done).await?;
         Ok(())
+    }
+
+    /// Publishes one downstream event (confirmed), in a span under `parent`.
+    async fn announce(
+        &self,
+        channel: &Channel,
+        exchange: &str,
+        announcement: &Announcement,
+        parent: &Context,
+    ) -> anyhow::Result<()> {
+        let kind = announcement.event.event_type().as_str();
+        let span = trace::messaging(
+            "processor",
+            &Messaging {
+                operation: Operation::Send,
+                destination: exchange,
+                routing_key: kind,
+                message_id: &announcement.id,
+                event_id: announcement.event.source_event_id().as_str(),
+            },
+            parent,
+        );
+        let properties = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(announcement.id.as_str().into())
+            .with_type(kind.into())
+            .with_app_id("processor".into());
+        let properties = trace::inject(span.context(), properties);
+        if let Err(e) =
+            publish_announcement(channel, exchange, kind, &announcement.body(), properties).await
+        {
+            span.fail(&e);
+            return Err(e);
+        }
+        metrics::counter!("pipeline_downstream_events_total", "type" => kind).increment(1);
+        Ok(())
+    }
+
+    /// Dead-letters an outbox row this version cannot read.
+    async fn set_aside_unreadable(
+        &self,
+        channel: &Channel,
+        row: &downstream::Unreadable,
+    ) -> anyhow::Result<()> {
+        tracing::error!(event_id = %row.id, error = %row.error, "An outbox row cannot be read; dead-lettering it.");
+        let properties = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(row.id.as_str().into());
+        let poison = Poison {
+            data: &row.body,
+            properties: &properties,
+            routing_key: &row.routing_key,
+            queue: "outbox",
+            attempts: 0,
+        };
+        dead_letter::set_aside(
+            channel,
+            &self.topology,
+            "processor",
+            poison,
+            Reason::Unparseable,
+            &row.error,
+        )
+        .await
     }
 }

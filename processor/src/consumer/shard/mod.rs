@@ -8,19 +8,16 @@ mod retry;
 use std::{sync::Arc, time::Duration};
 
 use lapin::{Acker, Channel, message::Delivery};
-use opentelemetry::Context;
 use shared::{
     consume::{DeliveryHandler, hold, requeue, settle},
-    contract::{KIND_ORDER_CREATE, KIND_PRODUCT_UPDATE, headers},
+    contract::{Ingest, Undecodable, headers},
+    dead_letter::{self, Poison, Reason, number_header},
     topology::Topology,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    dead_letters::{self, Poison, Reason, number_header},
-    handler::{self, Deps, HandleError},
-    store::Ingest,
-};
+use crate::handler::{self, Deps, HandleError};
+use emit::Source;
 use retry::schedule_retry;
 
 /// Applies product updates from a shard.
@@ -59,10 +56,12 @@ impl DeliveryHandler for ShardHandler {
         } = delivery;
         let attempts = u32::try_from(number_header(&properties, headers::ATTEMPTS).unwrap_or(0))
             .unwrap_or(u32::MAX);
+        let queue = self.queue_of(routing_key.as_str());
         let poison = Poison {
             data: &data,
             properties: &properties,
             routing_key: routing_key.as_str(),
+            queue: &queue,
             attempts,
         };
         let update = match decode(properties.kind().as_ref().map(|k| k.as_str()), &data) {
@@ -88,7 +87,11 @@ impl DeliveryHandler for ShardHandler {
                 metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
                     .increment(1);
                 tracing::debug!(event_id = %update.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
-                let source = (update.event_id().to_string(), span.context().clone());
+                let source = (
+                    update.kind(),
+                    update.event_id().to_string(),
+                    span.context().clone(),
+                );
                 match self.emit(channel, &[source]).await {
                     Ok(()) => settle(acker).await,
                     Err(e) => {
@@ -191,10 +194,10 @@ impl ShardHandler {
         match outcome {
             None => false,
             Some(Ok(outcomes)) => {
-                let sources: Vec<(String, Context)> = updates
+                let sources: Vec<Source> = updates
                     .iter()
                     .zip(&spans)
-                    .map(|(u, span)| (u.event_id().to_string(), span.context().clone()))
+                    .map(|(u, span)| (u.kind(), u.event_id().to_string(), span.context().clone()))
                     .collect();
                 let emitted = self.emit(channel, &sources).await;
                 if let Err(e) = &emitted {
@@ -224,6 +227,15 @@ impl ShardHandler {
         }
     }
 
+    /// The shard queue a delivery came from, by its routing key (a shard's number, or the
+    /// queue's own name when published to it directly).
+    fn queue_of(&self, routing_key: &str) -> String {
+        routing_key.parse::<u16>().map_or_else(
+            |_| routing_key.to_owned(),
+            |shard| self.topology.shard_queue(shard),
+        )
+    }
+
     /// Dead-letters a message, then acks it; if the dead letter is not confirmed the original
     /// stays unacknowledged and comes back, so nothing is lost.
     async fn set_aside(
@@ -236,7 +248,9 @@ impl ShardHandler {
         event: Option<&shared::model::EventId>,
     ) {
         let event = event.map(ToString::to_string).unwrap_or_default();
-        match dead_letters::set_aside(channel, &self.topology, poison, reason, error).await {
+        let set_aside =
+            dead_letter::set_aside(channel, &self.topology, "processor", poison, reason, error);
+        match set_aside.await {
             Ok(()) => {
                 tracing::warn!(event_id = %event, reason = reason.as_str(), error = %error, "Message dead-lettered.");
                 settle(acker).await;
@@ -250,53 +264,8 @@ impl ShardHandler {
 
 /// Decodes a delivery into an update, or says why it is poison.
 fn decode(kind: Option<&str>, data: &[u8]) -> Result<Ingest, (Reason, String)> {
-    let decoded = match kind {
-        None | Some(KIND_PRODUCT_UPDATE) => serde_json::from_slice(data).map(Ingest::Product),
-        Some(KIND_ORDER_CREATE) => serde_json::from_slice(data).map(Ingest::Order),
-        Some(other) => {
-            return Err((
-                Reason::Unparseable,
-                format!("unknown message type {other:?}"),
-            ));
-        }
-    };
-    decoded.map_err(|e| {
-        let reason = if e.is_data() {
-            Reason::Invalid
-        } else {
-            Reason::Unparseable
-        };
-        (reason, e.to_string())
+    Ingest::decode(kind, data).map_err(|e| match e {
+        Undecodable::Unparseable(error) => (Reason::Unparseable, error),
+        Undecodable::Invalid(error) => (Reason::Invalid, error),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn garbage_is_unparseable_and_rule_breaking_json_is_invalid() {
-        assert_eq!(
-            decode(None, b"not json").map_err(|e| e.0),
-            Err(Reason::Unparseable)
-        );
-        assert_eq!(
-            decode(Some("order.cancel"), b"{}").map_err(|e| e.0),
-            Err(Reason::Unparseable)
-        );
-        assert_eq!(
-            decode(Some("order.create"), b"{}").map_err(|e| e.0),
-            Err(Reason::Invalid)
-        );
-        let no_fields = br#"{"event_id":"e","product_id":"p","occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
-        assert_eq!(
-            decode(None, no_fields).map_err(|e| e.0),
-            Err(Reason::Invalid)
-        );
-        let negative = br#"{"event_id":"e","product_id":"p","stock":-1,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
-        assert_eq!(
-            decode(None, negative).map_err(|e| e.0),
-            Err(Reason::Invalid)
-        );
-    }
 }

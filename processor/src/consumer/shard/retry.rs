@@ -7,7 +7,7 @@ use lapin::{Channel, types::AMQPValue};
 use shared::{connect::amqp::publish_confirmed, contract::headers, topology::Topology};
 
 use super::ShardHandler;
-use crate::dead_letters::Poison;
+use shared::dead_letter::Poison;
 
 impl ShardHandler {
     /// Records that `event` waits on the retry ladder (best effort: it is for operators'
@@ -19,19 +19,9 @@ impl ShardHandler {
         error: &str,
         delay: Duration,
     ) {
-        let noted = sqlx::query(
-            "INSERT INTO retries (event_id, attempts, last_error, retry_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-             ON CONFLICT (event_id) DO UPDATE
-             SET attempts = excluded.attempts, last_error = excluded.last_error,
-                 retry_at = excluded.retry_at",
-        )
-        .bind(event)
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(error)
-        .bind(delay.as_secs_f64())
-        .execute(self.deps.database.pool())
-        .await;
+        let noted =
+            crate::store::retries::note(self.deps.database.pool(), event, attempts, error, delay)
+                .await;
         if let Err(e) = noted {
             tracing::debug!(event_id = event, error = %e, "Could not record the retry for lookups.");
         }

@@ -1,4 +1,4 @@
-//! Per-field last-writer-wins: a field takes an event's value only if the event is newer than
+//! Per-field last-writer-wins, the merge rule of the products table: a field takes an event's value only if the event is newer than
 //! the one that last set that field, by `occurred_at`, ties broken by `event_id` (byte order).
 //! Any arrival order of the same events converges to the same state.
 

@@ -1,46 +1,47 @@
-//! The wire contract between the services: what travels on the ingest shards, what the read
-//! cache holds, and the names of the AMQP headers and message types.
+//! What travels on the ingest shards: product updates and orders, as the gateway publishes them
+//! and the processor decodes them.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Stock};
 
-/// AMQP `type` of a product update on the ingest shards.
-pub const KIND_PRODUCT_UPDATE: &str = "product.update";
-/// AMQP `type` of an order on the ingest shards (routed to its product's shard).
-pub const KIND_ORDER_CREATE: &str = "order.create";
+/// What a message on the ingest shards is (its AMQP `type`). The kind is part of an event's
+/// identity: an order and a product update may carry the same event id without meeting, in the
+/// gateway's idempotency records, the processor's inbox or the downstream ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::Type)]
+#[sqlx(type_name = "text")]
+pub enum IngestKind {
+    /// A product's new price and/or stock (`product.update`).
+    #[sqlx(rename = "product.update")]
+    ProductUpdate,
+    /// An order reserving stock (`order.create`), routed to its product's shard.
+    #[sqlx(rename = "order.create")]
+    OrderCreate,
+}
 
-/// Every downstream event type, each also its routing key on the events exchange.
-pub const DOWNSTREAM_TYPES: [&str; 4] = [
-    "product.updated",
-    "stock.low",
-    "order.created",
-    "order.rejected",
-];
+impl IngestKind {
+    /// Every kind.
+    pub const ALL: [Self; 2] = [Self::ProductUpdate, Self::OrderCreate];
 
-/// AMQP headers the pipeline sets on its own messages.
-pub mod headers {
-    /// Why a message is in the dead-letter queue (`unparseable`, `invalid`, ...).
-    pub const DEAD_REASON: &str = "x-pipeline-reason";
-    /// The last error seen for a dead-lettered message.
-    pub const DEAD_ERROR: &str = "x-pipeline-error";
-    /// Which service set the message aside.
-    pub const DEAD_SERVICE: &str = "x-pipeline-service";
-    /// When the message was first set aside (RFC 3339).
-    pub const DEAD_AT: &str = "x-pipeline-first-failed-at";
-    /// Unique id of a dead letter (stable across its redeliveries).
-    pub const DEAD_LETTER_ID: &str = "x-pipeline-dead-letter-id";
-    /// Failed attempts so far (the retry ladder's rung).
-    pub const ATTEMPTS: &str = "x-pipeline-attempts";
-    /// The routing key the message had on the ingest exchange.
-    pub const ORIGINAL_ROUTING_KEY: &str = "x-pipeline-routing-key";
+    /// The AMQP `type`, also the kind as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProductUpdate => "product.update",
+            Self::OrderCreate => "order.create",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 /// A message the gateway publishes to the ingest shards.
 pub trait IngestMessage: Serialize {
-    /// Its AMQP `type`.
-    const KIND: &'static str;
+    /// Its kind (the AMQP `type`).
+    const KIND: IngestKind;
     /// Its event id (the AMQP `message_id`).
     fn event_id(&self) -> &EventId;
     /// The product whose shard it goes to, so a product's messages stay in order.
@@ -50,7 +51,7 @@ pub trait IngestMessage: Serialize {
 }
 
 impl IngestMessage for ProductUpdate {
-    const KIND: &'static str = KIND_PRODUCT_UPDATE;
+    const KIND: IngestKind = IngestKind::ProductUpdate;
     fn event_id(&self) -> &EventId {
         &self.event_id
     }
@@ -63,7 +64,7 @@ impl IngestMessage for ProductUpdate {
 }
 
 impl IngestMessage for OrderPlaced {
-    const KIND: &'static str = KIND_ORDER_CREATE;
+    const KIND: IngestKind = IngestKind::OrderCreate;
     fn event_id(&self) -> &EventId {
         &self.event_id
     }
@@ -167,37 +168,82 @@ impl OrderPlaced {
     }
 }
 
-/// Redis key of an event id's idempotency record (a hash whose `state` is `lease` while it is
-/// being published and `done` once accepted).
-pub fn idempotency_key(namespace: &crate::topology::Namespace, id: &str) -> String {
-    format!("{}:idem:{id}", namespace.as_str())
+/// A message from an ingest shard, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingest {
+    /// A product's new price and/or stock.
+    Product(ProductUpdate),
+    /// An order reserving stock.
+    Order(OrderPlaced),
 }
 
-/// Redis key of an order accepted but not yet applied (so `GET /orders/{id}` can say `pending`).
-pub fn pending_order_key(namespace: &crate::topology::Namespace, id: &OrderId) -> String {
-    format!("{}:order:{}", namespace.as_str(), id.as_str())
+/// Why a message on an ingest shard cannot be applied, whatever happens later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undecodable {
+    /// Not JSON, or a message type the pipeline does not know.
+    #[error("{0}")]
+    Unparseable(String),
+    /// JSON that breaks the contract's rules.
+    #[error("{0}")]
+    Invalid(String),
 }
 
-/// A product's current state, as served by `GET /products/{id}` and held in the read cache.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProductView {
-    /// The product.
-    pub product_id: ProductId,
-    /// Current price; `null` if never set.
-    pub price: Option<Price>,
-    /// Current stock; `null` if never set.
-    pub stock: Option<Stock>,
-    /// When the product last changed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
+impl Ingest {
+    /// Decodes a message by its AMQP `type` (a product update when it has none).
+    pub fn decode(kind: Option<&str>, data: &[u8]) -> Result<Self, Undecodable> {
+        let decoded = match kind.map(|k| (k, IngestKind::parse(k))) {
+            None | Some((_, Some(IngestKind::ProductUpdate))) => {
+                serde_json::from_slice(data).map(Self::Product)
+            }
+            Some((_, Some(IngestKind::OrderCreate))) => {
+                serde_json::from_slice(data).map(Self::Order)
+            }
+            Some((other, None)) => {
+                return Err(Undecodable::Unparseable(format!(
+                    "unknown message type {other:?}"
+                )));
+            }
+        };
+        decoded.map_err(|e| {
+            if e.is_data() {
+                Undecodable::Invalid(e.to_string())
+            } else {
+                Undecodable::Unparseable(e.to_string())
+            }
+        })
+    }
 
-/// How long a cached product view lives; every applied change rewrites it.
-pub const PRODUCT_CACHE_TTL_SECONDS: u64 = 3600;
+    /// What kind of message it is (with the event id, its identity).
+    pub fn kind(&self) -> IngestKind {
+        match self {
+            Self::Product(_) => IngestKind::ProductUpdate,
+            Self::Order(_) => IngestKind::OrderCreate,
+        }
+    }
 
-/// Redis key of a product's cached view.
-pub fn product_cache_key(namespace: &crate::topology::Namespace, id: &ProductId) -> String {
-    format!("{}:product:{}", namespace.as_str(), id.as_str())
+    /// The event id.
+    pub fn event_id(&self) -> &EventId {
+        match self {
+            Self::Product(u) => &u.event_id,
+            Self::Order(o) => &o.event_id,
+        }
+    }
+
+    /// The product it concerns.
+    pub fn product(&self) -> &ProductId {
+        match self {
+            Self::Product(u) => &u.product_id,
+            Self::Order(o) => &o.sku,
+        }
+    }
+
+    /// When the gateway accepted it.
+    pub fn received_at(&self) -> OffsetDateTime {
+        match self {
+            Self::Product(u) => u.received_at,
+            Self::Order(o) => o.received_at,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -220,5 +266,22 @@ mod tests {
             serde_json::from_str::<ProductUpdate>(&again).expect("valid"),
             update
         );
+    }
+
+    #[test]
+    fn garbage_is_unparseable_and_rule_breaking_json_is_invalid() {
+        let unparseable = |k: Option<&str>, d: &[u8]| {
+            matches!(Ingest::decode(k, d), Err(Undecodable::Unparseable(_)))
+        };
+        let invalid = |k: Option<&str>, d: &[u8]| {
+            matches!(Ingest::decode(k, d), Err(Undecodable::Invalid(_)))
+        };
+        assert!(unparseable(None, b"not json"));
+        assert!(unparseable(Some("order.cancel"), b"{}"));
+        assert!(invalid(Some("order.create"), b"{}"));
+        let no_fields = br#"{"event_id":"e","product_id":"p","occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
+        assert!(invalid(None, no_fields));
+        let negative = br#"{"event_id":"e","product_id":"p","stock":-1,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
+        assert!(invalid(None, negative));
     }
 }

@@ -1,0 +1,334 @@
+//! API keys at the gateway: 401 without a valid key, 403 without the scope, 429 over the key's
+//! rate, revocation taking effect within 30 s, the `keys` command, and no key in any log.
+
+use std::{process::Stdio, time::Duration};
+
+use shared::auth::{Scope, Scopes};
+use testkit::client_with_key;
+
+use crate::helpers::{TestApp, json, spawn_app};
+
+const EVENT: &str = r#"{"product_id": "auth-1", "stock": 1}"#;
+const ORDER: &str = r#"{"id": "auth-o1", "sku": "auth-1", "qty": 1}"#;
+
+/// Every data route of the gateway, with a body where it takes one.
+fn routes() -> Vec<(&'static str, &'static str, Option<&'static str>)> {
+    let mut routes = Vec::new();
+    for prefix in ["", "/api/v1"] {
+        let path = |p: &str| -> &'static str { Box::leak(format!("{prefix}{p}").into_boxed_str()) };
+        routes.push(("POST", path("/events"), Some(EVENT)));
+        routes.push(("GET", path("/products/auth-1"), None));
+        routes.push(("POST", path("/orders"), Some(ORDER)));
+        routes.push(("GET", path("/orders/auth-o1"), None));
+    }
+    routes
+}
+
+async fn call(
+    client: &reqwest::Client,
+    app: &TestApp,
+    (method, path, body): (&str, &str, Option<&str>),
+) -> reqwest::Response {
+    let mut request = client.request(method.parse().expect("a method"), app.url(path));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    request.send().await.expect("sent")
+}
+
+async fn key(app: &TestApp, scopes: &[Scope]) -> String {
+    testkit::api_key(&app.backends.namespace, scopes.iter().copied().collect()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_data_route_is_401_without_a_valid_key_and_nothing_is_published() {
+    let app = spawn_app().await;
+    let anonymous = reqwest::Client::new();
+    let forged = client_with_key("ppk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let not_bearer = {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "authorization",
+            format!("Basic {}", app.key).parse().expect("valid"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
+    };
+    for route in routes() {
+        let response = call(&anonymous, &app, route).await;
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"pipeline\"",
+            "{route:?}"
+        );
+        assert!(json(response, 401).await["error"].is_string());
+        for client in [&forged, &not_bearer] {
+            let response = call(client, &app, route).await;
+            assert!(
+                response.headers()["www-authenticate"]
+                    .to_str()
+                    .is_ok_and(|v| v.contains("invalid_token")),
+                "{route:?}"
+            );
+            json(response, 401).await;
+        }
+    }
+    for open in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        let response = anonymous.get(app.url(open)).send().await.expect("sent");
+        assert_eq!(response.status(), 200, "{open}");
+    }
+    assert_eq!(app.queued().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_without_the_scope_is_403_naming_the_scope() {
+    let app = spawn_app().await;
+    let reader = client_with_key(&key(&app, &[Scope::ProductsRead]).await);
+    for (route, scope) in routes().into_iter().zip(
+        [
+            Some("events:write"),
+            None,
+            Some("orders:write"),
+            Some("orders:read"),
+        ]
+        .into_iter()
+        .cycle(),
+    ) {
+        let response = call(&reader, &app, route).await;
+        match scope {
+            Some(scope) => assert_eq!(json(response, 403).await["scope"], scope, "{route:?}"),
+            // Allowed: the product is unknown.
+            None => assert_eq!(response.status(), 404, "{route:?}"),
+        }
+    }
+    let writer = client_with_key(&key(&app, &[Scope::EventsWrite]).await);
+    json(call(&writer, &app, routes()[0]).await, 202).await;
+    assert_eq!(app.queued().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
+    let app = spawn_app().await;
+    let limited = testkit::named_api_key(
+        &app.backends.namespace,
+        "slow-partner",
+        Scopes::all(),
+        Some(2),
+    )
+    .await;
+    let client = client_with_key(&limited);
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..10 {
+        let response = client
+            .get(app.url("/products/rate-1"))
+            .send()
+            .await
+            .expect("sent");
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            refused = Some(response);
+        }
+    }
+    assert!(statuses.contains(&404), "within its rate: {statuses:?}");
+    let refused = refused.expect("some requests over the rate");
+    let headers = refused.headers().clone();
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|s| s >= 1),
+        "{headers:?}"
+    );
+    assert_eq!(headers["ratelimit-policy"], "\"key\";q=2;w=1");
+    assert!(
+        headers["ratelimit"]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("\"key\";r=0;t=")),
+        "{headers:?}"
+    );
+    assert!(json(refused, 429).await["error"].is_string());
+    // Another key is not slowed down by this one.
+    let other = app
+        .client
+        .get(app.url("/products/rate-1"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(other.status(), 404);
+    let metrics = testkit::metrics(&app.client, &app.url("")).await;
+    assert!(
+        metrics.contains("pipeline_rate_limited_total{key=\"slow-partner\"}"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+/// Runs `gateway keys ...` against the app's namespace.
+async fn keys_command(app: &TestApp, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("keys")
+        .args(args)
+        .env("PIPELINE_NAMESPACE", app.backends.namespace.as_str())
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the gateway binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_keys_command_creates_lists_and_revokes_and_a_revoked_key_stops_within_30_s() {
+    let app = spawn_app().await;
+    let created = keys_command(
+        &app,
+        &[
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "events:write",
+            "--rate",
+            "50",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).expect("UTF-8");
+    let key = stdout.trim_end_matches('\n');
+    assert!(
+        key.starts_with("ppk_") && !key.contains('\n'),
+        "only the key on stdout: {stdout:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&created.stderr).contains(key),
+        "the key is not echoed elsewhere"
+    );
+    let ci = client_with_key(key);
+    json(call(&ci, &app, routes()[0]).await, 202).await;
+    json(call(&ci, &app, routes()[3]).await, 403).await;
+
+    let again = keys_command(&app, &["create", "--name", "ci", "--scopes", "ops"]).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    for bad in [
+        &["create", "--name", "x", "--scopes", "admin"][..],
+        &["create", "--scopes", "ops"],
+        &["delete", "ci"],
+    ] {
+        let refused = keys_command(&app, bad).await;
+        assert!(!refused.status.success(), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("usage"),
+            "{bad:?}"
+        );
+    }
+
+    let listed = keys_command(&app, &["list"]).await;
+    let table = String::from_utf8(listed.stdout).expect("UTF-8");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ci "))
+        .unwrap_or_else(|| panic!("ci is listed: {table}"));
+    assert!(
+        row.contains("events:write") && row.contains("50/s"),
+        "{row}"
+    );
+    assert!(!table.contains("ppk_"), "no key is ever listed: {table}");
+
+    let revoked = keys_command(&app, &["revoke", "ci"]).await;
+    assert!(revoked.status.success(), "{revoked:?}");
+    testkit::eventually(
+        "the revoked key to be refused",
+        Duration::from_secs(30),
+        || async { (call(&ci, &app, routes()[0]).await.status() == 401).then_some(()) },
+    )
+    .await;
+    let listed = keys_command(&app, &["list"]).await;
+    let table = String::from_utf8(listed.stdout).expect("UTF-8");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ci "))
+        .expect("listed");
+    assert_eq!(
+        row.split_whitespace().count(),
+        6,
+        "name, scopes, rate, created, last used, revoked: {row}"
+    );
+    let again = keys_command(&app, &["revoke", "ci"]).await;
+    assert!(!again.status.success(), "nothing left to revoke");
+
+    let pool = testkit::database(&app.backends).await;
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_keys WHERE position($1 in row_to_json(api_keys)::text) > 0",
+    )
+    .bind(key)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(leaked, 0, "only the key's hash is stored");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_never_appear_in_the_logs() {
+    let backends = testkit::backends();
+    let key = testkit::api_key(&backends.namespace, Scopes::all()).await;
+    let wrong = "ppk_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    let addr = testkit::services::free_addr();
+    let log_path = std::env::temp_dir().join(format!("{}.log", backends.namespace.as_str()));
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
+        .env("INGEST_SHARDS", backends.ingest_shards.to_string())
+        .env("GATEWAY_ADDR", &addr)
+        .env("RUST_LOG", "trace")
+        .env("LOG_FORMAT", "json")
+        .stdout(log.try_clone().expect("a file handle"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the gateway starts");
+    let base = format!("http://{addr}");
+    let client = client_with_key(&key);
+    testkit::eventually(
+        "the gateway to be ready",
+        Duration::from_secs(30),
+        || async {
+            let r = client.get(format!("{base}/ready")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+    let accepted = client
+        .post(format!("{base}/events"))
+        .header("content-type", "application/json")
+        .body(EVENT)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(accepted.status(), 202);
+    let refused = client_with_key(wrong)
+        .get(format!("{base}/products/auth-1"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 401);
+    testkit::services::sigterm(&mut gateway).await;
+    let logs = std::fs::read_to_string(&log_path).expect("the log");
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        logs.contains("gateway listening"),
+        "the logs were captured: {logs}"
+    );
+    assert!(!logs.contains(&key), "a valid key was logged");
+    assert!(!logs.contains(wrong), "a refused key was logged");
+    testkit::cleanup(&backends).await.expect("clean-up");
+}

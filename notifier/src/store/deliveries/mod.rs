@@ -1,0 +1,289 @@
+//! The `deliveries` and `delivery_attempts` tables: one delivery per (event, subscription),
+//! unique, so a redelivered event can never cause a second one; each attempt a row. [`lease`]
+//! is the delivery worker's side: claiming due deliveries and recording what came of them.
+
+pub mod lease;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use shared::contract::EventType;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::timestamp;
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Due at its next attempt time.
+    Pending,
+    /// Answered 2xx; never sent again.
+    Sent,
+    /// Failed after the last retry: the notifier's dead letter.
+    Failed,
+    /// The endpoint was disabled when the event came.
+    Skipped,
+    /// The subscription was deleted before it was sent.
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    /// Every status.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Sent,
+        Self::Failed,
+        Self::Skipped,
+        Self::Cancelled,
+    ];
+
+    /// The status as stored and served.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// True for a delivery an operator may send again (it is final and was not sent).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Failed | Self::Skipped | Self::Cancelled)
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A delivery as the API shows it.
+#[derive(sqlx::FromRow)]
+pub struct Delivery {
+    /// Its id.
+    pub id: i64,
+    event_id: String,
+    event_type: EventType,
+    subscription_id: Uuid,
+    url: String,
+    status: DeliveryStatus,
+    attempts: i32,
+    next_attempt_at: OffsetDateTime,
+    sent_at: Option<OffsetDateTime>,
+    failed_at: Option<OffsetDateTime>,
+    last_error: Option<String>,
+}
+
+/// The columns of [`Delivery`], for `concat!` into static queries.
+macro_rules! delivery_columns {
+    () => {
+        "d.id, d.event_id, n.event_type, d.subscription_id, s.url, d.status, d.attempts,
+         d.next_attempt_at, d.sent_at, d.failed_at, d.last_error
+         FROM deliveries d
+         JOIN notifications n ON n.event_id = d.event_id
+         JOIN subscriptions s ON s.id = d.subscription_id"
+    };
+}
+
+impl Delivery {
+    /// As the API shows it.
+    pub fn json(&self) -> Value {
+        let pending = self.status == DeliveryStatus::Pending;
+        json!({
+            "id": self.id,
+            "event_id": self.event_id,
+            "event_type": self.event_type.as_str(),
+            "subscription_id": self.subscription_id,
+            "url": self.url,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": timestamp(pending.then_some(self.next_attempt_at)),
+            "sent_at": timestamp(self.sent_at),
+            "failed_at": timestamp(self.failed_at),
+            "last_error": self.last_error,
+        })
+    }
+}
+
+/// One pending delivery of the event `id` per subscription that is not deleted and wants
+/// `kind` (skipped, and visible as such, when the subscription is disabled).
+pub async fn create_for(
+    tx: &mut PgConnection,
+    id: &str,
+    kind: EventType,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO deliveries (event_id, subscription_id, status, last_error)
+         SELECT $1, id,
+                CASE WHEN disabled_at IS NULL THEN $3 ELSE $4 END,
+                CASE WHEN disabled_at IS NULL THEN NULL ELSE 'endpoint disabled' END
+         FROM subscriptions
+         WHERE deleted_at IS NULL AND $2 = ANY (event_types)",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(DeliveryStatus::Pending)
+    .bind(DeliveryStatus::Skipped)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The deliveries of the event `id`, in the order they were made.
+pub async fn of_event(pool: &PgPool, id: &str) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " WHERE d.event_id = $1 ORDER BY d.id"
+    ))
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The `limit` newest deliveries, of one status and subscription when given.
+pub async fn list(
+    pool: &PgPool,
+    status: Option<DeliveryStatus>,
+    subscription: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " WHERE ($1::text IS NULL OR d.status = $1)
+            AND ($2::uuid IS NULL OR d.subscription_id = $2)
+          ORDER BY d.id DESC LIMIT $3"
+    ))
+    .bind(status)
+    .bind(subscription)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct Attempt {
+    delivery_id: i64,
+    attempted_at: OffsetDateTime,
+    status_code: Option<i32>,
+    latency_seconds: f64,
+    error: Option<String>,
+}
+
+/// Every attempt of the deliveries `ids`, by delivery, in order.
+pub async fn attempts(pool: &PgPool, ids: &[i64]) -> Result<HashMap<i64, Vec<Value>>, sqlx::Error> {
+    let attempts: Vec<Attempt> = sqlx::query_as(
+        "SELECT delivery_id, attempted_at, status_code, latency_seconds, error
+         FROM delivery_attempts WHERE delivery_id = ANY ($1) ORDER BY id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let mut log: HashMap<i64, Vec<Value>> = HashMap::new();
+    for a in attempts {
+        log.entry(a.delivery_id).or_default().push(json!({
+            "attempted_at": timestamp(Some(a.attempted_at)),
+            "status_code": a.status_code,
+            "latency_seconds": a.latency_seconds,
+            "error": a.error,
+        }));
+    }
+    Ok(log)
+}
+
+/// What asking to send a delivery again came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Pending again, with a fresh retry schedule.
+    Pending,
+    /// No such delivery.
+    NotFound,
+    /// It is in this status, which is not sent again.
+    Refused(DeliveryStatus),
+}
+
+/// Makes a failed, skipped or cancelled delivery pending again, due now.
+pub async fn retry(pool: &PgPool, id: i64) -> Result<Retry, sqlx::Error> {
+    let status: Option<DeliveryStatus> =
+        sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    match status {
+        None => return Ok(Retry::NotFound),
+        Some(status) if !status.is_retryable() => return Ok(Retry::Refused(status)),
+        Some(_) => {}
+    }
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, attempts = 0, next_attempt_at = now(),
+                failed_at = NULL
+         WHERE id = $1 AND status = ANY ($3::text[])",
+    )
+    .bind(id)
+    .bind(DeliveryStatus::Pending)
+    .bind(
+        DeliveryStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_retryable())
+            .map(DeliveryStatus::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .execute(pool)
+    .await?;
+    Ok(Retry::Pending)
+}
+
+/// Cancels what is pending for the subscription `id` (in the caller's transaction).
+pub async fn cancel_pending(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, last_error = 'subscription deleted'
+         WHERE subscription_id = $1 AND status = $3",
+    )
+    .bind(id)
+    .bind(DeliveryStatus::Cancelled)
+    .bind(DeliveryStatus::Pending)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// How many deliveries there are in each status that has any.
+pub async fn counts(pool: &PgPool) -> Result<HashMap<DeliveryStatus, i64>, sqlx::Error> {
+    let rows: Vec<(DeliveryStatus, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM deliveries GROUP BY status")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Each subscriber's delivery of the downstream events `ids` (an event taken in without
+/// subscribers appears once, without a delivery), as a JSON array.
+pub async fn of_events(pool: &PgPool, ids: &[String]) -> Result<Value, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(json_agg(t ORDER BY t.event_id, t.delivery_id), '[]') FROM (
+             SELECT n.event_id, n.event_type, n.received_at, d.id AS delivery_id,
+                    d.subscription_id, s.url, d.status, d.attempts, d.sent_at, d.failed_at,
+                    d.last_error
+             FROM notifications n
+             LEFT JOIN deliveries d ON d.event_id = n.event_id
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id
+             WHERE n.event_id = ANY ($1)) t",
+    )
+    .bind(ids)
+    .fetch_one(pool)
+    .await
+}

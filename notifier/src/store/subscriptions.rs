@@ -1,0 +1,200 @@
+//! The `subscriptions` table: each endpoint, the event types it wants, its signing secrets and
+//! its health (failures in a row, disabled or not). Deleting keeps the row (and so its
+//! delivery history) with `deleted_at` set.
+
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::timestamp;
+
+/// A subscription as the API shows it (never its secrets).
+#[derive(sqlx::FromRow)]
+pub struct Subscription {
+    /// Its id.
+    pub id: Uuid,
+    /// The endpoint.
+    pub url: String,
+    /// The event types it wants.
+    pub event_types: Vec<String>,
+    created_at: OffsetDateTime,
+    consecutive_failures: i32,
+    disabled_at: Option<OffsetDateTime>,
+    disabled_reason: Option<String>,
+}
+
+/// The columns of [`Subscription`], for `concat!` into static queries.
+macro_rules! columns {
+    () => {
+        "id, url, event_types, created_at, consecutive_failures, disabled_at, disabled_reason"
+    };
+}
+
+impl Subscription {
+    /// As the API shows it.
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "url": self.url,
+            "event_types": self.event_types,
+            "status": if self.disabled_at.is_some() { "disabled" } else { "enabled" },
+            "disabled_at": timestamp(self.disabled_at),
+            "disabled_reason": self.disabled_reason,
+            "consecutive_failures": self.consecutive_failures,
+            "created_at": timestamp(Some(self.created_at)),
+        })
+    }
+}
+
+/// Creates a subscription unless the namespace already holds `max` of them (then `Err` with
+/// how many it holds). Creations are serialised, so the cap holds under concurrent requests.
+pub async fn create(
+    pool: &PgPool,
+    url: &str,
+    event_types: &[String],
+    secret: &str,
+    max: i64,
+) -> Result<Result<Subscription, i64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('notifier.subscriptions'))")
+        .execute(&mut *tx)
+        .await?;
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE deleted_at IS NULL")
+            .fetch_one(&mut *tx)
+            .await?;
+    if count >= max {
+        return Ok(Err(count));
+    }
+    let created: Subscription = sqlx::query_as(concat!(
+        "INSERT INTO subscriptions (id, url, event_types, secret) VALUES ($1, $2, $3, $4)
+         RETURNING ",
+        columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(url)
+    .bind(event_types)
+    .bind(secret)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(created))
+}
+
+/// Every subscription not deleted, oldest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<Subscription>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM subscriptions WHERE deleted_at IS NULL ORDER BY created_at"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+/// The subscription `id`, unless deleted.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM subscriptions WHERE id = $1 AND deleted_at IS NULL"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Marks the subscription `id` deleted (in the caller's transaction); false if there is none.
+pub async fn delete(tx: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query(
+        "UPDATE subscriptions SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(deleted == 1)
+}
+
+/// Replaces the signing secret; the old one keeps signing for `overlap_hours`. When it
+/// expires, if there is such a subscription.
+pub async fn rotate(
+    pool: &PgPool,
+    id: Uuid,
+    secret: &str,
+    overlap_hours: i32,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE subscriptions
+         SET previous_secret = secret, secret = $2,
+             previous_secret_expires_at = now() + make_interval(hours => $3)
+         WHERE id = $1 AND deleted_at IS NULL
+         RETURNING previous_secret_expires_at",
+    )
+    .bind(id)
+    .bind(secret)
+    .bind(overlap_hours)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Enables the subscription `id` and starts its failure count over.
+pub async fn enable(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE subscriptions
+         SET disabled_at = NULL, disabled_reason = NULL, consecutive_failures = 0
+         WHERE id = $1 AND deleted_at IS NULL
+         RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A delivery to `id` succeeded: its failure count starts over.
+pub async fn succeeded(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE subscriptions SET consecutive_failures = 0 WHERE id = $1")
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// A delivery to `id` failed after every retry: counted, and the subscription disabled once
+/// `disable_after` have failed in a row.
+pub async fn failed(
+    tx: &mut PgConnection,
+    id: Uuid,
+    disable_after: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE subscriptions
+         SET consecutive_failures = consecutive_failures + 1,
+             disabled_at = CASE WHEN consecutive_failures + 1 >= $2
+                                THEN coalesce(disabled_at, now())
+                                ELSE disabled_at END,
+             disabled_reason = CASE WHEN consecutive_failures + 1 >= $2
+                 THEN coalesce(disabled_reason, $3)
+                 ELSE disabled_reason END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(disable_after)
+    .bind(format!(
+        "{disable_after} deliveries in a row failed after every retry"
+    ))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// How many subscriptions are disabled (and not deleted).
+pub async fn disabled(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM subscriptions WHERE disabled_at IS NOT NULL AND deleted_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,121 @@
+//! Bulk operator actions stay bounded: a dry run counts in PostgreSQL and shows a sample; a
+//! replay of many dead letters runs as a job over rows it claimed first, so replays clicked
+//! twice, or at once, publish each dead letter once.
+
+use serde_json::{Value, json};
+use shared::topology::Topology;
+
+use crate::helpers::{Pipeline, WAIT, spawn_pipeline, wait_inbox};
+
+/// Records `n` dead letters as the intake would, each a valid update of its own product.
+async fn plant(pipeline: &Pipeline, n: usize) {
+    let pool = testkit::database(&pipeline.backends).await;
+    for i in 0..n {
+        let product = format!("bulk-{i}");
+        let event = format!("bulk-evt-{i}");
+        let shard = pipeline
+            .topology
+            .shard_for(&product.parse().expect("valid"));
+        let payload = json!({
+            "event_id": event, "product_id": product, "stock": i,
+            "occurred_at": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:00Z",
+        });
+        sqlx::query(
+            "INSERT INTO dead_letters (id, event_id, product_id, reason, error, attempts, service,
+                 routing_key, message_type, first_failed_at, payload)
+             VALUES ($1, $2, $3, 'attempts_exhausted', 'serialization failure', 4, 'processor',
+                     $4, 'product.update', now(), $5)",
+        )
+        .bind(format!("dl-{i:04}"))
+        .bind(&event)
+        .bind(&product)
+        .bind(Topology::routing_key(shard))
+        .bind(payload.to_string().into_bytes())
+        .execute(&pool)
+        .await
+        .expect("insert");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_counts_and_shows_a_sample_and_changes_nothing() {
+    let pipeline = spawn_pipeline().await;
+    plant(&pipeline, 150).await;
+    let (status, dry) = pipeline
+        .processor_post(
+            "/dead-letters/replay",
+            json!({"all": true, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (dry["count"].as_i64(), dry["truncated"].as_bool()),
+        (Some(150), Some(true))
+    );
+    assert_eq!(dry["results"].as_array().map(Vec::len), Some(100));
+    let (_, purge) = pipeline
+        .processor_post(
+            "/dead-letters/purge",
+            json!({"all": true, "reason": "attempts_exhausted", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(purge["purged"], 150);
+    let (_, listed) = pipeline.processor_get("/dead-letters?limit=1000").await;
+    assert_eq!(listed["count"], 150, "a dry run changes nothing");
+    assert_eq!(pipeline.inbox_count().await, 0);
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_replay_runs_as_a_job_and_replays_clicked_together_publish_each_once() {
+    let pipeline = spawn_pipeline().await;
+    plant(&pipeline, 150).await;
+    let everything = json!({"all": true});
+    let (first, second) = tokio::join!(
+        pipeline.processor_post("/dead-letters/replay", everything.clone()),
+        pipeline.processor_post("/dead-letters/replay", everything.clone()),
+    );
+    let claimed: i64 = [&first, &second]
+        .iter()
+        .map(|(_, body)| body["count"].as_i64().expect("a count"))
+        .sum();
+    assert_eq!(
+        claimed, 150,
+        "the two replays split the dead letters: {first:?} {second:?}"
+    );
+    let jobs: Vec<String> = [&first, &second]
+        .iter()
+        .filter(|(status, _)| *status == 202)
+        .map(|(_, body)| body["job_id"].as_str().expect("a job").to_owned())
+        .collect();
+    assert!(!jobs.is_empty(), "more than 100 at once run as a job");
+
+    // Clicked again while the job runs (or after): nothing is left to publish.
+    let (status, again) = pipeline
+        .processor_post("/dead-letters/replay", everything)
+        .await;
+    assert_eq!((status, again["count"].as_i64()), (200, Some(0)), "{again}");
+
+    for job in &jobs {
+        let progress: Value = testkit::eventually("the replay job to finish", WAIT, || async {
+            let (_, body) = pipeline
+                .processor_get(&format!("/dead-letters/replays/{job}"))
+                .await;
+            (body["status"] == "finished").then_some(body)
+        })
+        .await;
+        assert_eq!(progress["failed"], 0, "{progress}");
+        assert_eq!(progress["replayed"], progress["claimed"], "{progress}");
+    }
+    wait_inbox(&pipeline, 150).await;
+    let (_, listed) = pipeline.processor_get("/dead-letters").await;
+    assert_eq!(
+        listed["count"], 0,
+        "every dead letter was replayed and removed"
+    );
+    let (status, missing) = pipeline
+        .processor_get("/dead-letters/replays/0190d0a4-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(status, 404, "{missing}");
+    pipeline.stop().await;
+}

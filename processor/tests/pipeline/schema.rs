@@ -1,0 +1,173 @@
+//! The schema by owner: a service applies only the migrations of the tables it owns or reads,
+//! and a database migrated before the migrations were grouped by owner upgrades in place.
+
+use std::path::Path;
+
+use shared::connect::postgres::{Tables, migrated};
+use sqlx::{
+    AssertSqlSafe, PgPool, SqlSafeStr,
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::PgPoolOptions,
+};
+
+/// The tables in the namespace's schema.
+async fn tables(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = current_schema() ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("the catalog is readable")
+}
+
+/// Applied migration versions, in order.
+async fn versions(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .expect("the history is readable")
+}
+
+#[tokio::test]
+async fn a_service_applies_only_the_tables_it_owns_or_reads() {
+    let backends = testkit::backends();
+    let notifier = migrated(
+        &backends.database,
+        &backends.namespace,
+        &[Tables::Keys, Tables::Notifier],
+        1,
+    )
+    .await
+    .expect("the notifier's groups apply");
+    let present = tables(&notifier).await;
+    for owned in ["api_keys", "subscriptions", "notifications", "deliveries"] {
+        assert!(
+            present.contains(&owned.to_owned()),
+            "{owned} in {present:?}"
+        );
+    }
+    for foreign in [
+        "products",
+        "orders",
+        "processed_events",
+        "dead_letters",
+        "outbox",
+    ] {
+        assert!(
+            !present.contains(&foreign.to_owned()),
+            "{foreign} in {present:?}"
+        );
+    }
+    assert_eq!(versions(&notifier).await, vec![5, 8, 11]);
+    notifier.close().await;
+
+    // The processor's groups added later to the same schema: all of both, one history.
+    let processor = migrated(
+        &backends.database,
+        &backends.namespace,
+        &[Tables::Keys, Tables::Processor],
+        1,
+    )
+    .await
+    .expect("the processor's groups apply beside the notifier's");
+    let present = tables(&processor).await;
+    for table in [
+        "products",
+        "orders",
+        "dead_letters",
+        "deliveries",
+        "retries",
+    ] {
+        assert!(
+            present.contains(&table.to_owned()),
+            "{table} in {present:?}"
+        );
+    }
+    assert_eq!(versions(&processor).await, (1..=11).collect::<Vec<_>>());
+    processor.close().await;
+    testkit::cleanup(&backends).await.expect("cleanup");
+}
+
+/// The migrations as one history, as every service applied them before they were grouped by
+/// owner: the groups' files, with version 6 as first written and without the notifier's 11.
+async fn ungrouped() -> Migrator {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/migrations");
+    let mut all = Vec::new();
+    for group in ["keys", "processor", "notifier"] {
+        let migrator = Migrator::new(dir.join(group).as_path())
+            .await
+            .expect("the migrations resolve");
+        all.extend(migrator.iter().filter(|m| m.version <= 10).cloned());
+    }
+    let first = std::fs::read_to_string(dir.join("superseded/0006_traces_and_retries.sql"))
+        .expect("version 6 as first written");
+    all.retain(|m| m.version != 6);
+    all.push(Migration::new(
+        6,
+        "traces and retries".into(),
+        MigrationType::Simple,
+        AssertSqlSafe(first).into_sql_str(),
+        false,
+    ));
+    Migrator::with_migrations(all)
+}
+
+#[tokio::test]
+async fn a_database_migrated_before_grouping_upgrades_in_place() {
+    let backends = testkit::backends();
+    let schema = backends.namespace.as_str().to_owned();
+    // The schema as an earlier build left it, with a row in a table of each owner.
+    let bootstrap = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(backends.database.clone())
+        .await
+        .expect("PostgreSQL is reachable");
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&bootstrap)
+        .await
+        .expect("the schema is created");
+    bootstrap.close().await;
+    let old = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            backends
+                .database
+                .clone()
+                .options([("search_path", schema.as_str())]),
+        )
+        .await
+        .expect("PostgreSQL is reachable");
+    ungrouped()
+        .await
+        .run(&old)
+        .await
+        .expect("the old history applies");
+    sqlx::query("INSERT INTO products (product_id, price) VALUES ('sku-1', 10)")
+        .execute(&old)
+        .await
+        .expect("a product");
+    sqlx::query(
+        "INSERT INTO notifications (event_id, event_type, body, traceparent)
+         VALUES ('msg_1', 'product.changed', '{}', '00-1-2-01')",
+    )
+    .execute(&old)
+    .await
+    .expect("a notification");
+    old.close().await;
+
+    let upgraded = migrated(&backends.database, &backends.namespace, &Tables::ALL, 1)
+        .await
+        .expect("every group accepts the old history");
+    assert_eq!(versions(&upgraded).await, (1..=11).collect::<Vec<_>>());
+    let kept: (i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM products),
+                (SELECT traceparent FROM notifications WHERE event_id = 'msg_1')",
+    )
+    .fetch_one(&upgraded)
+    .await
+    .expect("the data is still there");
+    assert_eq!(kept, (1, "00-1-2-01".to_owned()));
+    upgraded.close().await;
+    testkit::cleanup(&backends).await.expect("cleanup");
+}

@@ -1,0 +1,188 @@
+//! Consumers under supervision: a handler that panics, and a consumer the broker cancels, are
+//! restarted; nothing is lost meanwhile, and `/ready` names a queue left without a consumer.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use lapin::{Channel, message::Delivery};
+use processor::{consumer::ShardHandler, handler::Deps};
+use shared::{
+    connect::{
+        amqp,
+        postgres::{Database, Tables},
+        redis,
+    },
+    consume::{self, Consumers, DeliveryHandler},
+    service::Tasks,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{WAIT, counter, spawn_gateway_only, spawn_pipeline, wait_inbox};
+
+/// The real shard handler, with a bug that makes its first call panic.
+struct PanicsOnce {
+    inner: ShardHandler,
+    armed: AtomicBool,
+}
+
+impl PanicsOnce {
+    fn trip(&self) {
+        assert!(!self.armed.swap(false, Ordering::SeqCst), "a handler bug");
+    }
+}
+
+impl DeliveryHandler for PanicsOnce {
+    async fn on_delivery(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        self.trip();
+        self.inner.on_delivery(channel, delivery, shutdown).await
+    }
+
+    async fn on_batch(
+        &self,
+        channel: &Channel,
+        batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        self.trip();
+        self.inner.on_batch(channel, batch, shutdown).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
+    let pipeline = spawn_gateway_only(testkit::backends()).await;
+    let backends = pipeline.backends.clone();
+    // Events wait in their shard queue until the consumer comes.
+    for i in 0..40 {
+        pipeline
+            .accept(
+                &format!(r#"{{"product_id": "panic-{}", "stock": {i}}}"#, i % 4),
+                Some(&format!("panic-evt-{i}")),
+            )
+            .await;
+    }
+    let tasks = Tasks::new();
+    let stop = tasks.stopping();
+    let database = Database::start(
+        backends.database.clone(),
+        &backends.namespace,
+        &Tables::ALL,
+        4,
+        &tasks,
+    );
+    let deps = Arc::new(Deps {
+        database,
+        redis: redis::connect(backends.redis.clone()).expect("valid URL"),
+        namespace: backends.namespace.clone(),
+        stock_low_threshold: 10,
+    });
+    let (broker, supervisor) = amqp::supervise(
+        "test",
+        backends.amqp.clone(),
+        |_| async { Ok(()) },
+        stop.clone(),
+    );
+    tasks.spawn(supervisor);
+    let handler = Arc::new(PanicsOnce {
+        inner: ShardHandler {
+            topology: Arc::new(pipeline.topology.clone()),
+            deps,
+            retry_delays: Arc::new(testkit::TEST_RETRY_DELAYS.to_vec()),
+        },
+        armed: AtomicBool::new(true),
+    });
+    let live = Consumers::default();
+    let supervisors: Vec<_> = (0..pipeline.topology.shards())
+        .map(|shard| {
+            tokio::spawn(consume::supervise(
+                broker.clone(),
+                pipeline.topology.shard_queue(shard),
+                16,
+                Arc::clone(&handler),
+                live.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    wait_inbox(&pipeline, 40).await;
+    for product in 0..4 {
+        let last = 36 + product;
+        pipeline
+            .product_when(&format!("panic-{product}"), |p| p["stock"] == last)
+            .await;
+    }
+    assert!(
+        !handler.armed.load(Ordering::SeqCst),
+        "the handler panicked"
+    );
+    let metrics = shared::telemetry::metrics().render();
+    assert!(
+        counter(
+            &metrics,
+            "pipeline_consumer_restarts_total",
+            "reason=\"panic\""
+        ) >= 1.0,
+        "{metrics}"
+    );
+    testkit::eventually("every shard to have a live consumer", WAIT, || async {
+        live.all().iter().all(|(_, up)| *up).then_some(())
+    })
+    .await;
+    stop.cancel();
+    for supervisor in supervisors {
+        supervisor.await.expect("the supervisor ends on shutdown");
+    }
+    tasks.stop("test", WAIT).await;
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_without_a_consumer_makes_ready_503_naming_it_until_it_is_back() {
+    let pipeline = spawn_pipeline().await;
+    let processor = pipeline.processor.expect("started");
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let queue = pipeline.topology.shard_queue(1);
+    broker.delete_queue(&queue).await;
+    testkit::eventually("/ready to name the shard", WAIT, || async {
+        let (status, body) = pipeline.processor_get("/ready").await;
+        (status == 503 && body["without_consumer"] == serde_json::json!([queue.clone()]))
+            .then_some(())
+    })
+    .await;
+
+    broker.declare(&pipeline.backends).await;
+    pipeline.wait_ready(processor).await;
+    let (_, body) = pipeline.processor_get("/ready").await;
+    assert_eq!(body["consumers"][&queue], "live", "{body}");
+    let on_shard_1 = (0..100)
+        .map(|i| format!("back-{i}"))
+        .find(|p| pipeline.topology.shard_for(&p.parse().expect("valid")) == 1)
+        .expect("some product lands on shard 1");
+    pipeline
+        .accept(
+            &format!(r#"{{"product_id": "{on_shard_1}", "stock": 9}}"#),
+            None,
+        )
+        .await;
+    pipeline
+        .product_when(&on_shard_1, |p| p["stock"] == 9)
+        .await;
+    let metrics = pipeline.metrics_of(processor).await;
+    assert!(
+        counter(
+            &metrics,
+            "pipeline_consumer_restarts_total",
+            "reason=\"cancelled\""
+        ) >= 1.0,
+        "{metrics}"
+    );
+    pipeline.stop().await;
+}

@@ -1,0 +1,382 @@
+//! Who may call what: every endpoint that reads or changes data wants an API key
+//! (`Authorization: Bearer <key>`) holding the endpoint's [`Scope`].
+//!
+//! - [`keys`]: the `api_keys` table (hashes only) and making keys.
+//! - [`Auth`]: the keys in memory, checked per request in about a microsecond (one SHA-256
+//!   and a map lookup), re-read from PostgreSQL every [`REFRESH`] so a revoked key stops
+//!   working within that on every replica; a key made a moment ago is looked up on first use
+//!   (such lookups of unknown keys are themselves rate-limited, so made-up keys cost the
+//!   database nothing). Each key may carry a rate (requests per second, per replica, GCRA by
+//!   `governor`).
+//! - [`protect`]: the axum middleware answering 401, 403, 429 or 503 ([`Denied`]).
+
+pub mod keys;
+mod scope;
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::{connect::postgres::Database, service::Tasks};
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
+use keys::{KeyHash, KeyRecord};
+use serde_json::json;
+
+pub use scope::{Scope, Scopes, UnknownScope};
+
+/// How often the keys are read again from PostgreSQL: a revoked key stops working within this
+/// on every replica.
+pub const REFRESH: Duration = Duration::from_secs(10);
+
+/// Lookups of keys not in memory, per second (a burst of as many): beyond, an unknown key is
+/// refused without asking PostgreSQL.
+const MISS_LOOKUPS_PER_SECOND: u32 = 20;
+
+/// A key as held in memory.
+struct Key {
+    name: String,
+    scopes: Scopes,
+    rate: Option<NonZeroU32>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    used: AtomicBool,
+}
+
+impl Key {
+    fn new(record: &KeyRecord) -> Self {
+        let rate = record.rate_per_second.and_then(NonZeroU32::new);
+        Self {
+            name: record.name.clone(),
+            scopes: record.scopes,
+            rate,
+            limiter: rate.map(|r| RateLimiter::direct(Quota::per_second(r))),
+            used: AtomicBool::new(false),
+        }
+    }
+
+    fn matches(&self, record: &KeyRecord) -> bool {
+        self.name == record.name
+            && self.scopes == record.scopes
+            && self.rate == record.rate_per_second.and_then(NonZeroU32::new)
+    }
+}
+
+/// The caller of a request, once its key was accepted (a request extension).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's name.
+    pub key: String,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// Not a key, or an unknown or revoked one.
+    Invalid,
+    /// The key lacks the scope the endpoint wants.
+    Forbidden(Scope),
+    /// The key is over its rate.
+    Limited {
+        /// The key's name.
+        key: String,
+        /// Its rate, per second.
+        rate: u32,
+        /// When it may try again.
+        retry_after: Duration,
+    },
+    /// The key is not in memory and PostgreSQL cannot be asked.
+    Unavailable,
+}
+
+impl Denied {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::Forbidden(_) => "forbidden",
+            Self::Limited { .. } => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        metrics::counter!("pipeline_auth_denied_total", "reason" => self.reason()).increment(1);
+        let challenge = |error: Option<&str>| {
+            let value = match error {
+                Some(e) => format!("Bearer realm=\"pipeline\", error=\"{e}\""),
+                None => "Bearer realm=\"pipeline\"".to_owned(),
+            };
+            HeaderValue::from_str(&value).expect("an ASCII challenge")
+        };
+        match self {
+            Self::Missing => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, challenge(None))],
+                Json(json!({ "error": "an API key is required: Authorization: Bearer <key>" })),
+            )
+                .into_response(),
+            Self::Invalid => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, challenge(Some("invalid_token")))],
+                Json(json!({ "error": "the API key is not valid (unknown or revoked)" })),
+            )
+                .into_response(),
+            Self::Forbidden(scope) => (
+                StatusCode::FORBIDDEN,
+                Json(json!({
+                    "error": format!("this API key lacks the scope {scope}"),
+                    "scope": scope.as_str(),
+                })),
+            )
+                .into_response(),
+            Self::Limited {
+                key,
+                rate,
+                retry_after,
+            } => {
+                metrics::counter!("pipeline_rate_limited_total", "key" => key.clone()).increment(1);
+                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [
+                        (header::RETRY_AFTER, seconds.to_string()),
+                        (
+                            header::HeaderName::from_static("ratelimit-policy"),
+                            format!("\"key\";q={rate};w=1"),
+                        ),
+                        (
+                            header::HeaderName::from_static("ratelimit"),
+                            format!("\"key\";r=0;t={seconds}"),
+                        ),
+                    ],
+                    Json(json!({
+                        "error": format!("the API key {key} is over its rate of {rate} requests per second"),
+                        "retry_after_seconds": seconds,
+                    })),
+                )
+                    .into_response()
+            }
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, crate::ops::RETRY_AFTER_SECONDS)],
+                Json(json!({
+                    "error": "API keys cannot be checked now; retry later",
+                    "dependency": "postgres",
+                })),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The API keys of a namespace, in memory.
+#[derive(Clone)]
+pub struct Auth(Arc<Inner>);
+
+struct Inner {
+    database: Database,
+    keys: RwLock<HashMap<KeyHash, Arc<Key>>>,
+    misses: DefaultDirectRateLimiter,
+    stale: AtomicBool,
+}
+
+impl Auth {
+    /// Keys from `database`, read now and every [`REFRESH`] by a task of `tasks` until they stop
+    /// (recording which keys were used since the last time).
+    pub fn start(database: Database, tasks: &Tasks) -> Self {
+        let shutdown = tasks.stopping();
+        let auth = Self(Arc::new(Inner {
+            database,
+            keys: RwLock::new(HashMap::new()),
+            misses: RateLimiter::direct(Quota::per_second(
+                NonZeroU32::new(MISS_LOOKUPS_PER_SECOND).expect("not zero"),
+            )),
+            stale: AtomicBool::new(false),
+        }));
+        let refreshing = auth.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => refreshing.refresh().await,
+                    () = shutdown.cancelled() => {
+                        refreshing.refresh().await;
+                        return;
+                    }
+                }
+            }
+        });
+        auth
+    }
+
+    /// Checks `authorization` (the header's value, if any) for `scope`.
+    pub async fn authorize(
+        &self,
+        authorization: Option<&HeaderValue>,
+        scope: Scope,
+    ) -> Result<Caller, Denied> {
+        let token = bearer(authorization.ok_or(Denied::Missing)?).ok_or(Denied::Invalid)?;
+        self.authorize_key(token, scope).await
+    }
+
+    /// Checks the key `token` for `scope`.
+    pub async fn authorize_key(&self, token: &str, scope: Scope) -> Result<Caller, Denied> {
+        if !token.starts_with(keys::PREFIX) || token.len() > 128 {
+            return Err(Denied::Invalid);
+        }
+        let hash = keys::hash(token);
+        let cached = self
+            .0
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .cloned();
+        let key = match cached {
+            Some(key) => key,
+            None => self.look_up(&hash).await?,
+        };
+        if !key.scopes.contains(scope) {
+            return Err(Denied::Forbidden(scope));
+        }
+        if let (Some(limiter), Some(rate)) = (&key.limiter, key.rate)
+            && let Err(not_until) = limiter.check()
+        {
+            return Err(Denied::Limited {
+                key: key.name.clone(),
+                rate: rate.get(),
+                retry_after: not_until
+                    .wait_time_from(governor::clock::DefaultClock::default().now()),
+            });
+        }
+        key.used.store(true, Ordering::Relaxed);
+        Ok(Caller {
+            key: key.name.clone(),
+        })
+    }
+
+    /// A key not in memory: made since the last refresh, or made up.
+    async fn look_up(&self, hash: &KeyHash) -> Result<Arc<Key>, Denied> {
+        if self.0.misses.check().is_err() {
+            return Err(Denied::Invalid);
+        }
+        // Not waiting for this service's migrations: a key that exists was made on a schema
+        // that exists, and a missing table is an error like any other.
+        let record = keys::find(self.0.database.pool(), hash)
+            .await
+            .map_err(|_| Denied::Unavailable)?
+            .ok_or(Denied::Invalid)?;
+        let key = Arc::new(Key::new(&record));
+        self.0
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(*hash, Arc::clone(&key));
+        Ok(key)
+    }
+
+    /// Reads every active key again (keeping the rate state of those unchanged), and records
+    /// which were used. Keeps what it has when PostgreSQL cannot be read.
+    async fn refresh(&self) {
+        // Before this service's migrations ran there may be no table to read yet.
+        let Ok(pool) = self.0.database.ready() else {
+            return;
+        };
+        let records = match keys::active(pool).await {
+            Ok(records) => {
+                if self.0.stale.swap(false, Ordering::Relaxed) {
+                    tracing::info!("API keys read again.");
+                }
+                records
+            }
+            Err(e) => {
+                if !self.0.stale.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "Cannot read the API keys; keeping those in memory.");
+                }
+                return;
+            }
+        };
+        let used: Vec<KeyHash> = {
+            let mut current = self
+                .0
+                .keys
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let used = current
+                .iter()
+                .filter(|(_, key)| key.used.swap(false, Ordering::Relaxed))
+                .map(|(hash, _)| *hash)
+                .collect();
+            let fresh = records
+                .iter()
+                .map(|record| {
+                    let key = current
+                        .get(&record.hash)
+                        .filter(|key| key.matches(record))
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Key::new(record)));
+                    (record.hash, key)
+                })
+                .collect();
+            *current = fresh;
+            used
+        };
+        if !used.is_empty()
+            && let Err(e) = keys::touch(pool, &used).await
+        {
+            tracing::debug!(error = %e, "Cannot record when keys were last used.");
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer(authorization: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = authorization.to_str().ok()?.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// `router` with every route wanting a key with `scope`; the caller is set as a [`Caller`]
+/// request extension.
+pub fn protect<S>(router: Router<S>, auth: &Auth, scope: Scope) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route_layer(middleware::from_fn_with_state(
+        (auth.clone(), scope),
+        require,
+    ))
+}
+
+async fn require(
+    State((auth, scope)): State<(Auth, Scope)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    match auth.authorize(authorization, scope).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(denied) => denied.into_response(),
+    }
+}

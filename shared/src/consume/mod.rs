@@ -1,0 +1,102 @@
+//! Consuming a queue: [`supervise`] keeps a consumer alive on the broker's current connection,
+//! restarting it (with backoff, counted, logged once at ERROR) whatever ended it: a panic in its
+//! handler, a channel error, a cancel from the broker; [`Consumers`] says which queues have a
+//! live consumer, for `/ready`. The loop in [`run`] takes deliveries and hands them to a
+//! [`DeliveryHandler`], which settles them; deliveries on one queue are handled in order.
+//!
+//! Also the handlers' building blocks: [`hold`] (retry in place while a dependency is down),
+//! [`settle`] (ack) and [`requeue`].
+
+mod run;
+mod supervise;
+
+use std::{future::Future, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::{Acker, Channel, message::Delivery, options::BasicAckOptions};
+use tokio_util::sync::CancellationToken;
+
+pub use run::{Ended, MAX_BATCH, Source, run};
+pub use supervise::{Consumers, supervise};
+
+/// What to do with each delivery of a queue.
+pub trait DeliveryHandler: Send + Sync + 'static {
+    /// Handles and settles one delivery; false if shutdown interrupted it (it stays
+    /// unacknowledged and returns to its queue when the channel closes).
+    fn on_delivery(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Handles deliveries that arrived together, in order; by default one at a time. False if
+    /// shutdown interrupted it (what is not settled returns to the queue).
+    fn on_batch(
+        &self,
+        channel: &Channel,
+        batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = bool> + Send {
+        async move {
+            for delivery in batch {
+                if !self.on_delivery(channel, delivery, shutdown).await {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+}
+
+/// Retries `attempt` in place while it fails for a dependency outage; `None` if shutdown came
+/// first. Backoff: exponential with jitter, 100 ms to 2 s, no limit.
+pub async fn hold<T, E, F, Fut>(
+    attempt: F,
+    is_outage: impl Fn(&E) -> bool,
+    what: &str,
+    shutdown: &CancellationToken,
+) -> Option<Result<T, E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let held = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(2))
+                .without_max_times(),
+        )
+        .when(is_outage)
+        .notify(|error, delay| {
+            metrics::counter!("pipeline_holds_total").increment(1);
+            tracing::warn!(what, error = %error, retry_in = ?delay, "Holding the message until the dependency is back.");
+        });
+    tokio::select! {
+        result = held => Some(result),
+        () = shutdown.cancelled() => None,
+    }
+}
+
+/// Returns a delivery to its queue at once (its effect is committed; it comes back as a
+/// duplicate to finish what is left, such as publishing its downstream events).
+pub async fn requeue(acker: Acker) {
+    let options = lapin::options::BasicNackOptions {
+        requeue: true,
+        ..lapin::options::BasicNackOptions::default()
+    };
+    if let Err(e) = acker.nack(options).await {
+        tracing::debug!(error = %e, "Nack failed; the message will be redelivered when the channel closes.");
+    }
+}
+
+/// Acknowledges a delivery, consuming its acker so it cannot be settled twice. A failed ack
+/// (channel gone) means the broker will redeliver, and the inbox makes that harmless.
+pub async fn settle(acker: Acker) {
+    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+        tracing::debug!(error = %e, "Ack failed; the message will be redelivered and deduplicated.");
+    }
+}

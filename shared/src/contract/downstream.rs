@@ -1,0 +1,393 @@
+//! Downstream events: what the processor announces after each applied change, on the events
+//! exchange (routing key = the type), and what a subscriber's webhook carries byte for byte: the
+//! Standard Webhooks payload `{"type", "timestamp", "data"}`, the event's own fields under
+//! `data`. The event's id travels beside the body: the AMQP message id, then the `webhook-id`.
+//!
+//! [`Announcement::body`] is the one way to write an event and [`Announcement::decode`] the one
+//! way to read one; a type the decoder does not know is an error the consumer dead-letters, never
+//! a silent skip.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use super::IngestKind;
+use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Rejection, Stock};
+
+/// The type of a downstream event, also its routing key on the events exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::Type)]
+#[sqlx(type_name = "text")]
+pub enum EventType {
+    /// A product's price or stock changed (`product.updated`).
+    #[sqlx(rename = "product.updated")]
+    ProductUpdated,
+    /// A product's stock fell below the threshold (`stock.low`).
+    #[sqlx(rename = "stock.low")]
+    StockLow,
+    /// An order reserved its stock (`order.created`).
+    #[sqlx(rename = "order.created")]
+    OrderCreated,
+    /// An order was rejected (`order.rejected`).
+    #[sqlx(rename = "order.rejected")]
+    OrderRejected,
+}
+
+impl EventType {
+    /// Every type.
+    pub const ALL: [Self; 4] = [
+        Self::ProductUpdated,
+        Self::StockLow,
+        Self::OrderCreated,
+        Self::OrderRejected,
+    ];
+
+    /// The type's name, also its routing key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProductUpdated => "product.updated",
+            Self::StockLow => "stock.low",
+            Self::OrderCreated => "order.created",
+            Self::OrderRejected => "order.rejected",
+        }
+    }
+
+    /// The type named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A product's price and stock at one moment (`null` for a field never set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductValues {
+    /// The price.
+    pub price: Option<Price>,
+    /// The stock.
+    pub stock: Option<Stock>,
+}
+
+/// `product.updated`: a product's values before and after a change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductUpdated {
+    /// The event that changed it.
+    pub source_event_id: EventId,
+    /// The product.
+    pub product_id: ProductId,
+    /// Before.
+    pub old: ProductValues,
+    /// After.
+    pub new: ProductValues,
+}
+
+/// `stock.low`: a product's stock fell from at or above the threshold (or unset) to below it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockLow {
+    /// The event that lowered it.
+    pub source_event_id: EventId,
+    /// The product.
+    pub product_id: ProductId,
+    /// The stock now.
+    pub stock: Stock,
+    /// The threshold it fell below.
+    pub threshold: i32,
+}
+
+/// `order.created` and `order.rejected`: what became of an order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderDecided {
+    /// The order's event (`order:{order_id}`).
+    pub source_event_id: EventId,
+    /// The client's order id.
+    pub order_id: OrderId,
+    /// The product ordered.
+    pub sku: ProductId,
+    /// Units ordered.
+    pub qty: Quantity,
+    /// The customer's address, if given.
+    pub email: Option<Email>,
+    /// Why it was rejected; `null` when created.
+    pub reason: Option<Rejection>,
+}
+
+/// A downstream event: one variant per type, each with its payload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DownstreamEvent {
+    /// `product.updated`.
+    ProductUpdated(ProductUpdated),
+    /// `stock.low`.
+    StockLow(StockLow),
+    /// `order.created`.
+    OrderCreated(OrderDecided),
+    /// `order.rejected`.
+    OrderRejected(OrderDecided),
+}
+
+impl DownstreamEvent {
+    /// Its type.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Self::ProductUpdated(_) => EventType::ProductUpdated,
+            Self::StockLow(_) => EventType::StockLow,
+            Self::OrderCreated(_) => EventType::OrderCreated,
+            Self::OrderRejected(_) => EventType::OrderRejected,
+        }
+    }
+
+    /// The event that caused it.
+    pub fn source_event_id(&self) -> &EventId {
+        match self {
+            Self::ProductUpdated(e) => &e.source_event_id,
+            Self::StockLow(e) => &e.source_event_id,
+            Self::OrderCreated(e) | Self::OrderRejected(e) => &e.source_event_id,
+        }
+    }
+}
+
+/// A downstream event with its id and the time it happened, as published and delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Announcement {
+    /// Its id ([`downstream_id`]): the AMQP message id and the `webhook-id`.
+    pub id: String,
+    /// When the change was applied (RFC 3339 in the body).
+    pub timestamp: OffsetDateTime,
+    /// What happened.
+    pub event: DownstreamEvent,
+}
+
+/// A body that is not a downstream event this version knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a downstream event: {0}")]
+pub struct UndecodableEvent(pub String);
+
+#[derive(Serialize)]
+struct Wire<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    timestamp: OffsetDateTime,
+    data: &'a T,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWire<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    timestamp: OffsetDateTime,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+impl Announcement {
+    /// The announcement of `event`, caused by a `source_kind` event, at `timestamp`.
+    pub fn new(source_kind: IngestKind, event: DownstreamEvent, timestamp: OffsetDateTime) -> Self {
+        Self {
+            id: downstream_id(
+                source_kind,
+                event.source_event_id(),
+                event.event_type().as_str(),
+            ),
+            timestamp,
+            event,
+        }
+    }
+
+    /// The body: `{"type", "timestamp", "data"}`.
+    pub fn body(&self) -> Vec<u8> {
+        fn wire<T: Serialize>(kind: EventType, timestamp: OffsetDateTime, data: &T) -> Vec<u8> {
+            serde_json::to_vec(&Wire {
+                kind: kind.as_str(),
+                timestamp,
+                data,
+            })
+            .expect("a downstream event always serialises")
+        }
+        let kind = self.event.event_type();
+        match &self.event {
+            DownstreamEvent::ProductUpdated(e) => wire(kind, self.timestamp, e),
+            DownstreamEvent::StockLow(e) => wire(kind, self.timestamp, e),
+            DownstreamEvent::OrderCreated(e) | DownstreamEvent::OrderRejected(e) => {
+                wire(kind, self.timestamp, e)
+            }
+        }
+    }
+
+    /// Reads the event with id `id` from its body.
+    pub fn decode(id: &str, body: &[u8]) -> Result<Self, UndecodableEvent> {
+        let bad = |e: serde_json::Error| UndecodableEvent(e.to_string());
+        let raw: RawWire<'_> = serde_json::from_slice(body).map_err(bad)?;
+        let data = raw.data.get();
+        let event = match EventType::parse(raw.kind) {
+            Some(EventType::ProductUpdated) => {
+                DownstreamEvent::ProductUpdated(serde_json::from_str(data).map_err(bad)?)
+            }
+            Some(EventType::StockLow) => {
+                DownstreamEvent::StockLow(serde_json::from_str(data).map_err(bad)?)
+            }
+            Some(EventType::OrderCreated) => {
+                DownstreamEvent::OrderCreated(serde_json::from_str(data).map_err(bad)?)
+            }
+            Some(EventType::OrderRejected) => {
+                DownstreamEvent::OrderRejected(serde_json::from_str(data).map_err(bad)?)
+            }
+            None => {
+                return Err(UndecodableEvent(format!(
+                    "unknown event type {:?}",
+                    raw.kind
+                )));
+            }
+        };
+        if id.is_empty() {
+            return Err(UndecodableEvent("the event has no id".into()));
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            timestamp: raw.timestamp,
+            event,
+        })
+    }
+}
+
+/// The id of the downstream event of `event_type` caused by the `kind` event `source`: `msg_`
+/// and 32 hexadecimal digits of a SHA-256 over the three. The same on every re-emission, retry
+/// and subscriber, opaque, and 36 characters whatever the source id's length, so it fits
+/// everywhere it goes (AMQP message id, the `webhook-id` header, a URL path).
+pub fn downstream_id(kind: IngestKind, source: &EventId, event_type: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    // Separated by a byte no part can contain (ids and names are visible ASCII).
+    for part in [kind.as_str(), source.as_str(), event_type] {
+        hash.update(part.as_bytes());
+        hash.update([0u8]);
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> EventId {
+        s.parse().expect("valid")
+    }
+
+    fn every_variant() -> Vec<(IngestKind, DownstreamEvent)> {
+        let product: ProductId = "p1".parse().expect("valid");
+        let price: Price = "49.9999".parse().expect("valid");
+        let order = OrderDecided {
+            source_event_id: id("order:o1"),
+            order_id: "o1".parse().expect("valid"),
+            sku: product.clone(),
+            qty: "2".parse().expect("valid"),
+            email: Some("a@b.co".parse().expect("valid")),
+            reason: None,
+        };
+        vec![
+            (
+                IngestKind::ProductUpdate,
+                DownstreamEvent::ProductUpdated(ProductUpdated {
+                    source_event_id: id("e1"),
+                    product_id: product.clone(),
+                    old: ProductValues {
+                        price: None,
+                        stock: None,
+                    },
+                    new: ProductValues {
+                        price: Some(price),
+                        stock: Some(Stock::new(3).expect("valid")),
+                    },
+                }),
+            ),
+            (
+                IngestKind::ProductUpdate,
+                DownstreamEvent::StockLow(StockLow {
+                    source_event_id: id("e1"),
+                    product_id: product,
+                    stock: Stock::new(3).expect("valid"),
+                    threshold: 10,
+                }),
+            ),
+            (
+                IngestKind::OrderCreate,
+                DownstreamEvent::OrderCreated(order.clone()),
+            ),
+            (
+                IngestKind::OrderCreate,
+                DownstreamEvent::OrderRejected(OrderDecided {
+                    reason: Some(Rejection::InsufficientStock),
+                    ..order
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_variant_round_trips_with_an_exact_price() {
+        let at = time::macros::datetime!(2026-06-01 12:00:00.25 UTC);
+        for (kind, event) in every_variant() {
+            let announced = Announcement::new(kind, event, at);
+            let body = announced.body();
+            let text = String::from_utf8(body.clone()).expect("UTF-8");
+            assert!(
+                text.starts_with(&format!(
+                    r#"{{"type":"{}","timestamp":"2026-06-01T12:00:00.25Z","data":{{"#,
+                    announced.event.event_type()
+                )),
+                "{text}"
+            );
+            assert_eq!(
+                Announcement::decode(&announced.id, &body).expect("decodes"),
+                announced
+            );
+        }
+        let (kind, event) = every_variant().swap_remove(0);
+        let body = Announcement::new(kind, event, at).body();
+        assert!(String::from_utf8_lossy(&body).contains(r#""price":49.9999"#));
+    }
+
+    #[test]
+    fn unknown_types_and_broken_payloads_are_errors() {
+        for body in [
+            &br#"{"type":"product.deleted","timestamp":"2026-01-01T00:00:00Z","data":{}}"#[..],
+            br#"{"type":"stock.low","timestamp":"2026-01-01T00:00:00Z","data":{"stock":1}}"#,
+            br#"{"type":"stock.low","data":{}}"#,
+            b"not json",
+        ] {
+            assert!(Announcement::decode("msg_1", body).is_err());
+        }
+    }
+
+    #[test]
+    fn ids_are_short_stable_and_distinct_per_kind_source_and_type() {
+        let long = id(&"k".repeat(255));
+        let a = downstream_id(IngestKind::ProductUpdate, &long, "stock.low");
+        assert_eq!(a.len(), 36);
+        assert!(a.starts_with("msg_") && a[4..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            a,
+            downstream_id(IngestKind::ProductUpdate, &long, "stock.low")
+        );
+        let o1 = id("order:o1");
+        assert_ne!(
+            downstream_id(IngestKind::ProductUpdate, &o1, "stock.low"),
+            downstream_id(IngestKind::OrderCreate, &o1, "stock.low")
+        );
+        assert_ne!(
+            downstream_id(IngestKind::OrderCreate, &o1, "order.created"),
+            downstream_id(IngestKind::OrderCreate, &o1, "order.rejected")
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! Every service's HTTP server, hardened the same way against slow and greedy clients:
+//!
+//! - [`serve`]: HTTP/1.1 with a header read timeout (a client trickling its headers is cut off)
+//!   and a cap on the request head ([`MAX_HEAD_BYTES`]; beyond it hyper answers 431), draining
+//!   open connections on shutdown.
+//! - [`harden`]: a cap on requests in flight (503 with `Retry-After` when saturated: load
+//!   shedding, not queueing), a request timeout (408), a default body limit
+//!   ([`MAX_BODY_BYTES`]), the request metrics, and [`inputs`]: path segments and query
+//!   parameters that are not valid UTF-8 or hold control characters are a 400 naming them.
+
+pub mod inputs;
+mod serve;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::config::{ConfigError, seconds, var};
+
+pub use serve::serve;
+
+/// Largest request head (request line and headers) accepted; a larger one is answered 431.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Largest request body a route takes unless it sets its own limit (413 beyond).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How an HTTP server protects itself.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A client must send its whole request head within this (`HTTP_HEADER_READ_TIMEOUT_SECS`,
+    /// 30); an idle keep-alive connection is closed after it too.
+    pub header_read_timeout: Duration,
+    /// A request must be answered within this, its body read included
+    /// (`HTTP_REQUEST_TIMEOUT_SECS`, 30); 408 otherwise.
+    pub request_timeout: Duration,
+    /// Requests handled at once (`HTTP_MAX_CONCURRENT_REQUESTS`, 512); more are answered 503
+    /// with `Retry-After` at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl Limits {
+    /// Reads `HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_REQUEST_TIMEOUT_SECS` and
+    /// `HTTP_MAX_CONCURRENT_REQUESTS`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let at_least_one = |variable: &'static str, value: Duration| {
+            if value.is_zero() {
+                Err(ConfigError {
+                    variable,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let max_concurrent_requests: usize = var("HTTP_MAX_CONCURRENT_REQUESTS", "512")?;
+        if max_concurrent_requests == 0 {
+            return Err(ConfigError {
+                variable: "HTTP_MAX_CONCURRENT_REQUESTS",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            header_read_timeout: at_least_one(
+                "HTTP_HEADER_READ_TIMEOUT_SECS",
+                seconds("HTTP_HEADER_READ_TIMEOUT_SECS", 30)?,
+            )?,
+            request_timeout: at_least_one(
+                "HTTP_REQUEST_TIMEOUT_SECS",
+                seconds("HTTP_REQUEST_TIMEOUT_SECS", 30)?,
+            )?,
+            max_concurrent_requests,
+        })
+    }
+}
+
+/// Seconds a client is asked to wait when the server is saturated.
+const SATURATED_RETRY_AFTER: &str = "1";
+
+#[derive(Clone)]
+struct Shedding {
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// `router` with the limits applied to every route: the inputs check, the default body limit,
+/// the request metrics, and (outermost) the cap on requests in flight and the request timeout.
+/// `/health` is never shed, so a busy service is not taken for a dead one.
+pub fn harden(router: Router, limits: &Limits) -> Router {
+    let shedding = Shedding {
+        slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+        timeout: limits.request_timeout,
+    };
+    router
+        .layer(middleware::from_fn(inputs::check))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(crate::ops::track_requests))
+        .layer(middleware::from_fn_with_state(shedding, shed))
+}
+
+async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let Ok(_slot) = shedding.slots.try_acquire_owned() else {
+        metrics::counter!("pipeline_http_shed_total").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, SATURATED_RETRY_AFTER)],
+            Json(json!({
+                "error": "the service is handling as many requests as it takes; retry shortly",
+            })),
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(shedding.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("pipeline_http_timeouts_total").increment(1);
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                Json(json!({
+                    "error": format!(
+                        "the request was not completed within {} s",
+                        shedding.timeout.as_secs()
+                    ),
+                })),
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! What every service's OpenAPI document shares: the bearer security scheme, the answers any
+//! protected operation may give (401, 403, 408, 429, 503; 400 wherever a parameter or a body is
+//! read; 413 wherever a body is), the error body, and the open operational endpoints
+//! (`/health`, `/ready`, `/metrics`, `/openapi.json`). [`finish`] adds them to a service's
+//! document, so each service only describes its own routes.
+
+use serde::Serialize;
+use utoipa::{
+    ToSchema,
+    openapi::{
+        ContentBuilder, HttpMethod, ObjectBuilder, OpenApi, PathItem, Ref, RefOr, Response,
+        ResponseBuilder, Type,
+        header::HeaderBuilder,
+        path::OperationBuilder,
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    },
+};
+
+/// Every error: what is wrong and, where it applies, which field, scope or dependency.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in a sentence.
+    pub error: String,
+    /// The body field, header, path or query parameter at fault (400).
+    pub field: Option<String>,
+    /// The scope the key lacks (403).
+    pub scope: Option<String>,
+    /// The dependency that is down (503).
+    pub dependency: Option<String>,
+    /// `unknown` when a publish was not confirmed in time: it may have been accepted (503).
+    pub outcome: Option<String>,
+}
+
+/// `GET /openapi.json`: the document `document` makes (with [`finish`] applied by it).
+pub fn route(document: fn() -> OpenApi) -> axum::Router {
+    axum::Router::new().route(
+        "/openapi.json",
+        axum::routing::get(move || async move { axum::Json(document()) }),
+    )
+}
+
+/// The name of the security scheme.
+pub const BEARER: &str = "api_key";
+
+fn error(description: &str, headers: &[(&str, &str)]) -> Response {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    for (name, about) in headers {
+        response = response.header(
+            *name,
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(*about))
+                .build(),
+        );
+    }
+    response.build()
+}
+
+/// The shared responses, by status and component name.
+fn answers() -> Vec<(&'static str, &'static str, Response)> {
+    vec![
+        (
+            "400",
+            "BadRequest",
+            error(
+                "A parameter or body field is invalid; `field` names it",
+                &[],
+            ),
+        ),
+        (
+            "401",
+            "Unauthorized",
+            error(
+                "No API key, or an unknown or revoked one",
+                &[("WWW-Authenticate", "Bearer")],
+            ),
+        ),
+        (
+            "403",
+            "Forbidden",
+            error(
+                "The key lacks the scope the endpoint wants; `scope` names it",
+                &[],
+            ),
+        ),
+        (
+            "408",
+            "RequestTimeout",
+            error(
+                "The request was not completed within the request timeout",
+                &[],
+            ),
+        ),
+        (
+            "413",
+            "PayloadTooLarge",
+            error("The body is over the endpoint's limit", &[]),
+        ),
+        (
+            "429",
+            "TooManyRequests",
+            error(
+                "The key is over its rate",
+                &[
+                    ("Retry-After", "Seconds until the key may call again"),
+                    ("RateLimit-Policy", "The key's quota: \"key\";q=N;w=1"),
+                    ("RateLimit", "What is left: \"key\";r=0;t=seconds"),
+                ],
+            ),
+        ),
+        (
+            "503",
+            "Unavailable",
+            error(
+                "A dependency is down, or the service is at its limit of requests in flight; nothing was done",
+                &[("Retry-After", "Seconds to wait before retrying")],
+            ),
+        ),
+    ]
+}
+
+const OPEN: [&str; 4] = ["/health", "/ready", "/metrics", "/openapi.json"];
+
+/// `doc` with the bearer scheme required by every operation it describes, the shared answers
+/// added where the operation does not give its own, and the operational endpoints.
+pub fn finish(mut doc: OpenApi) -> OpenApi {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        BEARER.to_owned(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An API key (`ppk_...`) made with `gateway keys create`, holding the scope the endpoint names",
+                ))
+                .build(),
+        ),
+    );
+    components.schemas.insert(
+        "ErrorBody".to_owned(),
+        <ErrorBody as utoipa::PartialSchema>::schema(),
+    );
+    for (_, name, response) in answers() {
+        components
+            .responses
+            .insert(name.to_owned(), RefOr::T(response));
+    }
+    let required = SecurityRequirement::new::<_, [&str; 0], &str>(BEARER, []);
+    for item in doc.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(vec![required.clone()]);
+            let reads_input = operation.request_body.is_some()
+                || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            for (status, name, _) in answers() {
+                let applies = match status {
+                    "400" => reads_input,
+                    "413" => operation.request_body.is_some(),
+                    _ => true,
+                };
+                if applies {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                }
+            }
+        }
+    }
+    for path in OPEN {
+        doc.paths.paths.insert(path.to_owned(), open(path));
+    }
+    doc
+}
+
+/// An operational endpoint: no key, and what it answers.
+fn open(path: &str) -> PathItem {
+    let json = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                    .build(),
+            )
+            .build()
+    };
+    let mut operation = OperationBuilder::new()
+        .tag("operations")
+        .security(SecurityRequirement::default());
+    operation = match path {
+        "/health" => operation
+            .summary(Some("Liveness: the process answers"))
+            .response("200", json("`{\"status\": \"healthy\"}`")),
+        "/ready" => operation
+            .summary(Some(
+                "Readiness: every dependency and consumed queue, 503 naming what is down",
+            ))
+            .response("200", json("Ready"))
+            .response(
+                "503",
+                json("Not ready: `down` and `without_consumer` name why"),
+            ),
+        "/metrics" => operation.summary(Some("Prometheus metrics")).response(
+            "200",
+            ResponseBuilder::new()
+                .description("Prometheus text format")
+                .content(
+                    "text/plain",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                )
+                .build(),
+        ),
+        _ => operation
+            .summary(Some("This document"))
+            .response("200", json("The OpenAPI document")),
+    };
+    PathItem::new(HttpMethod::Get, operation.build())
+}

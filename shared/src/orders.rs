@@ -1,0 +1,139 @@
+//! The `orders` table (the processor's): every decided order. The processor writes it in the
+//! batch transaction that reserves the stock; the gateway (`GET /orders/{id}`) and the
+//! dashboard read it here.
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use crate::{
+    contract::OrderPlaced,
+    model::{OrderId, Rejection},
+};
+
+/// What became of an order (a pending one is only in the gateway's Redis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Its stock is reserved.
+    Created,
+    /// Refused; the reason says why.
+    Rejected,
+}
+
+/// A decided order, as stored and served.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Order {
+    /// Its id.
+    pub order_id: String,
+    /// The product ordered.
+    pub sku: String,
+    /// Units ordered.
+    pub qty: i32,
+    /// The customer's address, when given.
+    pub email: Option<String>,
+    /// `created` or `rejected`.
+    pub status: OrderStatus,
+    /// Why it was rejected.
+    pub reason: Option<Rejection>,
+    /// When the gateway accepted it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was decided.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Orders by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Counts {
+    /// Every decided order.
+    pub total: i64,
+    /// Those whose stock is reserved.
+    pub created: i64,
+    /// Those refused.
+    pub rejected: i64,
+}
+
+const COLUMNS: &str = "order_id, sku, qty, email, status, reason, created_at, updated_at";
+
+/// Records decided orders (in the caller's transaction); an order recorded before is kept.
+pub async fn insert(
+    tx: &mut PgConnection,
+    decided: &[(&OrderPlaced, Option<Rejection>)],
+) -> Result<(), sqlx::Error> {
+    if decided.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&(&OrderPlaced, Option<Rejection>)) -> Option<String>| {
+        decided.iter().map(f).collect::<Vec<_>>()
+    };
+    sqlx::query(
+        "INSERT INTO orders (order_id, sku, qty, email, status, reason, created_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
+                              $6::text[], $7::timestamptz[])
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(column(|(o, _)| Some(o.order_id.to_string())))
+    .bind(column(|(o, _)| Some(o.sku.to_string())))
+    .bind(
+        decided
+            .iter()
+            .map(|(o, _)| o.qty.value())
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|(o, _)| o.email.as_ref().map(ToString::to_string)))
+    .bind(
+        decided
+            .iter()
+            .map(|(_, r)| match r {
+                None => OrderStatus::Created,
+                Some(_) => OrderStatus::Rejected,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .bind(decided.iter().map(|(_, r)| *r).collect::<Vec<_>>())
+    .bind(
+        decided
+            .iter()
+            .map(|(o, _)| o.received_at)
+            .collect::<Vec<_>>(),
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The order `id`, once decided.
+pub async fn load(pool: &PgPool, id: &OrderId) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders WHERE order_id = $1"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await
+}
+
+/// The `limit` most recent orders of the product `sku`, newest first.
+pub async fn recent(pool: &PgPool, sku: &str, limit: i64) -> Result<Vec<Order>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders WHERE sku = $1 ORDER BY created_at DESC LIMIT $2"
+    )))
+    .bind(sku)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many orders there are, by status.
+pub async fn counts(pool: &PgPool) -> Result<Counts, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) AS total,
+                count(*) FILTER (WHERE status = 'created') AS created,
+                count(*) FILTER (WHERE status = 'rejected') AS rejected
+         FROM orders",
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,201 @@
+//! The `products` table (the processor's) and the products' read cache in Redis: the current
+//! state of each product, every field with the version that set it ([`lww`]). The processor
+//! locks, merges and saves rows in its batch transaction and rewrites the cache; the gateway
+//! and the dashboard read here.
+
+pub mod lww;
+
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use crate::{
+    contract::ProductView,
+    model::{Price, ProductId, Stock},
+    topology::Namespace,
+};
+
+use lww::Field;
+
+/// How long a cached product view lives; every applied change rewrites it.
+pub const CACHE_TTL_SECONDS: u64 = 3600;
+
+/// Redis key of a product's cached view (its JSON).
+pub fn cache_key(namespace: &Namespace, id: &ProductId) -> String {
+    format!("{}:product:{}", namespace.as_str(), id.as_str())
+}
+
+/// The product's current state, `None` if no event ever touched it.
+pub async fn load(pool: &PgPool, id: &ProductId) -> Result<Option<ProductView>, sqlx::Error> {
+    let row: Option<(Option<Decimal>, Option<i32>, OffsetDateTime)> =
+        sqlx::query_as("SELECT price, stock, updated_at FROM products WHERE product_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await?;
+    row.map(|(price, stock, at)| view(id.clone(), price, stock, at))
+        .transpose()
+}
+
+/// How many products there are.
+pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM products")
+        .fetch_one(pool)
+        .await
+}
+
+/// Builds a view from stored columns, checking them against the value rules once more.
+pub fn view(
+    product_id: ProductId,
+    price: Option<Decimal>,
+    stock: Option<i32>,
+    updated_at: OffsetDateTime,
+) -> Result<ProductView, sqlx::Error> {
+    let corrupt = |what: String| sqlx::Error::Decode(what.into());
+    Ok(ProductView {
+        product_id,
+        price: price
+            .map(Price::new)
+            .transpose()
+            .map_err(|e| corrupt(format!("stored price: {e}")))?,
+        stock: stock
+            .map(|s| Stock::new(i64::from(s)))
+            .transpose()
+            .map_err(|e| corrupt(format!("stored stock: {e}")))?,
+        updated_at,
+    })
+}
+
+/// A product's row, locked for a change: each field with the version that set it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned {
+    /// The product.
+    pub product_id: String,
+    /// Its price.
+    pub price: Field<Decimal>,
+    /// Its stock.
+    pub stock: Field<i32>,
+    /// When it last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+impl Versioned {
+    /// Its current view.
+    pub fn view(&self) -> Result<ProductView, sqlx::Error> {
+        let id: ProductId = self
+            .product_id
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(format!("stored product id: {e}").into()))?;
+        view(id, self.price.value, self.stock.value, self.updated_at)
+    }
+}
+
+/// Creates the products `ids` that do not exist yet, with no price or stock.
+pub async fn create(tx: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+    if !ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO products (product_id) SELECT UNNEST($1::text[])
+             ON CONFLICT (product_id) DO NOTHING",
+        )
+        .bind(ids)
+        .execute(tx)
+        .await?;
+    }
+    Ok(())
+}
+
+type Row = (
+    String,
+    Option<Decimal>,
+    Option<OffsetDateTime>,
+    Option<String>,
+    Option<i32>,
+    Option<OffsetDateTime>,
+    Option<String>,
+    OffsetDateTime,
+);
+
+/// Locks the products `ids` that exist, in id order, so that concurrent batches can never
+/// deadlock on each other.
+pub async fn lock(tx: &mut PgConnection, ids: &[String]) -> Result<Vec<Versioned>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT product_id, price, price_occurred_at, price_event_id,
+                stock, stock_occurred_at, stock_event_id, updated_at
+         FROM products WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(product_id, price, price_at, price_event, stock, stock_at, stock_event, at)| {
+                Versioned {
+                    product_id,
+                    price: Field {
+                        value: price,
+                        version: price_at.zip(price_event),
+                    },
+                    stock: Field {
+                        value: stock,
+                        version: stock_at.zip(stock_event),
+                    },
+                    updated_at: at,
+                }
+            },
+        )
+        .collect())
+}
+
+/// Saves `changed` rows (locked by [`lock`] in the same transaction) and stamps their
+/// `updated_at` with the time of the save.
+pub async fn save(
+    tx: &mut PgConnection,
+    changed: &mut [&mut Versioned],
+) -> Result<(), sqlx::Error> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let at = |f: fn(&Versioned) -> &Option<(OffsetDateTime, String)>| {
+        changed
+            .iter()
+            .map(|p| f(p).as_ref().map(|v| v.0))
+            .collect::<Vec<_>>()
+    };
+    let by = |f: fn(&Versioned) -> &Option<(OffsetDateTime, String)>| {
+        changed
+            .iter()
+            .map(|p| f(p).as_ref().map(|v| v.1.clone()))
+            .collect::<Vec<_>>()
+    };
+    let stamped: Vec<(String, OffsetDateTime)> = sqlx::query_as(
+        "UPDATE products AS p SET price = u.price, price_occurred_at = u.price_at,
+                price_event_id = u.price_event, stock = u.stock,
+                stock_occurred_at = u.stock_at, stock_event_id = u.stock_event,
+                updated_at = now()
+         FROM UNNEST($1::text[], $2::numeric[], $3::timestamptz[], $4::text[],
+                     $5::int4[], $6::timestamptz[], $7::text[])
+              AS u(product_id, price, price_at, price_event, stock, stock_at, stock_event)
+         WHERE p.product_id = u.product_id
+         RETURNING p.product_id, p.updated_at",
+    )
+    .bind(
+        changed
+            .iter()
+            .map(|p| p.product_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(changed.iter().map(|p| p.price.value).collect::<Vec<_>>())
+    .bind(at(|p| &p.price.version))
+    .bind(by(|p| &p.price.version))
+    .bind(changed.iter().map(|p| p.stock.value).collect::<Vec<_>>())
+    .bind(at(|p| &p.stock.version))
+    .bind(by(|p| &p.stock.version))
+    .fetch_all(tx)
+    .await?;
+    for (id, updated_at) in stamped {
+        if let Some(p) = changed.iter_mut().find(|p| p.product_id == id) {
+            p.updated_at = updated_at;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! [`Stack::start`]: every service of the pipeline, built through its production
+//! `Application::build` on port 0 in one process, in one fresh namespace on the real RabbitMQ,
+//! Redis and PostgreSQL, with the dashboard pointed at the others and a key holding every
+//! scope. For tests that need the whole stack (the dashboard's, the API contract run).
+#![forbid(unsafe_code)]
+
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
+
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable},
+};
+use serde_json::Value;
+use shared::{config::Backends, contract, topology::Topology};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// How long a test waits for something to happen before giving up.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The running services.
+pub struct Stack {
+    /// The backends and the namespace.
+    pub backends: Backends,
+    /// The namespace's exchanges and queues.
+    pub topology: Topology,
+    /// A client sending the key.
+    pub client: reqwest::Client,
+    /// A key with every scope.
+    pub key: String,
+    /// Where the gateway listens.
+    pub gateway: SocketAddr,
+    /// Where the processor listens.
+    pub processor: SocketAddr,
+    /// Where the notifier listens.
+    pub notifier: SocketAddr,
+    /// Where the dashboard listens.
+    pub dashboard: SocketAddr,
+    running: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("valid address")
+}
+
+impl Stack {
+    /// Gateway, processor, notifier and dashboard; `processor_url` overrides where the
+    /// dashboard looks for the processor (to show it unreachable).
+    pub async fn start(processor_url: Option<String>) -> Self {
+        let backends = testkit::backends();
+        let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+        let mut stack = Self {
+            topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
+            backends: backends.clone(),
+            client: testkit::client_with_key(&key),
+            key,
+            gateway: local(),
+            processor: local(),
+            notifier: local(),
+            dashboard: local(),
+            running: Vec::new(),
+        };
+        let mut config = gateway::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = backends.clone();
+        config.shutdown_deadline = Duration::from_secs(5);
+        let gateway = gateway::Application::build(config)
+            .await
+            .expect("gateway builds");
+        stack.gateway = gateway.local_addr();
+        stack.run(|stopped| gateway.run_until(stopped));
+        let mut config = processor::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = backends.clone();
+        config.shutdown_deadline = Duration::from_secs(5);
+        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
+        let processor = processor::Application::build(config)
+            .await
+            .expect("processor builds");
+        let processor_addr = processor.local_addr();
+        stack.processor = processor_addr;
+        stack.run(|stopped| processor.run_until(stopped));
+        let mut config = notifier::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = backends.clone();
+        config.shutdown_deadline = Duration::from_secs(5);
+        config.webhook_timeout = Duration::from_secs(2);
+        config.retry_schedule = vec![Duration::from_millis(100)];
+        config.poll_interval = Duration::from_millis(50);
+        config.allow_private_networks = true;
+        let notifier = notifier::Application::build(config)
+            .await
+            .expect("notifier builds");
+        let notifier_addr = notifier.local_addr();
+        stack.notifier = notifier_addr;
+        stack.run(|stopped| notifier.run_until(stopped));
+        let mut config = dashboard::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = backends.clone();
+        config.services = vec![
+            ("gateway", format!("http://{}", stack.gateway)),
+            (
+                "processor",
+                processor_url.unwrap_or_else(|| format!("http://{processor_addr}")),
+            ),
+            ("notifier", format!("http://{notifier_addr}")),
+        ];
+        config.refresh = Duration::from_millis(250);
+        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
+        config.shutdown_deadline = Duration::from_secs(5);
+        let dashboard = dashboard::Application::build(config)
+            .await
+            .expect("dashboard builds");
+        stack.dashboard = dashboard.local_addr();
+        stack.run(|stopped| dashboard.run_until(stopped));
+        for addr in [
+            stack.gateway,
+            processor_addr,
+            notifier_addr,
+            stack.dashboard,
+        ] {
+            testkit::eventually("a service to be ready", WAIT, || async {
+                let r = stack
+                    .client
+                    .get(format!("http://{addr}/ready"))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            })
+            .await;
+        }
+        stack
+    }
+
+    fn run<F, Fut>(&mut self, start: F)
+    where
+        F: FnOnce(Stopped) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(start(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        self.running.push((stop, task));
+    }
+
+    /// A URL of the dashboard.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.dashboard)
+    }
+
+    /// `GET` on the dashboard, with the key: the status and the JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends a product update or an order to the gateway and expects 202.
+    pub async fn send(&self, path: &str, body: &str) {
+        let response = self
+            .client
+            .post(format!("http://{}{path}", self.gateway))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 202);
+    }
+
+    /// A product update for `product` set aside on the dead-letter queue, as one that failed
+    /// every retry would be; replaying it applies it.
+    pub async fn plant_dead_letter(&self, product: &str, event_id: &str) {
+        let broker = testkit::Broker::connect(&self.backends).await;
+        let body = format!(
+            r#"{{"event_id":"{event_id}","product_id":"{product}","stock":42,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}}"#
+        );
+        let shard = self.topology.shard_for(&product.parse().expect("valid"));
+        broker
+            .publish(
+                &self.topology.dead_letter_exchange(),
+                &Topology::routing_key(shard),
+                body.as_bytes(),
+                BasicProperties::default()
+                    .with_type("product.update".into())
+                    .with_message_id(event_id.into())
+                    .with_headers(dead_letter_headers()),
+            )
+            .await;
+    }
+
+    /// A snapshot satisfying `check`.
+    pub async fn snapshot_when(&self, check: impl Fn(&Value) -> bool) -> Value {
+        testkit::eventually("a snapshot in the expected state", WAIT, || async {
+            let (status, snapshot) = self.get("/api/v1/snapshot").await;
+            (status == 200 && check(&snapshot)).then_some(snapshot)
+        })
+        .await
+    }
+
+    /// Stops every service (each drains) and removes the namespace.
+    pub async fn stop(mut self) {
+        while let Some((stop, task)) = self.running.pop() {
+            let _ = stop.send(());
+            task.await.expect("task").expect("stops cleanly");
+        }
+        testkit::cleanup(&self.backends).await.expect("clean-up");
+    }
+}
+
+/// The headers the processor puts on an event that failed every rung of its retry ladder.
+fn dead_letter_headers() -> FieldTable {
+    let text = |s: &str| AMQPValue::LongString(s.into());
+    let mut headers = FieldTable::default();
+    headers.insert(
+        contract::headers::DEAD_REASON.into(),
+        text("attempts_exhausted"),
+    );
+    headers.insert(
+        contract::headers::DEAD_ERROR.into(),
+        text("could not serialize access due to concurrent update"),
+    );
+    headers.insert(contract::headers::DEAD_SERVICE.into(), text("processor"));
+    headers.insert(
+        contract::headers::ATTEMPTS.into(),
+        AMQPValue::LongLongInt(4),
+    );
+    headers
+}

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use shared::{
-    config::{Backends, ConfigError, millis, millis_list, seconds, var},
+    config::{Backends, ConfigError, millis, seconds, var},
     http::Limits,
 };
 
@@ -22,8 +22,6 @@ pub struct Config {
     /// How often the numbers are refreshed and pushed to open pages (`DASHBOARD_REFRESH_MS`,
     /// 1000).
     pub refresh: Duration,
-    /// The processor's retry ladder (`RETRY_DELAYS_MS`), for the retry queues' names.
-    pub retry_delays: Vec<Duration>,
     /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
     pub shutdown_deadline: Duration,
     /// Marks the session cookie `Secure`, so browsers send it over HTTPS only (and over plain
@@ -57,7 +55,6 @@ impl Config {
                 ("notifier", url("NOTIFIER_URL", "http://127.0.0.1:8083")?),
             ],
             refresh: millis("DASHBOARD_REFRESH_MS", 1000)?,
-            retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
             secure_cookies: var("DASHBOARD_SECURE_COOKIES", "true")?,
             max_streams: var("DASHBOARD_MAX_STREAMS", "32")?,

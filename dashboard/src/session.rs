@@ -114,7 +114,7 @@ struct SignIn {
 }
 
 fn cross_site() -> Response {
-    metrics::counter!("pipeline_auth_denied_total", "reason" => "cross_site").increment(1);
+    metrics::counter!(shared::metric::AUTH_DENIED_TOTAL, "reason" => "cross_site").increment(1);
     (
         StatusCode::FORBIDDEN,
         Json(json!({

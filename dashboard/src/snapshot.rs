@@ -4,13 +4,18 @@
 //! error) and its numbers are `null`, so the page says what it cannot see instead of going
 //! blank.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use lapin::options::QueueDeclareOptions;
 use notifier::store::deliveries::DeliveryStatus;
 use serde_json::{Map, Value, json};
 use shared::{
     connect::{amqp::Broker, postgres::Database},
+    metric,
     topology::Topology,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -36,9 +41,12 @@ pub struct Sources {
     pub database: Database,
     /// Queue names.
     pub topology: Topology,
-    /// The retry ladder's delays, for the retry queues' names.
-    pub retry_delays: Vec<Duration>,
+    /// The retry queues last seen in the processor's metrics.
+    pub retry_queues: std::sync::Mutex<Vec<String>>,
 }
+
+/// A service's answer: whether it is ready and its metrics, or why it did not answer.
+type Answer = Result<(bool, Scrape), String>;
 
 /// What is remembered between refreshes.
 struct Past {
@@ -70,58 +78,89 @@ pub async fn run(
     }
 }
 
-impl Sources {
-    async fn take(&self, past: &mut VecDeque<Past>, history: &mut VecDeque<Value>) -> Value {
-        let now = Instant::now();
-        let (scrapes, queues, counts) =
-            tokio::join!(self.scrape_all(), self.queues(), self.counts());
-        let mut services = Map::new();
-        let mut metrics = std::collections::HashMap::new();
-        for (name, result) in scrapes {
-            match result {
-                Ok((ready, scrape)) => {
-                    services.insert(name.to_owned(), json!({ "up": true, "ready": ready }));
-                    metrics.insert(name, scrape);
-                }
-                Err(error) => {
-                    services.insert(
-                        name.to_owned(),
-                        json!({ "up": false, "ready": Value::Null, "error": error }),
-                    );
-                }
-            }
+/// Every dependency as each service sees it (`pipeline_dependency_up`).
+fn dependencies(metrics: &HashMap<&str, Scrape>) -> Value {
+    let mut seen = Map::new();
+    for (service, scrape) in metrics {
+        for (dependency, up) in scrape.by_label(metric::DEPENDENCY_UP, "dependency") {
+            seen.entry(dependency)
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .map(|o| o.insert((*service).to_owned(), json!(up >= 1.0)));
         }
+    }
+    Value::Object(seen)
+}
+
+/// What one refresh read from the services' scrapes.
+struct Reading<'a> {
+    gateway: Option<&'a Scrape>,
+    processor: Option<&'a Scrape>,
+    notifier: Option<&'a Scrape>,
+    /// Events accepted by the gateway so far.
+    accepted: Option<f64>,
+    /// Events applied by the processor so far (updates and decided orders).
+    applied: Option<f64>,
+    /// The end-to-end latency histogram.
+    e2e: Option<Vec<(f64, f64)>>,
+    /// The gateway's `POST /events` latency histogram.
+    accept: Option<Vec<(f64, f64)>>,
+}
+
+impl<'a> Reading<'a> {
+    fn of(metrics: &'a HashMap<&str, Scrape>) -> Self {
         let gateway = metrics.get("gateway");
         let processor = metrics.get("processor");
-        let notifier = metrics.get("notifier");
+        Reading {
+            gateway,
+            processor,
+            notifier: metrics.get("notifier"),
+            accepted: gateway.map(|g| g.sum(metric::EVENTS_ACCEPTED_TOTAL, &[])),
+            applied: processor.map(|p| {
+                ["applied", "order_created", "order_rejected"]
+                    .iter()
+                    .map(|o| p.sum(metric::EVENTS_PROCESSED_TOTAL, &[("outcome", o)]))
+                    .sum::<f64>()
+            }),
+            e2e: processor.map(|p| p.buckets(metric::END_TO_END_DURATION_SECONDS, &[])),
+            accept: gateway.map(|g| {
+                g.buckets(
+                    metric::HTTP_REQUEST_DURATION_SECONDS,
+                    &[("route", "/events")],
+                )
+            }),
+        }
+    }
 
-        let accepted = gateway.map(|g| g.sum("pipeline_events_accepted_total", &[]));
-        let applied = processor.map(|p| {
-            ["applied", "order_created", "order_rejected"]
-                .iter()
-                .map(|o| p.sum("pipeline_events_processed_total", &[("outcome", o)]))
-                .sum::<f64>()
-        });
-        let e2e = processor.map(|p| p.buckets("pipeline_end_to_end_duration_seconds", &[]));
-        let accept = gateway.map(|g| {
-            g.buckets(
-                "pipeline_http_request_duration_seconds",
-                &[("route", "/events")],
-            )
-        });
+    /// Totals by label, as the services count them.
+    fn totals(&self) -> Value {
+        json!({
+            "accepted": self.accepted,
+            "applied": self.applied,
+            "rejected": self.gateway.map(|g| g.by_label(metric::EVENTS_REJECTED_TOTAL, "reason")),
+            "processed": self.processor.map(|p| p.by_label(metric::EVENTS_PROCESSED_TOTAL, "outcome")),
+            "retried": self.processor.map(|p| p.sum(metric::EVENTS_RETRIED_TOTAL, &[])),
+            "dead_lettered": self
+                .processor
+                .map(|p| p.by_label(metric::EVENTS_DEAD_LETTERED_TOTAL, "reason")),
+        })
+    }
 
-        let previous = past.back();
-        let rate = |current: Option<f64>, before: Option<f64>| -> Value {
-            match (current, before, previous) {
-                (Some(c), Some(b), Some(p)) => {
-                    let seconds = now.duration_since(p.at).as_secs_f64();
-                    json!(((c - b).max(0.0) / seconds * 10.0).round() / 10.0)
-                }
-                _ => Value::Null,
-            }
-        };
-        let accepted_rate = rate(accepted, previous.map(|p| p.accepted));
-        let applied_rate = rate(applied, previous.map(|p| p.applied));
+    /// Webhook attempts by outcome and the share that succeeded.
+    fn webhooks(&self) -> Value {
+        let attempts = self
+            .notifier
+            .map(|n| n.by_label(metric::WEBHOOK_DELIVERIES_TOTAL, "outcome"));
+        let success_rate = attempts.as_ref().and_then(|w| {
+            let sent = w.get("sent").copied().unwrap_or(0.0);
+            let all: f64 = w.values().sum();
+            (all > 0.0).then(|| (sent / all * 1000.0).round() / 1000.0)
+        });
+        json!({ "attempts_by_outcome": attempts, "success_rate": success_rate })
+    }
+
+    /// Latency percentiles over the last [`LATENCY_WINDOW`] (since start while younger).
+    fn latency(&self, now: Instant, past: &VecDeque<Past>) -> Value {
         let window_start = past
             .iter()
             .find(|p| now.duration_since(p.at) <= LATENCY_WINDOW);
@@ -138,11 +177,80 @@ impl Sources {
                 "p999": quantile(&window, 0.999),
             })
         };
-        let latency = json!({
-            "end_to_end_seconds": percentiles(&e2e, |p| &p.e2e),
-            "accept_seconds": percentiles(&accept, |p| &p.accept),
-        });
+        json!({
+            "end_to_end_seconds": percentiles(&self.e2e, |p| &p.e2e),
+            "accept_seconds": percentiles(&self.accept, |p| &p.accept),
+        })
+    }
 
+    /// Accepted and applied per second since the previous refresh.
+    fn rates(&self, now: Instant, previous: Option<&Past>) -> (Value, Value) {
+        let rate = |current: Option<f64>, before: Option<f64>| -> Value {
+            match (current, before, previous) {
+                (Some(c), Some(b), Some(p)) => {
+                    let seconds = now.duration_since(p.at).as_secs_f64();
+                    json!(((c - b).max(0.0) / seconds * 10.0).round() / 10.0)
+                }
+                _ => Value::Null,
+            }
+        };
+        (
+            rate(self.accepted, previous.map(|p| p.accepted)),
+            rate(self.applied, previous.map(|p| p.applied)),
+        )
+    }
+
+    /// Keeps this reading for the next refreshes' rates and latency windows.
+    fn remember(&self, now: Instant, past: &mut VecDeque<Past>) {
+        past.push_back(Past {
+            at: now,
+            accepted: self.accepted.unwrap_or(0.0),
+            applied: self.applied.unwrap_or(0.0),
+            e2e: self.e2e.clone().unwrap_or_default(),
+            accept: self.accept.clone().unwrap_or_default(),
+        });
+        while past
+            .front()
+            .is_some_and(|p| now.duration_since(p.at) > LATENCY_WINDOW + Duration::from_secs(5))
+        {
+            past.pop_front();
+        }
+    }
+}
+
+/// Each service's state, and the scrapes of those that answered.
+fn services(
+    scrapes: Vec<(&'static str, Answer)>,
+) -> (Map<String, Value>, HashMap<&'static str, Scrape>) {
+    let mut services = Map::new();
+    let mut metrics = HashMap::new();
+    for (name, result) in scrapes {
+        match result {
+            Ok((ready, scrape)) => {
+                services.insert(name.to_owned(), json!({ "up": true, "ready": ready }));
+                metrics.insert(name, scrape);
+            }
+            Err(error) => {
+                services.insert(
+                    name.to_owned(),
+                    json!({ "up": false, "ready": Value::Null, "error": error }),
+                );
+            }
+        }
+    }
+    (services, metrics)
+}
+
+impl Sources {
+    async fn take(&self, past: &mut VecDeque<Past>, history: &mut VecDeque<Value>) -> Value {
+        let now = Instant::now();
+        let (services, metrics) = services(self.scrape_all().await);
+        let reading = Reading::of(&metrics);
+        let retry_queues = self.retry_queues(reading.processor);
+        let (queues, counts) = tokio::join!(self.queues(retry_queues), self.counts());
+        let (accepted_rate, applied_rate) = reading.rates(now, past.back());
+        let latency = reading.latency(now, past);
+        reading.remember(now, past);
         let at = OffsetDateTime::now_utc();
         history.push_back(json!({
             "t": at.unix_timestamp(),
@@ -152,52 +260,42 @@ impl Sources {
         while history.len() > HISTORY {
             history.pop_front();
         }
-        past.push_back(Past {
-            at: now,
-            accepted: accepted.unwrap_or(0.0),
-            applied: applied.unwrap_or(0.0),
-            e2e: e2e.clone().unwrap_or_default(),
-            accept: accept.clone().unwrap_or_default(),
-        });
-        while past
-            .front()
-            .is_some_and(|p| now.duration_since(p.at) > LATENCY_WINDOW + Duration::from_secs(5))
-        {
-            past.pop_front();
-        }
-
-        let webhooks = notifier.map(|n| n.by_label("pipeline_webhook_deliveries_total", "outcome"));
-        let webhook_rate = webhooks.as_ref().and_then(|w| {
-            let sent = w.get("sent").copied().unwrap_or(0.0);
-            let attempts: f64 = w.values().sum();
-            (attempts > 0.0).then(|| (sent / attempts * 1000.0).round() / 1000.0)
-        });
         json!({
             "at": at.format(&Rfc3339).ok(),
             "services": services,
-            "dependencies": self.dependencies(&metrics),
+            "dependencies": dependencies(&metrics),
             "rates": { "accepted_per_second": accepted_rate, "applied_per_second": applied_rate },
-            "totals": {
-                "accepted": accepted,
-                "applied": applied,
-                "rejected": gateway.map(|g| g.by_label("pipeline_events_rejected_total", "reason")),
-                "processed": processor.map(|p| p.by_label("pipeline_events_processed_total", "outcome")),
-                "retried": processor.map(|p| p.sum("pipeline_events_retried_total", &[])),
-                "dead_lettered": processor.map(|p| p.by_label("pipeline_events_dead_lettered_total", "reason")),
-            },
+            "totals": reading.totals(),
             "latency": latency,
             "queues": queues,
             "database": counts,
-            "webhooks": {
-                "attempts_by_outcome": webhooks,
-                "success_rate": webhook_rate,
-            },
+            "webhooks": reading.webhooks(),
             "history": history.iter().cloned().collect::<Vec<_>>(),
         })
     }
 
+    /// The retry queues of this namespace, as the processor declares them (its
+    /// `pipeline_retry_delay_seconds`); the last ones seen while it does not answer.
+    fn retry_queues(&self, processor: Option<&Scrape>) -> Vec<String> {
+        let mut known = self
+            .retry_queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(processor) = processor {
+            let ours = format!("{}.retry.", self.topology.namespace().as_str());
+            let mut ladder: Vec<(String, f64)> = processor
+                .by_label(metric::RETRY_DELAY_SECONDS, "queue")
+                .into_iter()
+                .filter(|(queue, _)| queue.starts_with(&ours))
+                .collect();
+            ladder.sort_by(|a, b| a.1.total_cmp(&b.1));
+            *known = ladder.into_iter().map(|(queue, _)| queue).collect();
+        }
+        known.clone()
+    }
+
     /// Each service's `/ready` (true when 200) and `/metrics`, or why not.
-    async fn scrape_all(&self) -> Vec<(&'static str, Result<(bool, Scrape), String>)> {
+    async fn scrape_all(&self) -> Vec<(&'static str, Answer)> {
         let scrapes = self.services.iter().map(|(name, base)| async move {
             let ready = self.client.get(format!("{base}/ready")).send();
             let metrics = self.client.get(format!("{base}/metrics")).send();
@@ -217,22 +315,8 @@ impl Sources {
         futures_util::future::join_all(scrapes).await
     }
 
-    /// Every dependency as each service sees it (`pipeline_dependency_up`).
-    fn dependencies(&self, metrics: &std::collections::HashMap<&str, Scrape>) -> Value {
-        let mut seen = Map::new();
-        for (service, scrape) in metrics {
-            for (dependency, up) in scrape.by_label("pipeline_dependency_up", "dependency") {
-                seen.entry(dependency)
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .map(|o| o.insert((*service).to_owned(), json!(up >= 1.0)));
-            }
-        }
-        Value::Object(seen)
-    }
-
     /// Depth and consumers of every queue, from passive declarations.
-    async fn queues(&self) -> Value {
+    async fn queues(&self, retry_queues: Vec<String>) -> Value {
         let Some(session) = self.broker.session() else {
             return json!({ "up": false, "error": "RabbitMQ is unreachable", "queues": null });
         };
@@ -244,11 +328,7 @@ impl Sources {
         let mut names: Vec<(String, &str)> = (0..self.topology.shards())
             .map(|s| (self.topology.shard_queue(s), "shard"))
             .collect();
-        names.extend(
-            self.retry_delays
-                .iter()
-                .map(|d| (self.topology.retry_queue(*d), "retry")),
-        );
+        names.extend(retry_queues.into_iter().map(|name| (name, "retry")));
         names.push((self.topology.dead_letter_queue(), "dead"));
         names.push((self.topology.notifier_queue(), "notifier"));
         let mut queues = Vec::with_capacity(names.len());

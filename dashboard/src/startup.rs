@@ -93,7 +93,7 @@ impl Application {
             broker,
             database,
             topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
-            retry_delays: config.retry_delays.clone(),
+            retry_queues: std::sync::Mutex::default(),
         });
         // The refresher is work: once it stops, open pages' streams end and the server drains.
         let (publish, snapshots) = watch::channel(Arc::new(Value::Null));

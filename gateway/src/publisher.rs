@@ -183,7 +183,7 @@ impl Publisher {
         let confirmation = tokio::time::timeout(self.confirm_timeout, confirm)
             .await
             .map_err(|_| PublishError::Timeout(self.confirm_timeout))??;
-        metrics::histogram!("pipeline_publish_confirm_duration_seconds")
+        metrics::histogram!(shared::metric::PUBLISH_CONFIRM_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         match confirmation {
             Confirmation::Ack(None) => Ok(()),

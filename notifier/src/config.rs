@@ -7,6 +7,8 @@ use shared::{
     http::Limits,
 };
 
+use crate::delivery::Policy;
+
 /// Everything the notifier reads at start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -43,6 +45,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// How the delivery worker delivers.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            timeout: self.webhook_timeout,
+            retry_schedule: self.retry_schedule.clone(),
+            concurrency: self.concurrency,
+            disable_after: self.disable_after,
+            poll_interval: self.poll_interval,
+        }
+    }
+
     /// Reads the configuration; an invalid value is an error naming its variable.
     pub fn load() -> Result<Self, ConfigError> {
         let at_least_one = |variable: &'static str, value: u64| {

@@ -123,7 +123,7 @@ impl DeliveryHandler for Intake {
             return false;
         };
         let outcome = if new { "recorded" } else { "duplicate" };
-        metrics::counter!("pipeline_notifier_events_total", "outcome" => outcome).increment(1);
+        metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => outcome).increment(1);
         tracing::debug!(event_id = %event.id, event_type = %event.kind, trace_id = span.trace_id(), outcome, "Downstream event taken in.");
         settle(delivery.acker).await;
         if new {
@@ -137,7 +137,7 @@ impl Intake {
     /// Dead-letters what is not a downstream event (reason `unparseable`, with why), then acks
     /// it; if the dead letter is not confirmed the original stays and comes back.
     async fn set_aside(&self, channel: &Channel, delivery: &Delivery, why: &str) {
-        metrics::counter!("pipeline_notifier_events_total", "outcome" => "unparseable")
+        metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => "unparseable")
             .increment(1);
         let poison = Poison {
             data: &delivery.data,

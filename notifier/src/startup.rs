@@ -14,12 +14,7 @@ use shared::{
 };
 use tokio::sync::Notify;
 
-use crate::{
-    api,
-    config::Config,
-    delivery::{Policy, Worker},
-    intake::Intake,
-};
+use crate::{api, config::Config, delivery::Worker, intake::Intake};
 
 /// A built notifier: listener bound, connections starting.
 pub struct Application {
@@ -55,13 +50,7 @@ impl Application {
         let wake = Arc::new(Notify::new());
         let worker = Arc::new(Worker::new(
             database.clone(),
-            Policy {
-                timeout: config.webhook_timeout,
-                retry_schedule: config.retry_schedule.clone(),
-                concurrency: config.concurrency,
-                disable_after: config.disable_after,
-                poll_interval: config.poll_interval,
-            },
+            config.policy(),
             egress,
             Arc::clone(&wake),
         )?);

@@ -117,7 +117,7 @@ pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Vec<Outcome>, Handl
             };
             if outcome != Outcome::Duplicate {
                 let latency = (now - item.received_at()).as_seconds_f64();
-                metrics::histogram!("pipeline_end_to_end_duration_seconds")
+                metrics::histogram!(shared::metric::END_TO_END_DURATION_SECONDS)
                     .record(latency.max(0.0));
             }
             outcome

@@ -9,6 +9,7 @@ use lapin::{Connection, options::ConfirmSelectOptions, types::FieldTable};
 use shared::{
     auth::{Auth, Scope, protect},
     connect::{
+        amqp::Broker,
         postgres::{Database, Tables},
         redis,
     },
@@ -70,7 +71,7 @@ impl Application {
             async move { plan.start(connection, &plan.work).await }
         });
         let live = Consumers::default();
-        let shard = Arc::new(ShardHandler {
+        let shard = ShardHandler {
             topology: Arc::clone(&topology),
             deps: Arc::new(Deps {
                 database: database.clone(),
@@ -79,28 +80,18 @@ impl Application {
                 stock_low_threshold: config.stock_low_threshold,
             }),
             retry_delays: Arc::new(config.retry_delays.clone()),
-        });
-        let queues = (0..topology.shards()).map(|s| topology.shard_queue(s));
-        for queue in queues {
-            service.work.spawn(consume::supervise(
-                broker.clone(),
-                queue,
-                config.prefetch,
-                Arc::clone(&shard),
-                live.clone(),
-                service.work.stopping(),
-            ));
-        }
-        service.work.spawn(consume::supervise(
-            broker.clone(),
-            topology.dead_letter_queue(),
+        };
+        let intake = Intake {
+            database: database.clone(),
+        };
+        consume_all(
+            &service.work,
+            &broker,
+            &live,
             config.prefetch,
-            Arc::new(Intake {
-                database: database.clone(),
-            }),
-            live.clone(),
-            service.work.stopping(),
-        ));
+            shard,
+            intake,
+        );
         let checks = Checks::default()
             .broker(&broker)
             .redis(&redis)
@@ -143,6 +134,37 @@ impl Application {
     }
 }
 
+/// Supervised consumers on every shard queue and on the dead-letter queue.
+fn consume_all(
+    work: &Tasks,
+    broker: &Broker<ReplayChannel>,
+    live: &Consumers,
+    prefetch: u16,
+    shard: ShardHandler,
+    intake: Intake,
+) {
+    let topology = Arc::clone(&shard.topology);
+    let shard = Arc::new(shard);
+    for queue in (0..topology.shards()).map(|s| topology.shard_queue(s)) {
+        work.spawn(consume::supervise(
+            broker.clone(),
+            queue,
+            prefetch,
+            Arc::clone(&shard),
+            live.clone(),
+            work.stopping(),
+        ));
+    }
+    work.spawn(consume::supervise(
+        broker.clone(),
+        topology.dead_letter_queue(),
+        prefetch,
+        Arc::new(intake),
+        live.clone(),
+        work.stopping(),
+    ));
+}
+
 /// What to set up on every new broker connection (the consumers follow by themselves).
 struct Plan {
     topology: Arc<Topology>,
@@ -151,8 +173,9 @@ struct Plan {
 }
 
 impl Plan {
-    /// Declares the topology and the retry ladder, starts the lag report, and opens the
-    /// channel replays are published on.
+    /// Declares the topology and the retry ladder (exported as
+    /// `pipeline_retry_delay_seconds{queue}`, which the dashboard reads for the retry queues),
+    /// starts the lag report, and opens the channel replays are published on.
     async fn start(
         &self,
         connection: Arc<Connection>,
@@ -163,6 +186,10 @@ impl Plan {
         self.topology
             .declare_retry_ladder(&setup, &self.retry_delays)
             .await?;
+        for delay in &self.retry_delays {
+            metrics::gauge!(shared::metric::RETRY_DELAY_SECONDS, "queue" => self.topology.retry_queue(*delay))
+                .set(delay.as_secs_f64());
+        }
         setup.close(200, "topology declared".into()).await?;
         let lag = connection.create_channel().await?;
         work.spawn(report_lag(lag, Arc::clone(&self.topology), work.stopping()));
@@ -200,7 +227,7 @@ async fn report_lag(
             let Ok(queue) = declared else {
                 return;
             };
-            metrics::gauge!("pipeline_consumer_lag_messages", "shard" => shard.to_string())
+            metrics::gauge!(shared::metric::CONSUMER_LAG_MESSAGES, "shard" => shard.to_string())
                 .set(f64::from(queue.message_count()));
         }
         tokio::select! {

@@ -148,7 +148,7 @@ pub async fn set_aside(
         properties,
     )
     .await?;
-    metrics::counter!("pipeline_events_dead_lettered_total", "reason" => reason.as_str())
+    metrics::counter!(crate::metric::EVENTS_DEAD_LETTERED_TOTAL, "reason" => reason.as_str())
         .increment(1);
     Ok(())
 }

@@ -30,6 +30,7 @@ pub mod contract;
 pub mod dead_letter;
 pub mod egress;
 pub mod http;
+pub mod metric;
 pub mod model;
 pub mod openapi;
 pub mod ops;

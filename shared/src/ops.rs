@@ -77,7 +77,7 @@ async fn ready(State(checks): State<Checks>) -> Response {
 /// Sets `pipeline_dependency_up` (1 up, 0 down) for each dependency.
 pub fn record(dependencies: &[(&'static str, bool)]) {
     for (name, up) in dependencies {
-        metrics::gauge!("pipeline_dependency_up", "dependency" => *name).set(if *up {
+        metrics::gauge!(crate::metric::DEPENDENCY_UP, "dependency" => *name).set(if *up {
             1.0
         } else {
             0.0
@@ -106,13 +106,13 @@ pub async fn track_requests(
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     metrics::counter!(
-        "pipeline_http_requests_total",
+        crate::metric::HTTP_REQUESTS_TOTAL,
         "route" => route.clone(),
         "method" => method,
         "status" => response.status().as_u16().to_string()
     )
     .increment(1);
-    metrics::histogram!("pipeline_http_request_duration_seconds", "route" => route)
+    metrics::histogram!(crate::metric::HTTP_REQUEST_DURATION_SECONDS, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

@@ -139,90 +139,36 @@ impl Topology {
     /// Declares every exchange, queue and binding; safe to run any number of times, from any
     /// number of services at once.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        let durable_queue = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange().into(),
-                ExchangeKind::Fanout,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_declare(
-                self.dead_letter_queue().into(),
-                durable_queue,
-                quorum_arguments(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                self.dead_letter_queue().into(),
-                self.dead_letter_exchange().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.ingest_exchange().into(),
-                ExchangeKind::Direct,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.events_exchange().into(),
-                ExchangeKind::Topic,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await?;
-        let mut notifier = dead_lettering_to(&self.dead_letter_exchange());
+        let dead = self.dead_letter_exchange();
+        exchange(channel, &dead, ExchangeKind::Fanout).await?;
+        queue(channel, &self.dead_letter_queue(), quorum_arguments()).await?;
+        bind(channel, &self.dead_letter_queue(), &dead, "").await?;
+        exchange(channel, &self.ingest_exchange(), ExchangeKind::Direct).await?;
+        exchange(channel, &self.events_exchange(), ExchangeKind::Topic).await?;
+        let mut notifier = dead_lettering_to(&dead);
         notifier.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
         );
-        channel
-            .queue_declare(self.notifier_queue().into(), durable_queue, notifier)
-            .await?;
-        channel
-            .queue_bind(
-                self.notifier_queue().into(),
-                self.events_exchange().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        queue(channel, &self.notifier_queue(), notifier).await?;
+        bind(
+            channel,
+            &self.notifier_queue(),
+            &self.events_exchange(),
+            "#",
+        )
+        .await?;
         for shard in 0..self.shards {
-            let mut arguments = dead_lettering_to(&self.dead_letter_exchange());
+            let mut arguments = dead_lettering_to(&dead);
             arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
             arguments.insert(
                 "x-delivery-limit".into(),
                 AMQPValue::LongLongInt(DELIVERY_LIMIT),
             );
-            channel
-                .queue_declare(self.shard_queue(shard).into(), durable_queue, arguments)
-                .await?;
-            channel
-                .queue_bind(
-                    self.shard_queue(shard).into(),
-                    self.ingest_exchange().into(),
-                    Self::routing_key(shard).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            let name = self.shard_queue(shard);
+            queue(channel, &name, arguments).await?;
+            let key = Self::routing_key(shard);
+            bind(channel, &name, &self.ingest_exchange(), &key).await?;
         }
         Ok(())
     }
@@ -239,44 +185,53 @@ impl Topology {
     ) -> lapin::Result<()> {
         for delay in delays {
             let name = self.retry_exchange(*delay);
-            channel
-                .exchange_declare(
-                    name.as_str().into(),
-                    ExchangeKind::Fanout,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            exchange(channel, &name, ExchangeKind::Fanout).await?;
             let mut arguments = dead_lettering_to(&self.ingest_exchange());
             arguments.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
             );
-            channel
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    arguments,
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    name.as_str().into(),
-                    name.as_str().into(),
-                    "".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            queue(channel, &name, arguments).await?;
+            bind(channel, &name, &name, "").await?;
         }
         Ok(())
     }
+}
+
+/// Declares the durable exchange `name`.
+async fn exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .await
+}
+
+/// Declares the durable queue `name` with `arguments`.
+async fn queue(channel: &Channel, name: &str, arguments: FieldTable) -> lapin::Result<()> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(name.into(), options, arguments)
+        .await
+        .map(drop)
+}
+
+/// Binds the queue `name` to `exchange` with `key`.
+async fn bind(channel: &Channel, name: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    channel
+        .queue_bind(
+            name.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
 }
 
 /// Quorum queue arguments that dead-letter to `exchange`, at least once: a message leaving

@@ -61,63 +61,15 @@ impl Stack {
             dashboard: local(),
             running: Vec::new(),
         };
-        let mut config = gateway::Config::load().expect("the default configuration is valid");
-        config.addr = local();
-        config.backends = backends.clone();
-        config.shutdown_deadline = Duration::from_secs(5);
-        let gateway = gateway::Application::build(config)
-            .await
-            .expect("gateway builds");
-        stack.gateway = gateway.local_addr();
-        stack.run(|stopped| gateway.run_until(stopped));
-        let mut config = processor::Config::load().expect("the default configuration is valid");
-        config.addr = local();
-        config.backends = backends.clone();
-        config.shutdown_deadline = Duration::from_secs(5);
-        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
-        let processor = processor::Application::build(config)
-            .await
-            .expect("processor builds");
-        let processor_addr = processor.local_addr();
-        stack.processor = processor_addr;
-        stack.run(|stopped| processor.run_until(stopped));
-        let mut config = notifier::Config::load().expect("the default configuration is valid");
-        config.addr = local();
-        config.backends = backends.clone();
-        config.shutdown_deadline = Duration::from_secs(5);
-        config.webhook_timeout = Duration::from_secs(2);
-        config.retry_schedule = vec![Duration::from_millis(100)];
-        config.poll_interval = Duration::from_millis(50);
-        config.allow_private_networks = true;
-        let notifier = notifier::Application::build(config)
-            .await
-            .expect("notifier builds");
-        let notifier_addr = notifier.local_addr();
-        stack.notifier = notifier_addr;
-        stack.run(|stopped| notifier.run_until(stopped));
-        let mut config = dashboard::Config::load().expect("the default configuration is valid");
-        config.addr = local();
-        config.backends = backends.clone();
-        config.services = vec![
-            ("gateway", format!("http://{}", stack.gateway)),
-            (
-                "processor",
-                processor_url.unwrap_or_else(|| format!("http://{processor_addr}")),
-            ),
-            ("notifier", format!("http://{notifier_addr}")),
-        ];
-        config.refresh = Duration::from_millis(250);
-        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
-        config.shutdown_deadline = Duration::from_secs(5);
-        let dashboard = dashboard::Application::build(config)
-            .await
-            .expect("dashboard builds");
-        stack.dashboard = dashboard.local_addr();
-        stack.run(|stopped| dashboard.run_until(stopped));
+        stack.start_gateway().await;
+        stack.start_processor().await;
+        stack.start_notifier().await;
+        let processor_url = processor_url.unwrap_or_else(|| format!("http://{}", stack.processor));
+        stack.start_dashboard(processor_url).await;
         for addr in [
             stack.gateway,
-            processor_addr,
-            notifier_addr,
+            stack.processor,
+            stack.notifier,
             stack.dashboard,
         ] {
             testkit::eventually("a service to be ready", WAIT, || async {
@@ -132,6 +84,65 @@ impl Stack {
             .await;
         }
         stack
+    }
+
+    async fn start_gateway(&mut self) {
+        let mut config = gateway::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = self.backends.clone();
+        config.shutdown_deadline = Duration::from_secs(5);
+        let gateway = gateway::Application::build(config)
+            .await
+            .expect("gateway builds");
+        self.gateway = gateway.local_addr();
+        self.run(|stopped| gateway.run_until(stopped));
+    }
+
+    async fn start_processor(&mut self) {
+        let mut config = processor::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = self.backends.clone();
+        config.shutdown_deadline = Duration::from_secs(5);
+        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
+        let processor = processor::Application::build(config)
+            .await
+            .expect("processor builds");
+        self.processor = processor.local_addr();
+        self.run(|stopped| processor.run_until(stopped));
+    }
+
+    async fn start_notifier(&mut self) {
+        let mut config = notifier::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = self.backends.clone();
+        config.shutdown_deadline = Duration::from_secs(5);
+        config.webhook_timeout = Duration::from_secs(2);
+        config.retry_schedule = vec![Duration::from_millis(100)];
+        config.poll_interval = Duration::from_millis(50);
+        config.allow_private_networks = true;
+        let notifier = notifier::Application::build(config)
+            .await
+            .expect("notifier builds");
+        self.notifier = notifier.local_addr();
+        self.run(|stopped| notifier.run_until(stopped));
+    }
+
+    async fn start_dashboard(&mut self, processor_url: String) {
+        let mut config = dashboard::Config::load().expect("the default configuration is valid");
+        config.addr = local();
+        config.backends = self.backends.clone();
+        config.services = vec![
+            ("gateway", format!("http://{}", self.gateway)),
+            ("processor", processor_url),
+            ("notifier", format!("http://{}", self.notifier)),
+        ];
+        config.refresh = Duration::from_millis(250);
+        config.shutdown_deadline = Duration::from_secs(5);
+        let dashboard = dashboard::Application::build(config)
+            .await
+            .expect("dashboard builds");
+        self.dashboard = dashboard.local_addr();
+        self.run(|stopped| dashboard.run_until(stopped));
     }
 
     fn run<F, Fut>(&mut self, start: F)

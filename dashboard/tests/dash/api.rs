@@ -29,6 +29,17 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
             .iter()
             .any(|q| q["kind"] == "shard" && q["consumers"] == 1)
     );
+    // The retry queues are the processor's ladder, read from its metrics, shortest first.
+    let retry: Vec<&str> = queues
+        .iter()
+        .filter(|q| q["kind"] == "retry")
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    let ladder: Vec<String> = testkit::TEST_RETRY_DELAYS
+        .iter()
+        .map(|d| stack.topology.retry_queue(*d))
+        .collect();
+    assert_eq!(retry, ladder);
     assert!(snapshot["latency"]["end_to_end_seconds"]["p50"].is_number());
 
     let (status, event) = stack.get("/api/v1/events/dash-evt-1").await;

@@ -22,7 +22,7 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// The response to a write: the answer, or the error (counted by reason).
 pub fn answer(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|error| {
-        metrics::counter!("pipeline_events_rejected_total", "reason" => error.reason())
+        metrics::counter!(shared::metric::EVENTS_REJECTED_TOTAL, "reason" => error.reason())
             .increment(1);
         error.into_response()
     })
@@ -93,7 +93,7 @@ pub async fn publish_once<M: IngestMessage>(
         {
             Begin::Acquired(lease) => Some(lease),
             Begin::Replay(stored) => {
-                metrics::counter!("pipeline_events_replayed_total").increment(1);
+                metrics::counter!(shared::metric::EVENTS_REPLAYED_TOTAL).increment(1);
                 return Ok(stored_response(stored, true));
             }
             Begin::Mismatch => {
@@ -140,7 +140,8 @@ pub async fn publish_once<M: IngestMessage>(
         // again, and the processor's inbox applies it once.
         tracing::warn!(event_id = %event_id, error = %e, "Could not record the idempotent response.");
     }
-    metrics::counter!("pipeline_events_accepted_total", "kind" => M::KIND.as_str()).increment(1);
+    metrics::counter!(shared::metric::EVENTS_ACCEPTED_TOTAL, "kind" => M::KIND.as_str())
+        .increment(1);
     Ok(stored_response(stored, false))
 }
 

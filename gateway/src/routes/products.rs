@@ -39,13 +39,13 @@ pub async fn get_product(
     let key = cache_key(&state.namespace, &id);
     // A cache outage only costs latency: fall through to PostgreSQL.
     if let Some(json) = state.cached(&key).await {
-        metrics::counter!("pipeline_product_reads_total", "source" => "cache").increment(1);
+        metrics::counter!(shared::metric::PRODUCT_READS_TOTAL, "source" => "cache").increment(1);
         return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
     }
     let view = load(&state, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no product with id {id}").into()))?;
-    metrics::counter!("pipeline_product_reads_total", "source" => "database").increment(1);
+    metrics::counter!(shared::metric::PRODUCT_READS_TOTAL, "source" => "database").increment(1);
     let json = serde_json::to_string(&view).expect("a product view always serialises");
     state.cache_if_absent(&key, &json, CACHE_TTL_SECONDS).await;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())

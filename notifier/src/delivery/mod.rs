@@ -146,9 +146,9 @@ impl Worker {
         let Some(outcome) = self.record(token, &due, &attempt, shutdown).await else {
             return;
         };
-        metrics::counter!("pipeline_webhook_deliveries_total", "outcome" => outcome.as_str())
+        metrics::counter!(shared::metric::WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome.as_str())
             .increment(1);
-        metrics::histogram!("pipeline_webhook_delivery_seconds").record(attempt.latency);
+        metrics::histogram!(shared::metric::WEBHOOK_DELIVERY_SECONDS).record(attempt.latency);
         // A success is routine (debug); a failure that will be retried is worth a line; one
         // that exhausted its retries is dead-lettered and may need an operator.
         macro_rules! attempted {

@@ -5,7 +5,7 @@ use testkit::webhooks::Receiver;
 
 use shared::contract::headers;
 
-use crate::helpers::{WAIT, signed_with, spawn_notifier};
+use crate::helpers::{WAIT, signed_with, spawn_notifier, spawn_notifier_on};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_is_delivered_signed_with_the_subscription_secret() {
@@ -251,4 +251,65 @@ async fn a_message_that_is_not_a_downstream_event_is_dead_lettered_with_why() {
         0
     );
     notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_while_an_attempt_cannot_be_recorded_stops_and_loses_nothing() {
+    let backends = testkit::backends();
+    let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
+    let through = faulty.backends.clone();
+    let notifier = spawn_notifier_on(backends.clone(), |config| {
+        config.backends = through;
+        config.webhook_timeout = std::time::Duration::from_millis(500);
+        // Far beyond the test's patience: the notifier must stop because its work ends, not
+        // because a deadline cut it off.
+        config.shutdown_deadline = std::time::Duration::from_secs(600);
+    })
+    .await;
+    // An endpoint that takes the request and never answers.
+    let endpoint = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", endpoint.local_addr().expect("bound"));
+    notifier.subscribe(&url, &["stock.low"]).await;
+    notifier.emit("stuck:stock.low", "stock.low").await;
+    let (held, _) = tokio::time::timeout(WAIT, endpoint.accept())
+        .await
+        .expect("the delivery was sent")
+        .expect("accepted");
+
+    // While the attempt waits for an answer, PostgreSQL goes: the attempt cannot be recorded,
+    // and the notifier is asked to stop while it keeps trying.
+    faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
+    let backends = tokio::time::timeout(WAIT, notifier.halt())
+        .await
+        .expect("the notifier stopped while PostgreSQL was away");
+    drop(held);
+    faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
+
+    // Nothing is lost: the delivery is still pending, unrecorded, under its lease...
+    let pool = testkit::database(&backends).await;
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM deliveries WHERE event_id = $1")
+            .bind("stuck:stock.low")
+            .fetch_one(&pool)
+            .await
+            .expect("the delivery");
+    assert_eq!((status.as_str(), attempts), ("pending", 0));
+    // ...and once the lease ends (brought forward here), a notifier sends it again.
+    let receiver = Receiver::start(&[]).await;
+    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .expect("lease ended");
+    sqlx::query("UPDATE subscriptions SET url = $1")
+        .bind(receiver.url())
+        .execute(&pool)
+        .await
+        .expect("endpoint answers now");
+    let again = spawn_notifier_on(backends, |_| {}).await;
+    receiver.wait_for(1, WAIT).await;
+    let notification = again.settled("stuck:stock.low").await;
+    assert_eq!(notification["deliveries"][0]["status"], "sent");
+    again.stop().await;
 }

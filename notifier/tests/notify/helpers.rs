@@ -30,7 +30,15 @@ pub async fn spawn_notifier(disable_after: i32) -> Notifier {
 
 /// A ready notifier with the test configuration changed by `adjust`.
 pub async fn spawn_notifier_with(adjust: impl FnOnce(&mut notifier::Config)) -> Notifier {
-    let backends = testkit::backends();
+    spawn_notifier_on(testkit::backends(), adjust).await
+}
+
+/// A ready notifier on `backends` (and their namespace), the test configuration changed by
+/// `adjust`.
+pub async fn spawn_notifier_on(
+    backends: Backends,
+    adjust: impl FnOnce(&mut notifier::Config),
+) -> Notifier {
     let mut config = notifier::Config::load().expect("the default configuration is valid");
     config.addr = "127.0.0.1:0".parse().expect("valid address");
     config.backends = backends.clone();
@@ -155,10 +163,16 @@ impl Notifier {
         .await
     }
 
-    pub async fn stop(self) {
+    /// Asks it to stop and waits until it has; leaves its namespace's data in place.
+    pub async fn halt(self) -> Backends {
         let _ = self.stop.send(());
         self.task.await.expect("task").expect("stops cleanly");
-        testkit::cleanup(&self.backends).await.expect("clean-up");
+        self.backends
+    }
+
+    pub async fn stop(self) {
+        let backends = self.halt().await;
+        testkit::cleanup(&backends).await.expect("clean-up");
     }
 }
 

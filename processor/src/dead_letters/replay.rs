@@ -53,7 +53,7 @@ pub async fn one(
     match republish(channel, topology, dead).await {
         Ok(()) => {
             store::remove(pool, &dead.id).await?;
-            metrics::counter!("pipeline_dead_letters_replayed_total").increment(1);
+            metrics::counter!(shared::metric::DEAD_LETTERS_REPLAYED_TOTAL).increment(1);
             Ok(true)
         }
         Err(e) => {

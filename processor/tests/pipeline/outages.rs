@@ -1,7 +1,7 @@
 //! Dependencies that are down: the processor says so and holds events rather than losing or
 //! dead-lettering them.
 
-use crate::helpers::{spawn_gateway_only, wait_inbox};
+use crate::helpers::{WAIT, spawn_gateway_only, wait_inbox};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgres_unreachable_the_processor_is_not_ready_and_holds_events() {
@@ -16,9 +16,18 @@ async fn with_postgres_unreachable_the_processor_is_not_ready_and_holds_events()
     pipeline
         .accept(r#"{"product_id": "held-1", "stock": 3}"#, Some("held-evt"))
         .await;
-    // Give the held event a few retries' worth of time: it must not be dead-lettered.
+    // The processor holds the event (returns it to its shard) again and again: it must not be
+    // dead-lettered, however often that happens.
+    testkit::eventually("the event to be held three times", WAIT, || async {
+        let metrics = pipeline.metrics_of(processor).await;
+        let holds = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("pipeline_holds_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())?;
+        (holds >= 3.0).then_some(())
+    })
+    .await;
     let broker = testkit::Broker::connect(&pipeline.backends).await;
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(
         broker.depth(&pipeline.topology.dead_letter_queue()).await,
         0

@@ -116,7 +116,7 @@ impl Denied {
 
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        metrics::counter!("pipeline_auth_denied_total", "reason" => self.reason()).increment(1);
+        metrics::counter!(crate::metric::AUTH_DENIED_TOTAL, "reason" => self.reason()).increment(1);
         let challenge = |error: Option<&str>| {
             let value = match error {
                 Some(e) => format!("Bearer realm=\"pipeline\", error=\"{e}\""),
@@ -150,7 +150,8 @@ impl IntoResponse for Denied {
                 rate,
                 retry_after,
             } => {
-                metrics::counter!("pipeline_rate_limited_total", "key" => key.clone()).increment(1);
+                metrics::counter!(crate::metric::RATE_LIMITED_TOTAL, "key" => key.clone())
+                    .increment(1);
                 let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 (
                     StatusCode::TOO_MANY_REQUESTS,

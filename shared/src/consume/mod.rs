@@ -72,7 +72,7 @@ where
         )
         .when(is_outage)
         .notify(|error, delay| {
-            metrics::counter!("pipeline_holds_total").increment(1);
+            metrics::counter!(crate::metric::HOLDS_TOTAL).increment(1);
             tracing::warn!(what, error = %error, retry_in = ?delay, "Holding the message until the dependency is back.");
         });
     tokio::select! {

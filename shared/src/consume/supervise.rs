@@ -25,7 +25,7 @@ impl Consumers {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(queue.to_owned(), live);
-        metrics::gauge!("pipeline_consumer_up", "queue" => queue.to_owned()).set(if live {
+        metrics::gauge!(crate::metric::CONSUMER_UP, "queue" => queue.to_owned()).set(if live {
             1.0
         } else {
             0.0
@@ -125,7 +125,7 @@ pub async fn supervise<T, H>(
             Err(join) => join.to_string(),
             Ok(_) => String::new(),
         };
-        metrics::counter!("pipeline_consumer_restarts_total", "reason" => reason).increment(1);
+        metrics::counter!(crate::metric::CONSUMER_RESTARTS_TOTAL, "reason" => reason).increment(1);
         restarting = true;
         if started.elapsed() >= STABLE {
             delays = restart_delays();

@@ -111,7 +111,7 @@ async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) ->
         return next.run(request).await;
     }
     let Ok(_slot) = shedding.slots.try_acquire_owned() else {
-        metrics::counter!("pipeline_http_shed_total").increment(1);
+        metrics::counter!(crate::metric::HTTP_SHED_TOTAL).increment(1);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, SATURATED_RETRY_AFTER)],
@@ -124,7 +124,7 @@ async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) ->
     match tokio::time::timeout(shedding.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            metrics::counter!("pipeline_http_timeouts_total").increment(1);
+            metrics::counter!(crate::metric::HTTP_TIMEOUTS_TOTAL).increment(1);
             (
                 StatusCode::REQUEST_TIMEOUT,
                 Json(json!({

@@ -112,7 +112,7 @@ impl ShardHandler {
             span.fail(&e);
             return Err(e);
         }
-        metrics::counter!("pipeline_downstream_events_total", "type" => kind).increment(1);
+        metrics::counter!(shared::metric::DOWNSTREAM_EVENTS_TOTAL, "type" => kind).increment(1);
         Ok(())
     }
 

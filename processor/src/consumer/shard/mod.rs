@@ -13,10 +13,11 @@ use shared::{
     contract::{Ingest, Undecodable, headers},
     dead_letter::{self, Poison, Reason, number_header},
     topology::Topology,
+    trace::Traced,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{self, Deps, HandleError};
+use crate::handler::{self, Deps, HandleError, Outcome};
 use emit::Source;
 use retry::schedule_retry;
 
@@ -80,63 +81,20 @@ impl DeliveryHandler for ShardHandler {
         )
         .await
         .map(|r| r.map(|mut outcomes| outcomes.remove(0)));
-        let event = Some(update.event_id());
         match outcome {
             None => false,
             Some(Ok(outcome)) => {
-                metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
-                    .increment(1);
-                tracing::debug!(event_id = %update.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
-                let source = (
-                    update.kind(),
-                    update.event_id().to_string(),
-                    span.context().clone(),
-                );
-                match self.emit(channel, &[source]).await {
-                    Ok(()) => settle(acker).await,
-                    Err(e) => {
-                        tracing::warn!(event_id = %update.event_id(), error = %e, "Downstream events not published yet; the event comes back to publish them.");
-                        requeue(acker).await;
-                    }
-                }
+                self.applied(channel, acker, &update, &span, outcome).await;
                 true
             }
             Some(Err(HandleError::Failed(error))) => {
-                let poison = Poison {
-                    attempts: attempts + 1,
-                    ..poison
-                };
-                match self.retry_delays.get(attempts as usize) {
-                    Some(delay) => {
-                        match schedule_retry(channel, &self.topology, &poison, *delay, &error).await
-                        {
-                            Ok(()) => {
-                                metrics::counter!("pipeline_events_retried_total").increment(1);
-                                tracing::info!(event_id = %update.event_id(), trace_id = span.trace_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
-                                self.note_retry(
-                                    update.event_id().as_str(),
-                                    poison.attempts,
-                                    &error,
-                                    *delay,
-                                )
-                                .await;
-                                settle(acker).await;
-                            }
-                            Err(e) => {
-                                tracing::warn!(event_id = %update.event_id(), error = %e, "Could not schedule a retry; the event will be redelivered.");
-                            }
-                        }
-                    }
-                    None => {
-                        let reason = Reason::AttemptsExhausted;
-                        self.set_aside(channel, acker, poison, reason, &error, event)
-                            .await;
-                    }
-                }
+                self.failed(channel, acker, poison, &update, &span, &error)
+                    .await;
                 true
             }
             Some(Err(error)) => {
                 span.fail(&error);
+                let event = Some(update.event_id());
                 let reason = Reason::Invalid;
                 self.set_aside(channel, acker, poison, reason, &error.to_string(), event)
                     .await;
@@ -147,6 +105,76 @@ impl DeliveryHandler for ShardHandler {
 }
 
 impl ShardHandler {
+    /// Publishes what an event applied alone caused, then acks it (or returns it, to publish
+    /// them when it comes back).
+    async fn applied(
+        &self,
+        channel: &Channel,
+        acker: Acker,
+        update: &Ingest,
+        span: &Traced,
+        outcome: Outcome,
+    ) {
+        metrics::counter!(shared::metric::EVENTS_PROCESSED_TOTAL, "outcome" => outcome.as_str())
+            .increment(1);
+        tracing::debug!(event_id = %update.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
+        let source = (
+            update.kind(),
+            update.event_id().to_string(),
+            span.context().clone(),
+        );
+        match self.emit(channel, &[source]).await {
+            Ok(()) => settle(acker).await,
+            Err(e) => {
+                tracing::warn!(event_id = %update.event_id(), error = %e, "Downstream events not published yet; the event comes back to publish them.");
+                requeue(acker).await;
+            }
+        }
+    }
+
+    /// An event that failed for a reason that may pass: the next rung of the retry ladder,
+    /// or past the last, a dead letter.
+    async fn failed(
+        &self,
+        channel: &Channel,
+        acker: Acker,
+        poison: Poison<'_>,
+        update: &Ingest,
+        span: &Traced,
+        error: &str,
+    ) {
+        let attempts = poison.attempts;
+        let poison = Poison {
+            attempts: attempts + 1,
+            ..poison
+        };
+        let Some(delay) = self.retry_delays.get(attempts as usize) else {
+            let event = Some(update.event_id());
+            self.set_aside(
+                channel,
+                acker,
+                poison,
+                Reason::AttemptsExhausted,
+                error,
+                event,
+            )
+            .await;
+            return;
+        };
+        match schedule_retry(channel, &self.topology, &poison, *delay, error).await {
+            Ok(()) => {
+                metrics::counter!(shared::metric::EVENTS_RETRIED_TOTAL).increment(1);
+                tracing::info!(event_id = %update.event_id(), trace_id = span.trace_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
+                self.note_retry(update.event_id().as_str(), poison.attempts, error, *delay)
+                    .await;
+                settle(acker).await;
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %update.event_id(), error = %e, "Could not schedule a retry; the event will be redelivered.");
+            }
+        }
+    }
+
     /// Applies the decodable updates of a batch in one transaction and acks them; anything
     /// else in the batch, and the whole batch if the transaction fails for a reason that is not
     /// an outage, goes through [`DeliveryHandler::on_delivery`] one by one (so one bad event
@@ -204,7 +232,7 @@ impl ShardHandler {
                     tracing::warn!(error = %e, "Downstream events not published yet; the batch comes back to publish them.");
                 }
                 for (delivery, outcome) in decoded.into_iter().zip(outcomes) {
-                    metrics::counter!("pipeline_events_processed_total", "outcome" => outcome.as_str())
+                    metrics::counter!(shared::metric::EVENTS_PROCESSED_TOTAL, "outcome" => outcome.as_str())
                         .increment(1);
                     if emitted.is_ok() {
                         settle(delivery.acker).await;

@@ -72,16 +72,7 @@ impl Stack {
             stack.notifier,
             stack.dashboard,
         ] {
-            testkit::eventually("a service to be ready", WAIT, || async {
-                let r = stack
-                    .client
-                    .get(format!("http://{addr}/ready"))
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())
-            })
-            .await;
+            testkit::until_ready(&stack.client, &format!("http://{addr}"), WAIT).await;
         }
         stack
     }

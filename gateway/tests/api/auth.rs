@@ -298,15 +298,7 @@ async fn keys_never_appear_in_the_logs() {
         .expect("the gateway starts");
     let base = format!("http://{addr}");
     let client = client_with_key(&key);
-    testkit::eventually(
-        "the gateway to be ready",
-        Duration::from_secs(30),
-        || async {
-            let r = client.get(format!("{base}/ready")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        },
-    )
-    .await;
+    testkit::until_ready(&client, &base, Duration::from_secs(30)).await;
     let accepted = client
         .post(format!("{base}/events"))
         .header("content-type", "application/json")

@@ -75,11 +75,7 @@ impl TestApp {
     }
 
     pub async fn wait_ready(&self) {
-        testkit::eventually("the gateway to be ready", WAIT, || async {
-            let r = self.client.get(self.url("/ready")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await;
+        testkit::until_ready(&self.client, &self.url(""), WAIT).await;
     }
 
     /// POSTs `body` as JSON to `/events`, with an `Idempotency-Key` if given.

@@ -197,11 +197,7 @@ async fn signing_secrets_never_appear_in_the_logs() {
         .spawn()
         .expect("the notifier starts");
     let base = format!("http://{addr}");
-    testkit::eventually("the notifier to be ready", WAIT, || async {
-        let r = client.get(format!("{base}/ready")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    testkit::until_ready(&client, &base, WAIT).await;
     let receiver = Receiver::start(&[]).await;
     let created: Value = client
         .post(format!("{base}/subscriptions"))

@@ -57,15 +57,7 @@ pub async fn spawn_notifier_on(
         let _ = stopped.await;
     }));
     let client = testkit::authorized_client(&backends.namespace).await;
-    testkit::eventually("the notifier to be ready", WAIT, || async {
-        let r = client
-            .get(format!("http://{addr}/ready"))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    testkit::until_ready(&client, &format!("http://{addr}"), WAIT).await;
     Notifier {
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
         broker: testkit::Broker::connect(&backends).await,

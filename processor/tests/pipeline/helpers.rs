@@ -115,16 +115,7 @@ impl Pipeline {
     }
 
     pub async fn wait_ready(&self, addr: SocketAddr) {
-        testkit::eventually("a service to be ready", WAIT, || async {
-            let r = self
-                .client
-                .get(format!("http://{addr}/ready"))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await;
+        testkit::until_ready(&self.client, &format!("http://{addr}"), WAIT).await;
     }
 
     /// Waits until the service at `addr` answers `/ready` with 503 naming only `dependency`.

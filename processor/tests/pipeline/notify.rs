@@ -313,15 +313,13 @@ async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_no
         .await;
     assert_eq!(status, 200, "{replayed}");
     assert_eq!(replayed["results"][0]["outcome"], "replayed");
-    testkit::eventually("the notifier to take the replay in", WAIT, || async {
-        let response = pipeline
-            .client
-            .get(format!("http://{notifier}/notifications/msg_crashed"))
-            .send()
-            .await
-            .ok()?;
-        (response.status() == 200).then_some(())
-    })
+    testkit::until_status(
+        &pipeline.client,
+        &format!("http://{notifier}/notifications/msg_crashed"),
+        200,
+        "the notifier to take the replay in",
+        WAIT,
+    )
     .await;
     pipeline.stop().await;
 }

@@ -74,19 +74,7 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let gateway_url = format!("http://{}", services.gateway_addr);
-    testkit::eventually(
-        "the gateway to be ready",
-        Duration::from_secs(60),
-        || async {
-            let r = client
-                .get(format!("{gateway_url}/ready"))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        },
-    )
-    .await;
+    testkit::until_ready(&client, &gateway_url, Duration::from_secs(60)).await;
 
     // The load: keyed events at a fixed rate; every one retried with the same key until 202.
     let model = Arc::new(Mutex::new(Model::default()));

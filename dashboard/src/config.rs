@@ -1,29 +1,26 @@
 //! The dashboard's configuration, read once from the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, millis, seconds, var},
-    http::Limits,
+    config::{Backends, ConfigError, millis, var},
+    service::Serving,
 };
 
 /// Everything the dashboard reads at start.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where the page and its API are served (`DASHBOARD_ADDR`, `0.0.0.0:8081`).
-    pub addr: SocketAddr,
+    /// Where the service listens (`DASHBOARD_ADDR`, `0.0.0.0:8081`), its HTTP limits, and how long a
+    /// drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
+    pub serving: Serving,
     /// RabbitMQ (queue depths), PostgreSQL (lookups, counts) and the namespace.
     pub backends: Backends,
-    /// How the HTTP server protects itself from slow and greedy clients.
-    pub http: Limits,
     /// The services, by base URL: `GATEWAY_URL` (`http://127.0.0.1:8080`), `PROCESSOR_URL`
     /// (`http://127.0.0.1:8082`), `NOTIFIER_URL` (`http://127.0.0.1:8083`).
     pub services: Vec<(&'static str, String)>,
     /// How often the numbers are refreshed and pushed to open pages (`DASHBOARD_REFRESH_MS`,
     /// 1000).
     pub refresh: Duration,
-    /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
-    pub shutdown_deadline: Duration,
     /// Marks the session cookie `Secure`, so browsers send it over HTTPS only (and over plain
     /// HTTP to `localhost`) (`DASHBOARD_SECURE_COOKIES`, true).
     pub secure_cookies: bool,
@@ -46,16 +43,14 @@ impl Config {
             }
         };
         Ok(Self {
-            addr: var("DASHBOARD_ADDR", "0.0.0.0:8081")?,
+            serving: Serving::from_env("DASHBOARD_ADDR", "0.0.0.0:8081")?,
             backends: Backends::from_env()?,
-            http: Limits::from_env()?,
             services: vec![
                 ("gateway", url("GATEWAY_URL", "http://127.0.0.1:8080")?),
                 ("processor", url("PROCESSOR_URL", "http://127.0.0.1:8082")?),
                 ("notifier", url("NOTIFIER_URL", "http://127.0.0.1:8083")?),
             ],
             refresh: millis("DASHBOARD_REFRESH_MS", 1000)?,
-            shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
             secure_cookies: var("DASHBOARD_SECURE_COOKIES", "true")?,
             max_streams: var("DASHBOARD_MAX_STREAMS", "32")?,
         })

@@ -1,7 +1,7 @@
 //! `Application`: all I/O set-up in `build` (the refresher, the page and its API); serving and
 //! the drain in `run_until` (the shared [`Service`] shape).
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, sync::Arc};
 
 use anyhow::Context;
 use axum::{
@@ -19,7 +19,7 @@ use serde_json::Value;
 use shared::{
     auth::Auth,
     connect::postgres::{Database, Tables},
-    service::{Checks, Service},
+    service::{App, Checks, Service},
     topology::Topology,
 };
 use tokio::sync::{Semaphore, watch};
@@ -35,25 +35,19 @@ use crate::{
 /// The page, served as is: no build step, no external assets.
 const PAGE: &str = include_str!("page.html");
 
-/// A built dashboard: listener bound, sources connecting.
-pub struct Application {
-    service: Service,
-    routes: Router,
-}
+/// The dashboard: [`Application::build`] binds and connects it.
+pub struct Application;
 
 impl Application {
     /// Binds the listener and starts the connections (none of them needs to be up) and the
     /// refresher of the live numbers. The dashboard is ready whenever it serves: a source that
     /// is down is shown on the page, not a reason to take the page away.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let service = Service::bind(
-            "dashboard",
-            config.addr,
-            "DASHBOARD_ADDR",
-            &config.http,
-            config.shutdown_deadline,
-        )
-        .await?;
+    ///
+    /// [`App::run_until`] then serves until its shutdown signal and drains: the refresher stops
+    /// (ending the live streams), open requests finish, the connections close, under the
+    /// deadline.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let service = Service::bind("dashboard", &config.serving).await?;
         let backends = &config.backends;
         let database = Database::start(
             backends.database.clone(),
@@ -117,23 +111,7 @@ impl Application {
             .route("/", get(|| async { Html(PAGE) }))
             .merge(session::protect(operators, &gate))
             .merge(session::routes(gate));
-        Ok(Self { service, routes })
-    }
-
-    /// The address of the listener.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.service.local_addr()
-    }
-
-    /// Serves until `shutdown` completes, then drains: the refresher stops (ending the live
-    /// streams), open requests finish, the connections close, under the deadline.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.service
-            .run(self.routes, Checks::default(), shutdown)
-            .await
+        Ok(service.app(routes, Checks::default()))
     }
 }
 

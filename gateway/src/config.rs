@@ -1,21 +1,20 @@
 //! The gateway's configuration, read once from the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use shared::{
     config::{Backends, ConfigError, millis, seconds, var},
-    http::Limits,
+    service::Serving,
 };
 
 /// Everything the gateway reads at start.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where the HTTP API listens (`GATEWAY_ADDR`, default `0.0.0.0:8080`).
-    pub addr: SocketAddr,
+    /// Where the service listens (`GATEWAY_ADDR`, `0.0.0.0:8080`), its HTTP limits, and how long a
+    /// drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
+    pub serving: Serving,
     /// RabbitMQ, Redis, PostgreSQL, namespace and shard count.
     pub backends: Backends,
-    /// How the HTTP server protects itself from slow and greedy clients.
-    pub http: Limits,
     /// How long a completed idempotency record is kept (`IDEMPOTENCY_RETENTION_SECS`, 24 h).
     pub idempotency_retention: Duration,
     /// How long a key stays locked while its first request publishes
@@ -26,23 +25,18 @@ pub struct Config {
     pub confirm_timeout: Duration,
     /// Publishing channels, each with many confirms in flight (`PUBLISH_CHANNELS`, 4).
     pub publish_channels: u16,
-    /// How long a drain may take on SIGTERM before the gateway stops anyway
-    /// (`SHUTDOWN_DEADLINE_SECS`, 30).
-    pub shutdown_deadline: Duration,
 }
 
 impl Config {
     /// Reads the configuration; an invalid value is an error naming its variable.
     pub fn load() -> Result<Self, ConfigError> {
         let config = Self {
-            addr: var("GATEWAY_ADDR", "0.0.0.0:8080")?,
+            serving: Serving::from_env("GATEWAY_ADDR", "0.0.0.0:8080")?,
             backends: Backends::from_env()?,
-            http: Limits::from_env()?,
             idempotency_retention: seconds("IDEMPOTENCY_RETENTION_SECS", 24 * 60 * 60)?,
             idempotency_lease: seconds("IDEMPOTENCY_LEASE_SECS", 30)?,
             confirm_timeout: millis("PUBLISH_CONFIRM_TIMEOUT_MS", 5000)?,
             publish_channels: var("PUBLISH_CHANNELS", "4")?,
-            shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
         };
         if config.idempotency_lease <= config.confirm_timeout {
             return Err(ConfigError {

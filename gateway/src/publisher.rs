@@ -1,5 +1,6 @@
-//! Publishing product updates and orders to the ingest exchange with publisher confirms: a message counts as sent only when
-//! the broker has confirmed it (for a quorum queue: written to a majority of nodes).
+//! Publishing product updates and orders to the ingest exchange with publisher confirms: a
+//! message counts as sent only when the broker has confirmed it (for a quorum queue: written to
+//! a majority of nodes).
 //!
 //! Several channels share the load, each with many confirms in flight at once; a request waits
 //! only for its own confirm, never for a batch.
@@ -88,7 +89,7 @@ impl Channels {
     }
 }
 
-/// Publishes product updates to their shard.
+/// Publishes ingest messages (product updates and orders) to their product's shard.
 #[derive(Clone)]
 pub struct Publisher {
     broker: Broker<Channels>,

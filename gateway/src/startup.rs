@@ -1,7 +1,7 @@
 //! `Application`: all I/O set-up (listener, connections, topology, migrations) in `build`, and
 //! the server with its drain in `run_until` (the shared [`Service`] shape).
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context;
 use shared::{
@@ -10,7 +10,7 @@ use shared::{
         postgres::{Database, Tables},
         redis,
     },
-    service::{Checks, Service},
+    service::{App, Checks, Service},
     topology::Topology,
 };
 
@@ -21,25 +21,18 @@ use crate::{
     routes::{AppState, router},
 };
 
-/// A built gateway, bound to its port, ready to serve.
-pub struct Application {
-    service: Service,
-    state: AppState,
-    checks: Checks,
-}
+/// The gateway: [`Application::build`] binds and connects it.
+pub struct Application;
 
 impl Application {
     /// Binds the listener and starts the connections. Dependencies that are down do not stop
     /// start-up: the gateway reports them in `/ready`, answers 503, and recovers by itself.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let service = Service::bind(
-            "gateway",
-            config.addr,
-            "GATEWAY_ADDR",
-            &config.http,
-            config.shutdown_deadline,
-        )
-        .await?;
+    ///
+    /// [`App::run_until`] then serves until its shutdown signal, stops accepting, lets in-flight
+    /// requests finish (each waits for its own confirm) and closes the broker connection, all
+    /// under the drain deadline.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let service = Service::bind("gateway", &config.serving).await?;
         let backends = &config.backends;
         let topology = Arc::new(Topology::new(
             backends.namespace.clone(),
@@ -79,27 +72,6 @@ impl Application {
             namespace: backends.namespace.clone(),
             pending_order_ttl_seconds: config.idempotency_retention.as_secs().max(1),
         };
-        Ok(Self {
-            service,
-            state,
-            checks,
-        })
-    }
-
-    /// The address the listener is bound to (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.service.local_addr()
-    }
-
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
-    /// (each waits for its own confirm), and closes the broker connection, all under the drain
-    /// deadline.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.service
-            .run(router(self.state), self.checks, shutdown)
-            .await
+        Ok(service.app(router(state), checks))
     }
 }

@@ -1,10 +1,10 @@
 //! The notifier's configuration, read once from the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, millis, millis_list, seconds, var},
-    http::Limits,
+    config::{Backends, ConfigError, millis, millis_list, var},
+    service::Serving,
 };
 
 use crate::delivery::Policy;
@@ -12,17 +12,13 @@ use crate::delivery::Policy;
 /// Everything the notifier reads at start.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where the subscription and notification API, health, readiness and metrics are served
-    /// (`NOTIFIER_ADDR`, `0.0.0.0:8083`).
-    pub addr: SocketAddr,
+    /// Where the service listens (`NOTIFIER_ADDR`, `0.0.0.0:8083`), its HTTP limits, and how long a
+    /// drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
+    pub serving: Serving,
     /// RabbitMQ, PostgreSQL and the namespace (Redis is not used).
     pub backends: Backends,
-    /// How the HTTP server protects itself from slow and greedy clients.
-    pub http: Limits,
     /// Unacknowledged downstream events the broker may push (`PREFETCH`, 32).
     pub prefetch: u16,
-    /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
-    pub shutdown_deadline: Duration,
     /// How long a subscriber has to answer one delivery (`WEBHOOK_TIMEOUT_MS`, 10000).
     pub webhook_timeout: Duration,
     /// When a failed delivery is tried again, after each failed attempt
@@ -77,11 +73,9 @@ impl Config {
         at_least_one("WEBHOOK_MAX_SUBSCRIPTIONS", u64::from(max_subscriptions))?;
         at_least_one("WEBHOOK_DISABLE_AFTER", u64::from(disable_after))?;
         Ok(Self {
-            addr: var("NOTIFIER_ADDR", "0.0.0.0:8083")?,
+            serving: Serving::from_env("NOTIFIER_ADDR", "0.0.0.0:8083")?,
             backends: Backends::from_env()?,
-            http: Limits::from_env()?,
             prefetch,
-            shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
             webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
             retry_schedule: millis_list(
                 "WEBHOOK_RETRY_SCHEDULE_MS",

@@ -1,40 +1,32 @@
 //! `Application`: all I/O set-up in `build`; consumption, delivery, the API and the drain in
 //! `run_until` (the shared [`Service`] shape).
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use axum::Router;
 use shared::{
     auth::{Auth, Scope, protect},
     connect::postgres::{Database, Tables},
     consume::{self, Consumers},
     egress::Egress,
-    service::{Checks, Service},
+    service::{App, Checks, Service},
     topology::Topology,
 };
 use tokio::sync::Notify;
 
 use crate::{api, config::Config, delivery::Worker, intake::Intake};
 
-/// A built notifier: listener bound, connections starting.
-pub struct Application {
-    service: Service,
-    routes: Router,
-    checks: Checks,
-}
+/// The notifier: [`Application::build`] binds and connects it.
+pub struct Application;
 
 impl Application {
     /// Binds the listener and starts the connections, the consumer (as soon as the broker is
     /// reachable) and the delivery worker. Dependencies that are down do not stop start-up.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let service = Service::bind(
-            "notifier",
-            config.addr,
-            "NOTIFIER_ADDR",
-            &config.http,
-            config.shutdown_deadline,
-        )
-        .await?;
+    ///
+    /// [`App::run_until`] then serves, consumes and delivers until its shutdown signal and
+    /// drains: stop taking events (the one in hand is recorded and acked), let the deliveries in
+    /// flight finish and record their outcome, close the connection, all under the deadline.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let service = Service::bind("notifier", &config.serving).await?;
         let backends = &config.backends;
         let pool_size = u32::try_from(config.concurrency)
             .unwrap_or(u32::MAX)
@@ -96,25 +88,6 @@ impl Application {
         });
         let routes =
             shared::openapi::route(crate::openapi::document).merge(protect(api, &auth, Scope::Ops));
-        Ok(Self {
-            service,
-            routes,
-            checks,
-        })
-    }
-
-    /// The address of the listener.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.service.local_addr()
-    }
-
-    /// Serves, consumes and delivers until `shutdown` completes, then drains: stop taking
-    /// events (the one in hand is recorded and acked), let the deliveries in flight finish and
-    /// record their outcome, close the connection, all under the deadline.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.service.run(self.routes, self.checks, shutdown).await
+        Ok(service.app(routes, checks))
     }
 }

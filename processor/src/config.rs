@@ -1,25 +1,22 @@
 //! The processor's configuration, read once from the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, millis_list, seconds, var},
-    http::Limits,
+    config::{Backends, ConfigError, millis_list, var},
+    service::Serving,
 };
 
 /// Everything the processor reads at start.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where health, readiness and metrics are served (`PROCESSOR_ADDR`, `0.0.0.0:8082`).
-    pub addr: SocketAddr,
+    /// Where the service listens (`PROCESSOR_ADDR`, `0.0.0.0:8082`), its HTTP limits, and how long a
+    /// drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
+    pub serving: Serving,
     /// RabbitMQ, Redis, PostgreSQL, namespace and shard count.
     pub backends: Backends,
-    /// How the HTTP server protects itself from slow and greedy clients.
-    pub http: Limits,
     /// Unacknowledged deliveries the broker may push per shard (`PREFETCH`, 32).
     pub prefetch: u16,
-    /// How long a drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
-    pub shutdown_deadline: Duration,
     /// The retry ladder: how long a failed event waits before each new attempt
     /// (`RETRY_DELAYS_MS`, `1000,10000,60000`); past the last, it is dead-lettered.
     pub retry_delays: Vec<Duration>,
@@ -38,11 +35,9 @@ impl Config {
             });
         }
         Ok(Self {
-            addr: var("PROCESSOR_ADDR", "0.0.0.0:8082")?,
+            serving: Serving::from_env("PROCESSOR_ADDR", "0.0.0.0:8082")?,
             backends: Backends::from_env()?,
-            http: Limits::from_env()?,
             prefetch,
-            shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
         })

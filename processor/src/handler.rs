@@ -1,5 +1,5 @@
-//! Applying one product update: knows nothing about AMQP. The consumer decides what to do with
-//! the delivery from the result.
+//! Applying a batch of ingest messages (product updates and orders) in one transaction: knows
+//! nothing about AMQP. The consumer decides what to do with the delivery from the result.
 
 use redis::aio::ConnectionManager;
 use shared::{

@@ -1,10 +1,9 @@
 //! `Application`: all I/O set-up in `build`; consumption, the ops and dead-letter endpoints and
 //! the drain in `run_until` (the shared [`Service`] shape).
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
 use lapin::{Connection, options::ConfirmSelectOptions, types::FieldTable};
 use shared::{
     auth::{Auth, Scope, protect},
@@ -14,7 +13,7 @@ use shared::{
         redis,
     },
     consume::{self, Consumers},
-    service::{Checks, Service, Tasks},
+    service::{App, Checks, Service, Tasks},
     topology::Topology,
 };
 use tokio_util::sync::CancellationToken;
@@ -29,25 +28,18 @@ use crate::{
     handler::Deps,
 };
 
-/// A built processor: ops listener bound, connections starting.
-pub struct Application {
-    service: Service,
-    routes: Router,
-    checks: Checks,
-}
+/// The processor: [`Application::build`] binds and connects it.
+pub struct Application;
 
 impl Application {
     /// Binds the ops listener and starts the connections; consumers start on every shard as
     /// soon as the broker is reachable. Dependencies that are down do not stop start-up.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let service = Service::bind(
-            "processor",
-            config.addr,
-            "PROCESSOR_ADDR",
-            &config.http,
-            config.shutdown_deadline,
-        )
-        .await?;
+    ///
+    /// [`App::run_until`] then consumes until its shutdown signal and drains: stop taking
+    /// deliveries, finish and ack the one in hand on each shard, close the channels and the
+    /// connection, under the deadline.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let service = Service::bind("processor", &config.serving).await?;
         let backends = &config.backends;
         let database = Database::start(
             backends.database.clone(),
@@ -112,25 +104,7 @@ impl Application {
             &auth,
             Scope::Ops,
         ));
-        Ok(Self {
-            service,
-            routes,
-            checks,
-        })
-    }
-
-    /// The address of the ops listener.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.service.local_addr()
-    }
-
-    /// Consumes until `shutdown` completes, then drains: stop taking deliveries, finish and ack
-    /// the one in hand on each shard, close the channels and the connection, under the deadline.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.service.run(self.routes, self.checks, shutdown).await
+        Ok(service.app(routes, checks))
     }
 }
 

@@ -6,7 +6,8 @@
 //!   the work needs (the broker's supervisor, the migrations, the key refresher, the dependency
 //!   watch). Every task a service spawns is in one of them.
 //! - [`Service::broker`] supervises the RabbitMQ connection as a background task.
-//! - [`Service::run`] serves the service's routes beside `/health`, `/ready` (from [`Checks`])
+//! - [`Service::app`] makes the built service, an [`App`]; [`App::run_until`] serves the
+//!   service's routes beside `/health`, `/ready` (from [`Checks`])
 //!   and `/metrics` on the hardened server until the shutdown signal, then drains: the work is
 //!   told to stop and the server stops accepting; the work finishes what it holds and in-flight
 //!   requests are answered, under the drain deadline; then the background stops, under the
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    config::{ConfigError, seconds, var},
     connect::{
         amqp::{self, Broker},
         postgres::Database,
@@ -141,6 +143,32 @@ impl Checks {
 /// How often the dependency gauges are refreshed when nobody asks `/ready`.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 
+/// Where a service listens, how its HTTP server protects itself, and how long it may drain.
+#[derive(Clone, Debug)]
+pub struct Serving {
+    /// The listening address (port 0 in tests).
+    pub addr: SocketAddr,
+    /// The variable the address was read from, named if binding fails.
+    pub variable: &'static str,
+    /// How the HTTP server protects itself from slow and greedy clients.
+    pub http: Limits,
+    /// How long a drain may take on SIGTERM before the service stops anyway.
+    pub shutdown_deadline: Duration,
+}
+
+impl Serving {
+    /// Reads the address from `variable` (`default` when unset), the HTTP limits, and
+    /// `SHUTDOWN_DEADLINE_SECS` (30).
+    pub fn from_env(variable: &'static str, default: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            addr: var(variable, default)?,
+            variable,
+            http: Limits::from_env()?,
+            shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
+        })
+    }
+}
+
 /// A service being built and then run.
 pub struct Service {
     name: &'static str,
@@ -154,23 +182,16 @@ pub struct Service {
 }
 
 impl Service {
-    /// Binds `addr` (read from the variable `variable`, named if binding fails) for the service
-    /// `name`, with the HTTP `limits` and the drain `deadline`.
-    pub async fn bind(
-        name: &'static str,
-        addr: SocketAddr,
-        variable: &'static str,
-        limits: &Limits,
-        deadline: Duration,
-    ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr)
+    /// Binds the listener of `serving` for the service `name`.
+    pub async fn bind(name: &'static str, serving: &Serving) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(serving.addr)
             .await
-            .with_context(|| format!("cannot listen on {variable} {addr}"))?;
+            .with_context(|| format!("cannot listen on {} {}", serving.variable, serving.addr))?;
         Ok(Self {
             name,
             listener,
-            limits: limits.clone(),
-            deadline,
+            limits: serving.http.clone(),
+            deadline: serving.shutdown_deadline,
             work: Tasks::new(),
             background: Tasks::new(),
         })
@@ -221,8 +242,18 @@ impl Service {
         });
     }
 
+    /// The built service: its `routes` (beside the ops routes, answering `/ready` from
+    /// `checks`), ready to [`App::run_until`] its shutdown.
+    pub fn app(self, routes: Router, checks: Checks) -> App {
+        App {
+            service: self,
+            routes,
+            checks,
+        }
+    }
+
     /// Serves `routes` beside the ops routes until `shutdown`, then drains (see the module).
-    pub async fn run(
+    async fn run(
         self,
         routes: Router,
         checks: Checks,
@@ -249,5 +280,27 @@ impl Service {
         self.background.stop("background stop", self.deadline).await;
         tracing::info!("{name} stopped.");
         Ok(())
+    }
+}
+
+/// A built service: listener bound, work and connections starting.
+pub struct App {
+    service: Service,
+    routes: Router,
+    checks: Checks,
+}
+
+impl App {
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.service.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains under the deadline (see the module).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.service.run(self.routes, self.checks, shutdown).await
     }
 }

@@ -79,9 +79,9 @@ impl Stack {
 
     async fn start_gateway(&mut self) {
         let mut config = gateway::Config::load().expect("the default configuration is valid");
-        config.addr = local();
+        config.serving.addr = local();
         config.backends = self.backends.clone();
-        config.shutdown_deadline = Duration::from_secs(5);
+        config.serving.shutdown_deadline = Duration::from_secs(5);
         let gateway = gateway::Application::build(config)
             .await
             .expect("gateway builds");
@@ -91,9 +91,9 @@ impl Stack {
 
     async fn start_processor(&mut self) {
         let mut config = processor::Config::load().expect("the default configuration is valid");
-        config.addr = local();
+        config.serving.addr = local();
         config.backends = self.backends.clone();
-        config.shutdown_deadline = Duration::from_secs(5);
+        config.serving.shutdown_deadline = Duration::from_secs(5);
         config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
         let processor = processor::Application::build(config)
             .await
@@ -104,9 +104,9 @@ impl Stack {
 
     async fn start_notifier(&mut self) {
         let mut config = notifier::Config::load().expect("the default configuration is valid");
-        config.addr = local();
+        config.serving.addr = local();
         config.backends = self.backends.clone();
-        config.shutdown_deadline = Duration::from_secs(5);
+        config.serving.shutdown_deadline = Duration::from_secs(5);
         config.webhook_timeout = Duration::from_secs(2);
         config.retry_schedule = vec![Duration::from_millis(100)];
         config.poll_interval = Duration::from_millis(50);
@@ -120,7 +120,7 @@ impl Stack {
 
     async fn start_dashboard(&mut self, processor_url: String) {
         let mut config = dashboard::Config::load().expect("the default configuration is valid");
-        config.addr = local();
+        config.serving.addr = local();
         config.backends = self.backends.clone();
         config.services = vec![
             ("gateway", format!("http://{}", self.gateway)),
@@ -128,7 +128,7 @@ impl Stack {
             ("notifier", format!("http://{}", self.notifier)),
         ];
         config.refresh = Duration::from_millis(250);
-        config.shutdown_deadline = Duration::from_secs(5);
+        config.serving.shutdown_deadline = Duration::from_secs(5);
         let dashboard = dashboard::Application::build(config)
             .await
             .expect("dashboard builds");

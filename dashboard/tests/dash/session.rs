@@ -145,10 +145,10 @@ async fn live_streams_are_capped_and_dirty_parameters_are_400() {
     let backends = testkit::backends();
     let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     let mut config = dashboard::Config::load().expect("the default configuration is valid");
-    config.addr = "127.0.0.1:0".parse().expect("valid address");
+    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
     config.backends = backends.clone();
     config.max_streams = 1;
-    config.shutdown_deadline = std::time::Duration::from_secs(5);
+    config.serving.shutdown_deadline = std::time::Duration::from_secs(5);
     let app = dashboard::Application::build(config)
         .await
         .expect("dashboard builds");

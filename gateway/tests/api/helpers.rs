@@ -33,13 +33,13 @@ pub async fn spawn_app() -> TestApp {
 /// with a short confirm timeout and drain.
 pub fn config(backends: Backends) -> Config {
     let mut config = Config::load().expect("the default configuration is valid");
-    config.addr = "127.0.0.1:0".parse().expect("valid address");
+    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
     config.backends = backends;
     config.idempotency_retention = Duration::from_secs(600);
     config.idempotency_lease = Duration::from_secs(10);
     config.confirm_timeout = Duration::from_secs(2);
     config.publish_channels = 2;
-    config.shutdown_deadline = Duration::from_secs(5);
+    config.serving.shutdown_deadline = Duration::from_secs(5);
     config
 }
 

@@ -13,7 +13,7 @@ use crate::helpers::{TestApp, config, json, spawn_config};
 
 async fn gateway_with(limits: impl FnOnce(&mut shared::http::Limits)) -> TestApp {
     let mut config = config(testkit::backends());
-    limits(&mut config.http);
+    limits(&mut config.serving.http);
     let app = spawn_config(config).await;
     app.wait_ready().await;
     app

@@ -263,7 +263,7 @@ async fn shutdown_while_an_attempt_cannot_be_recorded_stops_and_loses_nothing() 
         config.webhook_timeout = std::time::Duration::from_millis(500);
         // Far beyond the test's patience: the notifier must stop because its work ends, not
         // because a deadline cut it off.
-        config.shutdown_deadline = std::time::Duration::from_secs(600);
+        config.serving.shutdown_deadline = std::time::Duration::from_secs(600);
     })
     .await;
     // An endpoint that takes the request and never answers.

@@ -40,9 +40,9 @@ pub async fn spawn_notifier_on(
     adjust: impl FnOnce(&mut notifier::Config),
 ) -> Notifier {
     let mut config = notifier::Config::load().expect("the default configuration is valid");
-    config.addr = "127.0.0.1:0".parse().expect("valid address");
+    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
     config.backends = backends.clone();
-    config.shutdown_deadline = Duration::from_secs(5);
+    config.serving.shutdown_deadline = Duration::from_secs(5);
     config.webhook_timeout = Duration::from_secs(2);
     config.retry_schedule = SCHEDULE.to_vec();
     config.poll_interval = Duration::from_millis(50);

@@ -36,10 +36,10 @@ pub async fn spawn_pipeline() -> Pipeline {
 /// A ready gateway and no processor.
 pub async fn spawn_gateway_only(backends: Backends) -> Pipeline {
     let mut config = gateway::Config::load().expect("the default configuration is valid");
-    config.addr = "127.0.0.1:0".parse().expect("valid address");
+    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
     config.backends = backends.clone();
     config.confirm_timeout = Duration::from_secs(2);
-    config.shutdown_deadline = Duration::from_secs(5);
+    config.serving.shutdown_deadline = Duration::from_secs(5);
     let app = gateway::Application::build(config)
         .await
         .expect("gateway builds");
@@ -74,10 +74,10 @@ impl Pipeline {
     /// Starts an in-process processor on `backends` (some may be unreachable).
     pub async fn start_processor(&mut self, backends: Backends) -> SocketAddr {
         let mut config = processor::Config::load().expect("the default configuration is valid");
-        config.addr = "127.0.0.1:0".parse().expect("valid address");
+        config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
         config.backends = backends;
         config.prefetch = 16;
-        config.shutdown_deadline = Duration::from_secs(5);
+        config.serving.shutdown_deadline = Duration::from_secs(5);
         config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
         let app = processor::Application::build(config)
             .await
@@ -91,9 +91,9 @@ impl Pipeline {
     /// Starts an in-process notifier on `backends`, with a quick retry schedule.
     pub async fn start_notifier(&mut self, backends: Backends) -> SocketAddr {
         let mut config = notifier::Config::load().expect("the default configuration is valid");
-        config.addr = "127.0.0.1:0".parse().expect("valid address");
+        config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
         config.backends = backends;
-        config.shutdown_deadline = Duration::from_secs(5);
+        config.serving.shutdown_deadline = Duration::from_secs(5);
         config.webhook_timeout = Duration::from_secs(2);
         config.retry_schedule = vec![Duration::from_millis(100)];
         config.poll_interval = Duration::from_millis(50);

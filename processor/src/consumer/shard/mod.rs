@@ -21,7 +21,7 @@ use crate::handler::{self, Deps, HandleError, Outcome};
 use emit::Source;
 use retry::schedule_retry;
 
-/// Applies product updates from a shard.
+/// Applies a shard's messages: product updates and orders.
 pub struct ShardHandler {
     /// Names of exchanges and queues.
     pub topology: Arc<Topology>,
@@ -175,10 +175,10 @@ impl ShardHandler {
         }
     }
 
-    /// Applies the decodable updates of a batch in one transaction and acks them; anything
-    /// else in the batch, and the whole batch if the transaction fails for a reason that is not
-    /// an outage, goes through [`DeliveryHandler::on_delivery`] one by one (so one bad event
-    /// is isolated and handled alone).
+    /// Applies the decodable messages of a batch (updates and orders) in one transaction and
+    /// acks them; anything else in the batch, and the whole batch if the transaction fails for
+    /// a reason that is not an outage, goes through [`DeliveryHandler::on_delivery`] one by one
+    /// (so one bad event is isolated and handled alone).
     async fn apply_batch(
         &self,
         channel: &Channel,

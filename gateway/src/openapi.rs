@@ -1,7 +1,10 @@
 //! The OpenAPI 3 document of the gateway's API, served at `GET /openapi.json`.
 
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{
+    OpenApi, ToSchema,
+    openapi::{RefOr, Response},
+};
 
 /// Body of `POST /events`. At least one of `price` and `stock`; unknown fields are refused.
 #[derive(Serialize, ToSchema)]
@@ -110,7 +113,47 @@ pub struct OrderStatus {
 )]
 struct ApiDoc;
 
-/// The document, with the security scheme and the answers every service shares.
+/// What both ingest endpoints (`POST /events`, `POST /orders`) may answer besides `202`, by
+/// status.
+fn ingest_answers() -> [(&'static str, Response); 4] {
+    use shared::openapi::error;
+    [
+        (
+            "409",
+            error(
+                "The first request with this key (an order: this order id) is still being published",
+                &[],
+            ),
+        ),
+        ("415", error("Body not declared as JSON", &[])),
+        (
+            "422",
+            error("The key (an order: its id) was used with another body", &[]),
+        ),
+        (
+            "503",
+            error(
+                "RabbitMQ or Redis unavailable: nothing accepted; or RabbitMQ did not confirm in time (`outcome: unknown`): send the same request again, it is applied once",
+                &[("Retry-After", "Seconds to wait before retrying")],
+            ),
+        ),
+    ]
+}
+
+/// The document, with the ingest answers, the security scheme and the answers every service
+/// shares.
 pub fn document() -> utoipa::openapi::OpenApi {
-    shared::openapi::finish(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    for path in ["/events", "/orders"] {
+        let post = doc.paths.paths.get_mut(path).and_then(|p| p.post.as_mut());
+        if let Some(operation) = post {
+            for (status, answer) in ingest_answers() {
+                operation
+                    .responses
+                    .responses
+                    .insert(status.to_owned(), RefOr::T(answer));
+            }
+        }
+    }
+    shared::openapi::finish(doc)
 }

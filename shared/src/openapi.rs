@@ -42,7 +42,8 @@ pub fn route(document: fn() -> OpenApi) -> axum::Router {
 /// The name of the security scheme.
 pub const BEARER: &str = "api_key";
 
-fn error(description: &str, headers: &[(&str, &str)]) -> Response {
+/// An error answer (an `ErrorBody`) with its `headers` (name, description).
+pub fn error(description: &str, headers: &[(&str, &str)]) -> Response {
     let mut response = ResponseBuilder::new().description(description).content(
         "application/json",
         ContentBuilder::new()

@@ -71,6 +71,11 @@ impl Receiver {
         Self { addr, log, task }
     }
 
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// The URL to subscribe.
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
@@ -110,4 +115,24 @@ async fn receive(
         answered,
     });
     StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
+}
+
+/// Subscribes `url` to `types` at the notifier at `notifier` (`http://host:port`); the
+/// subscription's id and secret.
+pub async fn subscribe(
+    client: &reqwest::Client,
+    notifier: &str,
+    url: &str,
+    types: &[&str],
+) -> (String, String) {
+    let response = client
+        .post(format!("{notifier}/subscriptions"))
+        .json(&serde_json::json!({ "url": url, "event_types": types }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    let field = |name: &str| body[name].as_str().expect(name).to_owned();
+    (field("id"), field("secret"))
 }

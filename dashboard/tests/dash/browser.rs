@@ -34,14 +34,14 @@ async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
     let (browser, dir) = (chromium(), script_dir());
     let stack = Stack::start(None).await;
     let receiver = testkit::webhooks::Receiver::start(&[]).await;
-    let subscribed = stack
-        .client
-        .post(format!("http://{}/subscriptions", stack.notifier))
-        .json(&serde_json::json!({ "url": receiver.url(), "event_types": ["product.updated"] }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(subscribed.status(), 201);
+    let notifier = format!("http://{}", stack.notifier);
+    testkit::webhooks::subscribe(
+        &stack.client,
+        &notifier,
+        &receiver.url(),
+        &["product.updated"],
+    )
+    .await;
     stack
         .plant_dead_letter("browser-dead", "browser-dead-evt")
         .await;

@@ -29,13 +29,6 @@ use crate::request::{parse_event, to_micros};
     responses(
         (status = 202, description = "Durably in the broker", body = crate::openapi::Accepted,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is a replay of the first answer"))),
-        (status = 400, description = "Invalid body or header; `field` names it", body = shared::openapi::ErrorBody),
-        (status = 409, description = "The first request with this key is still in progress", body = shared::openapi::ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = shared::openapi::ErrorBody),
-        (status = 415, description = "Body not declared as JSON", body = shared::openapi::ErrorBody),
-        (status = 422, description = "Key already used with another body", body = shared::openapi::ErrorBody),
-        (status = 503, description = "RabbitMQ or Redis unavailable: nothing accepted; or RabbitMQ did not confirm in time (`outcome: unknown`): send the same request again, it is applied once. See Retry-After", body = shared::openapi::ErrorBody,
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn post_event(

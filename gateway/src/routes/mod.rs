@@ -75,31 +75,25 @@ impl AppState {
 
 /// The gateway's whole router: each data route wants a key with its scope.
 pub fn router(state: AppState) -> Router {
-    let auth = &state.auth;
-    let scoped = |path: &str, route: axum::routing::MethodRouter<AppState>, scope: Scope| {
-        protect(Router::new().route(path, route), auth, scope)
-    };
-    let api = Router::new()
-        .merge(scoped(
-            "/events",
-            post(events::post_event),
-            Scope::EventsWrite,
-        ))
-        .merge(scoped(
+    let scoped = [
+        ("/events", post(events::post_event), Scope::EventsWrite),
+        (
             "/products/{id}",
             get(products::get_product),
             Scope::ProductsRead,
-        ))
-        .merge(scoped(
-            "/orders",
-            post(orders::post_order),
-            Scope::OrdersWrite,
-        ))
-        .merge(scoped(
-            "/orders/{id}",
-            get(orders::get_order),
-            Scope::OrdersRead,
-        ))
+        ),
+        ("/orders", post(orders::post_order), Scope::OrdersWrite),
+        ("/orders/{id}", get(orders::get_order), Scope::OrdersRead),
+    ];
+    let api = scoped
+        .into_iter()
+        .fold(Router::new(), |api, (path, route, scope)| {
+            api.merge(protect(
+                Router::new().route(path, route),
+                &state.auth,
+                scope,
+            ))
+        })
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),

@@ -34,13 +34,6 @@ use crate::request::parse_order;
     responses(
         (status = 202, description = "Durably in the broker; the order is pending", body = crate::openapi::OrderAccepted,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is a replay of the first answer"))),
-        (status = 400, description = "Invalid body; `field` names it", body = shared::openapi::ErrorBody),
-        (status = 409, description = "The same order is still being published", body = shared::openapi::ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = shared::openapi::ErrorBody),
-        (status = 415, description = "Body not declared as JSON", body = shared::openapi::ErrorBody),
-        (status = 422, description = "This order id was used with another body", body = shared::openapi::ErrorBody),
-        (status = 503, description = "RabbitMQ or Redis unavailable: nothing accepted; or RabbitMQ did not confirm in time (`outcome: unknown`): send the same order again, it is applied once. See Retry-After", body = shared::openapi::ErrorBody,
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn post_order(

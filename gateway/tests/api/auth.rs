@@ -156,12 +156,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
     );
     assert!(json(refused, 429).await["error"].is_string());
     // Another key is not slowed down by this one.
-    let other = app
-        .client
-        .get(app.url("/products/rate-1"))
-        .send()
-        .await
-        .expect("sent");
+    let other = app.get("/products/rate-1").await;
     assert_eq!(other.status(), 404);
     let metrics = testkit::metrics(&app.client, &app.url("")).await;
     assert!(

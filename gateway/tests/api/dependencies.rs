@@ -27,12 +27,7 @@ async fn with_rabbitmq_unreachable_ready_is_503_and_events_are_503() {
         .await;
     assert_eq!(response.headers()["retry-after"], "5");
     assert_eq!(json(response, 503).await["dependency"], "rabbitmq");
-    let health = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("sent");
+    let health = app.get("/health").await;
     assert_eq!(json(health, 200).await["status"], "healthy");
     app.stop().await;
 }
@@ -65,12 +60,7 @@ async fn with_postgres_unreachable_ready_is_503_and_uncached_reads_are_503() {
     backends.database = url.parse().expect("valid URL");
     let app = spawn_with(backends).await;
     ready_names_down(&app, "postgres").await;
-    let response = app
-        .client
-        .get(app.url("/products/p1"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/products/p1").await;
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response, 503).await["dependency"], "postgres");
     app.stop().await;

@@ -74,6 +74,15 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GETs `path` with the test's key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn wait_ready(&self) {
         testkit::until_ready(&self.client, &self.url(""), WAIT).await;
     }

@@ -117,12 +117,7 @@ async fn a_saturated_server_sheds_load_with_503_and_a_slow_body_is_408() {
     assert_eq!(shed.headers()["retry-after"], "1");
     assert!(json(shed, 503).await["error"].is_string());
     // The health check is never shed.
-    let health = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("sent");
+    let health = app.get("/health").await;
     assert_eq!(health.status(), 200);
 
     // The slow request runs out of time: 408, and the slot is free again.
@@ -150,7 +145,7 @@ async fn control_characters_and_bad_utf8_in_paths_and_queries_are_400_naming_the
         ("/products/p1?x=%07", "x"),
         ("/orders/o1?%FF=1", "query"),
     ] {
-        let response = app.client.get(app.url(path)).send().await.expect("sent");
+        let response = app.get(path).await;
         let body = json(response, 400).await;
         assert_eq!(body["field"], field, "{path}: {body}");
     }

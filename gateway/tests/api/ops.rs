@@ -5,22 +5,12 @@ use crate::helpers::{json, spawn_app};
 #[tokio::test(flavor = "multi_thread")]
 async fn health_ready_metrics_and_openapi_answer() {
     let app = spawn_app().await;
-    let health = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("sent");
+    let health = app.get("/health").await;
     assert_eq!(
         json(health, 200).await,
         serde_json::json!({"status": "healthy"})
     );
-    let ready = app
-        .client
-        .get(app.url("/ready"))
-        .send()
-        .await
-        .expect("sent");
+    let ready = app.get("/ready").await;
     let ready = json(ready, 200).await;
     assert_eq!(ready["dependencies"]["rabbitmq"], "up");
     assert_eq!(ready["dependencies"]["redis"], "up");
@@ -42,11 +32,7 @@ async fn health_ready_metrics_and_openapi_answer() {
     }
 
     for path in ["/openapi.json", "/api/v1/openapi.json"] {
-        let doc = json(
-            app.client.get(app.url(path)).send().await.expect("sent"),
-            200,
-        )
-        .await;
+        let doc = json(app.get(path).await, 200).await;
         assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
         assert!(doc["paths"]["/events"]["post"].is_object());
         assert!(doc["paths"]["/products/{id}"]["get"].is_object());

@@ -70,30 +70,12 @@ async fn an_order_id_is_its_idempotency_key_and_reads_as_pending_until_applied()
     json(other, 422).await;
     assert_eq!(app.queued().await, 1, "published once");
 
-    let pending = json(
-        app.client
-            .get(app.url("/orders/order123"))
-            .send()
-            .await
-            .expect("sent"),
-        200,
-    )
-    .await;
+    let pending = json(app.get("/orders/order123").await, 200).await;
     assert_eq!(pending["status"], "pending");
     assert_eq!(pending["qty"], 2);
-    let unknown = app
-        .client
-        .get(app.url("/orders/nobody"))
-        .send()
-        .await
-        .expect("sent");
+    let unknown = app.get("/orders/nobody").await;
     json(unknown, 404).await;
-    let bad = app
-        .client
-        .get(app.url("/orders/bad%20id"))
-        .send()
-        .await
-        .expect("sent");
+    let bad = app.get("/orders/bad%20id").await;
     assert_eq!(json(bad, 400).await["field"], "id");
     app.stop().await;
 }

@@ -6,19 +6,9 @@ use redis::AsyncCommands;
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_id_is_400_and_an_unknown_one_404() {
     let app = spawn_app().await;
-    let bad = app
-        .client
-        .get(app.url("/products/bad%20id"))
-        .send()
-        .await
-        .expect("sent");
+    let bad = app.get("/products/bad%20id").await;
     assert_eq!(json(bad, 400).await["field"], "product_id");
-    let unknown = app
-        .client
-        .get(app.url("/products/nobody"))
-        .send()
-        .await
-        .expect("sent");
+    let unknown = app.get("/products/nobody").await;
     json(unknown, 404).await;
     app.stop().await;
 }
@@ -33,12 +23,7 @@ async fn a_cache_miss_reads_postgres_and_fills_the_cache() {
     .execute(&pool)
     .await
     .expect("insert");
-    let response = app
-        .client
-        .get(app.url("/api/v1/products/db-only"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/api/v1/products/db-only").await;
     let body = json(response, 200).await;
     assert_eq!(body["price"].to_string(), "12.3400");
     assert_eq!(body["stock"], serde_json::Value::Null);
@@ -58,15 +43,7 @@ async fn a_cache_miss_reads_postgres_and_fills_the_cache() {
         .set(&key, cached.replace("12.3400", "99.1"))
         .await
         .expect("SET");
-    let body = json(
-        app.client
-            .get(app.url("/products/db-only"))
-            .send()
-            .await
-            .expect("sent"),
-        200,
-    )
-    .await;
+    let body = json(app.get("/products/db-only").await, 200).await;
     assert_eq!(body["price"].to_string(), "99.1");
     app.stop().await;
 }

@@ -151,12 +151,7 @@ async fn a_wrong_method_is_a_405_and_an_unknown_path_a_404() {
         .await
         .expect("sent");
     json(response, 405).await;
-    let response = app
-        .client
-        .get(app.url("/nowhere"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/nowhere").await;
     json(response, 404).await;
     app.stop().await;
 }

@@ -73,12 +73,7 @@ async fn the_api_wants_an_ops_key() {
 async fn endpoints_on_private_networks_are_refused_by_class() {
     let notifier = spawn_notifier_with(|c| c.allow_private_networks = false).await;
     let receiver = Receiver::start(&[]).await;
-    let port = receiver
-        .url()
-        .rsplit(':')
-        .next()
-        .expect("a port")
-        .to_owned();
+    let port = receiver.port();
     let by_name = format!("http://localhost:{port}");
     for (url, class) in [
         ("http://127.0.0.1:8082/dead-letters", "loopback"),
@@ -120,12 +115,7 @@ async fn endpoints_on_private_networks_are_refused_by_class() {
 async fn a_name_that_resolves_to_a_private_address_at_delivery_is_not_connected_to() {
     let notifier = spawn_notifier_with(|c| c.allow_private_networks = false).await;
     let receiver = Receiver::start(&[]).await;
-    let port = receiver
-        .url()
-        .rsplit(':')
-        .next()
-        .expect("a port")
-        .to_owned();
+    let port = receiver.port();
     // As if the name had resolved to a public address when it was subscribed, and to this
     // machine now (DNS rebinding).
     let pool = testkit::database(&notifier.backends).await;

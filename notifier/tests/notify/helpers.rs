@@ -76,19 +76,7 @@ impl Notifier {
 
     /// Subscribes `url` to `types`; the subscription's id and secret.
     pub async fn subscribe(&self, url: &str, types: &[&str]) -> (String, String) {
-        let response = self
-            .client
-            .post(self.url("/subscriptions"))
-            .json(&json!({ "url": url, "event_types": types }))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 201);
-        let body: Value = response.json().await.expect("JSON");
-        (
-            body["id"].as_str().expect("id").to_owned(),
-            body["secret"].as_str().expect("secret").to_owned(),
-        )
+        testkit::webhooks::subscribe(&self.client, &self.url(""), url, types).await
     }
 
     /// Publishes a downstream event of type `kind` with id `id` as the processor does; its body.

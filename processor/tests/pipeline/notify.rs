@@ -5,26 +5,21 @@ use serde_json::{Value, json};
 use testkit::{
     fault_proxy::{Fault, Faulty},
     services::{env_urls, through},
-    webhooks::Receiver,
+    webhooks::{Receiver, subscribe},
 };
 
-use crate::helpers::{self, WAIT, spawn_gateway_only, spawn_pipeline, wait_inbox};
+use crate::helpers::{self, Pipeline, WAIT, spawn_gateway_only, spawn_pipeline, wait_inbox};
 
-async fn subscribe(
-    client: &reqwest::Client,
-    notifier: std::net::SocketAddr,
-    url: &str,
-    types: &[&str],
-) -> String {
-    let response = client
-        .post(format!("http://{notifier}/subscriptions"))
-        .json(&json!({ "url": url, "event_types": types }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.expect("JSON");
-    body["secret"].as_str().expect("secret").to_owned()
+/// A whole pipeline with a notifier, and a receiver subscribed to `types`: the notifier's
+/// address, the receiver and the subscription's secret.
+async fn with_subscriber(types: &[&str]) -> (Pipeline, std::net::SocketAddr, Receiver, String) {
+    let mut pipeline = spawn_pipeline().await;
+    let backends = pipeline.backends.clone();
+    let notifier = pipeline.start_notifier(backends).await;
+    let receiver = Receiver::start(&[]).await;
+    let base = format!("http://{notifier}");
+    let (_, secret) = subscribe(&pipeline.client, &base, &receiver.url(), types).await;
+    (pipeline, notifier, receiver, secret)
 }
 
 /// The notification of `event_id` once its deliveries are settled.
@@ -49,17 +44,7 @@ async fn settled(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_reaches_its_subscriber_as_one_signed_webhook() {
-    let mut pipeline = spawn_pipeline().await;
-    let backends = pipeline.backends.clone();
-    let notifier = pipeline.start_notifier(backends).await;
-    let receiver = Receiver::start(&[]).await;
-    let secret = subscribe(
-        &pipeline.client,
-        notifier,
-        &receiver.url(),
-        &["order.created"],
-    )
-    .await;
+    let (pipeline, notifier, receiver, secret) = with_subscriber(&["order.created"]).await;
 
     pipeline
         .accept(r#"{"product_id": "hook-1", "stock": 5}"#, None)
@@ -106,9 +91,10 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     let mut pipeline = spawn_gateway_only(backends.clone()).await;
     let notifier = pipeline.start_notifier(backends.clone()).await;
     let receiver = Receiver::start(&[]).await;
+    let base = format!("http://{notifier}");
     subscribe(
         &pipeline.client,
-        notifier,
+        &base,
         &receiver.url(),
         &["product.updated"],
     )
@@ -182,17 +168,7 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
 
 #[tokio::test(flavor = "multi_thread")]
 async fn event_ids_of_1_and_255_characters_travel_end_to_end_to_the_webhook() {
-    let mut pipeline = spawn_pipeline().await;
-    let backends = pipeline.backends.clone();
-    let notifier = pipeline.start_notifier(backends).await;
-    let receiver = Receiver::start(&[]).await;
-    let secret = subscribe(
-        &pipeline.client,
-        notifier,
-        &receiver.url(),
-        &["product.updated"],
-    )
-    .await;
+    let (pipeline, notifier, receiver, secret) = with_subscriber(&["product.updated"]).await;
     // Every visible ASCII character, over and over: the longest key a client may send.
     let longest: String = (b'!'..=b'~').map(char::from).cycle().take(255).collect();
     for (key, stock) in [(longest.as_str(), 3), ("x", 4)] {

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use opentelemetry::trace::{SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use serde_json::json;
 use testkit::webhooks::Receiver;
 
 use crate::helpers::{WAIT, spawn_pipeline};
@@ -30,14 +29,14 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
     let backends = pipeline.backends.clone();
     let notifier = pipeline.start_notifier(backends).await;
     let receiver = Receiver::start(&[]).await;
-    let subscribed = pipeline
-        .client
-        .post(format!("http://{notifier}/subscriptions"))
-        .json(&json!({ "url": receiver.url(), "event_types": ["product.updated"] }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(subscribed.status(), 201);
+    let base = format!("http://{notifier}");
+    testkit::webhooks::subscribe(
+        &pipeline.client,
+        &base,
+        &receiver.url(),
+        &["product.updated"],
+    )
+    .await;
 
     // The client starts the trace; the gateway continues it.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";

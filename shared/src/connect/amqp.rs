@@ -176,7 +176,8 @@ fn connection_name(service: &str) -> String {
     format!("{service}@{host}/{}", std::process::id())
 }
 
-fn delays() -> impl Iterator<Item = Duration> {
+/// Jittered exponential delays from 200 ms to 5 s, for reconnecting and restarting.
+pub(crate) fn delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(Duration::from_millis(200))

@@ -9,7 +9,6 @@ use std::{
     time::Duration,
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryHandler, Ended, Source, run};
@@ -46,15 +45,6 @@ impl Consumers {
 /// A consumer that stayed up this long restarts with the shortest delay if it ends.
 const STABLE: Duration = Duration::from_secs(30);
 
-fn restart_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_jitter()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .without_max_times()
-        .build()
-}
-
 /// Consumes `queue` with `handler` until `shutdown`, on whatever connection `broker` holds:
 /// opens a channel and a consumer (prefetch `prefetch`), runs the loop in a task of its own,
 /// and when it ends for any reason but shutdown counts it (`pipeline_consumer_restarts_total`
@@ -75,7 +65,7 @@ pub async fn supervise<T, H>(
     H: DeliveryHandler,
 {
     consumers.set(&queue, false);
-    let mut delays = restart_delays();
+    let mut delays = crate::connect::amqp::delays();
     let mut restarting = false;
     loop {
         let Some(session) = broker.connected(&shutdown).await else {
@@ -128,7 +118,7 @@ pub async fn supervise<T, H>(
         metrics::counter!(crate::metric::CONSUMER_RESTARTS_TOTAL, "reason" => reason).increment(1);
         restarting = true;
         if started.elapsed() >= STABLE {
-            delays = restart_delays();
+            delays = crate::connect::amqp::delays();
         }
         if session.connection.status().connected() {
             tracing::error!(queue = %queue, reason, error = %detail, "Consumer ended; restarting it.");

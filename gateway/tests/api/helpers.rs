@@ -83,6 +83,27 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// POSTs `body` to `path` as `content_type` with the test's key.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POSTs `body` to `path` as JSON with the test's key.
+    pub async fn post_json(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.post(path, "application/json", body).await
+    }
+
     pub async fn wait_ready(&self) {
         testkit::until_ready(&self.client, &self.url(""), WAIT).await;
     }

@@ -156,13 +156,8 @@ async fn an_event_keyed_like_an_order_does_not_touch_the_order() {
     )
     .await;
     let order = app
-        .client
-        .post(app.url("/orders"))
-        .header("content-type", "application/json")
-        .body(r#"{"id": "o1", "sku": "p1", "qty": 1}"#)
-        .send()
-        .await
-        .expect("sent");
+        .post_json("/orders", r#"{"id": "o1", "sku": "p1", "qty": 1}"#)
+        .await;
     assert_eq!(json(order, 202).await["status"], "pending");
     assert_eq!(app.queued().await, 2, "both published");
     app.stop().await;

@@ -91,13 +91,8 @@ async fn a_saturated_server_sheds_load_with_503_and_a_slow_body_is_408() {
     let mut accepted = 0;
     let shed = loop {
         let probe = app
-            .client
-            .post(app.url("/events"))
-            .header("content-type", "application/json")
-            .body(r#"{"product_id": "p1", "stock": 1}"#)
-            .send()
-            .await
-            .expect("sent");
+            .post_json("/events", r#"{"product_id": "p1", "stock": 1}"#)
+            .await;
         if probe.status() == 503 {
             break probe;
         }

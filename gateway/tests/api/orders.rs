@@ -4,13 +4,7 @@
 use crate::helpers::{json, spawn_app};
 
 async fn post_order(app: &crate::helpers::TestApp, body: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/orders"))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("sent")
+    app.post_json("/orders", body.to_owned()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -38,13 +32,12 @@ async fn invalid_orders_are_400_naming_the_field_and_leave_nothing_behind() {
         );
     }
     let response = app
-        .client
-        .post(app.url("/api/v1/orders"))
-        .header("content-type", "text/plain")
-        .body(r#"{"id": "o1", "sku": "s1", "qty": 1}"#)
-        .send()
-        .await
-        .expect("sent");
+        .post(
+            "/api/v1/orders",
+            "text/plain",
+            r#"{"id": "o1", "sku": "s1", "qty": 1}"#,
+        )
+        .await;
     json(response, 415).await;
     assert_eq!(app.queued().await, 0);
     app.stop().await;

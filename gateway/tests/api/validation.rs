@@ -191,13 +191,8 @@ async fn a_valid_event_is_202_with_its_id_after_the_message_is_in_its_shard() {
 async fn without_a_key_the_event_gets_a_uuidv7_and_the_versioned_path_works() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(app.url("/api/v1/events"))
-        .header("content-type", "application/json")
-        .body(r#"{"product_id": "p1", "stock": 3}"#)
-        .send()
-        .await
-        .expect("sent");
+        .post_json("/api/v1/events", r#"{"product_id": "p1", "stock": 3}"#)
+        .await;
     let body = json(response, 202).await;
     let id = uuid::Uuid::parse_str(body["event_id"].as_str().expect("id")).expect("a UUID");
     assert_eq!(id.get_version_num(), 7);

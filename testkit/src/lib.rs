@@ -140,6 +140,16 @@ where
         .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
+/// Asserts that an answer (`status`, JSON body) is a 400 naming `field`, saying `context` if
+/// not.
+pub fn assert_names_field(status: u16, body: &serde_json::Value, field: &str, context: &str) {
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some(field)),
+        "{context}: {body}"
+    );
+}
+
 /// Polls `url` until it answers `status`, or panics naming `what` after `timeout`; the answer.
 pub async fn until_status(
     client: &reqwest::Client,

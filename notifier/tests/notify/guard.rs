@@ -60,11 +60,7 @@ async fn the_api_wants_an_ops_key() {
         ("/notifications/a%0Ab", "event_id"),
     ] {
         let (status, body) = notifier.get(path).await;
-        assert_eq!(
-            (status, body["field"].as_str()),
-            (400, Some(field)),
-            "{path}"
-        );
+        testkit::assert_names_field(status, &body, field, path);
     }
     notifier.stop().await;
 }

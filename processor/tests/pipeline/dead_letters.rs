@@ -11,7 +11,7 @@ use lapin::{
 };
 use serde_json::json;
 
-use crate::helpers::{WAIT, counter, spawn_gateway_only, spawn_pipeline, wait_inbox};
+use crate::helpers::{spawn_gateway_only, spawn_pipeline, wait_inbox};
 
 /// Makes every write of `product` fail in PostgreSQL with `errcode` (`P0001`: a failure that
 /// may pass later; `check_violation`: a refusal).
@@ -151,29 +151,12 @@ async fn replaying_an_event_that_was_already_applied_does_not_apply_it_again() {
         .await;
     assert_eq!(dry["results"][0]["already_applied"], true);
 
-    let processor = pipeline.processor.expect("running");
-    let before = counter(
-        &pipeline.metrics_of(processor).await,
-        "pipeline_events_processed_total",
-        "duplicate",
-    );
+    let before = pipeline.duplicates().await;
     let (_, done) = pipeline
         .processor_post("/dead-letters/replay", json!({"all": true}))
         .await;
     assert_eq!(done["count"], 1);
-    testkit::eventually(
-        "the replay to be recognised as a duplicate",
-        WAIT,
-        || async {
-            let after = counter(
-                &pipeline.metrics_of(processor).await,
-                "pipeline_events_processed_total",
-                "duplicate",
-            );
-            (after >= before + 1.0).then_some(())
-        },
-    )
-    .await;
+    pipeline.wait_duplicate(before).await;
     assert_eq!(pipeline.inbox_count().await, 1);
     assert_eq!(pipeline.product("once").await.expect("exists")["stock"], 5);
     pipeline.stop().await;
@@ -228,11 +211,7 @@ async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
         ("/dead-letters?colour=red", "colour"),
     ] {
         let (status, body) = pipeline.processor_get(path).await;
-        assert_eq!(
-            (status, body["field"].as_str()),
-            (400, Some(field)),
-            "{path}"
-        );
+        testkit::assert_names_field(status, &body, field, path);
     }
     let (status, _) = pipeline.processor_get("/dead-letters/no-such-id").await;
     assert_eq!(status, 404);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use lapin::BasicProperties;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::helpers::{self, WAIT, counter, spawn_pipeline, wait_inbox};
+use crate::helpers::{self, WAIT, spawn_pipeline, wait_inbox};
 
 fn update(event_id: &str, product: &str, stock: i64) -> String {
     let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("formats");
@@ -18,12 +18,7 @@ fn update(event_id: &str, product: &str, stock: i64) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
     let pipeline = spawn_pipeline().await;
-    let processor = pipeline.processor.expect("running");
-    let before = counter(
-        &pipeline.metrics_of(processor).await,
-        "pipeline_events_processed_total",
-        "duplicate",
-    );
+    let before = pipeline.duplicates().await;
     let broker = testkit::Broker::connect(&pipeline.backends).await;
     let shard = pipeline
         .topology
@@ -39,15 +34,7 @@ async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
             )
             .await;
     }
-    testkit::eventually("the duplicate to be recognised", WAIT, || async {
-        let after = counter(
-            &pipeline.metrics_of(processor).await,
-            "pipeline_events_processed_total",
-            "duplicate",
-        );
-        (after >= before + 1.0).then_some(())
-    })
-    .await;
+    pipeline.wait_duplicate(before).await;
     wait_inbox(&pipeline, 1).await;
     assert_eq!(pipeline.product("dup-1").await.expect("exists")["stock"], 5);
     assert_eq!(broker.depth(&pipeline.topology.shard_queue(shard)).await, 0);

@@ -242,6 +242,21 @@ impl Pipeline {
     }
 
     /// Stops everything (drains) and removes the namespace.
+    /// Events the running processor has recognised as already applied.
+    pub async fn duplicates(&self) -> f64 {
+        let processor = self.processor.expect("running");
+        let metrics = self.metrics_of(processor).await;
+        counter(&metrics, "pipeline_events_processed_total", "duplicate")
+    }
+
+    /// Waits until the processor has recognised more duplicates than `before`.
+    pub async fn wait_duplicate(&self, before: f64) {
+        testkit::eventually("a duplicate to be recognised", WAIT, || async {
+            (self.duplicates().await > before).then_some(())
+        })
+        .await;
+    }
+
     pub async fn stop(mut self) {
         while !self.running.is_empty() {
             self.stop_last().await;

@@ -2,7 +2,7 @@
 //! replayed or purged.
 
 use shared::dead_letter::Reason;
-use sqlx::PgPool;
+use sqlx::{Arguments, PgPool, error::BoxDynError, postgres::PgArguments};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -92,6 +92,26 @@ pub async fn insert(pool: &PgPool, dead: &DeadLetter) -> Result<(), sqlx::Error>
     Ok(())
 }
 
+impl Selection {
+    /// The selection as the arguments `$1` to `$5` of [`MATCHES`], then what `more` adds.
+    fn arguments(
+        &self,
+        more: impl FnOnce(&mut PgArguments) -> Result<(), BoxDynError>,
+    ) -> Result<PgArguments, sqlx::Error> {
+        let mut arguments = PgArguments::default();
+        let add = || -> Result<(), BoxDynError> {
+            arguments.add(&self.ids)?;
+            arguments.add(self.reason)?;
+            arguments.add(&self.product_id)?;
+            arguments.add(self.since)?;
+            arguments.add(self.until)?;
+            more(&mut arguments)
+        };
+        add().map_err(sqlx::Error::Encode)?;
+        Ok(arguments)
+    }
+}
+
 /// Dead letters not held by a running replay.
 const UNCLAIMED: &str = "(replay_job IS NULL OR replay_claimed_until < now())";
 
@@ -105,14 +125,8 @@ pub async fn count(pool: &PgPool, selection: &Selection) -> Result<(i64, i64), s
                       AND p.kind = coalesce(d.message_type, 'product.update')))
          FROM dead_letters d WHERE {MATCHES} AND {UNCLAIMED}"
     ));
-    sqlx::query_as(sql)
-        .bind(&selection.ids)
-        .bind(selection.reason)
-        .bind(&selection.product_id)
-        .bind(selection.since)
-        .bind(selection.until)
-        .fetch_one(pool)
-        .await
+    let arguments = selection.arguments(|_| Ok(()))?;
+    sqlx::query_as_with(sql, arguments).fetch_one(pool).await
 }
 
 /// Claims up to `limit` selected dead letters for the replay `job` for `hold`; their ids.
@@ -132,15 +146,12 @@ pub async fn claim(
          SET replay_job = $7, replay_claimed_until = now() + make_interval(secs => $8)
          FROM picked WHERE d.id = picked.id RETURNING d.id"
     ));
-    sqlx::query_scalar(sql)
-        .bind(&selection.ids)
-        .bind(selection.reason)
-        .bind(&selection.product_id)
-        .bind(selection.since)
-        .bind(selection.until)
-        .bind(limit)
-        .bind(job)
-        .bind(hold.as_secs_f64())
+    let arguments = selection.arguments(|more| {
+        more.add(limit)?;
+        more.add(job)?;
+        more.add(hold.as_secs_f64())
+    })?;
+    sqlx::query_scalar_with(sql, arguments)
         .fetch_all(pool)
         .await
 }
@@ -179,15 +190,8 @@ pub async fn list(
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT * FROM dead_letters WHERE {MATCHES} ORDER BY first_failed_at, id LIMIT $6"
     ));
-    sqlx::query_as(sql)
-        .bind(&selection.ids)
-        .bind(selection.reason)
-        .bind(&selection.product_id)
-        .bind(selection.since)
-        .bind(selection.until)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+    let arguments = selection.arguments(|more| more.add(limit))?;
+    sqlx::query_as_with(sql, arguments).fetch_all(pool).await
 }
 
 /// One dead letter by id.
@@ -212,14 +216,8 @@ pub async fn purge(pool: &PgPool, selection: &Selection) -> Result<u64, sqlx::Er
     let sql = sqlx::AssertSqlSafe(format!(
         "DELETE FROM dead_letters WHERE {MATCHES} AND {UNCLAIMED}"
     ));
-    let done = sqlx::query(sql)
-        .bind(&selection.ids)
-        .bind(selection.reason)
-        .bind(&selection.product_id)
-        .bind(selection.since)
-        .bind(selection.until)
-        .execute(pool)
-        .await?;
+    let arguments = selection.arguments(|_| Ok(()))?;
+    let done = sqlx::query_with(sql, arguments).execute(pool).await?;
     Ok(done.rows_affected())
 }
 

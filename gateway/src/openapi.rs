@@ -1,6 +1,11 @@
 //! The OpenAPI 3 document of the gateway's API, served at `GET /openapi.json`.
 
 use serde::Serialize;
+use shared::{
+    contract::ProductView,
+    model::Rejection,
+    orders::{Order, OrderStatus},
+};
 use utoipa::{
     OpenApi, ToSchema,
     openapi::{RefOr, Response},
@@ -32,20 +37,6 @@ pub struct Accepted {
     pub status: String,
 }
 
-/// A product's current state.
-#[derive(Serialize, ToSchema)]
-pub struct ProductBody {
-    /// The product.
-    pub product_id: String,
-    /// Current price, exact; `null` if never set.
-    #[schema(value_type = Option<f64>)]
-    pub price: Option<String>,
-    /// Current stock; `null` if never set.
-    pub stock: Option<i32>,
-    /// When the product last changed (RFC 3339).
-    pub updated_at: String,
-}
-
 /// Body of `POST /orders`. The order id is the idempotency key.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"id": "order123", "sku": "mag-safe-phone-case", "qty": 2}))]
@@ -69,27 +60,6 @@ pub struct OrderAccepted {
     pub status: String,
 }
 
-/// An order's status.
-#[derive(Serialize, ToSchema)]
-pub struct OrderStatus {
-    /// The order id.
-    pub order_id: String,
-    /// The product.
-    pub sku: String,
-    /// Units.
-    pub qty: i32,
-    /// The customer's address, if given.
-    pub email: Option<String>,
-    /// `pending`, `created` or `rejected`.
-    pub status: String,
-    /// Why it was rejected (`unknown_product`, `insufficient_stock`).
-    pub reason: Option<String>,
-    /// When it was accepted.
-    pub created_at: String,
-    /// When its status last changed.
-    pub updated_at: Option<String>,
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -105,10 +75,12 @@ pub struct OrderStatus {
     components(schemas(
         EventBody,
         Accepted,
-        ProductBody,
+        ProductView,
         OrderBody,
         OrderAccepted,
-        OrderStatus
+        Order,
+        OrderStatus,
+        Rejection
     ))
 )]
 struct ApiDoc;

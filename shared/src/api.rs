@@ -155,6 +155,12 @@ pub fn db(e: sqlx::Error) -> ApiError {
     ApiError::unavailable("postgres", e)
 }
 
+/// What a lookup found, or a 404 saying `missing`; a database error is a 503.
+pub fn found<T>(row: Result<Option<T>, sqlx::Error>, missing: &'static str) -> Result<T, ApiError> {
+    row.map_err(db)?
+        .ok_or(ApiError::NotFound(Cow::Borrowed(missing)))
+}
+
 /// The pool, once the schema is migrated; a 503 before.
 pub fn pool(database: &Database) -> Result<&PgPool, ApiError> {
     database

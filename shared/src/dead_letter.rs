@@ -12,7 +12,9 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{connect::amqp::publish_confirmed, contract::headers, topology::Topology};
 
 /// Why a message was set aside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Reason {

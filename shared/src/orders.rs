@@ -5,25 +5,28 @@
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::{
     contract::OrderPlaced,
     model::{OrderId, Rejection},
 };
 
-/// What became of an order (a pending one is only in the gateway's Redis).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type)]
+/// What became of an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum OrderStatus {
+    /// Accepted, not yet decided: only ever in the gateway's cache, never stored here.
+    Pending,
     /// Its stock is reserved.
     Created,
     /// Refused; the reason says why.
     Rejected,
 }
 
-/// A decided order, as stored and served.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+/// An order, as stored (once decided) and served.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Order {
     /// Its id.
     pub order_id: String,
@@ -33,14 +36,14 @@ pub struct Order {
     pub qty: i32,
     /// The customer's address, when given.
     pub email: Option<String>,
-    /// `created` or `rejected`.
+    /// What became of it.
     pub status: OrderStatus,
     /// Why it was rejected.
     pub reason: Option<Rejection>,
     /// When the gateway accepted it.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// When it was decided.
+    /// When it was decided (while pending: when it was accepted).
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -54,6 +57,22 @@ pub struct Counts {
     pub created: i64,
     /// Those refused.
     pub rejected: i64,
+}
+
+impl Order {
+    /// An order just accepted, not yet decided.
+    pub fn pending(placed: &OrderPlaced) -> Self {
+        Self {
+            order_id: placed.order_id.to_string(),
+            sku: placed.sku.to_string(),
+            qty: placed.qty.value(),
+            email: placed.email.as_ref().map(ToString::to_string),
+            status: OrderStatus::Pending,
+            reason: None,
+            created_at: placed.received_at,
+            updated_at: placed.received_at,
+        }
+    }
 }
 
 const COLUMNS: &str = "order_id, sku, qty, email, status, reason, created_at, updated_at";

@@ -4,16 +4,17 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, State, rejection::BytesRejection},
-    http::HeaderMap,
-    response::Response,
+    http::{HeaderMap, header},
+    response::{IntoResponse, Response},
 };
-use serde_json::{Value, json};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use serde_json::json;
+use time::OffsetDateTime;
 
 use shared::{
     api::{ApiError, bad},
     contract::OrderPlaced,
     model::OrderId,
+    orders::Order,
     topology::Namespace,
 };
 
@@ -72,16 +73,10 @@ async fn accept(
     .await?;
     // Until the processor applies it, the order reads as pending (best effort: a read falls
     // back to 404 only in the moments before the processor has it).
-    let pending = json!({
-        "order_id": order.order_id,
-        "sku": order.sku,
-        "qty": order.qty,
-        "status": "pending",
-        "created_at": received_at.format(&Rfc3339).ok(),
-    });
+    let pending = serde_json::to_string(&Order::pending(&order)).expect("an order serialises");
     let key = pending_order_key(&state.namespace, &order.order_id);
     state
-        .cache_if_absent(&key, &pending.to_string(), state.pending_order_ttl_seconds)
+        .cache_if_absent(&key, &pending, state.pending_order_ttl_seconds)
         .await;
     Ok(response)
 }
@@ -94,7 +89,7 @@ async fn accept(
     tag = "orders",
     params(("id" = String, Path, description = "Order id")),
     responses(
-        (status = 200, description = "The order", body = crate::openapi::OrderStatus),
+        (status = 200, description = "The order", body = Order),
         (status = 400, description = "Invalid order id", body = shared::openapi::ErrorBody),
         (status = 404, description = "Unknown order", body = shared::openapi::ErrorBody),
         (status = 503, description = "PostgreSQL unavailable", body = shared::openapi::ErrorBody),
@@ -103,22 +98,20 @@ async fn accept(
 pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id: OrderId = id.parse().map_err(|e| bad("id", format!("id {e}")))?;
     let pool = shared::api::pool(&state.database)?;
     let decided = shared::orders::load(pool, &id)
         .await
-        .map_err(|e| ApiError::unavailable("postgres", e))?;
+        .map_err(shared::api::db)?;
     if let Some(order) = decided {
-        return Ok(Json(json!(order)));
+        return Ok(Json(order).into_response());
     }
     let pending = state
         .cached(&pending_order_key(&state.namespace, &id))
         .await
-        .and_then(|json| serde_json::from_str::<Value>(&json).ok());
-    pending
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no order with id {id}").into()))
+        .ok_or_else(|| ApiError::NotFound(format!("no order with id {id}").into()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], pending).into_response())
 }
 
 /// Redis key of an order accepted but not yet applied (so `GET /orders/{id}` can say

@@ -10,20 +10,64 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 use shared::{
-    api::{ApiError, bad, db, limit_param, only_params, pool},
+    api::{ApiError, bad, db, found, limit_param, only_params, pool},
     connect::postgres::Database,
+    contract::EventType,
 };
+use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::store::{
-    deliveries::{self, DeliveryStatus, Retry},
-    notifications, timestamp,
+    deliveries::{self, Attempt, Delivery, DeliveryStatus, Retry},
+    notifications,
 };
 
 /// Most deliveries one list call returns.
 pub const MAX_LIST: i64 = 1000;
+
+/// A downstream event the notifier took in, with its deliveries.
+#[derive(Serialize, ToSchema)]
+pub struct Notification {
+    /// The event's id.
+    event_id: String,
+    /// Its type.
+    event_type: EventType,
+    /// When the notifier took it in.
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+    /// Always true.
+    handled: bool,
+    /// One per subscriber that wanted it.
+    deliveries: Vec<DeliveryLog>,
+}
+
+/// A delivery with every attempt.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryLog {
+    #[serde(flatten)]
+    delivery: Delivery,
+    /// Every attempt, in order.
+    attempt_log: Vec<Attempt>,
+}
+
+/// `GET /deliveries`.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    /// Newest first.
+    deliveries: Vec<Delivery>,
+}
+
+/// A delivery sent again.
+#[derive(Serialize, ToSchema)]
+pub struct Retried {
+    /// The delivery.
+    id: i64,
+    /// `pending`.
+    status: DeliveryStatus,
+}
 
 pub(super) fn routes() -> Router<super::Api> {
     Router::new()
@@ -36,38 +80,35 @@ pub(super) fn routes() -> Router<super::Api> {
 #[utoipa::path(get, path = "/notifications/{event_id}", tag = "deliveries",
     params(("event_id" = String, Path, description = "The downstream event's id (the webhook-id)")),
     responses(
-        (status = 200, description = "The event and its deliveries", body = crate::openapi::Notification),
+        (status = 200, description = "The event and its deliveries", body = Notification),
         (status = 404, description = "The event never reached the notifier", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn show(
     State(database): State<Database>,
     Path(event_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Notification>, ApiError> {
     let pool = pool(&database)?;
-    let (event_type, received_at) = notifications::get(pool, &event_id)
-        .await
-        .map_err(db)?
-        .ok_or(ApiError::NotFound(
-            "no downstream event with this id was received".into(),
-        ))?;
-    let found = deliveries::of_event(pool, &event_id).await.map_err(db)?;
-    let ids: Vec<i64> = found.iter().map(|d| d.id).collect();
+    let (event_type, received_at) = found(
+        notifications::get(pool, &event_id).await,
+        "no downstream event with this id was received",
+    )?;
+    let of_event = deliveries::of_event(pool, &event_id).await.map_err(db)?;
+    let ids: Vec<i64> = of_event.iter().map(|d| d.id).collect();
     let mut log = deliveries::attempts(pool, &ids).await.map_err(db)?;
-    let deliveries: Vec<Value> = found
-        .iter()
-        .map(|d| {
-            let mut shown = d.json();
-            shown["attempt_log"] = json!(log.remove(&d.id).unwrap_or_default());
-            shown
+    let deliveries = of_event
+        .into_iter()
+        .map(|delivery| DeliveryLog {
+            attempt_log: log.remove(&delivery.id).unwrap_or_default(),
+            delivery,
         })
         .collect();
-    Ok(Json(json!({
-        "event_id": event_id,
-        "event_type": event_type.as_str(),
-        "received_at": timestamp(Some(received_at)),
-        "handled": true,
-        "deliveries": deliveries,
-    })))
+    Ok(Json(Notification {
+        event_id,
+        event_type,
+        received_at,
+        handled: true,
+        deliveries,
+    }))
 }
 
 /// Deliveries, newest first (`status=failed`: the notifier's dead letters).
@@ -77,11 +118,11 @@ pub(crate) async fn show(
         ("subscription_id" = Option<String>, Query, description = "Only this subscription's (a UUID)"),
         ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
     ),
-    responses((status = 200, description = "The deliveries", body = crate::openapi::DeliveryList)))]
+    responses((status = 200, description = "The deliveries", body = DeliveryList)))]
 pub(crate) async fn list(
     State(database): State<Database>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryList>, ApiError> {
     only_params(params.keys(), &["status", "subscription_id", "limit"])?;
     let status = params
         .get("status")
@@ -108,23 +149,21 @@ pub(crate) async fn list(
     let deliveries = deliveries::list(pool(&database)?, status, subscription, limit)
         .await
         .map_err(db)?;
-    Ok(Json(json!({
-        "deliveries": deliveries.iter().map(deliveries::Delivery::json).collect::<Vec<_>>()
-    })))
+    Ok(Json(DeliveryList { deliveries }))
 }
 
 /// Sends a failed, skipped or cancelled delivery again, with a fresh retry schedule.
 #[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries",
     params(("id" = i64, Path, description = "The delivery's id")),
     responses(
-        (status = 202, description = "Pending again", body = crate::openapi::Retried),
+        (status = 202, description = "Pending again", body = Retried),
         (status = 404, description = "No such delivery", body = shared::openapi::ErrorBody),
         (status = 409, description = "The delivery is sent or pending", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn retry(
     State(database): State<Database>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Retried>), ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| bad("id", "the delivery id must be a whole number"))?;
@@ -143,6 +182,9 @@ pub(crate) async fn retry(
     tracing::info!(delivery_id = id, "Delivery retried by an operator.");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "status": DeliveryStatus::Pending })),
+        Json(Retried {
+            id,
+            status: DeliveryStatus::Pending,
+        }),
     ))
 }

@@ -8,12 +8,15 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use shared::{
-    api::{ApiError, bad, bad_body, db, pool},
+    api::{ApiError, bad, bad_body, db, found, pool},
     connect::postgres::Database,
     contract::EventType,
 };
+use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Api;
@@ -22,7 +25,6 @@ use crate::{
     store::{
         deliveries,
         subscriptions::{self, Subscription},
-        timestamp,
     },
 };
 
@@ -40,13 +42,43 @@ pub(super) fn routes() -> Router<Api> {
         .route("/subscriptions/{id}/enable", post(enable))
 }
 
-/// A validated `POST /subscriptions` body.
-#[derive(Debug, PartialEq, Eq)]
+/// A `POST /subscriptions` body, validated.
+#[derive(Debug, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"url": "https://shop.example/hooks", "event_types": ["order.created"]}))]
 pub struct NewSubscription {
-    /// The endpoint.
+    /// An `http(s)` URL with a host, no credentials, not on a private network.
     pub url: String,
-    /// The event types it wants, without repeats, in the order given.
+    /// One or more of `product.updated`, `stock.low`, `order.created`, `order.rejected`
+    /// (repeats are dropped).
     pub event_types: Vec<String>,
+}
+
+/// A subscription just made, with its signing secret (shown this once).
+#[derive(Serialize, ToSchema)]
+pub struct Created {
+    #[serde(flatten)]
+    subscription: Subscription,
+    /// The signing secret (`whsec_...`).
+    secret: String,
+}
+
+/// `GET /subscriptions`.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionList {
+    /// Oldest first; secrets are never listed.
+    subscriptions: Vec<Subscription>,
+}
+
+/// A new secret; the old one also signs until `previous_secret_expires_at`.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedSecret {
+    /// The subscription.
+    id: Uuid,
+    /// The new secret, shown once.
+    secret: String,
+    /// Until when the old secret also signs.
+    #[serde(with = "time::serde::rfc3339")]
+    previous_secret_expires_at: OffsetDateTime,
 }
 
 /// Validates a subscription body, naming the field at fault.
@@ -126,15 +158,15 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 
 /// Subscribes an endpoint; the answer holds its signing secret, shown this once.
 #[utoipa::path(post, path = "/subscriptions", tag = "subscriptions",
-    request_body(content = crate::openapi::NewSubscription, content_type = "application/json"),
+    request_body(content = NewSubscription, content_type = "application/json"),
     responses(
-        (status = 201, description = "Subscribed", body = crate::openapi::Subscription),
+        (status = 201, description = "Subscribed", body = Created),
         (status = 409, description = "The namespace holds the most subscriptions allowed", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn create(
     State(api): State<Api>,
     body: Result<Json<Value>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let Json(body) = body.map_err(|e| bad_body(&e))?;
     let new = validate(&body)?;
     let url = reqwest::Url::parse(&new.url).map_err(|e| bad("url", e.to_string()))?;
@@ -162,36 +194,37 @@ pub(crate) async fn create(
         )
     })?;
     tracing::info!(subscription_id = %row.id, url = %row.url, "Subscription created.");
-    let mut shown = row.json();
-    shown["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(shown)))
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            subscription: row,
+            secret,
+        }),
+    ))
 }
 
 /// Every subscription (without secrets).
 #[utoipa::path(get, path = "/subscriptions", tag = "subscriptions",
-    responses((status = 200, description = "The subscriptions", body = crate::openapi::SubscriptionList)))]
-pub(crate) async fn list(State(database): State<Database>) -> Result<Json<Value>, ApiError> {
-    let rows = subscriptions::list(pool(&database)?).await.map_err(db)?;
-    Ok(Json(json!({
-        "subscriptions": rows.iter().map(Subscription::json).collect::<Vec<_>>()
-    })))
+    responses((status = 200, description = "The subscriptions", body = SubscriptionList)))]
+pub(crate) async fn list(
+    State(database): State<Database>,
+) -> Result<Json<SubscriptionList>, ApiError> {
+    let subscriptions = subscriptions::list(pool(&database)?).await.map_err(db)?;
+    Ok(Json(SubscriptionList { subscriptions }))
 }
 
 /// One subscription.
 #[utoipa::path(get, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses(
-        (status = 200, description = "The subscription", body = crate::openapi::Subscription),
+        (status = 200, description = "The subscription", body = Subscription),
         (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn show(
     State(database): State<Database>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let row = subscriptions::get(pool(&database)?, parse_id(&id)?)
-        .await
-        .map_err(db)?;
-    row.map(|r| Json(r.json()))
-        .ok_or(ApiError::NotFound(NOT_FOUND.into()))
+) -> Result<Json<Subscription>, ApiError> {
+    let row = subscriptions::get(pool(&database)?, parse_id(&id)?).await;
+    found(row, NOT_FOUND).map(Json)
 }
 
 /// Deletes a subscription (its history stays; what was pending is cancelled).
@@ -219,51 +252,46 @@ pub(crate) async fn remove(
 /// A new signing secret; the old one also signs for 24 h.
 #[utoipa::path(post, path = "/subscriptions/{id}/rotate-secret", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses(
-        (status = 200, description = "Rotated", body = crate::openapi::RotatedSecret),
+        (status = 200, description = "Rotated", body = RotatedSecret),
         (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn rotate(
     State(database): State<Database>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotatedSecret>, ApiError> {
+    let id = parse_id(&id)?;
     let secret = new_secret();
-    let expires = subscriptions::rotate(
-        pool(&database)?,
-        parse_id(&id)?,
-        &secret,
-        i32::try_from(ROTATION_OVERLAP_HOURS).unwrap_or(24),
-    )
-    .await
-    .map_err(db)?;
-    let expires = expires.ok_or(ApiError::NotFound(NOT_FOUND.into()))?;
+    let overlap = i32::try_from(ROTATION_OVERLAP_HOURS).unwrap_or(24);
+    let expires = subscriptions::rotate(pool(&database)?, id, &secret, overlap).await;
+    let previous_secret_expires_at = found(expires, NOT_FOUND)?;
     tracing::info!(subscription_id = %id, "Subscription secret rotated.");
-    Ok(Json(json!({
-        "id": id,
-        "secret": secret,
-        "previous_secret_expires_at": timestamp(Some(expires)),
-    })))
+    Ok(Json(RotatedSecret {
+        id,
+        secret,
+        previous_secret_expires_at,
+    }))
 }
 
 /// Enables a subscription that was disabled for failing.
 #[utoipa::path(post, path = "/subscriptions/{id}/enable", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses(
-        (status = 200, description = "Enabled", body = crate::openapi::Subscription),
+        (status = 200, description = "Enabled", body = Subscription),
         (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn enable(
     State(database): State<Database>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let row = subscriptions::enable(pool(&database)?, parse_id(&id)?)
-        .await
-        .map_err(db)?;
-    let row = row.ok_or(ApiError::NotFound(NOT_FOUND.into()))?;
+) -> Result<Json<Subscription>, ApiError> {
+    let row = subscriptions::enable(pool(&database)?, parse_id(&id)?).await;
+    let row = found(row, NOT_FOUND)?;
     tracing::info!(subscription_id = %row.id, "Subscription enabled.");
-    Ok(Json(row.json()))
+    Ok(Json(row))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn field_of(body: Value) -> Option<String> {

@@ -6,11 +6,3 @@
 pub mod deliveries;
 pub mod notifications;
 pub mod subscriptions;
-
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-
-/// A timestamp as RFC 3339, or null.
-pub fn timestamp(at: Option<OffsetDateTime>) -> serde_json::Value {
-    at.and_then(|t| t.format(&Rfc3339).ok())
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
-}

@@ -2,15 +2,25 @@
 //! its health (failures in a row, disabled or not). Deleting keeps the row (and so its
 //! delivery history) with `deleted_at` set.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::timestamp;
+/// Whether a subscription gets deliveries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Its events are delivered.
+    Enabled,
+    /// It failed too often in a row; its events are recorded as skipped until it is enabled.
+    Disabled,
+}
 
 /// A subscription as the API shows it (never its secrets).
-#[derive(sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Subscription {
     /// Its id.
     pub id: Uuid,
@@ -18,33 +28,26 @@ pub struct Subscription {
     pub url: String,
     /// The event types it wants.
     pub event_types: Vec<String>,
-    created_at: OffsetDateTime,
-    consecutive_failures: i32,
+    /// Whether it gets deliveries.
+    status: SubscriptionStatus,
+    /// When it was disabled.
+    #[serde(with = "time::serde::rfc3339::option")]
     disabled_at: Option<OffsetDateTime>,
+    /// Why.
     disabled_reason: Option<String>,
+    /// Failed deliveries in a row.
+    consecutive_failures: i32,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
 }
 
 /// The columns of [`Subscription`], for `concat!` into static queries.
 macro_rules! columns {
     () => {
-        "id, url, event_types, created_at, consecutive_failures, disabled_at, disabled_reason"
+        "id, url, event_types, created_at, consecutive_failures, disabled_at, disabled_reason,
+         CASE WHEN disabled_at IS NULL THEN 'enabled' ELSE 'disabled' END AS status"
     };
-}
-
-impl Subscription {
-    /// As the API shows it.
-    pub fn json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "url": self.url,
-            "event_types": self.event_types,
-            "status": if self.disabled_at.is_some() { "disabled" } else { "enabled" },
-            "disabled_at": timestamp(self.disabled_at),
-            "disabled_reason": self.disabled_reason,
-            "consecutive_failures": self.consecutive_failures,
-            "created_at": timestamp(Some(self.created_at)),
-        })
-    }
 }
 
 /// Creates a subscription unless the namespace already holds `max` of them (then `Err` with

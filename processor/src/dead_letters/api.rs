@@ -20,19 +20,19 @@ use axum::{
     routing::{get, post},
 };
 use lapin::Channel;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use shared::{
-    api::{ApiError, bad, bad_body, db, limit_param, only_params, time_param},
+    api::{ApiError, bad, bad_body, db, found, limit_param, only_params, time_param},
     connect::{amqp::Broker, postgres::Database},
     dead_letter::Reason,
     topology::Topology,
 };
-use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    replay,
+    replay::{self, JobStatus, ReplayJob},
     store::{self, DeadLetter, Selection},
 };
 
@@ -74,22 +74,96 @@ fn pool(api: &DeadLetterApi) -> Result<&sqlx::PgPool, ApiError> {
     shared::api::pool(&api.database)
 }
 
-fn summary(dead: &DeadLetter) -> Value {
-    json!({
-        "id": dead.id,
-        "event_id": dead.event_id,
-        "product_id": dead.product_id,
-        "reason": dead.reason,
-        "error": dead.error,
-        "attempts": dead.attempts,
-        "service": dead.service,
-        "routing_key": dead.routing_key,
-        "message_type": dead.message_type,
-        "first_failed_at": dead.first_failed_at.format(&Rfc3339).ok(),
-        "dead_lettered_at": dead.dead_lettered_at.format(&Rfc3339).ok(),
-        "trace_id": dead.trace_id,
-        "source_queue": dead.source_queue,
-    })
+/// `GET /dead-letters`.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterList {
+    /// How many are listed.
+    count: usize,
+    /// Oldest first.
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// A dead letter with its body (`payload`: the JSON it carried, or its text).
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    dead_letter: DeadLetter,
+    /// The body.
+    #[schema(value_type = Object)]
+    payload: Value,
+}
+
+/// What became, or would become, of one dead letter in a replay.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A dry run: it would be replayed.
+    WouldReplay,
+    /// Published back to where it came from, and removed.
+    Replayed,
+    /// Not published; it stays a dead letter.
+    Failed,
+}
+
+/// A dead letter in a replay's results.
+#[derive(Serialize, ToSchema)]
+pub struct ReplayResult {
+    #[serde(flatten)]
+    dead_letter: DeadLetter,
+    /// Whether the pipeline applied its event before.
+    already_applied: bool,
+    /// What replaying it does, in words.
+    effect: &'static str,
+    /// What became of it.
+    outcome: Outcome,
+}
+
+/// What a replay did, or would do (a dry run counts in PostgreSQL and shows the first 100).
+#[derive(Serialize, ToSchema)]
+pub struct Replayed {
+    /// Whether nothing was done.
+    dry_run: bool,
+    /// How many were (or would be) replayed.
+    count: i64,
+    /// Dry run: how many hold an event the pipeline already applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    already_applied: Option<i64>,
+    /// Dry run: whether `results` shows only the first 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<bool>,
+    /// Each dead letter with its effect and outcome.
+    results: Vec<ReplayResult>,
+}
+
+/// A replay of more than 100 dead letters, started as a job.
+#[derive(Serialize, ToSchema)]
+pub struct ReplayStarted {
+    /// Always false.
+    dry_run: bool,
+    /// Follow it at `GET /dead-letters/replays/{job_id}`.
+    job_id: Uuid,
+    /// `running`.
+    status: JobStatus,
+    /// Dead letters it claimed.
+    count: usize,
+}
+
+/// What a purge removed, or would remove.
+#[derive(Serialize, ToSchema)]
+pub struct Purged {
+    /// Whether nothing was removed.
+    dry_run: bool,
+    /// How many were (or would be) removed.
+    purged: i64,
+}
+
+fn result(dead: DeadLetter, already_applied: bool, outcome: Outcome) -> ReplayResult {
+    ReplayResult {
+        effect: replay::effect(&dead, already_applied),
+        dead_letter: dead,
+        already_applied,
+        outcome,
+    }
 }
 
 /// Dead letters, oldest first, filtered.
@@ -101,11 +175,11 @@ fn summary(dead: &DeadLetter) -> Value {
         ("until" = Option<String>, Query, description = "First failed before (RFC 3339)"),
         ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
     ),
-    responses((status = 200, description = "The dead letters", body = crate::openapi::DeadLetterList)))]
+    responses((status = 200, description = "The dead letters", body = DeadLetterList)))]
 pub(crate) async fn list(
     State(api): State<DeadLetterApi>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterList>, ApiError> {
     only_params(
         params.keys(),
         &["reason", "product_id", "since", "until", "limit"],
@@ -118,32 +192,34 @@ pub(crate) async fn list(
         since: time_param("since", params.get("since"))?,
         until: time_param("until", params.get("until"))?,
     };
-    let rows = store::list(pool(&api)?, &selection, limit)
+    let dead_letters = store::list(pool(&api)?, &selection, limit)
         .await
         .map_err(db)?;
-    let items: Vec<Value> = rows.iter().map(summary).collect();
-    Ok(Json(json!({ "count": items.len(), "dead_letters": items })))
+    Ok(Json(DeadLetterList {
+        count: dead_letters.len(),
+        dead_letters,
+    }))
 }
 
 /// One dead letter with its body.
 #[utoipa::path(get, path = "/dead-letters/{id}", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter's id")),
     responses(
-        (status = 200, description = "The dead letter", body = crate::openapi::DeadLetterDetail),
+        (status = 200, description = "The dead letter", body = DeadLetterDetail),
         (status = 404, description = "No such dead letter", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn show(
     State(api): State<DeadLetterApi>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let dead = store::get(pool(&api)?, &id)
-        .await
-        .map_err(db)?
-        .ok_or(ApiError::NotFound(NOT_FOUND.into()))?;
-    let mut body = summary(&dead);
-    body["payload"] = serde_json::from_slice(&dead.payload)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&dead.payload).into_owned()));
-    Ok(Json(body))
+) -> Result<Json<DeadLetterDetail>, ApiError> {
+    let dead_letter = found(store::get(pool(&api)?, &id).await, NOT_FOUND)?;
+    let payload = serde_json::from_slice(&dead_letter.payload).unwrap_or_else(|_| {
+        Value::String(String::from_utf8_lossy(&dead_letter.payload).into_owned())
+    });
+    Ok(Json(DeadLetterDetail {
+        dead_letter,
+        payload,
+    }))
 }
 
 /// Removes one dead letter.
@@ -164,17 +240,24 @@ pub(crate) async fn delete_one(
     }
 }
 
-/// Which dead letters a replay or purge applies to.
-#[derive(Debug, Deserialize)]
+/// Which dead letters a replay or purge applies to: `ids`, or `all` with optional filters.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectionBody {
+    /// These dead letters.
     ids: Option<Vec<String>>,
+    /// Every dead letter matching the filters.
     #[serde(default)]
     all: bool,
+    /// Only this reason.
     reason: Option<String>,
+    /// Only this product.
     product_id: Option<String>,
+    /// Only those that first failed at or after this time (RFC 3339).
     since: Option<String>,
+    /// Only those that first failed before this time (RFC 3339).
     until: Option<String>,
+    /// Say what would happen, change nothing.
     #[serde(default)]
     dry_run: bool,
 }
@@ -204,10 +287,10 @@ fn selection(
 /// Replays the selected dead letters to where they came from (or, with `dry_run`, says what
 /// would happen); more than 100 run as a job.
 #[utoipa::path(post, path = "/dead-letters/replay", tag = "dead letters",
-    request_body(content = crate::openapi::Selection, content_type = "application/json"),
+    request_body(content = SelectionBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Replayed (or what would be)", body = crate::openapi::Replayed),
-        (status = 202, description = "Started as a job", body = crate::openapi::ReplayStarted,
+        (status = 200, description = "Replayed (or what would be)", body = Replayed),
+        (status = 202, description = "Started as a job", body = ReplayStarted,
             headers(("Location" = String, description = "The job's progress"))),
     ))]
 pub(crate) async fn replay(
@@ -243,89 +326,91 @@ pub(crate) async fn replay(
         return Ok((
             StatusCode::ACCEPTED,
             [(header::LOCATION, location)],
-            Json(json!({ "dry_run": false, "job_id": job, "status": "running", "count": claimed.len() })),
+            Json(ReplayStarted {
+                dry_run: false,
+                job_id: job,
+                status: JobStatus::Running,
+                count: claimed.len(),
+            }),
         )
             .into_response());
     }
     let rows = store::held_by(pool, job, MAX_REPLAY).await.map_err(db)?;
     let applied = store::already_applied(pool, &claimed).await.map_err(db)?;
     let mut results = Vec::with_capacity(rows.len());
-    for dead in &rows {
-        let mut item = described(dead, applied.contains(&dead.id));
-        let replayed = replay::one(pool, channel, &api.topology, job, dead)
+    for dead in rows {
+        let replayed = replay::one(pool, channel, &api.topology, job, &dead)
             .await
             .map_err(db)?;
-        item["outcome"] = json!(if replayed { "replayed" } else { "failed" });
-        results.push(item);
+        let outcome = if replayed {
+            Outcome::Replayed
+        } else {
+            Outcome::Failed
+        };
+        let already_applied = applied.contains(&dead.id);
+        results.push(result(dead, already_applied, outcome));
     }
-    Ok(
-        Json(json!({ "dry_run": false, "count": results.len(), "results": results }))
-            .into_response(),
-    )
+    Ok(Json(Replayed {
+        dry_run: false,
+        count: i64::try_from(results.len()).unwrap_or(i64::MAX),
+        already_applied: None,
+        truncated: None,
+        results,
+    })
+    .into_response())
 }
 
 /// What a replay of `selection` would do: the count (in PostgreSQL) and the first
 /// [`replay::INLINE`] with their effect.
-async fn preview(pool: &sqlx::PgPool, selection: &Selection) -> Result<Value, ApiError> {
+async fn preview(pool: &sqlx::PgPool, selection: &Selection) -> Result<Replayed, ApiError> {
     let (count, applied_count) = store::count(pool, selection).await.map_err(db)?;
     let rows = store::list(pool, selection, replay::INLINE as i64)
         .await
         .map_err(db)?;
     let ids: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
     let applied = store::already_applied(pool, &ids).await.map_err(db)?;
-    let results: Vec<Value> = rows
-        .iter()
+    let results: Vec<ReplayResult> = rows
+        .into_iter()
         .map(|dead| {
-            let mut item = described(dead, applied.contains(&dead.id));
-            item["outcome"] = json!("would_replay");
-            item
+            let already_applied = applied.contains(&dead.id);
+            result(dead, already_applied, Outcome::WouldReplay)
         })
         .collect();
-    Ok(json!({
-        "dry_run": true,
-        "count": count,
-        "already_applied": applied_count,
-        "truncated": i64::try_from(results.len()).unwrap_or(i64::MAX) < count,
-        "results": results,
-    }))
-}
-
-fn described(dead: &DeadLetter, already_applied: bool) -> Value {
-    let mut item = summary(dead);
-    item["already_applied"] = json!(already_applied);
-    item["effect"] = json!(replay::effect(dead, already_applied));
-    item
+    Ok(Replayed {
+        dry_run: true,
+        count,
+        already_applied: Some(applied_count),
+        truncated: Some(i64::try_from(results.len()).unwrap_or(i64::MAX) < count),
+        results,
+    })
 }
 
 /// A replay job's progress.
 #[utoipa::path(get, path = "/dead-letters/replays/{id}", tag = "dead letters",
     params(("id" = String, Path, description = "The job's id (a UUID)")),
     responses(
-        (status = 200, description = "The job", body = crate::openapi::ReplayJob),
+        (status = 200, description = "The job", body = ReplayJob),
         (status = 404, description = "No such job", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn progress(
     State(api): State<DeadLetterApi>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayJob>, ApiError> {
     let job: Uuid = id
         .parse()
         .map_err(|_| bad("id", "a replay job id is a UUID"))?;
-    replay::progress(pool(&api)?, job)
-        .await
-        .map_err(db)?
-        .map(Json)
-        .ok_or(ApiError::NotFound("no replay job with this id".into()))
+    let progress = replay::progress(pool(&api)?, job).await;
+    found(progress, "no replay job with this id").map(Json)
 }
 
 /// Removes the selected dead letters for good (or, with `dry_run`, counts them).
 #[utoipa::path(post, path = "/dead-letters/purge", tag = "dead letters",
-    request_body(content = crate::openapi::Selection, content_type = "application/json"),
-    responses((status = 200, description = "Removed (or would be)", body = crate::openapi::Purged)))]
+    request_body(content = SelectionBody, content_type = "application/json"),
+    responses((status = 200, description = "Removed (or would be)", body = Purged)))]
 pub(crate) async fn purge(
     State(api): State<DeadLetterApi>,
     body: Result<Json<SelectionBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Purged>, ApiError> {
     let (selection, dry_run) = selection(body)?;
     let pool = pool(&api)?;
     let count = if dry_run {
@@ -333,7 +418,10 @@ pub(crate) async fn purge(
     } else {
         i64::try_from(store::purge(pool, &selection).await.map_err(db)?).unwrap_or(i64::MAX)
     };
-    Ok(Json(json!({ "dry_run": dry_run, "purged": count })))
+    Ok(Json(Purged {
+        dry_run,
+        purged: count,
+    }))
 }
 
 /// A `reason` filter: one of the dead-letter reasons.

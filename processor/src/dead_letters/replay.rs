@@ -11,12 +11,13 @@ use lapin::{
     BasicProperties, Channel,
     types::{AMQPValue, FieldTable, LongString},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 use shared::{connect::amqp::publish_confirmed, topology::Topology};
 use shared::{dead_letter::Reason, service::Tasks};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::store::{self, DeadLetter};
@@ -171,8 +172,43 @@ async fn run(
     Ok(())
 }
 
-/// A job's progress, `None` if there is no such job.
-pub async fn progress(pool: &PgPool, job: Uuid) -> Result<Option<Value>, sqlx::Error> {
+/// Where a replay job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Still replaying.
+    Running,
+    /// Done: every dead letter it claimed was replayed or failed.
+    Finished,
+    /// Its process stopped; what it had not replayed is replayable again.
+    Abandoned,
+}
+
+/// A replay job's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayJob {
+    /// Its id.
+    pub job_id: Uuid,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Dead letters it claimed.
+    pub claimed: i32,
+    /// Replayed so far.
+    pub replayed: i32,
+    /// Failed so far (kept as dead letters).
+    pub failed: i32,
+    /// Still held.
+    pub remaining: i64,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// When it finished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// The progress of the replay job `job`, if there is one.
+pub async fn progress(pool: &PgPool, job: Uuid) -> Result<Option<ReplayJob>, sqlx::Error> {
     type Row = (i32, i32, i32, OffsetDateTime, Option<OffsetDateTime>, i64);
     let row: Option<Row> = sqlx::query_as(
         "SELECT claimed, replayed, failed, started_at, finished_at,
@@ -183,27 +219,23 @@ pub async fn progress(pool: &PgPool, job: Uuid) -> Result<Option<Value>, sqlx::E
     .bind(job)
     .fetch_optional(pool)
     .await?;
-    let format = |t: OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    };
-    Ok(
-        row.map(|(claimed, replayed, failed, started, finished, held)| {
-            let status = match (finished, held) {
-                (Some(_), _) => "finished",
-                (None, 0) if replayed + failed < claimed => "abandoned",
-                (None, _) => "running",
+    Ok(row.map(
+        |(claimed, replayed, failed, started_at, finished_at, remaining)| {
+            let status = match (finished_at, remaining) {
+                (Some(_), _) => JobStatus::Finished,
+                (None, 0) if replayed + failed < claimed => JobStatus::Abandoned,
+                (None, _) => JobStatus::Running,
             };
-            json!({
-                "job_id": job,
-                "status": status,
-                "claimed": claimed,
-                "replayed": replayed,
-                "failed": failed,
-                "remaining": held,
-                "started_at": format(started),
-                "finished_at": finished.and_then(format),
-            })
-        }),
-    )
+            ReplayJob {
+                job_id: job,
+                status,
+                claimed,
+                replayed,
+                failed,
+                remaining,
+                started_at,
+                finished_at,
+            }
+        },
+    ))
 }

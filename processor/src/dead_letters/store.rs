@@ -1,13 +1,16 @@
 //! The `dead_letters` table: every dead letter taken off the dead-letter queue, until it is
 //! replayed or purged.
 
+use serde::Serialize;
 use shared::dead_letter::Reason;
 use sqlx::{Arguments, PgPool, error::BoxDynError, postgres::PgArguments};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// One dead letter with everything an operator needs to act on it.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+/// One dead letter with everything an operator needs to act on it, as stored and (but for its
+/// body and its replay's hold) as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct DeadLetter {
     /// Unique id of this dead letter.
     pub id: String,
@@ -28,16 +31,21 @@ pub struct DeadLetter {
     /// The AMQP `type`.
     pub message_type: Option<String>,
     /// When it first failed.
+    #[serde(with = "time::serde::rfc3339")]
     pub first_failed_at: OffsetDateTime,
     /// When it reached the dead-letter table.
+    #[serde(with = "time::serde::rfc3339")]
     pub dead_lettered_at: OffsetDateTime,
     /// The body, untouched.
+    #[serde(skip)]
     pub payload: Vec<u8>,
     /// The trace it was part of (from its `traceparent` header), when traced.
     pub trace_id: Option<String>,
     /// The replay holding it, while one does.
+    #[serde(skip)]
     pub replay_job: Option<Uuid>,
     /// Until when that replay holds it.
+    #[serde(skip)]
     pub replay_claimed_until: Option<OffsetDateTime>,
     /// The queue it was consumed from, where a replay sends it back (unknown for the oldest).
     pub source_queue: Option<String>,

@@ -15,20 +15,36 @@ use super::IngestKind;
 use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Rejection, Stock};
 
 /// The type of a downstream event, also its routing key on the events exchange.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::Type)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text")]
 pub enum EventType {
     /// A product's price or stock changed (`product.updated`).
     #[sqlx(rename = "product.updated")]
+    #[serde(rename = "product.updated")]
     ProductUpdated,
     /// A product's stock fell below the threshold (`stock.low`).
     #[sqlx(rename = "stock.low")]
+    #[serde(rename = "stock.low")]
     StockLow,
     /// An order reserved its stock (`order.created`).
     #[sqlx(rename = "order.created")]
+    #[serde(rename = "order.created")]
     OrderCreated,
     /// An order was rejected (`order.rejected`).
     #[sqlx(rename = "order.rejected")]
+    #[serde(rename = "order.rejected")]
     OrderRejected,
 }
 

@@ -42,13 +42,16 @@ pub mod headers {
 }
 
 /// A product's current state, as served by `GET /products/{id}` and held in the read cache.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductView {
     /// The product.
+    #[schema(value_type = String)]
     pub product_id: ProductId,
-    /// Current price; `null` if never set.
+    /// Current price, exact; `null` if never set.
+    #[schema(value_type = Option<f64>)]
     pub price: Option<Price>,
     /// Current stock; `null` if never set.
+    #[schema(value_type = Option<i32>)]
     pub stock: Option<Stock>,
     /// When the product last changed.
     #[serde(with = "time::serde::rfc3339")]

@@ -7,16 +7,15 @@ pub mod lease;
 use std::collections::HashMap;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::contract::EventType;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::timestamp;
-
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum DeliveryStatus {
@@ -70,20 +69,33 @@ impl std::fmt::Display for DeliveryStatus {
     }
 }
 
-/// A delivery as the API shows it.
-#[derive(sqlx::FromRow)]
+/// One delivery of one event to one subscriber, as the API shows it.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Delivery {
     /// Its id.
     pub id: i64,
+    /// The event (the `webhook-id`).
     event_id: String,
+    /// Its type.
     event_type: EventType,
+    /// The subscription.
     subscription_id: Uuid,
+    /// The endpoint.
     url: String,
+    /// Where it stands.
     status: DeliveryStatus,
+    /// Attempts made.
     attempts: i32,
-    next_attempt_at: OffsetDateTime,
+    /// When it is tried next, while pending.
+    #[serde(with = "time::serde::rfc3339::option")]
+    next_attempt_at: Option<OffsetDateTime>,
+    /// When it succeeded.
+    #[serde(with = "time::serde::rfc3339::option")]
     sent_at: Option<OffsetDateTime>,
+    /// When it was given up.
+    #[serde(with = "time::serde::rfc3339::option")]
     failed_at: Option<OffsetDateTime>,
+    /// The last attempt's error.
     last_error: Option<String>,
 }
 
@@ -91,31 +103,12 @@ pub struct Delivery {
 macro_rules! delivery_columns {
     () => {
         "d.id, d.event_id, n.event_type, d.subscription_id, s.url, d.status, d.attempts,
-         d.next_attempt_at, d.sent_at, d.failed_at, d.last_error
+         CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+         d.sent_at, d.failed_at, d.last_error
          FROM deliveries d
          JOIN notifications n ON n.event_id = d.event_id
          JOIN subscriptions s ON s.id = d.subscription_id"
     };
-}
-
-impl Delivery {
-    /// As the API shows it.
-    pub fn json(&self) -> Value {
-        let pending = self.status == DeliveryStatus::Pending;
-        json!({
-            "id": self.id,
-            "event_id": self.event_id,
-            "event_type": self.event_type.as_str(),
-            "subscription_id": self.subscription_id,
-            "url": self.url,
-            "status": self.status,
-            "attempts": self.attempts,
-            "next_attempt_at": timestamp(pending.then_some(self.next_attempt_at)),
-            "sent_at": timestamp(self.sent_at),
-            "failed_at": timestamp(self.failed_at),
-            "last_error": self.last_error,
-        })
-    }
 }
 
 /// One pending delivery of the event `id` per subscription that is not deleted and wants
@@ -175,17 +168,27 @@ pub async fn list(
     .await
 }
 
-#[derive(sqlx::FromRow)]
-struct Attempt {
+/// One attempt to deliver.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Attempt {
+    #[serde(skip)]
     delivery_id: i64,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
     attempted_at: OffsetDateTime,
+    /// The endpoint's answer, if it answered.
     status_code: Option<i32>,
+    /// How long it took.
     latency_seconds: f64,
+    /// What went wrong, if anything did.
     error: Option<String>,
 }
 
 /// Every attempt of the deliveries `ids`, by delivery, in order.
-pub async fn attempts(pool: &PgPool, ids: &[i64]) -> Result<HashMap<i64, Vec<Value>>, sqlx::Error> {
+pub async fn attempts(
+    pool: &PgPool,
+    ids: &[i64],
+) -> Result<HashMap<i64, Vec<Attempt>>, sqlx::Error> {
     let attempts: Vec<Attempt> = sqlx::query_as(
         "SELECT delivery_id, attempted_at, status_code, latency_seconds, error
          FROM delivery_attempts WHERE delivery_id = ANY ($1) ORDER BY id",
@@ -193,14 +196,9 @@ pub async fn attempts(pool: &PgPool, ids: &[i64]) -> Result<HashMap<i64, Vec<Val
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    let mut log: HashMap<i64, Vec<Value>> = HashMap::new();
+    let mut log: HashMap<i64, Vec<Attempt>> = HashMap::new();
     for a in attempts {
-        log.entry(a.delivery_id).or_default().push(json!({
-            "attempted_at": timestamp(Some(a.attempted_at)),
-            "status_code": a.status_code,
-            "latency_seconds": a.latency_seconds,
-            "error": a.error,
-        }));
+        log.entry(a.delivery_id).or_default().push(a);
     }
     Ok(log)
 }

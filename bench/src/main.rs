@@ -160,38 +160,31 @@ async fn main() -> anyhow::Result<()> {
 
     // Latency at 50% and 80% of the maximum, with CPU and end-to-end latency over each.
     let mut rows = Vec::new();
-    for share in [50, 80] {
-        let rate = (max * share / 100).max(10);
-        let metrics_before = client
+    // The processor's end-to-end histogram, and the CPU time of the gateway and the processor.
+    let reading = || async {
+        let metrics = client
             .get(format!("{processor_url}/metrics"))
             .send()
             .await?
             .text()
             .await?;
-        let cpu_before = (
+        let buckets = probe::buckets(&metrics, "pipeline_end_to_end_duration_seconds");
+        let cpu = (
             probe::cpu_micros(gateway_pid),
             probe::cpu_micros(processor_pid),
         );
+        anyhow::Ok((buckets, cpu))
+    };
+    for share in [50, 80] {
+        let rate = (max * share / 100).max(10);
+        let (before, cpu_before) = reading().await?;
         let step = run(offer(&client, &url, &mut mix, rate, options.step).await);
         testkit::eventually_or(Duration::from_secs(120), || async {
             (backlog().await == 0).then_some(())
         })
         .await;
-        let metrics_after = client
-            .get(format!("{processor_url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let cpu_after = (
-            probe::cpu_micros(gateway_pid),
-            probe::cpu_micros(processor_pid),
-        );
-        let name = "pipeline_end_to_end_duration_seconds";
-        let (before, after) = (
-            probe::buckets(&metrics_before, name),
-            probe::buckets(&metrics_after, name),
-        );
+        let (after, cpu_after) = reading().await?;
+        let window = shared::metric::difference(&after, &before);
         let events = (step.accepted_new + step.replays).max(1);
         let per_event =
             |b: Option<u64>, a: Option<u64>| a.zip(b).map(|(a, b)| (a - b) as f64 / events as f64);
@@ -199,8 +192,8 @@ async fn main() -> anyhow::Result<()> {
             share,
             rate,
             step,
-            probe::quantile(&before, &after, 0.5),
-            probe::quantile(&before, &after, 0.99),
+            shared::metric::quantile(&window, 0.5),
+            shared::metric::quantile(&window, 0.99),
             per_event(cpu_before.0, cpu_after.0),
             per_event(cpu_before.1, cpu_after.1),
         ));

@@ -49,43 +49,6 @@ pub fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Quantile `q` of the observations between two readings of the same histogram, interpolated
-/// linearly within its bucket.
-pub fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
-    let delta: Vec<(f64, f64)> = after
-        .iter()
-        .map(|(le, count)| {
-            let earlier = before
-                .iter()
-                .find(|(l, _)| l == le)
-                .map_or(0.0, |(_, c)| *c);
-            (*le, count - earlier)
-        })
-        .collect();
-    let total = delta.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let target = q * total;
-    let mut lower = (0.0, 0.0);
-    for (le, count) in delta {
-        if count >= target {
-            if le.is_infinite() {
-                return Some(lower.0);
-            }
-            let width = count - lower.1;
-            let into = if width > 0.0 {
-                (target - lower.1) / width
-            } else {
-                1.0
-            };
-            return Some(lower.0 + (le - lower.0) * into);
-        }
-        lower = (le, count);
-    }
-    None
-}
-
 /// `redis-benchmark` requests per second for the commands the pipeline uses.
 pub fn redis_benchmark(host: &str, port: u16) -> Vec<(String, f64)> {
     let base = [
@@ -138,15 +101,6 @@ pub fn redis_benchmark(host: &str, port: u16) -> Vec<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles_interpolate_within_the_delta_buckets() {
-        let before = [(0.01, 0.0), (0.1, 0.0), (f64::INFINITY, 0.0)];
-        let after = [(0.01, 50.0), (0.1, 100.0), (f64::INFINITY, 100.0)];
-        assert_eq!(quantile(&before, &after, 0.5), Some(0.01));
-        let p75 = quantile(&before, &after, 0.75).expect("observations");
-        assert!((p75 - 0.055).abs() < 1e-9);
-    }
 
     #[test]
     fn buckets_are_read_from_prometheus_text() {

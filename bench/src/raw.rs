@@ -7,7 +7,7 @@ use futures_util::{StreamExt, stream::FuturesUnordered};
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        BasicAckOptions, BasicPublishOptions,
         ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable},
@@ -43,18 +43,12 @@ pub async fn round_trip(
         )
         .await?;
 
-    let consumer_channel = connection.create_channel().await?;
-    consumer_channel
-        .basic_qos(512, BasicQosOptions::default())
-        .await?;
-    let mut consumer = consumer_channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let connection = std::sync::Arc::new(connection);
+    // The channel is held to the end, so the consumer's channel stays open while it runs.
+    let shared::consume::Source {
+        channel: _consuming,
+        mut consumer,
+    } = shared::consume::Source::open(&connection, queue, 512).await?;
     let started = Instant::now();
     let deadline = started + duration;
     let consuming = tokio::spawn(async move {

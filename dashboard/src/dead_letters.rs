@@ -10,7 +10,7 @@ use axum::{
     extract::{Extension, Path, RawQuery, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use serde_json::json;
 
@@ -28,8 +28,8 @@ pub struct Processor {
 pub(crate) fn routes(processor: Processor) -> Router {
     Router::new()
         .route("/api/v1/dead-letters", get(list))
-        .route("/api/v1/dead-letters/replay", post(replay))
-        .route("/api/v1/dead-letters/purge", post(purge))
+        .route("/api/v1/dead-letters/replay", forward_post("replay"))
+        .route("/api/v1/dead-letters/purge", forward_post("purge"))
         .route("/api/v1/dead-letters/replays/{id}", get(job))
         .route("/api/v1/dead-letters/{id}", get(show))
         .with_state(processor)
@@ -106,36 +106,20 @@ async fn forward_get(processor: &Processor, operator: &Operator, segments: &[&st
     forward(processor.client.get(url).bearer_auth(&operator.key)).await
 }
 
-async fn replay(
-    State(processor): State<Processor>,
-    Extension(operator): Extension<Operator>,
-    body: Bytes,
-) -> Response {
-    forward_post(&processor, &operator, "replay", body).await
-}
-
-async fn purge(
-    State(processor): State<Processor>,
-    Extension(operator): Extension<Operator>,
-    body: Bytes,
-) -> Response {
-    forward_post(&processor, &operator, "purge", body).await
-}
-
-/// Forwards a JSON body to the processor's `POST /dead-letters/{action}`.
-async fn forward_post(
-    processor: &Processor,
-    operator: &Operator,
-    action: &str,
-    body: Bytes,
-) -> Response {
-    forward(
-        processor
-            .client
-            .post(format!("{}/dead-letters/{action}", processor.url))
-            .bearer_auth(&operator.key)
-            .header(header::CONTENT_TYPE.as_str(), "application/json")
-            .body(body),
+/// `POST` forwarded with its JSON body to the processor's `POST /dead-letters/{action}`.
+fn forward_post(action: &'static str) -> MethodRouter<Processor> {
+    post(
+        move |State(processor): State<Processor>,
+              Extension(operator): Extension<Operator>,
+              body: Bytes| async move {
+            let url = format!("{}/dead-letters/{action}", processor.url);
+            let request = processor.client.post(url).bearer_auth(&operator.key);
+            forward(
+                request
+                    .header(header::CONTENT_TYPE.as_str(), "application/json")
+                    .body(body),
+            )
+            .await
+        },
     )
-    .await
 }

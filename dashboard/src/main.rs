@@ -4,8 +4,5 @@ use dashboard::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = shared::telemetry::init("dashboard")?;
-    let config = Config::load()?;
-    let app = Application::build(config).await?;
-    app.run_until(shared::shutdown::signal()).await
+    shared::service::serve("dashboard", Config::load, Application::build).await
 }

@@ -78,46 +78,6 @@ impl Scrape {
     }
 }
 
-/// The `q` quantile (0..1) of cumulative `buckets`, interpolated linearly within the bucket
-/// it falls in, as Prometheus's `histogram_quantile` does; `None` without observations.
-pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut previous = (0.0, 0.0);
-    for &(le, count) in buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return Some(previous.0);
-            }
-            let within = count - previous.1;
-            let fraction = if within > 0.0 {
-                (rank - previous.1) / within
-            } else {
-                1.0
-            };
-            return Some(previous.0 + (le - previous.0) * fraction);
-        }
-        previous = (le, count);
-    }
-    Some(previous.0)
-}
-
-/// Buckets observed between two scrapes of the same histogram.
-pub fn difference(now: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    now.iter()
-        .map(|&(le, count)| {
-            let earlier = before
-                .iter()
-                .find(|(b, _)| ordered(*b) == ordered(le))
-                .map_or(0.0, |(_, c)| *c);
-            (le, (count - earlier).max(0.0))
-        })
-        .collect()
-}
-
 /// An f64 key that sorts like the number (for non-negative bounds and `+Inf`).
 fn ordered(value: f64) -> u64 {
     value.to_bits()
@@ -170,6 +130,8 @@ fn labels(mut text: &str) -> Option<Vec<(String, String)>> {
 
 #[cfg(test)]
 mod tests {
+    use shared::metric::{difference, quantile};
+
     use super::*;
 
     const TEXT: &str = r#"# TYPE pipeline_events_accepted_total counter

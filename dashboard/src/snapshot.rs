@@ -22,7 +22,9 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics_text::{Scrape, difference, quantile};
+use shared::metric::{difference, quantile};
+
+use crate::metrics_text::Scrape;
 
 /// Points of rate history kept for the charts.
 pub const HISTORY: usize = 120;

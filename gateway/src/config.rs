@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, millis, seconds, var},
+    config::{Backends, ConfigError, at_least_one, millis, seconds},
     service::Serving,
 };
 
@@ -36,18 +36,12 @@ impl Config {
             idempotency_retention: seconds("IDEMPOTENCY_RETENTION_SECS", 24 * 60 * 60)?,
             idempotency_lease: seconds("IDEMPOTENCY_LEASE_SECS", 30)?,
             confirm_timeout: millis("PUBLISH_CONFIRM_TIMEOUT_MS", 5000)?,
-            publish_channels: var("PUBLISH_CHANNELS", "4")?,
+            publish_channels: at_least_one("PUBLISH_CHANNELS", "4")?,
         };
         if config.idempotency_lease <= config.confirm_timeout {
             return Err(ConfigError {
                 variable: "IDEMPOTENCY_LEASE_SECS",
                 message: "must be longer than PUBLISH_CONFIRM_TIMEOUT_MS".into(),
-            });
-        }
-        if config.publish_channels == 0 {
-            return Err(ConfigError {
-                variable: "PUBLISH_CHANNELS",
-                message: "must be at least 1".into(),
             });
         }
         Ok(config)

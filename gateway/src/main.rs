@@ -7,12 +7,7 @@ use gateway::{Application, Config, keys};
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);
     match args.next() {
-        None => {
-            let _telemetry = shared::telemetry::init("gateway")?;
-            let config = Config::load()?;
-            let app = Application::build(config).await?;
-            app.run_until(shared::shutdown::signal()).await
-        }
+        None => shared::service::serve("gateway", Config::load, Application::build).await,
         Some(command) if command == "keys" => {
             let command = keys::parse(args).map_err(|e| anyhow::anyhow!("{e}\n{}", keys::USAGE))?;
             keys::run(command, &shared::config::Backends::from_env()?).await

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, millis, millis_list, var},
+    config::{Backends, ConfigError, at_least_one, millis, millis_list, var},
     service::Serving,
 };
 
@@ -54,28 +54,13 @@ impl Config {
 
     /// Reads the configuration; an invalid value is an error naming its variable.
     pub fn load() -> Result<Self, ConfigError> {
-        let at_least_one = |variable: &'static str, value: u64| {
-            if value == 0 {
-                Err(ConfigError {
-                    variable,
-                    message: "must be at least 1".into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        let prefetch = var::<u16>("PREFETCH", "32")?;
-        at_least_one("PREFETCH", u64::from(prefetch))?;
-        let concurrency = var::<u16>("WEBHOOK_CONCURRENCY", "16")?;
-        at_least_one("WEBHOOK_CONCURRENCY", u64::from(concurrency))?;
-        let disable_after = var::<u16>("WEBHOOK_DISABLE_AFTER", "5")?;
-        let max_subscriptions = var::<u32>("WEBHOOK_MAX_SUBSCRIPTIONS", "100")?;
-        at_least_one("WEBHOOK_MAX_SUBSCRIPTIONS", u64::from(max_subscriptions))?;
-        at_least_one("WEBHOOK_DISABLE_AFTER", u64::from(disable_after))?;
+        let concurrency = at_least_one::<u16>("WEBHOOK_CONCURRENCY", "16")?;
+        let disable_after = at_least_one::<u16>("WEBHOOK_DISABLE_AFTER", "5")?;
+        let max_subscriptions = at_least_one::<u32>("WEBHOOK_MAX_SUBSCRIPTIONS", "100")?;
         Ok(Self {
             serving: Serving::from_env("NOTIFIER_ADDR", "0.0.0.0:8083")?,
             backends: Backends::from_env()?,
-            prefetch,
+            prefetch: at_least_one("PREFETCH", "32")?,
             webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
             retry_schedule: millis_list(
                 "WEBHOOK_RETRY_SCHEDULE_MS",

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, millis_list, var},
+    config::{Backends, ConfigError, at_least_one, millis_list, var},
     service::Serving,
 };
 
@@ -27,17 +27,10 @@ pub struct Config {
 impl Config {
     /// Reads the configuration; an invalid value is an error naming its variable.
     pub fn load() -> Result<Self, ConfigError> {
-        let prefetch = var::<u16>("PREFETCH", "32")?;
-        if prefetch == 0 {
-            return Err(ConfigError {
-                variable: "PREFETCH",
-                message: "must be at least 1".into(),
-            });
-        }
         Ok(Self {
             serving: Serving::from_env("PROCESSOR_ADDR", "0.0.0.0:8082")?,
             backends: Backends::from_env()?,
-            prefetch,
+            prefetch: at_least_one("PREFETCH", "32")?,
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
         })

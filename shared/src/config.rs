@@ -46,6 +46,22 @@ where
     })
 }
 
+/// Reads a count from `name` that must be at least 1.
+pub fn at_least_one<T>(name: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + From<u8>,
+    T::Err: Display,
+{
+    let value: T = var(name, default)?;
+    if value < T::from(1) {
+        return Err(ConfigError {
+            variable: name,
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(value)
+}
+
 /// Reads a number of seconds from `name` as a [`Duration`].
 pub fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
     var::<u64>(name, &default.to_string()).map(Duration::from_secs)
@@ -156,13 +172,7 @@ impl Backends {
             let settings = redis.redis_settings().clone().set_password(password);
             redis = redis.set_redis_settings(settings);
         }
-        let ingest_shards = var::<u16>("INGEST_SHARDS", "4")?;
-        if ingest_shards == 0 {
-            return Err(ConfigError {
-                variable: "INGEST_SHARDS",
-                message: "must be at least 1".into(),
-            });
-        }
+        let ingest_shards = at_least_one("INGEST_SHARDS", "4")?;
         Ok(Self {
             amqp,
             redis,

@@ -80,3 +80,61 @@ pub const HTTP_SHED_TOTAL: &str = "pipeline_http_shed_total";
 
 /// Requests that ran past the request timeout (408).
 pub const HTTP_TIMEOUTS_TOTAL: &str = "pipeline_http_timeouts_total";
+
+/// The `q` quantile (0..1) of cumulative histogram `buckets` (upper bound, count), interpolated
+/// linearly within the bucket it falls in, as Prometheus's `histogram_quantile` does; `None`
+/// without observations.
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut previous = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(previous.0);
+            }
+            let within = count - previous.1;
+            let fraction = if within > 0.0 {
+                (rank - previous.1) / within
+            } else {
+                1.0
+            };
+            return Some(previous.0 + (le - previous.0) * fraction);
+        }
+        previous = (le, count);
+    }
+    Some(previous.0)
+}
+
+/// Buckets observed between two scrapes of the same histogram.
+pub fn difference(now: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    now.iter()
+        .map(|&(le, count)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b.to_bits() == le.to_bits())
+                .map_or(0.0, |(_, c)| *c);
+            (le, (count - earlier).max(0.0))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket_of_what_was_observed_between_two_readings() {
+        let before = [(0.01, 0.0), (0.1, 0.0), (f64::INFINITY, 0.0)];
+        let after = [(0.01, 50.0), (0.1, 70.0), (f64::INFINITY, 100.0)];
+        let window = difference(&after, &before);
+        assert_eq!(quantile(&window, 0.5), Some(0.01));
+        let p60 = quantile(&window, 0.6).expect("observations");
+        assert!((p60 - 0.055).abs() < 1e-9, "{p60}");
+        assert_eq!(quantile(&window, 0.99), Some(0.1), "beyond the last bound");
+        assert_eq!(quantile(&difference(&after, &after), 0.5), None);
+    }
+}

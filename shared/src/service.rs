@@ -34,6 +34,22 @@ use crate::{
     shutdown::with_deadline,
 };
 
+/// A service's whole run, as its binary makes it: telemetry, the configuration from the
+/// environment (`load`), [`Service`]-built application (`build`), then serving until SIGTERM or
+/// Ctrl-C, and the drain.
+pub async fn serve<C, Built>(
+    name: &'static str,
+    load: fn() -> Result<C, ConfigError>,
+    build: fn(C) -> Built,
+) -> anyhow::Result<()>
+where
+    Built: Future<Output = anyhow::Result<App>>,
+{
+    let _telemetry = crate::telemetry::init(name)?;
+    let app = build(load()?).await?;
+    app.run_until(crate::shutdown::signal()).await
+}
+
 /// Tasks that stop together: tracked, and told to stop by one token (each task watches
 /// [`Tasks::stopping`] and ends by itself).
 #[derive(Clone, Debug, Default)]

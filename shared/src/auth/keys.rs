@@ -144,21 +144,20 @@ pub async fn create(
 
 /// Every key, revoked ones included, oldest first.
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyRecord>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} ORDER BY created_at, id"
-    )))
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().filter_map(record).collect())
+    select(pool, "ORDER BY created_at, id").await
 }
 
 /// The keys that are not revoked.
 pub async fn active(pool: &PgPool) -> Result<Vec<KeyRecord>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} WHERE revoked_at IS NULL"
-    )))
-    .fetch_all(pool)
-    .await?;
+    select(pool, "WHERE revoked_at IS NULL").await
+}
+
+/// The keys a static `clause` picks.
+async fn select(pool: &PgPool, clause: &'static str) -> Result<Vec<KeyRecord>, sqlx::Error> {
+    let query = format!("SELECT {COLUMNS} {clause}");
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(query))
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().filter_map(record).collect())
 }
 

@@ -30,31 +30,22 @@ impl EventId {
     pub fn generate() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
     }
-
-    /// The identifier as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl FromStr for EventId {
     type Err = EventIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(EventIdError::Empty);
-        }
-        if s.len() > Self::MAX_LEN {
-            return Err(EventIdError::TooLong);
-        }
-        if !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(EventIdError::BadCharacter);
-        }
-        Ok(Self(s.to_owned()))
+        let errors = [
+            EventIdError::Empty,
+            EventIdError::TooLong,
+            EventIdError::BadCharacter,
+        ];
+        super::checked(s, Self::MAX_LEN, u8::is_ascii_graphic, errors).map(Self)
     }
 }
 
-super::string_serde!(EventId);
+super::text_value!(EventId);
 
 #[cfg(test)]
 mod tests {

@@ -13,9 +13,31 @@ pub use price::{Price, PriceError};
 pub use product_id::{ProductId, ProductIdError};
 pub use stock::{Stock, StockError};
 
-/// Implements `Serialize`/`Deserialize` for a string newtype through its `FromStr` and `as_str`.
-macro_rules! string_serde {
+/// The text checks identifiers share: `Ok(s)` if `s` is not empty, at most `max` bytes and made
+/// only of `allowed` bytes, else the matching error of `[empty, too_long, bad_character]`.
+fn checked<E>(s: &str, max: usize, allowed: fn(&u8) -> bool, errors: [E; 3]) -> Result<String, E> {
+    let [empty, too_long, bad_character] = errors;
+    if s.is_empty() {
+        Err(empty)
+    } else if s.len() > max {
+        Err(too_long)
+    } else if !s.as_bytes().iter().all(allowed) {
+        Err(bad_character)
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+/// For a string newtype built through its `FromStr`: `as_str`, `Display`, and
+/// `Serialize`/`Deserialize` as a JSON string.
+macro_rules! text_value {
     ($ty:ty) => {
+        impl $ty {
+            /// The value as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
@@ -34,4 +56,34 @@ macro_rules! string_serde {
         }
     };
 }
-pub(crate) use string_serde;
+pub(crate) use text_value;
+
+/// For an `i32` newtype built through its `FromStr`: `value`, `Display`, and
+/// `Serialize`/`Deserialize` as a JSON number (read back through `FromStr`, so its rules hold).
+macro_rules! whole_number {
+    ($ty:ty) => {
+        impl $ty {
+            /// The number.
+            pub fn value(self) -> i32 {
+                self.0
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_i32(self.0)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let number = serde_json::Number::deserialize(d)?;
+                number.to_string().parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use whole_number;

@@ -10,13 +10,6 @@ use super::{ProductId, ProductIdError, Stock, StockError};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OrderId(String);
 
-impl OrderId {
-    /// The identifier as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 impl FromStr for OrderId {
     type Err = ProductIdError;
 
@@ -25,7 +18,7 @@ impl FromStr for OrderId {
     }
 }
 
-super::string_serde!(OrderId);
+super::text_value!(OrderId);
 
 /// How many units an order takes: 1 to 2147483647.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,13 +33,6 @@ pub enum QuantityError {
     /// Zero.
     #[error("must be at least 1")]
     Zero,
-}
-
-impl Quantity {
-    /// The count.
-    pub fn value(self) -> i32 {
-        self.0
-    }
 }
 
 impl FromStr for Quantity {
@@ -64,18 +50,7 @@ impl FromStr for Quantity {
     }
 }
 
-impl serde::Serialize for Quantity {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i32(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Quantity {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let number = serde_json::Number::deserialize(d)?;
-        number.to_string().parse().map_err(serde::de::Error::custom)
-    }
-}
+super::whole_number!(Quantity);
 
 /// A contact address for an order: at most 254 characters, one `@` with text on both sides and
 /// a dot in the domain, no spaces or control characters.
@@ -86,13 +61,6 @@ pub struct Email(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("must be an email address such as name@example.com")]
 pub struct EmailError;
-
-impl Email {
-    /// The address as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 impl FromStr for Email {
     type Err = EmailError;
@@ -116,7 +84,7 @@ impl FromStr for Email {
     }
 }
 
-super::string_serde!(Email);
+super::text_value!(Email);
 
 /// Why an order was rejected.
 #[derive(

@@ -23,34 +23,23 @@ pub enum ProductIdError {
 impl ProductId {
     /// Longest accepted identifier, in characters.
     pub const MAX_LEN: usize = 128;
-
-    /// The identifier as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl FromStr for ProductId {
     type Err = ProductIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(ProductIdError::Empty);
-        }
-        if s.len() > Self::MAX_LEN {
-            return Err(ProductIdError::TooLong);
-        }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        {
-            return Err(ProductIdError::BadCharacter);
-        }
-        Ok(Self(s.to_owned()))
+        let errors = [
+            ProductIdError::Empty,
+            ProductIdError::TooLong,
+            ProductIdError::BadCharacter,
+        ];
+        let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        super::checked(s, Self::MAX_LEN, allowed, errors).map(Self)
     }
 }
 
-super::string_serde!(ProductId);
+super::text_value!(ProductId);
 
 #[cfg(test)]
 mod tests {

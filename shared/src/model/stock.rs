@@ -30,11 +30,6 @@ impl Stock {
             .map(Self)
             .map_err(|_| StockError::TooLarge)
     }
-
-    /// The count.
-    pub fn value(self) -> i32 {
-        self.0
-    }
 }
 
 impl FromStr for Stock {
@@ -58,24 +53,7 @@ impl FromStr for Stock {
     }
 }
 
-impl std::fmt::Display for Stock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl serde::Serialize for Stock {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i32(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Stock {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let number = serde_json::Number::deserialize(d)?;
-        number.to_string().parse().map_err(serde::de::Error::custom)
-    }
-}
+super::whole_number!(Stock);
 
 #[cfg(test)]
 mod tests {

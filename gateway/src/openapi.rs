@@ -1,15 +1,12 @@
 //! The OpenAPI 3 document of the gateway's API, served at `GET /openapi.json`.
 
 use serde::Serialize;
-use shared::{
-    contract::ProductView,
-    model::Rejection,
-    orders::{Order, OrderStatus},
-};
 use utoipa::{
     OpenApi, ToSchema,
     openapi::{RefOr, Response},
 };
+
+use crate::routes::{events, orders, products};
 
 /// Body of `POST /events`. At least one of `price` and `stock`; unknown fields are refused.
 #[derive(Serialize, ToSchema)]
@@ -67,21 +64,11 @@ pub struct OrderAccepted {
         description = "Ingest product updates and orders; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true."
     ),
     paths(
-        crate::routes::events::post_event,
-        crate::routes::products::get_product,
-        crate::routes::orders::post_order,
-        crate::routes::orders::get_order
-    ),
-    components(schemas(
-        EventBody,
-        Accepted,
-        ProductView,
-        OrderBody,
-        OrderAccepted,
-        Order,
-        OrderStatus,
-        Rejection
-    ))
+        events::post_event,
+        products::get_product,
+        orders::post_order,
+        orders::get_order
+    )
 )]
 struct ApiDoc;
 

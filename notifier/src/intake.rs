@@ -13,7 +13,7 @@ use std::sync::Arc;
 use lapin::{Channel, message::Delivery, options::BasicAckOptions};
 use shared::{
     connect::postgres::Database,
-    consume::{DeliveryHandler, hold, settle},
+    consume::{Consuming, DeliveryHandler, hold, settle},
     contract::{Announcement, EventType},
     dead_letter::{self, Poison, Reason},
     topology::Topology,
@@ -21,7 +21,6 @@ use shared::{
 };
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::store::{deliveries, notifications};
 
@@ -82,12 +81,8 @@ pub struct Intake {
 }
 
 impl DeliveryHandler for Intake {
-    async fn on_delivery(
-        &self,
-        channel: &Channel,
-        delivery: Delivery,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+        let Consuming { channel, shutdown } = at;
         let message_id = delivery
             .properties
             .message_id()

@@ -4,16 +4,7 @@
 
 use utoipa::OpenApi;
 
-use crate::{
-    api::{
-        notifications::{DeliveryList, DeliveryLog, Notification, Retried},
-        subscriptions::{Created, NewSubscription, RotatedSecret, SubscriptionList},
-    },
-    store::{
-        deliveries::{Attempt, Delivery, DeliveryStatus},
-        subscriptions::{Subscription, SubscriptionStatus},
-    },
-};
+use crate::api::{notifications, subscriptions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,32 +13,16 @@ use crate::{
         description = "Webhook subscriptions (Standard Webhooks signatures), and what became of each downstream event's deliveries. Every operation wants an API key with the ops scope."
     ),
     paths(
-        crate::api::subscriptions::create,
-        crate::api::subscriptions::list,
-        crate::api::subscriptions::show,
-        crate::api::subscriptions::remove,
-        crate::api::subscriptions::rotate,
-        crate::api::subscriptions::enable,
-        crate::api::notifications::show,
-        crate::api::notifications::list,
-        crate::api::notifications::retry
-    ),
-    components(schemas(
-        NewSubscription,
-        Created,
-        Subscription,
-        SubscriptionStatus,
-        SubscriptionList,
-        RotatedSecret,
-        Delivery,
-        DeliveryStatus,
-        Attempt,
-        DeliveryLog,
-        DeliveryList,
-        Notification,
-        Retried,
-        shared::contract::EventType
-    ))
+        subscriptions::create,
+        subscriptions::list,
+        subscriptions::show,
+        subscriptions::remove,
+        subscriptions::rotate,
+        subscriptions::enable,
+        notifications::show,
+        notifications::list,
+        notifications::retry
+    )
 )]
 struct ApiDoc;
 

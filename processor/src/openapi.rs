@@ -3,14 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::dead_letters::{
-    api::{
-        DeadLetterDetail, DeadLetterList, Outcome, Purged, ReplayResult, ReplayStarted, Replayed,
-        SelectionBody,
-    },
-    replay::{JobStatus, ReplayJob},
-    store::DeadLetter,
-};
+use crate::dead_letters::api;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,27 +12,13 @@ use crate::dead_letters::{
         description = "Dead letters: list, inspect, replay and purge them. Every operation wants an API key with the ops scope."
     ),
     paths(
-        crate::dead_letters::api::list,
-        crate::dead_letters::api::show,
-        crate::dead_letters::api::delete_one,
-        crate::dead_letters::api::replay,
-        crate::dead_letters::api::progress,
-        crate::dead_letters::api::purge
-    ),
-    components(schemas(
-        DeadLetter,
-        DeadLetterList,
-        DeadLetterDetail,
-        SelectionBody,
-        Outcome,
-        ReplayResult,
-        Replayed,
-        ReplayStarted,
-        JobStatus,
-        ReplayJob,
-        Purged,
-        shared::dead_letter::Reason
-    ))
+        api::list,
+        api::show,
+        api::delete_one,
+        api::replay,
+        api::progress,
+        api::purge
+    )
 )]
 struct ApiDoc;
 

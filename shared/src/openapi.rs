@@ -1,6 +1,6 @@
 //! What every service's OpenAPI document shares: the bearer security scheme, the answers any
 //! protected operation may give (401, 403, 408, 429, 503; 400 wherever a parameter or a body is
-//! read; 413 wherever a body is), the error body, and the open operational endpoints
+//! read; 404 wherever the path names a resource; 413 wherever a body is), the error body, and the open operational endpoints
 //! (`/health`, `/ready`, `/metrics`, `/openapi.json`). [`finish`] adds them to a service's
 //! document, so each service only describes its own routes.
 
@@ -90,6 +90,14 @@ fn answers() -> Vec<(&'static str, &'static str, Response)> {
             ),
         ),
         (
+            "404",
+            "NotFound",
+            error(
+                "Nothing has the id in the path; `error` says what was looked for",
+                &[],
+            ),
+        ),
+        (
             "408",
             "RequestTimeout",
             error(
@@ -152,7 +160,8 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
             .insert(name.to_owned(), RefOr::T(response));
     }
     let required = SecurityRequirement::new::<_, [&str; 0], &str>(BEARER, []);
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in &mut doc.paths.paths {
+        let names_a_resource = path.contains('{');
         for operation in [
             &mut item.get,
             &mut item.post,
@@ -169,6 +178,7 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
             for (status, name, _) in answers() {
                 let applies = match status {
                     "400" => reads_input,
+                    "404" => names_a_resource,
                     "413" => operation.request_body.is_some(),
                     _ => true,
                 };

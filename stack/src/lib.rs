@@ -232,3 +232,46 @@ fn dead_letter_headers() -> FieldTable {
     );
     headers
 }
+
+#[cfg(test)]
+mod tests {
+    /// Asserts that every `$ref` in an OpenAPI document names a component it defines.
+    fn assert_references_resolve(document: &serde_json::Value) {
+        fn walk<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(target)) = map.get("$ref") {
+                        found.push(target);
+                    }
+                    map.values().for_each(|v| walk(v, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+                _ => {}
+            }
+        }
+        let mut references = Vec::new();
+        walk(document, &mut references);
+        assert!(
+            !references.is_empty(),
+            "the document refers to no component"
+        );
+        for target in references {
+            let pointer = target.strip_prefix('#').expect("a local reference");
+            assert!(
+                document.pointer(pointer).is_some(),
+                "{target} is not defined"
+            );
+        }
+    }
+
+    #[test]
+    fn every_schema_and_answer_each_document_refers_to_is_in_it() {
+        for document in [
+            gateway::openapi::document(),
+            processor::openapi::document(),
+            notifier::openapi::document(),
+        ] {
+            assert_references_resolve(&serde_json::json!(document));
+        }
+    }
+}

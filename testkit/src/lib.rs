@@ -213,6 +213,14 @@ impl Broker {
         }
     }
 
+    /// A new channel on the connection.
+    pub async fn channel(&self) -> Channel {
+        self.connection
+            .create_channel()
+            .await
+            .expect("open a channel")
+    }
+
     /// Messages ready in `queue` (0 if it does not exist).
     pub async fn depth(&self, queue: &str) -> u32 {
         let options = QueueDeclareOptions {
@@ -232,11 +240,7 @@ impl Broker {
     /// Takes one message from `queue` (acknowledged), waiting up to two seconds for one.
     /// (`basic.get` is refused on single-active-consumer quorum queues, so this consumes.)
     pub async fn take(&self, queue: &str) -> Option<Delivery> {
-        let channel = self
-            .connection
-            .create_channel()
-            .await
-            .expect("open a channel");
+        let channel = self.channel().await;
         channel
             .basic_qos(1, BasicQosOptions::default())
             .await

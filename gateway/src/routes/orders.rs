@@ -88,12 +88,7 @@ async fn accept(
     path = "/orders/{id}",
     tag = "orders",
     params(("id" = String, Path, description = "Order id")),
-    responses(
-        (status = 200, description = "The order", body = Order),
-        (status = 400, description = "Invalid order id", body = shared::openapi::ErrorBody),
-        (status = 404, description = "Unknown order", body = shared::openapi::ErrorBody),
-        (status = 503, description = "PostgreSQL unavailable", body = shared::openapi::ErrorBody),
-    )
+    responses((status = 200, description = "The order", body = Order))
 )]
 pub async fn get_order(
     State(state): State<AppState>,

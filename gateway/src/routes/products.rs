@@ -22,12 +22,7 @@ use shared::api::{ApiError, bad};
     path = "/products/{id}",
     tag = "products",
     params(("id" = String, Path, description = "Product id")),
-    responses(
-        (status = 200, description = "Current state", body = ProductView),
-        (status = 400, description = "Invalid product id", body = shared::openapi::ErrorBody),
-        (status = 404, description = "Unknown product", body = shared::openapi::ErrorBody),
-        (status = 503, description = "Cache missed and PostgreSQL unavailable", body = shared::openapi::ErrorBody),
-    )
+    responses((status = 200, description = "Current state", body = ProductView))
 )]
 pub async fn get_product(
     State(state): State<AppState>,

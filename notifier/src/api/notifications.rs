@@ -79,10 +79,7 @@ pub(super) fn routes() -> Router<super::Api> {
 /// A downstream event's deliveries, each with every attempt.
 #[utoipa::path(get, path = "/notifications/{event_id}", tag = "deliveries",
     params(("event_id" = String, Path, description = "The downstream event's id (the webhook-id)")),
-    responses(
-        (status = 200, description = "The event and its deliveries", body = Notification),
-        (status = 404, description = "The event never reached the notifier", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 200, description = "The event and its deliveries", body = Notification)))]
 pub(crate) async fn show(
     State(database): State<Database>,
     Path(event_id): Path<String>,
@@ -157,7 +154,6 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The delivery's id")),
     responses(
         (status = 202, description = "Pending again", body = Retried),
-        (status = 404, description = "No such delivery", body = shared::openapi::ErrorBody),
         (status = 409, description = "The delivery is sent or pending", body = shared::openapi::ErrorBody),
     ))]
 pub(crate) async fn retry(

@@ -215,10 +215,7 @@ pub(crate) async fn list(
 
 /// One subscription.
 #[utoipa::path(get, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
-    responses(
-        (status = 200, description = "The subscription", body = Subscription),
-        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 200, description = "The subscription", body = Subscription)))]
 pub(crate) async fn show(
     State(database): State<Database>,
     Path(id): Path<String>,
@@ -229,10 +226,7 @@ pub(crate) async fn show(
 
 /// Deletes a subscription (its history stays; what was pending is cancelled).
 #[utoipa::path(delete, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
     State(database): State<Database>,
     Path(id): Path<String>,
@@ -251,10 +245,7 @@ pub(crate) async fn remove(
 
 /// A new signing secret; the old one also signs for 24 h.
 #[utoipa::path(post, path = "/subscriptions/{id}/rotate-secret", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
-    responses(
-        (status = 200, description = "Rotated", body = RotatedSecret),
-        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 200, description = "Rotated", body = RotatedSecret)))]
 pub(crate) async fn rotate(
     State(database): State<Database>,
     Path(id): Path<String>,
@@ -274,10 +265,7 @@ pub(crate) async fn rotate(
 
 /// Enables a subscription that was disabled for failing.
 #[utoipa::path(post, path = "/subscriptions/{id}/enable", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
-    responses(
-        (status = 200, description = "Enabled", body = Subscription),
-        (status = 404, description = "No such subscription", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 200, description = "Enabled", body = Subscription)))]
 pub(crate) async fn enable(
     State(database): State<Database>,
     Path(id): Path<String>,

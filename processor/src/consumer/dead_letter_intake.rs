@@ -1,11 +1,10 @@
 //! The dead-letter queue's handler: records each dead letter in PostgreSQL, then acks.
 
-use lapin::{Channel, message::Delivery};
+use lapin::message::Delivery;
 use shared::connect::postgres::Database;
-use tokio_util::sync::CancellationToken;
 
 use crate::dead_letters::{intake, store};
-use shared::consume::{DeliveryHandler, hold, settle};
+use shared::consume::{Consuming, DeliveryHandler, hold, settle};
 
 /// Records dead letters in PostgreSQL.
 pub struct Intake {
@@ -14,12 +13,8 @@ pub struct Intake {
 }
 
 impl DeliveryHandler for Intake {
-    async fn on_delivery(
-        &self,
-        _channel: &Channel,
-        delivery: Delivery,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+        let shutdown = at.shutdown;
         let dead = intake::record(&delivery);
         let stored = hold(
             || async { store::insert(self.database.ready()?, &dead).await },

@@ -204,10 +204,7 @@ pub(crate) async fn list(
 /// One dead letter with its body.
 #[utoipa::path(get, path = "/dead-letters/{id}", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter's id")),
-    responses(
-        (status = 200, description = "The dead letter", body = DeadLetterDetail),
-        (status = 404, description = "No such dead letter", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 200, description = "The dead letter", body = DeadLetterDetail)))]
 pub(crate) async fn show(
     State(api): State<DeadLetterApi>,
     Path(id): Path<String>,
@@ -225,10 +222,7 @@ pub(crate) async fn show(
 /// Removes one dead letter.
 #[utoipa::path(delete, path = "/dead-letters/{id}", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter's id")),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 404, description = "No such dead letter", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 204, description = "Removed")))]
 pub(crate) async fn delete_one(
     State(api): State<DeadLetterApi>,
     Path(id): Path<String>,
@@ -388,10 +382,7 @@ async fn preview(pool: &sqlx::PgPool, selection: &Selection) -> Result<Replayed,
 /// A replay job's progress.
 #[utoipa::path(get, path = "/dead-letters/replays/{id}", tag = "dead letters",
     params(("id" = String, Path, description = "The job's id (a UUID)")),
-    responses(
-        (status = 200, description = "The job", body = ReplayJob),
-        (status = 404, description = "No such job", body = shared::openapi::ErrorBody),
-    ))]
+    responses((status = 200, description = "The job", body = ReplayJob)))]
 pub(crate) async fn progress(
     State(api): State<DeadLetterApi>,
     Path(id): Path<String>,

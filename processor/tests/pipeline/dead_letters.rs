@@ -257,13 +257,8 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered_by_the_deli
         .topology
         .shard_for(&"crashy".parse().expect("valid"));
     // A consumer that dies on the message every time: it is returned to the queue unacked.
-    let broker = lapin::Connection::connect_uri(
-        pipeline.backends.amqp[0].clone(),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .expect("connect");
-    let channel = broker.create_channel().await.expect("channel");
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let channel = broker.channel().await;
     let mut consumer = channel
         .basic_consume(
             pipeline.topology.shard_queue(shard).into(),

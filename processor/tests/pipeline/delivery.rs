@@ -20,19 +20,10 @@ async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
     let pipeline = spawn_pipeline().await;
     let before = pipeline.duplicates().await;
     let broker = testkit::Broker::connect(&pipeline.backends).await;
-    let shard = pipeline
-        .topology
-        .shard_for(&"dup-1".parse().expect("valid"));
     let body = update("dup-event", "dup-1", 5);
+    let mut shard = 0;
     for _ in 0..2 {
-        broker
-            .publish(
-                &pipeline.topology.ingest_exchange(),
-                &shared::topology::Topology::routing_key(shard),
-                body.as_bytes(),
-                BasicProperties::default().with_type("product.update".into()),
-            )
-            .await;
+        shard = pipeline.publish_update(&broker, "dup-1", &body).await;
     }
     pipeline.wait_duplicate(before).await;
     wait_inbox(&pipeline, 1).await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Consumer,
+    Consumer,
     options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
@@ -15,14 +15,9 @@ use crate::helpers::{
 };
 
 /// A private queue bound to every downstream event.
-async fn listen(pipeline: &Pipeline) -> (lapin::Connection, Consumer) {
-    let connection = lapin::Connection::connect_uri(
-        pipeline.backends.amqp[0].clone(),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
+async fn listen(pipeline: &Pipeline) -> (testkit::Broker, Consumer) {
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let channel = broker.channel().await;
     let queue = channel
         .queue_declare(
             "".into(),
@@ -54,7 +49,7 @@ async fn listen(pipeline: &Pipeline) -> (lapin::Connection, Consumer) {
         )
         .await
         .expect("consume");
-    (connection, consumer)
+    (broker, consumer)
 }
 
 async fn next_events(consumer: &mut Consumer, n: usize) -> Vec<serde_json::Value> {
@@ -203,18 +198,8 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
     .expect("insert");
     // The unacknowledged source is redelivered: a duplicate, which still publishes.
     let broker = testkit::Broker::connect(&pipeline.backends).await;
-    let shard = pipeline
-        .topology
-        .shard_for(&"crash-1".parse().expect("valid"));
     let body = r#"{"event_id":"crash-evt","product_id":"crash-1","stock":7,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
-    broker
-        .publish(
-            &pipeline.topology.ingest_exchange(),
-            &shared::topology::Topology::routing_key(shard),
-            body.as_bytes(),
-            BasicProperties::default().with_type("product.update".into()),
-        )
-        .await;
+    pipeline.publish_update(&broker, "crash-1", body).await;
     let events = next_events(&mut consumer, 1).await;
     assert_eq!(events[0]["id"], id.as_str());
     testkit::eventually("the outbox to drain", Duration::from_secs(10), || async {

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
+use lapin::BasicProperties;
 use shared::{config::Backends, topology::Topology};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -183,6 +184,19 @@ impl Pipeline {
             || async { self.product(id).await.filter(|p| check(p)) },
         )
         .await
+    }
+
+    /// Publishes a `product.update` body straight to the shard of `product`, past the gateway;
+    /// the shard.
+    pub async fn publish_update(&self, broker: &testkit::Broker, product: &str, body: &str) -> u16 {
+        let shard = self.topology.shard_for(&product.parse().expect("valid"));
+        let routing_key = Topology::routing_key(shard);
+        let properties = BasicProperties::default().with_type("product.update".into());
+        let exchange = self.topology.ingest_exchange();
+        broker
+            .publish(&exchange, &routing_key, body.as_bytes(), properties)
+            .await;
+        shard
     }
 
     /// Events recorded in the processor's inbox.

@@ -6,7 +6,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use lapin::{Channel, message::Delivery};
+use lapin::message::Delivery;
 use processor::{consumer::ShardHandler, handler::Deps};
 use shared::{
     connect::{
@@ -14,10 +14,9 @@ use shared::{
         postgres::{Database, Tables},
         redis,
     },
-    consume::{self, Consumers, DeliveryHandler},
+    consume::{self, Consumers, Consuming, DeliveryHandler},
     service::Tasks,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{WAIT, counter, spawn_gateway_only, spawn_pipeline, wait_inbox};
 
@@ -34,24 +33,14 @@ impl PanicsOnce {
 }
 
 impl DeliveryHandler for PanicsOnce {
-    async fn on_delivery(
-        &self,
-        channel: &Channel,
-        delivery: Delivery,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
         self.trip();
-        self.inner.on_delivery(channel, delivery, shutdown).await
+        self.inner.on_delivery(delivery, at).await
     }
 
-    async fn on_batch(
-        &self,
-        channel: &Channel,
-        batch: Vec<Delivery>,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn on_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
         self.trip();
-        self.inner.on_batch(channel, batch, shutdown).await
+        self.inner.on_batch(batch, at).await
     }
 }
 

@@ -19,28 +19,28 @@ use tokio_util::sync::CancellationToken;
 pub use run::{Ended, MAX_BATCH, Source, run};
 pub use supervise::{Consumers, supervise};
 
+/// Where a handler's deliveries come from: the consumer's channel (in confirm mode, for the
+/// handler's own publishes) and the signal to stop.
+#[derive(Clone, Copy)]
+pub struct Consuming<'a> {
+    /// The consumer's channel.
+    pub channel: &'a Channel,
+    /// Cancelled when the service stops.
+    pub shutdown: &'a CancellationToken,
+}
+
 /// What to do with each delivery of a queue.
 pub trait DeliveryHandler: Send + Sync + 'static {
     /// Handles and settles one delivery; false if shutdown interrupted it (it stays
     /// unacknowledged and returns to its queue when the channel closes).
-    fn on_delivery(
-        &self,
-        channel: &Channel,
-        delivery: Delivery,
-        shutdown: &CancellationToken,
-    ) -> impl Future<Output = bool> + Send;
+    fn on_delivery(&self, delivery: Delivery, at: Consuming) -> impl Future<Output = bool> + Send;
 
     /// Handles deliveries that arrived together, in order; by default one at a time. False if
     /// shutdown interrupted it (what is not settled returns to the queue).
-    fn on_batch(
-        &self,
-        channel: &Channel,
-        batch: Vec<Delivery>,
-        shutdown: &CancellationToken,
-    ) -> impl Future<Output = bool> + Send {
+    fn on_batch(&self, batch: Vec<Delivery>, at: Consuming) -> impl Future<Output = bool> + Send {
         async move {
             for delivery in batch {
-                if !self.on_delivery(channel, delivery, shutdown).await {
+                if !self.on_delivery(delivery, at).await {
                     return false;
                 }
             }

@@ -11,7 +11,7 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::DeliveryHandler;
+use super::{Consuming, DeliveryHandler};
 
 /// A queue being consumed.
 pub struct Source {
@@ -103,13 +103,16 @@ pub async fn run<H: DeliveryHandler>(
                 None => break,
             }
         }
+        let at = Consuming {
+            channel: &source.channel,
+            shutdown: &shutdown,
+        };
         let handled = if batch.len() == 1 {
-            let delivery = batch.pop().expect("one delivery");
             handler
-                .on_delivery(&source.channel, delivery, &shutdown)
+                .on_delivery(batch.pop().expect("one delivery"), at)
                 .await
         } else {
-            handler.on_batch(&source.channel, batch, &shutdown).await
+            handler.on_batch(batch, at).await
         };
         if !handled {
             return Ended::Shutdown;

@@ -9,13 +9,12 @@ use std::{sync::Arc, time::Duration};
 
 use lapin::{Acker, Channel, message::Delivery};
 use shared::{
-    consume::{DeliveryHandler, hold, requeue, settle},
+    consume::{Consuming, DeliveryHandler, hold, requeue, settle},
     contract::{Ingest, Undecodable, headers},
     dead_letter::{self, Poison, Reason, number_header},
     topology::Topology,
     trace::Traced,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::handler::{self, Deps, HandleError, Outcome};
 use emit::Source;
@@ -32,21 +31,12 @@ pub struct ShardHandler {
 }
 
 impl DeliveryHandler for ShardHandler {
-    async fn on_batch(
-        &self,
-        channel: &Channel,
-        batch: Vec<Delivery>,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        self.apply_batch(channel, batch, shutdown).await
+    async fn on_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
+        self.apply_batch(batch, at).await
     }
 
-    async fn on_delivery(
-        &self,
-        channel: &Channel,
-        delivery: Delivery,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+        let Consuming { channel, shutdown } = at;
         let span = self.span(&delivery);
         let Delivery {
             data,
@@ -179,12 +169,8 @@ impl ShardHandler {
     /// acks them; anything else in the batch, and the whole batch if the transaction fails for
     /// a reason that is not an outage, goes through [`DeliveryHandler::on_delivery`] one by one
     /// (so one bad event is isolated and handled alone).
-    async fn apply_batch(
-        &self,
-        channel: &Channel,
-        batch: Vec<Delivery>,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn apply_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
+        let Consuming { channel, shutdown } = at;
         let mut updates = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
         let mut spans = Vec::with_capacity(batch.len());
@@ -205,7 +191,7 @@ impl ShardHandler {
             }
         }
         for delivery in alone {
-            if !self.on_delivery(channel, delivery, shutdown).await {
+            if !self.on_delivery(delivery, at).await {
                 return false;
             }
         }
@@ -246,7 +232,7 @@ impl ShardHandler {
                 drop(spans);
                 tracing::debug!(error = %error, "Batch failed; handling its events one by one.");
                 for delivery in decoded {
-                    if !self.on_delivery(channel, delivery, shutdown).await {
+                    if !self.on_delivery(delivery, at).await {
                         return false;
                     }
                 }

@@ -9,7 +9,11 @@ use lapin::{
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::{connect::amqp::publish_confirmed, contract::headers, topology::Topology};
+use crate::{
+    connect::amqp::{Routing, publish},
+    contract::headers,
+    topology::Topology,
+};
 
 /// Why a message was set aside.
 #[derive(
@@ -142,12 +146,13 @@ pub async fn set_aside(
         text(poison.routing_key),
     );
     let properties = poison.properties.clone().with_headers(table);
-    publish_confirmed(
+    publish(
         channel,
         &topology.dead_letter_exchange(),
         poison.routing_key,
         poison.data,
         properties,
+        Routing::Required,
     )
     .await?;
     metrics::counter!(crate::metric::EVENTS_DEAD_LETTERED_TOTAL, "reason" => reason.as_str())

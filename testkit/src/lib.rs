@@ -294,12 +294,13 @@ impl Broker {
         body: &[u8],
         properties: BasicProperties,
     ) {
-        shared::connect::amqp::publish_confirmed(
+        shared::connect::amqp::publish(
             &self.channel,
             exchange,
             routing_key,
             body,
             properties,
+            shared::connect::amqp::Routing::Required,
         )
         .await
         .expect("the broker confirmed the message");

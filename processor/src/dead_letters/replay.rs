@@ -12,7 +12,10 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
 };
 use serde::Serialize;
-use shared::{connect::amqp::publish_confirmed, topology::Topology};
+use shared::{
+    connect::amqp::{Routing, publish},
+    topology::Topology,
+};
 use shared::{dead_letter::Reason, service::Tasks};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -86,7 +89,15 @@ async fn republish(
         properties = properties.with_message_id(event.as_str().into());
     }
     let (exchange, routing_key) = destination(topology, dead);
-    publish_confirmed(channel, &exchange, &routing_key, &dead.payload, properties).await
+    publish(
+        channel,
+        &exchange,
+        &routing_key,
+        &dead.payload,
+        properties,
+        Routing::Required,
+    )
+    .await
 }
 
 /// Where a dead letter goes back to: a shard's through the ingest exchange with its routing key

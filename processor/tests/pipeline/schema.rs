@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use shared::connect::postgres::{Tables, migrated};
+use shared::connect::postgres::{Tables, first_version_6_checksum, migrated};
 use sqlx::{
     AssertSqlSafe, PgPool, SqlSafeStr,
     migrate::{Migration, MigrationType, Migrator},
@@ -90,7 +90,8 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
 }
 
 /// The migrations as one history, as every service applied them before they were grouped by
-/// owner: the groups' files, with version 6 as first written and without the notifier's 11.
+/// owner: the groups' files up to version 10, with version 6 as first written (the processor's
+/// 6 and the notifier's 11 together) and recorded with the checksum it had then.
 async fn ungrouped() -> Migrator {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/migrations");
     let mut all = Vec::new();
@@ -98,18 +99,25 @@ async fn ungrouped() -> Migrator {
         let migrator = Migrator::new(dir.join(group).as_path())
             .await
             .expect("the migrations resolve");
-        all.extend(migrator.iter().filter(|m| m.version <= 10).cloned());
+        all.extend(migrator.iter().cloned());
     }
-    let first = std::fs::read_to_string(dir.join("superseded/0006_traces_and_retries.sql"))
-        .expect("version 6 as first written");
-    all.retain(|m| m.version != 6);
-    all.push(Migration::new(
+    let notifier_part = all
+        .iter()
+        .find(|m| m.version == 11)
+        .expect("version 11")
+        .sql
+        .clone();
+    all.retain(|m| m.version <= 10);
+    let sixth = all.iter_mut().find(|m| m.version == 6).expect("version 6");
+    let first = format!("{}\n{}", notifier_part.as_str(), sixth.sql.as_str());
+    *sixth = Migration::new(
         6,
         "traces and retries".into(),
         MigrationType::Simple,
         AssertSqlSafe(first).into_sql_str(),
         false,
-    ));
+    );
+    sixth.checksum = first_version_6_checksum().into();
     Migrator::with_migrations(all)
 }
 

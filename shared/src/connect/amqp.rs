@@ -216,44 +216,32 @@ async fn wait_until_lost(connection: &Connection, shutdown: &CancellationToken) 
     }
 }
 
-/// Publishes a persistent, mandatory message and waits for the broker's confirm (`channel` must
-/// be in confirm mode). `Ok` only for an ack without a return: the message is in a queue.
-pub async fn publish_confirmed(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    payload: &[u8],
-    properties: BasicProperties,
-) -> anyhow::Result<()> {
-    publish(channel, exchange, routing_key, payload, properties, true).await
+/// Whether a message must reach a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Published as `mandatory`: a message no queue is bound for comes back, and is an error.
+    Required,
+    /// It may reach no queue: an event nobody subscribed to yet.
+    Optional,
 }
 
-/// Publishes a persistent message that may reach no queue (an event nobody subscribed to yet)
-/// and waits for the broker's confirm.
-pub async fn publish_announcement(
+/// Publishes a persistent message and waits for the broker's confirm (`channel` must be in
+/// confirm mode). With [`Routing::Required`], `Ok` only for an ack without a return: the message
+/// is in a queue.
+pub async fn publish(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     payload: &[u8],
     properties: BasicProperties,
-) -> anyhow::Result<()> {
-    publish(channel, exchange, routing_key, payload, properties, false).await
-}
-
-async fn publish(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    payload: &[u8],
-    properties: BasicProperties,
-    mandatory: bool,
+    routing: Routing,
 ) -> anyhow::Result<()> {
     let confirmation = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
             BasicPublishOptions {
-                mandatory,
+                mandatory: routing == Routing::Required,
                 ..BasicPublishOptions::default()
             },
             payload,

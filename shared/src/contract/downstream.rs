@@ -10,23 +10,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::IngestKind;
 use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Rejection, Stock};
 
 /// The type of a downstream event, also its routing key on the events exchange.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    sqlx::Type,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::Type, ToSchema,
 )]
 #[sqlx(type_name = "text")]
 pub enum EventType {

@@ -3,6 +3,9 @@
 
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use super::{ProductId, ProductIdError, Stock, StockError};
 
 /// An order's identifier, chosen by the client; also its idempotency key. Same rules as a
@@ -87,18 +90,7 @@ impl FromStr for Email {
 super::text_value!(Email);
 
 /// Why an order was rejected.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    sqlx::Type,
-    utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Rejection {

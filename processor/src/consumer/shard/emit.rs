@@ -5,7 +5,7 @@
 use lapin::{Channel, message::Delivery};
 use opentelemetry::Context;
 use shared::{
-    connect::amqp::publish_announcement,
+    connect::amqp::{Routing, publish},
     contract::{Announcement, IngestKind},
     dead_letter::{self, Poison, Reason},
     trace::{self, Messaging, Operation, Traced},
@@ -106,8 +106,15 @@ impl ShardHandler {
             .with_type(kind.into())
             .with_app_id("processor".into());
         let properties = trace::inject(span.context(), properties);
-        if let Err(e) =
-            publish_announcement(channel, exchange, kind, &announcement.body(), properties).await
+        if let Err(e) = publish(
+            channel,
+            exchange,
+            kind,
+            &announcement.body(),
+            properties,
+            Routing::Optional,
+        )
+        .await
         {
             span.fail(&e);
             return Err(e);

@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use lapin::{Channel, types::AMQPValue};
-use shared::{connect::amqp::publish_confirmed, contract::headers, topology::Topology};
+use shared::{
+    connect::amqp::{Routing, publish},
+    contract::headers,
+    topology::Topology,
+};
 
 use super::ShardHandler;
 use shared::dead_letter::Poison;
@@ -53,12 +57,13 @@ pub(super) async fn schedule_retry(
         table.insert(headers::DEAD_AT.into(), AMQPValue::LongString(now.into()));
     }
     let properties = poison.properties.clone().with_headers(table);
-    publish_confirmed(
+    publish(
         channel,
         &topology.retry_exchange(delay),
         poison.routing_key,
         poison.data,
         properties,
+        Routing::Required,
     )
     .await
 }

@@ -14,7 +14,7 @@ use axum::{
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use shared::{
-    api::{ApiError, db, only_params, pool},
+    api::{ApiError, db, found, only_params, pool},
     connect::postgres::Database,
     contract::{EventType, IngestKind, downstream_id},
     model::{EventId, OrderId, ProductId},
@@ -152,40 +152,28 @@ async fn product(
     State(lookups): State<Lookups>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    const MISSING: &str = "no product with this id";
+    let product_id: ProductId = id.parse().map_err(|_| ApiError::NotFound(MISSING.into()))?;
     let pool = pool(&lookups.database)?;
-    let not_found = || ApiError::NotFound("no product with this id".into());
-    let product_id: ProductId = id.parse().map_err(|_| not_found())?;
-    let state = products::load(pool, &product_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(not_found)?;
+    let state = found(products::load(pool, &product_id).await, MISSING)?;
     let events = processor::store::inbox::recent(pool, &id, RECENT)
         .await
         .map_err(db)?;
     let orders = orders::recent(pool, &id, RECENT).await.map_err(db)?;
-    Ok(Json(json!({
-        "product": state,
-        "recent_events": events,
-        "recent_orders": orders,
-    })))
+    Ok(Json(
+        json!({ "product": state, "recent_events": events, "recent_orders": orders }),
+    ))
 }
 
 async fn order(
     State(lookups): State<Lookups>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    const MISSING: &str =
+        "no decided order with this id (a pending one is at the gateway's GET /orders/{id})";
+    let order_id: OrderId = id.parse().map_err(|_| ApiError::NotFound(MISSING.into()))?;
     let pool = pool(&lookups.database)?;
-    let not_found = || {
-        ApiError::NotFound(
-            "no decided order with this id (a pending one is at the gateway's GET /orders/{id})"
-                .into(),
-        )
-    };
-    let order_id: OrderId = id.parse().map_err(|_| not_found())?;
-    let state = orders::load(pool, &order_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(not_found)?;
+    let state = found(orders::load(pool, &order_id).await, MISSING)?;
     let notified = notifications(pool, &[IngestKind::OrderCreate], &format!("order:{id}")).await?;
     Ok(Json(json!({ "order": state, "notifications": notified })))
 }

@@ -93,44 +93,37 @@ impl Fields {
     }
 
     /// A string field parsed into `T`, if present.
-    pub fn text<T>(&self, name: &str) -> Result<Option<T>, FieldError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        self.get(name)
-            .map(|v| match v {
-                Value::String(s) => s
-                    .parse::<T>()
-                    .map_err(|e| FieldError::new(name, format!("{name} {e}"))),
-                _ => Err(FieldError::new(name, format!("{name} must be a string"))),
-            })
-            .transpose()
+    pub fn text<T: FromStr<Err: Display>>(&self, name: &str) -> Result<Option<T>, FieldError> {
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        self.parsed(name, "a string", text)
     }
 
     /// A required string field parsed into `T`.
-    pub fn required_text<T>(&self, name: &str) -> Result<T, FieldError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
+    pub fn required_text<T: FromStr<Err: Display>>(&self, name: &str) -> Result<T, FieldError> {
         self.text(name)?
             .ok_or_else(|| FieldError::new(name, format!("{name} is required")))
     }
 
     /// A number field parsed (from its exact text) into `T`, if present.
-    pub fn number<T>(&self, name: &str) -> Result<Option<T>, FieldError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
+    pub fn number<T: FromStr<Err: Display>>(&self, name: &str) -> Result<Option<T>, FieldError> {
+        let digits = |v: &Value| v.as_number().map(ToString::to_string);
+        self.parsed(name, "a number", digits)
+    }
+
+    /// The field `name`, if present, as the text `read` finds in it (else it is not `kind`),
+    /// parsed into `T`.
+    fn parsed<T: FromStr<Err: Display>>(
+        &self,
+        name: &str,
+        kind: &str,
+        read: impl Fn(&Value) -> Option<String>,
+    ) -> Result<Option<T>, FieldError> {
         self.get(name)
-            .map(|v| match v {
-                Value::Number(n) => n
-                    .to_string()
-                    .parse::<T>()
-                    .map_err(|e| FieldError::new(name, format!("{name} {e}"))),
-                _ => Err(FieldError::new(name, format!("{name} must be a number"))),
+            .map(|v| {
+                let text = read(v)
+                    .ok_or_else(|| FieldError::new(name, format!("{name} must be {kind}")))?;
+                text.parse::<T>()
+                    .map_err(|e| FieldError::new(name, format!("{name} {e}")))
             })
             .transpose()
     }

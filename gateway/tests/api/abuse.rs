@@ -15,7 +15,28 @@ async fn hostile_bodies_get_a_clear_4xx_and_leave_nothing_behind() {
         r#"{{"product_id": "p", "stock": 1, "{}": 1}}"#,
         "k".repeat(256)
     );
-    let cases: Vec<(Vec<u8>, u16, Option<&str>)> = vec![
+    // Bodies refused with a 400 naming the field at fault.
+    let named = [
+        (r#"{"product_id": "p", "price": 1e400}"#, "price"),
+        (r#"{"product_id": "p", "stock": 1e400}"#, "stock"),
+        (
+            r#"{"product_id": "p", "price": 123456789012345678901234567890}"#,
+            "price",
+        ),
+        (r#"{"product_id": "p", "price": -0}"#, "price"),
+        (r#"{"product_id": "p", "stock": -0}"#, "stock"),
+        (
+            r#"{"product_id": "p", "product_id": "q", "stock": 1}"#,
+            "product_id",
+        ),
+        (r#"{"product_id": "p\u0000", "stock": 1}"#, "product_id"),
+        (r#"{"product_id": "p\n", "stock": 1}"#, "product_id"),
+        (
+            r#"{"product_id": "p", "stock": 1, "event_id": "e\u0007"}"#,
+            "event_id",
+        ),
+    ];
+    let mut cases: Vec<(Vec<u8>, u16, Option<&str>)> = vec![
         (nested.into_bytes(), 400, None),
         (deep_object.into_bytes(), 400, None),
         (
@@ -23,54 +44,10 @@ async fn hostile_bodies_get_a_clear_4xx_and_leave_nothing_behind() {
             400,
             None,
         ),
-        (
-            br#"{"product_id": "p", "price": 1e400}"#.to_vec(),
-            400,
-            Some("price"),
-        ),
-        (
-            br#"{"product_id": "p", "stock": 1e400}"#.to_vec(),
-            400,
-            Some("stock"),
-        ),
-        (
-            br#"{"product_id": "p", "price": 123456789012345678901234567890}"#.to_vec(),
-            400,
-            Some("price"),
-        ),
-        (
-            br#"{"product_id": "p", "price": -0}"#.to_vec(),
-            400,
-            Some("price"),
-        ),
-        (
-            br#"{"product_id": "p", "stock": -0}"#.to_vec(),
-            400,
-            Some("stock"),
-        ),
-        (
-            br#"{"product_id": "p", "product_id": "q", "stock": 1}"#.to_vec(),
-            400,
-            Some("product_id"),
-        ),
         (long_key.into_bytes(), 400, None),
-        (
-            br#"{"product_id": "p\u0000", "stock": 1}"#.to_vec(),
-            400,
-            Some("product_id"),
-        ),
-        (
-            br#"{"product_id": "p\n", "stock": 1}"#.to_vec(),
-            400,
-            Some("product_id"),
-        ),
-        (
-            br#"{"product_id": "p", "stock": 1, "event_id": "e\u0007"}"#.to_vec(),
-            400,
-            Some("event_id"),
-        ),
         (vec![b' '; 70 * 1024], 413, None),
     ];
+    cases.extend(named.map(|(body, field)| (body.as_bytes().to_vec(), 400, Some(field))));
     for (body, status, field) in cases {
         let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
         let response = app

@@ -53,7 +53,7 @@ async fn a_failing_event_climbs_the_retry_ladder_without_blocking_its_shard_then
     let pool = testkit::database(&pipeline.backends).await;
     sabotage(&pool, "flaky", "P0001").await;
     pipeline
-        .accept(r#"{"product_id": "flaky", "stock": 1}"#, Some("flaky-evt"))
+        .accept_keyed("flaky-evt", r#"{"product_id": "flaky", "stock": 1}"#)
         .await;
     // Another product on the same shard is applied while the failing one waits on the ladder.
     let flaky_shard = pipeline
@@ -64,10 +64,7 @@ async fn a_failing_event_climbs_the_retry_ladder_without_blocking_its_shard_then
         .find(|p| pipeline.topology.shard_for(&p.parse().expect("valid")) == flaky_shard)
         .expect("some product shares the shard");
     pipeline
-        .accept(
-            &format!(r#"{{"product_id": "{neighbour}", "stock": 2}}"#),
-            None,
-        )
+        .accept(&format!(r#"{{"product_id": "{neighbour}", "stock": 2}}"#))
         .await;
     pipeline.product_when(&neighbour, |p| p["stock"] == 2).await;
 
@@ -118,7 +115,7 @@ async fn a_failing_event_climbs_the_retry_ladder_without_blocking_its_shard_then
 async fn replaying_an_event_that_was_already_applied_does_not_apply_it_again() {
     let pipeline = spawn_pipeline().await;
     pipeline
-        .accept(r#"{"product_id": "once", "stock": 5}"#, Some("once-evt"))
+        .accept_keyed("once-evt", r#"{"product_id": "once", "stock": 5}"#)
         .await;
     wait_inbox(&pipeline, 1).await;
     // The same event reaches the dead-letter queue (as if set aside after it was applied).
@@ -168,10 +165,7 @@ async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
     let pool = testkit::database(&pipeline.backends).await;
     sabotage(&pool, "refused", "check_violation").await;
     pipeline
-        .accept(
-            r#"{"product_id": "refused", "stock": 1}"#,
-            Some("refused-evt"),
-        )
+        .accept_keyed("refused-evt", r#"{"product_id": "refused", "stock": 1}"#)
         .await;
     let broker = testkit::Broker::connect(&pipeline.backends).await;
     broker
@@ -248,10 +242,7 @@ async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
 async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered_by_the_delivery_limit() {
     let mut pipeline = spawn_gateway_only(testkit::backends()).await;
     pipeline
-        .accept(
-            r#"{"product_id": "crashy", "stock": 1}"#,
-            Some("crashy-evt"),
-        )
+        .accept_keyed("crashy-evt", r#"{"product_id": "crashy", "stock": 1}"#)
         .await;
     let shard = pipeline
         .topology

@@ -59,7 +59,7 @@ async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowi
         )
         .await;
     pipeline
-        .accept(r#"{"product_id": "after-poison", "stock": 9}"#, None)
+        .accept(r#"{"product_id": "after-poison", "stock": 9}"#)
         .await;
     pipeline
         .product_when("after-poison", |p| p["stock"] == 9)
@@ -110,7 +110,7 @@ async fn a_processor_killed_mid_stream_and_restarted_loses_and_doubles_nothing()
             .format(&Rfc3339)
             .expect("formats");
         let body = format!(r#"{{"product_id": "{product}", "stock": {i}, "occurred_at": "{at}"}}"#);
-        pipeline.accept(&body, Some(&format!("kill-evt-{i}"))).await;
+        pipeline.accept_keyed(&format!("kill-evt-{i}"), &body).await;
         expected.insert(product, i);
     }
 

@@ -93,9 +93,9 @@ async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
     let (_connection, mut consumer) = listen(&pipeline).await;
 
     pipeline
-        .accept(
+        .accept_keyed(
+            "ds-a",
             r#"{"product_id": "ds-1", "price": 9.5, "stock": 12}"#,
-            Some("ds-a"),
         )
         .await;
     let first = next_events(&mut consumer, 1).await;
@@ -109,7 +109,7 @@ async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
     assert_eq!(first[0]["data"]["new"]["price"].to_string(), "9.5");
 
     pipeline
-        .accept(r#"{"product_id": "ds-1", "stock": 5}"#, Some("ds-b"))
+        .accept_keyed("ds-b", r#"{"product_id": "ds-1", "stock": 5}"#)
         .await;
     let crossing = next_events(&mut consumer, 2).await;
     assert_eq!(kinds(&crossing), ["product.updated", "stock.low"]);
@@ -174,10 +174,7 @@ async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
 async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_back() {
     let pipeline = spawn_pipeline().await;
     pipeline
-        .accept(
-            r#"{"product_id": "crash-1", "stock": 7}"#,
-            Some("crash-evt"),
-        )
+        .accept_keyed("crash-evt", r#"{"product_id": "crash-1", "stock": 7}"#)
         .await;
     wait_inbox(&pipeline, 1).await;
     let (_connection, mut consumer) = listen(&pipeline).await;

@@ -146,9 +146,17 @@ impl Pipeline {
         request.send().await.expect("request sent")
     }
 
-    /// Posts and asserts 202.
-    pub async fn accept(&self, body: &str, key: Option<&str>) {
-        let response = self.post_event(body, key).await;
+    /// Posts without a key and asserts 202.
+    pub async fn accept(&self, body: &str) {
+        self.accepted(self.post_event(body, None).await).await;
+    }
+
+    /// Posts with an `Idempotency-Key` and asserts 202.
+    pub async fn accept_keyed(&self, key: &str, body: &str) {
+        self.accepted(self.post_event(body, Some(key)).await).await;
+    }
+
+    async fn accepted(&self, response: reqwest::Response) {
         assert_eq!(
             response.status(),
             202,

@@ -47,7 +47,7 @@ async fn an_order_reaches_its_subscriber_as_one_signed_webhook() {
     let (pipeline, notifier, receiver, secret) = with_subscriber(&["order.created"]).await;
 
     pipeline
-        .accept(r#"{"product_id": "hook-1", "stock": 5}"#, None)
+        .accept(r#"{"product_id": "hook-1", "stock": 5}"#)
         .await;
     pipeline.product_when("hook-1", |p| p["stock"] == 5).await;
     let response = pipeline
@@ -105,10 +105,7 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     let database_url = through(&env_urls()[2], faulty.postgres.addr());
     let mut child = helpers::processor_process_with(&backends, &[("DATABASE_URL", database_url)]);
     pipeline
-        .accept(
-            r#"{"product_id": "kill-1", "stock": 40}"#,
-            Some("kill-warm"),
-        )
+        .accept_keyed("kill-warm", r#"{"product_id": "kill-1", "stock": 40}"#)
         .await;
     wait_inbox(&pipeline, 1).await;
 
@@ -118,7 +115,7 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
         .postgres
         .set(Fault::Latency(std::time::Duration::from_millis(400)));
     pipeline
-        .accept(r#"{"product_id": "kill-1", "stock": 30}"#, Some("kill-evt"))
+        .accept_keyed("kill-evt", r#"{"product_id": "kill-1", "stock": 30}"#)
         .await;
     wait_inbox(&pipeline, 2).await;
     child.start_kill().expect("SIGKILL");
@@ -173,9 +170,9 @@ async fn event_ids_of_1_and_255_characters_travel_end_to_end_to_the_webhook() {
     let longest: String = (b'!'..=b'~').map(char::from).cycle().take(255).collect();
     for (key, stock) in [(longest.as_str(), 3), ("x", 4)] {
         pipeline
-            .accept(
+            .accept_keyed(
+                key,
                 &format!(r#"{{"product_id": "long-1", "stock": {stock}}}"#),
-                Some(key),
             )
             .await;
     }

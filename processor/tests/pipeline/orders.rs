@@ -33,10 +33,7 @@ async fn order_status(pipeline: &Pipeline, id: &str) -> serde_json::Value {
 async fn an_order_reserves_stock_or_is_rejected_with_a_reason() {
     let pipeline = spawn_pipeline().await;
     pipeline
-        .accept(
-            r#"{"product_id": "case-1", "price": 19.99, "stock": 5}"#,
-            None,
-        )
+        .accept(r#"{"product_id": "case-1", "price": 19.99, "stock": 5}"#)
         .await;
     pipeline.product_when("case-1", |p| p["stock"] == 5).await;
 
@@ -83,12 +80,12 @@ async fn orders_and_updates_on_one_product_apply_in_order_with_lww_for_stock_set
         format!(r#"{{"product_id": "mix-1", "stock": {stock}, "occurred_at": "{at}"}}"#)
     };
     pipeline
-        .accept(&set(10, "2026-01-01T00:00:10Z"), Some("s-10"))
+        .accept_keyed("s-10", &set(10, "2026-01-01T00:00:10Z"))
         .await;
     order(&pipeline, "m-1", "mix-1", 3).await;
     // An older stock count arriving late does not overwrite: stock stays 7.
     pipeline
-        .accept(&set(100, "2026-01-01T00:00:05Z"), Some("s-old"))
+        .accept_keyed("s-old", &set(100, "2026-01-01T00:00:05Z"))
         .await;
     order(&pipeline, "m-2", "mix-1", 5).await;
     crate::helpers::wait_inbox(&pipeline, 4).await;
@@ -96,7 +93,7 @@ async fn orders_and_updates_on_one_product_apply_in_order_with_lww_for_stock_set
     assert_eq!(pipeline.product("mix-1").await.expect("exists")["stock"], 2);
     // A newer count sets the stock outright.
     pipeline
-        .accept(&set(20, "2026-01-01T00:00:20Z"), Some("s-new"))
+        .accept_keyed("s-new", &set(20, "2026-01-01T00:00:20Z"))
         .await;
     pipeline.product_when("mix-1", |p| p["stock"] == 20).await;
     pipeline.stop().await;
@@ -106,10 +103,7 @@ async fn orders_and_updates_on_one_product_apply_in_order_with_lww_for_stock_set
 async fn an_update_keyed_like_an_order_and_that_order_are_both_applied() {
     let pipeline = spawn_pipeline().await;
     pipeline
-        .accept(
-            r#"{"product_id": "twin-1", "stock": 5}"#,
-            Some("order:twin-o1"),
-        )
+        .accept_keyed("order:twin-o1", r#"{"product_id": "twin-1", "stock": 5}"#)
         .await;
     pipeline.product_when("twin-1", |p| p["stock"] == 5).await;
     order(&pipeline, "twin-o1", "twin-1", 2).await;

@@ -14,7 +14,7 @@ async fn with_postgres_unreachable_the_processor_is_not_ready_and_holds_events()
     pipeline.wait_down(processor, "postgres").await;
 
     pipeline
-        .accept(r#"{"product_id": "held-1", "stock": 3}"#, Some("held-evt"))
+        .accept_keyed("held-evt", r#"{"product_id": "held-1", "stock": 3}"#)
         .await;
     // The processor holds the event (returns it to its shard) again and again: it must not be
     // dead-lettered, however often that happens.

@@ -13,7 +13,7 @@ async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_it
     pipeline.start_processor(backends.clone()).await;
 
     pipeline
-        .accept(r#"{"product_id": "cut-1", "stock": 1}"#, Some("before-cut"))
+        .accept_keyed("before-cut", r#"{"product_id": "cut-1", "stock": 1}"#)
         .await;
     faulty.amqp.set(Fault::Drop);
     let response = pipeline
@@ -69,10 +69,7 @@ async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
     // A later event on the same product travels the same shard behind any second copy: once it
     // is applied, every copy of the first has been through the processor.
     pipeline
-        .accept(
-            r#"{"product_id": "lost-1", "price": 1}"#,
-            Some("lost-barrier"),
-        )
+        .accept_keyed("lost-barrier", r#"{"product_id": "lost-1", "price": 1}"#)
         .await;
     pipeline.product_when("lost-1", |p| p["price"] == 1).await;
     assert_eq!(pipeline.inbox_count().await, 2, "the first applied once");
@@ -93,10 +90,7 @@ async fn the_processor_holds_events_through_postgres_and_redis_outages_and_resum
     ] {
         proxy.set(Fault::Drop);
         pipeline
-            .accept(
-                &format!(r#"{{"product_id": "{product}", "stock": 8}}"#),
-                None,
-            )
+            .accept(&format!(r#"{{"product_id": "{product}", "stock": 8}}"#))
             .await;
         pipeline.wait_down(processor, dependency).await;
         proxy.set(Fault::Pass);
@@ -116,13 +110,13 @@ async fn the_processor_reconnects_to_the_broker_after_a_cut_and_keeps_consuming(
     let processor = pipeline.start_processor(faulty.backends.clone()).await;
     pipeline.wait_ready(processor).await;
     pipeline
-        .accept(r#"{"product_id": "rc-1", "stock": 1}"#, None)
+        .accept(r#"{"product_id": "rc-1", "stock": 1}"#)
         .await;
     pipeline.product_when("rc-1", |p| p["stock"] == 1).await;
 
     faulty.amqp.set(Fault::Drop);
     pipeline
-        .accept(r#"{"product_id": "rc-1", "stock": 2}"#, None)
+        .accept(r#"{"product_id": "rc-1", "stock": 2}"#)
         .await;
     pipeline.wait_down(processor, "rabbitmq").await;
     faulty.amqp.set(Fault::Pass);
@@ -151,7 +145,7 @@ async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and
     );
     assert!(keyed.headers().contains_key("retry-after"));
     pipeline
-        .accept(r#"{"product_id": "rd-2", "stock": 1}"#, None)
+        .accept(r#"{"product_id": "rd-2", "stock": 1}"#)
         .await;
     let metrics = pipeline.metrics_of(pipeline.gateway).await;
     assert!(metrics.contains("pipeline_events_rejected_total{reason=\"unavailable\"}"));

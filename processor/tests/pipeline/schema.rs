@@ -32,14 +32,10 @@ async fn versions(pool: &PgPool) -> Vec<i64> {
 #[tokio::test]
 async fn a_service_applies_only_the_tables_it_owns_or_reads() {
     let backends = testkit::backends();
-    let notifier = migrated(
-        &backends.database,
-        &backends.namespace,
-        &[Tables::Keys, Tables::Notifier],
-        1,
-    )
-    .await
-    .expect("the notifier's groups apply");
+    let migrate = |groups| migrated(&backends.database, &backends.namespace, groups, 1);
+    let notifier = migrate(&[Tables::Keys, Tables::Notifier])
+        .await
+        .expect("the notifier's groups apply");
     let present = tables(&notifier).await;
     for owned in ["api_keys", "subscriptions", "notifications", "deliveries"] {
         assert!(
@@ -63,14 +59,9 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
     notifier.close().await;
 
     // The processor's groups added later to the same schema: all of both, one history.
-    let processor = migrated(
-        &backends.database,
-        &backends.namespace,
-        &[Tables::Keys, Tables::Processor],
-        1,
-    )
-    .await
-    .expect("the processor's groups apply beside the notifier's");
+    let processor = migrate(&[Tables::Keys, Tables::Processor])
+        .await
+        .expect("the processor's groups apply beside the notifier's");
     let present = tables(&processor).await;
     for table in [
         "products",

@@ -7,22 +7,19 @@ use crate::helpers::spawn_pipeline;
 async fn a_price_round_trips_exactly_and_a_partial_update_keeps_the_other_field() {
     let pipeline = spawn_pipeline().await;
     pipeline
-        .accept(
-            r#"{"product_id": "abc123", "price": 49.99, "stock": 100}"#,
-            None,
-        )
+        .accept(r#"{"product_id": "abc123", "price": 49.99, "stock": 100}"#)
         .await;
     let product = pipeline.product_when("abc123", |p| p["stock"] == 100).await;
     assert_eq!(product["price"].to_string(), "49.99", "exact, not a float");
 
     pipeline
-        .accept(r#"{"product_id": "abc123", "stock": 7}"#, None)
+        .accept(r#"{"product_id": "abc123", "stock": 7}"#)
         .await;
     let product = pipeline.product_when("abc123", |p| p["stock"] == 7).await;
     assert_eq!(product["price"].to_string(), "49.99", "price untouched");
 
     pipeline
-        .accept(r#"{"product_id": "abc123", "price": 0.1}"#, None)
+        .accept(r#"{"product_id": "abc123", "price": 0.1}"#)
         .await;
     let product = pipeline
         .product_when("abc123", |p| {
@@ -71,7 +68,7 @@ async fn events_sent_out_of_order_converge_per_field_to_the_latest() {
     ];
     for (id, fields) in events {
         let body = format!(r#"{{"product_id": "lww-1", {fields}}}"#);
-        pipeline.accept(&body, Some(id)).await;
+        pipeline.accept_keyed(id, &body).await;
     }
     crate::helpers::wait_inbox(&pipeline, 6).await;
     let product = pipeline.product("lww-1").await.expect("exists");

@@ -51,9 +51,9 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
     // Events wait in their shard queue until the consumer comes.
     for i in 0..40 {
         pipeline
-            .accept(
+            .accept_keyed(
+                &format!("panic-evt-{i}"),
                 &format!(r#"{{"product_id": "panic-{}", "stock": {i}}}"#, i % 4),
-                Some(&format!("panic-evt-{i}")),
             )
             .await;
     }
@@ -156,10 +156,7 @@ async fn a_shard_without_a_consumer_makes_ready_503_naming_it_until_it_is_back()
         .find(|p| pipeline.topology.shard_for(&p.parse().expect("valid")) == 1)
         .expect("some product lands on shard 1");
     pipeline
-        .accept(
-            &format!(r#"{{"product_id": "{on_shard_1}", "stock": 9}}"#),
-            None,
-        )
+        .accept(&format!(r#"{{"product_id": "{on_shard_1}", "stock": 9}}"#))
         .await;
     pipeline
         .product_when(&on_shard_1, |p| p["stock"] == 9)

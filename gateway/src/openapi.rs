@@ -3,7 +3,7 @@
 use serde::Serialize;
 use utoipa::{
     OpenApi, ToSchema,
-    openapi::{RefOr, Response},
+    openapi::{ObjectBuilder, RefOr, Response, Type, header::HeaderBuilder},
 };
 
 use crate::routes::{events, orders, products};
@@ -99,13 +99,21 @@ fn ingest_answers() -> [(&'static str, Response); 4] {
     ]
 }
 
-/// The document, with the ingest answers, the security scheme and the answers every service
+/// The document, with the ingest answers (and the replay header of their `202`), the security scheme and the answers every service
 /// shares.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     for path in ["/events", "/orders"] {
         let post = doc.paths.paths.get_mut(path).and_then(|p| p.post.as_mut());
         if let Some(operation) = post {
+            if let Some(RefOr::T(accepted)) = operation.responses.responses.get_mut("202") {
+                let replayed = HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::String))
+                    .description(Some("`true` when this is a replay of the first answer"));
+                accepted
+                    .headers
+                    .insert("Idempotent-Replayed".to_owned(), replayed.build());
+            }
             for (status, answer) in ingest_answers() {
                 operation
                     .responses

@@ -1,19 +1,13 @@
 //! `POST /events`: validate, claim the idempotency key, publish with confirm, answer 202.
 
-use axum::{
-    body::Bytes,
-    extract::{State, rejection::BytesRejection},
-    http::HeaderMap,
-    response::Response,
-};
+use axum::{extract::State, response::Response};
 use serde_json::json;
-use time::OffsetDateTime;
 
 use shared::{api::ApiError, contract::ProductUpdate, model::EventId};
 
 use super::{
     AppState,
-    ingest::{answer, idempotency_key, json_body, publish_once},
+    ingest::{Ingest, answer, idempotency_key, publish_once},
 };
 use crate::request::{parse_event, to_micros};
 
@@ -26,27 +20,19 @@ use crate::request::{parse_event, to_micros};
     request_body(content = crate::openapi::EventBody, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Client key (1-255 visible ASCII characters); becomes the event id. A repeat with the same body replays the first answer.")),
-    responses(
-        (status = 202, description = "Durably in the broker", body = crate::openapi::Accepted,
-            headers(("Idempotent-Replayed" = String, description = "`true` when this is a replay of the first answer"))),
-    )
+    responses((status = 202, description = "Durably in the broker", body = crate::openapi::Accepted))
 )]
-pub async fn post_event(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(accept(&state, &headers, body).await)
+pub async fn post_event(State(state): State<AppState>, ingest: Ingest) -> Response {
+    answer(accept(&state, ingest).await)
 }
 
-async fn accept(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let received_at = OffsetDateTime::now_utc();
-    let body = json_body(headers, body)?;
-    let header_key = idempotency_key(headers)?;
+async fn accept(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> {
+    let Ingest {
+        received_at,
+        headers,
+        body,
+    } = ingest;
+    let header_key = idempotency_key(&headers)?;
     let request = parse_event(&body, received_at)?;
     let key = match (header_key, request.event_id.clone()) {
         (Some(h), Some(b)) if h != b => {
@@ -68,7 +54,7 @@ async fn accept(
         received_at,
     };
     let accepted = json!({ "event_id": update.event_id, "status": "accepted" });
-    let trace = shared::trace::from_http(headers);
+    let trace = shared::trace::from_http(&headers);
     publish_once(
         state,
         key.as_ref(),

@@ -5,11 +5,12 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::rejection::BytesRejection,
+    extract::{FromRequest, Request, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use shared::{api::ApiError, contract::IngestMessage, model::EventId};
+use time::OffsetDateTime;
 
 use super::AppState;
 use crate::idempotency::{Begin, StoredResponse};
@@ -28,11 +29,35 @@ pub fn answer(result: Result<Response, ApiError>) -> Response {
     })
 }
 
+/// A write request as received: when, its headers, and its body, declared as JSON and within
+/// the size limit (else the request is answered 415 or 413, counted like any refusal).
+pub struct Ingest {
+    /// When the gateway received it.
+    pub received_at: OffsetDateTime,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Ingest {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let received_at = OffsetDateTime::now_utc();
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state).await;
+        let body = json_body(&headers, body).map_err(|e| answer(Err(e)))?;
+        Ok(Self {
+            received_at,
+            headers,
+            body,
+        })
+    }
+}
+
 /// The body, if it is declared as JSON (415) and within the size limit (413).
-pub fn json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, ApiError> {
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -2,13 +2,11 @@
 
 use axum::{
     Json,
-    body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
-    http::{HeaderMap, header},
+    extract::{Path, State},
+    http::header,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
-use time::OffsetDateTime;
 
 use shared::{
     api::{ApiError, bad},
@@ -20,7 +18,7 @@ use shared::{
 
 use super::{
     AppState,
-    ingest::{answer, json_body, publish_once},
+    ingest::{Ingest, answer, publish_once},
 };
 
 use crate::request::parse_order;
@@ -32,27 +30,15 @@ use crate::request::parse_order;
     path = "/orders",
     tag = "orders",
     request_body(content = crate::openapi::OrderBody, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Durably in the broker; the order is pending", body = crate::openapi::OrderAccepted,
-            headers(("Idempotent-Replayed" = String, description = "`true` when this is a replay of the first answer"))),
-    )
+    responses((status = 202, description = "Durably in the broker; the order is pending", body = crate::openapi::OrderAccepted))
 )]
-pub async fn post_order(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(accept(&state, &headers, body).await)
+pub async fn post_order(State(state): State<AppState>, ingest: Ingest) -> Response {
+    answer(accept(&state, ingest).await)
 }
 
-async fn accept(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let received_at = OffsetDateTime::now_utc();
-    let body = json_body(headers, body)?;
-    let request = parse_order(&body)?;
+async fn accept(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> {
+    let request = parse_order(&ingest.body)?;
+    let received_at = ingest.received_at;
     let order = OrderPlaced {
         event_id: OrderPlaced::event_id_of(&request.id),
         order_id: request.id,
@@ -68,7 +54,7 @@ async fn accept(
         &request.fingerprint,
         &order,
         accepted,
-        &shared::trace::from_http(headers),
+        &shared::trace::from_http(&ingest.headers),
     )
     .await?;
     // Until the processor applies it, the order reads as pending (best effort: a read falls

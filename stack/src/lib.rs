@@ -4,7 +4,7 @@
 //! scope. For tests that need the whole stack (the dashboard's, the API contract run).
 #![forbid(unsafe_code)]
 
-use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use lapin::{
     BasicProperties,
@@ -12,12 +12,9 @@ use lapin::{
 };
 use serde_json::Value;
 use shared::{config::Backends, contract, topology::Topology};
-use tokio::{sync::oneshot, task::JoinHandle};
 
 /// How long a test waits for something to happen before giving up.
 pub const WAIT: Duration = Duration::from_secs(30);
-
-type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The running services.
 pub struct Stack {
@@ -37,7 +34,7 @@ pub struct Stack {
     pub notifier: SocketAddr,
     /// Where the dashboard listens.
     pub dashboard: SocketAddr,
-    running: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+    running: testkit::InProcess,
 }
 
 fn local() -> SocketAddr {
@@ -59,7 +56,7 @@ impl Stack {
             processor: local(),
             notifier: local(),
             dashboard: local(),
-            running: Vec::new(),
+            running: testkit::InProcess::default(),
         };
         stack.start_gateway().await;
         stack.start_processor().await;
@@ -78,74 +75,42 @@ impl Stack {
     }
 
     async fn start_gateway(&mut self) {
-        let mut config = gateway::Config::load().expect("the default configuration is valid");
-        config.serving.addr = local();
-        config.backends = self.backends.clone();
-        config.serving.shutdown_deadline = Duration::from_secs(5);
-        let gateway = gateway::Application::build(config)
-            .await
-            .expect("gateway builds");
-        self.gateway = gateway.local_addr();
-        self.run(|stopped| gateway.run_until(stopped));
+        let config = testkit::test_config!(gateway::Config, self.backends.clone());
+        self.gateway = self
+            .running
+            .launch(gateway::Application::build(config).await);
     }
 
     async fn start_processor(&mut self) {
-        let mut config = processor::Config::load().expect("the default configuration is valid");
-        config.serving.addr = local();
-        config.backends = self.backends.clone();
-        config.serving.shutdown_deadline = Duration::from_secs(5);
+        let mut config = testkit::test_config!(processor::Config, self.backends.clone());
         config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
-        let processor = processor::Application::build(config)
-            .await
-            .expect("processor builds");
-        self.processor = processor.local_addr();
-        self.run(|stopped| processor.run_until(stopped));
+        self.processor = self
+            .running
+            .launch(processor::Application::build(config).await);
     }
 
     async fn start_notifier(&mut self) {
-        let mut config = notifier::Config::load().expect("the default configuration is valid");
-        config.serving.addr = local();
-        config.backends = self.backends.clone();
-        config.serving.shutdown_deadline = Duration::from_secs(5);
+        let mut config = testkit::test_config!(notifier::Config, self.backends.clone());
         config.webhook_timeout = Duration::from_secs(2);
         config.retry_schedule = vec![Duration::from_millis(100)];
         config.poll_interval = Duration::from_millis(50);
         config.allow_private_networks = true;
-        let notifier = notifier::Application::build(config)
-            .await
-            .expect("notifier builds");
-        self.notifier = notifier.local_addr();
-        self.run(|stopped| notifier.run_until(stopped));
+        self.notifier = self
+            .running
+            .launch(notifier::Application::build(config).await);
     }
 
     async fn start_dashboard(&mut self, processor_url: String) {
-        let mut config = dashboard::Config::load().expect("the default configuration is valid");
-        config.serving.addr = local();
-        config.backends = self.backends.clone();
+        let mut config = testkit::test_config!(dashboard::Config, self.backends.clone());
         config.services = vec![
             ("gateway", format!("http://{}", self.gateway)),
             ("processor", processor_url),
             ("notifier", format!("http://{}", self.notifier)),
         ];
         config.refresh = Duration::from_millis(250);
-        config.serving.shutdown_deadline = Duration::from_secs(5);
-        let dashboard = dashboard::Application::build(config)
-            .await
-            .expect("dashboard builds");
-        self.dashboard = dashboard.local_addr();
-        self.run(|stopped| dashboard.run_until(stopped));
-    }
-
-    fn run<F, Fut>(&mut self, start: F)
-    where
-        F: FnOnce(Stopped) -> Fut,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(start(Box::pin(async move {
-            let _ = stopped.await;
-        })));
-        self.running.push((stop, task));
+        self.dashboard = self
+            .running
+            .launch(dashboard::Application::build(config).await);
     }
 
     /// A URL of the dashboard.
@@ -205,9 +170,8 @@ impl Stack {
 
     /// Stops every service (each drains) and removes the namespace.
     pub async fn stop(mut self) {
-        while let Some((stop, task)) = self.running.pop() {
-            let _ = stop.send(());
-            task.await.expect("task").expect("stops cleanly");
+        while !self.running.is_empty() {
+            self.running.stop_last().await;
         }
         testkit::cleanup(&self.backends).await.expect("clean-up");
     }

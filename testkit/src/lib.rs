@@ -307,6 +307,62 @@ impl Broker {
     }
 }
 
+/// A service's real configuration (`$config::load()`, the environment over the defaults) for a
+/// test: on a free port of 127.0.0.1, with a 5 s drain, on `$backends`.
+#[macro_export]
+macro_rules! test_config {
+    ($config:path, $backends:expr) => {{
+        let mut config = <$config>::load().expect("the default configuration is valid");
+        config.serving = $crate::in_process(config.serving);
+        config.backends = $backends;
+        config
+    }};
+}
+
+/// Services built in the test's own process, each run until it is stopped.
+#[derive(Default)]
+pub struct InProcess(
+    Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+);
+
+impl InProcess {
+    /// Runs a built service until it is stopped; its address.
+    pub fn launch(&mut self, built: anyhow::Result<shared::service::App>) -> std::net::SocketAddr {
+        let app = built.expect("the service builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        self.0.push((stop, task));
+        addr
+    }
+
+    /// Whether none is running.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Stops the most recently launched service, waiting for its drain.
+    pub async fn stop_last(&mut self) {
+        let (stop, task) = self.0.pop().expect("something is running");
+        let _ = stop.send(());
+        task.await.expect("task").expect("stops cleanly");
+    }
+}
+
+/// A service's serving settings for a test: a free port on 127.0.0.1, and a 5 s drain.
+pub fn in_process(serving: shared::service::Serving) -> shared::service::Serving {
+    shared::service::Serving {
+        addr: "127.0.0.1:0".parse().expect("valid address"),
+        shutdown_deadline: Duration::from_secs(5),
+        ..serving
+    }
+}
+
 /// Deletes every queue, exchange, Redis key and the schema of the backends' namespace.
 pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
     let topology = Topology::new(backends.namespace.clone(), backends.ingest_shards);

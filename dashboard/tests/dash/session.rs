@@ -144,11 +144,8 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
 async fn live_streams_are_capped_and_dirty_parameters_are_400() {
     let backends = testkit::backends();
     let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
-    let mut config = dashboard::Config::load().expect("the default configuration is valid");
-    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
-    config.backends = backends.clone();
+    let mut config = testkit::test_config!(dashboard::Config, backends.clone());
     config.max_streams = 1;
-    config.serving.shutdown_deadline = std::time::Duration::from_secs(5);
     let app = dashboard::Application::build(config)
         .await
         .expect("dashboard builds");

@@ -32,14 +32,11 @@ pub async fn spawn_app() -> TestApp {
 /// The gateway's configuration from the environment (its defaults), on port 0 in `backends`,
 /// with a short confirm timeout and drain.
 pub fn config(backends: Backends) -> Config {
-    let mut config = Config::load().expect("the default configuration is valid");
-    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
-    config.backends = backends;
+    let mut config = testkit::test_config!(Config, backends);
     config.idempotency_retention = Duration::from_secs(600);
     config.idempotency_lease = Duration::from_secs(10);
     config.confirm_timeout = Duration::from_secs(2);
     config.publish_channels = 2;
-    config.serving.shutdown_deadline = Duration::from_secs(5);
     config
 }
 

@@ -39,10 +39,7 @@ pub async fn spawn_notifier_on(
     backends: Backends,
     adjust: impl FnOnce(&mut notifier::Config),
 ) -> Notifier {
-    let mut config = notifier::Config::load().expect("the default configuration is valid");
-    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
-    config.backends = backends.clone();
-    config.serving.shutdown_deadline = Duration::from_secs(5);
+    let mut config = testkit::test_config!(notifier::Config, backends.clone());
     config.webhook_timeout = Duration::from_secs(2);
     config.retry_schedule = SCHEDULE.to_vec();
     config.poll_interval = Duration::from_millis(50);

@@ -5,14 +5,8 @@ use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use lapin::BasicProperties;
 use shared::{config::Backends, topology::Topology};
-use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const WAIT: Duration = Duration::from_secs(30);
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
 
 pub struct Pipeline {
     pub backends: Backends,
@@ -20,7 +14,7 @@ pub struct Pipeline {
     pub client: reqwest::Client,
     pub gateway: SocketAddr,
     pub processor: Option<SocketAddr>,
-    running: Vec<Running>,
+    running: testkit::InProcess,
 }
 
 /// A gateway and an in-process processor on healthy backends, both ready.
@@ -36,83 +30,53 @@ pub async fn spawn_pipeline() -> Pipeline {
 
 /// A ready gateway and no processor.
 pub async fn spawn_gateway_only(backends: Backends) -> Pipeline {
-    let mut config = gateway::Config::load().expect("the default configuration is valid");
-    config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
-    config.backends = backends.clone();
+    let mut config = testkit::test_config!(gateway::Config, backends.clone());
     config.confirm_timeout = Duration::from_secs(2);
-    config.serving.shutdown_deadline = Duration::from_secs(5);
-    let app = gateway::Application::build(config)
-        .await
-        .expect("gateway builds");
-    let addr = app.local_addr();
+    let mut running = testkit::InProcess::default();
+    let addr = running.launch(gateway::Application::build(config).await);
     let namespace = backends.namespace.clone();
-    let mut pipeline = Pipeline {
+    let pipeline = Pipeline {
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
         backends,
         client: testkit::authorized_client(&namespace).await,
         gateway: addr,
         processor: None,
-        running: Vec::new(),
+        running,
     };
-    pipeline.run(|stopped| app.run_until(stopped));
     pipeline.wait_ready(addr).await;
     pipeline
 }
 
 impl Pipeline {
-    fn run<F, Fut>(&mut self, start: F)
-    where
-        F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(start(Box::pin(async move {
-            let _ = stopped.await;
-        })));
-        self.running.push(Running { stop, task });
-    }
-
     /// Starts an in-process processor on `backends` (some may be unreachable).
     pub async fn start_processor(&mut self, backends: Backends) -> SocketAddr {
-        let mut config = processor::Config::load().expect("the default configuration is valid");
-        config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
-        config.backends = backends;
+        let mut config = testkit::test_config!(processor::Config, backends);
         config.prefetch = 16;
-        config.serving.shutdown_deadline = Duration::from_secs(5);
         config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
-        let app = processor::Application::build(config)
-            .await
-            .expect("processor builds");
-        let addr = app.local_addr();
+        let addr = self
+            .running
+            .launch(processor::Application::build(config).await);
         self.processor = Some(addr);
-        self.run(|stopped| app.run_until(stopped));
         addr
     }
 
     /// Starts an in-process notifier on `backends`, with a quick retry schedule.
     pub async fn start_notifier(&mut self, backends: Backends) -> SocketAddr {
-        let mut config = notifier::Config::load().expect("the default configuration is valid");
-        config.serving.addr = "127.0.0.1:0".parse().expect("valid address");
-        config.backends = backends;
-        config.serving.shutdown_deadline = Duration::from_secs(5);
+        let mut config = testkit::test_config!(notifier::Config, backends);
         config.webhook_timeout = Duration::from_secs(2);
         config.retry_schedule = vec![Duration::from_millis(100)];
         config.poll_interval = Duration::from_millis(50);
         config.allow_private_networks = true;
-        let app = notifier::Application::build(config)
-            .await
-            .expect("notifier builds");
-        let addr = app.local_addr();
-        self.run(|stopped| app.run_until(stopped));
+        let addr = self
+            .running
+            .launch(notifier::Application::build(config).await);
         self.wait_ready(addr).await;
         addr
     }
 
     /// Stops the most recently started service, waiting for its drain.
     pub async fn stop_last(&mut self) {
-        let running = self.running.pop().expect("something is running");
-        let _ = running.stop.send(());
-        running.task.await.expect("task").expect("stops cleanly");
+        self.running.stop_last().await;
     }
 
     pub async fn wait_ready(&self, addr: SocketAddr) {

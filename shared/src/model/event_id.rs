@@ -36,12 +36,14 @@ impl FromStr for EventId {
     type Err = EventIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let errors = [
-            EventIdError::Empty,
-            EventIdError::TooLong,
-            EventIdError::BadCharacter,
-        ];
-        super::checked(s, Self::MAX_LEN, u8::is_ascii_graphic, errors).map(Self)
+        use EventIdError::{BadCharacter, Empty, TooLong};
+        super::checked(
+            s,
+            Self::MAX_LEN,
+            u8::is_ascii_graphic,
+            [Empty, TooLong, BadCharacter],
+        )
+        .map(Self)
     }
 }
 

@@ -29,13 +29,9 @@ impl FromStr for ProductId {
     type Err = ProductIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let errors = [
-            ProductIdError::Empty,
-            ProductIdError::TooLong,
-            ProductIdError::BadCharacter,
-        ];
+        use ProductIdError::{BadCharacter, Empty, TooLong};
         let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
-        super::checked(s, Self::MAX_LEN, allowed, errors).map(Self)
+        super::checked(s, Self::MAX_LEN, allowed, [Empty, TooLong, BadCharacter]).map(Self)
     }
 }
 

@@ -161,10 +161,7 @@ async fn an_unreachable_endpoint_fails_is_dead_lettered_disabled_and_can_be_retr
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_event_is_never_delivered_twice() {
     let notifier = spawn_notifier(5).await;
-    let receiver = Receiver::start(&[]).await;
-    notifier
-        .subscribe(&receiver.url(), &["product.updated"])
-        .await;
+    let receiver = notifier.receiver_for(&["product.updated"]).await;
 
     notifier.emit("e5:product.updated", "product.updated").await;
     notifier.settled("e5:product.updated").await;
@@ -187,10 +184,7 @@ async fn a_redelivered_event_is_never_delivered_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_without_subscribers_are_recorded_and_nothing_piles_up() {
     let notifier = spawn_notifier(5).await;
-    let receiver = Receiver::start(&[]).await;
-    notifier
-        .subscribe(&receiver.url(), &["order.created"])
-        .await;
+    let receiver = notifier.receiver_for(&["order.created"]).await;
 
     notifier.emit("e7:stock.low", "stock.low").await;
     let notification = notifier.settled("e7:stock.low").await;

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use lapin::BasicProperties;
 use serde_json::{Value, json};
 use shared::{config::Backends, topology::Topology};
+use testkit::webhooks::Receiver;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -74,6 +75,13 @@ impl Notifier {
     /// Subscribes `url` to `types`; the subscription's id and secret.
     pub async fn subscribe(&self, url: &str, types: &[&str]) -> (String, String) {
         testkit::webhooks::subscribe(&self.client, &self.url(""), url, types).await
+    }
+
+    /// A new receiver, subscribed to `types`.
+    pub async fn receiver_for(&self, types: &[&str]) -> Receiver {
+        let receiver = Receiver::start(&[]).await;
+        self.subscribe(&receiver.url(), types).await;
+        receiver
     }
 
     /// Publishes a downstream event of type `kind` with id `id` as the processor does; its body.

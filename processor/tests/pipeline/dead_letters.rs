@@ -218,13 +218,7 @@ async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
         .await;
     assert_eq!(status, 400);
 
-    let (_, dry) = pipeline
-        .processor_post(
-            "/dead-letters/purge",
-            json!({"all": true, "reason": "unparseable", "dry_run": true}),
-        )
-        .await;
-    assert_eq!(dry["purged"], 1);
+    assert_eq!(pipeline.purgeable("unparseable").await, 1);
     pipeline.dead_letters(2).await;
     let (_, purged) = pipeline
         .processor_post(

@@ -110,6 +110,16 @@ impl Pipeline {
         request.send().await.expect("request sent")
     }
 
+    /// Posts with an `Idempotency-Key` until it is accepted, as a client retries through an
+    /// outage.
+    pub async fn accept_eventually(&self, what: &str, key: &str, body: &str) {
+        testkit::eventually(what, WAIT, || async {
+            let r = self.post_event(body, Some(key)).await;
+            (r.status() == 202).then_some(())
+        })
+        .await;
+    }
+
     /// Posts without a key and asserts 202.
     pub async fn accept(&self, body: &str) {
         self.accepted(self.post_event(body, None).await).await;
@@ -196,6 +206,15 @@ impl Pipeline {
     }
 
     /// `POST` JSON to the processor's API.
+    /// How many dead letters of `reason` a dry-run purge counts.
+    pub async fn purgeable(&self, reason: &str) -> serde_json::Value {
+        let selection = serde_json::json!({"all": true, "reason": reason, "dry_run": true});
+        self.processor_post("/dead-letters/purge", selection)
+            .await
+            .1["purged"]
+            .clone()
+    }
+
     pub async fn processor_post(
         &self,
         path: &str,

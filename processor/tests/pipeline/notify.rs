@@ -252,24 +252,20 @@ async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_no
             .unwrap_or_else(|| panic!("{id} is a dead letter: {dead:?}"))
             .clone()
     };
-    let unknown = by_event("msg_unknown");
-    assert_eq!(
-        (
-            &unknown["reason"],
-            &unknown["service"],
-            &unknown["source_queue"]
-        ),
-        (&json!("unparseable"), &json!("notifier"), &json!(queue))
-    );
+    // Each with the truthful reason, who set it aside, and the notifier's queue to go back to.
+    for (id, reason, service) in [
+        ("msg_unknown", "unparseable", "notifier"),
+        ("msg_crashed", "delivery_limit", "rabbitmq"),
+    ] {
+        let dead = by_event(id);
+        let recorded = (&dead["reason"], &dead["service"], &dead["source_queue"]);
+        assert_eq!(
+            recorded,
+            (&json!(reason), &json!(service), &json!(queue)),
+            "{id}"
+        );
+    }
     let crashed = by_event("msg_crashed");
-    assert_eq!(
-        (
-            &crashed["reason"],
-            &crashed["service"],
-            &crashed["source_queue"]
-        ),
-        (&json!("delivery_limit"), &json!("rabbitmq"), &json!(queue))
-    );
     assert!(
         crashed["error"]
             .as_str()

@@ -3,7 +3,7 @@
 
 use testkit::fault_proxy::{Fault, Faulty};
 
-use crate::helpers::{WAIT, spawn_gateway_only, wait_inbox};
+use crate::helpers::{spawn_gateway_only, wait_inbox};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_itself() {
@@ -24,13 +24,13 @@ async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_it
 
     faulty.amqp.set(Fault::Pass);
     // The client retries with the same key until the gateway is back.
-    testkit::eventually("the gateway to accept again", WAIT, || async {
-        let r = pipeline
-            .post_event(r#"{"product_id": "cut-1", "stock": 2}"#, Some("during-cut"))
-            .await;
-        (r.status() == 202).then_some(())
-    })
-    .await;
+    pipeline
+        .accept_eventually(
+            "the gateway to accept again",
+            "during-cut",
+            r#"{"product_id": "cut-1", "stock": 2}"#,
+        )
+        .await;
     wait_inbox(&pipeline, 2).await;
     pipeline.product_when("cut-1", |p| p["stock"] == 2).await;
     pipeline.stop().await;
@@ -54,16 +54,13 @@ async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
     assert_eq!(response.status(), 503);
     faulty.amqp.set(Fault::Drop);
     faulty.amqp.set(Fault::Pass);
-    testkit::eventually("the retry to be accepted", WAIT, || async {
-        let r = pipeline
-            .post_event(
-                r#"{"product_id": "lost-1", "stock": 4}"#,
-                Some("lost-confirm"),
-            )
-            .await;
-        (r.status() == 202).then_some(())
-    })
-    .await;
+    pipeline
+        .accept_eventually(
+            "the retry to be accepted",
+            "lost-confirm",
+            r#"{"product_id": "lost-1", "stock": 4}"#,
+        )
+        .await;
     wait_inbox(&pipeline, 1).await;
     pipeline.product_when("lost-1", |p| p["stock"] == 4).await;
     // A later event on the same product travels the same shard behind any second copy: once it
@@ -151,13 +148,13 @@ async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and
     assert!(metrics.contains("pipeline_events_rejected_total{reason=\"unavailable\"}"));
 
     faulty.redis.set(Fault::Pass);
-    testkit::eventually("keyed events to be accepted again", WAIT, || async {
-        let r = pipeline
-            .post_event(r#"{"product_id": "rd-1", "stock": 1}"#, Some("rd-key"))
-            .await;
-        (r.status() == 202).then_some(())
-    })
-    .await;
+    pipeline
+        .accept_eventually(
+            "keyed events to be accepted again",
+            "rd-key",
+            r#"{"product_id": "rd-1", "stock": 1}"#,
+        )
+        .await;
     wait_inbox(&pipeline, 2).await;
     pipeline.stop().await;
 }

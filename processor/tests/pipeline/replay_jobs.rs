@@ -53,13 +53,7 @@ async fn a_dry_run_counts_and_shows_a_sample_and_changes_nothing() {
         (Some(150), Some(true))
     );
     assert_eq!(dry["results"].as_array().map(Vec::len), Some(100));
-    let (_, purge) = pipeline
-        .processor_post(
-            "/dead-letters/purge",
-            json!({"all": true, "reason": "attempts_exhausted", "dry_run": true}),
-        )
-        .await;
-    assert_eq!(purge["purged"], 150);
+    assert_eq!(pipeline.purgeable("attempts_exhausted").await, 150);
     let (_, listed) = pipeline.processor_get("/dead-letters?limit=1000").await;
     assert_eq!(listed["count"], 150, "a dry run changes nothing");
     assert_eq!(pipeline.inbox_count().await, 0);

@@ -49,11 +49,12 @@ mod tests {
 
     #[test]
     fn refuses_empty_long_and_foreign_characters() {
-        assert_eq!("".parse::<ProductId>(), Err(ProductIdError::Empty));
-        assert_eq!(
-            "a".repeat(129).parse::<ProductId>(),
-            Err(ProductIdError::TooLong)
-        );
+        for (input, error) in [
+            (String::new(), ProductIdError::Empty),
+            ("a".repeat(129), ProductIdError::TooLong),
+        ] {
+            assert_eq!(input.parse::<ProductId>(), Err(error));
+        }
         for bad in ["a b", "a/b", "é", "a\u{0}b", "a\nb", "a*"] {
             assert_eq!(
                 bad.parse::<ProductId>(),

@@ -18,7 +18,7 @@ use futures_util::Stream;
 use serde_json::Value;
 use shared::{
     auth::Auth,
-    connect::postgres::{Database, Tables},
+    connect::postgres::Tables,
     service::{App, Checks, Service},
     topology::Topology,
 };
@@ -49,14 +49,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let service = Service::bind("dashboard", &config.serving).await?;
         let backends = &config.backends;
-        let database = Database::start(
-            backends.database.clone(),
-            &backends.namespace,
-            // The operators' view reads every owner's tables (through their modules).
-            &Tables::ALL,
-            4,
-            &service.background,
-        );
+        // The operators' view reads every owner's tables (through their modules).
+        let database = service.database(backends, &Tables::ALL, 4);
         let gate = Gate::new(
             Auth::start(database.clone(), &service.background),
             config.secure_cookies,

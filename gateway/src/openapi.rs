@@ -6,7 +6,7 @@ use utoipa::{
     openapi::{ObjectBuilder, RefOr, Response, Type, header::HeaderBuilder},
 };
 
-use crate::routes::{events, orders, products};
+use crate::routes::{events::*, orders::*, products::*};
 
 /// Body of `POST /events`. At least one of `price` and `stock`; unknown fields are refused.
 #[derive(Serialize, ToSchema)]
@@ -58,19 +58,11 @@ pub struct OrderAccepted {
 }
 
 #[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Product event pipeline: gateway",
-        description = "Ingest product updates and orders; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true."
-    ),
-    paths(
-        events::post_event,
-        products::get_product,
-        orders::post_order,
-        orders::get_order
-    )
-)]
+#[openapi(paths(post_event, get_product, post_order, get_order))]
 struct ApiDoc;
+
+const TITLE: &str = "Product event pipeline: gateway";
+const DESCRIPTION: &str = "Ingest product updates and orders; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true.";
 
 /// What both ingest endpoints (`POST /events`, `POST /orders`) may answer besides `202`, by
 /// status.
@@ -122,5 +114,5 @@ pub fn document() -> utoipa::openapi::OpenApi {
             }
         }
     }
-    shared::openapi::finish(doc)
+    shared::openapi::finish(doc, TITLE, DESCRIPTION)
 }

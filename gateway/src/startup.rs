@@ -6,10 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use shared::{
     auth::Auth,
-    connect::{
-        postgres::{Database, Tables},
-        redis,
-    },
+    connect::{postgres::Tables, redis},
     service::{App, Checks, Service},
     topology::Topology,
 };
@@ -45,14 +42,8 @@ impl Application {
             async move { Channels::open(&connection, &topology, channels).await }
         });
         let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
-        let database = Database::start(
-            backends.database.clone(),
-            &backends.namespace,
-            // Its keys, and the products and orders it reads.
-            &[Tables::Keys, Tables::Processor],
-            8,
-            &service.background,
-        );
+        // Its keys, and the products and orders it reads.
+        let database = service.database(backends, &[Tables::Keys, Tables::Processor], 8);
         let checks = Checks::default()
             .broker(&broker)
             .redis(&redis)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use shared::{
     auth::{Auth, Scope, protect},
-    connect::postgres::{Database, Tables},
+    connect::postgres::Tables,
     consume::{self, Consumers},
     egress::Egress,
     service::{App, Checks, Service},
@@ -31,13 +31,7 @@ impl Application {
         let pool_size = u32::try_from(config.concurrency)
             .unwrap_or(u32::MAX)
             .saturating_add(4);
-        let database = Database::start(
-            backends.database.clone(),
-            &backends.namespace,
-            &[Tables::Keys, Tables::Notifier],
-            pool_size,
-            &service.background,
-        );
+        let database = service.database(backends, &[Tables::Keys, Tables::Notifier], pool_size);
         let egress = Egress::new(config.allow_private_networks);
         let wake = Arc::new(Notify::new());
         let worker = Arc::new(Worker::new(

@@ -3,26 +3,16 @@
 
 use utoipa::OpenApi;
 
-use crate::dead_letters::api;
+use crate::dead_letters::api::*;
 
 #[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Product event pipeline: processor",
-        description = "Dead letters: list, inspect, replay and purge them. Every operation wants an API key with the ops scope."
-    ),
-    paths(
-        api::list,
-        api::show,
-        api::delete_one,
-        api::replay,
-        api::progress,
-        api::purge
-    )
-)]
+#[openapi(paths(list, show, delete_one, replay, progress, purge))]
 struct ApiDoc;
+
+const TITLE: &str = "Product event pipeline: processor";
+const DESCRIPTION: &str = "Dead letters: list, inspect, replay and purge them. Every operation wants an API key with the ops scope.";
 
 /// The document, with the security scheme and the answers every service shares.
 pub fn document() -> utoipa::openapi::OpenApi {
-    shared::openapi::finish(ApiDoc::openapi())
+    shared::openapi::finish(ApiDoc::openapi(), TITLE, DESCRIPTION)
 }

@@ -7,11 +7,7 @@ use anyhow::Context;
 use lapin::{Connection, options::ConfirmSelectOptions, types::FieldTable};
 use shared::{
     auth::{Auth, Scope, protect},
-    connect::{
-        amqp::Broker,
-        postgres::{Database, Tables},
-        redis,
-    },
+    connect::{amqp::Broker, postgres::Tables, redis},
     consume::{self, Consumers},
     service::{App, Checks, Service, Tasks},
     topology::Topology,
@@ -41,12 +37,10 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let service = Service::bind("processor", &config.serving).await?;
         let backends = &config.backends;
-        let database = Database::start(
-            backends.database.clone(),
-            &backends.namespace,
+        let database = service.database(
+            backends,
             &[Tables::Keys, Tables::Processor],
             u32::from(backends.ingest_shards) + 2,
-            &service.background,
         );
         let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
         let topology = Arc::new(Topology::new(

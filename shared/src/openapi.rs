@@ -135,9 +135,12 @@ fn answers() -> Vec<(&'static str, &'static str, Response)> {
 
 const OPEN: [&str; 4] = ["/health", "/ready", "/metrics", "/openapi.json"];
 
-/// `doc` with the bearer scheme required by every operation it describes, the shared answers
-/// added where the operation does not give its own, and the operational endpoints.
-pub fn finish(mut doc: OpenApi) -> OpenApi {
+/// `doc`, titled and described, with the bearer scheme required by every operation it
+/// describes, the shared answers added where the operation does not give its own, and the
+/// operational endpoints.
+pub fn finish(mut doc: OpenApi, title: &str, description: &str) -> OpenApi {
+    doc.info.title = title.to_owned();
+    doc.info.description = Some(description.to_owned());
     let components = doc.components.get_or_insert_with(Default::default);
     components.security_schemes.insert(
         BEARER.to_owned(),

@@ -23,10 +23,10 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::{ConfigError, seconds, var},
+    config::{Backends, ConfigError, seconds, var},
     connect::{
         amqp::{self, Broker},
-        postgres::Database,
+        postgres::{Database, Tables},
     },
     consume::Consumers,
     http::Limits,
@@ -218,6 +218,24 @@ impl Service {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// PostgreSQL in `backends`' namespace, at most `max_connections` at a time, with the
+    /// migrations of `tables` run in the background (see [`Database::start`]).
+    pub fn database(
+        &self,
+        backends: &Backends,
+        tables: &'static [Tables],
+        max_connections: u32,
+    ) -> Database {
+        let options = backends.database.clone();
+        Database::start(
+            options,
+            &backends.namespace,
+            tables,
+            max_connections,
+            &self.background,
+        )
     }
 
     /// Supervises the connection to the RabbitMQ `nodes` ([`amqp::supervise`]) as a background

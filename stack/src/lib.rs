@@ -235,6 +235,7 @@ mod tests {
             processor::openapi::document(),
             notifier::openapi::document(),
         ] {
+            assert!(document.info.title.starts_with("Product event pipeline: "));
             assert_references_resolve(&serde_json::json!(document));
         }
     }

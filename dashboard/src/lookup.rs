@@ -74,14 +74,10 @@ async fn notifications(
 async fn accepted(lookups: &Lookups, id: &str) -> Option<bool> {
     let id: EventId = id.parse().ok()?;
     let mut redis = lookups.redis.clone();
-    let state = gateway::idempotency::state(
-        &mut redis,
-        &lookups.namespace,
-        IngestKind::ProductUpdate,
-        &id,
-    )
-    .await
-    .ok()?;
+    let (namespace, kind) = (&lookups.namespace, IngestKind::ProductUpdate);
+    let state = gateway::idempotency::state(&mut redis, namespace, kind, &id)
+        .await
+        .ok()?;
     Some(state == Some(gateway::idempotency::State::Done))
 }
 

@@ -52,6 +52,16 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// Subscribes this receiver to `types` at the notifier at `notifier`; its id and secret.
+    pub async fn subscribe(
+        &self,
+        client: &reqwest::Client,
+        notifier: &str,
+        types: &[&str],
+    ) -> (String, String) {
+        subscribe(client, notifier, &self.url(), types).await
+    }
+
     /// A receiver that answers `script` in turn, then 200 to everything.
     pub async fn start(script: &[u16]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")

@@ -35,13 +35,9 @@ async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
     let stack = Stack::start(None).await;
     let receiver = testkit::webhooks::Receiver::start(&[]).await;
     let notifier = format!("http://{}", stack.notifier);
-    testkit::webhooks::subscribe(
-        &stack.client,
-        &notifier,
-        &receiver.url(),
-        &["product.updated"],
-    )
-    .await;
+    receiver
+        .subscribe(&stack.client, &notifier, &["product.updated"])
+        .await;
     stack
         .plant_dead_letter("browser-dead", "browser-dead-evt")
         .await;

@@ -237,9 +237,9 @@ pub(crate) async fn remove(
     if !subscriptions::delete(&mut tx, id).await.map_err(db)? {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
-    deliveries::cancel_pending(&mut tx, id).await.map_err(db)?;
+    let cancelled = deliveries::cancel_pending(&mut tx, id).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
-    tracing::info!(subscription_id = %id, "Subscription deleted.");
+    tracing::info!(subscription_id = %id, cancelled, "Subscription deleted.");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -11,11 +11,13 @@ use lapin::{
 };
 use serde_json::json;
 
-use crate::helpers::{spawn_gateway_only, spawn_pipeline, wait_inbox};
+use crate::helpers::{Pipeline, spawn_gateway_only, spawn_pipeline, wait_inbox};
 
 /// Makes every write of `product` fail in PostgreSQL with `errcode` (`P0001`: a failure that
-/// may pass later; `check_violation`: a refusal).
-async fn sabotage(pool: &sqlx::PgPool, product: &str, errcode: &str) {
+/// may pass later; `check_violation`: a refusal), then sends an update of it keyed
+/// `{product}-evt`; the pool it sabotaged through.
+async fn send_sabotaged(pipeline: &Pipeline, product: &str, errcode: &str) -> sqlx::PgPool {
+    let pool = testkit::database(&pipeline.backends).await;
     let function = format!(
         "CREATE OR REPLACE FUNCTION sabotage_{product}() RETURNS trigger AS $$
          BEGIN
@@ -26,7 +28,7 @@ async fn sabotage(pool: &sqlx::PgPool, product: &str, errcode: &str) {
          END $$ LANGUAGE plpgsql"
     );
     sqlx::query(sqlx::AssertSqlSafe(function))
-        .execute(pool)
+        .execute(&pool)
         .await
         .expect("function");
     let trigger = format!(
@@ -34,9 +36,14 @@ async fn sabotage(pool: &sqlx::PgPool, product: &str, errcode: &str) {
          FOR EACH ROW EXECUTE FUNCTION sabotage_{product}()"
     );
     sqlx::query(sqlx::AssertSqlSafe(trigger))
-        .execute(pool)
+        .execute(&pool)
         .await
         .expect("trigger");
+    let body = format!(r#"{{"product_id": "{product}", "stock": 1}}"#);
+    pipeline
+        .accept_keyed(&format!("{product}-evt"), &body)
+        .await;
+    pool
 }
 
 async fn repair(pool: &sqlx::PgPool, product: &str) {
@@ -50,11 +57,7 @@ async fn repair(pool: &sqlx::PgPool, product: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_event_climbs_the_retry_ladder_without_blocking_its_shard_then_replays() {
     let pipeline = spawn_pipeline().await;
-    let pool = testkit::database(&pipeline.backends).await;
-    sabotage(&pool, "flaky", "P0001").await;
-    pipeline
-        .accept_keyed("flaky-evt", r#"{"product_id": "flaky", "stock": 1}"#)
-        .await;
+    let pool = send_sabotaged(&pipeline, "flaky", "P0001").await;
     // Another product on the same shard is applied while the failing one waits on the ladder.
     let flaky_shard = pipeline
         .topology
@@ -162,11 +165,7 @@ async fn replaying_an_event_that_was_already_applied_does_not_apply_it_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
     let pipeline = spawn_pipeline().await;
-    let pool = testkit::database(&pipeline.backends).await;
-    sabotage(&pool, "refused", "check_violation").await;
-    pipeline
-        .accept_keyed("refused-evt", r#"{"product_id": "refused", "stock": 1}"#)
-        .await;
+    send_sabotaged(&pipeline, "refused", "check_violation").await;
     let broker = testkit::Broker::connect(&pipeline.backends).await;
     broker
         .publish(

@@ -30,13 +30,9 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
     let notifier = pipeline.start_notifier(backends).await;
     let receiver = Receiver::start(&[]).await;
     let base = format!("http://{notifier}");
-    testkit::webhooks::subscribe(
-        &pipeline.client,
-        &base,
-        &receiver.url(),
-        &["product.updated"],
-    )
-    .await;
+    receiver
+        .subscribe(&pipeline.client, &base, &["product.updated"])
+        .await;
 
     // The client starts the trace; the gateway continues it.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -112,12 +112,12 @@ macro_rules! delivery_columns {
 }
 
 /// One pending delivery of the event `id` per subscription that is not deleted and wants
-/// `kind` (skipped, and visible as such, when the subscription is disabled).
+/// `kind` (skipped, and visible as such, when the subscription is disabled); how many.
 pub async fn create_for(
     tx: &mut PgConnection,
     id: &str,
     kind: EventType,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     sqlx::query(
         "INSERT INTO deliveries (event_id, subscription_id, status, last_error)
          SELECT $1, id,
@@ -131,8 +131,8 @@ pub async fn create_for(
     .bind(DeliveryStatus::Pending)
     .bind(DeliveryStatus::Skipped)
     .execute(tx)
-    .await?;
-    Ok(())
+    .await
+    .map(|done| done.rows_affected())
 }
 
 /// The deliveries of the event `id`, in the order they were made.
@@ -245,8 +245,8 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<Retry, sqlx::Error> {
     Ok(Retry::Pending)
 }
 
-/// Cancels what is pending for the subscription `id` (in the caller's transaction).
-pub async fn cancel_pending(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+/// Cancels what is pending for the subscription `id` (in the caller's transaction); how many.
+pub async fn cancel_pending(tx: &mut PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {
     sqlx::query(
         "UPDATE deliveries SET status = $2, last_error = 'subscription deleted'
          WHERE subscription_id = $1 AND status = $3",
@@ -255,8 +255,8 @@ pub async fn cancel_pending(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx:
     .bind(DeliveryStatus::Cancelled)
     .bind(DeliveryStatus::Pending)
     .execute(tx)
-    .await?;
-    Ok(())
+    .await
+    .map(|done| done.rows_affected())
 }
 
 /// How many deliveries there are in each status that has any.

@@ -120,9 +120,7 @@ impl Stack {
 
     /// `GET` on the dashboard, with the key: the status and the JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(self.url(path)).send().await.expect("sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        testkit::get_json(&self.client, &self.url(path)).await
     }
 
     /// Sends a product update or an order to the gateway and expects 202.

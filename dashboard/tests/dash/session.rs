@@ -174,14 +174,8 @@ async fn live_streams_are_capped_and_dirty_parameters_are_400() {
         ("/api/v1/events/a%00b", "id"),
         ("/api/v1/summary?sku=%07", "sku"),
     ] {
-        let response = client
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 400, "{path}");
-        let body: serde_json::Value = response.json().await.expect("JSON");
-        assert_eq!(body["field"], field, "{path}");
+        let (status, body) = testkit::get_json(&client, &format!("{base}{path}")).await;
+        testkit::assert_names_field(status, &body, field, path);
     }
     let _ = stop.send(());
     task.await.expect("task").expect("stops cleanly");

@@ -195,14 +195,7 @@ impl Pipeline {
     /// `GET` on the processor's API, as JSON with its status.
     pub async fn processor_get(&self, path: &str) -> (u16, serde_json::Value) {
         let addr = self.processor.expect("a processor is running");
-        let response = self
-            .client
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .expect("sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or_default())
+        testkit::get_json(&self.client, &format!("http://{addr}{path}")).await
     }
 
     /// `POST` JSON to the processor's API.

@@ -33,7 +33,10 @@ try {
   await page.click("[data-testid=signin-go]");
   await page.waitForFunction(() => document.querySelector("[data-testid=signin-error]").textContent.includes("not valid"));
   await page.fill("[data-testid=signin-key]", API_KEY);
+  // The cookie is there once the sign-in's answer has arrived.
+  const signedIn = page.waitForResponse((r) => new URL(r.url()).pathname.endsWith("/session") && r.request().method() === "POST");
   await page.click("[data-testid=signin-go]");
+  expect((await signedIn).ok(), "the ops key signs in");
   const cookies = await context.cookies(DASHBOARD_URL);
   const session = cookies.find((c) => c.name === "pipeline_session");
   expect(session && session.httpOnly && session.sameSite === "Strict", `session cookie: ${JSON.stringify(cookies)}`);

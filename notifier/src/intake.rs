@@ -82,7 +82,9 @@ pub struct Intake {
 
 impl DeliveryHandler for Intake {
     async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
-        let Consuming { channel, shutdown } = at;
+        let Consuming {
+            channel, shutdown, ..
+        } = at;
         let message_id = delivery
             .properties
             .message_id()

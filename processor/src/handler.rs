@@ -12,7 +12,10 @@ use time::OffsetDateTime;
 
 use shared::contract::Ingest;
 
-use crate::store::{self, Applied, StoreError};
+use crate::{
+    downstream::Pending,
+    store::{self, Applied, StoreError},
+};
 
 /// What the handler needs.
 #[derive(Clone)]
@@ -94,12 +97,21 @@ impl From<StoreError> for HandleError {
     }
 }
 
+/// What a batch did: one outcome per item, and the downstream events it left in the outbox.
+#[derive(Debug)]
+pub struct Handled {
+    /// Per item, in order.
+    pub outcomes: Vec<Outcome>,
+    /// To publish, then forget.
+    pub emitted: Vec<Pending>,
+}
+
 /// Applies `items` (in order, in one transaction) exactly once each and refreshes the cached
-/// view of every product they touch; one outcome per item.
+/// view of every product they touch.
 ///
 /// Safe to call again after any failure: a second call finds the events in the inbox, changes
 /// nothing, and still refreshes the cache (repairing a cache write lost to a crash).
-pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Vec<Outcome>, HandleError> {
+pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Handled, HandleError> {
     let pool = deps.database.ready().map_err(StoreError::Unavailable)?;
     let batch = store::apply(pool, items, deps.stock_low_threshold).await?;
     refresh_cache(deps, &batch.views).await?;
@@ -123,7 +135,10 @@ pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Vec<Outcome>, Handl
             outcome
         })
         .collect();
-    Ok(outcomes)
+    Ok(Handled {
+        outcomes,
+        emitted: batch.emitted,
+    })
 }
 
 /// Writes every view to the cache in one pipelined round trip.

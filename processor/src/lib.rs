@@ -1,9 +1,10 @@
 //! The processor: applies product events from the ingest shards to PostgreSQL exactly once.
 //!
 //! [`consumer`] owns the loops over the shards and the dead-letter queue and maps outcomes to
-//! ack, retry or dead-letter; [`handler`] applies one event (knowing nothing of AMQP) through
-//! [`store`] (inbox and per-field last-writer-wins in one transaction, decided by [`lww`]) and
-//! refreshes the read cache, leaving [`downstream`] events in the outbox; [`dead_letters`] sets poison aside with its reason and serves the
+//! ack, retry or dead-letter; [`handler`] applies a batch (knowing nothing of AMQP) through
+//! [`store`] (decided without I/O, then inbox, products and orders in one transaction) and
+//! refreshes the read cache, leaving [`downstream`] events in the outbox; [`stage`] times each
+//! stage of a batch; [`dead_letters`] sets poison aside with its reason and serves the
 //! operator's dead-letter API; [`startup`] wires it together.
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod dead_letters;
 pub mod downstream;
 pub mod handler;
 pub mod openapi;
+pub mod stage;
 pub mod startup;
 pub mod store;
 

@@ -33,6 +33,10 @@ pub const DEAD_LETTERS_REPLAYED_TOTAL: &str = "pipeline_dead_letters_replayed_to
 /// From the gateway's acceptance to the processor's commit.
 pub const END_TO_END_DURATION_SECONDS: &str = "pipeline_end_to_end_duration_seconds";
 
+/// The time each of the processor's batches spent in a stage (decide, persist, publish,
+/// settle), by stage.
+pub const STAGE_DURATION_SECONDS: &str = "pipeline_processor_stage_duration_seconds";
+
 /// Downstream events the processor published, by type.
 pub const DOWNSTREAM_EVENTS_TOTAL: &str = "pipeline_downstream_events_total";
 

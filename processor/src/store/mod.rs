@@ -1,15 +1,19 @@
 //! PostgreSQL, the source of truth: the inbox, the products and the orders, changed together in
 //! one transaction so an event's effect and the record that it was applied can never part.
 //!
-//! This module names what a batch is made of and what became of it; [`apply`] does it, through
-//! the owners of the tables it writes: [`inbox`], [`shared::products`], [`shared::orders`] and
-//! the outbox ([`crate::downstream`]). [`retries`] notes events on the retry ladder.
+//! This module names what a batch is made of and what became of it; [`plan`] decides it without
+//! I/O and [`apply`] reads and writes it, through the owners of the tables: [`inbox`],
+//! [`shared::products`], [`shared::orders`] and the outbox ([`crate::downstream`]). [`retries`]
+//! notes events on the retry ladder.
 
 mod apply;
 pub mod inbox;
+pub mod plan;
 pub mod retries;
 
 use shared::{contract::ProductView, model::Rejection};
+
+use crate::downstream::Pending;
 
 pub use apply::apply;
 
@@ -28,14 +32,16 @@ pub enum Applied {
     OrderRejected(Rejection),
 }
 
-/// What applying a batch did: one outcome per event, in order, and the current view of every
-/// product the batch touched.
+/// What applying a batch did: one outcome per event, in order, the current view of every
+/// product the batch touched, and the downstream events it wrote to the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Per event, in the order given.
     pub outcomes: Vec<Applied>,
     /// The products' state after the batch.
     pub views: Vec<ProductView>,
+    /// The downstream events the batch caused, in the outbox until published.
+    pub emitted: Vec<Pending>,
 }
 
 /// A failure to apply, by whose fault it is.

@@ -7,7 +7,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
     options::BasicPublishOptions, uri::AMQPUri,
 };
 use tokio::sync::watch;
@@ -236,7 +236,30 @@ pub async fn publish(
     properties: BasicProperties,
     routing: Routing,
 ) -> anyhow::Result<()> {
-    let confirmation = channel
+    send(channel, exchange, routing_key, payload, properties, routing)
+        .await?
+        .confirmed()
+        .await
+}
+
+/// A message sent on a channel in confirm mode whose confirm has not been read yet.
+pub struct Unconfirmed {
+    confirm: PublisherConfirm,
+    exchange: String,
+    routing_key: String,
+}
+
+/// Publishes a persistent message without waiting for its confirm: several can be in flight
+/// and their confirms awaited together ([`Unconfirmed::confirmed`]).
+pub async fn send(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    routing: Routing,
+) -> anyhow::Result<Unconfirmed> {
+    let confirm = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
@@ -247,13 +270,26 @@ pub async fn publish(
             payload,
             properties.with_delivery_mode(2),
         )
-        .await?
         .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => {
-            anyhow::bail!("no queue is bound for {exchange}/{routing_key}")
+    Ok(Unconfirmed {
+        confirm,
+        exchange: exchange.to_owned(),
+        routing_key: routing_key.to_owned(),
+    })
+}
+
+impl Unconfirmed {
+    /// Waits for the broker's confirm: `Ok` for an ack without a return (a `mandatory` message
+    /// reached a queue).
+    pub async fn confirmed(self) -> anyhow::Result<()> {
+        match self.confirm.await? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => anyhow::bail!(
+                "no queue is bound for {}/{}",
+                self.exchange,
+                self.routing_key
+            ),
+            other => anyhow::bail!("the broker refused the message: {other:?}"),
         }
-        other => anyhow::bail!("the broker refused the message: {other:?}"),
     }
 }

@@ -2,11 +2,13 @@
 //! restarting it (with backoff, counted, logged once at ERROR) whatever ended it: a panic in its
 //! handler, a channel error, a cancel from the broker; [`Consumers`] says which queues have a
 //! live consumer, for `/ready`. The loop in [`run`] takes deliveries and hands them to a
-//! [`DeliveryHandler`], which settles them; deliveries on one queue are handled in order.
+//! [`DeliveryHandler`], which settles them, itself or in work it leaves for [`Later`];
+//! deliveries on one queue are handled in order.
 //!
 //! Also the handlers' building blocks: [`hold`] (retry in place while a dependency is down),
 //! [`settle`] (ack) and [`requeue`].
 
+mod later;
 mod run;
 mod supervise;
 
@@ -16,17 +18,20 @@ use backon::{ExponentialBuilder, Retryable};
 use lapin::{Acker, Channel, message::Delivery, options::BasicAckOptions};
 use tokio_util::sync::CancellationToken;
 
-pub use run::{Ended, MAX_BATCH, Source, run};
+pub use later::Later;
+pub use run::{Ended, LINGER, MAX_BATCH, Source, run};
 pub use supervise::{Consumers, supervise};
 
 /// Where a handler's deliveries come from: the consumer's channel (in confirm mode, for the
-/// handler's own publishes) and the signal to stop.
+/// handler's own publishes), the signal to stop, and the consumer's second stage.
 #[derive(Clone, Copy)]
 pub struct Consuming<'a> {
     /// The consumer's channel.
     pub channel: &'a Channel,
     /// Cancelled when the service stops.
     pub shutdown: &'a CancellationToken,
+    /// Where the handler leaves what may finish while it takes the next deliveries.
+    pub later: &'a Later,
 }
 
 /// What to do with each delivery of a queue.
@@ -84,9 +89,19 @@ where
 /// Returns a delivery to its queue at once (its effect is committed; it comes back as a
 /// duplicate to finish what is left, such as publishing its downstream events).
 pub async fn requeue(acker: Acker) {
+    nack(acker, false).await;
+}
+
+/// Returns a delivery and every earlier one on its channel not yet settled: one `multiple`
+/// nack for a run. Only where every earlier delivery is settled or belongs to the run.
+pub async fn requeue_through(acker: Acker) {
+    nack(acker, true).await;
+}
+
+async fn nack(acker: Acker, multiple: bool) {
     let options = lapin::options::BasicNackOptions {
         requeue: true,
-        ..lapin::options::BasicNackOptions::default()
+        multiple,
     };
     if let Err(e) = acker.nack(options).await {
         tracing::debug!(error = %e, "Nack failed; the message will be redelivered when the channel closes.");
@@ -96,7 +111,17 @@ pub async fn requeue(acker: Acker) {
 /// Acknowledges a delivery, consuming its acker so it cannot be settled twice. A failed ack
 /// (channel gone) means the broker will redeliver, and the inbox makes that harmless.
 pub async fn settle(acker: Acker) {
-    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+    ack(acker, false).await;
+}
+
+/// Acknowledges a delivery and every earlier one on its channel not yet settled: one
+/// `multiple` ack for a run. Only where every earlier delivery is settled or belongs to the run.
+pub async fn settle_through(acker: Acker) {
+    ack(acker, true).await;
+}
+
+async fn ack(acker: Acker, multiple: bool) {
+    if let Err(e) = acker.ack(BasicAckOptions { multiple }).await {
         tracing::debug!(error = %e, "Ack failed; the message will be redelivered and deduplicated.");
     }
 }

@@ -1,17 +1,19 @@
 //! The consumer loop of one queue on one channel: take what the broker pushed, hand it to the
 //! handler, until shutdown or until the channel or consumer is gone; then say why it ended.
+//! What the handler leaves for later runs beside the loop, in order.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
     Channel, Connection, Consumer,
+    message::Delivery,
     options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Consuming, DeliveryHandler};
+use super::{Consuming, DeliveryHandler, Later};
 
 /// A queue being consumed.
 pub struct Source {
@@ -60,62 +62,85 @@ pub enum Ended {
     Lost(lapin::Error),
 }
 
-/// Most deliveries handled together (taken only from what the broker already pushed, so a
-/// batch never waits for more).
-pub const MAX_BATCH: usize = 64;
+/// Most deliveries handled together.
+pub const MAX_BATCH: usize = 128;
+
+/// How long a busy queue waits to fill a batch: only when more than one delivery was already
+/// waiting, so a lone delivery at low load is handled at once.
+pub const LINGER: Duration = Duration::from_millis(2);
 
 /// Runs the loop until `shutdown` fires or the consumer is gone. Deliveries the broker has
-/// already pushed are handed over together (up to [`MAX_BATCH`]), never waiting for more.
-/// The channel is left open: whoever supervises the loop closes it, which returns what was not
+/// already pushed are handed over together (up to [`MAX_BATCH`]); when more than one was
+/// waiting, the batch lingers up to [`LINGER`] for more. What a handler leaves for later
+/// ([`Later`]) runs in order beside the loop, and is finished before this returns. The channel
+/// is left open: whoever supervises the loop closes it, which returns what was not
 /// acknowledged to the queue.
 pub async fn run<H: DeliveryHandler>(
     mut source: Source,
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) -> Ended {
-    let mut carried = None;
-    loop {
-        let next = match carried.take() {
-            Some(next) => next,
-            None => tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ended::Shutdown,
-                next = source.consumer.next() => next,
-            },
-        };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => match source.channel.wait_for_recovery(error).await {
-                Ok(()) => continue,
-                Err(error) => return Ended::Lost(error),
-            },
-            None if shutdown.is_cancelled() => return Ended::Shutdown,
-            None => return Ended::Cancelled,
-        };
-        let mut batch = vec![delivery];
-        while batch.len() < MAX_BATCH {
-            match source.consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => batch.push(delivery),
-                Some(other) => {
-                    carried = Some(other);
-                    break;
-                }
-                None => break,
+    let (later, second_stage) = Later::new();
+    let first_stage = async move {
+        let mut carried = None;
+        loop {
+            let next = match carried.take() {
+                Some(next) => next,
+                None => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ended::Shutdown,
+                    next = source.consumer.next() => next,
+                },
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => match source.channel.wait_for_recovery(error).await {
+                    Ok(()) => continue,
+                    Err(error) => return Ended::Lost(error),
+                },
+                None if shutdown.is_cancelled() => return Ended::Shutdown,
+                None => return Ended::Cancelled,
+            };
+            let (batch, rest) = fill(&mut source.consumer, delivery).await;
+            carried = rest;
+            let at = Consuming {
+                channel: &source.channel,
+                shutdown: &shutdown,
+                later: &later,
+            };
+            if !handler.on_batch(batch, at).await {
+                return Ended::Shutdown;
             }
         }
-        let at = Consuming {
-            channel: &source.channel,
-            shutdown: &shutdown,
-        };
-        let handled = if batch.len() == 1 {
-            handler
-                .on_delivery(batch.pop().expect("one delivery"), at)
-                .await
-        } else {
-            handler.on_batch(batch, at).await
-        };
-        if !handled {
-            return Ended::Shutdown;
+    };
+    let (ended, ()) = tokio::join!(first_stage, second_stage);
+    ended
+}
+
+/// What the consumer yields next: a delivery, a channel error, or its end.
+type Next = Option<lapin::Result<Delivery>>;
+
+/// A batch starting with `first`: what the broker already pushed, then, if that was more than
+/// one, what arrives within [`LINGER`]; up to [`MAX_BATCH`]. Anything but a delivery ends the
+/// batch and is given back.
+async fn fill(consumer: &mut Consumer, first: Delivery) -> (Vec<Delivery>, Option<Next>) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match consumer.next().now_or_never() {
+            Some(Some(Ok(delivery))) => batch.push(delivery),
+            Some(other) => return (batch, Some(other)),
+            None => break,
         }
     }
+    if batch.len() > 1 {
+        let until = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(until, consumer.next()).await {
+                Ok(Some(Ok(delivery))) => batch.push(delivery),
+                Ok(other) => return (batch, Some(other)),
+                Err(_) => break,
+            }
+        }
+    }
+    (batch, None)
 }

@@ -79,6 +79,16 @@ pub struct Versioned {
 }
 
 impl Versioned {
+    /// A product no event has set yet (no row until [`save`] writes it), stamped `at`.
+    pub fn new(product_id: &str, at: OffsetDateTime) -> Self {
+        Self {
+            product_id: product_id.to_owned(),
+            price: Field::default(),
+            stock: Field::default(),
+            updated_at: at,
+        }
+    }
+
     /// Its current view.
     pub fn view(&self) -> Result<ProductView, sqlx::Error> {
         let id: ProductId = self
@@ -87,20 +97,6 @@ impl Versioned {
             .map_err(|e| sqlx::Error::Decode(format!("stored product id: {e}").into()))?;
         view(id, self.price.value, self.stock.value, self.updated_at)
     }
-}
-
-/// Creates the products `ids` that do not exist yet, with no price or stock.
-pub async fn create(tx: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
-    if !ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO products (product_id) SELECT UNNEST($1::text[])
-             ON CONFLICT (product_id) DO NOTHING",
-        )
-        .bind(ids)
-        .execute(tx)
-        .await?;
-    }
-    Ok(())
 }
 
 type Row = (
@@ -146,7 +142,7 @@ pub async fn lock(tx: &mut PgConnection, ids: &[String]) -> Result<Vec<Versioned
         .collect())
 }
 
-/// Saves `changed` rows (locked by [`lock`] in the same transaction) and stamps their
+/// Saves `changed` rows (locked by [`lock`] in the same transaction, or new) and stamps their
 /// `updated_at` with the time of the save.
 pub async fn save(
     tx: &mut PgConnection,
@@ -168,14 +164,15 @@ pub async fn save(
             .collect::<Vec<_>>()
     };
     let stamped: Vec<(String, OffsetDateTime)> = sqlx::query_as(
-        "UPDATE products AS p SET price = u.price, price_occurred_at = u.price_at,
-                price_event_id = u.price_event, stock = u.stock,
-                stock_occurred_at = u.stock_at, stock_event_id = u.stock_event,
-                updated_at = now()
-         FROM UNNEST($1::text[], $2::numeric[], $3::timestamptz[], $4::text[],
-                     $5::int4[], $6::timestamptz[], $7::text[])
-              AS u(product_id, price, price_at, price_event, stock, stock_at, stock_event)
-         WHERE p.product_id = u.product_id
+        "INSERT INTO products AS p (product_id, price, price_occurred_at, price_event_id,
+                                     stock, stock_occurred_at, stock_event_id)
+         SELECT * FROM UNNEST($1::text[], $2::numeric[], $3::timestamptz[], $4::text[],
+                              $5::int4[], $6::timestamptz[], $7::text[])
+         ON CONFLICT (product_id) DO UPDATE SET price = excluded.price,
+                price_occurred_at = excluded.price_occurred_at,
+                price_event_id = excluded.price_event_id, stock = excluded.stock,
+                stock_occurred_at = excluded.stock_occurred_at,
+                stock_event_id = excluded.stock_event_id, updated_at = now()
          RETURNING p.product_id, p.updated_at",
     )
     .bind(

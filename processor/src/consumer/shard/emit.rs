@@ -1,21 +1,160 @@
-//! The shard handler's side of the trace and of downstream events: the `process` span of each
-//! delivery, and publishing what the outbox holds for the events just applied, each in the
-//! trace of its source.
+//! The shard handler's second stage and its side of the trace: the `process` span of each
+//! delivery; publishing the downstream events of an applied batch, each in the trace of its
+//! source, and acknowledging the batch once they are confirmed.
 
-use lapin::{Channel, message::Delivery};
+use std::time::Instant;
+
+use lapin::{Acker, Channel, message::Delivery};
 use opentelemetry::Context;
 use shared::{
-    connect::amqp::{Routing, publish},
+    connect::amqp::{Routing, Unconfirmed, send},
+    consume::{requeue_through, settle_through},
     contract::{Announcement, IngestKind},
     dead_letter::{self, Poison, Reason},
     trace::{self, Messaging, Operation, Traced},
 };
 
-/// An applied event whose downstream events are to be published: its kind, id and trace.
-pub(super) type Source = (IngestKind, String, Context);
-
 use super::ShardHandler;
-use crate::downstream;
+use crate::{
+    downstream::{self, Pending},
+    stage::{self, Stage},
+};
+
+/// An applied event: its kind, id and `process` span (the parent of what it causes).
+pub(super) type Source = (IngestKind, String, Traced);
+
+/// The second stage of an applied batch: publish its downstream events, then acknowledge it.
+pub(super) struct Settling {
+    /// The handler (its topology and database).
+    pub shard: ShardHandler,
+    /// The consumer's channel (in confirm mode).
+    pub channel: Channel,
+    /// The acker of the batch's last delivery.
+    pub last: Acker,
+    /// The batch's events.
+    pub sources: Vec<Source>,
+    /// The events that were applied before: what the outbox may still hold for them is
+    /// published too (left there by a crash between commit and publish).
+    pub duplicates: Vec<(IngestKind, String)>,
+    /// The downstream events the batch wrote to the outbox.
+    pub emitted: Vec<Pending>,
+}
+
+impl Settling {
+    /// Publishes the downstream events (all sent, then their confirms awaited) and forgets
+    /// them, then acknowledges the batch with one `multiple` ack of its last delivery: every
+    /// earlier delivery on the channel is settled by then (second stages run in order, and the
+    /// first stage never leaves a delivery unsettled). If the events are not confirmed the
+    /// batch goes back to its queue and, a duplicate by then, publishes them when it returns.
+    pub async fn run(self) {
+        let publishing = Instant::now();
+        let published = self.publish().await;
+        stage::record(Stage::Publish, publishing.elapsed());
+        let settling = Instant::now();
+        match published {
+            Ok(()) => settle_through(self.last).await,
+            Err(e) => {
+                for (_, _, span) in &self.sources {
+                    span.fail(&e);
+                }
+                tracing::warn!(error = %e, "Downstream events not published yet; the batch comes back to publish them.");
+                requeue_through(self.last).await;
+            }
+        }
+        stage::record(Stage::Settle, settling.elapsed());
+    }
+
+    /// Sends the batch's downstream events and what the outbox holds for its duplicates, each
+    /// in the trace of its source, waits for every confirm, then forgets them. A row this version
+    /// cannot read is dead-lettered (`unparseable`) rather than left there forever.
+    async fn publish(&self) -> anyhow::Result<()> {
+        let pool = self.shard.deps.database.pool();
+        let (left, unreadable) = if self.duplicates.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            downstream::pending(pool, &self.duplicates).await?
+        };
+        if self.emitted.is_empty() && left.is_empty() && unreadable.is_empty() {
+            return Ok(());
+        }
+        let exchange = self.shard.topology.events_exchange();
+        let mut sent = Vec::with_capacity(self.emitted.len() + left.len());
+        for event in self.emitted.iter().chain(&left) {
+            let parent = self
+                .sources
+                .iter()
+                .find(|(kind, id, _)| {
+                    *kind == event.source_kind
+                        && id.as_str() == event.announcement.event.source_event_id().as_str()
+                })
+                .map_or_else(Context::new, |(_, _, span)| span.context().clone());
+            sent.push(announce(&self.channel, &exchange, &event.announcement, &parent).await?);
+        }
+        for (span, unconfirmed, kind) in sent {
+            if let Err(e) = unconfirmed.confirmed().await {
+                span.fail(&e);
+                return Err(e);
+            }
+            metrics::counter!(shared::metric::DOWNSTREAM_EVENTS_TOTAL, "type" => kind).increment(1);
+        }
+        for row in &unreadable {
+            self.shard.set_aside_unreadable(&self.channel, row).await?;
+        }
+        let done: Vec<String> = self
+            .emitted
+            .iter()
+            .chain(&left)
+            .map(|e| e.announcement.id.clone())
+            .chain(unreadable.into_iter().map(|r| r.id))
+            .collect();
+        downstream::published(pool, &done).await?;
+        Ok(())
+    }
+}
+
+/// Sends one downstream event, in a span under `parent`; its confirm is awaited by the caller.
+async fn announce(
+    channel: &Channel,
+    exchange: &str,
+    announcement: &Announcement,
+    parent: &Context,
+) -> anyhow::Result<(Traced, Unconfirmed, &'static str)> {
+    let kind = announcement.event.event_type().as_str();
+    let span = trace::messaging(
+        "processor",
+        &Messaging {
+            operation: Operation::Send,
+            destination: exchange,
+            routing_key: kind,
+            message_id: &announcement.id,
+            event_id: announcement.event.source_event_id().as_str(),
+        },
+        parent,
+    );
+    let properties = lapin::BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id(announcement.id.as_str().into())
+        .with_type(kind.into())
+        .with_app_id("processor".into());
+    let properties = trace::inject(span.context(), properties);
+    let body = announcement.body();
+    match send(
+        channel,
+        exchange,
+        kind,
+        &body,
+        properties,
+        Routing::Optional,
+    )
+    .await
+    {
+        Ok(unconfirmed) => Ok((span, unconfirmed, kind)),
+        Err(e) => {
+            span.fail(&e);
+            Err(e)
+        }
+    }
+}
 
 impl ShardHandler {
     /// The `process` span of a delivery, under the trace its headers carry.
@@ -43,88 +182,8 @@ impl ShardHandler {
         )
     }
 
-    /// Publishes the downstream events the outbox still holds for `sources` (to the events
-    /// exchange, each confirmed, each in the trace of its source), then forgets them. A row this
-    /// version cannot read is dead-lettered (`unparseable`) rather than left there forever.
-    pub(super) async fn emit(&self, channel: &Channel, sources: &[Source]) -> anyhow::Result<()> {
-        let pool = self.deps.database.pool();
-        let ids: Vec<(IngestKind, String)> = sources
-            .iter()
-            .map(|(kind, id, _)| (*kind, id.clone()))
-            .collect();
-        let (pending, unreadable) = downstream::pending(pool, &ids).await?;
-        if pending.is_empty() && unreadable.is_empty() {
-            return Ok(());
-        }
-        let exchange = self.topology.events_exchange();
-        for event in &pending {
-            let parent = sources
-                .iter()
-                .find(|(kind, id, _)| {
-                    *kind == event.source_kind
-                        && id.as_str() == event.announcement.event.source_event_id().as_str()
-                })
-                .map_or_else(Context::new, |(_, _, context)| context.clone());
-            self.announce(channel, &exchange, &event.announcement, &parent)
-                .await?;
-        }
-        for row in &unreadable {
-            self.set_aside_unreadable(channel, row).await?;
-        }
-        let done: Vec<String> = pending
-            .into_iter()
-            .map(|e| e.announcement.id)
-            .chain(unreadable.into_iter().map(|r| r.id))
-            .collect();
-        downstream::published(pool, &done).await?;
-        Ok(())
-    }
-
-    /// Publishes one downstream event (confirmed), in a span under `parent`.
-    async fn announce(
-        &self,
-        channel: &Channel,
-        exchange: &str,
-        announcement: &Announcement,
-        parent: &Context,
-    ) -> anyhow::Result<()> {
-        let kind = announcement.event.event_type().as_str();
-        let span = trace::messaging(
-            "processor",
-            &Messaging {
-                operation: Operation::Send,
-                destination: exchange,
-                routing_key: kind,
-                message_id: &announcement.id,
-                event_id: announcement.event.source_event_id().as_str(),
-            },
-            parent,
-        );
-        let properties = lapin::BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(announcement.id.as_str().into())
-            .with_type(kind.into())
-            .with_app_id("processor".into());
-        let properties = trace::inject(span.context(), properties);
-        if let Err(e) = publish(
-            channel,
-            exchange,
-            kind,
-            &announcement.body(),
-            properties,
-            Routing::Optional,
-        )
-        .await
-        {
-            span.fail(&e);
-            return Err(e);
-        }
-        metrics::counter!(shared::metric::DOWNSTREAM_EVENTS_TOTAL, "type" => kind).increment(1);
-        Ok(())
-    }
-
     /// Dead-letters an outbox row this version cannot read.
-    async fn set_aside_unreadable(
+    pub(super) async fn set_aside_unreadable(
         &self,
         channel: &Channel,
         row: &downstream::Unreadable,

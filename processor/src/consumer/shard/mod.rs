@@ -1,6 +1,8 @@
-//! The shard handler: applies product updates and orders, in order, batch by batch; retries,
-//! dead-letters and publishes downstream events as the module above describes. [`emit`] holds
-//! its spans and downstream publishing, [`retry`] the retry ladder.
+//! The shard handler: applies product updates and orders, in order, batch by batch; retries and
+//! dead-letters as the module above describes. A batch goes through two stages: the first
+//! decodes, decides and persists it (here); the second ([`emit`]) publishes its downstream
+//! events, waits for their confirms and acknowledges the batch with one `multiple` ack, while
+//! the first already takes the next batch. [`retry`] holds the retry ladder.
 
 mod emit;
 mod retry;
@@ -16,11 +18,12 @@ use shared::{
     trace::Traced,
 };
 
-use crate::handler::{self, Deps, HandleError, Outcome};
-use emit::Source;
+use crate::handler::{self, Deps, HandleError, Handled, Outcome};
+use emit::Settling;
 use retry::schedule_retry;
 
 /// Applies a shard's messages: product updates and orders.
+#[derive(Clone)]
 pub struct ShardHandler {
     /// Names of exchanges and queues.
     pub topology: Arc<Topology>,
@@ -30,13 +33,19 @@ pub struct ShardHandler {
     pub retry_delays: Arc<Vec<Duration>>,
 }
 
+/// A delivery decoded: its acker, its `process` span and the event.
+struct Decoded {
+    acker: Acker,
+    span: Traced,
+    item: Ingest,
+}
+
 impl DeliveryHandler for ShardHandler {
     async fn on_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
         self.apply_batch(batch, at).await
     }
 
     async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
-        let Consuming { channel, shutdown } = at;
         let span = self.span(&delivery);
         let Delivery {
             data,
@@ -55,38 +64,38 @@ impl DeliveryHandler for ShardHandler {
             queue: &queue,
             attempts,
         };
-        let update = match decode(properties.kind().as_ref().map(|k| k.as_str()), &data) {
-            Ok(update) => update,
+        let item = match decode(properties.kind().as_ref().map(|k| k.as_str()), &data) {
+            Ok(item) => item,
             Err((reason, error)) => {
-                self.set_aside(channel, acker, poison, reason, &error, None)
+                self.set_aside(at.channel, acker, poison, reason, &error, None)
                     .await;
                 return true;
             }
         };
-        let outcome = hold(
-            || handler::handle(std::slice::from_ref(&update), &self.deps),
+        let handled = hold(
+            || handler::handle(std::slice::from_ref(&item), &self.deps),
             HandleError::is_transient,
             "event",
-            shutdown,
+            at.shutdown,
         )
-        .await
-        .map(|r| r.map(|mut outcomes| outcomes.remove(0)));
-        match outcome {
+        .await;
+        match handled {
             None => false,
-            Some(Ok(outcome)) => {
-                self.applied(channel, acker, &update, &span, outcome).await;
+            Some(Ok(handled)) => {
+                let decoded = Decoded { acker, span, item };
+                self.leave_settling(at, vec![decoded], handled).await;
                 true
             }
             Some(Err(HandleError::Failed(error))) => {
-                self.failed(channel, acker, poison, &update, &span, &error)
+                self.failed(at.channel, acker, poison, &item, &span, &error)
                     .await;
                 true
             }
             Some(Err(error)) => {
                 span.fail(&error);
-                let event = Some(update.event_id());
+                let event = Some(item.event_id());
                 let reason = Reason::Invalid;
-                self.set_aside(channel, acker, poison, reason, &error.to_string(), event)
+                self.set_aside(at.channel, acker, poison, reason, &error.to_string(), event)
                     .await;
                 true
             }
@@ -95,31 +104,103 @@ impl DeliveryHandler for ShardHandler {
 }
 
 impl ShardHandler {
-    /// Publishes what an event applied alone caused, then acks it (or returns it, to publish
-    /// them when it comes back).
-    async fn applied(
-        &self,
-        channel: &Channel,
-        acker: Acker,
-        update: &Ingest,
-        span: &Traced,
-        outcome: Outcome,
-    ) {
-        metrics::counter!(shared::metric::EVENTS_PROCESSED_TOTAL, "outcome" => outcome.as_str())
-            .increment(1);
-        tracing::debug!(event_id = %update.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
-        let source = (
-            update.kind(),
-            update.event_id().to_string(),
-            span.context().clone(),
-        );
-        match self.emit(channel, &[source]).await {
-            Ok(()) => settle(acker).await,
-            Err(e) => {
-                tracing::warn!(event_id = %update.event_id(), error = %e, "Downstream events not published yet; the event comes back to publish them.");
-                requeue(acker).await;
+    /// Applies the decodable messages of a batch (updates and orders) in one transaction and
+    /// leaves publishing and settling them to the second stage; anything else in the batch, and
+    /// the whole batch if the transaction fails for a reason that is not an outage, goes through
+    /// [`DeliveryHandler::on_delivery`] one by one (so one bad event is isolated and handled
+    /// alone).
+    async fn apply_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
+        let mut deliveries = Vec::with_capacity(batch.len());
+        let mut items = Vec::with_capacity(batch.len());
+        let mut alone = Vec::new();
+        for delivery in batch {
+            let kind = delivery
+                .properties
+                .kind()
+                .as_ref()
+                .map(|k| k.as_str().to_owned());
+            match decode(kind.as_deref(), &delivery.data) {
+                Ok(item) => {
+                    items.push(item);
+                    deliveries.push(delivery);
+                }
+                Err(_) => alone.push(delivery),
             }
         }
+        for delivery in alone {
+            if !self.on_delivery(delivery, at).await {
+                return false;
+            }
+        }
+        if items.is_empty() {
+            return true;
+        }
+        let spans: Vec<Traced> = deliveries.iter().map(|d| self.span(d)).collect();
+        let handled = hold(
+            || handler::handle(&items, &self.deps),
+            HandleError::is_transient,
+            "batch",
+            at.shutdown,
+        )
+        .await;
+        match handled {
+            None => false,
+            Some(Ok(handled)) => {
+                let decoded = deliveries
+                    .into_iter()
+                    .zip(spans)
+                    .zip(items)
+                    .map(|((delivery, span), item)| Decoded {
+                        acker: delivery.acker,
+                        span,
+                        item,
+                    })
+                    .collect();
+                self.leave_settling(at, decoded, handled).await;
+                true
+            }
+            Some(Err(error)) => {
+                drop(spans);
+                tracing::debug!(error = %error, "Batch failed; handling its events one by one.");
+                for delivery in deliveries {
+                    if !self.on_delivery(delivery, at).await {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Counts what the applied deliveries came to, and leaves their downstream events and
+    /// their acknowledgement to the second stage ([`Settling`]).
+    async fn leave_settling(&self, at: Consuming<'_>, applied: Vec<Decoded>, handled: Handled) {
+        let mut sources = Vec::with_capacity(applied.len());
+        let mut duplicates = Vec::new();
+        let mut last = None;
+        for (decoded, outcome) in applied.into_iter().zip(handled.outcomes) {
+            let Decoded { acker, span, item } = decoded;
+            metrics::counter!(shared::metric::EVENTS_PROCESSED_TOTAL, "outcome" => outcome.as_str())
+                .increment(1);
+            tracing::debug!(event_id = %item.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
+            if outcome == Outcome::Duplicate {
+                duplicates.push((item.kind(), item.event_id().to_string()));
+            }
+            last = Some(acker);
+            sources.push((item.kind(), item.event_id().to_string(), span));
+        }
+        let Some(last) = last else {
+            return;
+        };
+        let settling = Settling {
+            shard: self.clone(),
+            channel: at.channel.clone(),
+            last,
+            sources,
+            duplicates,
+            emitted: handled.emitted,
+        };
+        at.later.then(settling.run()).await;
     }
 
     /// An event that failed for a reason that may pass: the next rung of the retry ladder,
@@ -160,83 +241,8 @@ impl ShardHandler {
                 settle(acker).await;
             }
             Err(e) => {
-                tracing::warn!(event_id = %update.event_id(), error = %e, "Could not schedule a retry; the event will be redelivered.");
-            }
-        }
-    }
-
-    /// Applies the decodable messages of a batch (updates and orders) in one transaction and
-    /// acks them; anything else in the batch, and the whole batch if the transaction fails for
-    /// a reason that is not an outage, goes through [`DeliveryHandler::on_delivery`] one by one
-    /// (so one bad event is isolated and handled alone).
-    async fn apply_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
-        let Consuming { channel, shutdown } = at;
-        let mut updates = Vec::with_capacity(batch.len());
-        let mut decoded = Vec::with_capacity(batch.len());
-        let mut spans = Vec::with_capacity(batch.len());
-        let mut alone = Vec::new();
-        for delivery in batch {
-            let kind = delivery
-                .properties
-                .kind()
-                .as_ref()
-                .map(|k| k.as_str().to_owned());
-            match decode(kind.as_deref(), &delivery.data) {
-                Ok(update) => {
-                    updates.push(update);
-                    spans.push(self.span(&delivery));
-                    decoded.push(delivery);
-                }
-                Err(_) => alone.push(delivery),
-            }
-        }
-        for delivery in alone {
-            if !self.on_delivery(delivery, at).await {
-                return false;
-            }
-        }
-        if updates.is_empty() {
-            return true;
-        }
-        let outcome = hold(
-            || handler::handle(&updates, &self.deps),
-            HandleError::is_transient,
-            "batch",
-            shutdown,
-        )
-        .await;
-        match outcome {
-            None => false,
-            Some(Ok(outcomes)) => {
-                let sources: Vec<Source> = updates
-                    .iter()
-                    .zip(&spans)
-                    .map(|(u, span)| (u.kind(), u.event_id().to_string(), span.context().clone()))
-                    .collect();
-                let emitted = self.emit(channel, &sources).await;
-                if let Err(e) = &emitted {
-                    tracing::warn!(error = %e, "Downstream events not published yet; the batch comes back to publish them.");
-                }
-                for (delivery, outcome) in decoded.into_iter().zip(outcomes) {
-                    metrics::counter!(shared::metric::EVENTS_PROCESSED_TOTAL, "outcome" => outcome.as_str())
-                        .increment(1);
-                    if emitted.is_ok() {
-                        settle(delivery.acker).await;
-                    } else {
-                        requeue(delivery.acker).await;
-                    }
-                }
-                true
-            }
-            Some(Err(error)) => {
-                drop(spans);
-                tracing::debug!(error = %error, "Batch failed; handling its events one by one.");
-                for delivery in decoded {
-                    if !self.on_delivery(delivery, at).await {
-                        return false;
-                    }
-                }
-                true
+                tracing::warn!(event_id = %update.event_id(), error = %e, "Could not schedule a retry; the event goes back to its queue.");
+                requeue(acker).await;
             }
         }
     }
@@ -251,7 +257,8 @@ impl ShardHandler {
     }
 
     /// Dead-letters a message, then acks it; if the dead letter is not confirmed the original
-    /// stays unacknowledged and comes back, so nothing is lost.
+    /// goes back to its queue, so nothing is lost. (Never left unacknowledged: the second stage
+    /// acknowledges runs of deliveries with one `multiple` ack, which would take it along.)
     async fn set_aside(
         &self,
         channel: &Channel,
@@ -270,7 +277,8 @@ impl ShardHandler {
                 settle(acker).await;
             }
             Err(e) => {
-                tracing::warn!(event_id = %event, error = %e, "Could not dead-letter a message; it will be redelivered.");
+                tracing::warn!(event_id = %event, error = %e, "Could not dead-letter a message; it goes back to its queue.");
+                requeue(acker).await;
             }
         }
     }

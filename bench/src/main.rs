@@ -1,6 +1,8 @@
-//! The benchmark: in one run, the raw broker's round trip and the pipeline's maximum sustained
-//! rate, latencies at 50% and 80% of it, CPU per event and peak memory per service, the cost of
-//! authentication per request, and `redis-benchmark` figures. Runs the release binaries of the services as child processes.
+//! The benchmark: in one run, the raw broker's round trip and the whole pipeline's maximum
+//! sustained rate (gateway, processor and notifier, with a subscriber), latencies at 50% and
+//! 80% of it, CPU per event and peak memory per service, the processor's time per event in each
+//! stage, webhooks per second to a local receiver, the cost of authentication per request, and
+//! `redis-benchmark` figures. Runs the release binaries of the services as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
 //! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N
@@ -12,11 +14,15 @@ mod load;
 mod probe;
 mod raw;
 mod redis_strategy;
+mod webhooks;
 
 use std::time::Duration;
 
 use load::{Mix, Step, offer};
 use testkit::services::{Services, env_urls, sigterm};
+
+/// The processor's stages, as labelled in its stage histogram.
+const STAGES: [&str; 4] = ["decide", "persist", "publish", "settle"];
 
 struct Options {
     quick: bool,
@@ -62,8 +68,10 @@ async fn main() -> anyhow::Result<()> {
     let logs = services.logs.clone();
     let mut processor = services.spawn("processor");
     let mut gateway = services.spawn("gateway");
+    let mut notifier = services.spawn("notifier");
     let gateway_pid = gateway.id().expect("running");
     let processor_pid = processor.id().expect("running");
+    let notifier_pid = notifier.id().expect("running");
     let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     let client = reqwest::Client::builder()
         .default_headers(testkit::key_header(&key))
@@ -72,7 +80,8 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let url = format!("http://{}", services.gateway_addr);
     let processor_url = format!("http://{}", services.processor_addr);
-    for ready in [&url, &processor_url] {
+    let notifier_url = format!("http://{}", services.notifier_addr);
+    for ready in [&url, &processor_url, &notifier_url] {
         testkit::eventually(
             "the services to be ready",
             Duration::from_secs(60),
@@ -83,6 +92,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
     }
+    // The notifier runs with a subscriber, as in production: to `stock.low`, which few events
+    // cause; every other downstream event is one nobody wants.
+    let low_stock = testkit::webhooks::Receiver::start(&[]).await;
+    low_stock
+        .subscribe(&client, &notifier_url, &["stock.low"])
+        .await;
     let broker = testkit::Broker::connect(&backends).await;
     let topology =
         shared::topology::Topology::new(backends.namespace.clone(), backends.ingest_shards);
@@ -169,35 +184,60 @@ async fn main() -> anyhow::Result<()> {
             .text()
             .await?;
         let buckets = probe::buckets(&metrics, "pipeline_end_to_end_duration_seconds");
-        let cpu = (
-            probe::cpu_micros(gateway_pid),
-            probe::cpu_micros(processor_pid),
-        );
-        anyhow::Ok((buckets, cpu))
+        let stages = STAGES.map(|stage| {
+            probe::sum(
+                &metrics,
+                shared::metric::STAGE_DURATION_SECONDS,
+                &format!("stage=\"{stage}\""),
+            )
+        });
+        let cpu = [gateway_pid, processor_pid, notifier_pid].map(probe::cpu_micros);
+        anyhow::Ok((buckets, cpu, stages))
     };
     for share in [50, 80] {
         let rate = (max * share / 100).max(10);
-        let (before, cpu_before) = reading().await?;
+        let (before, cpu_before, stages_before) = reading().await?;
         let step = run(offer(&client, &url, &mut mix, rate, options.step).await);
         testkit::eventually_or(Duration::from_secs(120), || async {
             (backlog().await == 0).then_some(())
         })
         .await;
-        let (after, cpu_after) = reading().await?;
+        let (after, cpu_after, stages_after) = reading().await?;
         let window = shared::metric::difference(&after, &before);
-        let events = (step.accepted_new + step.replays).max(1);
-        let per_event =
-            |b: Option<u64>, a: Option<u64>| a.zip(b).map(|(a, b)| (a - b) as f64 / events as f64);
+        let events = (step.accepted_new + step.replays).max(1) as f64;
+        let cpu: Vec<Option<f64>> = cpu_before
+            .iter()
+            .zip(cpu_after)
+            .map(|(b, a)| a.zip(*b).map(|(a, b)| (a - b) as f64 / events))
+            .collect();
+        let stages: Vec<Option<f64>> = stages_before
+            .iter()
+            .zip(stages_after)
+            .map(|(b, a)| a.zip(*b).map(|(a, b)| (a - b) * 1e6 / events))
+            .collect();
         rows.push((
             share,
             rate,
             step,
             shared::metric::quantile(&window, 0.5),
             shared::metric::quantile(&window, 0.99),
-            per_event(cpu_before.0, cpu_after.0),
-            per_event(cpu_before.1, cpu_after.1),
+            cpu,
+            stages,
         ));
     }
+
+    // Webhooks per second: every changed product a webhook, at the maximum rate.
+    let delivered = webhooks::per_second(
+        &client,
+        (&url, &notifier_url),
+        &mut mix,
+        max.max(50),
+        options.step,
+    )
+    .await?;
+    let webhooks_per_second = delivered.webhooks as f64 / delivered.elapsed.as_secs_f64();
+    let webhooks_count = delivered.webhooks;
+    run(delivered.step);
 
     // Correctness: every accepted new event applied, exactly once.
     let pool = testkit::database(&backends).await;
@@ -210,10 +250,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .unwrap_or(-1);
-    let rss = (
-        probe::peak_rss_kib(gateway_pid),
-        probe::peak_rss_kib(processor_pid),
-    );
+    let rss = [gateway_pid, processor_pid, notifier_pid].map(probe::peak_rss_kib);
     let redis = match backends.redis.addr() {
         redis::ConnectionAddr::Tcp(host, port) => probe::redis_benchmark(host, *port),
         _ => Vec::new(),
@@ -250,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| pipeline max sustained rate | {max} events/s |");
     println!("| pipeline ÷ raw | {:.0}% |", max as f64 / raw_rate * 100.0);
-    for (share, rate, step, e2e50, e2e99, cpu_gateway, cpu_processor) in &rows {
+    for (share, rate, step, e2e50, e2e99, cpu, stages) in &rows {
         let q = |p: f64| step.latency.value_at_quantile(p) as f64 / 1000.0;
         println!(
             "| 202 latency at {share}% ({rate}/s): p50 / p99 / p99.9 | {:.1} / {:.1} / {:.1} ms |",
@@ -264,15 +301,30 @@ async fn main() -> anyhow::Result<()> {
             ms(*e2e99)
         );
         println!(
-            "| CPU per event at {share}%: gateway / processor | {} / {} |",
-            us(*cpu_gateway),
-            us(*cpu_processor)
+            "| CPU per event at {share}%: gateway / processor / notifier | {} / {} / {} |",
+            us(cpu[0]),
+            us(cpu[1]),
+            us(cpu[2])
+        );
+        println!(
+            "| processor stages per event at {share}% (wall time): {} | {} |",
+            STAGES.join(" / "),
+            stages
+                .iter()
+                .map(|s| us(*s))
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
     }
     println!(
-        "| peak RSS: gateway / processor | {} / {} |",
-        mib(rss.0),
-        mib(rss.1)
+        "| webhooks to a local receiver (every event a `product.updated`) | {webhooks_per_second:.0}/s ({webhooks_count} in {:.1} s) |",
+        delivered.elapsed.as_secs_f64()
+    );
+    println!(
+        "| peak RSS: gateway / processor / notifier | {} / {} / {} |",
+        mib(rss[0]),
+        mib(rss[1]),
+        mib(rss[2])
     );
     println!(
         "| authentication per request (a key in memory: header, SHA-256, lookup, scope) | {auth} |"
@@ -289,6 +341,7 @@ async fn main() -> anyhow::Result<()> {
 
     sigterm(&mut gateway).await;
     sigterm(&mut processor).await;
+    sigterm(&mut notifier).await;
     pool.close().await;
     // The figures above stand whatever happens now: a clean-up that fails is a warning.
     if let Err(e) = testkit::cleanup(&backends).await {

@@ -1,5 +1,5 @@
 //! Readings from outside the services: CPU time and peak memory from `/proc`, latency
-//! quantiles from the processor's Prometheus histogram, and `redis-benchmark`.
+//! quantiles and stage times from the processor's Prometheus histograms, and `redis-benchmark`.
 
 /// CPU time (user + system) a process has used, in microseconds.
 pub fn cpu_micros(pid: u32) -> Option<u64> {
@@ -47,6 +47,15 @@ pub fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
             Some((le, count.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// The `_sum` of histogram `name` for the series whose labels are exactly `labels` (as written
+/// between the braces, e.g. `stage="decide"`).
+pub fn sum(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}_sum{{{labels}}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
 /// `redis-benchmark` requests per second for the commands the pipeline uses.

@@ -3,6 +3,7 @@
 //! once per (event, subscriber), with retries on a schedule, a record of every attempt, and
 //! endpoints disabled when they keep failing.
 //!
+//! - [`bindings`]: the notifier queue receives only the types some subscription wants.
 //! - [`intake`]: events → `notifications` + one pending delivery per matching subscription.
 //! - [`delivery`]: the worker that sends due deliveries and records what came of them.
 //! - [`signing`]: secrets and `webhook-signature`.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bindings;
 pub mod config;
 pub mod delivery;
 pub mod intake;

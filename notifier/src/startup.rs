@@ -13,7 +13,13 @@ use shared::{
 };
 use tokio::sync::Notify;
 
-use crate::{api, config::Config, delivery::Worker, intake::Intake};
+use crate::{
+    api,
+    bindings::{self, Bindings},
+    config::Config,
+    delivery::Worker,
+    intake::Intake,
+};
 
 /// The notifier: [`Application::build`] binds and connects it.
 pub struct Application;
@@ -45,16 +51,27 @@ impl Application {
             backends.namespace.clone(),
             backends.ingest_shards,
         ));
-        let declared = Arc::clone(&topology);
+        let (declared, subscriptions) = (Arc::clone(&topology), database.clone());
         let broker = service.broker(backends.amqp.clone(), move |connection| {
-            let topology = Arc::clone(&declared);
+            let (topology, database) = (Arc::clone(&declared), subscriptions.clone());
             async move {
                 let channel = connection.create_channel().await?;
                 topology.declare(&channel).await?;
                 channel.close(200, "topology declared".into()).await?;
+                if let Err(e) = bindings::reconcile(&database, &connection, &topology).await {
+                    tracing::warn!(error = %e, "The notifier queue's bindings were not reconciled; trying again shortly.");
+                }
                 Ok(())
             }
         });
+        let bindings = Bindings {
+            database: database.clone(),
+            broker: broker.clone(),
+            topology: Arc::clone(&topology),
+        };
+        service
+            .background
+            .spawn(bindings.clone().keep(service.background.stopping()));
         let live = Consumers::default();
         service.work.spawn(consume::supervise(
             broker.clone(),
@@ -79,6 +96,7 @@ impl Application {
             database,
             egress,
             max_subscriptions: config.max_subscriptions,
+            bindings,
         });
         let routes =
             shared::openapi::route(crate::openapi::document).merge(protect(api, &auth, Scope::Ops));

@@ -7,9 +7,10 @@
 //!                                           v
 //! {ns}.dead (fanout) ----------------> {ns}.dead (quorum): every dead letter, with its reason
 //!
-//! {ns}.events (topic) --"#"--> {ns}.notifier (quorum): downstream events, routing key = type
+//! {ns}.events (topic) --type--> {ns}.notifier (quorum): downstream events, routing key = type
 //!                                 (product.updated, stock.low, order.created, order.rejected),
-//!                                 kept for the notifier even while it is not running
+//!                                 bound by the notifier to the types some subscription wants
+//!                                 (the broker drops the rest); kept while it is not running
 //!
 //! {ns}.retry.{ms}ms (fanout) --> {ns}.retry.{ms}ms (quorum, TTL ms) --expired--> {ns}.ingest
 //!                                 (one per rung of the retry ladder; original routing key kept)
@@ -98,7 +99,7 @@ impl Topology {
         format!("{}.events", self.namespace.as_str())
     }
 
-    /// The queue the notifier consumes: every downstream event.
+    /// The queue the notifier consumes: the downstream events some subscription wants.
     pub fn notifier_queue(&self) -> String {
         format!("{}.notifier", self.namespace.as_str())
     }
@@ -150,14 +151,8 @@ impl Topology {
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
         );
+        // Bound only to the types some subscription wants, by the notifier.
         queue(channel, &self.notifier_queue(), notifier).await?;
-        bind(
-            channel,
-            &self.notifier_queue(),
-            &self.events_exchange(),
-            "#",
-        )
-        .await?;
         for shard in 0..self.shards {
             let mut arguments = dead_lettering_to(&dead);
             arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));

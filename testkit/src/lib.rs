@@ -301,6 +301,20 @@ impl Broker {
         body: &[u8],
         properties: BasicProperties,
     ) {
+        self.try_publish(exchange, routing_key, body, properties)
+            .await
+            .expect("the broker confirmed the message");
+    }
+
+    /// Publishes `body` as a persistent message and waits for the confirm; `Err` if the broker
+    /// refused it or no queue is bound for it.
+    pub async fn try_publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> anyhow::Result<()> {
         shared::connect::amqp::publish(
             &self.channel,
             exchange,
@@ -310,7 +324,6 @@ impl Broker {
             shared::connect::amqp::Routing::Required,
         )
         .await
-        .expect("the broker confirmed the message");
     }
 }
 

@@ -7,7 +7,7 @@ use tokio::process::{Child, Command};
 
 /// How to start the services: their directory, environment and addresses.
 pub struct Services {
-    /// Where the `gateway` and `processor` binaries are.
+    /// Where the service binaries are.
     pub dir: PathBuf,
     /// Environment given to every service.
     pub env: Vec<(String, String)>,
@@ -15,6 +15,8 @@ pub struct Services {
     pub gateway_addr: String,
     /// `PROCESSOR_ADDR`.
     pub processor_addr: String,
+    /// `NOTIFIER_ADDR`.
+    pub notifier_addr: String,
     /// Where each service's output goes (`<name>.log`).
     pub logs: PathBuf,
 }
@@ -69,6 +71,7 @@ impl Services {
             env,
             gateway_addr: free_addr(),
             processor_addr: free_addr(),
+            notifier_addr: free_addr(),
             logs,
         })
     }
@@ -84,6 +87,7 @@ impl Services {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("GATEWAY_ADDR", &self.gateway_addr)
             .env("PROCESSOR_ADDR", &self.processor_addr)
+            .env("NOTIFIER_ADDR", &self.notifier_addr)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone a file handle"))
             .stderr(log)

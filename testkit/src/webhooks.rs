@@ -91,6 +91,11 @@ impl Receiver {
         format!("http://{}/hook", self.addr)
     }
 
+    /// How many requests it got so far.
+    pub fn count(&self) -> usize {
+        self.log.lock().expect("not poisoned").received.len()
+    }
+
     /// What it got so far.
     pub fn received(&self) -> Vec<Received> {
         self.log.lock().expect("not poisoned").received.clone()

@@ -13,6 +13,8 @@ pub mod subscriptions;
 use axum::{Router, extract::FromRef};
 use shared::{connect::postgres::Database, egress::Egress};
 
+use crate::bindings::Bindings;
+
 /// What the API's handlers share.
 #[derive(Clone)]
 pub struct Api {
@@ -22,6 +24,8 @@ pub struct Api {
     pub egress: Egress,
     /// Most subscriptions a namespace may hold.
     pub max_subscriptions: i64,
+    /// The notifier queue's bindings, changed with the subscriptions.
+    pub bindings: Bindings,
 }
 
 impl FromRef<Api> for Database {

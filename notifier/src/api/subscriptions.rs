@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::Api;
 use crate::{
+    bindings::Bindings,
     signing::new_secret,
     store::{
         deliveries,
@@ -151,6 +152,15 @@ pub fn validate(body: &Value) -> Result<NewSubscription, ApiError> {
     })
 }
 
+/// Brings the notifier queue's bindings in step with a change just committed, so the events
+/// after the answer reach the queue; if the broker is away, the periodic reconciliation does it
+/// within [`crate::bindings::EVERY`] of its return.
+async fn rebind(bindings: &Bindings) {
+    if let Err(e) = bindings.reconcile().await {
+        tracing::warn!(error = %e, "The notifier queue's bindings were not reconciled; the periodic reconciliation will.");
+    }
+}
+
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse()
         .map_err(|_| bad("id", "the subscription id must be a UUID"))
@@ -194,6 +204,7 @@ pub(crate) async fn create(
         )
     })?;
     tracing::info!(subscription_id = %row.id, url = %row.url, "Subscription created.");
+    rebind(&api.bindings).await;
     Ok((
         StatusCode::CREATED,
         Json(Created {
@@ -228,11 +239,11 @@ pub(crate) async fn show(
 #[utoipa::path(delete, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
-    State(database): State<Database>,
+    State(api): State<Api>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    let pool = pool(&database)?;
+    let pool = pool(&api.database)?;
     let mut tx = pool.begin().await.map_err(db)?;
     if !subscriptions::delete(&mut tx, id).await.map_err(db)? {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
@@ -240,6 +251,7 @@ pub(crate) async fn remove(
     let cancelled = deliveries::cancel_pending(&mut tx, id).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
     tracing::info!(subscription_id = %id, cancelled, "Subscription deleted.");
+    rebind(&api.bindings).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,7 +2,10 @@
 //! its health (failures in a row, disabled or not). Deleting keeps the row (and so its
 //! delivery history) with `deleted_at` set.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
+use shared::contract::EventType;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -106,6 +109,16 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, sqlx::
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+/// The event types some subscription that is not deleted wants.
+pub async fn wanted(tx: &mut PgConnection) -> Result<HashSet<EventType>, sqlx::Error> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT unnest(event_types) FROM subscriptions WHERE deleted_at IS NULL",
+    )
+    .fetch_all(tx)
+    .await?;
+    Ok(names.iter().filter_map(|n| EventType::parse(n)).collect())
 }
 
 /// Marks the subscription `id` deleted (in the caller's transaction); false if there is none.

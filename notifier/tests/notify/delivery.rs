@@ -181,19 +181,26 @@ async fn a_redelivered_event_is_never_delivered_twice() {
     notifier.stop().await;
 }
 
+/// True if publishing a `kind` event found no queue bound for it.
+async fn unrouted(notifier: &crate::helpers::Notifier, id: &str, kind: &str) -> bool {
+    notifier
+        .try_emit(id, kind)
+        .await
+        .is_err_and(|e| e.to_string().contains("no queue is bound"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn events_without_subscribers_are_recorded_and_nothing_piles_up() {
+async fn events_nobody_subscribed_to_never_reach_the_notifier() {
     let notifier = spawn_notifier(5).await;
     let receiver = notifier.receiver_for(&["order.created"]).await;
 
-    notifier.emit("e7:stock.low", "stock.low").await;
-    let notification = notifier.settled("e7:stock.low").await;
-    assert_eq!(notification["handled"], true);
-    assert_eq!(
-        notification["deliveries"],
-        json!([]),
-        "nobody wants stock.low"
+    assert!(
+        unrouted(&notifier, "e7:stock.low", "stock.low").await,
+        "nobody wants stock.low: the broker has no queue for it"
     );
+    notifier.emit("e8:order.created", "order.created").await;
+    notifier.settled("e8:order.created").await;
+    assert_eq!(notifier.get("/notifications/e7:stock.low").await.0, 404);
     assert_eq!(
         notifier
             .broker
@@ -201,14 +208,51 @@ async fn events_without_subscribers_are_recorded_and_nothing_piles_up() {
             .await,
         0
     );
-    assert!(receiver.received().is_empty());
+    assert_eq!(receiver.received().len(), 1);
     assert_eq!(notifier.get("/notifications/never-sent").await.0, 404);
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_types_reaching_the_notifier_follow_the_subscriptions() {
+    let notifier = spawn_notifier(5).await;
+    let low = Receiver::start(&[]).await;
+    let (id, _) = notifier.subscribe(&low.url(), &["stock.low"]).await;
+    let (status, _) = notifier.delete(&format!("/subscriptions/{id}")).await;
+    assert_eq!(status, 204);
+    assert!(
+        unrouted(&notifier, "e9:stock.low", "stock.low").await,
+        "its only subscription was deleted"
+    );
+
+    let again = notifier.receiver_for(&["stock.low"]).await;
+    notifier.emit("e10:stock.low", "stock.low").await;
+    let notification = notifier.settled("e10:stock.low").await;
+    assert_eq!(notification["deliveries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(again.wait_for(1, WAIT).await.len(), 1);
+    assert!(low.received().is_empty());
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_catch_all_binding_left_by_an_earlier_version_is_removed() {
+    let notifier = spawn_notifier(5).await;
+    notifier.bind("#").await;
+    let mut round = 0;
+    testkit::eventually("the catch-all binding to be removed", WAIT, || {
+        round += 1;
+        let id = format!("r{round}:stock.low");
+        let notifier = &notifier;
+        async move { unrouted(notifier, &id, "stock.low").await.then_some(()) }
+    })
+    .await;
     notifier.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_that_is_not_a_downstream_event_is_dead_lettered_with_why() {
     let notifier = spawn_notifier(5).await;
+    let _receiver = notifier.receiver_for(&["order.created"]).await;
     let dead = notifier.topology.dead_letter_queue();
     for (id, body) in [
         (Some("msg_bad_1"), &b"not json"[..]),

@@ -123,6 +123,9 @@ async fn a_name_that_resolves_to_a_private_address_at_delivery_is_not_connected_
     .execute(&pool)
     .await
     .expect("insert");
+    // What the notifier's periodic reconciliation does for a subscription written behind its
+    // back, at once.
+    notifier.bind("stock.low").await;
     notifier.emit("msg_rebind", "stock.low").await;
     let notification = notifier.settled("msg_rebind").await;
     let delivery = &notification["deliveries"][0];

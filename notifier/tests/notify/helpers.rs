@@ -86,6 +86,13 @@ impl Notifier {
 
     /// Publishes a downstream event of type `kind` with id `id` as the processor does; its body.
     pub async fn emit(&self, id: &str, kind: &str) -> String {
+        self.try_emit(id, kind)
+            .await
+            .expect("the notifier queue took the event")
+    }
+
+    /// [`Self::emit`], but `Err` if no queue took the event.
+    pub async fn try_emit(&self, id: &str, kind: &str) -> anyhow::Result<String> {
         let order = |reason: Value| {
             json!({ "source_event_id": "order:o-1", "order_id": "o-1", "sku": "s-1", "qty": 1,
                     "email": null, "reason": reason })
@@ -100,8 +107,18 @@ impl Notifier {
         };
         let body =
             json!({ "type": kind, "timestamp": "2026-01-01T00:00:00Z", "data": data }).to_string();
-        self.emit_raw(kind, Some(id), body.as_bytes()).await;
-        body
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(id.into());
+        self.broker
+            .try_publish(
+                &self.topology.events_exchange(),
+                kind,
+                body.as_bytes(),
+                properties,
+            )
+            .await?;
+        Ok(body)
     }
 
     /// Publishes `body` to the events exchange, with `message_id` if given.
@@ -121,6 +138,22 @@ impl Notifier {
             .await;
     }
 
+    /// Binds the notifier queue to `routing_key` behind the notifier's back.
+    pub async fn bind(&self, routing_key: &str) {
+        self.broker
+            .channel()
+            .await
+            .queue_bind(
+                self.topology.notifier_queue().into(),
+                self.topology.events_exchange().into(),
+                routing_key.into(),
+                lapin::options::QueueBindOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("bound");
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.expect("sent");
         let status = response.status().as_u16();
@@ -129,6 +162,17 @@ impl Notifier {
 
     pub async fn post(&self, path: &str) -> (u16, Value) {
         let response = self.client.post(self.url(path)).send().await.expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("sent");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -212,11 +212,12 @@ async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_no
     let broker = testkit::Broker::connect(&pipeline.backends).await;
     let queue = pipeline.topology.notifier_queue();
 
-    // What the notifier cannot read, it sets aside itself, saying why.
+    // What the notifier cannot read, it sets aside itself, saying why. (Published straight to
+    // its queue: no subscription can want an unknown type, so the events exchange drops it.)
     broker
         .publish(
-            &pipeline.topology.events_exchange(),
-            "order.shipped",
+            "",
+            &queue,
             br#"{"type":"order.shipped","timestamp":"2026-01-01T00:00:00Z","data":{}}"#,
             lapin::BasicProperties::default().with_message_id("msg_unknown".into()),
         )

@@ -1,15 +1,18 @@
 //! The benchmark: in one run, the raw broker's round trip and the whole pipeline's maximum
 //! sustained rate (gateway, processor and notifier, with a subscriber), latencies at 50% and
 //! 80% of it, CPU per event and peak memory per service, the processor's time per event in each
-//! stage, webhooks per second to a local receiver, the cost of authentication per request, and
-//! `redis-benchmark` figures. Runs the release binaries of the services as child processes.
+//! stage, webhooks per second to a local receiver, a catalog-sized backfill (time to accepted
+//! and to applied), the cost of authentication per request, and `redis-benchmark` figures. Runs the release binaries of the services as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
 //! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N
-//! (with `--quick`: offers only N), `--step-seconds S` sets each step's length.
+//! (with `--quick`: offers only N), `--step-seconds S` sets each step's length, `--shards N` the
+//! shard count (default 4), `--backfill N` the backfill's size (default 1,000,000; 2,000 with
+//! `--quick`).
 #![forbid(unsafe_code)]
 
 mod auth_cost;
+mod backfill;
 mod load;
 mod probe;
 mod raw;
@@ -29,6 +32,10 @@ struct Options {
     step: Duration,
     /// Start the search here (and, with `--quick`, only offer this rate).
     rate: u64,
+    /// `INGEST_SHARDS` of the run.
+    shards: u16,
+    /// Events in the backfill.
+    backfill: u64,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -44,10 +51,21 @@ fn options() -> anyhow::Result<Options> {
         None if quick => 200,
         None => 250,
     };
+    let shards = match args.iter().position(|a| a == "--shards") {
+        Some(i) => args.get(i + 1).map_or(Ok(4), |s| s.parse())?,
+        None => 4,
+    };
+    let backfill = match args.iter().position(|a| a == "--backfill") {
+        Some(i) => args.get(i + 1).map_or(Ok(1_000_000), |s| s.parse())?,
+        None if quick => 2_000,
+        None => 1_000_000,
+    };
     Ok(Options {
         quick,
         step: Duration::from_secs(step),
         rate,
+        shards,
+        backfill,
     })
 }
 
@@ -63,8 +81,12 @@ fn sustained(step: &Step, backlog_growth: i64) -> bool {
 async fn main() -> anyhow::Result<()> {
     let options = options()?;
     let mut backends = testkit::backends();
-    backends.ingest_shards = 4;
-    let services = Services::new(&backends, env_urls(), "warn", "bench")?;
+    backends.ingest_shards = options.shards;
+    let mut services = Services::new(&backends, env_urls(), "warn", "bench")?;
+    // The webhook receivers are on this machine.
+    services
+        .env
+        .push(("WEBHOOK_ALLOW_PRIVATE_NETWORKS".into(), "true".into()));
     let logs = services.logs.clone();
     let mut processor = services.spawn("processor");
     let mut gateway = services.spawn("gateway");
@@ -239,8 +261,12 @@ async fn main() -> anyhow::Result<()> {
     let webhooks_count = delivered.webhooks;
     run(delivered.step);
 
-    // Correctness: every accepted new event applied, exactly once.
+    // The catalog-sized backfill.
     let pool = testkit::database(&backends).await;
+    let backfilled = backfill::run(&client, &url, &pool, options.backfill).await?;
+    accepted_new += backfilled.events;
+
+    // Correctness: every accepted new event applied, exactly once.
     let applied = testkit::eventually_or(Duration::from_secs(120), || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
             .fetch_one(&pool)
@@ -319,6 +345,18 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| webhooks to a local receiver (every event a `product.updated`) | {webhooks_per_second:.0}/s ({webhooks_count} in {:.1} s) |",
         delivered.elapsed.as_secs_f64()
+    );
+    let rate = |d: Duration| backfilled.events as f64 / d.as_secs_f64();
+    println!(
+        "| backfill of {} price updates over {} products ({} in flight): all accepted / all applied | {:.1} s ({:.0}/s) / {:.1} s ({:.0}/s); {} refusals retried |",
+        backfilled.events,
+        backfilled.products,
+        backfill::IN_FLIGHT,
+        backfilled.accepted.as_secs_f64(),
+        rate(backfilled.accepted),
+        backfilled.applied.as_secs_f64(),
+        rate(backfilled.applied),
+        backfilled.retried
     );
     println!(
         "| peak RSS: gateway / processor / notifier | {} / {} / {} |",

@@ -66,9 +66,7 @@ impl Channels {
         topology: &Topology,
         count: u16,
     ) -> anyhow::Result<Self> {
-        let setup = connection.create_channel().await?;
-        topology.declare(&setup).await?;
-        setup.close(200, "topology declared".into()).await?;
+        topology.declare(connection).await?;
         let mut channels = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let channel = connection.create_channel().await?;

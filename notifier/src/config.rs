@@ -17,7 +17,7 @@ pub struct Config {
     pub serving: Serving,
     /// RabbitMQ, PostgreSQL and the namespace (Redis is not used).
     pub backends: Backends,
-    /// Unacknowledged downstream events the broker may push (`PREFETCH`, 32).
+    /// Unacknowledged downstream events the broker may push (`PREFETCH`, 256).
     pub prefetch: u16,
     /// How long a subscriber has to answer one delivery (`WEBHOOK_TIMEOUT_MS`, 10000).
     pub webhook_timeout: Duration,
@@ -27,6 +27,9 @@ pub struct Config {
     pub retry_schedule: Vec<Duration>,
     /// Deliveries in flight at once, across all subscribers (`WEBHOOK_CONCURRENCY`, 16).
     pub concurrency: usize,
+    /// Deliveries in flight at once to one subscription (`WEBHOOK_CONCURRENCY_PER_ENDPOINT`, 8),
+    /// so a slow endpoint holds up only its own.
+    pub per_endpoint: usize,
     /// A subscription whose deliveries fail this many times in a row (each after its whole
     /// retry schedule) is disabled (`WEBHOOK_DISABLE_AFTER`, 5).
     pub disable_after: i32,
@@ -47,6 +50,7 @@ impl Config {
             timeout: self.webhook_timeout,
             retry_schedule: self.retry_schedule.clone(),
             concurrency: self.concurrency,
+            per_endpoint: self.per_endpoint,
             disable_after: self.disable_after,
             poll_interval: self.poll_interval,
         }
@@ -55,18 +59,20 @@ impl Config {
     /// Reads the configuration; an invalid value is an error naming its variable.
     pub fn load() -> Result<Self, ConfigError> {
         let concurrency = at_least_one::<u16>("WEBHOOK_CONCURRENCY", "16")?;
+        let per_endpoint = at_least_one::<u16>("WEBHOOK_CONCURRENCY_PER_ENDPOINT", "8")?;
         let disable_after = at_least_one::<u16>("WEBHOOK_DISABLE_AFTER", "5")?;
         let max_subscriptions = at_least_one::<u32>("WEBHOOK_MAX_SUBSCRIPTIONS", "100")?;
         Ok(Self {
             serving: Serving::from_env("NOTIFIER_ADDR", "0.0.0.0:8083")?,
             backends: Backends::from_env()?,
-            prefetch: at_least_one("PREFETCH", "32")?,
+            prefetch: at_least_one("PREFETCH", "256")?,
             webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
             retry_schedule: millis_list(
                 "WEBHOOK_RETRY_SCHEDULE_MS",
                 "5000,300000,1800000,7200000,18000000,36000000,36000000",
             )?,
             concurrency: usize::from(concurrency),
+            per_endpoint: usize::from(per_endpoint),
             disable_after: i32::from(disable_after),
             poll_interval: millis("WEBHOOK_POLL_MS", 500)?,
             allow_private_networks: var("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false")?,

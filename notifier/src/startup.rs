@@ -55,9 +55,7 @@ impl Application {
         let broker = service.broker(backends.amqp.clone(), move |connection| {
             let (topology, database) = (Arc::clone(&declared), subscriptions.clone());
             async move {
-                let channel = connection.create_channel().await?;
-                topology.declare(&channel).await?;
-                channel.close(200, "topology declared".into()).await?;
+                topology.declare(&connection).await?;
                 if let Err(e) = bindings::reconcile(&database, &connection, &topology).await {
                     tracing::warn!(error = %e, "The notifier queue's bindings were not reconciled; trying again shortly.");
                 }

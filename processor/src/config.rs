@@ -15,7 +15,7 @@ pub struct Config {
     pub serving: Serving,
     /// RabbitMQ, Redis, PostgreSQL, namespace and shard count.
     pub backends: Backends,
-    /// Unacknowledged deliveries the broker may push per shard (`PREFETCH`, 32).
+    /// Unacknowledged deliveries the broker may push per shard (`PREFETCH`, 256).
     pub prefetch: u16,
     /// The retry ladder: how long a failed event waits before each new attempt
     /// (`RETRY_DELAYS_MS`, `1000,10000,60000`); past the last, it is dead-lettered.
@@ -30,7 +30,7 @@ impl Config {
         Ok(Self {
             serving: Serving::from_env("PROCESSOR_ADDR", "0.0.0.0:8082")?,
             backends: Backends::from_env()?,
-            prefetch: at_least_one("PREFETCH", "32")?,
+            prefetch: at_least_one("PREFETCH", "256")?,
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
         })

@@ -149,8 +149,8 @@ impl Plan {
         connection: Arc<Connection>,
         work: &Tasks,
     ) -> anyhow::Result<ReplayChannel> {
+        self.topology.declare(&connection).await?;
         let setup = connection.create_channel().await?;
-        self.topology.declare(&setup).await?;
         self.topology
             .declare_retry_ladder(&setup, &self.retry_delays)
             .await?;

@@ -19,7 +19,7 @@
 use std::{str::FromStr, time::Duration};
 
 use lapin::{
-    Channel, ExchangeKind,
+    Channel, Connection, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
@@ -137,9 +137,46 @@ impl Topology {
         shard.to_string()
     }
 
-    /// Declares every exchange, queue and binding; safe to run any number of times, from any
-    /// number of services at once.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+    /// Refuses a shard count other than the namespace's: with `INGEST_SHARDS` changed while
+    /// events wait in the shard queues, or while services with the old count still run, a
+    /// product's events would be split over two queues and applied out of order. The namespace's
+    /// count is read from its shard queues: shard 0 exists (the namespace is not new), shard
+    /// `shards - 1` must exist and shard `shards` must not. Each probe is a passive declare on a
+    /// channel of its own (a missing queue closes the channel).
+    pub async fn check_shards(&self, connection: &Connection) -> anyhow::Result<()> {
+        if !exists(connection, &self.shard_queue(0)).await? {
+            return Ok(());
+        }
+        let fewer = !exists(connection, &self.shard_queue(self.shards - 1)).await?;
+        let more = exists(connection, &self.shard_queue(self.shards)).await?;
+        if fewer || more {
+            anyhow::bail!(
+                "INGEST_SHARDS is {} but namespace {} was started with {} shards: changing the \
+                 count while events wait in the shard queues, or while services with the old \
+                 count run, would apply a product's events out of order. To change it: stop the \
+                 gateways, let the processors drain every {}.ingest.* queue, delete those queues, \
+                 then start every service with the new INGEST_SHARDS (docs/deploy.md)",
+                self.shards,
+                self.namespace.as_str(),
+                if more { "more" } else { "fewer" },
+                self.namespace.as_str(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Declares every exchange, queue and binding on a channel of its own, once the shard count
+    /// is checked ([`Self::check_shards`]); safe to run any number of times, from any number of
+    /// services at once.
+    pub async fn declare(&self, connection: &Connection) -> anyhow::Result<()> {
+        self.check_shards(connection).await?;
+        let channel = connection.create_channel().await?;
+        self.declare_on(&channel).await?;
+        channel.close(200, "topology declared".into()).await?;
+        Ok(())
+    }
+
+    async fn declare_on(&self, channel: &Channel) -> lapin::Result<()> {
         let dead = self.dead_letter_exchange();
         exchange(channel, &dead, ExchangeKind::Fanout).await?;
         queue(channel, &self.dead_letter_queue(), quorum_arguments()).await?;
@@ -190,6 +227,28 @@ impl Topology {
             bind(channel, &name, &name, "").await?;
         }
         Ok(())
+    }
+}
+
+/// Whether the queue `name` exists (a passive declare on a channel of its own).
+pub async fn exists(connection: &Connection, name: &str) -> lapin::Result<bool> {
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(_) => {
+            channel.close(200, "probed".into()).await?;
+            Ok(true)
+        }
+        Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(error) if error.get_id() == 404) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 

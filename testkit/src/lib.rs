@@ -287,10 +287,24 @@ impl Broker {
 
     /// Declares the pipeline's topology of `backends`' namespace, as a service does at start.
     pub async fn declare(&self, backends: &Backends) {
-        Topology::new(backends.namespace.clone(), backends.ingest_shards)
-            .declare(&self.channel)
+        self.try_declare(&Topology::new(
+            backends.namespace.clone(),
+            backends.ingest_shards,
+        ))
+        .await
+        .expect("topology declared");
+    }
+
+    /// Whether `queue` exists.
+    pub async fn exists(&self, queue: &str) -> bool {
+        shared::topology::exists(&self.connection, queue)
             .await
-            .expect("topology declared");
+            .expect("the broker answered")
+    }
+
+    /// Declares `topology` as a service does at start, or says why it was refused.
+    pub async fn try_declare(&self, topology: &Topology) -> anyhow::Result<()> {
+        topology.declare(&self.connection).await
     }
 
     /// Publishes `body` as a persistent message and waits for the confirm.

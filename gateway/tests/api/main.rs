@@ -10,4 +10,5 @@ mod limits;
 mod ops;
 mod orders;
 mod reads;
+mod shards;
 mod validation;

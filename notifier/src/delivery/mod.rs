@@ -1,7 +1,8 @@
 //! The delivery worker: finds due deliveries, sends each to its subscriber, records the
 //! attempt and what follows from it. It runs apart from the queue consumer, so a slow or dead
 //! endpoint never holds up taking events in, and up to `concurrency` deliveries are in flight
-//! at once, so one endpoint's retries never hold up another's.
+//! at once, at most `per_endpoint` of them to one subscription, so one slow endpoint or its
+//! retries never hold up another's.
 //!
 //! A delivery is claimed with a lease (`FOR UPDATE SKIP LOCKED`, then a token and an end
 //! time), so several notifiers share the work and a notifier that dies mid-attempt only delays
@@ -40,6 +41,8 @@ pub struct Policy {
     pub retry_schedule: Vec<Duration>,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Deliveries in flight at once to one subscription.
+    pub per_endpoint: usize,
     /// Failed deliveries in a row that disable a subscription.
     pub disable_after: i32,
     /// How often to look for due retries when nothing wakes the worker.
@@ -88,10 +91,12 @@ impl Worker {
         loop {
             let free = slots.available_permits();
             let claimed = match self.database.ready() {
-                Ok(pool) if free > 0 => lease::claim(pool, free, lease).await.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "Cannot read due deliveries; trying again.");
-                    Vec::new()
-                }),
+                Ok(pool) if free > 0 => lease::claim(pool, free, self.policy.per_endpoint, lease)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "Cannot read due deliveries; trying again.");
+                        Vec::new()
+                    }),
                 _ => Vec::new(),
             };
             let idle = claimed.is_empty();
@@ -104,6 +109,8 @@ impl Worker {
                 in_flight.spawn(async move {
                     worker.deliver(token, due, &stopping).await;
                     drop(permit);
+                    // A free slot: look for more due deliveries now, not at the next poll.
+                    worker.wake.notify_one();
                 });
             }
             if idle || slots.available_permits() == 0 {

@@ -5,7 +5,7 @@ use testkit::webhooks::Receiver;
 
 use shared::contract::headers;
 
-use crate::helpers::{WAIT, signed_with, spawn_notifier, spawn_notifier_on};
+use crate::helpers::{WAIT, signed_with, spawn_notifier, spawn_notifier_on, spawn_notifier_with};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_is_delivered_signed_with_the_subscription_secret() {
@@ -350,4 +350,42 @@ async fn shutdown_while_an_attempt_cannot_be_recorded_stops_and_loses_nothing() 
     let notification = again.settled("stuck:stock.low").await;
     assert_eq!(notification["deliveries"][0]["status"], "sent");
     again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_endpoint_holds_up_only_its_own_deliveries() {
+    let notifier = spawn_notifier_with(|config| {
+        config.per_endpoint = 2;
+        config.webhook_timeout = std::time::Duration::from_secs(20);
+    })
+    .await;
+    // An endpoint that takes requests and never answers.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", slow.local_addr().expect("bound"));
+    let (slow_id, _) = notifier.subscribe(&url, &["stock.low"]).await;
+    let fast = notifier.receiver_for(&["stock.low"]).await;
+    for i in 0..6 {
+        notifier
+            .emit(&format!("slow{i}:stock.low"), "stock.low")
+            .await;
+    }
+
+    // Every event reaches the endpoint that answers...
+    fast.wait_for(6, WAIT).await;
+    // ...while the slow one has two requests in flight and the rest wait their turn.
+    let pool = testkit::database(&notifier.backends).await;
+    let (in_flight, pending): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE lease_until >= now()), count(*) FROM deliveries
+         WHERE subscription_id = $1::uuid AND status = 'pending'",
+    )
+    .bind(&slow_id)
+    .fetch_one(&pool)
+    .await
+    .expect("counted");
+    assert_eq!((in_flight, pending), (2, 6));
+    // Its connections closed, its attempts end and the notifier can drain.
+    drop(slow);
+    notifier.stop().await;
 }

@@ -78,18 +78,33 @@ pub struct Schedule<'a> {
     pub disable_after: i32,
 }
 
-/// Claims up to `limit` due deliveries for `lease`, with the lease's token.
+/// Claims up to `limit` due deliveries for `lease`, with the lease's token, earliest due
+/// first, never leaving more than `per_endpoint` of one subscription in flight (leased), so a
+/// slow endpoint holds up only its own deliveries.
 pub async fn claim(
     pool: &PgPool,
     limit: usize,
+    per_endpoint: usize,
     lease: Duration,
 ) -> Result<Vec<(Uuid, Due)>, sqlx::Error> {
     let token = Uuid::now_v7();
     let due: Vec<Due> = sqlx::query_as(
-        "WITH due AS (
+        "WITH open AS (
+             SELECT d.id, d.next_attempt_at FROM subscriptions s
+             CROSS JOIN LATERAL (
+                 SELECT id, next_attempt_at FROM deliveries
+                 WHERE subscription_id = s.id AND status = $4 AND next_attempt_at <= now()
+                   AND (lease_until IS NULL OR lease_until < now())
+                 ORDER BY next_attempt_at
+                 LIMIT greatest($5 - (SELECT count(*) FROM deliveries
+                                      WHERE subscription_id = s.id AND status = $4
+                                        AND lease_until >= now()), 0)
+             ) d
+             WHERE s.deleted_at IS NULL
+         ), due AS (
              SELECT id FROM deliveries
-             WHERE status = $4 AND next_attempt_at <= now()
-               AND (lease_until IS NULL OR lease_until < now())
+             WHERE id IN (SELECT id FROM open)
+               AND status = $4 AND (lease_until IS NULL OR lease_until < now())
              ORDER BY next_attempt_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
@@ -112,6 +127,7 @@ pub async fn claim(
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
     .bind(DeliveryStatus::Pending)
+    .bind(i64::try_from(per_endpoint).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
     Ok(due.into_iter().map(|d| (token, d)).collect())

@@ -262,11 +262,11 @@ async fn main() -> anyhow::Result<()> {
     run(delivered.step);
 
     // The catalog-sized backfill.
-    let pool = testkit::database(&backends).await;
-    let backfilled = backfill::run(&client, &url, &pool, options.backfill).await?;
+    let backfilled = backfill::run(&client, (&url, &processor_url), options.backfill).await?;
     accepted_new += backfilled.events;
 
     // Correctness: every accepted new event applied, exactly once.
+    let pool = testkit::database(&backends).await;
     let applied = testkit::eventually_or(Duration::from_secs(120), || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
             .fetch_one(&pool)

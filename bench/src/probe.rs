@@ -58,6 +58,18 @@ pub fn sum(metrics: &str, name: &str, labels: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
+/// The sum of every series of counter `name`.
+pub fn total(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// `redis-benchmark` requests per second for the commands the pipeline uses.
 pub fn redis_benchmark(host: &str, port: u16) -> Vec<(String, f64)> {
     let base = [

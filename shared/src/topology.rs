@@ -14,6 +14,8 @@
 //!
 //! {ns}.retry.{ms}ms (fanout) --> {ns}.retry.{ms}ms (quorum, TTL ms) --expired--> {ns}.ingest
 //!                                 (one per rung of the retry ladder; original routing key kept)
+//!
+//! {ns}.layout (classic, always empty): the namespace's shard count as its x-max-length
 //! ```
 
 use std::{str::FromStr, time::Duration};
@@ -137,32 +139,53 @@ impl Topology {
         shard.to_string()
     }
 
+    /// The queue that records the namespace's shard count in its `x-max-length` (it never holds
+    /// a message): the broker refuses to redeclare it with another count.
+    pub fn layout_queue(&self) -> String {
+        format!("{}.layout", self.namespace.as_str())
+    }
+
     /// Refuses a shard count other than the namespace's: with `INGEST_SHARDS` changed while
     /// events wait in the shard queues, or while services with the old count still run, a
-    /// product's events would be split over two queues and applied out of order. The namespace's
-    /// count is read from its shard queues: shard 0 exists (the namespace is not new), shard
-    /// `shards - 1` must exist and shard `shards` must not. Each probe is a passive declare on a
-    /// channel of its own (a missing queue closes the channel).
+    /// product's events would be split over two queues and applied out of order. The first
+    /// service to start a namespace records its count ([`Self::layout_queue`]); every later
+    /// declaration with another count is refused by the broker (an inequivalent argument).
     pub async fn check_shards(&self, connection: &Connection) -> anyhow::Result<()> {
-        if !exists(connection, &self.shard_queue(0)).await? {
-            return Ok(());
+        let channel = connection.create_channel().await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(i64::from(self.shards)),
+        );
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(self.layout_queue().as_str().into(), options, arguments)
+            .await;
+        match declared {
+            Ok(_) => {
+                channel.close(200, "shard count checked".into()).await?;
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(error) if error.get_id() == 406) =>
+            {
+                anyhow::bail!(
+                    "INGEST_SHARDS is {} but namespace {} was started with another shard count \
+                     ({e}): changing it while events wait in the shard queues, or while services \
+                     with the old count run, would apply a product's events out of order. To \
+                     change it: stop the gateways, let the processors drain every {}.ingest.* \
+                     queue, stop every service, delete those queues and {}, then start every \
+                     service with the new INGEST_SHARDS (docs/deploy.md)",
+                    self.shards,
+                    self.namespace.as_str(),
+                    self.namespace.as_str(),
+                    self.layout_queue(),
+                );
+            }
+            Err(e) => Err(e.into()),
         }
-        let fewer = !exists(connection, &self.shard_queue(self.shards - 1)).await?;
-        let more = exists(connection, &self.shard_queue(self.shards)).await?;
-        if fewer || more {
-            anyhow::bail!(
-                "INGEST_SHARDS is {} but namespace {} was started with {} shards: changing the \
-                 count while events wait in the shard queues, or while services with the old \
-                 count run, would apply a product's events out of order. To change it: stop the \
-                 gateways, let the processors drain every {}.ingest.* queue, delete those queues, \
-                 then start every service with the new INGEST_SHARDS (docs/deploy.md)",
-                self.shards,
-                self.namespace.as_str(),
-                if more { "more" } else { "fewer" },
-                self.namespace.as_str(),
-            );
-        }
-        Ok(())
     }
 
     /// Declares every exchange, queue and binding on a channel of its own, once the shard count
@@ -227,28 +250,6 @@ impl Topology {
             bind(channel, &name, &name, "").await?;
         }
         Ok(())
-    }
-}
-
-/// Whether the queue `name` exists (a passive declare on a channel of its own).
-pub async fn exists(connection: &Connection, name: &str) -> lapin::Result<bool> {
-    let channel = connection.create_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match channel
-        .queue_declare(name.into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(_) => {
-            channel.close(200, "probed".into()).await?;
-            Ok(true)
-        }
-        Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(error) if error.get_id() == 404) => {
-            Ok(false)
-        }
-        Err(e) => Err(e),
     }
 }
 

@@ -295,11 +295,18 @@ impl Broker {
         .expect("topology declared");
     }
 
-    /// Whether `queue` exists.
+    /// Whether `queue` exists (a passive declare on a channel of its own: a missing queue
+    /// closes the channel).
     pub async fn exists(&self, queue: &str) -> bool {
-        shared::topology::exists(&self.connection, queue)
+        let channel = self.channel().await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
             .await
-            .expect("the broker answered")
+            .is_ok()
     }
 
     /// Declares `topology` as a service does at start, or says why it was refused.
@@ -409,6 +416,7 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
             .collect();
         queues.push(topology.dead_letter_queue());
         queues.push(topology.notifier_queue());
+        queues.push(topology.layout_queue());
         let retry: Vec<String> = TEST_RETRY_DELAYS
             .iter()
             .map(|d| topology.retry_queue(*d))

@@ -16,7 +16,7 @@ async fn a_shard_count_other_than_the_namespaces_is_refused_with_what_to_do() {
         .try_declare(&topology(4))
         .await
         .expect("the same count again");
-    for (shards, started_with) in [(6, "fewer"), (2, "more")] {
+    for shards in [6, 2] {
         let refused = broker
             .try_declare(&topology(shards))
             .await
@@ -24,7 +24,8 @@ async fn a_shard_count_other_than_the_namespaces_is_refused_with_what_to_do() {
             .to_string();
         for expected in [
             format!("INGEST_SHARDS is {shards}"),
-            format!("was started with {started_with} shards"),
+            "was started with another shard count".to_owned(),
+            "current is '4'".to_owned(),
             "let the processors drain".to_owned(),
         ] {
             assert!(refused.contains(&expected), "{expected:?} in {refused:?}");
@@ -32,6 +33,6 @@ async fn a_shard_count_other_than_the_namespaces_is_refused_with_what_to_do() {
     }
     // A refused declaration made nothing: the namespace still has its four shard queues.
     assert!(broker.exists(&topology(4).shard_queue(3)).await);
-    assert!(!broker.exists(&topology(4).shard_queue(4)).await);
+    assert!(!broker.exists(&topology(6).shard_queue(4)).await);
     testkit::cleanup(&backends).await.expect("cleaned up");
 }

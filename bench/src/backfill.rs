@@ -39,12 +39,7 @@ pub async fn run(
 ) -> anyhow::Result<Backfill> {
     let products = (events / 10).max(1);
     let processed = || async {
-        let metrics = client
-            .get(format!("{processor}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let metrics = crate::probe::scrape(client, processor).await?;
         anyhow::Ok(crate::probe::total(
             &metrics,
             shared::metric::EVENTS_PROCESSED_TOTAL,

@@ -199,12 +199,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     // The processor's end-to-end histogram, and the CPU time of the gateway and the processor.
     let reading = || async {
-        let metrics = client
-            .get(format!("{processor_url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let metrics = probe::scrape(&client, &processor_url).await?;
         let buckets = probe::buckets(&metrics, "pipeline_end_to_end_duration_seconds");
         let stages = STAGES.map(|stage| {
             probe::sum(

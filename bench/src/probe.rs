@@ -31,6 +31,16 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The Prometheus text a service at `url` serves at `/metrics`.
+pub async fn scrape(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    Ok(client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
 /// The cumulative buckets `(upper bound in seconds, count)` of histogram `name`.
 pub fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{le=\"");

@@ -5,12 +5,12 @@
 
 use lapin::{
     BasicProperties, Channel,
-    types::{AMQPValue, LongString},
+    types::{AMQPValue, FieldTable, LongString},
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
-    connect::amqp::{Routing, publish},
+    connect::amqp::{Routing, send},
     contract::headers,
     topology::Topology,
 };
@@ -89,6 +89,30 @@ pub struct Poison<'a> {
     pub attempts: u32,
 }
 
+impl Poison<'_> {
+    /// Publishes the message, with `headers` for its headers, to `exchange` under its own
+    /// routing key, and waits for the confirm (a queue must take it).
+    pub async fn send_to(
+        &self,
+        channel: &Channel,
+        exchange: &str,
+        headers: FieldTable,
+    ) -> anyhow::Result<()> {
+        let properties = self.properties.clone().with_headers(headers);
+        send(
+            channel,
+            exchange,
+            self.routing_key,
+            self.data,
+            properties,
+            Routing::Required,
+        )
+        .await?
+        .confirmed()
+        .await
+    }
+}
+
 /// Reads a text header.
 pub fn text_header(properties: &BasicProperties, name: &str) -> Option<String> {
     match properties.headers().as_ref()?.inner().get(name)? {
@@ -145,16 +169,9 @@ pub async fn set_aside(
         headers::ORIGINAL_ROUTING_KEY.into(),
         text(poison.routing_key),
     );
-    let properties = poison.properties.clone().with_headers(table);
-    publish(
-        channel,
-        &topology.dead_letter_exchange(),
-        poison.routing_key,
-        poison.data,
-        properties,
-        Routing::Required,
-    )
-    .await?;
+    poison
+        .send_to(channel, &topology.dead_letter_exchange(), table)
+        .await?;
     metrics::counter!(crate::metric::EVENTS_DEAD_LETTERED_TOTAL, "reason" => reason.as_str())
         .increment(1);
     Ok(())

@@ -336,7 +336,7 @@ impl Broker {
         body: &[u8],
         properties: BasicProperties,
     ) -> anyhow::Result<()> {
-        shared::connect::amqp::publish(
+        shared::connect::amqp::send(
             &self.channel,
             exchange,
             routing_key,
@@ -344,6 +344,8 @@ impl Broker {
             properties,
             shared::connect::amqp::Routing::Required,
         )
+        .await?
+        .confirmed()
         .await
     }
 }

@@ -13,7 +13,7 @@ use lapin::{
 };
 use serde::Serialize;
 use shared::{
-    connect::amqp::{Routing, publish},
+    connect::amqp::{Routing, send},
     topology::Topology,
 };
 use shared::{dead_letter::Reason, service::Tasks};
@@ -89,7 +89,7 @@ async fn republish(
         properties = properties.with_message_id(event.as_str().into());
     }
     let (exchange, routing_key) = destination(topology, dead);
-    publish(
+    send(
         channel,
         &exchange,
         &routing_key,
@@ -97,6 +97,8 @@ async fn republish(
         properties,
         Routing::Required,
     )
+    .await?
+    .confirmed()
     .await
 }
 

@@ -225,23 +225,6 @@ pub enum Routing {
     Optional,
 }
 
-/// Publishes a persistent message and waits for the broker's confirm (`channel` must be in
-/// confirm mode). With [`Routing::Required`], `Ok` only for an ack without a return: the message
-/// is in a queue.
-pub async fn publish(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    payload: &[u8],
-    properties: BasicProperties,
-    routing: Routing,
-) -> anyhow::Result<()> {
-    send(channel, exchange, routing_key, payload, properties, routing)
-        .await?
-        .confirmed()
-        .await
-}
-
 /// A message sent on a channel in confirm mode whose confirm has not been read yet.
 pub struct Unconfirmed {
     confirm: PublisherConfirm,
@@ -249,8 +232,11 @@ pub struct Unconfirmed {
     routing_key: String,
 }
 
-/// Publishes a persistent message without waiting for its confirm: several can be in flight
-/// and their confirms awaited together ([`Unconfirmed::confirmed`]).
+/// Publishes a persistent message (`channel` must be in confirm mode) without waiting for its
+/// confirm: several can be in flight and their confirms awaited together
+/// ([`Unconfirmed::confirmed`]); `send(..).await?.confirmed().await` publishes one. With
+/// [`Routing::Required`], the confirm is `Ok` only for an ack without a return: the message is in
+/// a queue.
 pub async fn send(
     channel: &Channel,
     exchange: &str,

@@ -17,6 +17,7 @@ use shared::{
     topology::Topology,
     trace::Traced,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::handler::{self, Deps, HandleError, Handled, Outcome};
 use emit::Settling;
@@ -72,13 +73,9 @@ impl DeliveryHandler for ShardHandler {
                 return true;
             }
         };
-        let handled = hold(
-            || handler::handle(std::slice::from_ref(&item), &self.deps),
-            HandleError::is_transient,
-            "event",
-            at.shutdown,
-        )
-        .await;
+        let handled = self
+            .apply(std::slice::from_ref(&item), "event", at.shutdown)
+            .await;
         match handled {
             None => false,
             Some(Ok(handled)) => {
@@ -136,13 +133,7 @@ impl ShardHandler {
             return true;
         }
         let spans: Vec<Traced> = deliveries.iter().map(|d| self.span(d)).collect();
-        let handled = hold(
-            || handler::handle(&items, &self.deps),
-            HandleError::is_transient,
-            "batch",
-            at.shutdown,
-        )
-        .await;
+        let handled = self.apply(&items, "batch", at.shutdown).await;
         match handled {
             None => false,
             Some(Ok(handled)) => {
@@ -170,6 +161,22 @@ impl ShardHandler {
                 true
             }
         }
+    }
+
+    /// Applies `items`, holding them while a dependency is down; `None` if shutdown came first.
+    async fn apply(
+        &self,
+        items: &[Ingest],
+        what: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Handled, HandleError>> {
+        hold(
+            || handler::handle(items, &self.deps),
+            HandleError::is_transient,
+            what,
+            shutdown,
+        )
+        .await
     }
 
     /// Counts what the applied deliveries came to, and leaves their downstream events and

@@ -4,11 +4,7 @@
 use std::time::Duration;
 
 use lapin::{Channel, types::AMQPValue};
-use shared::{
-    connect::amqp::{Routing, publish},
-    contract::headers,
-    topology::Topology,
-};
+use shared::{contract::headers, topology::Topology};
 
 use super::ShardHandler;
 use shared::dead_letter::Poison;
@@ -56,14 +52,7 @@ pub(super) async fn schedule_retry(
             .expect("now always formats as RFC 3339");
         table.insert(headers::DEAD_AT.into(), AMQPValue::LongString(now.into()));
     }
-    let properties = poison.properties.clone().with_headers(table);
-    publish(
-        channel,
-        &topology.retry_exchange(delay),
-        poison.routing_key,
-        poison.data,
-        properties,
-        Routing::Required,
-    )
-    .await
+    poison
+        .send_to(channel, &topology.retry_exchange(delay), table)
+        .await
 }

@@ -8,6 +8,12 @@ use crate::helpers::Stack;
 #[tokio::test(flavor = "multi_thread")]
 async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_orders() {
     let stack = Stack::start(None).await;
+    // A subscriber to orders, so the notifier takes the order's events in.
+    let receiver = testkit::webhooks::Receiver::start(&[]).await;
+    let notifier = format!("http://{}", stack.notifier);
+    receiver
+        .subscribe(&stack.client, &notifier, &["order.created"])
+        .await;
     stack
         .send(
             "/events",

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{Batch, StoreError, inbox, plan};
 use crate::downstream;
 
-/// Applies `items` in one transaction of six statements whatever the batch size: records each
+/// Applies `items` in one transaction of five statements whatever the batch size: records each
 /// in the inbox, locks the rows of the products they touch (in id order, so concurrent batches
 /// never deadlock), decides, and writes the outbox, the orders and the changed rows.
 pub async fn apply(

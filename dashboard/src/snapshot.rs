@@ -220,6 +220,19 @@ impl<'a> Reading<'a> {
     }
 }
 
+/// Names on each shard queue the processor replica that owns it (`owner`, null when none
+/// does or PostgreSQL cannot say), from the leases in `counts`.
+fn owners(queues: &mut Value, counts: &Value) {
+    let leases = counts["shards"].as_array();
+    let Some(queues) = queues["queues"].as_array_mut() else {
+        return;
+    };
+    for queue in queues.iter_mut().filter(|q| q["kind"] == "shard") {
+        let lease = leases.and_then(|all| all.iter().find(|l| l["shard"] == queue["shard"]));
+        queue["owner"] = lease.map_or(Value::Null, |l| l["owner"].clone());
+    }
+}
+
 /// Each service's state, and the scrapes of those that answered.
 fn services(
     scrapes: Vec<(&'static str, Answer)>,
@@ -249,7 +262,8 @@ impl Sources {
         let (services, metrics) = services(self.scrape_all().await);
         let reading = Reading::of(&metrics);
         let retry_queues = self.retry_queues(reading.processor);
-        let (queues, counts) = tokio::join!(self.queues(retry_queues), self.counts());
+        let (mut queues, counts) = tokio::join!(self.queues(retry_queues), self.counts());
+        owners(&mut queues, &counts);
         let (accepted_rate, applied_rate) = reading.rates(now, past.back());
         let latency = reading.latency(now, past);
         reading.remember(now, past);
@@ -327,14 +341,14 @@ impl Sources {
             Ok(channel) => channel,
             Err(e) => return json!({ "up": false, "error": e.to_string(), "queues": null }),
         };
-        let mut names: Vec<(String, &str)> = (0..self.topology.shards())
-            .map(|s| (self.topology.shard_queue(s), "shard"))
+        let mut names: Vec<(String, &str, Option<u16>)> = (0..self.topology.shards())
+            .map(|s| (self.topology.shard_queue(s), "shard", Some(s)))
             .collect();
-        names.extend(retry_queues.into_iter().map(|name| (name, "retry")));
-        names.push((self.topology.dead_letter_queue(), "dead"));
-        names.push((self.topology.notifier_queue(), "notifier"));
+        names.extend(retry_queues.into_iter().map(|name| (name, "retry", None)));
+        names.push((self.topology.dead_letter_queue(), "dead", None));
+        names.push((self.topology.notifier_queue(), "notifier", None));
         let mut queues = Vec::with_capacity(names.len());
-        for (name, kind) in names {
+        for (name, kind, shard) in names {
             let options = QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
@@ -344,14 +358,15 @@ impl Sources {
                 .await
             {
                 Ok(q) => queues.push(json!({
-                    "name": name, "kind": kind,
+                    "name": name, "kind": kind, "shard": shard,
                     "messages": q.message_count(), "consumers": q.consumer_count(),
                 })),
                 Err(_) => {
                     // A missing queue closes the channel: say so, and go on with a new one.
-                    queues.push(
-                        json!({ "name": name, "kind": kind, "messages": null, "consumers": null }),
-                    );
+                    queues.push(json!({
+                        "name": name, "kind": kind, "shard": shard,
+                        "messages": null, "consumers": null,
+                    }));
                     match open().await {
                         Ok(fresh) => channel = fresh,
                         Err(e) => {
@@ -374,6 +389,7 @@ impl Sources {
             let dead = processor::dead_letters::store::by_reason(pool).await?;
             let deliveries = notifier::store::deliveries::counts(pool).await?;
             let disabled = notifier::store::subscriptions::disabled(pool).await?;
+            let shards = processor::shards::leases::list(pool).await?;
             let total: i64 = dead.iter().map(|(_, n)| n).sum();
             let by_reason: Map<String, Value> = dead
                 .into_iter()
@@ -389,6 +405,7 @@ impl Sources {
                     "failed": status(DeliveryStatus::Failed),
                 },
                 "disabled_subscriptions": disabled,
+                "shards": shards,
             }))
         }
         .await;

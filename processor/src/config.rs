@@ -22,6 +22,9 @@ pub struct Config {
     pub retry_delays: Vec<Duration>,
     /// Stock below this emits a `stock.low` event when crossed (`STOCK_LOW_THRESHOLD`, 10).
     pub stock_low_threshold: i32,
+    /// How long a replica's hold on a shard lasts unless renewed (`SHARD_LEASE_SECS`, 10): the
+    /// longest a dead replica's shards wait for another; replicas renew every quarter of it.
+    pub shard_lease: Duration,
 }
 
 impl Config {
@@ -33,6 +36,7 @@ impl Config {
             prefetch: at_least_one("PREFETCH", "256")?,
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
+            shard_lease: at_least_one("SHARD_LEASE_SECS", "10").map(Duration::from_secs)?,
         })
     }
 }

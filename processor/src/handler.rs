@@ -14,6 +14,7 @@ use shared::contract::Ingest;
 
 use crate::{
     downstream::Pending,
+    shards::Fence,
     store::{self, Applied, StoreError},
 };
 
@@ -75,6 +76,9 @@ pub enum HandleError {
     /// Applying this event failed; it may pass later (the retry ladder).
     #[error("failed: {0}")]
     Failed(String),
+    /// The shard belongs to another replica now: give the events back and stop consuming it.
+    #[error("the shard's lease is held by another replica")]
+    Fenced,
 }
 
 impl HandleError {
@@ -93,6 +97,7 @@ impl From<StoreError> for HandleError {
             },
             StoreError::Refused(e) => Self::Refused(e.to_string()),
             StoreError::Failed(e) => Self::Failed(e.to_string()),
+            StoreError::Fenced => Self::Fenced,
         }
     }
 }
@@ -106,14 +111,14 @@ pub struct Handled {
     pub emitted: Vec<Pending>,
 }
 
-/// Applies `items` (in order, in one transaction) exactly once each and refreshes the cached
-/// view of every product they touch.
+/// Applies `items` (in order, in one transaction, while `fence` holds their shard) exactly once
+/// each and refreshes the cached view of every product they touch.
 ///
 /// Safe to call again after any failure: a second call finds the events in the inbox, changes
 /// nothing, and still refreshes the cache (repairing a cache write lost to a crash).
-pub async fn handle(items: &[Ingest], deps: &Deps) -> Result<Handled, HandleError> {
+pub async fn handle(items: &[Ingest], deps: &Deps, fence: &Fence) -> Result<Handled, HandleError> {
     let pool = deps.database.ready().map_err(StoreError::Unavailable)?;
-    let batch = store::apply(pool, items, deps.stock_low_threshold).await?;
+    let batch = store::apply(pool, items, deps.stock_low_threshold, fence).await?;
     refresh_cache(deps, &batch.views).await?;
     let now = OffsetDateTime::now_utc();
     let outcomes = items

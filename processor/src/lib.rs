@@ -5,7 +5,8 @@
 //! [`store`] (decided without I/O, then inbox, products and orders in one transaction) and
 //! refreshes the read cache, leaving [`downstream`] events in the outbox; [`stage`] times each
 //! stage of a batch; [`dead_letters`] sets poison aside with its reason and serves the
-//! operator's dead-letter API; [`startup`] wires it together.
+//! operator's dead-letter API; [`shards`] shares the shards among the live replicas and fences
+//! each batch by its shard's lease; [`startup`] wires it together.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -14,6 +15,7 @@ pub mod dead_letters;
 pub mod downstream;
 pub mod handler;
 pub mod openapi;
+pub mod shards;
 pub mod stage;
 pub mod startup;
 pub mod store;

@@ -1,17 +1,23 @@
-//! `Application`: all I/O set-up in `build`; consumption, the ops and dead-letter endpoints and
-//! the drain in `run_until` (the shared [`Service`] shape).
+//! `Application`: all I/O set-up in `build`; consumption (the shards this replica's
+//! [`Coordinator`] claims, and the dead-letter queue), the ops and dead-letter endpoints and the
+//! drain in `run_until` (the shared [`Service`] shape).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use lapin::{Connection, options::ConfirmSelectOptions, types::FieldTable};
 use shared::{
     auth::{Auth, Scope, protect},
-    connect::{amqp::Broker, postgres::Tables, redis},
+    connect::{
+        amqp::Broker,
+        postgres::{Database, Tables},
+        redis,
+    },
     consume::{self, Consumers},
-    service::{App, Checks, Service, Tasks},
+    service::{App, Checks, Detail, Service, Tasks},
     topology::Topology,
 };
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -22,14 +28,16 @@ use crate::{
         replay::Jobs,
     },
     handler::Deps,
+    shards::{Coordinator, Fence, Owned},
 };
 
 /// The processor: [`Application::build`] binds and connects it.
 pub struct Application;
 
 impl Application {
-    /// Binds the ops listener and starts the connections; consumers start on every shard as
-    /// soon as the broker is reachable. Dependencies that are down do not stop start-up.
+    /// Binds the ops listener and starts the connections; it consumes the dead-letter queue as
+    /// soon as the broker is reachable, and its share of the shards as soon as PostgreSQL is
+    /// too (the leases are there). Dependencies that are down do not stop start-up.
     ///
     /// [`App::run_until`] then consumes until its shutdown signal and drains: stop taking
     /// deliveries, finish and ack the one in hand on each shard, close the channels and the
@@ -40,7 +48,7 @@ impl Application {
         let database = service.database(
             backends,
             &[Tables::Keys, Tables::Processor],
-            u32::from(backends.ingest_shards) + 2,
+            u32::from(backends.ingest_shards) + 4,
         );
         let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
         let topology = Arc::new(Topology::new(
@@ -57,7 +65,7 @@ impl Application {
             async move { plan.start(connection, &plan.work).await }
         });
         let live = Consumers::default();
-        let shard = ShardHandler {
+        let shards = Shards {
             topology: Arc::clone(&topology),
             deps: Arc::new(Deps {
                 database: database.clone(),
@@ -66,23 +74,27 @@ impl Application {
                 stock_low_threshold: config.stock_low_threshold,
             }),
             retry_delays: Arc::new(config.retry_delays.clone()),
+            broker: broker.clone(),
+            live: live.clone(),
+            prefetch: config.prefetch,
         };
-        let intake = Intake {
-            database: database.clone(),
-        };
-        consume_all(
-            &service.work,
-            &broker,
-            &live,
+        let shards = shards.share(&service.work, &database, config.shard_lease);
+        service.work.spawn(consume::supervise(
+            broker.clone(),
+            topology.dead_letter_queue(),
             config.prefetch,
-            shard,
-            intake,
-        );
+            Arc::new(Intake {
+                database: database.clone(),
+            }),
+            live.clone(),
+            service.work.stopping(),
+        ));
         let checks = Checks::default()
             .broker(&broker)
             .redis(&redis)
             .postgres(&database)
-            .consumers(&live);
+            .consumers(&live)
+            .detail("shards", shards);
         service.watch(&checks);
         let auth = Auth::start(database.clone(), &service.background);
         let dead_letters = DeadLetterApi {
@@ -102,41 +114,82 @@ impl Application {
     }
 }
 
-/// Supervised consumers on every shard queue and on the dead-letter queue.
-fn consume_all(
-    work: &Tasks,
-    broker: &Broker<ReplayChannel>,
-    live: &Consumers,
+/// This replica's name among the processors: its broker connection's name and a random
+/// suffix, new at every start.
+fn member() -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{}#{}",
+        shared::connect::amqp::connection_name("processor"),
+        &id[id.len() - 8..]
+    )
+}
+
+/// What a shard's consumer is made of, but its lease.
+struct Shards {
+    topology: Arc<Topology>,
+    deps: Arc<Deps>,
+    retry_delays: Arc<Vec<Duration>>,
+    broker: Broker<ReplayChannel>,
+    live: Consumers,
     prefetch: u16,
-    shard: ShardHandler,
-    intake: Intake,
-) {
-    let topology = Arc::clone(&shard.topology);
-    let shard = Arc::new(shard);
-    for queue in (0..topology.shards()).map(|s| topology.shard_queue(s)) {
-        work.spawn(consume::supervise(
-            broker.clone(),
-            queue,
-            prefetch,
-            Arc::clone(&shard),
-            live.clone(),
-            work.stopping(),
-        ));
+}
+
+impl Shards {
+    /// Starts this replica's [`Coordinator`] (leases of `lease` time), which consumes its share
+    /// of the shards through [`Shards::start`]; what `/ready` says of them.
+    fn share(self, work: &Tasks, database: &Database, lease: Duration) -> Detail {
+        let member: Arc<str> = member().into();
+        let owned = Owned::default();
+        let topology = Arc::clone(&self.topology);
+        let coordinator = Coordinator {
+            member: Arc::clone(&member),
+            database: database.clone(),
+            shards: topology.shards(),
+            lease,
+            start: Arc::new(move |fence, stop| self.start(fence, stop)),
+            owned: owned.clone(),
+        };
+        work.spawn(coordinator.run(work.stopping()));
+        Arc::new(move || {
+            let current = owned.current(lease);
+            let shards = serde_json::json!({
+                "member": &*member, "owned": owned.shards(), "current": current,
+            });
+            (current, shards)
+        })
     }
-    work.spawn(consume::supervise(
-        broker.clone(),
-        topology.dead_letter_queue(),
-        prefetch,
-        Arc::new(intake),
-        live.clone(),
-        work.stopping(),
-    ));
+
+    /// Consumes the fenced shard, supervised, until `stop`; then no longer reports its queue.
+    fn start(&self, fence: Fence, stop: CancellationToken) -> JoinHandle<()> {
+        let queue = self.topology.shard_queue(fence.lease.shard);
+        let handler = ShardHandler {
+            topology: Arc::clone(&self.topology),
+            deps: Arc::clone(&self.deps),
+            retry_delays: Arc::clone(&self.retry_delays),
+            fence,
+            stop: stop.clone(),
+        };
+        let consuming = consume::supervise(
+            self.broker.clone(),
+            queue.clone(),
+            self.prefetch,
+            Arc::new(handler),
+            self.live.clone(),
+            stop,
+        );
+        let live = self.live.clone();
+        tokio::spawn(async move {
+            consuming.await;
+            live.forget(&queue);
+        })
+    }
 }
 
 /// What to set up on every new broker connection (the consumers follow by themselves).
 struct Plan {
     topology: Arc<Topology>,
-    retry_delays: Vec<std::time::Duration>,
+    retry_delays: Vec<Duration>,
     work: Tasks,
 }
 
@@ -170,7 +223,7 @@ impl Plan {
 }
 
 /// How often the shards' backlog is read for `pipeline_consumer_lag_messages`.
-const LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Sets `pipeline_consumer_lag_messages{shard}` (messages waiting in each shard queue) every
 /// [`LAG_EVERY`], until the channel closes or consumption stops.

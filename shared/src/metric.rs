@@ -55,6 +55,12 @@ pub const WEBHOOK_DELIVERIES_TOTAL: &str = "pipeline_webhook_deliveries_total";
 /// How long a webhook delivery attempt took.
 pub const WEBHOOK_DELIVERY_SECONDS: &str = "pipeline_webhook_delivery_seconds";
 
+/// Shards this processor replica owns right now.
+pub const SHARDS_OWNED: &str = "pipeline_shards_owned";
+
+/// Changes of shard ownership at this replica, by change (claimed, released, lost).
+pub const SHARD_HANDOVERS_TOTAL: &str = "pipeline_shard_handovers_total";
+
 /// Whether each queue's consumer is running (1) or not (0).
 pub const CONSUMER_UP: &str = "pipeline_consumer_up";
 

@@ -225,10 +225,10 @@ fn open(path: &str) -> PathItem {
             .summary(Some(
                 "Readiness: every dependency and consumed queue, 503 naming what is down",
             ))
-            .response("200", json("Ready"))
+            .response("200", json("Ready (the processor also lists its `shards`)"))
             .response(
                 "503",
-                json("Not ready: `down` and `without_consumer` name why"),
+                json("Not ready: `down`, `without_consumer` and `waiting_for` name why"),
             ),
         "/metrics" => operation.summary(Some("Prometheus metrics")).response(
             "200",

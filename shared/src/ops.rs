@@ -1,6 +1,7 @@
 //! The endpoints every service serves for the people and machines that run it:
 //! `GET /health` (liveness, no dependency checks), `GET /ready` (every dependency and every
-//! queue the service consumes, 503 naming what is down) and `GET /metrics` (Prometheus text).
+//! queue the service consumes, and what the service adds, the processor's shards; 503 naming
+//! what is down or not ready) and `GET /metrics` (Prometheus text).
 
 use axum::{
     Json, Router,
@@ -55,8 +56,15 @@ async fn ready(State(checks): State<Checks>) -> Response {
             .collect::<serde_json::Map<_, _>>()
             .into();
     }
+    let mut waiting = Vec::new();
+    for (name, (ready, detail)) in checks.details() {
+        body[name] = detail;
+        if !ready {
+            waiting.push(name);
+        }
+    }
     record(&dependencies);
-    if down.is_empty() && idle.is_empty() {
+    if down.is_empty() && idle.is_empty() && waiting.is_empty() {
         body["status"] = json!("ready");
         Json(body).into_response()
     } else {
@@ -64,6 +72,9 @@ async fn ready(State(checks): State<Checks>) -> Response {
         body["down"] = json!(down);
         if !idle.is_empty() {
             body["without_consumer"] = json!(idle);
+        }
+        if !waiting.is_empty() {
+            body["waiting_for"] = json!(waiting);
         }
         (
             StatusCode::SERVICE_UNAVAILABLE,

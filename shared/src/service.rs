@@ -94,7 +94,12 @@ pub struct Checks {
     redis: Option<ConnectionManager>,
     database: Option<Database>,
     consumers: Option<Consumers>,
+    details: Vec<(&'static str, Detail)>,
 }
+
+/// A part a service adds to its `/ready` answer (the processor: the shards it owns): whether it
+/// is ready, and what to show.
+pub type Detail = Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>;
 
 impl Checks {
     /// Checks RabbitMQ: up when `broker` has a session.
@@ -120,6 +125,18 @@ impl Checks {
     pub fn consumers(mut self, consumers: &Consumers) -> Self {
         self.consumers = Some(consumers.clone());
         self
+    }
+
+    /// Adds `name` to the `/ready` answer, with what `detail` says at the time; while it says
+    /// not ready, neither is the service.
+    pub fn detail(mut self, name: &'static str, detail: Detail) -> Self {
+        self.details.push((name, detail));
+        self
+    }
+
+    /// The details for `/ready`, by name: ready or not, and what to show.
+    pub fn details(&self) -> impl Iterator<Item = (&'static str, (bool, serde_json::Value))> + '_ {
+        self.details.iter().map(|(name, detail)| (*name, detail()))
     }
 
     /// Each dependency by name and whether it is up.

@@ -35,6 +35,11 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
             .iter()
             .any(|q| q["kind"] == "shard" && q["consumers"] == 1)
     );
+    // Each shard names the processor replica that owns it (its broker connection's name).
+    for shard in queues.iter().filter(|q| q["kind"] == "shard") {
+        let owner = shard["owner"].as_str().unwrap_or_default();
+        assert!(owner.starts_with("processor@"), "{shard}");
+    }
     // The retry queues are the processor's ladder, read from its metrics, shortest first.
     let retry: Vec<&str> = queues
         .iter()

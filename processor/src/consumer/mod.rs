@@ -11,6 +11,8 @@
 //! - A dependency down: hold the delivery and retry in place with backoff and jitter; nothing
 //!   else is taken from the shard meanwhile; no attempt is spent.
 //! - Shutdown while holding: leave it unacknowledged; closing the channel returns it.
+//! - The shard's lease gone to another replica (the apply transaction's fence): leave the batch
+//!   unacknowledged and stop consuming the shard; closing the channel returns it.
 //!
 //! On the dead-letter queue ([`Intake`]): record each dead letter in PostgreSQL, then ack.
 //!

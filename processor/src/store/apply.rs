@@ -1,4 +1,5 @@
-//! One batch, one transaction: the inbox, the products' rows locked, the plan decided
+//! One batch, one transaction: the shard's lease checked ([`crate::shards::leases::fence`]),
+//! the inbox, the products' rows locked, the plan decided
 //! ([`super::plan::decide`]), then the orders, the products and the downstream events in the
 //! outbox written.
 
@@ -9,18 +10,23 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use super::{Batch, StoreError, inbox, plan};
-use crate::downstream;
+use crate::{downstream, shards::Fence};
 
-/// Applies `items` in one transaction of five statements whatever the batch size: records each
-/// in the inbox, locks the rows of the products they touch (in id order, so concurrent batches
-/// never deadlock), decides, and writes the outbox, the orders and the changed rows.
+/// Applies `items` in one transaction of six statements whatever the batch size: checks that
+/// `fence` still holds the shard (else [`StoreError::Fenced`], nothing written), records each
+/// event in the inbox, locks the rows of the products they touch (in id order, so concurrent
+/// batches never deadlock), decides, and writes the outbox, the orders and the changed rows.
 pub async fn apply(
     pool: &PgPool,
     items: &[Ingest],
     stock_low_threshold: i32,
+    fence: &Fence,
 ) -> Result<Batch, StoreError> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
+    if !fence.holds(&mut tx).await? {
+        return Err(StoreError::Fenced);
+    }
     let new = inbox::record(&mut tx, items).await?;
     let mut touched: Vec<String> = items.iter().map(|i| i.product().to_string()).collect();
     touched.sort_unstable();

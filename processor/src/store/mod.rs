@@ -57,6 +57,9 @@ pub enum StoreError {
     /// deadlock, a trigger's exception): retry it later, off its shard.
     #[error("applying the event failed: {0}")]
     Failed(sqlx::Error),
+    /// This replica no longer holds the shard: another claimed it. Nothing was written.
+    #[error("the shard's lease is held by another replica")]
+    Fenced,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -8,6 +8,9 @@ use shared::{config::Backends, topology::Topology};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The processors' shard lease in tests: a killed replica's shards are taken over within it.
+pub const TEST_LEASE: Duration = Duration::from_secs(4);
+
 pub struct Pipeline {
     pub backends: Backends,
     pub topology: Topology,
@@ -53,6 +56,7 @@ impl Pipeline {
         let mut config = testkit::test_config!(processor::Config, backends);
         config.prefetch = 16;
         config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
+        config.shard_lease = TEST_LEASE;
         let addr = self
             .running
             .launch(processor::Application::build(config).await);
@@ -279,6 +283,7 @@ pub fn processor_process_with(
         .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
         .env("INGEST_SHARDS", backends.ingest_shards.to_string())
         .env("PROCESSOR_ADDR", "127.0.0.1:0")
+        .env("SHARD_LEASE_SECS", TEST_LEASE.as_secs().to_string())
         .env(
             "RETRY_DELAYS_MS",
             testkit::TEST_RETRY_DELAYS

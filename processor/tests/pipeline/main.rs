@@ -12,6 +12,7 @@ mod outages;
 mod recovery;
 mod replay_jobs;
 mod schema;
+mod sharing;
 mod state;
 mod supervision;
 mod trace;

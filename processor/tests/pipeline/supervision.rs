@@ -1,13 +1,20 @@
 //! Consumers under supervision: a handler that panics, and a consumer the broker cancels, are
 //! restarted; nothing is lost meanwhile, and `/ready` names a queue left without a consumer.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use lapin::message::Delivery;
-use processor::{consumer::ShardHandler, handler::Deps};
+use processor::{
+    consumer::ShardHandler,
+    handler::Deps,
+    shards::{Fence, leases},
+};
 use shared::{
     connect::{
         amqp,
@@ -23,7 +30,7 @@ use crate::helpers::{WAIT, counter, spawn_gateway_only, spawn_pipeline, wait_inb
 /// The real shard handler, with a bug that makes its first call panic.
 struct PanicsOnce {
     inner: ShardHandler,
-    armed: AtomicBool,
+    armed: Arc<AtomicBool>,
 }
 
 impl PanicsOnce {
@@ -79,22 +86,50 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
         stop.clone(),
     );
     tasks.spawn(supervisor);
-    let handler = Arc::new(PanicsOnce {
-        inner: ShardHandler {
-            topology: Arc::new(pipeline.topology.clone()),
-            deps,
-            retry_delays: Arc::new(testkit::TEST_RETRY_DELAYS.to_vec()),
-        },
-        armed: AtomicBool::new(true),
-    });
+    let armed = Arc::new(AtomicBool::new(true));
     let live = Consumers::default();
-    let supervisors: Vec<_> = (0..pipeline.topology.shards())
-        .map(|shard| {
+    let member: Arc<str> = "supervision-test".into();
+    let pool = shared::connect::postgres::migrated(
+        &backends.database,
+        &backends.namespace,
+        &Tables::ALL,
+        2,
+    )
+    .await
+    .expect("PostgreSQL is reachable");
+    leases::prepare(&pool, pipeline.topology.shards())
+        .await
+        .expect("lease rows");
+    let claimed = leases::claim(
+        &pool,
+        &member,
+        usize::from(pipeline.topology.shards()),
+        pipeline.topology.shards(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the shards are free");
+    let supervisors: Vec<_> = claimed
+        .into_iter()
+        .map(|lease| {
+            let handler = PanicsOnce {
+                inner: ShardHandler {
+                    topology: Arc::new(pipeline.topology.clone()),
+                    deps: Arc::clone(&deps),
+                    retry_delays: Arc::new(testkit::TEST_RETRY_DELAYS.to_vec()),
+                    fence: Fence {
+                        member: Arc::clone(&member),
+                        lease,
+                    },
+                    stop: stop.child_token(),
+                },
+                armed: Arc::clone(&armed),
+            };
             tokio::spawn(consume::supervise(
                 broker.clone(),
-                pipeline.topology.shard_queue(shard),
+                pipeline.topology.shard_queue(lease.shard),
                 16,
-                Arc::clone(&handler),
+                Arc::new(handler),
                 live.clone(),
                 stop.clone(),
             ))
@@ -108,10 +143,7 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
             .product_when(&format!("panic-{product}"), |p| p["stock"] == last)
             .await;
     }
-    assert!(
-        !handler.armed.load(Ordering::SeqCst),
-        "the handler panicked"
-    );
+    assert!(!armed.load(Ordering::SeqCst), "the handler panicked");
     let metrics = shared::telemetry::metrics().render();
     assert!(
         counter(

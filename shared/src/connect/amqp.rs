@@ -165,8 +165,9 @@ where
     (Broker { current: rx }, task)
 }
 
-/// `{service}@{host}/{pid}`: who holds a connection, as the broker's management tools show it.
-fn connection_name(service: &str) -> String {
+/// `{service}@{host}/{pid}`: who holds a connection, as the broker's management tools show it
+/// (and how a processor replica names itself to the others).
+pub fn connection_name(service: &str) -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

@@ -31,6 +31,16 @@ impl Consumers {
         });
     }
 
+    /// Stops reporting `queue` (the service no longer consumes it): it leaves `/ready` and its
+    /// `pipeline_consumer_up` reads 0, as on every replica that does not consume it.
+    pub fn forget(&self, queue: &str) {
+        self.set(queue, false);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(queue);
+    }
+
     /// Every queue with whether its consumer is live, in name order.
     pub fn all(&self) -> Vec<(String, bool)> {
         self.0

@@ -19,11 +19,15 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{self, Deps, HandleError, Handled, Outcome};
+use crate::{
+    handler::{self, Deps, HandleError, Handled, Outcome},
+    shards::Fence,
+};
 use emit::Settling;
 use retry::schedule_retry;
 
-/// Applies a shard's messages: product updates and orders.
+/// Applies a shard's messages: product updates and orders, while this replica holds the
+/// shard's lease.
 #[derive(Clone)]
 pub struct ShardHandler {
     /// Names of exchanges and queues.
@@ -32,6 +36,10 @@ pub struct ShardHandler {
     pub deps: Arc<Deps>,
     /// The retry ladder's delays.
     pub retry_delays: Arc<Vec<Duration>>,
+    /// The lease every batch is applied under.
+    pub fence: Fence,
+    /// Stops this shard's consumer: cancelled when a batch finds the lease gone.
+    pub stop: CancellationToken,
 }
 
 /// A delivery decoded: its acker, its `process` span and the event.
@@ -78,6 +86,7 @@ impl DeliveryHandler for ShardHandler {
             .await;
         match handled {
             None => false,
+            Some(Err(HandleError::Fenced)) => self.fenced(),
             Some(Ok(handled)) => {
                 let decoded = Decoded { acker, span, item };
                 self.leave_settling(at, vec![decoded], handled).await;
@@ -136,6 +145,7 @@ impl ShardHandler {
         let handled = self.apply(&items, "batch", at.shutdown).await;
         match handled {
             None => false,
+            Some(Err(HandleError::Fenced)) => self.fenced(),
             Some(Ok(handled)) => {
                 let decoded = deliveries
                     .into_iter()
@@ -171,12 +181,25 @@ impl ShardHandler {
         shutdown: &CancellationToken,
     ) -> Option<Result<Handled, HandleError>> {
         hold(
-            || handler::handle(items, &self.deps),
+            || handler::handle(items, &self.deps, &self.fence),
             HandleError::is_transient,
             what,
             shutdown,
         )
         .await
+    }
+
+    /// The shard was claimed by another replica: stop consuming it; what this consumer holds
+    /// returns to the queue, for the new owner, when its channel closes. False, as at shutdown.
+    fn fenced(&self) -> bool {
+        let lease = self.fence.lease;
+        tracing::warn!(
+            shard = lease.shard,
+            epoch = lease.epoch,
+            "Shard claimed by another replica; its batch is returned and this consumer stops."
+        );
+        self.stop.cancel();
+        false
     }
 
     /// Counts what the applied deliveries came to, and leaves their downstream events and

@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# The fault-injection run: builds the services and the harness, then drives keyed load through
-# fault proxies while cutting RabbitMQ, Redis and PostgreSQL, SIGKILLing and SIGTERMing the
-# services, and checks that every accepted event was applied exactly once.
-# Usage: ./fault-test.sh [seconds, default 60] [events per second, default 100]
+# The fault-injection runs: build the services and the harness, then check that every accepted
+# event is applied exactly once while faults hit.
+#
+#   ./fault-test.sh [seconds, default 60] [events per second, default 100]
+#       one gateway and one processor behind fault proxies: RabbitMQ, Redis and PostgreSQL cut,
+#       black-holed and slowed; the services SIGKILLed and SIGTERMed.
+#   ./fault-test.sh --cluster [pause between faults in seconds, default 5] [events per second, default 100]
+#       a three-node RabbitMQ cluster of its own (never the broker on 5672), two gateways, three
+#       processors and the notifier: the node leading most shard queues SIGKILLed, a minority
+#       node stopped, a rolling restart, a node frozen with SIGSTOP for 20 s, a processor
+#       SIGKILLed mid-rebalance. Needs rabbitmq-server installed and root (the nodes run as the
+#       rabbitmq user).
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --bins
-./target/debug/faults --seconds "${1:-60}" --rate "${2:-100}"
+if [ "${1:-}" = "--cluster" ]; then
+    ./target/debug/faults --cluster --pause "${2:-5}" --rate "${3:-100}"
+else
+    ./target/debug/faults --seconds "${1:-60}" --rate "${2:-100}"
+fi

@@ -15,7 +15,7 @@
 //! {ns}.retry.{ms}ms (fanout) --> {ns}.retry.{ms}ms (quorum, TTL ms) --expired--> {ns}.ingest
 //!                                 (one per rung of the retry ladder; original routing key kept)
 //!
-//! {ns}.layout (classic, always empty): the namespace's shard count as its x-max-length
+//! {ns}.shard-count (quorum, always empty): the namespace's shard count as its x-max-length
 //! ```
 
 use std::{str::FromStr, time::Duration};
@@ -140,19 +140,21 @@ impl Topology {
     }
 
     /// The queue that records the namespace's shard count in its `x-max-length` (it never holds
-    /// a message): the broker refuses to redeclare it with another count.
-    pub fn layout_queue(&self) -> String {
-        format!("{}.layout", self.namespace.as_str())
+    /// a message): the broker refuses to redeclare it with another count. A quorum queue, so
+    /// it stays declarable while any one node of a cluster is down (a classic queue cannot be
+    /// declared while its home node is away, which would keep every service from starting).
+    pub fn shard_count_queue(&self) -> String {
+        format!("{}.shard-count", self.namespace.as_str())
     }
 
     /// Refuses a shard count other than the namespace's: with `INGEST_SHARDS` changed while
     /// events wait in the shard queues, or while services with the old count still run, a
     /// product's events would be split over two queues and applied out of order. The first
-    /// service to start a namespace records its count ([`Self::layout_queue`]); every later
+    /// service to start a namespace records its count ([`Self::shard_count_queue`]); every later
     /// declaration with another count is refused by the broker (an inequivalent argument).
     pub async fn check_shards(&self, connection: &Connection) -> anyhow::Result<()> {
         let channel = connection.create_channel().await?;
-        let mut arguments = FieldTable::default();
+        let mut arguments = quorum_arguments();
         arguments.insert(
             "x-max-length".into(),
             AMQPValue::LongLongInt(i64::from(self.shards)),
@@ -162,7 +164,7 @@ impl Topology {
             ..QueueDeclareOptions::default()
         };
         let declared = channel
-            .queue_declare(self.layout_queue().as_str().into(), options, arguments)
+            .queue_declare(self.shard_count_queue().as_str().into(), options, arguments)
             .await;
         match declared {
             Ok(_) => {
@@ -181,7 +183,7 @@ impl Topology {
                     self.shards,
                     self.namespace.as_str(),
                     self.namespace.as_str(),
-                    self.layout_queue(),
+                    self.shard_count_queue(),
                 );
             }
             Err(e) => Err(e.into()),

@@ -10,6 +10,7 @@
 //! - [`eventually`]: polls with a deadline instead of sleeping.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod fault_proxy;
 pub mod services;
 pub mod webhooks;
@@ -418,7 +419,7 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
             .collect();
         queues.push(topology.dead_letter_queue());
         queues.push(topology.notifier_queue());
-        queues.push(topology.layout_queue());
+        queues.push(topology.shard_count_queue());
         let retry: Vec<String> = TEST_RETRY_DELAYS
             .iter()
             .map(|d| topology.retry_queue(*d))

@@ -78,16 +78,23 @@ impl Services {
 
     /// Starts the binary `name`, appending its output to `<logs>/<name>.log`.
     pub fn spawn(&self, name: &str) -> Child {
+        self.spawn_as(name, name, &[])
+    }
+
+    /// Starts the binary `name` with `env` over the common environment (another address or
+    /// node list for a second replica), appending its output to `<logs>/<log>.log`.
+    pub fn spawn_as(&self, name: &str, log: &str, env: &[(&str, &str)]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.logs.join(format!("{name}.log")))
+            .open(self.logs.join(format!("{log}.log")))
             .expect("open a log file");
         Command::new(self.dir.join(name))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("GATEWAY_ADDR", &self.gateway_addr)
             .env("PROCESSOR_ADDR", &self.processor_addr)
             .env("NOTIFIER_ADDR", &self.notifier_addr)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone a file handle"))
             .stderr(log)

@@ -1,7 +1,9 @@
-//! RabbitMQ: a supervised connection. lapin's automatic recovery handles short outages; when it
-//! gives up or takes longer than [`RECOVERY_GRACE`] (or the first connection cannot be made),
-//! the supervisor builds a new connection,
-//! trying each configured node in turn with backoff, and runs the service's set-up on it again.
+//! RabbitMQ: a supervised connection. When a connection is lost (or the first one cannot be
+//! made), the supervisor builds a new one, trying each configured node in turn with backoff, and
+//! runs the service's set-up on it again. lapin's own recovery is not used: a connection it
+//! recovers in the background brings back the consumers it had, beside the ones the new
+//! connection's set-up made, and nothing reads them (a cluster run showed such orphans holding a
+//! shard's prefetch until the process ended).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -108,17 +110,7 @@ where
             let uri = nodes[node % nodes.len()].clone();
             node += 1;
             let attempt = async {
-                // Recovery retries fast (100 ms to 2 s): an outage costs seconds, not minutes;
-                // after 30 failed tries the supervisor takes over.
                 let properties = ConnectionProperties::default()
-                    .enable_auto_recover()
-                    .with_backoff(
-                        ExponentialBuilder::default()
-                            .with_jitter()
-                            .with_min_delay(Duration::from_millis(100))
-                            .with_max_delay(Duration::from_secs(2))
-                            .with_max_times(30),
-                    )
                     .with_connection_name(connection_name.as_str().into());
                 let connection = tokio::time::timeout(
                     CONNECT_TIMEOUT,
@@ -187,28 +179,13 @@ pub(crate) fn delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// How long lapin's own recovery may try before the supervisor replaces the connection.
-pub const RECOVERY_GRACE: Duration = Duration::from_secs(3);
-
-/// Waits until the connection is gone for good, or has been recovering for longer than
-/// [`RECOVERY_GRACE`] (true: shutdown fired instead).
+/// Waits until the connection is gone (false), or shutdown fires (true).
 async fn wait_until_lost(connection: &Connection, shutdown: &CancellationToken) -> bool {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut down_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let status = connection.status();
-                if status.connected() {
-                    down_since = None;
-                    continue;
-                }
-                let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
-                let recovering = status.reconnecting() || status.connecting();
-                if !recovering || since.elapsed() > RECOVERY_GRACE {
-                    // Stop lapin's recovery of this connection before replacing it.
-                    let close = connection.close(320, "replaced by a new connection".into());
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                if !connection.status().connected() {
                     return false;
                 }
             }

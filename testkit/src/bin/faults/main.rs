@@ -1,0 +1,95 @@
+//! The fault-injection harness: runs the real service binaries, drives a steady keyed load (with
+//! duplicates, out-of-order times and poison), injects faults one after another, and checks the
+//! result against a model of what was accepted.
+//!
+//! `cargo build --bins && target/debug/faults --seconds 60 --rate 100` runs one gateway and one
+//! processor behind fault proxies on the shared backends; `--cluster` runs two gateways, three
+//! processors and the notifier on a three-node RabbitMQ cluster of the harness's own (see
+//! `fault-test.sh`). Prints one line of figures and exits non-zero if anything accepted was lost
+//! or doubled, the final state differs from the model, or the dead letters are not exactly the
+//! poison sent.
+
+mod cluster;
+mod load;
+mod proxies;
+
+use std::{path::Path, time::Duration};
+
+/// The command line.
+pub struct Args {
+    /// The single-broker run's length (`--seconds`, 60).
+    seconds: u64,
+    /// Events per second (`--rate`, 100).
+    rate: u64,
+    /// The cluster run (`--cluster`), with this pause between faults (`--pause`, 5 s).
+    cluster: Option<Duration>,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Self> {
+        let value = |flag: &str, default: u64| {
+            std::env::args()
+                .skip_while(|a| a != flag)
+                .nth(1)
+                .map_or(Ok(default), |s| s.parse())
+        };
+        let cluster = std::env::args().any(|a| a == "--cluster");
+        Ok(Self {
+            seconds: value("--seconds", 60)?,
+            rate: value("--rate", 100)?,
+            cluster: cluster
+                .then(|| value("--pause", 5).map(Duration::from_secs))
+                .transpose()?,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    match args.cluster {
+        Some(pause) => cluster::run(&args, pause).await,
+        None => proxies::run(&args).await,
+    }
+}
+
+/// The services' log filter (`FAULTS_RUST_LOG`, `warn`).
+fn log_filter() -> String {
+    std::env::var("FAULTS_RUST_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// Settings every run gives the services: quick confirm timeouts and idempotency leases, time
+/// to drain on SIGTERM.
+fn service_env() -> impl Iterator<Item = (String, String)> {
+    [
+        ("PUBLISH_CONFIRM_TIMEOUT_MS", "2000"),
+        ("IDEMPOTENCY_LEASE_SECS", "5"),
+        ("SHUTDOWN_DEADLINE_SECS", "20"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+}
+
+/// A client with a key of every scope in the namespace, and a 10 s timeout.
+async fn client(backends: &shared::config::Backends) -> anyhow::Result<reqwest::Client> {
+    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+    Ok(reqwest::Client::builder()
+        .default_headers(testkit::key_header(&key))
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// Succeeds (removing the services' logs unless `FAULTS_KEEP_LOGS` is set) when the run kept
+/// the promise; fails pointing at the logs otherwise.
+fn conclude(kept: bool, logs: &Path) -> anyhow::Result<()> {
+    if !kept {
+        anyhow::bail!(
+            "the pipeline broke its promise; service logs are in {}",
+            logs.display()
+        )
+    }
+    if std::env::var_os("FAULTS_KEEP_LOGS").is_none() {
+        std::fs::remove_dir_all(logs)?;
+    }
+    Ok(())
+}

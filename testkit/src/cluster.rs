@@ -1,0 +1,261 @@
+//! A RabbitMQ cluster of the harness's own: nodes on this machine with their own names, ports,
+//! data and log directories, joined with `rabbitmqctl join_cluster`. It never touches the shared
+//! broker on 5672: every node reads a `rabbitmq.conf` that pins its listener to a free loopback
+//! port, through a per-node env file (`RABBITMQ_CONF_ENV_FILE`), so `/etc/rabbitmq`'s settings
+//! do not apply. The nodes run as the `rabbitmq` user (the packaged scripts switch to it), which
+//! also gives them and the CLI one Erlang cookie.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::process::Command;
+
+/// One node: its Erlang name, AMQP port and directory.
+pub struct Node {
+    /// `<name>@localhost`.
+    pub name: String,
+    /// The AMQP listener, on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+/// The running cluster; [`Cluster::stop`] stops every node and removes the directories.
+pub struct Cluster {
+    dir: PathBuf,
+    /// The nodes, the first one the seed the others joined.
+    pub nodes: Vec<Node>,
+}
+
+/// How long a node may take to boot or to stop.
+const NODE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Cluster {
+    /// Starts `size` nodes under a new directory in the system's temporary directory, named
+    /// `<prefix>-<pid>-<i>@localhost`, and joins them into one cluster.
+    pub async fn start(prefix: &str, size: usize) -> anyhow::Result<Self> {
+        let name = format!("{prefix}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let mut nodes = Vec::new();
+        for i in 1..=size {
+            nodes.push(Node::write(&dir, &format!("{name}-{i}"))?);
+        }
+        run(
+            "chown",
+            &["-R", "rabbitmq:rabbitmq", &dir.to_string_lossy()],
+        )
+        .await?;
+        let cluster = Self { dir, nodes };
+        for i in 0..size {
+            cluster.nodes[i].launch().await?;
+        }
+        for i in 0..size {
+            cluster.await_node(i).await?;
+        }
+        let seed = cluster.nodes[0].name.clone();
+        for node in &cluster.nodes[1..] {
+            ctl(&node.name, &["stop_app"]).await?;
+            ctl(&node.name, &["join_cluster", &seed]).await?;
+            ctl(&node.name, &["start_app"]).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// `AMQP_URL` for a client that tries node `first` first, then the others in turn.
+    pub fn url_list(&self, first: usize) -> String {
+        let n = self.nodes.len();
+        (0..n)
+            .map(|k| {
+                let port = self.nodes[(first + k) % n].port;
+                format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts node `i` again (after a stop or a kill) and waits until it runs.
+    pub async fn start_node(&self, i: usize) -> anyhow::Result<()> {
+        self.nodes[i].launch().await?;
+        self.await_node(i).await
+    }
+
+    /// Stops node `i` cleanly and waits for its process to exit.
+    pub async fn stop_node(&self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        ctl(&node.name, &["stop", &node.pid_file().to_string_lossy()]).await
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to node `i`'s Erlang VM.
+    pub async fn signal(&self, i: usize, signal: &str) -> anyhow::Result<()> {
+        let pid = std::fs::read_to_string(self.nodes[i].pid_file())?;
+        run("kill", &[&format!("-{signal}"), pid.trim()]).await
+    }
+
+    /// Waits until node `i` has written its pid file and booted.
+    pub async fn await_node(&self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        let timeout = NODE_TIMEOUT.as_millis().to_string();
+        let pid_file = node.pid_file();
+        let wait = ["wait", &pid_file.to_string_lossy(), "--timeout", &timeout];
+        ctl(&node.name, &wait).await
+    }
+
+    /// Waits until stopping node `i` would leave every quorum queue with a majority online
+    /// (what a rolling restart waits for before it stops the next node).
+    pub async fn await_quorum_plus_one(&self, i: usize) -> anyhow::Result<()> {
+        let timeout = NODE_TIMEOUT.as_secs().to_string();
+        let output = Command::new("rabbitmq-upgrade")
+            .args(["-q", "-n", &self.nodes[i].name])
+            .args(["await_online_quorum_plus_one", "-t", &timeout])
+            .output()
+            .await?;
+        check("rabbitmq-upgrade await_online_quorum_plus_one", &output)
+    }
+
+    /// The node index leading each of `queues`, asked of running node `via`.
+    pub async fn leaders(&self, via: usize, queues: &[String]) -> anyhow::Result<Vec<usize>> {
+        let output = Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.nodes[via].name, "list_queues"])
+            .args(["--no-table-headers", "name", "leader"])
+            .output()
+            .await?;
+        check("rabbitmqctl list_queues", &output)?;
+        let by_queue: BTreeMap<&str, &str> = std::str::from_utf8(&output.stdout)?
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .collect();
+        queues
+            .iter()
+            .map(|queue| {
+                let leader = by_queue
+                    .get(queue.as_str())
+                    .with_context(|| format!("no queue {queue}"))?;
+                self.nodes
+                    .iter()
+                    .position(|n| n.name == leader.trim())
+                    .with_context(|| format!("{queue} led by {leader}, not a node of ours"))
+            })
+            .collect()
+    }
+
+    /// Stops every node cleanly (a frozen one is thawed first); dropping the cluster then
+    /// removes their directories.
+    pub async fn stop(self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.signal(i, "CONT").await;
+            let _ = self.stop_node(i).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// Kills whatever node still runs (a harness that panicked leaves none behind) and removes
+    /// the directories.
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            let Ok(pid) = std::fs::read_to_string(node.pid_file()) else {
+                continue;
+            };
+            // Only if that process is still this node's VM (not a later one with its pid).
+            let environ =
+                std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap_or_default();
+            if String::from_utf8_lossy(&environ).contains(&*node.dir.to_string_lossy()) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid.trim()])
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Node {
+    /// Writes the node's configuration, env file and empty plugin list under `<dir>/<name>/`.
+    fn write(dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let home = dir.join(name);
+        for sub in ["mnesia", "log"] {
+            std::fs::create_dir_all(home.join(sub))?;
+        }
+        let port = free_port();
+        std::fs::write(
+            home.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
+        )?;
+        std::fs::write(home.join("enabled_plugins"), "[].\n")?;
+        let path = |p: &str| home.join(p).to_string_lossy().into_owned();
+        let node = Self {
+            name: format!("{name}@localhost"),
+            port,
+            dir: home.clone(),
+        };
+        std::fs::write(
+            home.join("rabbitmq-env.conf"),
+            format!(
+                "NODENAME={}\nDIST_PORT={}\nCONFIG_FILE={}\nMNESIA_BASE={}\nLOG_BASE={}\n\
+                 ENABLED_PLUGINS_FILE={}\nPID_FILE={}\nERL_EPMD_ADDRESS=127.0.0.1\n\
+                 SERVER_ADDITIONAL_ERL_ARGS=\"-kernel inet_dist_use_interface {{127,0,0,1}}\"\n",
+                node.name,
+                free_port(),
+                path("rabbitmq.conf"),
+                path("mnesia"),
+                path("log"),
+                path("enabled_plugins"),
+                node.pid_file().to_string_lossy(),
+            ),
+        )?;
+        Ok(node)
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("pid")
+    }
+
+    /// Starts the node's VM in the background (`rabbitmq-server -detached`).
+    async fn launch(&self) -> anyhow::Result<()> {
+        // A killed node leaves its pid file behind: waiting must not find the old one.
+        let _ = std::fs::remove_file(self.pid_file());
+        let output = Command::new("rabbitmq-server")
+            .arg("-detached")
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
+            .output()
+            .await?;
+        check("rabbitmq-server -detached", &output)
+    }
+}
+
+/// `rabbitmqctl -q -n <node> <args>`, failing with its output.
+async fn ctl(node: &str, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("rabbitmqctl")
+        .args(["-q", "-n", node])
+        .args(args)
+        .output()
+        .await?;
+    check(&format!("rabbitmqctl {}", args.join(" ")), &output)
+}
+
+async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new(program).args(args).output().await?;
+    check(program, &output)
+}
+
+fn check(what: &str, output: &std::process::Output) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

@@ -136,23 +136,13 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
     fleet.ready(&client).await;
     let verdict = load.verdict().await?;
     let figures = figures?;
-    let mut unanswered = 0;
-    let gateways: Vec<String> = gateways
+    let unanswered: u64 = gateways
         .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let lost_answers = g.unanswered.load(std::sync::atomic::Ordering::Relaxed);
-            unanswered += lost_answers;
-            format!(
-                "gateway{i}(node{i} first): longest_503={:.2}s unanswered={lost_answers}",
-                g.longest_refusal().as_secs_f64()
-            )
-        })
-        .collect();
+        .map(|g| g.unanswered.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     println!(
-        "faults (cluster): {verdict} {} {}",
-        figures.line.join(" "),
-        gateways.join(" ")
+        "faults (cluster): {verdict} | {} | unanswered={unanswered}",
+        figures.line.join(" | ")
     );
     fleet.stop().await;
     pool.close().await;
@@ -186,21 +176,25 @@ impl Run<'_> {
         let cluster = self.cluster;
         let mut line = Vec::new();
 
-        let node = self.leading(true).await?;
+        let node = self.leading(true, None).await?;
         eprintln!("faults: SIGKILL of node {node}, which leads the most shard queues");
+        refusals(load);
         cluster.signal(node, "KILL").await?;
         load.probe("leader_sigkill").await;
         cluster.start_node(node).await?;
-        line.push(format!("leader_sigkill_node={node}"));
+        line.push(format!("leader_sigkill: node={node} {}", refusals(load)));
 
-        let node = self.leading(false).await?;
+        // Another node than the one just killed (which now leads nothing).
+        let node = self.leading(false, Some(node)).await?;
         eprintln!("faults: node {node} stopped");
+        refusals(load);
         cluster.stop_node(node).await?;
         load.probe("minority_stop").await;
         cluster.start_node(node).await?;
-        line.push(format!("minority_stop_node={node}"));
+        line.push(format!("minority_stop: node={node} {}", refusals(load)));
 
         tokio::time::sleep(self.pause).await;
+        refusals(load);
         let started = Instant::now();
         for node in 0..cluster.nodes.len() {
             cluster.await_quorum_plus_one(node).await?;
@@ -208,14 +202,16 @@ impl Run<'_> {
             cluster.stop_node(node).await?;
             cluster.start_node(node).await?;
         }
-        line.push(format!(
-            "rolling_restart_took={:.2}s",
-            started.elapsed().as_secs_f64()
-        ));
+        let took = started.elapsed().as_secs_f64();
         load.probe("rolling_restart").await;
+        line.push(format!(
+            "rolling_restart: took={took:.2}s {}",
+            refusals(load)
+        ));
 
-        let node = self.leading(true).await?;
+        let node = self.leading(true, None).await?;
         eprintln!("faults: node {node} frozen (SIGSTOP) for {FROZEN:?}");
+        refusals(load);
         cluster.signal(node, "STOP").await?;
         let thaw = async {
             tokio::time::sleep(FROZEN).await;
@@ -223,13 +219,18 @@ impl Run<'_> {
         };
         let (_, thawed) = tokio::join!(load.probe("node_sigstop_20s"), thaw);
         thawed?;
-        line.push(format!("node_sigstop_node={node}"));
+        line.push(format!("node_sigstop: node={node} {}", refusals(load)));
 
         tokio::time::sleep(self.pause).await;
+        refusals(load);
         let rebalance = self
             .processor_sigkill_mid_rebalance(services, fleet, load)
             .await?;
-        line.push(format!("rebalance={:.2}s", rebalance.as_secs_f64()));
+        line.push(format!(
+            "processor_sigkill_mid_rebalance: rebalanced_in={:.2}s {}",
+            rebalance.as_secs_f64(),
+            refusals(load)
+        ));
         Ok(Figures {
             line,
             rebalanced: rebalance <= REBALANCE_BOUND,
@@ -237,8 +238,8 @@ impl Run<'_> {
     }
 
     /// After the pause, with every node's quorum members online again: the node leading the
-    /// most shard queues (`most`) or the fewest.
-    async fn leading(&self, most: bool) -> anyhow::Result<usize> {
+    /// most shard queues (`most`) or, other than `not`, the fewest.
+    async fn leading(&self, most: bool, not: Option<usize>) -> anyhow::Result<usize> {
         tokio::time::sleep(self.pause).await;
         let cluster = self.cluster;
         for node in 0..cluster.nodes.len() {
@@ -246,7 +247,7 @@ impl Run<'_> {
         }
         let leaders = cluster.leaders(0, &self.queues).await?;
         let count = |node: &usize| leaders.iter().filter(|l| *l == node).count();
-        let nodes = 0..cluster.nodes.len();
+        let nodes = (0..cluster.nodes.len()).filter(|n| Some(*n) != not);
         let node = if most {
             nodes.max_by_key(count)
         } else {
@@ -282,6 +283,17 @@ impl Run<'_> {
         balanced(self.pool, &fleet.processors, Duration::from_secs(60)).await?;
         Ok(started.elapsed())
     }
+}
+
+/// Each gateway's longest stretch of answering only 503 (or nothing) since the last call:
+/// `longest_503=<gateway 0>s/<gateway 1>s`.
+fn refusals(load: &Load) -> String {
+    let longest: Vec<String> = load
+        .gateways
+        .iter()
+        .map(|g| format!("{:.2}s", g.take_longest_refusal().as_secs_f64()))
+        .collect();
+    format!("longest_503={}", longest.join("/"))
 }
 
 /// Each shard's owner's process id (`None`: released).

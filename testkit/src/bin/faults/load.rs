@@ -43,12 +43,15 @@ impl Gateway {
         }
     }
 
-    /// The longest stretch during which it answered only 503 or nothing.
-    pub fn longest_refusal(&self) -> Duration {
-        let refusing = self.refusing.lock().expect("gateway lock");
-        refusing
+    /// The longest stretch during which it answered only 503 or nothing, since the last call
+    /// (a stretch still going on counts until now, and goes on counting).
+    pub fn take_longest_refusal(&self) -> Duration {
+        let mut refusing = self.refusing.lock().expect("gateway lock");
+        let longest = refusing
             .0
-            .map_or(refusing.1, |since| refusing.1.max(since.elapsed()))
+            .map_or(refusing.1, |since| refusing.1.max(since.elapsed()));
+        refusing.1 = Duration::ZERO;
+        longest
     }
 }
 

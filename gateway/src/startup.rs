@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use serde_json::json;
 use shared::{
     auth::Auth,
     connect::{postgres::Tables, redis},
@@ -44,10 +45,23 @@ impl Application {
         let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
         // Its keys, and the products and orders it reads.
         let database = service.database(backends, &[Tables::Keys, Tables::Processor], 8);
+        let auth = Auth::start(database.clone(), &service.background);
+        // Accepting events needs RabbitMQ (and Redis for keyed requests) and the API keys read
+        // once; with PostgreSQL down only reads that miss the cache fail, so the gateway stays
+        // ready (and in its Service) and reports PostgreSQL under `degraded`.
+        let keys = auth.clone();
         let checks = Checks::default()
             .broker(&broker)
             .redis(&redis)
-            .postgres(&database);
+            .postgres(&database)
+            .optional("postgres")
+            .detail(
+                "api_keys",
+                Arc::new(move || {
+                    let loaded = keys.loaded();
+                    (loaded, json!(if loaded { "read" } else { "not read yet" }))
+                }),
+            );
         service.watch(&checks);
         let state = AppState {
             publisher: Publisher::new(broker, topology, config.confirm_timeout),
@@ -58,7 +72,7 @@ impl Application {
                 config.idempotency_retention,
             ),
             redis,
-            auth: Auth::start(database.clone(), &service.background),
+            auth,
             database,
             namespace: backends.namespace.clone(),
             pending_order_ttl_seconds: config.idempotency_retention.as_secs().max(1),

@@ -225,7 +225,13 @@ fn open(path: &str) -> PathItem {
             .summary(Some(
                 "Readiness: every dependency and consumed queue, 503 naming what is down",
             ))
-            .response("200", json("Ready (the processor also lists its `shards`)"))
+            .response(
+                "200",
+                json(
+                    "Ready (the processor also lists its `shards`; a dependency the service can \
+                     work without, down, is listed under `degraded`: PostgreSQL at the gateway)",
+                ),
+            )
             .response(
                 "503",
                 json("Not ready: `down`, `without_consumer` and `waiting_for` name why"),

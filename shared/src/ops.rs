@@ -34,11 +34,11 @@ async fn health() -> Json<serde_json::Value> {
 async fn ready(State(checks): State<Checks>) -> Response {
     let dependencies = checks.dependencies().await;
     let consumers = checks.queues();
-    let down: Vec<&str> = dependencies
+    let (degraded, down): (Vec<&str>, Vec<&str>) = dependencies
         .iter()
         .filter(|(_, up)| !up)
         .map(|(name, _)| *name)
-        .collect();
+        .partition(|name| checks.is_optional(name));
     let idle: Vec<&str> = consumers
         .iter()
         .filter(|(_, live)| !live)
@@ -64,6 +64,9 @@ async fn ready(State(checks): State<Checks>) -> Response {
         }
     }
     record(&dependencies);
+    if !degraded.is_empty() {
+        body["degraded"] = json!(degraded);
+    }
     if down.is_empty() && idle.is_empty() && waiting.is_empty() {
         body["status"] = json!("ready");
         Json(body).into_response()

@@ -95,6 +95,8 @@ pub struct Checks {
     database: Option<Database>,
     consumers: Option<Consumers>,
     details: Vec<(&'static str, Detail)>,
+    /// Dependencies reported in `/ready` that the service can work without.
+    optional: Vec<&'static str>,
 }
 
 /// A part a service adds to its `/ready` answer (the processor: the shards it owns): whether it
@@ -119,6 +121,19 @@ impl Checks {
     pub fn postgres(mut self, database: &Database) -> Self {
         self.database = Some(database.clone());
         self
+    }
+
+    /// Reports `dependency` (`rabbitmq`, `redis`, `postgres`) in `/ready` without making the
+    /// service unready when it is down (listed under `degraded` then): for a service that
+    /// still does its main job without it.
+    pub fn optional(mut self, dependency: &'static str) -> Self {
+        self.optional.push(dependency);
+        self
+    }
+
+    /// Whether `dependency` was marked [`Self::optional`].
+    pub fn is_optional(&self, dependency: &str) -> bool {
+        self.optional.contains(&dependency)
     }
 
     /// Checks that every queue the service consumes has a live consumer.

@@ -1,5 +1,6 @@
 //! A dependency that is down: `/ready` names it, writes get 503 with `Retry-After`, and the
-//! gateway still starts and stays alive.
+//! gateway still starts and stays alive. PostgreSQL is the exception: once the API keys are
+//! read, the gateway accepts events without it and stays ready, reporting it as degraded.
 
 use crate::helpers::{WAIT, json, spawn_with};
 
@@ -54,14 +55,78 @@ async fn with_redis_unreachable_ready_is_503_and_keyed_events_are_503() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn with_postgres_unreachable_ready_is_503_and_uncached_reads_are_503() {
+async fn with_postgres_unreachable_from_the_start_ready_waits_for_the_api_keys_and_reads_are_503() {
     let mut backends = testkit::backends();
     let url = format!("{}/pipeline", testkit::closed_port_url("postgres"));
     backends.database = url.parse().expect("valid URL");
     let app = spawn_with(backends).await;
-    ready_names_down(&app, "postgres").await;
+    // It has never read the API keys: it cannot tell a caller's key, so it is not ready.
+    let ready = testkit::eventually("/ready to wait for the API keys", WAIT, || async {
+        let response = app.client.get(app.url("/ready")).send().await.ok()?;
+        let body: serde_json::Value = response.json().await.ok()?;
+        let settled =
+            body["dependencies"]["rabbitmq"] == "up" && body["dependencies"]["redis"] == "up";
+        (settled && body["degraded"] == serde_json::json!(["postgres"])).then_some(body)
+    })
+    .await;
+    assert_eq!(ready["status"], "unavailable", "{ready}");
+    assert_eq!(
+        ready["waiting_for"],
+        serde_json::json!(["api_keys"]),
+        "{ready}"
+    );
+    assert_eq!(ready["down"], serde_json::json!([]), "{ready}");
     let response = app.get("/products/p1").await;
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response, 503).await["dependency"], "postgres");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_events() {
+    let backends = testkit::backends();
+    let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
+    let mut through = backends.clone();
+    through.database = faulty.backends.database.clone();
+    let app = spawn_with(through).await;
+    app.wait_ready().await;
+    faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
+
+    // Still ready (so still in its Service), PostgreSQL reported as degraded.
+    let ready = testkit::eventually("/ready to report postgres degraded", WAIT, || async {
+        let response = app.client.get(app.url("/ready")).send().await.ok()?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.ok()?;
+        (body["degraded"] == serde_json::json!(["postgres"])).then_some((status, body))
+    })
+    .await;
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    assert_eq!(ready.1["status"], "ready");
+    assert_eq!(ready.1["dependencies"]["postgres"], "down");
+
+    // Events, keyed or not, are accepted and queued; a read that misses the cache is 503.
+    json(
+        app.post_event(r#"{"product_id": "p1", "stock": 1}"#, Some("while-pg-down"))
+            .await,
+        202,
+    )
+    .await;
+    json(
+        app.post_event(r#"{"product_id": "p2", "stock": 2}"#, None)
+            .await,
+        202,
+    )
+    .await;
+    assert_eq!(app.queued().await, 2);
+    let response = app.get("/products/p9").await;
+    assert_eq!(json(response, 503).await["dependency"], "postgres");
+
+    faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
+    testkit::eventually("postgres to be reported up again", WAIT, || async {
+        let response = app.client.get(app.url("/ready")).send().await.ok()?;
+        let body: serde_json::Value = response.json().await.ok()?;
+        (body["dependencies"]["postgres"] == "up" && body.get("degraded").is_none()).then_some(())
+    })
+    .await;
     app.stop().await;
 }

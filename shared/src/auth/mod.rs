@@ -41,6 +41,9 @@ pub use scope::{Scope, Scopes, UnknownScope};
 /// on every replica.
 pub const REFRESH: Duration = Duration::from_secs(10);
 
+/// How soon the keys are read again while they have never been read.
+const FIRST_READ_RETRY: Duration = Duration::from_millis(200);
+
 /// Lookups of keys not in memory, per second (a burst of as many): beyond, an unknown key is
 /// refused without asking PostgreSQL.
 const MISS_LOOKUPS_PER_SECOND: u32 = 20;
@@ -195,6 +198,8 @@ struct Inner {
     keys: RwLock<HashMap<KeyHash, Arc<Key>>>,
     misses: DefaultDirectRateLimiter,
     stale: AtomicBool,
+    /// The keys have been read at least once.
+    loaded: AtomicBool,
 }
 
 impl Auth {
@@ -209,14 +214,20 @@ impl Auth {
                 NonZeroU32::new(MISS_LOOKUPS_PER_SECOND).expect("not zero"),
             )),
             stale: AtomicBool::new(false),
+            loaded: AtomicBool::new(false),
         }));
         let refreshing = auth.clone();
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                refreshing.refresh().await;
+                // Until the keys are read once (the service is not ready before), soon again.
+                let wait = if refreshing.loaded() {
+                    REFRESH
+                } else {
+                    FIRST_READ_RETRY
+                };
                 tokio::select! {
-                    _ = tick.tick() => refreshing.refresh().await,
+                    () = tokio::time::sleep(wait) => {}
                     () = shutdown.cancelled() => {
                         refreshing.refresh().await;
                         return;
@@ -225,6 +236,12 @@ impl Auth {
             }
         });
         auth
+    }
+
+    /// Whether the keys have been read at least once: until then only a key looked up in
+    /// PostgreSQL on its first use is known, and with PostgreSQL down none is.
+    pub fn loaded(&self) -> bool {
+        self.0.loaded.load(Ordering::Relaxed)
     }
 
     /// Checks `authorization` (the header's value, if any) for `scope`.
@@ -302,6 +319,7 @@ impl Auth {
         };
         let records = match keys::active(pool).await {
             Ok(records) => {
+                self.0.loaded.store(true, Ordering::Relaxed);
                 if self.0.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!("API keys read again.");
                 }

@@ -3,93 +3,129 @@
 //! constants, so a rename cannot leave a reader behind. What each one means for an operator is
 //! in `docs/observability.md`.
 
-/// Events the gateway accepted (published and confirmed), by kind.
-pub const EVENTS_ACCEPTED_TOTAL: &str = "pipeline_events_accepted_total";
+/// What a metric is, for its `# TYPE` line.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
 
-/// Requests the gateway refused, by reason.
-pub const EVENTS_REJECTED_TOTAL: &str = "pipeline_events_rejected_total";
+/// Declares each metric's name as a constant documented by its help text, and [`ALL`].
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])+ $kind:ident $name:ident = $value:literal;)*) => {
+        $($(#[doc = $doc])+ pub const $name: &str = $value;)*
 
-/// Keyed requests answered from the idempotency record.
-pub const EVENTS_REPLAYED_TOTAL: &str = "pipeline_events_replayed_total";
+        /// Every metric: its name, kind and help text (its description above, on one line).
+        pub const ALL: &[(&str, Kind, &str)] = &[$(($value, Kind::$kind, concat!($($doc),+))),*];
+    };
+}
 
-/// Product reads at the gateway, by source (cache or database).
-pub const PRODUCT_READS_TOTAL: &str = "pipeline_product_reads_total";
+/// Registers every metric's help text with the installed recorder: the `# HELP` lines at
+/// `/metrics`.
+pub fn describe() {
+    for (name, kind, help) in ALL {
+        let help = help.trim();
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, help),
+            Kind::Gauge => metrics::describe_gauge!(*name, help),
+            Kind::Histogram => metrics::describe_histogram!(*name, help),
+        }
+    }
+}
 
-/// How long the broker took to confirm a publish.
-pub const PUBLISH_CONFIRM_DURATION_SECONDS: &str = "pipeline_publish_confirm_duration_seconds";
+metrics! {
+    /// Events the gateway accepted (published and confirmed), by kind.
+    Counter EVENTS_ACCEPTED_TOTAL = "pipeline_events_accepted_total";
 
-/// Events the processor finished, by outcome.
-pub const EVENTS_PROCESSED_TOTAL: &str = "pipeline_events_processed_total";
+    /// Requests the gateway refused, by reason.
+    Counter EVENTS_REJECTED_TOTAL = "pipeline_events_rejected_total";
 
-/// Events the processor sent down the retry ladder.
-pub const EVENTS_RETRIED_TOTAL: &str = "pipeline_events_retried_total";
+    /// Keyed requests answered from the idempotency record.
+    Counter EVENTS_REPLAYED_TOTAL = "pipeline_events_replayed_total";
 
-/// Messages set aside as dead letters, by reason.
-pub const EVENTS_DEAD_LETTERED_TOTAL: &str = "pipeline_events_dead_lettered_total";
+    /// Product reads at the gateway, by source (cache or database).
+    Counter PRODUCT_READS_TOTAL = "pipeline_product_reads_total";
 
-/// Dead letters replayed to their source.
-pub const DEAD_LETTERS_REPLAYED_TOTAL: &str = "pipeline_dead_letters_replayed_total";
+    /// How long the broker took to confirm a publish.
+    Histogram PUBLISH_CONFIRM_DURATION_SECONDS = "pipeline_publish_confirm_duration_seconds";
 
-/// From the gateway's acceptance to the processor's commit.
-pub const END_TO_END_DURATION_SECONDS: &str = "pipeline_end_to_end_duration_seconds";
+    /// Events the processor finished, by outcome.
+    Counter EVENTS_PROCESSED_TOTAL = "pipeline_events_processed_total";
 
-/// The time each of the processor's batches spent in a stage (decide, persist, publish,
-/// settle), by stage.
-pub const STAGE_DURATION_SECONDS: &str = "pipeline_processor_stage_duration_seconds";
+    /// Events the processor sent down the retry ladder.
+    Counter EVENTS_RETRIED_TOTAL = "pipeline_events_retried_total";
 
-/// Downstream events the processor published, by type.
-pub const DOWNSTREAM_EVENTS_TOTAL: &str = "pipeline_downstream_events_total";
+    /// Messages set aside as dead letters, by reason.
+    Counter EVENTS_DEAD_LETTERED_TOTAL = "pipeline_events_dead_lettered_total";
 
-/// Messages waiting in each shard queue.
-pub const CONSUMER_LAG_MESSAGES: &str = "pipeline_consumer_lag_messages";
+    /// Dead letters replayed to their source.
+    Counter DEAD_LETTERS_REPLAYED_TOTAL = "pipeline_dead_letters_replayed_total";
 
-/// The processor's retry ladder: each retry queue and its delay.
-pub const RETRY_DELAY_SECONDS: &str = "pipeline_retry_delay_seconds";
+    /// From the gateway's acceptance to the processor's commit.
+    Histogram END_TO_END_DURATION_SECONDS = "pipeline_end_to_end_duration_seconds";
 
-/// Downstream events the notifier took in, by outcome.
-pub const NOTIFIER_EVENTS_TOTAL: &str = "pipeline_notifier_events_total";
+    /// The time each of the processor's batches spent in a stage (decide, persist, publish,
+    /// settle), by stage.
+    Histogram STAGE_DURATION_SECONDS = "pipeline_processor_stage_duration_seconds";
 
-/// Webhook delivery attempts, by outcome.
-pub const WEBHOOK_DELIVERIES_TOTAL: &str = "pipeline_webhook_deliveries_total";
+    /// Downstream events the processor published, by type.
+    Counter DOWNSTREAM_EVENTS_TOTAL = "pipeline_downstream_events_total";
 
-/// How long a webhook delivery attempt took.
-pub const WEBHOOK_DELIVERY_SECONDS: &str = "pipeline_webhook_delivery_seconds";
+    /// Messages waiting in each shard queue.
+    Gauge CONSUMER_LAG_MESSAGES = "pipeline_consumer_lag_messages";
 
-/// Shards this processor replica owns right now.
-pub const SHARDS_OWNED: &str = "pipeline_shards_owned";
+    /// The processor's retry ladder: each retry queue and its delay.
+    Gauge RETRY_DELAY_SECONDS = "pipeline_retry_delay_seconds";
 
-/// Changes of shard ownership at this replica, by change (claimed, released, lost).
-pub const SHARD_HANDOVERS_TOTAL: &str = "pipeline_shard_handovers_total";
+    /// Downstream events the notifier took in, by outcome.
+    Counter NOTIFIER_EVENTS_TOTAL = "pipeline_notifier_events_total";
 
-/// Whether each queue's consumer is running (1) or not (0).
-pub const CONSUMER_UP: &str = "pipeline_consumer_up";
+    /// Webhook delivery attempts, by outcome.
+    Counter WEBHOOK_DELIVERIES_TOTAL = "pipeline_webhook_deliveries_total";
 
-/// Consumers restarted, by what ended them.
-pub const CONSUMER_RESTARTS_TOTAL: &str = "pipeline_consumer_restarts_total";
+    /// How long a webhook delivery attempt took.
+    Histogram WEBHOOK_DELIVERY_SECONDS = "pipeline_webhook_delivery_seconds";
 
-/// Deliveries held back (returned to their queue) while a dependency is down.
-pub const HOLDS_TOTAL: &str = "pipeline_holds_total";
+    /// Shards this processor replica owns right now.
+    Gauge SHARDS_OWNED = "pipeline_shards_owned";
 
-/// Requests refused for want of a valid key, scope or same-origin, by reason.
-pub const AUTH_DENIED_TOTAL: &str = "pipeline_auth_denied_total";
+    /// Changes of shard ownership at this replica, by change (claimed, released, lost).
+    Counter SHARD_HANDOVERS_TOTAL = "pipeline_shard_handovers_total";
 
-/// Requests over their key's rate, by key name.
-pub const RATE_LIMITED_TOTAL: &str = "pipeline_rate_limited_total";
+    /// Whether each queue's consumer is running (1) or not (0).
+    Gauge CONSUMER_UP = "pipeline_consumer_up";
 
-/// Whether each dependency answers (1) or not (0).
-pub const DEPENDENCY_UP: &str = "pipeline_dependency_up";
+    /// Consumers restarted, by what ended them.
+    Counter CONSUMER_RESTARTS_TOTAL = "pipeline_consumer_restarts_total";
 
-/// HTTP requests served, by route, method and status.
-pub const HTTP_REQUESTS_TOTAL: &str = "pipeline_http_requests_total";
+    /// Deliveries held back (returned to their queue) while a dependency is down.
+    Counter HOLDS_TOTAL = "pipeline_holds_total";
 
-/// HTTP request latency, by route.
-pub const HTTP_REQUEST_DURATION_SECONDS: &str = "pipeline_http_request_duration_seconds";
+    /// Requests refused for want of a valid key, scope or same-origin, by reason.
+    Counter AUTH_DENIED_TOTAL = "pipeline_auth_denied_total";
 
-/// Requests refused with 503 because too many were in flight.
-pub const HTTP_SHED_TOTAL: &str = "pipeline_http_shed_total";
+    /// Requests over their key's rate, by key name.
+    Counter RATE_LIMITED_TOTAL = "pipeline_rate_limited_total";
 
-/// Requests that ran past the request timeout (408).
-pub const HTTP_TIMEOUTS_TOTAL: &str = "pipeline_http_timeouts_total";
+    /// Whether each dependency answers (1) or not (0).
+    Gauge DEPENDENCY_UP = "pipeline_dependency_up";
+
+    /// HTTP requests served, by route, method and status.
+    Counter HTTP_REQUESTS_TOTAL = "pipeline_http_requests_total";
+
+    /// HTTP request latency, by route.
+    Histogram HTTP_REQUEST_DURATION_SECONDS = "pipeline_http_request_duration_seconds";
+
+    /// Requests refused with 503 because too many were in flight.
+    Counter HTTP_SHED_TOTAL = "pipeline_http_shed_total";
+
+    /// Requests that ran past the request timeout (408).
+    Counter HTTP_TIMEOUTS_TOTAL = "pipeline_http_timeouts_total";
+}
 
 /// The `q` quantile (0..1) of cumulative histogram `buckets` (upper bound, count), interpolated
 /// linearly within the bucket it falls in, as Prometheus's `histogram_quantile` does; `None`
@@ -146,5 +182,16 @@ mod tests {
         assert!((p60 - 0.055).abs() < 1e-9, "{p60}");
         assert_eq!(quantile(&window, 0.99), Some(0.1), "beyond the last bound");
         assert_eq!(quantile(&difference(&after, &after), 0.5), None);
+    }
+
+    #[test]
+    fn every_metric_has_a_help_text_and_a_unique_name() {
+        let mut names = std::collections::BTreeSet::new();
+        for (name, _, help) in ALL {
+            assert!(name.starts_with("pipeline_"), "{name}");
+            assert!(help.trim().len() > 10, "{name} has no help text");
+            assert!(names.insert(*name), "{name} twice");
+        }
+        assert_eq!(names.len(), 29);
     }
 }

@@ -65,11 +65,13 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("the bucket list is not empty")
             .install_recorder()
-            .expect("no other metrics recorder is installed in this process")
+            .expect("no other metrics recorder is installed in this process");
+        crate::metric::describe();
+        handle
     })
 }
 

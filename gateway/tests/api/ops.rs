@@ -30,6 +30,17 @@ async fn health_ready_metrics_and_openapi_answer() {
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
+    // Every metric exported says what it is.
+    for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).expect("# TYPE name kind");
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "no # HELP for {name} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains(
+        "# HELP pipeline_events_accepted_total Events the gateway accepted (published and confirmed), by kind."
+    ));
 
     for path in ["/openapi.json", "/api/v1/openapi.json"] {
         let doc = json(app.get(path).await, 200).await;

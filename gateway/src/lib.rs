@@ -3,10 +3,11 @@
 //! It parses and validates each request ([`request`]), enforces idempotency in Redis
 //! ([`idempotency`]), publishes a persistent message and answers `202` only after the broker's
 //! confirm ([`publisher`]), and serves product reads from the Redis cache with PostgreSQL behind
-//! it ([`routes`]). [`startup`] wires it together; [`error`] maps every failure to one JSON shape;
+//! it ([`routes`]); [`catalog`] stores the catalog's entries and lists them. [`startup`] wires it together; [`error`] maps every failure to one JSON shape;
 //! [`keys`] is the command that manages API keys.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod config;
 pub mod idempotency;
 pub mod keys;

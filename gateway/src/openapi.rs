@@ -6,7 +6,7 @@ use utoipa::{
     openapi::{ObjectBuilder, RefOr, Response, Type, header::HeaderBuilder},
 };
 
-use crate::routes::{events::*, orders::*, products::*};
+use crate::routes::{catalog::*, events::*, orders::*, products::*};
 
 /// Body of `POST /events`. At least one of `price` and `stock`; unknown fields are refused.
 #[derive(Serialize, ToSchema)]
@@ -57,12 +57,56 @@ pub struct OrderAccepted {
     pub status: String,
 }
 
+/// Body of `POST /products`. Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"product_id": "trail-shoe-42", "name": "Trail shoe", "description": "Light, with a deep grip.", "category": "shoes/trail", "price": 89.5, "stock": 12, "tags": ["running", "grip"]}))]
+pub struct NewProductBody {
+    /// Product id rules; generated (a UUID) when absent.
+    pub product_id: Option<String>,
+    /// 1-200 characters, not blank.
+    pub name: String,
+    /// Up to 5000 characters.
+    pub description: Option<String>,
+    /// 1-100 letters, digits, `-`, `_`, `/` and spaces.
+    pub category: String,
+    /// Exact decimal, 0 to 1000000000, at most 4 decimal places.
+    #[schema(value_type = f64)]
+    pub price: String,
+    /// Integer, 0 to 2147483647.
+    pub stock: i32,
+    /// Up to 20 distinct tags of 1-50 characters.
+    pub tags: Option<Vec<String>>,
+}
+
+/// Body of `PATCH /products/{id}`: at least one field; `price` and `stock` are refused (they
+/// change by events).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"description": "Now waterproof.", "tags": ["running", "waterproof"]}))]
+pub struct PatchProductBody {
+    /// 1-200 characters, not blank.
+    pub name: Option<String>,
+    /// Up to 5000 characters; `null` clears it.
+    pub description: Option<String>,
+    /// 1-100 letters, digits, `-`, `_`, `/` and spaces.
+    pub category: Option<String>,
+    /// Replaces the tags: up to 20 distinct tags of 1-50 characters.
+    pub tags: Option<Vec<String>>,
+}
+
 #[derive(OpenApi)]
-#[openapi(paths(post_event, get_product, post_order, get_order))]
+#[openapi(paths(
+    post_event,
+    get_product,
+    post_order,
+    get_order,
+    post_product,
+    patch_product,
+    list_products
+))]
 struct ApiDoc;
 
 const TITLE: &str = "Product event pipeline: gateway";
-const DESCRIPTION: &str = "Ingest product updates and orders; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true.";
+const DESCRIPTION: &str = "Ingest product updates and orders; create, change and list catalog products; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true.";
 
 /// What both ingest endpoints (`POST /events`, `POST /orders`) may answer besides `202`, by
 /// status.
@@ -95,10 +139,11 @@ fn ingest_answers() -> [(&'static str, Response); 4] {
 /// shares.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
-    for path in ["/events", "/orders"] {
+    for path in ["/events", "/orders", "/products"] {
         let post = doc.paths.paths.get_mut(path).and_then(|p| p.post.as_mut());
         if let Some(operation) = post {
-            if let Some(RefOr::T(accepted)) = operation.responses.responses.get_mut("202") {
+            let first = if path == "/products" { "201" } else { "202" };
+            if let Some(RefOr::T(accepted)) = operation.responses.responses.get_mut(first) {
                 let replayed = HeaderBuilder::new()
                     .schema(ObjectBuilder::new().schema_type(Type::String))
                     .description(Some("`true` when this is a replay of the first answer"));
@@ -112,6 +157,38 @@ pub fn document() -> utoipa::openapi::OpenApi {
                     .responses
                     .insert(status.to_owned(), RefOr::T(answer));
             }
+        }
+    }
+    if let Some(create) = doc
+        .paths
+        .paths
+        .get_mut("/products")
+        .and_then(|p| p.post.as_mut())
+    {
+        let conflict = shared::openapi::error(
+            "The product already has a catalog entry, or the first request with this key is still in flight",
+            &[],
+        );
+        create
+            .responses
+            .responses
+            .insert("409".to_owned(), RefOr::T(conflict));
+    }
+    if let Some(change) = doc
+        .paths
+        .paths
+        .get_mut("/products/{id}")
+        .and_then(|p| p.patch.as_mut())
+    {
+        for (status, what) in [
+            ("404", "The product has no catalog entry"),
+            ("415", "Body not declared as JSON"),
+        ] {
+            let answer = shared::openapi::error(what, &[]);
+            change
+                .responses
+                .responses
+                .insert(status.to_owned(), RefOr::T(answer));
         }
     }
     shared::openapi::finish(doc, TITLE, DESCRIPTION)

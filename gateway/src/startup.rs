@@ -71,6 +71,11 @@ impl Application {
                 config.idempotency_lease,
                 config.idempotency_retention,
             ),
+            catalog: crate::catalog::Cache::new(
+                redis.clone(),
+                backends.namespace.clone(),
+                backends.cache_ttl_seconds,
+            ),
             redis,
             auth,
             database,

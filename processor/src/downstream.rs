@@ -54,7 +54,7 @@ fn values((price, stock): Values) -> ProductValues {
 }
 
 /// The events of a product change from `old` to `new` by the `source_kind` event `source` at
-/// `at`: `product.updated`, and `stock.low` when the stock went from at or above `threshold`
+/// `at`: `product.updated` (`product.created`, even unchanged, for a creation), and `stock.low` when the stock went from at or above `threshold`
 /// (or unset) to below it.
 pub fn product_changed(
     source_kind: IngestKind,
@@ -64,19 +64,25 @@ pub fn product_changed(
     threshold: i32,
     at: OffsetDateTime,
 ) -> Vec<Pending> {
-    if old == new {
+    let created = source_kind == IngestKind::ProductCreate;
+    if old == new && !created {
         return Vec::new();
     }
     let pending = |event| Pending {
         source_kind,
         announcement: Announcement::new(source_kind, event, at),
     };
-    let mut events = vec![pending(DownstreamEvent::ProductUpdated(ProductUpdated {
+    let change = ProductUpdated {
         source_event_id: source.clone(),
         product_id: product.clone(),
         old: values(old),
         new: values(new),
-    }))];
+    };
+    let mut events = vec![pending(if created {
+        DownstreamEvent::ProductCreated(change)
+    } else {
+        DownstreamEvent::ProductUpdated(change)
+    })];
     if let Some(stock) = new.1
         && stock < threshold
         && old.1.is_none_or(|before| before >= threshold)

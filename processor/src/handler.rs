@@ -5,7 +5,7 @@ use redis::aio::ConnectionManager;
 use shared::{
     connect::{postgres::Database, redis::COMMAND_TIMEOUT},
     contract::ProductView,
-    products::{CACHE_TTL_SECONDS, cache_key},
+    products::cache_key,
     topology::Namespace,
 };
 use time::OffsetDateTime;
@@ -29,6 +29,8 @@ pub struct Deps {
     pub namespace: Namespace,
     /// Stock below this emits `stock.low` when crossed.
     pub stock_low_threshold: i32,
+    /// How long a cached view lives.
+    pub cache_ttl_seconds: u64,
 }
 
 /// What happened to an event.
@@ -158,7 +160,7 @@ async fn refresh_cache(deps: &Deps, views: &[ProductView]) -> Result<(), HandleE
             .arg(cache_key(&deps.namespace, &view.product_id))
             .arg(json)
             .arg("EX")
-            .arg(CACHE_TTL_SECONDS)
+            .arg(deps.cache_ttl_seconds)
             .ignore();
     }
     let mut redis = deps.redis.clone();

@@ -72,6 +72,7 @@ impl Application {
                 redis: redis.clone(),
                 namespace: backends.namespace.clone(),
                 stock_low_threshold: config.stock_low_threshold,
+                cache_ttl_seconds: backends.cache_ttl_seconds,
             }),
             retry_delays: Arc::new(config.retry_delays.clone()),
             broker: broker.clone(),

@@ -112,6 +112,9 @@ pub struct Backends {
     pub namespace: Namespace,
     /// Number of ingest shard queues (`INGEST_SHARDS`).
     pub ingest_shards: u16,
+    /// How long a product's cached view lives in Redis (`PRODUCT_CACHE_TTL_SECS`, 1800); every
+    /// change rewrites it before then.
+    pub cache_ttl_seconds: u64,
 }
 
 /// Default `AMQP_URL`.
@@ -124,7 +127,7 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/pipel
 impl Backends {
     /// Reads `AMQP_URL` (with `AMQP_USERNAME` and `AMQP_PASSWORD`, when set, for every node),
     /// `REDIS_URL` (with `REDIS_PASSWORD`), `DATABASE_URL`, `PIPELINE_NAMESPACE` and
-    /// `INGEST_SHARDS`.
+    /// `INGEST_SHARDS` and `PRODUCT_CACHE_TTL_SECS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let amqp = raw("AMQP_URL", DEFAULT_AMQP_URL)
             .split(',')
@@ -179,6 +182,7 @@ impl Backends {
             database: secret("DATABASE_URL", DEFAULT_DATABASE_URL)?,
             namespace: var("PIPELINE_NAMESPACE", "pipeline")?,
             ingest_shards,
+            cache_ttl_seconds: seconds("PRODUCT_CACHE_TTL_SECS", 30 * 60)?.as_secs().max(1),
         })
     }
 }

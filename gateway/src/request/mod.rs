@@ -2,10 +2,11 @@
 //! first offending field out. Never panics, whatever the bytes.
 //!
 //! [`Fields`] reads a JSON object strictly (repeated and unknown fields are refused by name);
-//! [`event`] and [`order`] apply each endpoint's rules on top.
+//! [`event`], [`order`] and [`product`] apply each endpoint's rules on top.
 
 pub mod event;
 pub mod order;
+pub mod product;
 
 use std::{collections::HashSet, fmt::Display, str::FromStr};
 
@@ -16,6 +17,7 @@ use time::OffsetDateTime;
 
 pub use event::{EventRequest, MAX_FUTURE_SKEW, parse_event};
 pub use order::{OrderRequest, parse_order};
+pub use product::{Details, DetailsPatch, NewProductRequest, parse_new_product, parse_patch};
 
 /// Why a body was refused; `field` is `None` when the body as a whole is at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,11 @@ impl Fields {
             }
         }
         Ok(Self { entries })
+    }
+
+    /// Whether the body names the field at all (`null` included).
+    pub fn present(&self, name: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k == name)
     }
 
     /// The field's value; `null` counts as absent.

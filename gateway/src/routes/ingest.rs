@@ -1,6 +1,6 @@
 //! What every write endpoint shares: the JSON body checks, the `Idempotency-Key` header, and
 //! the idempotent publish (claim the key, publish with confirm, record the answer, or release
-//! the key if the publish failed).
+//! the key if the publish failed); a creation claims, stores its entry, then publishes.
 
 use axum::{
     Json,
@@ -9,11 +9,15 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use shared::{api::ApiError, contract::IngestMessage, model::EventId};
+use shared::{
+    api::ApiError,
+    contract::{IngestKind, IngestMessage},
+    model::EventId,
+};
 use time::OffsetDateTime;
 
 use super::AppState;
-use crate::idempotency::{Begin, StoredResponse};
+use crate::idempotency::{Begin, Lease, StoredResponse};
 
 /// The request header carrying the client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -108,32 +112,75 @@ pub async fn publish_once<M: IngestMessage>(
     accepted: serde_json::Value,
     trace: &opentelemetry::Context,
 ) -> Result<Response, ApiError> {
-    let lease = match key {
-        None => None,
-        Some(key) => match state
-            .idempotency
-            .begin(M::KIND, key, fingerprint)
-            .await
-            .map_err(|e| ApiError::unavailable("redis", e))?
-        {
-            Begin::Acquired(lease) => Some(lease),
-            Begin::Replay(stored) => {
-                metrics::counter!(shared::metric::EVENTS_REPLAYED_TOTAL).increment(1);
-                return Ok(stored_response(stored, true));
-            }
-            Begin::Mismatch => {
-                return Err(ApiError::Unprocessable(
-                    "this idempotency key was already used with a different body".into(),
-                ));
-            }
-            Begin::InFlight => {
-                return Err(ApiError::InProgress(
-                    "a request with this idempotency key is still in progress; retry shortly"
-                        .into(),
-                ));
-            }
-        },
+    let lease = match claim(state, M::KIND, key, fingerprint).await? {
+        Claim::Replay(response) => return Ok(response),
+        Claim::Lease(lease) => lease,
     };
+    let answer = StoredResponse {
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: accepted.to_string(),
+    };
+    publish_claimed(state, lease, message, answer, trace).await
+}
+
+/// What claiming an idempotency key gave.
+pub enum Claim {
+    /// The key's first answer, to send again.
+    Replay(Response),
+    /// The right to go on (`None`: the request has no key).
+    Lease(Option<Lease>),
+}
+
+/// Claims `key` for a `kind` request with `fingerprint`: its first answer again (same body),
+/// 422 (another body), 409 (the first is still in flight), or the lease to go on.
+pub async fn claim(
+    state: &AppState,
+    kind: IngestKind,
+    key: Option<&EventId>,
+    fingerprint: &str,
+) -> Result<Claim, ApiError> {
+    let Some(key) = key else {
+        return Ok(Claim::Lease(None));
+    };
+    match state
+        .idempotency
+        .begin(kind, key, fingerprint)
+        .await
+        .map_err(|e| ApiError::unavailable("redis", e))?
+    {
+        Begin::Acquired(lease) => Ok(Claim::Lease(Some(lease))),
+        Begin::Replay(stored) => {
+            metrics::counter!(shared::metric::EVENTS_REPLAYED_TOTAL).increment(1);
+            Ok(Claim::Replay(stored_response(stored, true)))
+        }
+        Begin::Mismatch => Err(ApiError::Unprocessable(
+            "this idempotency key was already used with a different body".into(),
+        )),
+        Begin::InFlight => Err(ApiError::InProgress(
+            "a request with this idempotency key is still in progress; retry shortly".into(),
+        )),
+    }
+}
+
+/// Gives a claimed key back (the request did nothing), so it may be sent again at once.
+pub async fn release(state: &AppState, lease: Option<Lease>) {
+    if let Some(lease) = lease
+        && let Err(e) = state.idempotency.release(lease).await
+    {
+        // The lease expires by itself; until then a retry gets 409.
+        tracing::warn!(error = %e, "Could not release the idempotency lease.");
+    }
+}
+
+/// Publishes `message` under a claimed key and answers `answer` once the broker confirmed,
+/// recording it as the key's answer (see [`publish_once`] for the failures).
+pub async fn publish_claimed<M: IngestMessage>(
+    state: &AppState,
+    lease: Option<Lease>,
+    message: &M,
+    answer: StoredResponse,
+    trace: &opentelemetry::Context,
+) -> Result<Response, ApiError> {
     let event_id = message.event_id();
     if let Err(error) = state.publisher.publish(message, trace).await {
         let unclear = error.is_unclear();
@@ -154,12 +201,8 @@ pub async fn publish_once<M: IngestMessage>(
             ApiError::unavailable("rabbitmq", error)
         });
     }
-    let stored = StoredResponse {
-        status: StatusCode::ACCEPTED.as_u16(),
-        body: accepted.to_string(),
-    };
     if let Some(lease) = lease
-        && let Err(e) = state.idempotency.complete(lease, &stored).await
+        && let Err(e) = state.idempotency.complete(lease, &answer).await
     {
         // Accepted all the same: a retry after the lease expires publishes the same event id
         // again, and the processor's inbox applies it once.
@@ -167,13 +210,21 @@ pub async fn publish_once<M: IngestMessage>(
     }
     metrics::counter!(shared::metric::EVENTS_ACCEPTED_TOTAL, "kind" => M::KIND.as_str())
         .increment(1);
-    Ok(stored_response(stored, false))
+    Ok(stored_response(answer, false))
 }
 
+/// The response of a recorded answer; a `201` names what it created in `Location`.
 fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
     let body: serde_json::Value = serde_json::from_str(&stored.body).unwrap_or_default();
+    let location = (status == StatusCode::CREATED)
+        .then(|| body.get("product_id").and_then(|id| id.as_str()))
+        .flatten()
+        .and_then(|id| HeaderValue::from_str(&format!("/api/v1/products/{id}")).ok());
     let mut response = (status, Json(body)).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
     if replayed {
         response
             .headers_mut()

@@ -1,14 +1,19 @@
 //! The HTTP API: `POST /events`, `GET /products/{id}`, `POST /orders`, `GET /orders/{id}`,
+//! the catalog's `POST /products`, `PATCH /products/{id}` and `GET /products`,
 //! `GET /openapi.json` (each also under `/api/v1`), plus `/health`, `/ready` and `/metrics`.
 //! Every data route wants an API key with its scope. Unknown paths and wrong methods get the
 //! same JSON error shape as everything else.
 
+pub mod catalog;
 pub mod events;
 mod ingest;
 pub mod orders;
 pub mod products;
 
-use axum::{Json, Router, routing::get, routing::post};
+use axum::{
+    Json, Router,
+    routing::{get, patch, post},
+};
 use redis::aio::ConnectionManager;
 use shared::{
     auth::{Auth, Scope, protect},
@@ -37,6 +42,8 @@ pub struct AppState {
     pub pending_order_ttl_seconds: u64,
     /// The API keys.
     pub auth: Auth,
+    /// The catalog entries' cache (and the products' cache keys and lifetime).
+    pub catalog: crate::catalog::Cache,
 }
 
 impl AppState {
@@ -81,6 +88,21 @@ pub fn router(state: AppState) -> Router {
             "/products/{id}",
             get(products::get_product),
             Scope::ProductsRead,
+        ),
+        (
+            "/products/{id}",
+            patch(catalog::patch_product),
+            Scope::CatalogWrite,
+        ),
+        (
+            "/products",
+            get(catalog::list_products),
+            Scope::ProductsRead,
+        ),
+        (
+            "/products",
+            post(catalog::post_product),
+            Scope::CatalogWrite,
         ),
         ("/orders", post(orders::post_order), Scope::OrdersWrite),
         ("/orders/{id}", get(orders::get_order), Scope::OrdersRead),

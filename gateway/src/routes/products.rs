@@ -1,53 +1,76 @@
-//! `GET /products/{id}`: the product's current state, from the Redis read cache, with
-//! PostgreSQL behind it.
+//! `GET /products/{id}`: the product's current state and catalog details, from the Redis read
+//! cache, with PostgreSQL behind it.
 
 use axum::{
+    Json,
     extract::{Path, State},
-    http::header,
-    response::{IntoResponse, Response},
 };
-use shared::{
-    contract::ProductView,
-    model::ProductId,
-    products::{CACHE_TTL_SECONDS, cache_key},
-};
+use shared::{contract::ProductView, model::ProductId};
 
 use super::AppState;
+use crate::catalog::{self, Cached, Product};
 use shared::api::{ApiError, bad};
 
-/// Returns `{"product_id", "price", "stock", "updated_at"}` (`null` for a field never set).
-/// Scope: `products:read`.
+/// Returns the product: `{"product_id", "price", "stock", "updated_at"}` (`null` for a field
+/// never set) and its catalog details (`name`, `description`, `category`, `tags`,
+/// `created_at`; `null` and `[]` for a product known only from events). Scope: `products:read`.
 #[utoipa::path(
     get,
     path = "/products/{id}",
     tag = "products",
     params(("id" = String, Path, description = "Product id")),
-    responses((status = 200, description = "Current state", body = ProductView))
+    responses((status = 200, description = "Current state", body = Product))
 )]
 pub async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Product>, ApiError> {
     let id: ProductId = id
         .parse()
         .map_err(|e| bad("product_id", format!("product_id {e}")))?;
-    let key = cache_key(&state.namespace, &id);
-    // A cache outage only costs latency: fall through to PostgreSQL.
-    if let Some(json) = state.cached(&key).await {
-        metrics::counter!(shared::metric::PRODUCT_READS_TOTAL, "source" => "cache").increment(1);
-        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
-    }
-    let view = load(&state, &id)
+    read(&state, &id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no product with id {id}").into()))?;
-    metrics::counter!(shared::metric::PRODUCT_READS_TOTAL, "source" => "database").increment(1);
-    let json = serde_json::to_string(&view).expect("a product view always serialises");
-    state.cache_if_absent(&key, &json, CACHE_TTL_SECONDS).await;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no product with id {id}").into()))
 }
 
+/// The product `id`, `None` if nothing ever set it: its state and its entry each from the cache
+/// (one round trip), else from PostgreSQL, then cached. A cache outage only costs latency.
+pub async fn read(state: &AppState, id: &ProductId) -> Result<Option<Product>, ApiError> {
+    let (cached_state, cached_entry) = state.catalog.get(id).await;
+    let mut source = "cache";
+    let view = match cached_state.and_then(|json| serde_json::from_str(&json).ok()) {
+        Some(view) => Some(view),
+        None => {
+            source = "database";
+            load(state, id).await?
+        }
+    };
+    let entry = match cached_entry {
+        Some(cached) => cached.entry,
+        None => {
+            source = "database";
+            let entry = catalog::load(shared::api::pool(&state.database)?, id)
+                .await
+                .map_err(shared::api::db)?;
+            // Best effort: a newer record already there stays.
+            let _ = state.catalog.put(id, &Cached::of(entry.clone())).await;
+            entry
+        }
+    };
+    metrics::counter!(shared::metric::PRODUCT_READS_TOTAL, "source" => source).increment(1);
+    Ok(Product::of(id.clone(), view, entry))
+}
+
+/// The state from PostgreSQL, cached unless the processor wrote a newer one meanwhile.
 async fn load(state: &AppState, id: &ProductId) -> Result<Option<ProductView>, ApiError> {
-    shared::products::load(shared::api::pool(&state.database)?, id)
+    let view = shared::products::load(shared::api::pool(&state.database)?, id)
         .await
-        .map_err(|e| ApiError::unavailable("postgres", e))
+        .map_err(|e| ApiError::unavailable("postgres", e))?;
+    if let Some(view) = &view {
+        let json = serde_json::to_string(view).expect("a product view always serialises");
+        let (key, ttl) = (state.catalog.state_key(id), state.catalog.ttl_seconds());
+        state.cache_if_absent(&key, &json, ttl).await;
+    }
+    Ok(view)
 }

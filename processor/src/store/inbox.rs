@@ -26,7 +26,7 @@ pub async fn record(
         items
             .iter()
             .map(|i| match i {
-                Ingest::Product(u) => u.occurred_at,
+                Ingest::Product(u) | Ingest::Created(u) => u.occurred_at,
                 Ingest::Order(o) => o.received_at,
             })
             .collect::<Vec<_>>(),

@@ -70,7 +70,7 @@ impl<'a> Plan<'a> {
     fn apply(&mut self, item: &'a Ingest, stock_low_threshold: i32, at: OffsetDateTime) -> Applied {
         let id = item.event_id().as_str();
         let product = item.product().as_str();
-        if let Ingest::Product(_) = item {
+        if let Ingest::Product(_) | Ingest::Created(_) = item {
             self.products
                 .entry(product.to_owned())
                 .or_insert_with(|| (Versioned::new(product, at), true));
@@ -78,7 +78,7 @@ impl<'a> Plan<'a> {
         let entry = self.products.get_mut(product);
         let before = entry.as_ref().map(|(p, _)| (p.price.value, p.stock.value));
         let outcome = match (item, entry) {
-            (Ingest::Product(update), Some((row, changed))) => {
+            (Ingest::Product(update) | Ingest::Created(update), Some((row, changed))) => {
                 let version = (update.occurred_at, id);
                 let price = row.price.offer(update.price.map(Price::value), version);
                 let stock = row.stock.offer(update.stock.map(Stock::value), version);
@@ -90,7 +90,7 @@ impl<'a> Plan<'a> {
                 }
             }
             // Inserted just above.
-            (Ingest::Product(_), None) => Applied::Stale,
+            (Ingest::Product(_) | Ingest::Created(_), None) => Applied::Stale,
             (Ingest::Order(order), entry) => {
                 let rejection = reserve(order, entry);
                 self.orders.push((order, rejection));
@@ -208,6 +208,39 @@ mod tests {
             changed[0].price.value,
             Some("9.99".parse().expect("decimal"))
         );
+    }
+
+    #[test]
+    fn a_creation_merges_like_an_update_and_is_announced_even_when_older() {
+        let Ingest::Product(newer) = update("e2", "p1", Some("7"), None, 10) else {
+            unreachable!("an update")
+        };
+        let Ingest::Product(creation) = update("create:p1", "p1", Some("9"), Some(3), 5) else {
+            unreachable!("an update")
+        };
+        let items = [Ingest::Product(newer), Ingest::Created(creation)];
+        let mut plan = decide(&items, &all_new(&items), Vec::new(), 0, AT);
+        assert_eq!(plan.outcomes, [Applied::Changed, Applied::Changed]);
+        assert_eq!(
+            types(&plan),
+            [EventType::ProductUpdated, EventType::ProductCreated]
+        );
+        let row = &plan.changed()[0];
+        assert_eq!(row.price.value, Some("7".parse().expect("decimal")));
+        assert_eq!(row.stock.value, Some(3));
+        // Announced once, even when it changes nothing.
+        let Ingest::Product(stale) = update("create:p2", "p2", Some("1"), None, 0) else {
+            unreachable!("an update")
+        };
+        let mut row = Versioned::new("p2", AT);
+        row.price.offer(
+            Some("2".parse().expect("decimal")),
+            (datetime!(2026-11-22 11:30 UTC), "e9"),
+        );
+        let items = [Ingest::Created(stale)];
+        let plan = decide(&items, &all_new(&items), vec![row], 0, AT);
+        assert_eq!(plan.outcomes, [Applied::Stale]);
+        assert_eq!(types(&plan), [EventType::ProductCreated]);
     }
 
     #[test]

@@ -4,11 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::{
-    Consumer,
-    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::{Consumer, options::BasicAckOptions};
 
 use crate::helpers::{
     Pipeline, WAIT, downstream_of_order, downstream_of_update, spawn_pipeline, wait_inbox,
@@ -17,38 +13,9 @@ use crate::helpers::{
 /// A private queue bound to every downstream event.
 async fn listen(pipeline: &Pipeline) -> (testkit::Broker, Consumer) {
     let broker = testkit::Broker::connect(&pipeline.backends).await;
-    let channel = broker.channel().await;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            pipeline.topology.events_exchange().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    let consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let consumer = broker
+        .listen(&pipeline.topology.events_exchange(), "#")
+        .await;
     (broker, consumer)
 }
 

@@ -78,6 +78,7 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
         redis: redis::connect(backends.redis.clone()).expect("valid URL"),
         namespace: backends.namespace.clone(),
         stock_low_threshold: 10,
+        cache_ttl_seconds: backends.cache_ttl_seconds,
     });
     let (broker, supervisor) = amqp::supervise(
         "test",

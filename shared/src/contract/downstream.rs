@@ -21,6 +21,10 @@ use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Rejectio
 )]
 #[sqlx(type_name = "text")]
 pub enum EventType {
+    /// A catalog entry was created, with its first price and stock (`product.created`).
+    #[sqlx(rename = "product.created")]
+    #[serde(rename = "product.created")]
+    ProductCreated,
     /// A product's price or stock changed (`product.updated`).
     #[sqlx(rename = "product.updated")]
     #[serde(rename = "product.updated")]
@@ -41,7 +45,8 @@ pub enum EventType {
 
 impl EventType {
     /// Every type.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
+        Self::ProductCreated,
         Self::ProductUpdated,
         Self::StockLow,
         Self::OrderCreated,
@@ -51,6 +56,7 @@ impl EventType {
     /// The type's name, also its routing key.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::ProductCreated => "product.created",
             Self::ProductUpdated => "product.updated",
             Self::StockLow => "stock.low",
             Self::OrderCreated => "order.created",
@@ -80,7 +86,8 @@ pub struct ProductValues {
     pub stock: Option<Stock>,
 }
 
-/// `product.updated`: a product's values before and after a change.
+/// `product.updated`: a product's values before and after a change (and `product.created`: a
+/// catalog entry's, before and after its creation applied its price and stock).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUpdated {
@@ -129,6 +136,8 @@ pub struct OrderDecided {
 /// A downstream event: one variant per type, each with its payload.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DownstreamEvent {
+    /// `product.created`.
+    ProductCreated(ProductUpdated),
     /// `product.updated`.
     ProductUpdated(ProductUpdated),
     /// `stock.low`.
@@ -143,6 +152,7 @@ impl DownstreamEvent {
     /// Its type.
     pub fn event_type(&self) -> EventType {
         match self {
+            Self::ProductCreated(_) => EventType::ProductCreated,
             Self::ProductUpdated(_) => EventType::ProductUpdated,
             Self::StockLow(_) => EventType::StockLow,
             Self::OrderCreated(_) => EventType::OrderCreated,
@@ -153,7 +163,7 @@ impl DownstreamEvent {
     /// The event that caused it.
     pub fn source_event_id(&self) -> &EventId {
         match self {
-            Self::ProductUpdated(e) => &e.source_event_id,
+            Self::ProductCreated(e) | Self::ProductUpdated(e) => &e.source_event_id,
             Self::StockLow(e) => &e.source_event_id,
             Self::OrderCreated(e) | Self::OrderRejected(e) => &e.source_event_id,
         }
@@ -222,7 +232,9 @@ impl Announcement {
         }
         let kind = self.event.event_type();
         match &self.event {
-            DownstreamEvent::ProductUpdated(e) => wire(kind, self.timestamp, e),
+            DownstreamEvent::ProductCreated(e) | DownstreamEvent::ProductUpdated(e) => {
+                wire(kind, self.timestamp, e)
+            }
             DownstreamEvent::StockLow(e) => wire(kind, self.timestamp, e),
             DownstreamEvent::OrderCreated(e) | DownstreamEvent::OrderRejected(e) => {
                 wire(kind, self.timestamp, e)
@@ -236,6 +248,9 @@ impl Announcement {
         let raw: RawWire<'_> = serde_json::from_slice(body).map_err(bad)?;
         let data = raw.data.get();
         let event = match EventType::parse(raw.kind) {
+            Some(EventType::ProductCreated) => {
+                DownstreamEvent::ProductCreated(serde_json::from_str(data).map_err(bad)?)
+            }
             Some(EventType::ProductUpdated) => {
                 DownstreamEvent::ProductUpdated(serde_json::from_str(data).map_err(bad)?)
             }

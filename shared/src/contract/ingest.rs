@@ -18,17 +18,22 @@ pub enum IngestKind {
     /// An order reserving stock (`order.create`), routed to its product's shard.
     #[sqlx(rename = "order.create")]
     OrderCreate,
+    /// A catalog entry's creation (`product.create`): its first price and stock, applied like
+    /// an update, announced as `product.created`.
+    #[sqlx(rename = "product.create")]
+    ProductCreate,
 }
 
 impl IngestKind {
     /// Every kind.
-    pub const ALL: [Self; 2] = [Self::ProductUpdate, Self::OrderCreate];
+    pub const ALL: [Self; 3] = [Self::ProductUpdate, Self::OrderCreate, Self::ProductCreate];
 
     /// The AMQP `type`, also the kind as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ProductUpdate => "product.update",
             Self::OrderCreate => "order.create",
+            Self::ProductCreate => "product.create",
         }
     }
 
@@ -60,6 +65,19 @@ impl IngestMessage for ProductUpdate {
     }
     fn received_at(&self) -> OffsetDateTime {
         self.received_at
+    }
+}
+
+impl IngestMessage for NewProduct {
+    const KIND: IngestKind = IngestKind::ProductCreate;
+    fn event_id(&self) -> &EventId {
+        &self.0.event_id
+    }
+    fn shard_key(&self) -> &ProductId {
+        &self.0.product_id
+    }
+    fn received_at(&self) -> OffsetDateTime {
+        self.0.received_at
     }
 }
 
@@ -138,6 +156,21 @@ impl TryFrom<ProductUpdateWire> for ProductUpdate {
     }
 }
 
+/// A catalog entry's creation: its price and stock as an update at the creation's time, with
+/// the event id [`NewProduct::event_id_of`] its product (one creation per product).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NewProduct(pub ProductUpdate);
+
+impl NewProduct {
+    /// The event id of a product's creation: its id in the `create:` key space.
+    pub fn event_id_of(product: &ProductId) -> EventId {
+        format!("create:{}", product.as_str())
+            .parse()
+            .expect("a product id is a valid event id once prefixed")
+    }
+}
+
 /// An order for `qty` units of `sku`, as published by the gateway. Its event id is
 /// [`OrderPlaced::event_id_of`] its order id, so repeats are recognised end to end.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,6 +208,8 @@ pub enum Ingest {
     Product(ProductUpdate),
     /// An order reserving stock.
     Order(OrderPlaced),
+    /// A catalog entry's creation: its first price and stock.
+    Created(ProductUpdate),
 }
 
 /// Why a message on an ingest shard cannot be applied, whatever happens later.
@@ -198,6 +233,9 @@ impl Ingest {
             Some((_, Some(IngestKind::OrderCreate))) => {
                 serde_json::from_slice(data).map(Self::Order)
             }
+            Some((_, Some(IngestKind::ProductCreate))) => {
+                serde_json::from_slice(data).map(Self::Created)
+            }
             Some((other, None)) => {
                 return Err(Undecodable::Unparseable(format!(
                     "unknown message type {other:?}"
@@ -218,13 +256,14 @@ impl Ingest {
         match self {
             Self::Product(_) => IngestKind::ProductUpdate,
             Self::Order(_) => IngestKind::OrderCreate,
+            Self::Created(_) => IngestKind::ProductCreate,
         }
     }
 
     /// The event id.
     pub fn event_id(&self) -> &EventId {
         match self {
-            Self::Product(u) => &u.event_id,
+            Self::Product(u) | Self::Created(u) => &u.event_id,
             Self::Order(o) => &o.event_id,
         }
     }
@@ -232,7 +271,7 @@ impl Ingest {
     /// The product it concerns.
     pub fn product(&self) -> &ProductId {
         match self {
-            Self::Product(u) => &u.product_id,
+            Self::Product(u) | Self::Created(u) => &u.product_id,
             Self::Order(o) => &o.sku,
         }
     }
@@ -240,7 +279,7 @@ impl Ingest {
     /// When the gateway accepted it.
     pub fn received_at(&self) -> OffsetDateTime {
         match self {
-            Self::Product(u) => u.received_at,
+            Self::Product(u) | Self::Created(u) => u.received_at,
             Self::Order(o) => o.received_at,
         }
     }

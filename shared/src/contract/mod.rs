@@ -18,7 +18,8 @@ pub use downstream::{
     StockLow, UndecodableEvent, downstream_id,
 };
 pub use ingest::{
-    EmptyUpdate, Ingest, IngestKind, IngestMessage, OrderPlaced, ProductUpdate, Undecodable,
+    EmptyUpdate, Ingest, IngestKind, IngestMessage, NewProduct, OrderPlaced, ProductUpdate,
+    Undecodable,
 };
 
 /// AMQP headers the pipeline sets on its own messages.

@@ -23,6 +23,11 @@ pub enum ProductIdError {
 impl ProductId {
     /// Longest accepted identifier, in characters.
     pub const MAX_LEN: usize = 128;
+
+    /// A new time-ordered identifier (UUIDv7), for a catalog entry created without one.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
 }
 
 impl FromStr for ProductId {

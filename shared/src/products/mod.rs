@@ -17,9 +17,6 @@ use crate::{
 
 use lww::Field;
 
-/// How long a cached product view lives; every applied change rewrites it.
-pub const CACHE_TTL_SECONDS: u64 = 3600;
-
 /// Redis key of a product's cached view (its JSON).
 pub fn cache_key(namespace: &Namespace, id: &ProductId) -> String {
     format!("{}:product:{}", namespace.as_str(), id.as_str())

@@ -1,0 +1,561 @@
+//! The catalog: each product's details (`product_details`, written here by `POST` and
+//! `PATCH /products`), their cache entries in Redis, and the filtered, keyset-paginated listing.
+//!
+//! A product's price and stock stay the processor's (`products`, set by events in their
+//! order); a read joins the two. The details' cache entry carries the row's `revision` and is
+//! only ever replaced by a newer one ([`Cache::put`]), so a slow reader never puts back what a
+//! write just replaced; a product without details caches that too (revision 0), so reads of
+//! products known only from events stay one Redis round trip.
+
+use redis::{Script, aio::ConnectionManager};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use shared::{
+    connect::redis::COMMAND_TIMEOUT,
+    contract::ProductView,
+    model::{Price, ProductId, Stock},
+    topology::Namespace,
+};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+
+use crate::request::{Details, DetailsPatch};
+
+/// A product's details as stored, with the revision that counts its changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// Its category.
+    pub category: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When its details last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// 1 at creation, one more per change.
+    pub revision: i64,
+}
+
+/// A product as `GET /products/{id}` and the listing show it: its state (price and stock, set
+/// by events) and its catalog details (`null` and `[]` for a product known only from events).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Product {
+    /// The product.
+    #[schema(value_type = String)]
+    pub product_id: ProductId,
+    /// Current price, exact; `null` until set (a new entry's is applied within moments).
+    #[schema(value_type = Option<f64>)]
+    pub price: Option<Price>,
+    /// Current stock; `null` until set.
+    #[schema(value_type = Option<i32>)]
+    pub stock: Option<Stock>,
+    /// When the product last changed (its price, stock or details).
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Its name; `null` for a product with no catalog entry.
+    pub name: Option<String>,
+    /// Its description.
+    pub description: Option<String>,
+    /// Its category; `null` for a product with no catalog entry.
+    pub category: Option<String>,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// When its catalog entry was created; `null` for a product with none.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+}
+
+impl Product {
+    /// The product of `id` from its state and its entry; `None` when it has neither.
+    pub fn of(id: ProductId, state: Option<ProductView>, entry: Option<Entry>) -> Option<Self> {
+        let updated_at = match (&state, &entry) {
+            (None, None) => return None,
+            (Some(s), None) => s.updated_at,
+            (None, Some(e)) => e.updated_at,
+            (Some(s), Some(e)) => s.updated_at.max(e.updated_at),
+        };
+        let (price, stock) = state.map_or((None, None), |s| (s.price, s.stock));
+        let entry = entry.map(|e| (e.name, e.description, e.category, e.tags, e.created_at));
+        let (name, description, category, tags, created_at) = match entry {
+            Some((n, d, c, t, at)) => (Some(n), d, Some(c), t, Some(at)),
+            None => (None, None, None, Vec::new(), None),
+        };
+        Some(Self {
+            product_id: id,
+            price,
+            stock,
+            updated_at,
+            name,
+            description,
+            category,
+            tags,
+            created_at,
+        })
+    }
+}
+
+/// What a creation found.
+#[derive(Debug)]
+pub enum Created {
+    /// The entry, new or left by an earlier try of this same request (which goes on).
+    Stored(Entry),
+    /// The product already has another catalog entry.
+    Taken,
+}
+
+/// The columns of an [`Entry`], in its order.
+macro_rules! columns {
+    () => {
+        "name, description, category, tags, created_at, updated_at, revision"
+    };
+}
+
+type EntryRow = (
+    String,
+    Option<String>,
+    String,
+    Vec<String>,
+    OffsetDateTime,
+    OffsetDateTime,
+    i64,
+);
+
+fn entry((name, description, category, tags, created_at, updated_at, revision): EntryRow) -> Entry {
+    Entry {
+        name,
+        description,
+        category,
+        tags,
+        created_at,
+        updated_at,
+        revision,
+    }
+}
+
+/// Creates `id`'s entry at `at`, unless it has one: then the one an earlier try of the same
+/// request (same `fingerprint`) left is returned, and any other is [`Created::Taken`].
+pub async fn create(
+    pool: &PgPool,
+    id: &ProductId,
+    details: &Details,
+    fingerprint: &str,
+    at: OffsetDateTime,
+) -> Result<Created, sqlx::Error> {
+    let inserted: Option<EntryRow> = sqlx::query_as(concat!(
+        "INSERT INTO product_details (product_id, name, description, category, tags,
+                                      created_at, updated_at, create_fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
+         ON CONFLICT (product_id) DO NOTHING RETURNING ",
+        columns!()
+    ))
+    .bind(id.as_str())
+    .bind(&details.name)
+    .bind(&details.description)
+    .bind(&details.category)
+    .bind(&details.tags)
+    .bind(at)
+    .bind(fingerprint)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Created::Stored(entry(row)));
+    }
+    let first: Option<String> =
+        sqlx::query_scalar("SELECT create_fingerprint FROM product_details WHERE product_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await?;
+    if first.as_deref() != Some(fingerprint) {
+        return Ok(Created::Taken);
+    }
+    Ok(load(pool, id)
+        .await?
+        .map_or(Created::Taken, Created::Stored))
+}
+
+/// Applies `patch` to `id`'s entry; `None` if it has none.
+pub async fn patch(
+    pool: &PgPool,
+    id: &ProductId,
+    patch: &DetailsPatch,
+) -> Result<Option<Entry>, sqlx::Error> {
+    let row: Option<EntryRow> = sqlx::query_as(concat!(
+        "UPDATE product_details SET name = coalesce($2, name),
+                description = CASE WHEN $3 THEN $4 ELSE description END,
+                category = coalesce($5, category), tags = coalesce($6, tags),
+                updated_at = greatest(now(), updated_at), revision = revision + 1
+         WHERE product_id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(id.as_str())
+    .bind(&patch.name)
+    .bind(patch.description.is_some())
+    .bind(patch.description.clone().flatten())
+    .bind(&patch.category)
+    .bind(&patch.tags)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(entry))
+}
+
+/// `id`'s entry, if it has one.
+pub async fn load(pool: &PgPool, id: &ProductId) -> Result<Option<Entry>, sqlx::Error> {
+    let row: Option<EntryRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM product_details WHERE product_id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(entry))
+}
+
+/// An entry's cache record: its revision, and the entry (`None`: the product has none).
+#[derive(Serialize, Deserialize)]
+pub struct Cached {
+    /// The entry's revision (0 for none).
+    pub revision: i64,
+    /// The entry.
+    pub entry: Option<Entry>,
+}
+
+impl Cached {
+    /// The record of `entry`.
+    pub fn of(entry: Option<Entry>) -> Self {
+        Self {
+            revision: entry.as_ref().map_or(0, |e| e.revision),
+            entry,
+        }
+    }
+}
+
+/// The entries' cache in Redis.
+#[derive(Clone)]
+pub struct Cache {
+    redis: ConnectionManager,
+    namespace: Namespace,
+    ttl_seconds: u64,
+    put: Script,
+}
+
+/// Sets KEYS[1] to ARGV[1] for ARGV[3] seconds unless it holds a record of a revision at or
+/// above ARGV[2].
+const PUT_IF_NEWER: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, record = pcall(cjson.decode, current)
+  if ok and type(record) == 'table' and tonumber(record.revision)
+     and tonumber(record.revision) >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+";
+
+impl Cache {
+    /// The cache in `namespace`, entries living `ttl_seconds`.
+    pub fn new(redis: ConnectionManager, namespace: Namespace, ttl_seconds: u64) -> Self {
+        Self {
+            redis,
+            namespace,
+            ttl_seconds,
+            put: Script::new(PUT_IF_NEWER),
+        }
+    }
+
+    /// Redis key of `id`'s entry.
+    pub fn key(&self, id: &ProductId) -> String {
+        format!(
+            "{}:product-details:{}",
+            self.namespace.as_str(),
+            id.as_str()
+        )
+    }
+
+    /// Redis key of `id`'s state (the processor's).
+    pub fn state_key(&self, id: &ProductId) -> String {
+        shared::products::cache_key(&self.namespace, id)
+    }
+
+    /// How long a cached view lives.
+    pub fn ttl_seconds(&self) -> u64 {
+        self.ttl_seconds
+    }
+
+    /// `id`'s cached state and entry record (each `None` when not cached, or Redis is down).
+    pub async fn get(&self, id: &ProductId) -> (Option<String>, Option<Cached>) {
+        let mut redis = self.redis.clone();
+        let get = redis::cmd("MGET")
+            .arg(self.state_key(id))
+            .arg(self.key(id))
+            .to_owned();
+        let values = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            get.query_async::<Vec<Option<String>>>(&mut redis),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+        let mut values = values.into_iter();
+        let state = values.next().flatten();
+        let entry = values
+            .next()
+            .flatten()
+            .and_then(|json| serde_json::from_str(&json).ok());
+        (state, entry)
+    }
+
+    /// Caches `record` for `id` unless a newer one is there.
+    pub async fn put(&self, id: &ProductId, record: &Cached) -> Result<(), String> {
+        let mut redis = self.redis.clone();
+        let json = serde_json::to_string(record).expect("a cache record always serialises");
+        let mut invocation = self.put.key(self.key(id));
+        invocation
+            .arg(json)
+            .arg(record.revision)
+            .arg(self.ttl_seconds);
+        match tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<i64>(&mut redis))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+}
+
+/// How a listing is ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    /// By name.
+    Name,
+    /// By price (products without one last).
+    Price,
+    /// By the last change.
+    UpdatedAt,
+    /// By creation.
+    CreatedAt,
+}
+
+impl SortKey {
+    /// Every key.
+    pub const ALL: [Self; 4] = [Self::Name, Self::Price, Self::UpdatedAt, Self::CreatedAt];
+
+    /// Its name in `sort=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Price => "price",
+            Self::UpdatedAt => "updated_at",
+            Self::CreatedAt => "created_at",
+        }
+    }
+
+    /// The SQL expression sorted on.
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Name => "d.name",
+            // NaN sorts above every number in PostgreSQL: no price comes last.
+            Self::Price => "coalesce(p.price, 'NaN'::numeric)",
+            Self::UpdatedAt => "greatest(d.updated_at, p.updated_at)",
+            Self::CreatedAt => "d.created_at",
+        }
+    }
+
+    /// How a cursor holds the sort value: the SQL that writes the expression as text, and the
+    /// SQL around the bound text that reads it back (times as whole microseconds since the
+    /// epoch, exact).
+    fn cursor_sql(self) -> (String, &'static str, &'static str) {
+        let expr = self.sql();
+        match self {
+            Self::Name => (expr.to_owned(), "", "::text COLLATE \"C\""),
+            Self::Price => (format!("{expr}::text"), "", "::numeric"),
+            Self::UpdatedAt | Self::CreatedAt => (
+                format!("(extract(epoch FROM {expr}) * 1000000)::bigint::text"),
+                "('epoch'::timestamptz + ",
+                "::bigint * interval '1 microsecond')",
+            ),
+        }
+    }
+
+    /// Whether `value` is a sort value of this key as [`Self::cursor_sql`] writes it.
+    pub fn holds(self, value: &str) -> bool {
+        match self {
+            Self::Name => true,
+            Self::Price => value == "NaN" || value.parse::<Decimal>().is_ok(),
+            Self::UpdatedAt | Self::CreatedAt => value.parse::<i64>().is_ok(),
+        }
+    }
+}
+
+/// A listing's order: a key, ascending or descending (`-name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sort {
+    /// The key.
+    pub key: SortKey,
+    /// Descending.
+    pub descending: bool,
+}
+
+impl Sort {
+    /// The order named `name` (`price`, `-price`, ...).
+    pub fn parse(name: &str) -> Option<Self> {
+        let (descending, key) = match name.strip_prefix('-') {
+            Some(key) => (true, key),
+            None => (false, name),
+        };
+        SortKey::ALL
+            .into_iter()
+            .find(|k| k.as_str() == key)
+            .map(|key| Self { key, descending })
+    }
+
+    /// Its name.
+    pub fn name(self) -> String {
+        format!(
+            "{}{}",
+            if self.descending { "-" } else { "" },
+            self.key.as_str()
+        )
+    }
+}
+
+/// Where a page starts: after the item with this sort value and id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct After {
+    /// The order the cursor was made for.
+    #[serde(rename = "s")]
+    pub sort: String,
+    /// The last item's sort value, as PostgreSQL wrote it.
+    #[serde(rename = "v")]
+    pub value: String,
+    /// The last item's id.
+    #[serde(rename = "i")]
+    pub product_id: String,
+}
+
+/// A listing's filters and page.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only this category.
+    pub category: Option<String>,
+    /// Only products with this tag.
+    pub tag: Option<String>,
+    /// Full-text search in name and description.
+    pub q: Option<String>,
+    /// Price at least.
+    pub min_price: Option<Decimal>,
+    /// Price at most.
+    pub max_price: Option<Decimal>,
+    /// In stock (stock above 0) or not.
+    pub in_stock: Option<bool>,
+}
+
+type ListRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Vec<String>,
+    OffsetDateTime,
+    OffsetDateTime,
+    i64,
+    Option<Decimal>,
+    Option<i32>,
+    Option<OffsetDateTime>,
+    String,
+);
+
+/// Up to `limit` catalog products matching `filter` in `sort` order after `after`, and the
+/// cursor of the next page (`None` on the last).
+pub async fn list(
+    pool: &PgPool,
+    filter: &Filter,
+    sort: Sort,
+    after: Option<&After>,
+    limit: i64,
+) -> Result<(Vec<Product>, Option<After>), sqlx::Error> {
+    let key = sort.key.sql();
+    let (value, read_before, read_after) = sort.key.cursor_sql();
+    let direction = if sort.descending { "DESC" } else { "ASC" };
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT d.product_id, d.name, d.description, d.category, d.tags, d.created_at,
+                d.updated_at, d.revision, p.price, p.stock, p.updated_at, {value}
+         FROM product_details d LEFT JOIN products p ON p.product_id = d.product_id WHERE true"
+    ));
+    if let Some(category) = &filter.category {
+        query.push(" AND d.category = ").push_bind(category.clone());
+    }
+    if let Some(tag) = &filter.tag {
+        query
+            .push(" AND d.tags @> ARRAY[")
+            .push_bind(tag.clone())
+            .push("::text]");
+    }
+    if let Some(q) = &filter.q {
+        query
+            .push(" AND d.search @@ websearch_to_tsquery('english', ")
+            .push_bind(q.clone())
+            .push(")");
+    }
+    if let Some(min) = filter.min_price {
+        query.push(" AND p.price >= ").push_bind(min);
+    }
+    if let Some(max) = filter.max_price {
+        query.push(" AND p.price <= ").push_bind(max);
+    }
+    if let Some(in_stock) = filter.in_stock {
+        query
+            .push(" AND (coalesce(p.stock, 0) > 0) = ")
+            .push_bind(in_stock);
+    }
+    if let Some(after) = after {
+        let op = if sort.descending { "<" } else { ">" };
+        query
+            .push(format!(" AND ({key}, d.product_id) {op} ({read_before}"))
+            .push_bind(after.value.clone())
+            .push(format!("{read_after}, "))
+            .push_bind(after.product_id.clone())
+            .push(")");
+    }
+    query
+        .push(format!(
+            " ORDER BY {key} {direction}, d.product_id {direction} LIMIT "
+        ))
+        .push_bind(limit + 1);
+    let mut rows: Vec<ListRow> = query.build_query_as().fetch_all(pool).await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more.then(|| rows.last()).flatten().map(|row| After {
+        sort: sort.name(),
+        value: row.11.clone(),
+        product_id: row.0.clone(),
+    });
+    let items = rows
+        .into_iter()
+        .map(listed)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((items, next))
+}
+
+fn listed(row: ListRow) -> Result<Product, sqlx::Error> {
+    let (id, n, d, c, t, created, updated, revision, price, stock, state_at, _) = row;
+    let corrupt = |e: String| sqlx::Error::Decode(e.into());
+    let id: ProductId = id
+        .parse()
+        .map_err(|e| corrupt(format!("stored product id: {e}")))?;
+    let state = state_at
+        .map(|at| shared::products::view(id.clone(), price, stock, at))
+        .transpose()?;
+    let entry = entry((n, d, c, t, created, updated, revision));
+    Ok(Product::of(id, state, Some(entry)).expect("a listed product has an entry"))
+}

@@ -2,17 +2,19 @@
 //! sustained rate (gateway, processor and notifier, with a subscriber), latencies at 50% and
 //! 80% of it, CPU per event and peak memory per service, the processor's time per event in each
 //! stage, webhooks per second to a local receiver, a catalog-sized backfill (time to accepted
-//! and to applied), the cost of authentication per request, and `redis-benchmark` figures. Runs the release binaries of the services as child processes.
+//! and to applied), the catalog listing's latency over a catalog of 100,000 entries, the cost of
+//! authentication per request, and `redis-benchmark` figures. Runs the release binaries of the services as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
 //! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N
 //! (with `--quick`: offers only N), `--step-seconds S` sets each step's length, `--shards N` the
 //! shard count (default 4), `--backfill N` the backfill's size (default 1,000,000; 2,000 with
-//! `--quick`).
+//! `--quick`), `--catalog N` the listed catalog's size (default 100,000; 2,000 with `--quick`).
 #![forbid(unsafe_code)]
 
 mod auth_cost;
 mod backfill;
+mod catalog;
 mod load;
 mod probe;
 mod raw;
@@ -36,6 +38,8 @@ struct Options {
     shards: u16,
     /// Events in the backfill.
     backfill: u64,
+    /// Entries in the listed catalog.
+    catalog: u64,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -60,7 +64,13 @@ fn options() -> anyhow::Result<Options> {
         None if quick => 2_000,
         None => 1_000_000,
     };
+    let catalog = match args.iter().position(|a| a == "--catalog") {
+        Some(i) => args.get(i + 1).map_or(Ok(100_000), |s| s.parse())?,
+        None if quick => 2_000,
+        None => 100_000,
+    };
     Ok(Options {
+        catalog,
         quick,
         step: Duration::from_secs(step),
         rate,
@@ -271,6 +281,9 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .unwrap_or(-1);
+    // The catalog listing, over a catalog written straight into the tables.
+    let seeded = catalog::seed(&pool, options.catalog).await?;
+    let listing = catalog::time(&client, &url).await?;
     let rss = [gateway_pid, processor_pid, notifier_pid].map(probe::peak_rss_kib);
     let redis = match backends.redis.addr() {
         redis::ConnectionAddr::Tcp(host, port) => probe::redis_benchmark(host, *port),
@@ -352,6 +365,22 @@ async fn main() -> anyhow::Result<()> {
         backfilled.applied.as_secs_f64(),
         rate(backfilled.applied),
         backfilled.retried
+    );
+    for timed in &listing {
+        let q = |p: f64| timed.latency.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "| `GET /products?limit=20&{}` over {} entries ({} items): p50 / p99 | {:.1} / {:.1} ms |",
+            timed.query,
+            options.catalog,
+            timed.items,
+            q(0.5),
+            q(0.99)
+        );
+    }
+    eprintln!(
+        "catalog of {} written in {:.1} s",
+        options.catalog,
+        seeded.as_secs_f64()
     );
     println!(
         "| peak RSS: gateway / processor / notifier | {} / {} / {} |",

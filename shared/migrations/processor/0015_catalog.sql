@@ -2,7 +2,7 @@
 -- price and stock stay in `products`, set by events (a creation is one). `revision` counts the
 -- changes, so a cache write never replaces a newer entry with an older one.
 CREATE TABLE product_details (
-    product_id         TEXT COLLATE "C" PRIMARY KEY,
+    product_id         TEXT PRIMARY KEY,
     name               TEXT COLLATE "C" NOT NULL,
     description        TEXT,
     category           TEXT COLLATE "C" NOT NULL,

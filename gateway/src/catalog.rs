@@ -1,46 +1,22 @@
 //! The catalog: each product's details (`product_details`, written here by `POST` and
-//! `PATCH /products`), their cache entries in Redis, and the filtered, keyset-paginated listing.
+//! `PATCH /products`; their cache records are [`shared::catalog`]'s), and the filtered,
+//! keyset-paginated listing.
 //!
 //! A product's price and stock stay the processor's (`products`, set by events in their
-//! order); a read joins the two. The details' cache entry carries the row's `revision` and is
-//! only ever replaced by a newer one ([`Cache::put`]), so a slow reader never puts back what a
-//! write just replaced; a product without details caches that too (revision 0), so reads of
-//! products known only from events stay one Redis round trip.
+//! order); a read joins the two.
 
-use redis::{Script, aio::ConnectionManager};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::{
-    connect::redis::COMMAND_TIMEOUT,
+    catalog::{Entry, EntryRow, ImageView, StoredImage, entry},
     contract::ProductView,
     model::{Price, ProductId, Stock},
-    topology::Namespace,
+    objects::Objects,
 };
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder, types::Json};
 use time::OffsetDateTime;
 
 use crate::request::{Details, DetailsPatch};
-
-/// A product's details as stored, with the revision that counts its changes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Its name.
-    pub name: String,
-    /// Its description.
-    pub description: Option<String>,
-    /// Its category.
-    pub category: String,
-    /// Its tags.
-    pub tags: Vec<String>,
-    /// When it was created.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// When its details last changed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    /// 1 at creation, one more per change.
-    pub revision: i64,
-}
 
 /// A product as `GET /products/{id}` and the listing show it: its state (price and stock, set
 /// by events) and its catalog details (`null` and `[]` for a product known only from events).
@@ -66,6 +42,8 @@ pub struct Product {
     pub category: Option<String>,
     /// Its tags.
     pub tags: Vec<String>,
+    /// Its processed images, oldest first (one still processing is not listed yet).
+    pub images: Vec<ImageView>,
     /// When its catalog entry was created; `null` for a product with none.
     #[serde(with = "time::serde::rfc3339::option")]
     pub created_at: Option<OffsetDateTime>,
@@ -73,7 +51,12 @@ pub struct Product {
 
 impl Product {
     /// The product of `id` from its state and its entry; `None` when it has neither.
-    pub fn of(id: ProductId, state: Option<ProductView>, entry: Option<Entry>) -> Option<Self> {
+    pub fn of(
+        id: ProductId,
+        state: Option<ProductView>,
+        entry: Option<Entry>,
+        objects: &Objects,
+    ) -> Option<Self> {
         let updated_at = match (&state, &entry) {
             (None, None) => return None,
             (Some(s), None) => s.updated_at,
@@ -81,10 +64,16 @@ impl Product {
             (Some(s), Some(e)) => s.updated_at.max(e.updated_at),
         };
         let (price, stock) = state.map_or((None, None), |s| (s.price, s.stock));
-        let entry = entry.map(|e| (e.name, e.description, e.category, e.tags, e.created_at));
-        let (name, description, category, tags, created_at) = match entry {
-            Some((n, d, c, t, at)) => (Some(n), d, Some(c), t, Some(at)),
-            None => (None, None, None, Vec::new(), None),
+        let (name, description, category, tags, images, created_at) = match entry {
+            Some(e) => (
+                Some(e.name),
+                e.description,
+                Some(e.category),
+                e.tags,
+                e.images.iter().map(|i| i.view(objects)).collect(),
+                Some(e.created_at),
+            ),
+            None => (None, None, None, Vec::new(), Vec::new(), None),
         };
         Some(Self {
             product_id: id,
@@ -95,6 +84,7 @@ impl Product {
             description,
             category,
             tags,
+            images,
             created_at,
         })
     }
@@ -107,35 +97,6 @@ pub enum Created {
     Stored(Entry),
     /// The product already has another catalog entry.
     Taken,
-}
-
-/// The columns of an [`Entry`], in its order.
-macro_rules! columns {
-    () => {
-        "name, description, category, tags, created_at, updated_at, revision"
-    };
-}
-
-type EntryRow = (
-    String,
-    Option<String>,
-    String,
-    Vec<String>,
-    OffsetDateTime,
-    OffsetDateTime,
-    i64,
-);
-
-fn entry((name, description, category, tags, created_at, updated_at, revision): EntryRow) -> Entry {
-    Entry {
-        name,
-        description,
-        category,
-        tags,
-        created_at,
-        updated_at,
-        revision,
-    }
 }
 
 /// Creates `id`'s entry at `at`, unless it has one: then the one an earlier try of the same
@@ -152,7 +113,7 @@ pub async fn create(
                                       created_at, updated_at, create_fingerprint)
          VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
          ON CONFLICT (product_id) DO NOTHING RETURNING ",
-        columns!()
+        shared::entry_columns!()
     ))
     .bind(id.as_str())
     .bind(&details.name)
@@ -174,7 +135,7 @@ pub async fn create(
     if first.as_deref() != Some(fingerprint) {
         return Ok(Created::Taken);
     }
-    Ok(load(pool, id)
+    Ok(shared::catalog::load(pool, id)
         .await?
         .map_or(Created::Taken, Created::Stored))
 }
@@ -191,7 +152,7 @@ pub async fn patch(
                 category = coalesce($5, category), tags = coalesce($6, tags),
                 updated_at = greatest(now(), updated_at), revision = revision + 1
          WHERE product_id = $1 RETURNING ",
-        columns!()
+        shared::entry_columns!()
     ))
     .bind(id.as_str())
     .bind(&patch.name)
@@ -202,135 +163,6 @@ pub async fn patch(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(entry))
-}
-
-/// `id`'s entry, if it has one.
-pub async fn load(pool: &PgPool, id: &ProductId) -> Result<Option<Entry>, sqlx::Error> {
-    let row: Option<EntryRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM product_details WHERE product_id = $1"
-    ))
-    .bind(id.as_str())
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(entry))
-}
-
-/// An entry's cache record: its revision, and the entry (`None`: the product has none).
-#[derive(Serialize, Deserialize)]
-pub struct Cached {
-    /// The entry's revision (0 for none).
-    pub revision: i64,
-    /// The entry.
-    pub entry: Option<Entry>,
-}
-
-impl Cached {
-    /// The record of `entry`.
-    pub fn of(entry: Option<Entry>) -> Self {
-        Self {
-            revision: entry.as_ref().map_or(0, |e| e.revision),
-            entry,
-        }
-    }
-}
-
-/// The entries' cache in Redis.
-#[derive(Clone)]
-pub struct Cache {
-    redis: ConnectionManager,
-    namespace: Namespace,
-    ttl_seconds: u64,
-    put: Script,
-}
-
-/// Sets KEYS[1] to ARGV[1] for ARGV[3] seconds unless it holds a record of a revision at or
-/// above ARGV[2].
-const PUT_IF_NEWER: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, record = pcall(cjson.decode, current)
-  if ok and type(record) == 'table' and tonumber(record.revision)
-     and tonumber(record.revision) >= tonumber(ARGV[2]) then
-    return 0
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-return 1
-";
-
-impl Cache {
-    /// The cache in `namespace`, entries living `ttl_seconds`.
-    pub fn new(redis: ConnectionManager, namespace: Namespace, ttl_seconds: u64) -> Self {
-        Self {
-            redis,
-            namespace,
-            ttl_seconds,
-            put: Script::new(PUT_IF_NEWER),
-        }
-    }
-
-    /// Redis key of `id`'s entry.
-    pub fn key(&self, id: &ProductId) -> String {
-        format!(
-            "{}:product-details:{}",
-            self.namespace.as_str(),
-            id.as_str()
-        )
-    }
-
-    /// Redis key of `id`'s state (the processor's).
-    pub fn state_key(&self, id: &ProductId) -> String {
-        shared::products::cache_key(&self.namespace, id)
-    }
-
-    /// How long a cached view lives.
-    pub fn ttl_seconds(&self) -> u64 {
-        self.ttl_seconds
-    }
-
-    /// `id`'s cached state and entry record (each `None` when not cached, or Redis is down).
-    pub async fn get(&self, id: &ProductId) -> (Option<String>, Option<Cached>) {
-        let mut redis = self.redis.clone();
-        let get = redis::cmd("MGET")
-            .arg(self.state_key(id))
-            .arg(self.key(id))
-            .to_owned();
-        let values = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            get.query_async::<Vec<Option<String>>>(&mut redis),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-        let mut values = values.into_iter();
-        let state = values.next().flatten();
-        let entry = values
-            .next()
-            .flatten()
-            .and_then(|json| serde_json::from_str(&json).ok());
-        (state, entry)
-    }
-
-    /// Caches `record` for `id` unless a newer one is there.
-    pub async fn put(&self, id: &ProductId, record: &Cached) -> Result<(), String> {
-        let mut redis = self.redis.clone();
-        let json = serde_json::to_string(record).expect("a cache record always serialises");
-        let mut invocation = self.put.key(self.key(id));
-        invocation
-            .arg(json)
-            .arg(record.revision)
-            .arg(self.ttl_seconds);
-        match tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<i64>(&mut redis))
-            .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
-        }
-    }
 }
 
 /// How a listing is ordered.
@@ -466,6 +298,7 @@ type ListRow = (
     Option<String>,
     String,
     Vec<String>,
+    Json<Vec<StoredImage>>,
     OffsetDateTime,
     OffsetDateTime,
     i64,
@@ -483,13 +316,14 @@ pub async fn list(
     sort: Sort,
     after: Option<&After>,
     limit: i64,
+    objects: &Objects,
 ) -> Result<(Vec<Product>, Option<After>), sqlx::Error> {
     let key = sort.key.sql();
     let (value, read_before, read_after) = sort.key.cursor_sql();
     let direction = if sort.descending { "DESC" } else { "ASC" };
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT d.product_id, d.name, d.description, d.category, d.tags, d.created_at,
-                d.updated_at, d.revision, p.price, p.stock, p.updated_at, {value}
+        "SELECT d.product_id, d.name, d.description, d.category, d.tags, d.images,
+                d.created_at, d.updated_at, d.revision, p.price, p.stock, p.updated_at, {value}
          FROM product_details d LEFT JOIN products p ON p.product_id = d.product_id WHERE true"
     ));
     if let Some(category) = &filter.category {
@@ -537,18 +371,18 @@ pub async fn list(
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next = more.then(|| rows.last()).flatten().map(|row| After {
         sort: sort.name(),
-        value: row.11.clone(),
+        value: row.12.clone(),
         product_id: row.0.clone(),
     });
     let items = rows
         .into_iter()
-        .map(listed)
+        .map(|row| listed(row, objects))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((items, next))
 }
 
-fn listed(row: ListRow) -> Result<Product, sqlx::Error> {
-    let (id, n, d, c, t, created, updated, revision, price, stock, state_at, _) = row;
+fn listed(row: ListRow, objects: &Objects) -> Result<Product, sqlx::Error> {
+    let (id, n, d, c, t, images, created, updated, revision, price, stock, state_at, _) = row;
     let corrupt = |e: String| sqlx::Error::Decode(e.into());
     let id: ProductId = id
         .parse()
@@ -556,6 +390,6 @@ fn listed(row: ListRow) -> Result<Product, sqlx::Error> {
     let state = state_at
         .map(|at| shared::products::view(id.clone(), price, stock, at))
         .transpose()?;
-    let entry = entry((n, d, c, t, created, updated, revision));
-    Ok(Product::of(id, state, Some(entry)).expect("a listed product has an entry"))
+    let entry = entry((n, d, c, t, images, created, updated, revision));
+    Ok(Product::of(id, state, Some(entry), objects).expect("a listed product has an entry"))
 }

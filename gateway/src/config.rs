@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use shared::{
     config::{Backends, ConfigError, at_least_one, millis, seconds},
+    objects::Objects,
     service::Serving,
 };
 
 /// Everything the gateway reads at start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Where the service listens (`GATEWAY_ADDR`, `0.0.0.0:8080`), its HTTP limits, and how long a
     /// drain may take on SIGTERM (`SHUTDOWN_DEADLINE_SECS`, 30).
@@ -25,6 +26,8 @@ pub struct Config {
     pub confirm_timeout: Duration,
     /// Publishing channels, each with many confirms in flight (`PUBLISH_CHANNELS`, 4).
     pub publish_channels: u16,
+    /// Where uploaded images go and how their URLs read (`OBJECT_STORE_URL`, ...).
+    pub objects: Objects,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             idempotency_lease: seconds("IDEMPOTENCY_LEASE_SECS", 30)?,
             confirm_timeout: millis("PUBLISH_CONFIRM_TIMEOUT_MS", 5000)?,
             publish_channels: at_least_one("PUBLISH_CHANNELS", "4")?,
+            objects: Objects::from_env()?,
         };
         if config.idempotency_lease <= config.confirm_timeout {
             return Err(ConfigError {

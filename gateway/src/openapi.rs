@@ -6,7 +6,7 @@ use utoipa::{
     openapi::{ObjectBuilder, RefOr, Response, Type, header::HeaderBuilder},
 };
 
-use crate::routes::{catalog::*, events::*, orders::*, products::*};
+use crate::routes::{catalog::*, events::*, images::*, orders::*, products::*};
 
 /// Body of `POST /events`. At least one of `price` and `stock`; unknown fields are refused.
 #[derive(Serialize, ToSchema)]
@@ -93,6 +93,19 @@ pub struct PatchProductBody {
     pub tags: Option<Vec<String>>,
 }
 
+/// Body of `POST /products/{id}/images` as JSON: an image for the imager to fetch.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"source_url": "https://images.example.com/trail-shoe.jpg"}))]
+pub struct ImageSourceBody {
+    /// An `http` or `https` URL, at most 2048 characters, on a public address.
+    pub source_url: String,
+}
+
+/// Body of `POST /products/{id}/images` as an image: its bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ImageBytes(pub Vec<u8>);
+
 #[derive(OpenApi)]
 #[openapi(paths(
     post_event,
@@ -101,12 +114,15 @@ pub struct PatchProductBody {
     get_order,
     post_product,
     patch_product,
-    list_products
+    list_products,
+    post_image,
+    get_image,
+    serve_image
 ))]
 struct ApiDoc;
 
 const TITLE: &str = "Product event pipeline: gateway";
-const DESCRIPTION: &str = "Ingest product updates and orders; create, change and list catalog products; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true.";
+const DESCRIPTION: &str = "Ingest product updates and orders; create, change and list catalog products and add their images; read products and orders. Every path is also served under /api/v1. Every data endpoint wants an API key (Authorization: Bearer) holding the scope it names. Idempotency: a request repeated with the same Idempotency-Key (an order: the same order id) and the same body within the retention window (IDEMPOTENCY_RETENTION_SECS, 24 h by default) gets the first answer again, with Idempotent-Replayed: true.";
 
 /// What both ingest endpoints (`POST /events`, `POST /orders`) may answer besides `202`, by
 /// status.
@@ -191,5 +207,42 @@ pub fn document() -> utoipa::openapi::OpenApi {
                 .insert(status.to_owned(), RefOr::T(answer));
         }
     }
-    shared::openapi::finish(doc, TITLE, DESCRIPTION)
+    if let Some(upload) = doc
+        .paths
+        .paths
+        .get_mut("/products/{id}/images")
+        .and_then(|p| p.post.as_mut())
+    {
+        for (status, what) in [
+            ("404", "The product has no catalog entry"),
+            ("413", "The image is over 10 MiB"),
+            (
+                "415",
+                "Not an image/jpeg, image/png or image/webp body, nor JSON",
+            ),
+        ] {
+            let answer = shared::openapi::error(what, &[]);
+            upload
+                .responses
+                .responses
+                .insert(status.to_owned(), RefOr::T(answer));
+        }
+    }
+    let mut doc = shared::openapi::finish(doc, TITLE, DESCRIPTION);
+    // Variant URLs are capabilities (random image ids), readable without a key like a presigned
+    // URL: an <img> can show them.
+    if let Some(serve) = doc
+        .paths
+        .paths
+        .get_mut("/images/{key}")
+        .and_then(|p| p.get.as_mut())
+    {
+        serve.security = Some(vec![
+            utoipa::openapi::security::SecurityRequirement::default(),
+        ]);
+        for status in ["401", "403", "429"] {
+            serve.responses.responses.remove(status);
+        }
+    }
+    doc
 }

@@ -1,4 +1,5 @@
-//! Publishing product updates and orders to the ingest exchange with publisher confirms: a
+//! Publishing product updates and orders to the ingest exchange, and image jobs to the
+//! imager's queue, with publisher confirms: a
 //! message counts as sent only when the broker has confirmed it (for a quorum queue: written to
 //! a majority of nodes).
 //!
@@ -20,7 +21,7 @@ use lapin::{
 };
 use shared::{
     connect::amqp::Broker,
-    contract::IngestMessage,
+    contract::{IMAGE_JOB_TYPE, ImageJob, IngestMessage},
     topology::Topology,
     trace::{self, Messaging, Operation},
 };
@@ -34,8 +35,8 @@ pub enum PublishError {
     /// The broker refused the message (negative confirm).
     #[error("the broker refused the message")]
     Nacked,
-    /// The broker could not route the message to a shard queue.
-    #[error("the message could not be routed to a shard queue")]
+    /// The broker could not route the message to its queue.
+    #[error("the message could not be routed to its queue")]
     Unroutable,
     /// No confirm came within the timeout; the message may or may not be in the broker.
     #[error("no confirm within {0:?}")]
@@ -151,15 +152,67 @@ impl Publisher {
         shard: u16,
         span: &opentelemetry::Context,
     ) -> Result<(), PublishError> {
-        let session = self.broker.session().ok_or(PublishError::NotConnected)?;
         let payload = serde_json::to_vec(message).expect("an ingest message always serialises");
         let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
             .with_message_id(ShortString::from(message.event_id().as_str()))
             .with_type(M::KIND.as_str().into())
-            .with_app_id("gateway".into())
             .with_timestamp(u64::try_from(message.received_at().unix_timestamp()).unwrap_or(0));
+        let (exchange, routing_key) = (
+            self.topology.ingest_exchange(),
+            Topology::routing_key(shard),
+        );
+        self.confirmed(&exchange, &routing_key, &payload, properties, span)
+            .await
+    }
+
+    /// Queues `job` for the imager (persistent, on `{ns}.images`) and waits for the broker's
+    /// confirm.
+    pub async fn publish_job(
+        &self,
+        job: &ImageJob,
+        parent: &opentelemetry::Context,
+    ) -> Result<(), PublishError> {
+        let queue = self.topology.images_queue();
+        let message_id = job.message_id();
+        let span = trace::messaging(
+            "gateway",
+            &Messaging {
+                operation: Operation::Send,
+                destination: &queue,
+                routing_key: &queue,
+                message_id: &message_id,
+                event_id: &message_id,
+            },
+            parent,
+        );
+        let payload = serde_json::to_vec(job).expect("an image job always serialises");
+        let properties = BasicProperties::default()
+            .with_message_id(ShortString::from(message_id.as_str()))
+            .with_type(IMAGE_JOB_TYPE.into());
+        let published = self
+            .confirmed("", &queue, &payload, properties, span.context())
+            .await;
+        if let Err(e) = &published {
+            span.fail(e);
+        }
+        published
+    }
+
+    /// Publishes `payload` persistently as JSON with `properties` (and the trace context of
+    /// `span`), and waits for the confirm.
+    async fn confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+        span: &opentelemetry::Context,
+    ) -> Result<(), PublishError> {
+        let session = self.broker.session().ok_or(PublishError::NotConnected)?;
+        let properties = properties
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_app_id("gateway".into());
         let properties = trace::inject(span, properties);
         let started = Instant::now();
         let confirm = async {
@@ -167,13 +220,13 @@ impl Publisher {
                 .value
                 .pick()
                 .basic_publish(
-                    self.topology.ingest_exchange().into(),
-                    Topology::routing_key(shard).into(),
+                    exchange.into(),
+                    routing_key.into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..BasicPublishOptions::default()
                     },
-                    &payload,
+                    payload,
                     properties,
                 )
                 .await?;

@@ -71,11 +71,12 @@ impl Application {
                 config.idempotency_lease,
                 config.idempotency_retention,
             ),
-            catalog: crate::catalog::Cache::new(
+            catalog: shared::catalog::Cache::new(
                 redis.clone(),
                 backends.namespace.clone(),
                 backends.cache_ttl_seconds,
             ),
+            objects: config.objects,
             redis,
             auth,
             database,

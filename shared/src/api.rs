@@ -33,12 +33,13 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The body is over the limit.
-    #[error("the body must be at most 64 KiB")]
-    PayloadTooLarge,
-    /// The body is not declared as JSON.
-    #[error("the body must be JSON (Content-Type: application/json)")]
-    UnsupportedMediaType,
+    /// The body is over the limit (which the message names: `64 KiB`).
+    #[error("the body must be at most {0}")]
+    PayloadTooLarge(&'static str),
+    /// The body is not of a type the route takes (which the message names:
+    /// `JSON (Content-Type: application/json)`).
+    #[error("the body must be {0}")]
+    UnsupportedMediaType(&'static str),
     /// The request conflicts with the state of what it acts on; says why.
     #[error("{0}")]
     Conflict(Cow<'static, str>),
@@ -80,8 +81,8 @@ impl ApiError {
             Self::BadRequest { .. } => "invalid",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::PayloadTooLarge => "too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Conflict(_) => "conflict",
             Self::InProgress(_) => "in_progress",
             Self::Unprocessable(_) => "unprocessable",
@@ -95,8 +96,8 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_) | Self::InProgress(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } | Self::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,6 +1,7 @@
 //! What two or more services of the product event pipeline need, and nothing else.
 //!
 //! - [`auth`]: scoped API keys: the key store, the in-memory check, the middleware.
+//! - [`catalog`]: catalog entries as stored and their cache records (gateway and imager).
 //! - [`model`]: the validated value types (`ProductId`, `Price`, `Stock`, `EventId`).
 //! - [`contract`]: the wire contract: the ingest message, the cached product view, header names.
 //! - [`dead_letter`]: setting a message aside with its reason and where it came from.
@@ -11,6 +12,8 @@
 //! - [`products`]: the products table and read cache (the processor writes, others read).
 //! - [`orders`]: the orders table (the processor writes, the gateway and dashboard read).
 //! - [`api`]: the JSON errors of the operator APIs and their parameter parsing.
+//! - [`images`]: product images' records (the gateway records, the imager processes).
+//! - [`objects`]: object storage for image bytes (a local folder or S3).
 //! - [`egress`]: the guard that keeps outbound requests off private networks.
 //! - [`http`]: the hardened HTTP server every service runs (timeouts, limits, load shedding).
 //! - [`openapi`]: what every service's OpenAPI document shares (security, errors, ops).
@@ -23,6 +26,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod connect;
 pub mod consume;
@@ -30,8 +34,10 @@ pub mod contract;
 pub mod dead_letter;
 pub mod egress;
 pub mod http;
+pub mod images;
 pub mod metric;
 pub mod model;
+pub mod objects;
 pub mod openapi;
 pub mod ops;
 pub mod orders;

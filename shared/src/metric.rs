@@ -125,6 +125,15 @@ metrics! {
 
     /// Requests that ran past the request timeout (408).
     Counter HTTP_TIMEOUTS_TOTAL = "pipeline_http_timeouts_total";
+
+    /// Images the gateway stored (or took a source URL of) and queued for the imager.
+    Counter IMAGES_RECEIVED_TOTAL = "pipeline_images_received_total";
+
+    /// Images the imager finished, by outcome (ready, invalid, attempts_exhausted).
+    Counter IMAGES_PROCESSED_TOTAL = "pipeline_images_processed_total";
+
+    /// How long the imager took over an image that became ready: fetch, decode, variants, store.
+    Histogram IMAGE_PROCESSING_DURATION_SECONDS = "pipeline_image_processing_duration_seconds";
 }
 
 /// The `q` quantile (0..1) of cumulative histogram `buckets` (upper bound, count), interpolated
@@ -192,6 +201,6 @@ mod tests {
             assert!(help.trim().len() > 10, "{name} has no help text");
             assert!(names.insert(*name), "{name} twice");
         }
-        assert_eq!(names.len(), 29);
+        assert_eq!(names.len(), 32);
     }
 }

@@ -15,6 +15,11 @@
 //! {ns}.retry.{ms}ms (fanout) --> {ns}.retry.{ms}ms (quorum, TTL ms) --expired--> {ns}.ingest
 //!                                 (one per rung of the retry ladder; original routing key kept)
 //!
+//! "" (default exchange) --> {ns}.images (quorum): image jobs, from the gateway to the imager
+//!                                 | x-delivery-limit exceeded, or set aside by the imager
+//!                                 v
+//!                              {ns}.dead
+//!
 //! {ns}.shard-count (quorum, always empty): the namespace's shard count as its x-max-length
 //! ```
 
@@ -104,6 +109,11 @@ impl Topology {
     /// The queue the notifier consumes: the downstream events some subscription wants.
     pub fn notifier_queue(&self) -> String {
         format!("{}.notifier", self.namespace.as_str())
+    }
+
+    /// The queue of image jobs the imager consumes (published through the default exchange).
+    pub fn images_queue(&self) -> String {
+        format!("{}.images", self.namespace.as_str())
     }
 
     /// The fanout exchange dead letters go through.
@@ -208,13 +218,15 @@ impl Topology {
         bind(channel, &self.dead_letter_queue(), &dead, "").await?;
         exchange(channel, &self.ingest_exchange(), ExchangeKind::Direct).await?;
         exchange(channel, &self.events_exchange(), ExchangeKind::Topic).await?;
-        let mut notifier = dead_lettering_to(&dead);
-        notifier.insert(
+        // The notifier's and the imager's queues: dead letters after the delivery limit.
+        let mut consumed = dead_lettering_to(&dead);
+        consumed.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
         );
         // Bound only to the types some subscription wants, by the notifier.
-        queue(channel, &self.notifier_queue(), notifier).await?;
+        queue(channel, &self.notifier_queue(), consumed.clone()).await?;
+        queue(channel, &self.images_queue(), consumed).await?;
         for shard in 0..self.shards {
             let mut arguments = dead_lettering_to(&dead);
             arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));

@@ -1,4 +1,4 @@
-//! [`Stack::start`]: every service of the pipeline, built through its production
+//! [`Stack::start`] (and [`Stack::start_with`]): every service of the pipeline, built through its production
 //! `Application::build` on port 0 in one process, in one fresh namespace on the real RabbitMQ,
 //! Redis and PostgreSQL, with the dashboard pointed at the others and a key holding every
 //! scope. For tests that need the whole stack (the dashboard's, the API contract run).
@@ -11,7 +11,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
-use shared::{config::Backends, contract, topology::Topology};
+use shared::{config::Backends, contract, objects::Objects, topology::Topology};
 
 /// How long a test waits for something to happen before giving up.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -34,7 +34,25 @@ pub struct Stack {
     pub notifier: SocketAddr,
     /// Where the dashboard listens.
     pub dashboard: SocketAddr,
+    /// Where the imager listens.
+    pub imager: SocketAddr,
+    /// Where the gateway and the imager keep image bytes.
+    pub objects: Objects,
+    /// The folder of the default local store, removed on stop.
+    folder: Option<std::path::PathBuf>,
     running: testkit::InProcess,
+}
+
+/// How a [`Stack`] is started.
+#[derive(Default)]
+pub struct Options {
+    /// Where the dashboard looks for the processor (to show it unreachable); default: the
+    /// processor started.
+    pub processor_url: Option<String>,
+    /// The object store; default: a folder of its own under the temporary directory.
+    pub objects: Option<Objects>,
+    /// Whether the imager may fetch source URLs on private networks (a local server).
+    pub fetch_private: bool,
 }
 
 fn local() -> SocketAddr {
@@ -42,11 +60,32 @@ fn local() -> SocketAddr {
 }
 
 impl Stack {
-    /// Gateway, processor, notifier and dashboard; `processor_url` overrides where the
+    /// Gateway, processor, notifier, imager and dashboard; `processor_url` overrides where the
     /// dashboard looks for the processor (to show it unreachable).
     pub async fn start(processor_url: Option<String>) -> Self {
+        Self::start_with(Options {
+            processor_url,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// Every service, started as `options` say.
+    pub async fn start_with(options: Options) -> Self {
         let backends = testkit::backends();
         let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+        let (objects, folder) = match options.objects {
+            Some(objects) => (objects, None),
+            None => {
+                let folder = std::env::temp_dir()
+                    .join("pipeline-objects")
+                    .join(backends.namespace.as_str());
+                let url = format!("file://{}", folder.display());
+                let objects = Objects::open(&url, None, Duration::from_secs(60), &[])
+                    .expect("a local object store");
+                (objects, Some(folder))
+            }
+        };
         let mut stack = Self {
             topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
             backends: backends.clone(),
@@ -56,17 +95,24 @@ impl Stack {
             processor: local(),
             notifier: local(),
             dashboard: local(),
+            imager: local(),
+            objects,
+            folder,
             running: testkit::InProcess::default(),
         };
         stack.start_gateway().await;
         stack.start_processor().await;
         stack.start_notifier().await;
-        let processor_url = processor_url.unwrap_or_else(|| format!("http://{}", stack.processor));
+        stack.start_imager(options.fetch_private).await;
+        let processor_url = options
+            .processor_url
+            .unwrap_or_else(|| format!("http://{}", stack.processor));
         stack.start_dashboard(processor_url).await;
         for addr in [
             stack.gateway,
             stack.processor,
             stack.notifier,
+            stack.imager,
             stack.dashboard,
         ] {
             testkit::until_ready(&stack.client, &format!("http://{addr}"), WAIT).await;
@@ -75,7 +121,8 @@ impl Stack {
     }
 
     async fn start_gateway(&mut self) {
-        let config = testkit::test_config!(gateway::Config, self.backends.clone());
+        let mut config = testkit::test_config!(gateway::Config, self.backends.clone());
+        config.objects = self.objects.clone();
         self.gateway = self
             .running
             .launch(gateway::Application::build(config).await);
@@ -98,6 +145,17 @@ impl Stack {
         self.notifier = self
             .running
             .launch(notifier::Application::build(config).await);
+    }
+
+    async fn start_imager(&mut self, fetch_private: bool) {
+        let mut config = testkit::test_config!(imager::Config, self.backends.clone());
+        config.objects = self.objects.clone();
+        config.allow_private_networks = fetch_private;
+        config.backoff = Duration::from_millis(50);
+        config.fetch_timeout = Duration::from_secs(2);
+        self.imager = self
+            .running
+            .launch(imager::Application::build(config).await);
     }
 
     async fn start_dashboard(&mut self, processor_url: String) {
@@ -172,6 +230,9 @@ impl Stack {
             self.running.stop_last().await;
         }
         testkit::cleanup(&self.backends).await.expect("clean-up");
+        if let Some(folder) = &self.folder {
+            let _ = std::fs::remove_dir_all(folder);
+        }
     }
 }
 
@@ -232,6 +293,7 @@ mod tests {
             gateway::openapi::document(),
             processor::openapi::document(),
             notifier::openapi::document(),
+            imager::openapi::document(),
         ] {
             assert!(document.info.title.starts_with("Product event pipeline: "));
             assert_references_resolve(&serde_json::json!(document));

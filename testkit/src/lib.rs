@@ -7,6 +7,7 @@
 //! - [`services`]: the real service binaries as child processes.
 //! - [`fault_proxy`]: a TCP proxy that cuts, stalls or slows a connection on demand.
 //! - [`webhooks`]: a local webhook receiver that records what it gets.
+//! - [`S3Server`]: a local S3 API server for the object-store tests.
 //! - [`eventually`]: polls with a deadline instead of sleeping.
 #![forbid(unsafe_code)]
 
@@ -455,6 +456,7 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
             .collect();
         queues.push(topology.dead_letter_queue());
         queues.push(topology.notifier_queue());
+        queues.push(topology.images_queue());
         queues.push(topology.shard_count_queue());
         let retry: Vec<String> = TEST_RETRY_DELAYS
             .iter()
@@ -586,4 +588,74 @@ async fn redis_connection(
     redis::Client::open(backends.redis.clone())?
         .get_multiplexed_async_connection_with_config(&config)
         .await
+}
+
+/// A local S3 API server (`moto` in server mode, from PyPI) on a free port, with one bucket;
+/// stopped when dropped.
+pub struct S3Server {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its bucket.
+    pub bucket: String,
+}
+
+impl S3Server {
+    /// Starts the server and creates `bucket`.
+    pub async fn start(bucket: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = tokio::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 -m moto.server starts (pip install 'moto[server]')");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/{bucket}");
+        eventually(
+            "the S3 server up with its bucket",
+            Duration::from_secs(60),
+            || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let created = client.put(&url).send().await.ok()?;
+                    created.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+        Self {
+            child,
+            addr,
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// The `object_store` options that reach it through `addr` (itself, or a proxy in front).
+    pub fn options(addr: std::net::SocketAddr) -> Vec<(&'static str, String)> {
+        vec![
+            ("aws_endpoint", format!("http://{addr}")),
+            ("aws_access_key_id", "test".into()),
+            ("aws_secret_access_key", "test".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_allow_http", "true".into()),
+        ]
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
 }

@@ -14,6 +14,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
 use shared::{
     api::{ApiError, bad, db, limit_param, only_params},
+    catalog::{Cached, Entry},
     contract::{IngestKind, NewProduct, ProductUpdate},
     model::{Price, ProductId},
 };
@@ -25,7 +26,7 @@ use super::{
     products::read,
 };
 use crate::{
-    catalog::{self, After, Cached, Created, Entry, Filter, Product, Sort, SortKey},
+    catalog::{self, After, Created, Filter, Product, Sort, SortKey},
     idempotency::StoredResponse,
     request::{NewProductRequest, parse_new_product, parse_patch, to_micros},
 };
@@ -81,7 +82,7 @@ async fn create(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> 
         occurred_at: entry.created_at,
         received_at,
     });
-    let product = Product::of(id, None, Some(entry)).map(|p| Product {
+    let product = Product::of(id, None, Some(entry), &state.objects).map(|p| Product {
         price: Some(request.price),
         stock: Some(request.stock),
         ..p
@@ -229,7 +230,7 @@ pub async fn list_products(
     let limit = limit_param(params.get("limit"), 20, 100)?;
     let after = params.get("cursor").map(|c| cursor(c, sort)).transpose()?;
     let pool = shared::api::pool(&state.database)?;
-    let (items, next) = catalog::list(pool, &filter, sort, after.as_ref(), limit)
+    let (items, next) = catalog::list(pool, &filter, sort, after.as_ref(), limit, &state.objects)
         .await
         .map_err(db)?;
     let next_cursor = next.map(|after| {

@@ -69,11 +69,13 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
         .map(|v| v.trim().to_ascii_lowercase())
         .is_some_and(|media| media == "application/json" || media.ends_with("+json"));
     if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(ApiError::UnsupportedMediaType(
+            "JSON (Content-Type: application/json)",
+        ));
     }
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
+            ApiError::PayloadTooLarge("64 KiB")
         } else {
             ApiError::BadRequest {
                 message: rejection.body_text(),

@@ -1,17 +1,20 @@
 //! The HTTP API: `POST /events`, `GET /products/{id}`, `POST /orders`, `GET /orders/{id}`,
-//! the catalog's `POST /products`, `PATCH /products/{id}` and `GET /products`,
+//! the catalog's `POST /products`, `PATCH /products/{id}` and `GET /products`, its images'
+//! `POST /products/{id}/images`, `GET /products/{id}/images/{image_id}` and `GET /images/{key}`,
 //! `GET /openapi.json` (each also under `/api/v1`), plus `/health`, `/ready` and `/metrics`.
 //! Every data route wants an API key with its scope. Unknown paths and wrong methods get the
 //! same JSON error shape as everything else.
 
 pub mod catalog;
 pub mod events;
+pub mod images;
 mod ingest;
 pub mod orders;
 pub mod products;
 
 use axum::{
     Json, Router,
+    extract::DefaultBodyLimit,
     routing::{get, patch, post},
 };
 use redis::aio::ConnectionManager;
@@ -43,7 +46,9 @@ pub struct AppState {
     /// The API keys.
     pub auth: Auth,
     /// The catalog entries' cache (and the products' cache keys and lifetime).
-    pub catalog: crate::catalog::Cache,
+    pub catalog: shared::catalog::Cache,
+    /// Where image bytes are stored.
+    pub objects: shared::objects::Objects,
 }
 
 impl AppState {
@@ -104,6 +109,16 @@ pub fn router(state: AppState) -> Router {
             post(catalog::post_product),
             Scope::CatalogWrite,
         ),
+        (
+            "/products/{id}/images",
+            post(images::post_image).layer(DefaultBodyLimit::max(images::MAX_IMAGE_BYTES)),
+            Scope::CatalogWrite,
+        ),
+        (
+            "/products/{id}/images/{image_id}",
+            get(images::get_image),
+            Scope::ProductsRead,
+        ),
         ("/orders", post(orders::post_order), Scope::OrdersWrite),
         ("/orders/{id}", get(orders::get_order), Scope::OrdersRead),
     ];
@@ -116,6 +131,8 @@ pub fn router(state: AppState) -> Router {
                 scope,
             ))
         })
+        // Variant URLs are capabilities (random image ids): no key, so an <img> can show them.
+        .route("/images/{*key}", get(images::serve_image))
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),

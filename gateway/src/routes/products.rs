@@ -8,12 +8,13 @@ use axum::{
 use shared::{contract::ProductView, model::ProductId};
 
 use super::AppState;
-use crate::catalog::{self, Cached, Product};
+use crate::catalog::Product;
 use shared::api::{ApiError, bad};
+use shared::catalog::{self, Cached};
 
 /// Returns the product: `{"product_id", "price", "stock", "updated_at"}` (`null` for a field
 /// never set) and its catalog details (`name`, `description`, `category`, `tags`,
-/// `created_at`; `null` and `[]` for a product known only from events). Scope: `products:read`.
+/// `images`, `created_at`; `null` and `[]` for a product known only from events). Scope: `products:read`.
 #[utoipa::path(
     get,
     path = "/products/{id}",
@@ -59,7 +60,7 @@ pub async fn read(state: &AppState, id: &ProductId) -> Result<Option<Product>, A
         }
     };
     metrics::counter!(shared::metric::PRODUCT_READS_TOTAL, "source" => source).increment(1);
-    Ok(Product::of(id.clone(), view, entry))
+    Ok(Product::of(id.clone(), view, entry, &state.objects))
 }
 
 /// The state from PostgreSQL, cached unless the processor wrote a newer one meanwhile.

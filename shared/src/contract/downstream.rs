@@ -41,16 +41,21 @@ pub enum EventType {
     #[sqlx(rename = "order.rejected")]
     #[serde(rename = "order.rejected")]
     OrderRejected,
+    /// An image of a product is processed and stored (`product.images_ready`).
+    #[sqlx(rename = "product.images_ready")]
+    #[serde(rename = "product.images_ready")]
+    ImagesReady,
 }
 
 impl EventType {
     /// Every type.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::ProductCreated,
         Self::ProductUpdated,
         Self::StockLow,
         Self::OrderCreated,
         Self::OrderRejected,
+        Self::ImagesReady,
     ];
 
     /// The type's name, also its routing key.
@@ -61,6 +66,7 @@ impl EventType {
             Self::StockLow => "stock.low",
             Self::OrderCreated => "order.created",
             Self::OrderRejected => "order.rejected",
+            Self::ImagesReady => "product.images_ready",
         }
     }
 
@@ -146,6 +152,8 @@ pub enum DownstreamEvent {
     OrderCreated(OrderDecided),
     /// `order.rejected`.
     OrderRejected(OrderDecided),
+    /// `product.images_ready`.
+    ImagesReady(super::ImagesReady),
 }
 
 impl DownstreamEvent {
@@ -157,6 +165,7 @@ impl DownstreamEvent {
             Self::StockLow(_) => EventType::StockLow,
             Self::OrderCreated(_) => EventType::OrderCreated,
             Self::OrderRejected(_) => EventType::OrderRejected,
+            Self::ImagesReady(_) => EventType::ImagesReady,
         }
     }
 
@@ -166,6 +175,7 @@ impl DownstreamEvent {
             Self::ProductCreated(e) | Self::ProductUpdated(e) => &e.source_event_id,
             Self::StockLow(e) => &e.source_event_id,
             Self::OrderCreated(e) | Self::OrderRejected(e) => &e.source_event_id,
+            Self::ImagesReady(e) => &e.source_event_id,
         }
     }
 }
@@ -239,6 +249,7 @@ impl Announcement {
             DownstreamEvent::OrderCreated(e) | DownstreamEvent::OrderRejected(e) => {
                 wire(kind, self.timestamp, e)
             }
+            DownstreamEvent::ImagesReady(e) => wire(kind, self.timestamp, e),
         }
     }
 
@@ -262,6 +273,9 @@ impl Announcement {
             }
             Some(EventType::OrderRejected) => {
                 DownstreamEvent::OrderRejected(serde_json::from_str(data).map_err(bad)?)
+            }
+            Some(EventType::ImagesReady) => {
+                DownstreamEvent::ImagesReady(serde_json::from_str(data).map_err(bad)?)
             }
             None => {
                 return Err(UndecodableEvent(format!(

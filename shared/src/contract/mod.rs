@@ -2,10 +2,13 @@
 //! its consumer deserialises from the same definition:
 //!
 //! - [`ingest`]: product updates and orders on the ingest shards.
-//! - [`downstream`]: the events the processor announces and the notifier delivers.
+//! - [`downstream`]: the events the processor (and the imager) announce and the notifier
+//!   delivers.
+//! - [`image`]: the image jobs the gateway queues for the imager.
 //! - here: the names of the AMQP headers, the Redis keys, and the read cache's product view.
 
 mod downstream;
+mod image;
 mod ingest;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +20,7 @@ pub use downstream::{
     Announcement, DownstreamEvent, EventType, OrderDecided, ProductUpdated, ProductValues,
     StockLow, UndecodableEvent, downstream_id,
 };
+pub use image::{IMAGE_JOB_TYPE, ImageJob, ImageSource, ImagesReady};
 pub use ingest::{
     EmptyUpdate, Ingest, IngestKind, IngestMessage, NewProduct, OrderPlaced, ProductUpdate,
     Undecodable,

@@ -1,0 +1,495 @@
+//! Taking image jobs off `{ns}.images`, one at a time: fetch the bytes (the stored upload, or
+//! the source URL through the private-network guard), make the variants (on a blocking
+//! thread), store them, then, in one transaction, mark the image ready and add it to the
+//! product's entry; refresh the product's cache; announce `product.images_ready`; only then
+//! acknowledge.
+//!
+//! What fails is sorted three ways:
+//! - **invalid** (undecodable, too large, not an image, a private source address, the upload
+//!   gone): failed at once with the reason, dead-lettered as `invalid`;
+//! - **outage** (object store, PostgreSQL or Redis down): held, retried until it is back,
+//!   no attempt counted;
+//! - **anything else** (a source URL that does not answer, or answers an error): retried with
+//!   backoff up to [`Config::max_attempts`] attempts in all, then failed and dead-lettered as
+//!   `attempts_exhausted`. A replay from the dashboard brings the job back and it starts over.
+//!
+//! A redelivered job whose image is ready already refreshes the cache and announces again
+//! (the same event id, which the notifier takes once), then is acknowledged.
+
+use std::{sync::Arc, time::Duration};
+
+use lapin::{BasicProperties, Channel, message::Delivery};
+use shared::{
+    catalog::{Cache, Cached, StoredVariant, Variants},
+    connect::{
+        amqp::{Routing, send},
+        postgres::Database,
+    },
+    consume::{Consuming, DeliveryHandler, hold, settle},
+    contract::{Announcement, DownstreamEvent, ImageJob, ImageSource, ImagesReady},
+    dead_letter::{self, Poison, Reason},
+    egress::Egress,
+    images::{self, Status},
+    model::EventId,
+    objects::{Objects, is_outage},
+    topology::Topology,
+    trace::{self, Messaging, Operation},
+};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    variants::{self, Encoded, Format, Limits},
+};
+
+/// Largest source a URL may give (as an upload).
+pub const MAX_SOURCE_BYTES: usize = 10 * 1024 * 1024;
+
+/// Why an attempt did not make the variants.
+#[derive(Debug)]
+enum Failure {
+    /// Never will: fail at once.
+    Invalid(String),
+    /// A dependency is down: hold.
+    Outage(String),
+    /// Might next time: count the attempt.
+    Failed(String),
+}
+
+/// The image queue's handler.
+pub struct Imager {
+    /// Image records and catalog entries.
+    pub database: Database,
+    /// Where the bytes go.
+    pub objects: Objects,
+    /// The catalog's cache.
+    pub cache: Cache,
+    /// Names, and where dead letters and announcements go.
+    pub topology: Arc<Topology>,
+    /// Fetches source URLs through the guard.
+    pub client: reqwest::Client,
+    /// Checks a source URL's address before fetching.
+    pub egress: Egress,
+    /// Decoding limits.
+    pub limits: Limits,
+    /// Attempts before a job is dead-lettered.
+    pub max_attempts: i32,
+    /// The wait after the first failed attempt (doubling after each).
+    pub backoff: Duration,
+}
+
+impl Imager {
+    /// The handler for `config`, on `database` and `cache`.
+    pub fn new(
+        config: &Config,
+        database: Database,
+        cache: Cache,
+        topology: Arc<Topology>,
+    ) -> anyhow::Result<Self> {
+        let egress = Egress::new(config.allow_private_networks);
+        Ok(Self {
+            database,
+            objects: config.objects.clone(),
+            cache,
+            topology,
+            client: egress.client().timeout(config.fetch_timeout).build()?,
+            egress,
+            limits: config.limits,
+            max_attempts: config.max_attempts,
+            backoff: config.backoff,
+        })
+    }
+}
+
+impl DeliveryHandler for Imager {
+    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+        let Consuming {
+            channel, shutdown, ..
+        } = at;
+        let job: ImageJob = match serde_json::from_slice(&delivery.data) {
+            Ok(job) => job,
+            Err(e) => {
+                let why = format!("not an image job: {e}");
+                return self
+                    .set_aside(channel, delivery, Reason::Unparseable, &why)
+                    .await;
+            }
+        };
+        let queue = self.topology.images_queue();
+        let message_id = job.message_id();
+        let span = trace::messaging(
+            "imager",
+            &Messaging {
+                operation: Operation::Process,
+                destination: &queue,
+                routing_key: &queue,
+                message_id: &message_id,
+                event_id: &message_id,
+            },
+            &trace::extract(&delivery.properties),
+        );
+        let found = hold(
+            || async { images::find(self.database.ready()?, job.image_id).await },
+            |_| true,
+            "image record",
+            shutdown,
+        )
+        .await;
+        let Some(Ok(record)) = found else {
+            return false;
+        };
+        match record.map(|r| r.status) {
+            None => {
+                tracing::warn!(image_id = %job.image_id, "An image job without a record (its upload was withdrawn); dropped.");
+                settle(delivery.acker).await;
+                return true;
+            }
+            Some(Status::Ready) => {
+                if !self.finish(&job, channel, &span, shutdown).await {
+                    return false;
+                }
+                settle(delivery.acker).await;
+                return true;
+            }
+            Some(Status::Failed) => {
+                // Replayed: it starts over.
+                let restarted = hold(
+                    || async { images::restart(self.database.ready()?, job.image_id).await },
+                    |_| true,
+                    "image record",
+                    shutdown,
+                )
+                .await;
+                if !matches!(restarted, Some(Ok(()))) {
+                    return false;
+                }
+            }
+            Some(Status::Processing) => {}
+        }
+        let started = Instant::now();
+        let mut outage_wait = Duration::from_millis(100);
+        let variants = loop {
+            let failure = match self.attempt(&job).await {
+                Ok(variants) => break variants,
+                Err(failure) => failure,
+            };
+            let wait = match failure {
+                Failure::Outage(why) => {
+                    metrics::counter!(shared::metric::HOLDS_TOTAL).increment(1);
+                    tracing::warn!(image_id = %job.image_id, error = %why, retry_in = ?outage_wait, "Holding the image job until the dependency is back.");
+                    let wait = outage_wait;
+                    outage_wait = (outage_wait * 2).min(Duration::from_secs(2));
+                    wait
+                }
+                Failure::Invalid(why) => {
+                    span.fail(&why);
+                    return self
+                        .give_up(channel, delivery, &job, Reason::Invalid, &why, shutdown)
+                        .await;
+                }
+                Failure::Failed(why) => {
+                    let counted = hold(
+                        || async {
+                            images::attempted(self.database.ready()?, job.image_id, &why).await
+                        },
+                        |_| true,
+                        "image record",
+                        shutdown,
+                    )
+                    .await;
+                    let Some(Ok(attempts)) = counted else {
+                        return false;
+                    };
+                    if attempts >= self.max_attempts {
+                        span.fail(&why);
+                        let why = format!("{attempts} attempts failed; the last: {why}");
+                        return self
+                            .give_up(
+                                channel,
+                                delivery,
+                                &job,
+                                Reason::AttemptsExhausted,
+                                &why,
+                                shutdown,
+                            )
+                            .await;
+                    }
+                    tracing::warn!(image_id = %job.image_id, attempts, error = %why, "An image attempt failed; trying again.");
+                    self.backoff * 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(0))
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        };
+        let recorded = hold(
+            || async {
+                images::ready(
+                    self.database.ready()?,
+                    job.image_id,
+                    &job.product_id,
+                    &variants,
+                )
+                .await
+            },
+            |_| true,
+            "image record",
+            shutdown,
+        )
+        .await;
+        if !matches!(recorded, Some(Ok(_))) {
+            return false;
+        }
+        metrics::histogram!(shared::metric::IMAGE_PROCESSING_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(shared::metric::IMAGES_PROCESSED_TOTAL, "outcome" => "ready")
+            .increment(1);
+        if !self.finish(&job, channel, &span, shutdown).await {
+            return false;
+        }
+        tracing::info!(image_id = %job.image_id, product_id = %job.product_id, trace_id = span.trace_id(), "Image ready.");
+        settle(delivery.acker).await;
+        true
+    }
+}
+
+impl Imager {
+    /// One attempt: the bytes, the variants, all stored.
+    async fn attempt(&self, job: &ImageJob) -> Result<Variants, Failure> {
+        let bytes = match &job.source {
+            ImageSource::Upload { key } => self.objects.get(key).await.map_err(|e| {
+                if is_outage(&e) {
+                    Failure::Outage(format!("object store: {e}"))
+                } else {
+                    Failure::Invalid(format!("the upload is gone: {e}"))
+                }
+            })?,
+            ImageSource::Url { url } => self.fetch(url).await?.into(),
+        };
+        let limits = self.limits;
+        let made = tokio::task::spawn_blocking(move || variants::make(&bytes, limits))
+            .await
+            .map_err(|e| Failure::Failed(format!("the decoder stopped: {e}")))?
+            .map_err(|invalid| Failure::Invalid(invalid.0))?;
+        let original_key = match &job.source {
+            ImageSource::Upload { key } => {
+                let declared = key
+                    .rsplit_once('.')
+                    .and_then(|(_, extension)| Format::of_extension(extension));
+                if declared != Some(made.original.format) {
+                    return Err(Failure::Invalid(format!(
+                        "declared as {} but the content is {}",
+                        declared.map_or("another type", Format::content_type),
+                        made.original.format.content_type()
+                    )));
+                }
+                key.clone()
+            }
+            ImageSource::Url { .. } => self.store(job, "original", &made.original).await?,
+        };
+        Ok(Variants {
+            original: stored(original_key, &made.original),
+            thumbnail: stored(
+                self.store(job, "thumbnail", &made.thumbnail).await?,
+                &made.thumbnail,
+            ),
+            medium: stored(self.store(job, "medium", &made.medium).await?, &made.medium),
+        })
+    }
+
+    /// Stores `encoded` as `name` of the job's image; its key.
+    async fn store(
+        &self,
+        job: &ImageJob,
+        name: &str,
+        encoded: &Encoded,
+    ) -> Result<String, Failure> {
+        let namespace = self.topology.namespace();
+        let key = images::key(
+            namespace,
+            job.image_id,
+            &format!("{name}.{}", encoded.format.extension()),
+        );
+        self.objects
+            .put(&key, encoded.bytes.clone(), encoded.format.content_type())
+            .await
+            .map_err(|e| Failure::Outage(format!("object store: {e}")))?;
+        Ok(key)
+    }
+
+    /// The bytes at `url`: its address must be public (unless configured otherwise), the
+    /// answer a 2xx of at most [`MAX_SOURCE_BYTES`].
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, Failure> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Failure::Invalid(format!("source_url is not a URL: {e}")))?;
+        self.egress
+            .check_url(&parsed)
+            .await
+            .map_err(|e| Failure::Invalid(format!("source_url refused: {e}")))?;
+        let mut response = self
+            .client
+            .get(parsed)
+            .send()
+            .await
+            .map_err(|e| Failure::Failed(format!("source_url did not answer: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Failure::Failed(format!("source_url answered {status}")));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Failure::Failed(format!("source_url broke off: {e}")))?
+        {
+            if bytes.len() + chunk.len() > MAX_SOURCE_BYTES {
+                return Err(Failure::Invalid(
+                    "the source is over 10 MiB, the most an image may be".into(),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// Refreshes the product's cache with its entry as it now is, and announces the image;
+    /// false if shutdown came first.
+    async fn finish(
+        &self,
+        job: &ImageJob,
+        channel: &Channel,
+        span: &trace::Traced,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let refreshed = hold(
+            || async {
+                let pool = self.database.ready().map_err(|e| e.to_string())?;
+                let entry = shared::catalog::load(pool, &job.product_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.cache.put(&job.product_id, &Cached::of(entry)).await
+            },
+            |_| true,
+            "product cache",
+            shutdown,
+        )
+        .await;
+        if !matches!(refreshed, Some(Ok(()))) {
+            return false;
+        }
+        let announced = hold(
+            || self.announce(job, channel, span),
+            |_| true,
+            "images_ready event",
+            shutdown,
+        )
+        .await;
+        matches!(announced, Some(Ok(())))
+    }
+
+    /// Publishes `product.images_ready` for the job and waits for the confirm.
+    async fn announce(
+        &self,
+        job: &ImageJob,
+        channel: &Channel,
+        span: &trace::Traced,
+    ) -> anyhow::Result<()> {
+        let source_event_id: EventId = job
+            .message_id()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("image job id: {e}"))?;
+        let announcement = Announcement {
+            id: format!("msg_{}", job.image_id.simple()),
+            timestamp: OffsetDateTime::now_utc(),
+            event: DownstreamEvent::ImagesReady(ImagesReady {
+                source_event_id,
+                product_id: job.product_id.clone(),
+                image_id: job.image_id,
+            }),
+        };
+        let kind = announcement.event.event_type().as_str();
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(announcement.id.as_str().into())
+            .with_type(kind.into())
+            .with_app_id("imager".into());
+        let properties = trace::inject(span.context(), properties);
+        send(
+            channel,
+            &self.topology.events_exchange(),
+            kind,
+            &announcement.body(),
+            properties,
+            Routing::Optional,
+        )
+        .await?
+        .confirmed()
+        .await
+    }
+
+    /// Marks the image failed, dead-letters the job with `reason` and `why`, and acknowledges
+    /// it; false if shutdown came first.
+    async fn give_up(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        job: &ImageJob,
+        reason: Reason,
+        why: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let failed = hold(
+            || async { images::fail(self.database.ready()?, job.image_id, why).await },
+            |_| true,
+            "image record",
+            shutdown,
+        )
+        .await;
+        if !matches!(failed, Some(Ok(()))) {
+            return false;
+        }
+        tracing::warn!(image_id = %job.image_id, reason = reason.as_str(), error = %why, "Image failed; dead-lettered its job.");
+        self.set_aside(channel, delivery, reason, why).await
+    }
+
+    /// Dead-letters the delivery with `reason` and `why`, then acks it; if the dead letter is
+    /// not confirmed the job stays and comes back.
+    async fn set_aside(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        reason: Reason,
+        why: &str,
+    ) -> bool {
+        metrics::counter!(shared::metric::IMAGES_PROCESSED_TOTAL, "outcome" => reason.as_str())
+            .increment(1);
+        let queue = self.topology.images_queue();
+        let poison = Poison {
+            data: &delivery.data,
+            properties: &delivery.properties,
+            routing_key: delivery.routing_key.as_str(),
+            queue: &queue,
+            attempts: 1,
+        };
+        match dead_letter::set_aside(channel, &self.topology, "imager", poison, reason, why).await {
+            Ok(()) => settle(delivery.acker).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not dead-letter an image job; it will be redelivered.");
+            }
+        }
+        true
+    }
+}
+
+fn stored(key: String, encoded: &Encoded) -> StoredVariant {
+    StoredVariant {
+        key,
+        width: encoded.width,
+        height: encoded.height,
+        content_type: encoded.format.content_type().to_owned(),
+        bytes: u64::try_from(encoded.bytes.len()).unwrap_or(u64::MAX),
+    }
+}

@@ -1,0 +1,65 @@
+//! `Application`: all I/O set-up in `build`; consumption and the drain in `run_until` (the
+//! shared [`Service`] shape).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use shared::{
+    catalog::Cache,
+    connect::{postgres::Tables, redis},
+    consume::{self, Consumers},
+    service::{App, Checks, Service},
+    topology::Topology,
+};
+
+use crate::{config::Config, job::Imager};
+
+/// The imager: [`Application::build`] binds and connects it.
+pub struct Application;
+
+impl Application {
+    /// Binds the listener and starts the connections and the consumer (as soon as the broker is
+    /// reachable). Dependencies that are down do not stop start-up.
+    ///
+    /// [`App::run_until`] then consumes until its shutdown signal and drains: the job in hand
+    /// is finished (or, interrupted, left to return to its queue), then the connections close,
+    /// all under the deadline.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let service = Service::bind("imager", &config.serving).await?;
+        let backends = &config.backends;
+        let database = service.database(backends, &[Tables::Keys, Tables::Processor], 4);
+        let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
+        let topology = Arc::new(Topology::new(
+            backends.namespace.clone(),
+            backends.ingest_shards,
+        ));
+        let declared = Arc::clone(&topology);
+        let broker = service.broker(backends.amqp.clone(), move |connection| {
+            let topology = Arc::clone(&declared);
+            async move { topology.declare(&connection).await }
+        });
+        let cache = Cache::new(
+            redis.clone(),
+            backends.namespace.clone(),
+            backends.cache_ttl_seconds,
+        );
+        let imager = Imager::new(&config, database.clone(), cache, Arc::clone(&topology))?;
+        let live = Consumers::default();
+        service.work.spawn(consume::supervise(
+            broker.clone(),
+            topology.images_queue(),
+            config.prefetch,
+            Arc::new(imager),
+            live.clone(),
+            service.work.stopping(),
+        ));
+        let checks = Checks::default()
+            .broker(&broker)
+            .redis(&redis)
+            .postgres(&database)
+            .consumers(&live);
+        service.watch(&checks);
+        let routes = shared::openapi::route(crate::openapi::document);
+        Ok(service.app(routes, checks))
+    }
+}

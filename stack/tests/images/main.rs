@@ -1,0 +1,505 @@
+//! Product images against the real services and a real object store (a local folder, and an
+//! S3 API server): an upload made into variants that are readable, decodable and of the right
+//! sizes, and listed on the product; every bad request refused by name with nothing left; a
+//! broken image and a private source address failed at once and dead-lettered as `invalid`; a
+//! source that keeps failing dead-lettered after 3 attempts, then replayed; an object-store
+//! outage held and recovered.
+
+use std::{
+    io::Cursor,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb};
+use lapin::options::BasicAckOptions;
+use serde_json::{Value, json};
+use shared::objects::Objects;
+use stack::{Options, Stack, WAIT};
+use testkit::fault_proxy::{Fault, FaultProxy};
+
+/// A photo-like picture of `width`×`height` in `format`.
+fn picture(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
+    let image = ImageBuffer::from_fn(width, height, |x, y| {
+        Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut bytes = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(image)
+        .write_to(&mut bytes, format)
+        .expect("encodes");
+    bytes.into_inner()
+}
+
+fn gateway(stack: &Stack, path: &str) -> String {
+    format!("http://{}{path}", stack.gateway)
+}
+
+/// Creates the catalog entry `id`.
+async fn create(stack: &Stack, id: &str) {
+    let body =
+        json!({"product_id": id, "name": "Lamp", "category": "home", "price": 20, "stock": 3});
+    let response = stack
+        .client
+        .post(gateway(stack, "/api/v1/products"))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+}
+
+/// Posts `body` as `content_type` to `id`'s images: the status, `Location` and the JSON body.
+async fn upload(
+    stack: &Stack,
+    id: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Option<String>, Value) {
+    let response = stack
+        .client
+        .post(gateway(stack, &format!("/api/v1/products/{id}/images")))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, location, response.json().await.unwrap_or_default())
+}
+
+/// The image's status once it is no longer processing.
+async fn settled(stack: &Stack, id: &str, image: &str) -> Value {
+    testkit::eventually(&format!("image {image} processed"), WAIT, || async {
+        let path = format!("/api/v1/products/{id}/images/{image}");
+        let (status, body) = testkit::get_json(&stack.client, &gateway(stack, &path)).await;
+        (status == 200 && body["status"] != "processing").then_some(body)
+    })
+    .await
+}
+
+/// Reads a variant's URL (following a presigned redirect): its status, type and bytes.
+async fn read(stack: &Stack, url: &str) -> (u16, String, Vec<u8>) {
+    let url = if url.starts_with('/') {
+        gateway(stack, url)
+    } else {
+        url.to_owned()
+    };
+    // No key: a variant's URL is enough.
+    let response = reqwest::get(&url).await.expect("read");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        status,
+        content_type,
+        response.bytes().await.expect("body").to_vec(),
+    )
+}
+
+/// Checks every variant of a ready image: readable without a key, decodable, of the sizes it
+/// claims and the expected ones.
+async fn assert_variants(stack: &Stack, variants: &Value, expected: [(u32, u32); 3]) {
+    for (name, (width, height)) in ["original", "thumbnail", "medium"]
+        .into_iter()
+        .zip(expected)
+    {
+        let variant = &variants[name];
+        assert_eq!(
+            (variant["width"].as_u64(), variant["height"].as_u64()),
+            (Some(u64::from(width)), Some(u64::from(height))),
+            "{name}: {variant}"
+        );
+        let (status, content_type, bytes) =
+            read(stack, variant["url"].as_str().expect("a URL")).await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(content_type, variant["content_type"], "{name}");
+        assert_eq!(
+            Some(bytes.len() as u64),
+            variant["bytes"].as_u64(),
+            "{name}"
+        );
+        let decoded = image::load_from_memory(&bytes).expect("decodable");
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (width, height),
+            "{name}"
+        );
+    }
+}
+
+/// The dead letters the processor lists for `reason`, once there are `n`.
+async fn dead_letters(stack: &Stack, reason: &str, n: usize) -> Vec<Value> {
+    let url = format!("http://{}/dead-letters?reason={reason}", stack.processor);
+    testkit::eventually(&format!("{n} dead letters {reason}"), WAIT, || async {
+        let (status, body) = testkit::get_json(&stack.client, &url).await;
+        let listed = body["dead_letters"].as_array().cloned().unwrap_or_default();
+        (status == 200 && listed.len() >= n).then_some(listed)
+    })
+    .await
+}
+
+/// The whole path on one store: upload → variants stored, readable, decodable and of the
+/// right sizes → the product lists them → `product.images_ready` announced.
+async fn upload_to_ready(stack: &Stack) {
+    let broker = testkit::Broker::connect(&stack.backends).await;
+    let mut announced = broker
+        .listen(&stack.topology.events_exchange(), "product.images_ready")
+        .await;
+    create(stack, "lamp-1").await;
+    let png = picture(1600, 1000, ImageFormat::Png);
+    let (status, location, accepted) = upload(stack, "lamp-1", "image/png", png).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "processing");
+    let image = accepted["image_id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/products/lamp-1/images/{image}").as_str())
+    );
+
+    let done = settled(stack, "lamp-1", &image).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    assert_eq!(done["error"], Value::Null);
+    assert_variants(
+        stack,
+        &done["variants"],
+        [(1600, 1000), (200, 125), (800, 500)],
+    )
+    .await;
+    assert_eq!(done["variants"]["thumbnail"]["content_type"], "image/jpeg");
+
+    let (_, product) =
+        testkit::get_json(&stack.client, &gateway(stack, "/api/v1/products/lamp-1")).await;
+    assert_eq!(
+        product["images"][0]["image_id"],
+        image.as_str(),
+        "{product}"
+    );
+    assert_eq!(product["images"][0]["variants"], done["variants"]);
+    let (_, page) = testkit::get_json(
+        &stack.client,
+        &gateway(stack, "/api/v1/products?category=home"),
+    )
+    .await;
+    assert_eq!(page["items"][0]["images"][0]["image_id"], image.as_str());
+
+    let event = tokio::time::timeout(WAIT, announced.next())
+        .await
+        .expect("announced in time")
+        .expect("a delivery")
+        .expect("a message");
+    let body: Value = serde_json::from_slice(&event.data).expect("JSON");
+    assert_eq!(body["type"], "product.images_ready");
+    assert_eq!(body["data"]["product_id"], "lamp-1");
+    assert_eq!(body["data"]["image_id"], image.as_str());
+    event.ack(BasicAckOptions::default()).await.expect("acked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_becomes_variants_in_a_local_store_listed_on_the_product() {
+    let stack = Stack::start(None).await;
+    upload_to_ready(&stack).await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_becomes_variants_in_an_s3_bucket_read_through_presigned_urls() {
+    let s3 = testkit::S3Server::start("images").await;
+    let options = testkit::S3Server::options(s3.addr);
+    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let objects = Objects::open(
+        "s3://images/catalog",
+        None,
+        Duration::from_secs(60),
+        &options,
+    )
+    .expect("an S3 store");
+    let stack = Stack::start_with(Options {
+        objects: Some(objects),
+        ..Options::default()
+    })
+    .await;
+    upload_to_ready(&stack).await;
+    // The bytes are in the bucket, under the prefix.
+    let listing = reqwest::get(format!("http://{}/images?prefix=catalog/", s3.addr))
+        .await
+        .expect("listed")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(listing.matches("<Key>catalog/").count(), 3, "{listing}");
+    // The gateway's URL redirects to a presigned one.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let (_, product) =
+        testkit::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-1")).await;
+    let url = product["images"][0]["variants"]["thumbnail"]["url"]
+        .as_str()
+        .expect("a URL");
+    let response = no_redirects
+        .get(gateway(&stack, url))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 302);
+    let to = response.headers()["location"].to_str().expect("text");
+    assert!(to.contains("X-Amz-Signature="), "{to}");
+    stack.stop().await;
+    s3.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_uploads_are_refused_by_name_and_leave_nothing_behind() {
+    let stack = Stack::start(None).await;
+    create(&stack, "lamp-2").await;
+    let png = picture(64, 64, ImageFormat::Png);
+    let too_large = vec![0u8; 10 * 1024 * 1024 + 1];
+    let cases: Vec<(&str, &str, Vec<u8>, u16, Option<&str>)> = vec![
+        ("lamp-2", "text/plain", b"hello".to_vec(), 415, None),
+        ("lamp-2", "image/gif", png.clone(), 415, None),
+        ("lamp-2", "image/png", too_large, 413, None),
+        ("lamp-2", "image/png", Vec::new(), 400, Some("body")),
+        ("nobody", "image/png", png.clone(), 404, None),
+        ("bad id!", "image/png", png.clone(), 400, Some("product_id")),
+        (
+            "lamp-2",
+            "application/json",
+            br#"{"source_url": "ftp://x/y.png"}"#.to_vec(),
+            400,
+            Some("source_url"),
+        ),
+        (
+            "lamp-2",
+            "application/json",
+            br#"{"source_url": "not a url"}"#.to_vec(),
+            400,
+            Some("source_url"),
+        ),
+        (
+            "lamp-2",
+            "application/json",
+            br#"{"url": "https://x/y.png"}"#.to_vec(),
+            400,
+            Some("source_url"),
+        ),
+        (
+            "lamp-2",
+            "application/json",
+            b"{".to_vec(),
+            400,
+            Some("body"),
+        ),
+    ];
+    for (id, content_type, body, expected, field) in cases {
+        let id_path = id.replace(' ', "%20").replace('!', "%21");
+        let (status, _, answer) = upload(&stack, &id_path, content_type, body).await;
+        let context = format!("{id} {content_type}");
+        assert_eq!(status, expected, "{context}: {answer}");
+        assert!(answer["error"].is_string(), "{context}: {answer}");
+        if let Some(field) = field {
+            testkit::assert_names_field(status, &answer, field, &context);
+        }
+    }
+    // The wrong scope.
+    let reader = testkit::api_key(
+        &stack.backends.namespace,
+        [shared::auth::Scope::ProductsRead].into_iter().collect(),
+    )
+    .await;
+    let response = testkit::client_with_key(&reader)
+        .post(gateway(&stack, "/api/v1/products/lamp-2/images"))
+        .header("content-type", "image/png")
+        .body(png)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 403);
+    // Nothing recorded, nothing stored, nothing queued.
+    let pool = testkit::database(&stack.backends).await;
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM product_images")
+        .fetch_one(&pool)
+        .await
+        .expect("counted");
+    assert_eq!(recorded, 0);
+    let stored = std::fs::read_dir(
+        std::env::temp_dir()
+            .join("pipeline-objects")
+            .join(stack.backends.namespace.as_str()),
+    )
+    .map(|entries| entries.count())
+    .unwrap_or(0);
+    assert_eq!(stored, 0);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_image_and_a_private_source_fail_at_once_as_invalid() {
+    let stack = Stack::start(None).await;
+    create(&stack, "lamp-3").await;
+    // Declared a PNG, but not one.
+    let (status, _, broken) = upload(
+        &stack,
+        "lamp-3",
+        "image/png",
+        b"\x89PNG\r\n\x1a\nbroken".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // A JPEG declared a PNG.
+    let (_, _, mislabelled) = upload(
+        &stack,
+        "lamp-3",
+        "image/png",
+        picture(50, 50, ImageFormat::Jpeg),
+    )
+    .await;
+    // On a private address (the imager refuses them by default).
+    let source = json!({"source_url": "http://127.0.0.1:9/lamp.png"})
+        .to_string()
+        .into_bytes();
+    let (_, _, private) = upload(&stack, "lamp-3", "application/json", source).await;
+    for (accepted, why) in [
+        (&broken, "undecodable"),
+        (
+            &mislabelled,
+            "declared as image/png but the content is image/jpeg",
+        ),
+        (&private, "loopback"),
+    ] {
+        let image = accepted["image_id"].as_str().expect("an id");
+        let done = settled(&stack, "lamp-3", image).await;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert!(done["error"].as_str().expect("why").contains(why), "{done}");
+        assert_eq!(done["variants"], Value::Null);
+    }
+    let listed = dead_letters(&stack, "invalid", 3).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let (_, product) =
+        testkit::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-3")).await;
+    assert_eq!(product["images"], json!([]));
+    stack.stop().await;
+}
+
+/// A local source that answers 503 while `failing`, else a 900×900 PNG.
+async fn source(failing: Arc<AtomicBool>) -> std::net::SocketAddr {
+    let png = picture(900, 900, ImageFormat::Png);
+    let app = axum::Router::new().route(
+        "/lamp.png",
+        axum::routing::get(move || {
+            let (failing, png) = (Arc::clone(&failing), png.clone());
+            async move {
+                if failing.load(Ordering::SeqCst) {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new())
+                } else {
+                    (axum::http::StatusCode::OK, png)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_source_is_dead_lettered_after_3_attempts_then_replayed() {
+    let stack = Stack::start_with(Options {
+        fetch_private: true,
+        ..Options::default()
+    })
+    .await;
+    create(&stack, "lamp-4").await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let addr = source(Arc::clone(&failing)).await;
+    let body = json!({"source_url": format!("http://{addr}/lamp.png")})
+        .to_string()
+        .into_bytes();
+    let (status, _, accepted) = upload(&stack, "lamp-4", "application/json", body).await;
+    assert_eq!(status, 202, "{accepted}");
+    let image = accepted["image_id"].as_str().expect("an id").to_owned();
+    let done = settled(&stack, "lamp-4", &image).await;
+    assert_eq!(done["status"], "failed");
+    let why = done["error"].as_str().expect("why");
+    assert!(why.contains("3 attempts") && why.contains("503"), "{why}");
+    let listed = dead_letters(&stack, "attempts_exhausted", 1).await;
+    let dead = listed[0]["id"].as_str().expect("an id").to_owned();
+
+    failing.store(false, Ordering::SeqCst);
+    let replayed = stack
+        .client
+        .post(format!("http://{}/dead-letters/replay", stack.processor))
+        .json(&json!({"ids": [dead]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(replayed.status(), 200);
+    let done = testkit::eventually("the replayed image ready", WAIT, || async {
+        let path = format!("/api/v1/products/lamp-4/images/{image}");
+        let (_, body) = testkit::get_json(&stack.client, &gateway(&stack, &path)).await;
+        (body["status"] == "ready").then_some(body)
+    })
+    .await;
+    assert_variants(
+        &stack,
+        &done["variants"],
+        [(900, 900), (200, 200), (800, 800)],
+    )
+    .await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_store_outage_is_held_and_recovered() {
+    let s3 = testkit::S3Server::start("held").await;
+    let proxy = FaultProxy::start(s3.addr).await.expect("proxy");
+    let options = testkit::S3Server::options(proxy.addr());
+    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let objects =
+        Objects::open("s3://held", None, Duration::from_secs(60), &options).expect("an S3 store");
+    let stack = Stack::start_with(Options {
+        objects: Some(objects),
+        fetch_private: true,
+        ..Options::default()
+    })
+    .await;
+    create(&stack, "lamp-5").await;
+    let addr = source(Arc::new(AtomicBool::new(false))).await;
+    proxy.set(Fault::Drop);
+    let body = json!({"source_url": format!("http://{addr}/lamp.png")})
+        .to_string()
+        .into_bytes();
+    let (status, _, accepted) = upload(&stack, "lamp-5", "application/json", body).await;
+    assert_eq!(status, 202, "{accepted}");
+    let image = accepted["image_id"].as_str().expect("an id").to_owned();
+    // Held: the imager says so, and the image is still processing, no attempt counted.
+    testkit::eventually("the imager holding the job", WAIT, || async {
+        let metrics = testkit::metrics(&stack.client, &format!("http://{}", stack.imager)).await;
+        (testkit::counter(&metrics, "pipeline_holds_total", "") > 0.0).then_some(())
+    })
+    .await;
+    let path = format!("/api/v1/products/lamp-5/images/{image}");
+    let (_, held) = testkit::get_json(&stack.client, &gateway(&stack, &path)).await;
+    assert_eq!(held["status"], "processing", "{held}");
+    proxy.set(Fault::Pass);
+    let done = settled(&stack, "lamp-5", &image).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    stack.stop().await;
+    s3.stop().await;
+}

@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image with every service; choose one by command: `gateway` (default) or `processor`.
+# One image with every service; choose one by command: `gateway` (default), `processor`,
+# `notifier`, `dashboard` or `imager`.
 
 ARG RUST_VERSION=1.95
 
@@ -17,7 +18,7 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked --package gateway --package processor --package notifier --package dashboard
+RUN cargo build --release --locked --package gateway --package processor --package notifier --package dashboard --package imager
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -25,8 +26,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home pipeline
 COPY --from=builder /src/target/release/gateway /src/target/release/processor \
-    /src/target/release/notifier /src/target/release/dashboard /usr/local/bin/
+    /src/target/release/notifier /src/target/release/dashboard /src/target/release/imager /usr/local/bin/
 USER 10001
 ENV LOG_FORMAT=json
-EXPOSE 8080 8081 8082 8083
+EXPOSE 8080 8081 8082 8083 8084
 CMD ["gateway"]

@@ -4,12 +4,13 @@
 # migrations are set up by the services themselves at start. Ctrl-C drains and stops them all.
 #
 # The first run makes a development API key with every scope and keeps it in .pipeline-dev-key
-# (git-ignored); every run prints it. Webhooks may reach this machine (a receiver on 127.0.0.1),
-# which deployments refuse by default.
+# (git-ignored); every run prints it. Webhooks and image source URLs may reach this machine (a
+# receiver on 127.0.0.1), which deployments refuse by default. Images are kept in data/objects
+# (git-ignored) and served by the gateway.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-cargo build --release --bin gateway --bin processor --bin notifier --bin dashboard
+cargo build --release --bin gateway --bin processor --bin notifier --bin dashboard --bin imager
 
 key_file=.pipeline-dev-key
 if [[ ! -s "$key_file" ]]; then
@@ -21,7 +22,7 @@ echo "Development API key (every scope), kept in $key_file:"
 echo "    $(cat "$key_file")"
 echo "In another shell: export PIPELINE_API_KEY=\$(cat $key_file)"
 
-export WEBHOOK_ALLOW_PRIVATE_NETWORKS=true
+export WEBHOOK_ALLOW_PRIVATE_NETWORKS=true IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS=true
 
 pids=()
 stop() {
@@ -35,6 +36,7 @@ trap stop INT TERM EXIT
 ./target/release/gateway & pids+=($!)
 ./target/release/notifier & pids+=($!)
 ./target/release/dashboard & pids+=($!)
+./target/release/imager & pids+=($!)
 
 # Stop everything as soon as any one service exits.
 wait -n "${pids[@]}"

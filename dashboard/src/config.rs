@@ -16,7 +16,8 @@ pub struct Config {
     /// RabbitMQ (queue depths), PostgreSQL (lookups, counts) and the namespace.
     pub backends: Backends,
     /// The services, by base URL: `GATEWAY_URL` (`http://127.0.0.1:8080`), `PROCESSOR_URL`
-    /// (`http://127.0.0.1:8082`), `NOTIFIER_URL` (`http://127.0.0.1:8083`).
+    /// (`http://127.0.0.1:8082`), `NOTIFIER_URL` (`http://127.0.0.1:8083`), `IMAGER_URL`
+    /// (`http://127.0.0.1:8084`).
     pub services: Vec<(&'static str, String)>,
     /// How often the numbers are refreshed and pushed to open pages (`DASHBOARD_REFRESH_MS`,
     /// 1000).
@@ -49,6 +50,7 @@ impl Config {
                 ("gateway", url("GATEWAY_URL", "http://127.0.0.1:8080")?),
                 ("processor", url("PROCESSOR_URL", "http://127.0.0.1:8082")?),
                 ("notifier", url("NOTIFIER_URL", "http://127.0.0.1:8083")?),
+                ("imager", url("IMAGER_URL", "http://127.0.0.1:8084")?),
             ],
             refresh: millis("DASHBOARD_REFRESH_MS", 1000)?,
             secure_cookies: var("DASHBOARD_SECURE_COOKIES", "true")?,

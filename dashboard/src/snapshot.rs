@@ -347,6 +347,7 @@ impl Sources {
         names.extend(retry_queues.into_iter().map(|name| (name, "retry", None)));
         names.push((self.topology.dead_letter_queue(), "dead", None));
         names.push((self.topology.notifier_queue(), "notifier", None));
+        names.push((self.topology.images_queue(), "images", None));
         let mut queues = Vec::with_capacity(names.len());
         for (name, kind, shard) in names {
             let options = QueueDeclareOptions {

@@ -4,7 +4,8 @@
 //! `s3://bucket/prefix` with the usual `AWS_*` variables (`AWS_ENDPOINT_URL` for a store other
 //! than AWS, `AWS_ALLOW_HTTP=true` for one without TLS).
 //!
-//! Variant URLs start with `OBJECT_STORE_PUBLIC_URL` when set (a public bucket or a CDN);
+//! Variant URLs start with `OBJECT_STORE_PUBLIC_URL` when set (the URL of a public bucket's root,
+//! or a CDN in front of it; the prefix and the key follow);
 //! otherwise they are the gateway's `/images/{key}`, which serves the bytes of a local store
 //! itself and redirects to a URL presigned for `OBJECT_STORE_URL_TTL_SECS` for S3.
 
@@ -164,7 +165,7 @@ impl Objects {
     /// Where a client reads `key`.
     pub fn url(&self, key: &str) -> String {
         match &self.public_url {
-            Some(base) => format!("{base}{key}"),
+            Some(base) => format!("{base}{}{key}", self.prefix),
             None => format!("/images/{key}"),
         }
     }

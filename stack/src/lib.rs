@@ -164,6 +164,7 @@ impl Stack {
             ("gateway", format!("http://{}", self.gateway)),
             ("processor", processor_url),
             ("notifier", format!("http://{}", self.notifier)),
+            ("imager", format!("http://{}", self.imager)),
         ];
         config.refresh = Duration::from_millis(250);
         self.dashboard = self

@@ -14,6 +14,7 @@
 pub mod cluster;
 pub mod fault_proxy;
 pub mod services;
+pub mod spans;
 pub mod webhooks;
 
 use std::{future::Future, time::Duration};

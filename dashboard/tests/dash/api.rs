@@ -28,8 +28,17 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
         .await;
     assert!(snapshot["totals"]["accepted"].as_f64() >= Some(2.0));
     assert_eq!(snapshot["services"]["gateway"]["ready"], true);
+    assert_eq!(snapshot["services"]["imager"]["ready"], true);
     assert_eq!(snapshot["queues"]["up"], true);
     let queues = snapshot["queues"]["queues"].as_array().expect("queues");
+    // The imager's queue, with its consumer.
+    let images = stack.topology.images_queue();
+    assert!(
+        queues
+            .iter()
+            .any(|q| q["kind"] == "images" && q["name"] == images.as_str() && q["consumers"] == 1),
+        "{queues:?}"
+    );
     assert!(
         queues
             .iter()

@@ -165,7 +165,7 @@ async fn accept(
         return Err(unqueued(e));
     }
     metrics::counter!(shared::metric::IMAGES_RECEIVED_TOTAL).increment(1);
-    let location = format!("/products/{id}/images/{image_id}");
+    let location = format!("/api/v1/products/{id}/images/{image_id}");
     let accepted = ImageAccepted {
         image_id,
         status: Status::Processing,
@@ -280,6 +280,12 @@ pub async fn serve_image(State(state): State<AppState>, Path(key): Path<String>)
             [
                 (header::CONTENT_TYPE, content_type),
                 (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+                // An upload is served before the imager has judged it: never as anything else.
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; sandbox",
+                ),
             ],
             bytes,
         )

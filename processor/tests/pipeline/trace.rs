@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use opentelemetry::trace::{SpanKind, TraceId};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::SpanKind;
+use opentelemetry_sdk::trace::SpanData;
 use testkit::webhooks::Receiver;
 
 use crate::helpers::{WAIT, spawn_pipeline};
@@ -19,12 +19,7 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
-    let exporter = InMemorySpanExporter::default();
-    shared::trace::install(
-        SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build(),
-    );
+    testkit::spans::exporter();
     let mut pipeline = spawn_pipeline().await;
     let backends = pipeline.backends.clone();
     let notifier = pipeline.start_notifier(backends).await;
@@ -57,20 +52,8 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
         got[0].header("traceparent")
     );
 
-    let trace = TraceId::from_hex(client_trace).expect("hex");
-    let spans = testkit::eventually("the delivery span", WAIT, || async {
-        let spans: Vec<SpanData> = exporter
-            .get_finished_spans()
-            .ok()?
-            .into_iter()
-            .filter(|s| s.span_context.trace_id() == trace)
-            .collect();
-        spans
-            .iter()
-            .any(|s| s.span_kind == SpanKind::Client)
-            .then_some(spans)
-    })
-    .await;
+    // Once the webhook attempt's span has ended.
+    let spans = testkit::spans::of_trace(client_trace, SpanKind::Client, WAIT).await;
     let services: BTreeSet<String> = spans
         .iter()
         .map(|s| s.instrumentation_scope.name().to_owned())

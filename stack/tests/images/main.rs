@@ -3,7 +3,7 @@
 //! sizes, and listed on the product; every bad request refused by name with nothing left; a
 //! broken image and a private source address failed at once and dead-lettered as `invalid`; a
 //! source that keeps failing dead-lettered after 3 attempts, then replayed; an object-store
-//! outage held and recovered.
+//! outage held and recovered; one trace from the upload request to the stored variants.
 
 use std::{
     io::Cursor,
@@ -166,7 +166,7 @@ async fn upload_to_ready(stack: &Stack) {
     let image = accepted["image_id"].as_str().expect("an id").to_owned();
     assert_eq!(
         location.as_deref(),
-        Some(format!("/products/lamp-1/images/{image}").as_str())
+        Some(format!("/api/v1/products/lamp-1/images/{image}").as_str())
     );
 
     let done = settled(stack, "lamp-1", &image).await;
@@ -211,6 +211,28 @@ async fn upload_to_ready(stack: &Stack) {
 async fn an_upload_becomes_variants_in_a_local_store_listed_on_the_product() {
     let stack = Stack::start(None).await;
     upload_to_ready(&stack).await;
+    // The gateway serves a local store's bytes: cacheable for good, never sniffed as another type.
+    let (_, product) =
+        testkit::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-1")).await;
+    let url = product["images"][0]["variants"]["original"]["url"]
+        .as_str()
+        .expect("a URL");
+    assert!(url.starts_with("/images/"), "{url}");
+    let response = reqwest::get(gateway(&stack, url)).await.expect("read");
+    let headers = response.headers();
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    // A key that is not an image of this namespace is not served.
+    for key in [
+        "/images/elsewhere/images/x/original.png",
+        "/images/../Cargo.toml",
+    ] {
+        let response = reqwest::get(gateway(&stack, key)).await.expect("read");
+        assert_eq!(response.status(), 404, "{key}");
+    }
     stack.stop().await;
 }
 
@@ -268,7 +290,9 @@ async fn bad_uploads_are_refused_by_name_and_leave_nothing_behind() {
     create(&stack, "lamp-2").await;
     let png = picture(64, 64, ImageFormat::Png);
     let too_large = vec![0u8; 10 * 1024 * 1024 + 1];
-    let cases: Vec<(&str, &str, Vec<u8>, u16, Option<&str>)> = vec![
+    // (product id, content type, body, expected status, the field the error names)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("lamp-2", "text/plain", b"hello".to_vec(), 415, None),
         ("lamp-2", "image/gif", png.clone(), 415, None),
         ("lamp-2", "image/png", too_large, 413, None),
@@ -502,4 +526,61 @@ async fn an_object_store_outage_is_held_and_recovered() {
     assert_eq!(done["status"], "ready", "{done}");
     stack.stop().await;
     s3.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_is_traced_from_the_request_to_the_stored_variants() {
+    use opentelemetry::trace::{SpanKind, Status};
+
+    testkit::spans::exporter();
+    let stack = Stack::start(None).await;
+    create(&stack, "lamp-t").await;
+    // The client starts the trace; the gateway continues it into the job.
+    let client_trace = "5cf92f3577b34da6a3ce929d0e0e4736";
+    let response = stack
+        .client
+        .post(gateway(&stack, "/api/v1/products/lamp-t/images"))
+        .header("content-type", "image/png")
+        .header(
+            "traceparent",
+            format!("00-{client_trace}-00f067aa0ba902b7-01"),
+        )
+        .body(picture(300, 200, ImageFormat::Png))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.expect("JSON");
+    let image = accepted["image_id"].as_str().expect("an id").to_owned();
+    assert_eq!(settled(&stack, "lamp-t", &image).await["status"], "ready");
+
+    let ns = stack.backends.namespace.as_str().to_owned();
+    let spans = testkit::spans::of_trace(client_trace, SpanKind::Consumer, WAIT).await;
+    let publish = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Producer)
+        .expect("the gateway's publish span");
+    assert_eq!(publish.name, format!("publish {ns}.images"));
+    assert_eq!(publish.instrumentation_scope.name(), "gateway");
+    // The imager's span is the publish's child, and ends once the variants are stored and
+    // recorded, without error.
+    let process = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Consumer)
+        .expect("the imager's process span");
+    assert_eq!(process.name, format!("process {ns}.images"));
+    assert_eq!(process.instrumentation_scope.name(), "imager");
+    assert_eq!(
+        process.parent_span_id,
+        publish.span_context.span_id(),
+        "{spans:?}"
+    );
+    assert_eq!(process.status, Status::Unset);
+    let (_, done) = testkit::get_json(
+        &stack.client,
+        &gateway(&stack, &format!("/api/v1/products/lamp-t/images/{image}")),
+    )
+    .await;
+    assert!(done["variants"]["thumbnail"]["url"].is_string(), "{done}");
+    stack.stop().await;
 }

@@ -19,7 +19,8 @@ pub struct Config {
     pub backends: Backends,
     /// Unacknowledged downstream events the broker may push (`PREFETCH`, 256).
     pub prefetch: u16,
-    /// How long a subscriber has to answer one delivery (`WEBHOOK_TIMEOUT_MS`, 10000).
+    /// How long a subscriber has to answer one delivery (`WEBHOOK_TIMEOUT_MS`, 15000, as
+    /// Standard Webhooks asks: 15 to 30 s).
     pub webhook_timeout: Duration,
     /// When a failed delivery is tried again, after each failed attempt
     /// (`WEBHOOK_RETRY_SCHEDULE_MS`, Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); after
@@ -66,7 +67,7 @@ impl Config {
             serving: Serving::from_env("NOTIFIER_ADDR", "0.0.0.0:8083")?,
             backends: Backends::from_env()?,
             prefetch: at_least_one("PREFETCH", "256")?,
-            webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
+            webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 15_000)?,
             retry_schedule: millis_list(
                 "WEBHOOK_RETRY_SCHEDULE_MS",
                 "5000,300000,1800000,7200000,18000000,36000000,36000000",

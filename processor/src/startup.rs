@@ -55,10 +55,12 @@ impl Application {
             backends.namespace.clone(),
             backends.ingest_shards,
         ));
+        let owned = Owned::default();
         let plan = Arc::new(Plan {
             topology: Arc::clone(&topology),
             retry_delays: config.retry_delays.clone(),
             work: service.work.clone(),
+            owned: owned.clone(),
         });
         let broker = service.broker(backends.amqp.clone(), move |connection| {
             let plan = Arc::clone(&plan);
@@ -79,7 +81,7 @@ impl Application {
             live: live.clone(),
             prefetch: config.prefetch,
         };
-        let shards = shards.share(&service.work, &database, config.shard_lease);
+        let shards = shards.share(owned, &service.work, &database, config.shard_lease);
         service.work.spawn(consume::supervise(
             broker.clone(),
             topology.dead_letter_queue(),
@@ -139,9 +141,8 @@ struct Shards {
 impl Shards {
     /// Starts this replica's [`Coordinator`] (leases of `lease` time), which consumes its share
     /// of the shards through [`Shards::start`]; what `/ready` says of them.
-    fn share(self, work: &Tasks, database: &Database, lease: Duration) -> Detail {
+    fn share(self, owned: Owned, work: &Tasks, database: &Database, lease: Duration) -> Detail {
         let member: Arc<str> = member().into();
-        let owned = Owned::default();
         let topology = Arc::clone(&self.topology);
         let coordinator = Coordinator {
             member: Arc::clone(&member),
@@ -192,6 +193,8 @@ struct Plan {
     topology: Arc<Topology>,
     retry_delays: Vec<Duration>,
     work: Tasks,
+    /// The shards this replica owns: the ones whose lag it reports.
+    owned: Owned,
 }
 
 impl Plan {
@@ -214,7 +217,12 @@ impl Plan {
         }
         setup.close(200, "topology declared".into()).await?;
         let lag = connection.create_channel().await?;
-        work.spawn(report_lag(lag, Arc::clone(&self.topology), work.stopping()));
+        work.spawn(report_lag(
+            lag,
+            Arc::clone(&self.topology),
+            self.owned.clone(),
+            work.stopping(),
+        ));
         let replay = connection.create_channel().await?;
         replay
             .confirm_select(ConfirmSelectOptions::default())
@@ -227,10 +235,12 @@ impl Plan {
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Sets `pipeline_consumer_lag_messages{shard}` (messages waiting in each shard queue) every
-/// [`LAG_EVERY`], until the channel closes or consumption stops.
+/// [`LAG_EVERY`], until the channel closes or consumption stops: for the shards this replica
+/// owns, and 0 for the others, so that summed across replicas each shard counts once.
 async fn report_lag(
     channel: lapin::Channel,
     topology: Arc<Topology>,
+    owned: Owned,
     consuming: CancellationToken,
 ) {
     let passive = lapin::options::QueueDeclareOptions {
@@ -238,7 +248,13 @@ async fn report_lag(
         ..lapin::options::QueueDeclareOptions::default()
     };
     loop {
+        let mine = owned.shards();
         for shard in 0..topology.shards() {
+            let lag = metrics::gauge!(shared::metric::CONSUMER_LAG_MESSAGES, "shard" => shard.to_string());
+            if !mine.contains(&shard) {
+                lag.set(0.0);
+                continue;
+            }
             let declared = channel
                 .queue_declare(
                     topology.shard_queue(shard).into(),
@@ -249,8 +265,7 @@ async fn report_lag(
             let Ok(queue) = declared else {
                 return;
             };
-            metrics::gauge!(shared::metric::CONSUMER_LAG_MESSAGES, "shard" => shard.to_string())
-                .set(f64::from(queue.message_count()));
+            lag.set(f64::from(queue.message_count()));
         }
         tokio::select! {
             () = consuming.cancelled() => return,

@@ -88,7 +88,7 @@ metrics! {
     Counter WEBHOOK_DELIVERIES_TOTAL = "pipeline_webhook_deliveries_total";
 
     /// How long a webhook delivery attempt took.
-    Histogram WEBHOOK_DELIVERY_SECONDS = "pipeline_webhook_delivery_seconds";
+    Histogram WEBHOOK_DELIVERY_DURATION_SECONDS = "pipeline_webhook_delivery_duration_seconds";
 
     /// Shards this processor replica owns right now.
     Gauge SHARDS_OWNED = "pipeline_shards_owned";

@@ -15,9 +15,27 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-/// Latency buckets (seconds) for every `_seconds` histogram: 0.5 ms to 10 s.
+/// Latency buckets (seconds) for a `_seconds` histogram of work done in a request or a batch
+/// (HTTP requests, publish confirms, processor stages): 0.5 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// From the gateway's receipt to applied, which takes the retry ladder's minutes for an event
+/// that was retried: 1 ms to 10 minutes.
+pub const END_TO_END_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+/// A webhook attempt, bounded by `WEBHOOK_TIMEOUT_MS` (15 s): 5 ms to 30 s.
+pub const WEBHOOK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
+];
+
+/// Making an image's variants (fetch, decode, encode, store): 10 ms to 2 minutes.
+pub const IMAGE_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
 /// What must outlive the service: the trace exporter, flushed and shut down when dropped.
@@ -65,9 +83,29 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let handle = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-            .expect("the bucket list is not empty")
+        // A full name's buckets win over the suffix's (the exporter tries full names first).
+        let buckets = [
+            (Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS),
+            (
+                Matcher::Full(crate::metric::END_TO_END_DURATION_SECONDS.into()),
+                END_TO_END_BUCKETS,
+            ),
+            (
+                Matcher::Full(crate::metric::WEBHOOK_DELIVERY_DURATION_SECONDS.into()),
+                WEBHOOK_BUCKETS,
+            ),
+            (
+                Matcher::Full(crate::metric::IMAGE_PROCESSING_DURATION_SECONDS.into()),
+                IMAGE_BUCKETS,
+            ),
+        ];
+        let handle = buckets
+            .into_iter()
+            .fold(PrometheusBuilder::new(), |builder, (matcher, buckets)| {
+                builder
+                    .set_buckets_for_metric(matcher, buckets)
+                    .expect("no bucket list is empty")
+            })
             .install_recorder()
             .expect("no other metrics recorder is installed in this process");
         crate::metric::describe();

@@ -42,6 +42,8 @@ impl Received {
 struct Log {
     script: VecDeque<u16>,
     received: Vec<Received>,
+    /// Sent as `Retry-After` with every answer that is not 200.
+    retry_after: Option<String>,
 }
 
 /// A running receiver at `http://127.0.0.1:<port>/hook`; stops when dropped.
@@ -64,6 +66,12 @@ impl Receiver {
 
     /// A receiver that answers `script` in turn, then 200 to everything.
     pub async fn start(script: &[u16]) -> Self {
+        Self::start_asking(script, None).await
+    }
+
+    /// A receiver that answers `script` in turn, each answer with `Retry-After: retry_after`,
+    /// then 200 to everything.
+    pub async fn start_asking(script: &[u16], retry_after: Option<&str>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free loopback port");
@@ -71,6 +79,7 @@ impl Receiver {
         let log = Arc::new(Mutex::new(Log {
             script: script.iter().copied().collect(),
             received: Vec::new(),
+            retry_after: retry_after.map(str::to_owned),
         }));
         let app = Router::new()
             .route("/hook", post(receive))
@@ -121,7 +130,7 @@ async fn receive(
     State(log): State<Arc<Mutex<Log>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, HeaderMap) {
     let mut log = log.lock().expect("not poisoned");
     let answered = log.script.pop_front().unwrap_or(200);
     log.received.push(Received {
@@ -129,7 +138,17 @@ async fn receive(
         body,
         answered,
     });
-    StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
+    let mut answer = HeaderMap::new();
+    if let Some(wait) = log.retry_after.as_deref().filter(|_| answered != 200) {
+        answer.insert(
+            axum::http::header::RETRY_AFTER,
+            wait.parse().expect("a header value"),
+        );
+    }
+    (
+        StatusCode::from_u16(answered).unwrap_or(StatusCode::OK),
+        answer,
+    )
 }
 
 /// Subscribes `url` to `types` at the notifier at `notifier` (`http://host:port`); the

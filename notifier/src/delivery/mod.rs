@@ -9,10 +9,13 @@
 //! its deliveries until the lease ends. Outcomes:
 //! - 2xx within the timeout: `sent`, never attempted again; the subscription's failure count
 //!   starts over.
+//! - `410 Gone`: `failed` at once, and the subscription disabled (its other pending deliveries
+//!   skipped), as Standard Webhooks asks.
 //! - anything else (status, timeout, refused connection): retried after the next delay of the
-//!   schedule; after the last, `failed`: dead-lettered (listed under `GET /deliveries?status=failed`,
-//!   retried on request) and counted against the subscription, which is disabled once
-//!   `disable_after` deliveries in a row have failed.
+//!   schedule, spread by ±20%, and never sooner than a `429`, `502`, `503` or `504` asked in
+//!   `Retry-After`; after the last, `failed`: dead-lettered (listed under
+//!   `GET /deliveries?status=failed`, retried on request) and counted against the subscription,
+//!   which is disabled once `disable_after` deliveries in a row have failed.
 //!
 //! Every attempt is a row in `delivery_attempts` (time, status code, latency, error).
 
@@ -128,16 +131,25 @@ impl Worker {
     }
 
     async fn deliver(&self, token: Uuid, due: Due, shutdown: &CancellationToken) {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("pipeline.event_id", due.event_id.clone()),
+            KeyValue::new("pipeline.subscription_id", due.subscription_id.to_string()),
+            KeyValue::new("pipeline.attempt", i64::from(due.attempts) + 1),
+        ];
+        if let Ok(url) = reqwest::Url::parse(&due.url) {
+            attributes.push(KeyValue::new("url.full", redacted(&url)));
+            if let Some(host) = url.host_str() {
+                attributes.push(KeyValue::new("server.address", host.to_owned()));
+            }
+            if let Some(port) = url.port_or_known_default() {
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
+            }
+        }
         let span = trace::client(
             "notifier",
             "POST",
-            vec![
-                KeyValue::new("http.request.method", "POST"),
-                KeyValue::new("url.full", due.url.clone()),
-                KeyValue::new("pipeline.event_id", due.event_id.clone()),
-                KeyValue::new("pipeline.subscription_id", due.subscription_id.to_string()),
-                KeyValue::new("pipeline.attempt", i64::from(due.attempts) + 1),
-            ],
+            attributes,
             &trace::from_traceparent(due.traceparent.as_deref()),
         );
         let attempt = self.send(&due, span.traceparent()).await;
@@ -148,6 +160,11 @@ impl Worker {
             ));
         }
         if let Some(error) = &attempt.error {
+            // The status code when the endpoint answered, else what kind of failure it was.
+            let kind = attempt
+                .status
+                .map_or_else(|| error_type(error).to_owned(), |s| s.to_string());
+            span.set(KeyValue::new("error.type", kind));
             span.fail(error);
         }
         let Some(outcome) = self.record(token, &due, &attempt, shutdown).await else {
@@ -155,7 +172,8 @@ impl Worker {
         };
         metrics::counter!(shared::metric::WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome.as_str())
             .increment(1);
-        metrics::histogram!(shared::metric::WEBHOOK_DELIVERY_SECONDS).record(attempt.latency);
+        metrics::histogram!(shared::metric::WEBHOOK_DELIVERY_DURATION_SECONDS)
+            .record(attempt.latency);
         // A success is routine (debug); a failure that will be retried is worth a line; one
         // that exhausted its retries is dead-lettered and may need an operator.
         macro_rules! attempted {
@@ -227,6 +245,7 @@ impl Worker {
             status: None,
             latency: Duration::ZERO,
             error: Some(error),
+            retry_after: None,
         };
         match reqwest::Url::parse(&due.url).map(|url| self.egress.check_host(&url)) {
             Ok(Ok(_)) => {}
@@ -257,20 +276,73 @@ impl Worker {
                 status: Some(response.status().as_u16()),
                 latency,
                 error: None,
+                retry_after: None,
             },
             Ok(response) => Attempt {
                 at,
                 status: Some(response.status().as_u16()),
                 latency,
                 error: Some(format!("the endpoint answered {}", response.status())),
+                retry_after: retry_after(&response),
             },
             Err(e) => Attempt {
                 at,
                 status: None,
                 latency,
                 error: Some(describe(&e)),
+                retry_after: None,
             },
         }
+    }
+}
+
+/// The wait a `429`, `502`, `503` or `504` asks for in `Retry-After` (seconds, or an HTTP
+/// date); `None` for other answers or a value that is neither.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    if !matches!(response.status().as_u16(), 429 | 502 | 503 | 504) {
+        return None;
+    }
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    match value.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .ok(),
+    }
+}
+
+/// `url` as a span may show it: no credentials, and every query value `REDACTED` (a webhook
+/// URL's query often carries a token).
+fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        shown
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "REDACTED")));
+    }
+    shown.to_string()
+}
+
+/// The `error.type` of an attempt that got no answer, from [`describe`]'s sentence.
+fn error_type(error: &str) -> &'static str {
+    if error.starts_with("the endpoint did not answer in time") {
+        "timeout"
+    } else if error.starts_with("cannot connect") {
+        "connect"
+    } else if error.starts_with("refused") || error.starts_with("the URL is not valid") {
+        "refused"
+    } else {
+        "_OTHER"
     }
 }
 
@@ -287,5 +359,36 @@ fn describe(error: &reqwest::Error) -> String {
         format!("cannot connect to the endpoint: {cause}")
     } else {
         format!("the request failed: {cause}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{error_type, redacted};
+
+    #[test]
+    fn a_span_shows_no_credentials_and_no_query_values() {
+        let url = reqwest::Url::parse("https://user:pw@hooks.example.com:8443/in?token=s3cret&x=1")
+            .expect("a URL");
+        assert_eq!(
+            redacted(&url),
+            "https://hooks.example.com:8443/in?token=REDACTED&x=REDACTED"
+        );
+        let plain = reqwest::Url::parse("https://hooks.example.com/in").expect("a URL");
+        assert_eq!(redacted(&plain), "https://hooks.example.com/in");
+    }
+
+    #[test]
+    fn failures_without_an_answer_have_a_kind() {
+        assert_eq!(error_type("the endpoint did not answer in time"), "timeout");
+        assert_eq!(
+            error_type("cannot connect to the endpoint: refused"),
+            "connect"
+        );
+        assert_eq!(
+            error_type("refused: 10.0.0.1 is a private address"),
+            "refused"
+        );
+        assert_eq!(error_type("the request failed: reset"), "_OTHER");
     }
 }

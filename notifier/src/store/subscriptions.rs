@@ -206,6 +206,21 @@ pub async fn failed(
     Ok(())
 }
 
+/// The endpoint of `id` answered `410 Gone`: disabled at once (until an operator enables it).
+pub async fn gone(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE subscriptions
+         SET disabled_at = coalesce(disabled_at, now()),
+             disabled_reason = coalesce(disabled_reason, $2)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind("the endpoint answered 410 Gone")
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// How many subscriptions are disabled (and not deleted).
 pub async fn disabled(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(

@@ -61,6 +61,16 @@ async fn an_event_is_delivered_signed_with_the_subscription_secret() {
     notifier.stop().await;
 }
 
+/// The status code of each of a delivery's attempts, in order.
+fn status_codes(delivery: &serde_json::Value) -> Vec<serde_json::Value> {
+    delivery["attempt_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .map(|a| a["status_code"].clone())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_endpoint_is_retried_until_it_succeeds_once() {
     let notifier = spawn_notifier(5).await;
@@ -72,13 +82,7 @@ async fn a_failing_endpoint_is_retried_until_it_succeeds_once() {
     let delivery = &notification["deliveries"][0];
     assert_eq!(delivery["status"], "sent");
     assert_eq!(delivery["attempts"], 2);
-    let codes: Vec<_> = delivery["attempt_log"]
-        .as_array()
-        .expect("log")
-        .iter()
-        .map(|a| a["status_code"].clone())
-        .collect();
-    assert_eq!(codes, [json!(500), json!(200)]);
+    assert_eq!(status_codes(delivery), [json!(500), json!(200)]);
     let got = receiver.received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
@@ -87,6 +91,65 @@ async fn a_failing_endpoint_is_retried_until_it_succeeds_once() {
         1,
         "exactly one success"
     );
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_that_answers_410_gone_is_disabled_at_once() {
+    // Far from the disabling count: 410 alone disables.
+    let notifier = spawn_notifier(5).await;
+    let receiver = Receiver::start(&[410]).await;
+    let (id, _) = notifier
+        .subscribe(&receiver.url(), &["order.created"])
+        .await;
+
+    notifier.emit("g1:order.created", "order.created").await;
+    let notification = notifier.settled("g1:order.created").await;
+    let delivery = &notification["deliveries"][0];
+    assert_eq!(delivery["status"], "failed", "{delivery}");
+    assert_eq!(delivery["attempts"], 1, "no retry after 410");
+    assert_eq!(receiver.count(), 1);
+    let (_, subscription) = notifier.get(&format!("/subscriptions/{id}")).await;
+    assert_eq!(subscription["status"], "disabled");
+    assert!(
+        subscription["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("410")),
+        "{subscription}"
+    );
+    // Later events are skipped for it, and nothing more is sent.
+    notifier.emit("g2:order.created", "order.created").await;
+    let skipped = notifier.settled("g2:order.created").await;
+    assert_eq!(skipped["deliveries"][0]["status"], "skipped");
+    assert_eq!(receiver.count(), 1);
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_on_503_holds_the_retry_back_that_long() {
+    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+    let notifier = spawn_notifier(5).await;
+    // The schedule retries after 100 ms; the endpoint asks for 3 s.
+    let receiver = Receiver::start_asking(&[503], Some("3")).await;
+    notifier.subscribe(&receiver.url(), &["stock.low"]).await;
+    notifier.emit("g3:stock.low", "stock.low").await;
+    let time = |value: &serde_json::Value| {
+        OffsetDateTime::parse(value.as_str().expect("a time"), &Rfc3339).expect("RFC 3339")
+    };
+    let waiting = testkit::eventually("the first attempt recorded", WAIT, || async {
+        let (_, body) = notifier.get("/notifications/g3:stock.low").await;
+        let delivery = body["deliveries"][0].clone();
+        (delivery["attempts"] == 1 && delivery["next_attempt_at"].is_string()).then_some(delivery)
+    })
+    .await;
+    let asked =
+        time(&waiting["next_attempt_at"]) - time(&waiting["attempt_log"][0]["attempted_at"]);
+    assert!(asked >= time::Duration::seconds(3), "{waiting}");
+    let notification = notifier.settled("g3:stock.low").await;
+    let delivery = &notification["deliveries"][0];
+    assert_eq!(delivery["status"], "sent");
+    assert_eq!(status_codes(delivery), [json!(503), json!(200)]);
     notifier.stop().await;
 }
 
@@ -387,5 +450,52 @@ async fn a_slow_endpoint_holds_up_only_its_own_deliveries() {
     assert_eq!((in_flight, pending), (2, 6));
     // Its connections closed, its attempts end and the notifier can drain.
     drop(slow);
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_receiver_verifies_deliveries_with_the_standard_webhooks_library() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let notifier = spawn_notifier(5).await;
+    let url = testkit::closed_port_url("http");
+    let port = url.rsplit(':').next().expect("a port").to_owned();
+    let (_, secret) = notifier
+        .subscribe(&format!("{url}/hook"), &["order.created"])
+        .await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/webhook-receiver.py"
+    );
+    let mut receiver = tokio::process::Command::new("python3")
+        .args([script, &port, &secret])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs the sample receiver");
+    let mut lines = BufReader::new(receiver.stdout.take().expect("its output")).lines();
+    let listening = lines
+        .next_line()
+        .await
+        .expect("its output")
+        .unwrap_or_default();
+    assert!(
+        listening.starts_with("Listening"),
+        "the sample receiver needs the Standard Webhooks library \
+         (python3 -m pip install standardwebhooks): {listening:?}"
+    );
+
+    notifier.emit("sw1:order.created", "order.created").await;
+    let notification = notifier.settled("sw1:order.created").await;
+    assert_eq!(
+        notification["deliveries"][0]["status"], "sent",
+        "{notification}"
+    );
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("in time")
+        .expect("its output")
+        .unwrap_or_default();
+    assert_eq!(line, "webhook-id: sw1:order.created verified");
     notifier.stop().await;
 }

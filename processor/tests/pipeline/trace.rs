@@ -78,6 +78,20 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
             .any(|n| n.starts_with(&format!("process {ns}.ingest."))),
         "{names:?}"
     );
+    // The webhook attempt's span names the server it called.
+    let client = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .expect("a client span");
+    assert_eq!(
+        attribute(client, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        attribute(client, "server.port"),
+        Some(receiver.port().to_string())
+    );
+    assert_eq!(attribute(client, "url.full"), Some(receiver.url()));
     // The notifier's spans carry the downstream events' ids, the others the source's.
     let ids = [
         "traced-evt".to_owned(),

@@ -46,6 +46,19 @@ pub struct Attempt {
     pub latency: Duration,
     /// Why it failed; `None` for a 2xx.
     pub error: Option<String>,
+    /// How long the endpoint asked us to wait (`Retry-After` on a 429, 502, 503 or 504).
+    pub retry_after: Option<Duration>,
+}
+
+/// The longest `Retry-After` honoured: an endpoint cannot park a delivery for longer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The wait before the next attempt: the schedule's `delay` spread by ±20% (`spread` in 0..1:
+/// 0 is -20%, 1 is +20%), so deliveries that failed together do not all come back at once; and
+/// never sooner than the endpoint's `Retry-After` (at most [`MAX_RETRY_AFTER`]).
+pub fn next_delay(delay: Duration, retry_after: Option<Duration>, spread: f64) -> Duration {
+    let jittered = delay.mul_f64(0.8 + 0.4 * spread.clamp(0.0, 1.0));
+    jittered.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
 }
 
 /// What follows from an attempt.
@@ -165,8 +178,16 @@ pub async fn finish(
             subscriptions::succeeded(&mut tx, due.subscription_id).await?;
             Outcome::Sent
         }
+        // 410 Gone: the endpoint says it will never take deliveries again.
+        (Some(error), _) if attempt.status == Some(410) => {
+            failed(&mut tx, token, due.id, attempts, error).await?;
+            subscriptions::gone(&mut tx, due.subscription_id).await?;
+            super::skip_pending(&mut tx, due.subscription_id).await?;
+            Outcome::Failed
+        }
         (Some(error), Some(delay)) => {
-            retry_later(&mut tx, token, due.id, attempts, error, *delay).await?;
+            let wait = next_delay(*delay, attempt.retry_after, fastrand::f64());
+            retry_later(&mut tx, token, due.id, attempts, error, wait).await?;
             Outcome::Retry
         }
         (Some(error), None) => {
@@ -240,4 +261,34 @@ async fn failed(
     .await?
     .rows_affected();
     Ok(updated == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{MAX_RETRY_AFTER, next_delay};
+
+    #[test]
+    fn retries_are_spread_by_a_fifth_either_way() {
+        let delay = Duration::from_secs(100);
+        assert_eq!(next_delay(delay, None, 0.0), Duration::from_secs(80));
+        assert_eq!(next_delay(delay, None, 0.5), Duration::from_secs(100));
+        assert_eq!(next_delay(delay, None, 1.0), Duration::from_secs(120));
+        // Out-of-range draws stay within the spread.
+        assert_eq!(next_delay(delay, None, 7.0), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_up_to_a_day() {
+        let delay = Duration::from_secs(5);
+        let asked = Some(Duration::from_secs(60));
+        assert_eq!(next_delay(delay, asked, 1.0), Duration::from_secs(60));
+        // A shorter ask does not make the schedule sooner.
+        let short = Some(Duration::from_secs(1));
+        assert_eq!(next_delay(delay, short, 0.5), delay);
+        // An endpoint cannot park a delivery for longer than a day.
+        let forever = Some(Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(next_delay(delay, forever, 0.5), MAX_RETRY_AFTER);
+    }
 }

@@ -135,6 +135,22 @@ pub async fn create_for(
     .map(|done| done.rows_affected())
 }
 
+/// The pending deliveries of subscription `id` not in flight become skipped (it was disabled),
+/// to be retried on request like any skipped one.
+pub async fn skip_pending(tx: &mut PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, last_error = 'endpoint disabled'
+         WHERE subscription_id = $1 AND status = $3
+           AND (lease_until IS NULL OR lease_until < now())",
+    )
+    .bind(id)
+    .bind(DeliveryStatus::Skipped)
+    .bind(DeliveryStatus::Pending)
+    .execute(tx)
+    .await
+    .map(|done| done.rows_affected())
+}
+
 /// The deliveries of the event `id`, in the order they were made.
 pub async fn of_event(pool: &PgPool, id: &str) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(concat!(

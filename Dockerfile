@@ -18,7 +18,9 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked --package gateway --package processor --package notifier --package dashboard --package imager
+# The same package set as the cook above (the whole workspace), so every dependency is built
+# with the same features and comes from its layer; only the workspace's own crates compile here.
+RUN cargo build --release --locked
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# RabbitMQ, Redis and PostgreSQL: started where installed but stopped; one line if missing.
+scripts/start-services.sh
 cargo build --release --bin gateway --bin processor --bin notifier --bin dashboard --bin imager
 
 key_file=.pipeline-dev-key

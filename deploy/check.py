@@ -6,7 +6,10 @@
   every variable it sets on our services is one the code reads;
 - k8s/ rendered with kustomize and each resource validated strictly against the Kubernetes
   schemas (kubernetes-validate); the RabbitmqCluster against our partial schema of it;
-- every command the image, Compose and the Deployments run is a binary of the workspace.
+- every command the image, Compose and the Deployments run is a binary of the workspace;
+- the Prometheus config and alert rules load (`promtool`), the rules' tests pass, and the rules
+  and the Grafana dashboard read only metrics the services export;
+- the Dockerfile's dependency layer is cooked for the packages its final build builds.
 """
 
 import json
@@ -120,5 +123,42 @@ for command in sorted(commands):
     if command not in copied:
         fail(f"{command} is run but the Dockerfile does not copy it into the image")
 print(f"ok   entry points {sorted(commands)} are workspace binaries in the image")
+
+# Prometheus: the alert rules and the config load, and the rules' own tests pass.
+for command in (
+    ["promtool", "check", "config", "deploy/prometheus/prometheus.yml"],
+    ["promtool", "test", "rules", "deploy/prometheus/alerts_test.yml"],
+):
+    try:
+        run(*command)
+        print(f"ok   {' '.join(command)}")
+    except FileNotFoundError:
+        fail("promtool is needed (Debian: apt-get install prometheus)")
+        break
+    except subprocess.CalledProcessError as e:
+        fail(f"{' '.join(command)}:\n{e.stdout}{e.stderr}")
+
+# Every metric the alert rules and the Grafana dashboard read is one the services export.
+declared = set(re.findall(r'"(pipeline_[a-z_]+)"', (ROOT / "shared/src/metric.rs").read_text()))
+for path in ("deploy/prometheus/alerts.yml", "deploy/grafana/dashboards/pipeline.json"):
+    for name in sorted(set(re.findall(r"pipeline_[a-z_]+", (ROOT / path).read_text()))):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if base not in declared and name not in declared:
+            fail(f"{path} reads {name}, which no service exports (shared/src/metric.rs)")
+json.loads((ROOT / "deploy/grafana/dashboards/pipeline.json").read_text())
+print("ok   the alert rules and the Grafana dashboard read only exported metrics")
+
+# The dependency layer is cooked for the packages the final build builds, or it is rebuilt.
+dockerfile = (ROOT / "Dockerfile").read_text()
+cook = re.search(r"cargo chef cook([^\n]*)", dockerfile)
+build = re.search(r"RUN cargo build([^\n]*)", dockerfile)
+packages = lambda line: sorted(re.findall(r"(?:-p|--package)[ =]([a-z-]+)", line))
+if not cook or not build:
+    fail("the Dockerfile has no cargo chef cook or no cargo build")
+elif packages(cook.group(1)) != packages(build.group(1)):
+    fail(f"cargo chef cook builds {packages(cook.group(1)) or 'the workspace'}, the final build "
+         f"{packages(build.group(1)) or 'the workspace'}: the dependency layer would be rebuilt")
+else:
+    print("ok   the Dockerfile's dependency layer is cooked for the packages it builds")
 
 sys.exit(1 if failures else 0)

@@ -42,7 +42,7 @@ pub struct Sources {
     /// PostgreSQL, for counts.
     pub database: Database,
     /// Queue names.
-    pub topology: Topology,
+    pub topology: Arc<Topology>,
     /// The retry queues last seen in the processor's metrics.
     pub retry_queues: std::sync::Mutex<Vec<String>>,
 }
@@ -388,7 +388,7 @@ impl Sources {
         };
         let result: Result<Value, sqlx::Error> = async {
             let dead = processor::dead_letters::store::by_reason(pool).await?;
-            let deliveries = notifier::store::deliveries::counts(pool).await?;
+            let deliveries = notifier::store::deliveries::open_counts(pool).await?;
             let disabled = notifier::store::subscriptions::disabled(pool).await?;
             let shards = processor::shards::leases::list(pool).await?;
             let total: i64 = dead.iter().map(|(_, n)| n).sum();

@@ -55,7 +55,13 @@ impl Application {
             Auth::start(database.clone(), &service.background),
             config.secure_cookies,
         );
-        let broker = service.broker(backends.amqp.clone(), |_connection| async { Ok(()) });
+        let topology = Arc::new(Topology::new(
+            backends.namespace.clone(),
+            backends.ingest_shards,
+        ));
+        // Declared like every service does at start, so the queues it reads exist even before
+        // their consumers have started (a passive declaration of a missing queue is an error).
+        let broker = service.declaring_broker(backends.amqp.clone(), &topology);
         let redis =
             shared::connect::redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
         let lookups = Lookups {
@@ -80,7 +86,7 @@ impl Application {
             services: config.services.clone(),
             broker,
             database,
-            topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
+            topology,
             retry_queues: std::sync::Mutex::default(),
         });
         // The refresher is work: once it stops, open pages' streams end and the server drains.

@@ -33,11 +33,7 @@ impl Application {
             backends.namespace.clone(),
             backends.ingest_shards,
         ));
-        let declared = Arc::clone(&topology);
-        let broker = service.broker(backends.amqp.clone(), move |connection| {
-            let topology = Arc::clone(&declared);
-            async move { topology.declare(&connection).await }
-        });
+        let broker = service.declaring_broker(backends.amqp.clone(), &topology);
         let cache = Cache::new(
             redis.clone(),
             backends.namespace.clone(),

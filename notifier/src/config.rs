@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, at_least_one, millis, millis_list, var},
+    config::{Backends, ConfigError, at_least_one, millis, millis_list, seconds, var},
     service::Serving,
 };
 
@@ -42,6 +42,11 @@ pub struct Config {
     pub allow_private_networks: bool,
     /// Most subscriptions a namespace may hold (`WEBHOOK_MAX_SUBSCRIPTIONS`, 100).
     pub max_subscriptions: i64,
+    /// How long a downstream event taken in is kept with its deliveries and attempts, once none
+    /// is pending (`NOTIFICATION_RETENTION_SECS`, 2592000: 30 days; the notifier's dedupe window).
+    pub retention: Duration,
+    /// How often expired rows are pruned (`RETENTION_INTERVAL_SECS`, 3600).
+    pub prune_every: Duration,
 }
 
 impl Config {
@@ -78,6 +83,9 @@ impl Config {
             poll_interval: millis("WEBHOOK_POLL_MS", 500)?,
             allow_private_networks: var("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false")?,
             max_subscriptions: i64::from(max_subscriptions),
+            retention: seconds("NOTIFICATION_RETENTION_SECS", 2_592_000)?,
+            prune_every: at_least_one("RETENTION_INTERVAL_SECS", "3600")
+                .map(Duration::from_secs)?,
         })
     }
 }

@@ -47,6 +47,10 @@ impl Application {
             Arc::clone(&wake),
         )?);
         service.work.spawn(worker.run(service.work.stopping()));
+        let window = config.retention;
+        service.keep_pruning(&database, config.prune_every, move |pool| {
+            crate::store::retention::prune(pool, window)
+        });
         let topology = Arc::new(Topology::new(
             backends.namespace.clone(),
             backends.ingest_shards,

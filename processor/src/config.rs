@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, at_least_one, millis_list, var},
+    config::{Backends, ConfigError, at_least_one, millis_list, seconds, var},
     service::Serving,
 };
+
+use crate::store::retention::Windows;
 
 /// Everything the processor reads at start.
 #[derive(Clone, Debug)]
@@ -25,6 +27,12 @@ pub struct Config {
     /// How long a replica's hold on a shard lasts unless renewed (`SHARD_LEASE_SECS`, 10): the
     /// longest a dead replica's shards wait for another; replicas renew every quarter of it.
     pub shard_lease: Duration,
+    /// How long product updates' inbox rows (`PROCESSED_EVENTS_RETENTION_SECS`, 604800: 7 days,
+    /// the dedupe window) and dead letters (`DEAD_LETTER_RETENTION_SECS`, 2592000: 30 days)
+    /// are kept.
+    pub retention: Windows,
+    /// How often expired rows are pruned (`RETENTION_INTERVAL_SECS`, 3600).
+    pub prune_every: Duration,
 }
 
 impl Config {
@@ -37,6 +45,12 @@ impl Config {
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
             shard_lease: at_least_one("SHARD_LEASE_SECS", "10").map(Duration::from_secs)?,
+            retention: Windows {
+                processed_events: seconds("PROCESSED_EVENTS_RETENTION_SECS", 604_800)?,
+                dead_letters: seconds("DEAD_LETTER_RETENTION_SECS", 2_592_000)?,
+            },
+            prune_every: at_least_one("RETENTION_INTERVAL_SECS", "3600")
+                .map(Duration::from_secs)?,
         })
     }
 }

@@ -92,6 +92,10 @@ impl Application {
             live.clone(),
             service.work.stopping(),
         ));
+        let windows = config.retention;
+        service.keep_pruning(&database, config.prune_every, move |pool| {
+            crate::store::retention::prune(pool, windows)
+        });
         let checks = Checks::default()
             .broker(&broker)
             .redis(&redis)

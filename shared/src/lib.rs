@@ -42,6 +42,7 @@ pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod products;
+pub mod retention;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -129,6 +129,9 @@ metrics! {
     /// Images the gateway stored (or took a source URL of) and queued for the imager.
     Counter IMAGES_RECEIVED_TOTAL = "pipeline_images_received_total";
 
+    /// Rows deleted because their retention window passed, by table.
+    Counter PRUNED_ROWS_TOTAL = "pipeline_pruned_rows_total";
+
     /// Images the imager finished, by outcome (ready, invalid, attempts_exhausted).
     Counter IMAGES_PROCESSED_TOTAL = "pipeline_images_processed_total";
 
@@ -201,6 +204,6 @@ mod tests {
             assert!(help.trim().len() > 10, "{name} has no help text");
             assert!(names.insert(*name), "{name} twice");
         }
-        assert_eq!(names.len(), 32);
+        assert_eq!(names.len(), 33);
     }
 }

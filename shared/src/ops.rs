@@ -107,18 +107,23 @@ async fn metrics() -> impl IntoResponse {
 }
 
 /// Middleware counting requests by route, method and status, and timing them by route (the
-/// route template, never the concrete path, so ids stay out of labels).
+/// route template, never the concrete path, so ids stay out of labels); and, when tracing, the
+/// request's HTTP server span, which the handler's spans continue.
 pub async fn track_requests(
-    request: axum::extract::Request,
+    axum::extract::State(service): axum::extract::State<&'static str>,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let route = request
+    let matched = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map(|p| p.as_str().to_owned());
     let method = request.method().to_string();
+    let span = crate::trace::server(service, &mut request, matched.as_deref());
+    let route = matched.unwrap_or_else(|| "unmatched".to_owned());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    span.answered(response.status().as_u16());
     metrics::counter!(
         crate::metric::HTTP_REQUESTS_TOTAL,
         "route" => route.clone(),

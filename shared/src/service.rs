@@ -293,6 +293,34 @@ impl Service {
         broker
     }
 
+    /// [`Self::broker`] whose set-up declares `topology` (every exchange and queue), for a
+    /// service that needs nothing else on a new connection.
+    pub fn declaring_broker(
+        &self,
+        nodes: Vec<AMQPUri>,
+        topology: &Arc<crate::topology::Topology>,
+    ) -> Broker<()> {
+        let topology = Arc::clone(topology);
+        self.broker(nodes, move |connection| {
+            let topology = Arc::clone(&topology);
+            async move { topology.declare(&connection).await }
+        })
+    }
+
+    /// Prunes expired rows with `prune` every `every` ([`crate::retention::run`]), as work.
+    pub fn keep_pruning<F, Fut>(&self, database: &Database, every: Duration, prune: F)
+    where
+        F: Fn(sqlx::PgPool) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<(&'static str, u64)>, sqlx::Error>> + Send + 'static,
+    {
+        self.work.spawn(crate::retention::run(
+            database.clone(),
+            every,
+            prune,
+            self.work.stopping(),
+        ));
+    }
+
     /// Keeps the dependency and consumer gauges current every few seconds, as a background
     /// task.
     pub fn watch(&self, checks: &Checks) {
@@ -327,7 +355,7 @@ impl Service {
     ) -> anyhow::Result<()> {
         let name = self.name;
         tracing::info!(addr = %self.local_addr(), "{name} listening.");
-        let router = crate::http::harden(routes.merge(ops::routes(checks)), &self.limits);
+        let router = crate::http::harden(routes.merge(ops::routes(checks)), &self.limits, name);
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = crate::http::serve(self.listener, router, &self.limits, async move {
             let _ = drain_rx.await;

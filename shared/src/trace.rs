@@ -33,6 +33,9 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The W3C header, in AMQP headers and HTTP requests alike.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The W3C header carrying vendors' trace state beside `traceparent`.
+pub const TRACESTATE: &str = "tracestate";
+
 /// Starts exporting spans over OTLP (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` or
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; the provider to shut down at exit, or `None`
 /// (tracing off).
@@ -121,12 +124,32 @@ impl Traced {
 
     /// The W3C `traceparent` of this span, to store or send on (`None` when off).
     pub fn traceparent(&self) -> Option<String> {
-        if !enabled() {
-            return None;
-        }
+        self.carrier().remove(TRACEPARENT)
+    }
+
+    /// The W3C headers of this span: `traceparent`, and `tracestate` when the trace has one
+    /// (empty when off).
+    pub fn carrier(&self) -> HashMap<String, String> {
         let mut carrier = HashMap::new();
-        global::get_text_map_propagator(|p| p.inject_context(&self.0, &mut carrier));
-        carrier.remove(TRACEPARENT)
+        if enabled() {
+            global::get_text_map_propagator(|p| p.inject_context(&self.0, &mut carrier));
+        }
+        carrier
+    }
+
+    /// Records an HTTP server span's answer: its status code, and an error from 500 on.
+    pub fn answered(&self, status: u16) {
+        if !enabled() {
+            return;
+        }
+        self.set(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if status >= 500 {
+            self.set(KeyValue::new("error.type", status.to_string()));
+            self.fail(status);
+        }
     }
 }
 
@@ -164,6 +187,60 @@ pub fn messaging(service: &'static str, about: &Messaging<'_>, parent: &Context)
         ])
         .start_with_context(&tracer, parent);
     Traced(parent.with_span(span))
+}
+
+/// Starts the HTTP server span of `request` (`{method} {route}`, the HTTP semantic conventions'
+/// attributes) under the context its `traceparent` and `tracestate` carry, and puts the span's
+/// own headers on the request, so the handler's spans (which read the headers) continue it.
+pub fn server(
+    service: &'static str,
+    request: &mut axum::extract::Request,
+    route: Option<&str>,
+) -> Traced {
+    if !enabled() {
+        return Traced(Context::new());
+    }
+    let parent = from_http(request.headers());
+    let method = request.method().as_str().to_owned();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("url.path", request.uri().path().to_owned()),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new(
+            "network.protocol.version",
+            match request.version() {
+                axum::http::Version::HTTP_2 => "2",
+                axum::http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        ),
+    ];
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route.to_owned()));
+    }
+    if let Some(agent) = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+    }
+    let tracer = global::tracer(service);
+    let span = tracer
+        .span_builder(route.map_or_else(|| method.clone(), |r| format!("{method} {r}")))
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(&tracer, &parent);
+    let traced = Traced(parent.with_span(span));
+    for (name, value) in traced.carrier() {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(name),
+            axum::http::HeaderValue::try_from(value),
+        ) {
+            request.headers_mut().insert(name, value);
+        }
+    }
+    traced
 }
 
 /// Starts a client span (a webhook delivery) under `parent`.
@@ -216,9 +293,20 @@ pub fn from_traceparent(traceparent: Option<&str>) -> Context {
     }
 }
 
-/// The context of an HTTP request's `traceparent` header (empty when none, or tracing is off).
+/// The context of an HTTP request's `traceparent` and `tracestate` headers (empty when none,
+/// or tracing is off).
 pub fn from_http(headers: &axum::http::HeaderMap) -> Context {
-    from_traceparent(headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()))
+    if !enabled() {
+        return Context::new();
+    }
+    let carrier: HashMap<String, String> = [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    global::get_text_map_propagator(|p| p.extract_with_context(&Context::new(), &carrier))
 }
 
 struct AmqpHeaders<'a>(&'a mut FieldTable);

@@ -604,6 +604,14 @@ pub struct S3Server {
 impl S3Server {
     /// Starts the server and creates `bucket`.
     pub async fn start(bucket: &str) -> Self {
+        let importable = std::process::Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        assert!(
+            importable.is_ok_and(|s| s.success()),
+            "the S3 tests need moto: python3 -m pip install 'moto[server]'"
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

@@ -66,6 +66,11 @@ try {
     null,
     { timeout: 30_000 },
   );
+  // The throughput chart has its axes: rates on the left (top, middle, zero), times below.
+  const rates = await page.$$eval("[data-testid=chart-y] span", (s) => s.map((x) => x.textContent));
+  expect(rates.length === 3 && rates.every((r) => r.endsWith("/s")) && rates[2] === "0/s", `y axis: ${rates}`);
+  const times = await page.$$eval("[data-testid=chart-x] span", (s) => s.map((x) => x.textContent));
+  expect(times.length === 3 && times.every((t) => /\d/.test(t)), `x axis: ${times}`);
   if (SCREENSHOTS) await page.screenshot({ path: `${SCREENSHOTS}/overview.png`, fullPage: true });
 
   // Another origin (same host, another port: the session cookie goes along) tries to purge every
@@ -95,12 +100,15 @@ try {
   await row.waitFor({ timeout: 30_000 });
   await row.locator("[data-testid=dl-select]").check();
   await page.click("[data-testid=dl-dry-run]");
-  await page.waitForFunction(() => document.querySelector("[data-testid=dl-result]").textContent.includes("would_replay"));
-  const dry = await page.textContent("[data-testid=dl-result]");
-  expect(dry.includes('"dry_run": true'), `the dry run said: ${dry}`);
+  // The dry run's answer as a sentence and a table, one row per dead letter.
+  await page.waitForSelector("[data-testid=dl-outcome]");
+  const dry = await page.textContent("[data-testid=dl-summary]");
+  expect(/^Dry run: 1 would be replayed, 0 of them already applied/.test(dry), `the dry run said: ${dry}`);
+  expect((await page.textContent("[data-testid=dl-outcome]")) === "would_replay", "the row's outcome");
   if (SCREENSHOTS) await page.screenshot({ path: `${SCREENSHOTS}/dead-letters.png`, fullPage: true });
   await page.click("[data-testid=dl-replay]");
-  await page.waitForFunction(() => /"outcome": "replayed"/.test(document.querySelector("[data-testid=dl-result]").textContent));
+  await page.waitForFunction(() => document.querySelector("[data-testid=dl-outcome]")?.textContent === "replayed");
+  expect((await page.textContent("[data-testid=dl-summary]")) === "Replayed 1.", "the replay's summary");
 
   // The lookup shows the replayed event's product once applied.
   await page.selectOption("[data-testid=lookup-kind]", "products");

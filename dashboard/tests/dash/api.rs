@@ -119,3 +119,40 @@ async fn an_unreachable_service_is_named_and_the_rest_still_shows() {
     assert!(page.text().await.expect("text").contains("Dead letters"));
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn started_before_every_other_service_the_dashboard_finds_every_queue() {
+    // A fresh namespace nothing has declared yet: the dashboard declares the topology itself,
+    // so its queue readings are depths (0), never a missing queue (and no channel error).
+    let backends = testkit::backends();
+    let mut running = testkit::InProcess::default();
+    let mut config = testkit::test_config!(dashboard::Config, backends.clone());
+    config.refresh = std::time::Duration::from_millis(250);
+    let addr = running.launch(dashboard::Application::build(config).await);
+    let client = testkit::authorized_client(&backends.namespace).await;
+    let url = format!("http://{addr}/api/v1/snapshot");
+    let queues = testkit::eventually(
+        "a snapshot with the queues",
+        crate::helpers::WAIT,
+        || async {
+            let (status, snapshot) = testkit::get_json(&client, &url).await;
+            (status == 200 && snapshot["queues"]["up"] == true)
+                .then(|| snapshot["queues"]["queues"].clone())
+        },
+    )
+    .await;
+    let queues = queues.as_array().expect("queues");
+    for kind in ["shard", "dead", "notifier", "images"] {
+        assert!(
+            queues.iter().any(|q| q["kind"] == kind),
+            "{kind}: {queues:?}"
+        );
+    }
+    for queue in queues {
+        assert_eq!(queue["messages"], 0, "{queue}");
+    }
+    while !running.is_empty() {
+        running.stop_last().await;
+    }
+    testkit::cleanup(&backends).await.expect("clean-up");
+}

@@ -5,4 +5,5 @@
 
 pub mod deliveries;
 pub mod notifications;
+pub mod retention;
 pub mod subscriptions;

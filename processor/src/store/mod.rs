@@ -9,6 +9,7 @@
 mod apply;
 pub mod inbox;
 pub mod plan;
+pub mod retention;
 pub mod retries;
 
 use shared::{contract::ProductView, model::Rejection};

@@ -11,6 +11,7 @@ mod orders;
 mod outages;
 mod recovery;
 mod replay_jobs;
+mod retention;
 mod schema;
 mod sharing;
 mod state;

@@ -40,6 +40,7 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
             "traceparent",
             format!("00-{client_trace}-00f067aa0ba902b7-01"),
         )
+        .header("tracestate", "shop=checkout")
         .body(r#"{"product_id": "traced-1", "stock": 3}"#)
         .send()
         .await
@@ -98,7 +99,34 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
         crate::helpers::downstream_of_update("traced-evt", "product.updated"),
         crate::helpers::downstream_of_update("traced-evt", "stock.low"),
     ];
-    for span in &spans {
+    // The gateway's HTTP server span is the client's child and the publish's parent.
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .expect("the gateway's server span");
+    assert_eq!(server.name, "POST /events");
+    assert_eq!(server.instrumentation_scope.name(), "gateway");
+    assert_eq!(attribute(server, "http.route").as_deref(), Some("/events"));
+    assert_eq!(
+        attribute(server, "http.response.status_code").as_deref(),
+        Some("202")
+    );
+    assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
+    let publish = spans
+        .iter()
+        .find(|s| s.name == format!("publish {ns}.ingest"))
+        .expect("the gateway's publish");
+    assert_eq!(publish.parent_span_id, server.span_context.span_id());
+    // The client's trace state travels with the trace through the broker.
+    for span in spans.iter().filter(|s| s.span_kind != SpanKind::Client) {
+        assert_eq!(
+            span.span_context.trace_state().header(),
+            "shop=checkout",
+            "{}",
+            span.name
+        );
+    }
+    for span in spans.iter().filter(|s| s.span_kind != SpanKind::Server) {
         assert!(
             attribute(span, "pipeline.event_id").is_some_and(|id| ids.contains(&id)),
             "{} carries the event id: {:?}",

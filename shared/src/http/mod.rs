@@ -92,9 +92,10 @@ struct Shedding {
 }
 
 /// `router` with the limits applied to every route: the inputs check, the default body limit,
-/// the request metrics, and (outermost) the cap on requests in flight and the request timeout.
-/// `/health` is never shed, so a busy service is not taken for a dead one.
-pub fn harden(router: Router, limits: &Limits) -> Router {
+/// the request metrics and the `service`'s HTTP server span, and (outermost) the cap on
+/// requests in flight and the request timeout. `/health` is never shed, so a busy service is
+/// not taken for a dead one.
+pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router {
     let shedding = Shedding {
         slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
         timeout: limits.request_timeout,
@@ -102,7 +103,10 @@ pub fn harden(router: Router, limits: &Limits) -> Router {
     router
         .layer(middleware::from_fn(inputs::check))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(crate::ops::track_requests))
+        .layer(middleware::from_fn_with_state(
+            service,
+            crate::ops::track_requests,
+        ))
         .layer(middleware::from_fn_with_state(shedding, shed))
 }
 

@@ -275,6 +275,21 @@ pub async fn cancel_pending(tx: &mut PgConnection, id: Uuid) -> Result<u64, sqlx
     .map(|done| done.rows_affected())
 }
 
+/// How many deliveries are pending and how many failed: counted through their partial indexes,
+/// never over the sent ones (the live view's numbers, read every refresh).
+pub async fn open_counts(pool: &PgPool) -> Result<HashMap<DeliveryStatus, i64>, sqlx::Error> {
+    let rows: Vec<(DeliveryStatus, i64)> = sqlx::query_as(
+        "SELECT $1::text, (SELECT count(*) FROM deliveries WHERE status = $1)
+         UNION ALL
+         SELECT $2::text, (SELECT count(*) FROM deliveries WHERE status = $2)",
+    )
+    .bind(DeliveryStatus::Pending)
+    .bind(DeliveryStatus::Failed)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// How many deliveries there are in each status that has any.
 pub async fn counts(pool: &PgPool) -> Result<HashMap<DeliveryStatus, i64>, sqlx::Error> {
     let rows: Vec<(DeliveryStatus, i64)> =

@@ -132,8 +132,9 @@ impl Publisher {
             "gateway",
             &Messaging {
                 operation: Operation::Send,
-                destination: &exchange,
+                exchange: &exchange,
                 routing_key: &routing_key,
+                queue: None,
                 message_id: event_id,
                 event_id,
             },
@@ -178,8 +179,9 @@ impl Publisher {
             "gateway",
             &Messaging {
                 operation: Operation::Send,
-                destination: &queue,
+                exchange: "",
                 routing_key: &queue,
+                queue: None,
                 message_id: &message_id,
                 event_id: &message_id,
             },

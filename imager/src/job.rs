@@ -123,8 +123,9 @@ impl DeliveryHandler for Imager {
             "imager",
             &Messaging {
                 operation: Operation::Process,
-                destination: &queue,
-                routing_key: &queue,
+                exchange: delivery.exchange.as_str(),
+                routing_key: delivery.routing_key.as_str(),
+                queue: Some(&queue),
                 message_id: &message_id,
                 event_id: &message_id,
             },

@@ -101,8 +101,9 @@ impl DeliveryHandler for Intake {
             "notifier",
             &Messaging {
                 operation: Operation::Process,
-                destination: &self.queue,
+                exchange: delivery.exchange.as_str(),
                 routing_key: delivery.routing_key.as_str(),
+                queue: Some(&self.queue),
                 message_id: &event.id,
                 event_id: &event.id,
             },

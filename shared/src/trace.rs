@@ -3,11 +3,14 @@
 //! `traceparent`, carried in AMQP message headers (and in the notifier's table between taking
 //! an event in and delivering it).
 //!
-//! Spans follow the OpenTelemetry messaging conventions for RabbitMQ: `publish {exchange}`
-//! (producer, operation type `send`) and `process {queue}` (consumer), with
-//! `messaging.system`, `messaging.destination.name`, `messaging.operation.*`,
+//! Spans follow the OpenTelemetry messaging conventions for RabbitMQ (attribute names from
+//! `opentelemetry-semantic-conventions`): `publish {exchange}:{routing key}` (producer,
+//! operation type `send`) and `process {exchange}:{routing key}:{queue}` (consumer; empty parts
+//! left out, and the queue when it equals the routing key), the same as
+//! `messaging.destination.name`, with `messaging.system`, `messaging.operation.*`,
 //! `messaging.rabbitmq.destination.routing_key`, `messaging.message.id`, and the event id as
-//! `pipeline.event_id` on every span.
+//! `pipeline.event_id` on every span. Every HTTP request has a server span
+//! (`{method} {route}`), which the handler's spans continue.
 //!
 //! Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set:
 //! then nothing is created, injected or extracted, and the cost is one atomic load per call.
@@ -27,6 +30,7 @@ use opentelemetry::{
     trace::{SpanKind, Status, TraceContextExt, Tracer as _},
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_semantic_conventions::attribute as semconv;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -77,10 +81,12 @@ pub fn enabled() -> bool {
 pub struct Messaging<'a> {
     /// `send` (publish) or `process` (consume).
     pub operation: Operation,
-    /// The exchange published to, or the queue consumed from.
-    pub destination: &'a str,
+    /// The exchange published to or delivered from (`""`: the default exchange).
+    pub exchange: &'a str,
     /// The routing key.
     pub routing_key: &'a str,
+    /// The queue consumed from (`None` when publishing).
+    pub queue: Option<&'a str>,
     /// The message id (the event id, or a downstream event's id).
     pub message_id: &'a str,
     /// The pipeline event the message is about.
@@ -143,11 +149,11 @@ impl Traced {
             return;
         }
         self.set(KeyValue::new(
-            "http.response.status_code",
+            semconv::HTTP_RESPONSE_STATUS_CODE,
             i64::from(status),
         ));
         if status >= 500 {
-            self.set(KeyValue::new("error.type", status.to_string()));
+            self.set(KeyValue::new(semconv::ERROR_TYPE, status.to_string()));
             self.fail(status);
         }
     }
@@ -169,20 +175,21 @@ pub fn messaging(service: &'static str, about: &Messaging<'_>, parent: &Context)
         Operation::Send => ("publish", SpanKind::Producer, "send"),
         Operation::Process => ("process", SpanKind::Consumer, "process"),
     };
+    let name = destination(about.exchange, about.routing_key, about.queue);
     let tracer = global::tracer(service);
     let span = tracer
-        .span_builder(format!("{verb} {}", about.destination))
+        .span_builder(format!("{verb} {name}"))
         .with_kind(kind)
         .with_attributes([
-            KeyValue::new("messaging.system", "rabbitmq"),
-            KeyValue::new("messaging.operation.name", verb),
-            KeyValue::new("messaging.operation.type", operation_type),
-            KeyValue::new("messaging.destination.name", about.destination.to_owned()),
+            KeyValue::new(semconv::MESSAGING_SYSTEM, "rabbitmq"),
+            KeyValue::new(semconv::MESSAGING_OPERATION_NAME, verb),
+            KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, operation_type),
+            KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, name),
             KeyValue::new(
-                "messaging.rabbitmq.destination.routing_key",
+                semconv::MESSAGING_RABBITMQ_DESTINATION_ROUTING_KEY,
                 about.routing_key.to_owned(),
             ),
-            KeyValue::new("messaging.message.id", about.message_id.to_owned()),
+            KeyValue::new(semconv::MESSAGING_MESSAGE_ID, about.message_id.to_owned()),
             KeyValue::new("pipeline.event_id", about.event_id.to_owned()),
         ])
         .start_with_context(&tracer, parent);
@@ -203,11 +210,11 @@ pub fn server(
     let parent = from_http(request.headers());
     let method = request.method().as_str().to_owned();
     let mut attributes = vec![
-        KeyValue::new("http.request.method", method.clone()),
-        KeyValue::new("url.path", request.uri().path().to_owned()),
-        KeyValue::new("url.scheme", "http"),
+        KeyValue::new(semconv::HTTP_REQUEST_METHOD, method.clone()),
+        KeyValue::new(semconv::URL_PATH, request.uri().path().to_owned()),
+        KeyValue::new(semconv::URL_SCHEME, "http"),
         KeyValue::new(
-            "network.protocol.version",
+            semconv::NETWORK_PROTOCOL_VERSION,
             match request.version() {
                 axum::http::Version::HTTP_2 => "2",
                 axum::http::Version::HTTP_10 => "1.0",
@@ -216,14 +223,17 @@ pub fn server(
         ),
     ];
     if let Some(route) = route {
-        attributes.push(KeyValue::new("http.route", route.to_owned()));
+        attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()));
     }
     if let Some(agent) = request
         .headers()
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
-        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+        attributes.push(KeyValue::new(
+            semconv::USER_AGENT_ORIGINAL,
+            agent.to_owned(),
+        ));
     }
     let tracer = global::tracer(service);
     let span = tracer
@@ -241,6 +251,24 @@ pub fn server(
         }
     }
     traced
+}
+
+/// `messaging.destination.name` as the RabbitMQ conventions put it: `{exchange}:{routing key}`
+/// for a producer, `{exchange}:{routing key}:{queue}` for a consumer, leaving out what is empty
+/// (the default exchange) and the queue when it equals the routing key; `amq.default` when
+/// nothing is left.
+fn destination(exchange: &str, routing_key: &str, queue: Option<&str>) -> String {
+    let queue = queue.filter(|q| *q != routing_key);
+    let parts: Vec<&str> = [Some(exchange), Some(routing_key), queue]
+        .into_iter()
+        .flatten()
+        .filter(|part| !part.is_empty())
+        .collect();
+    if parts.is_empty() {
+        "amq.default".to_owned()
+    } else {
+        parts.join(":")
+    }
 }
 
 /// Starts a client span (a webhook delivery) under `parent`.
@@ -331,5 +359,24 @@ impl Extractor for ReadAmqpHeaders<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.inner().keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::destination;
+
+    #[test]
+    fn destinations_are_named_as_the_rabbitmq_conventions_say() {
+        // Producers: exchange and routing key; the default exchange left out.
+        assert_eq!(destination("ns.ingest", "3", None), "ns.ingest:3");
+        assert_eq!(destination("", "ns.images", None), "ns.images");
+        assert_eq!(destination("", "", None), "amq.default");
+        // Consumers: the queue too, unless it is the routing key.
+        assert_eq!(
+            destination("ns.events", "stock.low", Some("ns.notifier")),
+            "ns.events:stock.low:ns.notifier"
+        );
+        assert_eq!(destination("", "ns.images", Some("ns.images")), "ns.images");
     }
 }

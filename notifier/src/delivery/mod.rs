@@ -23,6 +23,7 @@ use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::KeyValue;
+use opentelemetry_semantic_conventions::attribute as semconv;
 use reqwest::{Client, header::CONTENT_TYPE};
 use shared::{connect::postgres::Database, egress::Egress, trace};
 use time::OffsetDateTime;
@@ -132,18 +133,18 @@ impl Worker {
 
     async fn deliver(&self, token: Uuid, due: Due, shutdown: &CancellationToken) {
         let mut attributes = vec![
-            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new(semconv::HTTP_REQUEST_METHOD, "POST"),
             KeyValue::new("pipeline.event_id", due.event_id.clone()),
             KeyValue::new("pipeline.subscription_id", due.subscription_id.to_string()),
             KeyValue::new("pipeline.attempt", i64::from(due.attempts) + 1),
         ];
         if let Ok(url) = reqwest::Url::parse(&due.url) {
-            attributes.push(KeyValue::new("url.full", redacted(&url)));
+            attributes.push(KeyValue::new(semconv::URL_FULL, redacted(&url)));
             if let Some(host) = url.host_str() {
-                attributes.push(KeyValue::new("server.address", host.to_owned()));
+                attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
             }
             if let Some(port) = url.port_or_known_default() {
-                attributes.push(KeyValue::new("server.port", i64::from(port)));
+                attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
             }
         }
         let span = trace::client(
@@ -155,7 +156,7 @@ impl Worker {
         let attempt = self.send(&due, span.traceparent()).await;
         if let Some(status) = attempt.status {
             span.set(KeyValue::new(
-                "http.response.status_code",
+                semconv::HTTP_RESPONSE_STATUS_CODE,
                 i64::from(status),
             ));
         }
@@ -164,7 +165,7 @@ impl Worker {
             let kind = attempt
                 .status
                 .map_or_else(|| error_type(error).to_owned(), |s| s.to_string());
-            span.set(KeyValue::new("error.type", kind));
+            span.set(KeyValue::new(semconv::ERROR_TYPE, kind));
             span.fail(error);
         }
         let Some(outcome) = self.record(token, &due, &attempt, shutdown).await else {

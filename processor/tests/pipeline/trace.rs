@@ -64,11 +64,13 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
         BTreeSet::from(["gateway".into(), "notifier".into(), "processor".into()])
     );
     let ns = pipeline.backends.namespace.as_str().to_owned();
+    let product: shared::model::ProductId = "traced-1".parse().expect("a product id");
+    let shard = pipeline.topology.shard_for(&product);
     let names: BTreeSet<String> = spans.iter().map(|s| s.name.to_string()).collect();
     for expected in [
-        format!("publish {ns}.ingest"),
-        format!("publish {ns}.events"),
-        format!("process {ns}.notifier"),
+        format!("publish {ns}.ingest:{shard}"),
+        format!("publish {ns}.events:product.updated"),
+        format!("process {ns}.events:product.updated:{ns}.notifier"),
         "POST".to_owned(),
     ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");
@@ -76,7 +78,7 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
     assert!(
         names
             .iter()
-            .any(|n| n.starts_with(&format!("process {ns}.ingest."))),
+            .any(|n| *n == format!("process {ns}.ingest:{shard}:{ns}.ingest.{shard}")),
         "{names:?}"
     );
     // The webhook attempt's span names the server it called.
@@ -114,7 +116,7 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
     assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
     let publish = spans
         .iter()
-        .find(|s| s.name == format!("publish {ns}.ingest"))
+        .find(|s| s.name == format!("publish {ns}.ingest:{shard}"))
         .expect("the gateway's publish");
     assert_eq!(publish.parent_span_id, server.span_context.span_id());
     // The client's trace state travels with the trace through the broker.

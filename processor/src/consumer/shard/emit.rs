@@ -124,8 +124,9 @@ async fn announce(
         "processor",
         &Messaging {
             operation: Operation::Send,
-            destination: exchange,
+            exchange,
             routing_key: kind,
+            queue: None,
             message_id: &announcement.id,
             event_id: announcement.event.source_event_id().as_str(),
         },
@@ -173,8 +174,9 @@ impl ShardHandler {
             "processor",
             &Messaging {
                 operation: Operation::Process,
-                destination: &queue,
+                exchange: delivery.exchange.as_str(),
                 routing_key: delivery.routing_key.as_str(),
+                queue: Some(&queue),
                 message_id: id,
                 event_id: id,
             },

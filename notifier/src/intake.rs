@@ -8,7 +8,7 @@
 //! `type`) is dead-lettered with reason `unparseable` and why, from the notifier's queue, where a
 //! replay sends it back.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use lapin::{Channel, message::Delivery, options::BasicAckOptions};
 use shared::{
@@ -56,11 +56,10 @@ pub fn decode<'a>(message_id: Option<&str>, data: &'a [u8]) -> Result<Event<'a>,
 pub async fn record(
     pool: &PgPool,
     event: &Event<'_>,
-    traceparent: Option<&str>,
+    trace: &HashMap<String, String>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let inserted =
-        notifications::insert(&mut tx, &event.id, event.kind, event.body, traceparent).await?;
+    let inserted = notifications::insert(&mut tx, &event.id, event.kind, event.body, trace).await?;
     if inserted {
         deliveries::create_for(&mut tx, &event.id, event.kind).await?;
     }
@@ -109,9 +108,9 @@ impl DeliveryHandler for Intake {
             },
             &trace::extract(&delivery.properties),
         );
-        let traceparent = span.traceparent();
+        let carrier = span.carrier();
         let recorded = hold(
-            || async { record(self.database.ready()?, &event, traceparent.as_deref()).await },
+            || async { record(self.database.ready()?, &event, &carrier).await },
             |_| true,
             "downstream event",
             shutdown,

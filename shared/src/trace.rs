@@ -128,11 +128,6 @@ impl Traced {
         context.is_valid().then(|| context.trace_id().to_string())
     }
 
-    /// The W3C `traceparent` of this span, to store or send on (`None` when off).
-    pub fn traceparent(&self) -> Option<String> {
-        self.carrier().remove(TRACEPARENT)
-    }
-
     /// The W3C headers of this span: `traceparent`, and `tracestate` when the trace has one
     /// (empty when off).
     pub fn carrier(&self) -> HashMap<String, String> {
@@ -165,7 +160,7 @@ impl Drop for Traced {
     }
 }
 
-/// Starts a messaging span under `parent` (from [`extract`], [`from_traceparent`] or another
+/// Starts a messaging span under `parent` (from [`extract`], [`from_stored`] or another
 /// span's context).
 pub fn messaging(service: &'static str, about: &Messaging<'_>, parent: &Context) -> Traced {
     if !enabled() {
@@ -310,15 +305,17 @@ pub fn extract(properties: &BasicProperties) -> Context {
     }
 }
 
-/// The context of a stored or received `traceparent` (empty when none, or tracing is off).
-pub fn from_traceparent(traceparent: Option<&str>) -> Context {
-    match traceparent {
-        Some(value) if enabled() => {
-            let carrier = HashMap::from([(TRACEPARENT.to_owned(), value.to_owned())]);
-            global::get_text_map_propagator(|p| p.extract_with_context(&Context::new(), &carrier))
-        }
-        _ => Context::new(),
+/// The context of a stored `traceparent` and `tracestate` (empty when none, or tracing is
+/// off).
+pub fn from_stored(traceparent: Option<&str>, tracestate: Option<&str>) -> Context {
+    if !enabled() || traceparent.is_none() {
+        return Context::new();
     }
+    let carrier: HashMap<String, String> = [(TRACEPARENT, traceparent), (TRACESTATE, tracestate)]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?.to_owned())))
+        .collect();
+    global::get_text_map_propagator(|p| p.extract_with_context(&Context::new(), &carrier))
 }
 
 /// The context of an HTTP request's `traceparent` and `tracestate` headers (empty when none,

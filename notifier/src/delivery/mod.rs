@@ -19,7 +19,7 @@
 //!
 //! Every attempt is a row in `delivery_attempts` (time, status code, latency, error).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::KeyValue;
@@ -151,9 +151,9 @@ impl Worker {
             "notifier",
             "POST",
             attributes,
-            &trace::from_traceparent(due.traceparent.as_deref()),
+            &trace::from_stored(due.traceparent.as_deref(), due.tracestate.as_deref()),
         );
-        let attempt = self.send(&due, span.traceparent()).await;
+        let attempt = self.send(&due, span.carrier()).await;
         if let Some(status) = attempt.status {
             span.set(KeyValue::new(
                 semconv::HTTP_RESPONSE_STATUS_CODE,
@@ -237,9 +237,10 @@ impl Worker {
         }
     }
 
-    /// One signed POST (with the W3C `traceparent` of its span, when tracing), to an address
-    /// the guard allows: a name through its resolver, an IP literal checked here.
-    async fn send(&self, due: &Due, traceparent: Option<String>) -> Attempt {
+    /// One signed POST (with the W3C `traceparent` and `tracestate` of its span, when
+    /// tracing), to an address the guard allows: a name through its resolver, an IP literal
+    /// checked here.
+    async fn send(&self, due: &Due, w3c: HashMap<String, String>) -> Attempt {
         let at = OffsetDateTime::now_utc();
         let refused = |error: String| Attempt {
             at,
@@ -259,8 +260,8 @@ impl Worker {
             signing::signature_header(secrets, &due.event_id, timestamp, due.body.as_bytes());
         let started = std::time::Instant::now();
         let mut request = self.client.post(&due.url);
-        if let Some(traceparent) = traceparent {
-            request = request.header(trace::TRACEPARENT, traceparent);
+        for (name, value) in w3c {
+            request = request.header(name, value);
         }
         let result = request
             .header(CONTENT_TYPE, "application/json")

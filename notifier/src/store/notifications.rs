@@ -1,27 +1,31 @@
 //! The `notifications` table: every downstream event the notifier took in, with or without
 //! subscribers, its body kept byte for byte as it is signed and sent.
 
-use shared::contract::EventType;
+use std::collections::HashMap;
+
+use shared::{contract::EventType, trace};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-/// Records the event `id` unless it was recorded before; true if it is new.
+/// Records the event `id` with its intake's W3C `trace` headers, unless it was recorded
+/// before; true if it is new.
 pub async fn insert(
     tx: &mut PgConnection,
     id: &str,
     kind: EventType,
     body: &str,
-    traceparent: Option<&str>,
+    trace: &HashMap<String, String>,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO notifications (event_id, event_type, body, traceparent)
-         VALUES ($1, $2, $3, $4)
+        "INSERT INTO notifications (event_id, event_type, body, traceparent, tracestate)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(id)
     .bind(kind)
     .bind(body)
-    .bind(traceparent)
+    .bind(trace.get(trace::TRACEPARENT))
+    .bind(trace.get(trace::TRACESTATE))
     .execute(tx)
     .await?
     .rows_affected();

@@ -119,8 +119,10 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
         .find(|s| s.name == format!("publish {ns}.ingest:{shard}"))
         .expect("the gateway's publish");
     assert_eq!(publish.parent_span_id, server.span_context.span_id());
-    // The client's trace state travels with the trace through the broker.
-    for span in spans.iter().filter(|s| s.span_kind != SpanKind::Client) {
+    // The client's trace state travels with the trace through the broker and the notifier's
+    // table to the webhook request.
+    assert_eq!(got[0].header("tracestate"), "shop=checkout");
+    for span in &spans {
         assert_eq!(
             span.span_context.trace_state().header(),
             "shop=checkout",

@@ -34,6 +34,8 @@ pub struct Due {
     pub previous_secret: Option<String>,
     /// The intake's trace context.
     pub traceparent: Option<String>,
+    /// The intake's trace state.
+    pub tracestate: Option<String>,
 }
 
 /// What one attempt came to.
@@ -131,7 +133,7 @@ pub async fn claim(
                 s.url, s.secret,
                 CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
                     AS previous_secret,
-                n.traceparent
+                n.traceparent, n.tracestate
          FROM claimed c
          JOIN notifications n ON n.event_id = c.event_id
          JOIN subscriptions s ON s.id = c.subscription_id",

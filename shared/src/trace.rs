@@ -321,17 +321,8 @@ pub fn from_stored(traceparent: Option<&str>, tracestate: Option<&str>) -> Conte
 /// The context of an HTTP request's `traceparent` and `tracestate` headers (empty when none,
 /// or tracing is off).
 pub fn from_http(headers: &axum::http::HeaderMap) -> Context {
-    if !enabled() {
-        return Context::new();
-    }
-    let carrier: HashMap<String, String> = [TRACEPARENT, TRACESTATE]
-        .into_iter()
-        .filter_map(|name| {
-            let value = headers.get(name)?.to_str().ok()?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect();
-    global::get_text_map_propagator(|p| p.extract_with_context(&Context::new(), &carrier))
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    from_stored(header(TRACEPARENT), header(TRACESTATE))
 }
 
 struct AmqpHeaders<'a>(&'a mut FieldTable);

@@ -16,6 +16,7 @@ mod auth_cost;
 mod backfill;
 mod catalog;
 mod load;
+mod pipeline;
 mod probe;
 mod raw;
 mod redis_strategy;
@@ -23,11 +24,14 @@ mod webhooks;
 
 use std::time::Duration;
 
-use load::{Mix, Step, offer};
-use testkit::services::{Services, env_urls, sigterm};
+use load::{Mix, Step};
+use pipeline::{Pipeline, search};
 
 /// The processor's stages, as labelled in its stage histogram.
 const STAGES: [&str; 4] = ["decide", "persist", "publish", "settle"];
+
+/// The shard counts the sweep compares.
+const SWEEP: [u16; 3] = [4, 16, 32];
 
 struct Options {
     quick: bool,
@@ -79,67 +83,18 @@ fn options() -> anyhow::Result<Options> {
     })
 }
 
-/// A step is sustained when every request got a 202, the offered rate was met, and the shard
-/// backlog did not grow.
-fn sustained(step: &Step, backlog_growth: i64) -> bool {
-    step.clean()
-        && step.elapsed.as_secs_f64() <= step.offered as f64 / step.rate as f64 * 1.1 + 0.5
-        && backlog_growth <= (step.offered as i64 / 50).max(200)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = options()?;
-    let mut backends = testkit::backends();
-    backends.ingest_shards = options.shards;
-    let mut services = Services::new(&backends, env_urls(), "warn", "bench")?;
-    // The webhook receivers are on this machine.
-    services
-        .env
-        .push(("WEBHOOK_ALLOW_PRIVATE_NETWORKS".into(), "true".into()));
-    let logs = services.logs.clone();
-    let mut processor = services.spawn("processor");
-    let mut gateway = services.spawn("gateway");
-    let mut notifier = services.spawn("notifier");
-    let gateway_pid = gateway.id().expect("running");
-    let processor_pid = processor.id().expect("running");
-    let notifier_pid = notifier.id().expect("running");
-    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
-    let client = reqwest::Client::builder()
-        .default_headers(testkit::key_header(&key))
-        .pool_max_idle_per_host(4096)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let url = format!("http://{}", services.gateway_addr);
-    let processor_url = format!("http://{}", services.processor_addr);
-    let notifier_url = format!("http://{}", services.notifier_addr);
-    for ready in [&url, &processor_url, &notifier_url] {
-        testkit::eventually(
-            "the services to be ready",
-            Duration::from_secs(60),
-            || async {
-                let r = client.get(format!("{ready}/ready")).send().await.ok()?;
-                r.status().is_success().then_some(())
-            },
-        )
-        .await;
-    }
-    // The notifier runs with a subscriber, as in production: to `stock.low`, which few events
-    // cause; every other downstream event is one nobody wants.
-    let low_stock = testkit::webhooks::Receiver::start(&[]).await;
-    low_stock
-        .subscribe(&client, &notifier_url, &["stock.low"])
-        .await;
-    let broker = testkit::Broker::connect(&backends).await;
-    let topology =
-        shared::topology::Topology::new(backends.namespace.clone(), backends.ingest_shards);
-    let backlog = || async {
-        let mut total = 0i64;
-        for shard in 0..topology.shards() {
-            total += i64::from(broker.depth(&topology.shard_queue(shard)).await);
-        }
-        total
-    };
+    let pipeline = Pipeline::start(options.shards).await?;
+    let backends = pipeline.backends.clone();
+    let (client, key) = (pipeline.client.clone(), pipeline.key.clone());
+    let (url, processor_url, notifier_url) = (
+        pipeline.gateway.clone(),
+        pipeline.processor.clone(),
+        pipeline.notifier.clone(),
+    );
+    let [gateway_pid, processor_pid, notifier_pid] = pipeline.pids;
 
     // The same size of message the pipeline publishes.
     let sample = br#"{"event_id":"01a20076-5a6b-7e8a-9d36-7c0b1f3e5a2d","product_id":"p-1234","price":49.99,"stock":100,"occurred_at":"2026-11-21T23:40:22.265192Z","received_at":"2026-11-21T23:40:22.265192Z"}"#;
@@ -154,56 +109,23 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
 
     let mut mix = Mix::new(backends.namespace.as_str(), 7);
-    let mut accepted_new = 0;
-    let mut errors = 0;
+    let warm = pipeline.offer(&mut mix, 100, Duration::from_secs(2)).await;
+    let searched = search(
+        &pipeline,
+        &mut mix,
+        options.rate,
+        if options.quick { 1 } else { 14 },
+        options.step,
+    )
+    .await;
+    let mut accepted_new = warm.accepted_new + searched.accepted_new;
+    let mut errors = warm.errors + searched.errors;
     let mut run = |step: Step| {
         accepted_new += step.accepted_new;
         errors += step.errors;
         step
     };
-    run(offer(&client, &url, &mut mix, 100, Duration::from_secs(2)).await);
-
-    // The search for the maximum sustained rate: up by half until a step fails, then bisect.
-    let mut best: Option<u64> = None;
-    let mut rate = options.rate;
-    let mut failed: Option<u64> = None;
-    for _ in 0..if options.quick { 1 } else { 14 } {
-        let before = backlog().await;
-        let step = run(offer(&client, &url, &mut mix, rate, options.step).await);
-        // Give the processor one second to drain what is in hand before reading the backlog.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let growth = backlog().await - before;
-        let ok = sustained(&step, growth);
-        eprintln!(
-            "offered {rate}/s: {} new + {} replays, {} errors {:?}, p99 {:.1} ms, backlog {growth:+} -> {}",
-            step.accepted_new,
-            step.replays,
-            step.errors,
-            step.failures,
-            step.latency.value_at_quantile(0.99) as f64 / 1000.0,
-            if ok { "sustained" } else { "not sustained" }
-        );
-        // Let any backlog drain before the next step.
-        testkit::eventually_or(Duration::from_secs(120), || async {
-            (backlog().await == 0).then_some(())
-        })
-        .await;
-        if ok {
-            best = Some(rate);
-        } else {
-            failed = Some(rate);
-        }
-        rate = match (best, failed) {
-            (Some(b), Some(f)) if f - b <= b / 10 => break,
-            (Some(b), Some(f)) => (b + f) / 2,
-            (Some(b), None) => b * 3 / 2,
-            (None, _) => rate / 2,
-        };
-        if rate < 50 {
-            break;
-        }
-    }
-    let max = best.unwrap_or(0);
+    let max = searched.max;
 
     // Latency at 50% and 80% of the maximum, with CPU and end-to-end latency over each.
     let mut rows = Vec::new();
@@ -224,11 +146,8 @@ async fn main() -> anyhow::Result<()> {
     for share in [50, 80] {
         let rate = (max * share / 100).max(10);
         let (before, cpu_before, stages_before) = reading().await?;
-        let step = run(offer(&client, &url, &mut mix, rate, options.step).await);
-        testkit::eventually_or(Duration::from_secs(120), || async {
-            (backlog().await == 0).then_some(())
-        })
-        .await;
+        let step = run(pipeline.offer(&mut mix, rate, options.step).await);
+        pipeline.drained().await;
         let (after, cpu_after, stages_after) = reading().await?;
         let window = shared::metric::difference(&after, &before);
         let events = (step.accepted_new + step.replays).max(1) as f64;
@@ -271,18 +190,11 @@ async fn main() -> anyhow::Result<()> {
     accepted_new += backfilled.events;
 
     // Correctness: every accepted new event applied, exactly once.
-    let pool = testkit::database(&backends).await;
-    let applied = testkit::eventually_or(Duration::from_secs(120), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (u64::try_from(n).ok()? >= accepted_new).then_some(n)
-    })
-    .await
-    .unwrap_or(-1);
+    let applied = pipeline.applied(accepted_new).await;
     // The catalog listing, over a catalog written straight into the tables.
+    let pool = testkit::database(&backends).await;
     let seeded = catalog::seed(&pool, options.catalog).await?;
+    pool.close().await;
     let listing = catalog::time(&client, &url).await?;
     let rss = [gateway_pid, processor_pid, notifier_pid].map(probe::peak_rss_kib);
     let redis = match backends.redis.addr() {
@@ -312,6 +224,25 @@ async fn main() -> anyhow::Result<()> {
         strategies.push((label, rate));
     }
 
+    let main_complete = pipeline::complete(options.quick, accepted_new, applied, errors);
+    pipeline.stop(!main_complete).await?;
+
+    // The rate against the shard count: every other count in a pipeline of its own, its search
+    // starting from this one's maximum.
+    let mut swept = Vec::new();
+    for shards in SWEEP.into_iter().filter(|s| *s != options.shards) {
+        let steps = if options.quick { 1 } else { 10 };
+        let rate = if options.quick {
+            options.rate
+        } else {
+            max.max(options.rate)
+        };
+        swept.push(pipeline::sweep(shards, rate, (steps, options.step), options.quick).await?);
+    }
+    let sweep_complete = swept
+        .iter()
+        .all(|s| pipeline::complete(options.quick, s.accepted_new, s.applied, s.errors));
+
     let ms = |v: Option<f64>| v.map_or("n/a".into(), |s| format!("{:.1} ms", s * 1000.0));
     let us = |v: Option<f64>| v.map_or("n/a".into(), |u| format!("{u:.0} µs"));
     let mib = |v: Option<u64>| v.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
@@ -319,8 +250,19 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| raw broker round trip (publish with confirms, consume with acks, quorum queue) | {raw_rate:.0} msg/s |"
     );
-    println!("| pipeline max sustained rate | {max} events/s |");
+    println!(
+        "| pipeline max sustained rate ({} shards) | {max} events/s |",
+        options.shards
+    );
     println!("| pipeline ÷ raw | {:.0}% |", max as f64 / raw_rate * 100.0);
+    for s in &swept {
+        println!(
+            "| pipeline max sustained rate at {} shards (a namespace of its own) | {} events/s ({:.0}% of raw) |",
+            s.shards,
+            s.max,
+            s.max as f64 / raw_rate * 100.0
+        );
+    }
     for (share, rate, step, e2e50, e2e99, cpu, stages) in &rows {
         let q = |p: f64| step.latency.value_at_quantile(p) as f64 / 1000.0;
         println!(
@@ -400,32 +342,17 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| correctness: new events accepted / applied / errors | {accepted_new} / {applied} / {errors} |"
     );
+    for s in &swept {
+        println!(
+            "| correctness at {} shards: accepted / applied / errors | {} / {} / {} |",
+            s.shards, s.accepted_new, s.applied, s.errors
+        );
+    }
 
-    sigterm(&mut gateway).await;
-    sigterm(&mut processor).await;
-    sigterm(&mut notifier).await;
-    pool.close().await;
-    // The figures above stand whatever happens now: a clean-up that fails is a warning.
-    if let Err(e) = testkit::cleanup(&backends).await {
-        eprintln!(
-            "warning: the namespace {} was not fully removed: {e}",
-            backends.namespace.as_str()
-        );
-    }
-    // A request the client gave up on may still have been accepted, so outside the smoke the
-    // inbox may hold more than the client counted; it may never hold less.
-    let accepted = i64::try_from(accepted_new)?;
-    let complete = if options.quick {
-        applied == accepted && errors == 0
-    } else {
-        applied >= accepted
-    };
-    if !complete {
-        anyhow::bail!(
-            "not every accepted event was applied exactly once, or requests failed; logs in {}",
-            logs.display()
-        );
-    }
-    std::fs::remove_dir_all(&logs)?;
+    anyhow::ensure!(
+        main_complete && sweep_complete,
+        "not every accepted event was applied exactly once, or requests failed (the logs' \
+         directories are named above)"
+    );
     Ok(())
 }

@@ -129,10 +129,25 @@ async fn main() -> anyhow::Result<()> {
 
     // Latency at 50% and 80% of the maximum, with CPU and end-to-end latency over each.
     let mut rows = Vec::new();
-    // The processor's end-to-end histogram, and the CPU time of the gateway and the processor.
+    // Where the time goes: the processor's end-to-end histogram and its stages, the gateway's
+    // own time on `POST /events` and its wait for the broker's confirm, and the CPU time of
+    // every service.
     let reading = || async {
         let metrics = probe::scrape(&client, &processor_url).await?;
-        let buckets = probe::buckets(&metrics, "pipeline_end_to_end_duration_seconds");
+        let at_gateway = probe::scrape(&client, &url).await?;
+        let buckets = [
+            probe::buckets(&metrics, shared::metric::END_TO_END_DURATION_SECONDS, ""),
+            probe::buckets(
+                &at_gateway,
+                shared::metric::HTTP_REQUEST_DURATION_SECONDS,
+                "route=\"/events\"",
+            ),
+            probe::buckets(
+                &at_gateway,
+                shared::metric::PUBLISH_CONFIRM_DURATION_SECONDS,
+                "",
+            ),
+        ];
         let stages = STAGES.map(|stage| {
             probe::sum(
                 &metrics,
@@ -149,7 +164,10 @@ async fn main() -> anyhow::Result<()> {
         let step = run(pipeline.offer(&mut mix, rate, options.step).await);
         pipeline.drained().await;
         let (after, cpu_after, stages_after) = reading().await?;
-        let window = shared::metric::difference(&after, &before);
+        let [e2e, handled, confirmed] = [0, 1, 2].map(|i| {
+            let window = shared::metric::difference(&after[i], &before[i]);
+            [0.5, 0.99].map(|q| shared::metric::quantile(&window, q))
+        });
         let events = (step.accepted_new + step.replays).max(1) as f64;
         let cpu: Vec<Option<f64>> = cpu_before
             .iter()
@@ -161,15 +179,7 @@ async fn main() -> anyhow::Result<()> {
             .zip(stages_after)
             .map(|(b, a)| a.zip(*b).map(|(a, b)| (a - b) * 1e6 / events))
             .collect();
-        rows.push((
-            share,
-            rate,
-            step,
-            shared::metric::quantile(&window, 0.5),
-            shared::metric::quantile(&window, 0.99),
-            cpu,
-            stages,
-        ));
+        rows.push((share, rate, step, [e2e, handled, confirmed], cpu, stages));
     }
 
     // Webhooks per second: every changed product a webhook, at the maximum rate.
@@ -263,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
             s.max as f64 / raw_rate * 100.0
         );
     }
-    for (share, rate, step, e2e50, e2e99, cpu, stages) in &rows {
+    for (share, rate, step, [e2e, handled, confirmed], cpu, stages) in &rows {
         let q = |p: f64| step.latency.value_at_quantile(p) as f64 / 1000.0;
         println!(
             "| 202 latency at {share}% ({rate}/s): p50 / p99 / p99.9 | {:.1} / {:.1} / {:.1} ms |",
@@ -272,9 +282,19 @@ async fn main() -> anyhow::Result<()> {
             q(0.999)
         );
         println!(
+            "| the gateway's own time on `POST /events` at {share}% (its histogram): p50 / p99 | {} / {} |",
+            ms(handled[0]),
+            ms(handled[1])
+        );
+        println!(
+            "| of which the wait for the broker's confirm at {share}%: p50 / p99 | {} / {} |",
+            ms(confirmed[0]),
+            ms(confirmed[1])
+        );
+        println!(
             "| end-to-end (receipt → applied) at {share}%: p50 / p99 | {} / {} |",
-            ms(*e2e50),
-            ms(*e2e99)
+            ms(e2e[0]),
+            ms(e2e[1])
         );
         println!(
             "| CPU per event at {share}%: gateway / processor / notifier | {} / {} / {} |",

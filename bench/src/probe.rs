@@ -41,9 +41,16 @@ pub async fn scrape(client: &reqwest::Client, url: &str) -> anyhow::Result<Strin
         .await?)
 }
 
-/// The cumulative buckets `(upper bound in seconds, count)` of histogram `name`.
-pub fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{le=\"");
+/// The cumulative buckets `(upper bound in seconds, count)` of histogram `name`, of the series
+/// whose other labels are exactly `labels` (as written between the braces, e.g.
+/// `route="/events"`; empty for none).
+pub fn buckets(metrics: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{labels},")
+    };
+    let prefix = format!("{name}_bucket{{{labels}le=\"");
     metrics
         .lines()
         .filter_map(|line| {

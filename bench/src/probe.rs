@@ -143,6 +143,20 @@ mod tests {
     #[test]
     fn buckets_are_read_from_prometheus_text() {
         let text = "x_bucket{le=\"0.5\"} 3\nx_bucket{le=\"+Inf\"} 4\nx_sum 1\n";
-        assert_eq!(buckets(text, "x"), vec![(0.5, 3.0), (f64::INFINITY, 4.0)]);
+        assert_eq!(
+            buckets(text, "x", ""),
+            vec![(0.5, 3.0), (f64::INFINITY, 4.0)]
+        );
+    }
+
+    #[test]
+    fn buckets_are_read_from_the_series_with_the_labels_asked_for() {
+        let text = "x_bucket{route=\"/a\",le=\"0.5\"} 3\nx_bucket{route=\"/a\",le=\"+Inf\"} 4\n\
+                    x_bucket{route=\"/b\",le=\"0.5\"} 7\nx_bucket{route=\"/b\",le=\"+Inf\"} 9\n";
+        assert_eq!(
+            buckets(text, "x", "route=\"/b\""),
+            vec![(0.5, 7.0), (f64::INFINITY, 9.0)]
+        );
+        assert!(buckets(text, "x", "").is_empty());
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: measures the pipeline against the raw broker in one run, on the local
 # RabbitMQ, Redis and PostgreSQL, with release builds of the services.
-#   ./bench.sh            the full report (about 15 minutes, most of it the 1,000,000-event backfill)
+#   ./bench.sh            the full report (about 30 minutes, half of it the 1,000,000-event backfill)
 #   ./bench.sh --quick    a short correctness smoke (debug builds; speed is not the point)
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,9 +1,11 @@
 //! The benchmark: in one run, the raw broker's round trip and the whole pipeline's maximum
 //! sustained rate (gateway, processor and notifier, with a subscriber), latencies at 50% and
-//! 80% of it, CPU per event and peak memory per service, the processor's time per event in each
-//! stage, webhooks per second to a local receiver, a catalog-sized backfill (time to accepted
-//! and to applied), the catalog listing's latency over a catalog of 100,000 entries, the cost of
-//! authentication per request, and `redis-benchmark` figures. Runs the release binaries of the services as child processes.
+//! 80% of it (with the gateway's wait for the broker's confirm), CPU per event and peak memory
+//! per service, the processor's time per event in each stage, webhooks per second to a local
+//! receiver, a catalog-sized backfill (time to accepted and to applied), the catalog listing's
+//! latency over a catalog of 100,000 entries, the cost of authentication per request,
+//! `redis-benchmark` figures, and the maximum at the other shard counts of [`SWEEP`], each in a
+//! namespace of its own. Runs the release binaries of the services as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
 //! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N

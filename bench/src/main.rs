@@ -85,8 +85,23 @@ fn options() -> anyhow::Result<Options> {
     })
 }
 
+/// Runs the benchmark; on SIGINT or SIGTERM stops it, and with it the services it started (each
+/// child is killed when the run is dropped), instead of leaving them running.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut interrupt, mut terminate) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
+    tokio::select! {
+        measured = measure() => measured,
+        _ = interrupt.recv() => anyhow::bail!("interrupted: the services were stopped"),
+        _ = terminate.recv() => anyhow::bail!("terminated: the services were stopped"),
+    }
+}
+
+async fn measure() -> anyhow::Result<()> {
     let options = options()?;
     let pipeline = Pipeline::start(options.shards).await?;
     let backends = pipeline.backends.clone();

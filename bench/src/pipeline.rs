@@ -76,6 +76,11 @@ impl Pipeline {
             .await;
         let broker = Broker::connect(&backends).await;
         let topology = Topology::new(backends.namespace.clone(), shards);
+        eprintln!(
+            "{shards} shards: namespace {}, logs in {}",
+            backends.namespace.as_str(),
+            services.logs.display()
+        );
         Ok(Self {
             backends,
             client,

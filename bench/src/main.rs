@@ -298,21 +298,17 @@ async fn measure() -> anyhow::Result<()> {
             q(0.99),
             q(0.999)
         );
-        println!(
-            "| the gateway's own time on `POST /events` at {share}% (its histogram): p50 / p99 | {} / {} |",
-            ms(handled[0]),
-            ms(handled[1])
-        );
-        println!(
-            "| of which the wait for the broker's confirm at {share}%: p50 / p99 | {} / {} |",
-            ms(confirmed[0]),
-            ms(confirmed[1])
-        );
-        println!(
-            "| end-to-end (receipt → applied) at {share}%: p50 / p99 | {} / {} |",
-            ms(e2e[0]),
-            ms(e2e[1])
-        );
+        for (label, [p50, p99]) in [
+            ("the gateway's own time on `POST /events`", handled),
+            ("of which the wait for the broker's confirm", confirmed),
+            ("end-to-end (receipt → applied)", e2e),
+        ] {
+            println!(
+                "| {label} at {share}%: p50 / p99 | {} / {} |",
+                ms(*p50),
+                ms(*p99)
+            );
+        }
         println!(
             "| CPU per event at {share}%: gateway / processor / notifier | {} / {} / {} |",
             us(cpu[0]),

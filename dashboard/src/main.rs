@@ -1,4 +1,4 @@
-//! The `dashboard` binary: wiring only.
+//! The `dashboard` binary: wiring only. `dashboard healthcheck` asks a running one whether it is ready.
 
 use dashboard::{Application, Config};
 

@@ -61,9 +61,10 @@ impl Application {
         ));
         // Declared like every service does at start, so the queues it reads exist even before
         // their consumers have started (a passive declaration of a missing queue is an error).
-        let broker = service.declaring_broker(backends.amqp.clone(), &topology);
+        let broker = service.declaring_broker(backends, &topology);
         let redis =
-            shared::connect::redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
+            shared::connect::redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
+                .context("invalid REDIS_URL")?;
         let lookups = Lookups {
             database: database.clone(),
             redis,

@@ -51,3 +51,9 @@ impl Config {
         Ok(config)
     }
 }
+
+impl shared::service::ServiceConfig for Config {
+    fn serving(&self) -> &Serving {
+        &self.serving
+    }
+}

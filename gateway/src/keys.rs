@@ -5,6 +5,12 @@
 //! - `gateway keys create --name NAME --scopes SCOPES [--rate N]`: prints the new key, and
 //!   nothing else, on stdout (it is shown this once; only its hash is kept). `SCOPES` is a
 //!   comma-separated list, or `*` for every scope; `--rate` is requests per second per replica.
+//! - `gateway keys import --name NAME --scopes SCOPES --from-env VAR [--rate N] [--replace]`:
+//!   stores the hash of the key held by the environment variable `VAR` (made by the operator,
+//!   in the format `create` gives): how a deployment gets its first key without it ever being
+//!   printed. A key stored before, active or revoked, is left as it is; with `--replace`, an
+//!   active key of the same name is revoked in the same transaction (rotation). Prints nothing
+//!   on stdout.
 //! - `gateway keys list`: every key, without the keys themselves.
 //! - `gateway keys revoke NAME`: the key stops working within 10 s on every replica.
 
@@ -34,6 +40,19 @@ pub enum KeysCommand {
         /// Requests per second per replica, if limited.
         rate: Option<u32>,
     },
+    /// Store the hash of a key made elsewhere.
+    Import {
+        /// Its name.
+        name: KeyName,
+        /// What it may do.
+        scopes: Scopes,
+        /// Requests per second per replica, if limited.
+        rate: Option<u32>,
+        /// The environment variable holding the key.
+        from_env: String,
+        /// Revoke an active key of the same name.
+        replace: bool,
+    },
     /// List the keys.
     List,
     /// Revoke the key with this name.
@@ -42,6 +61,7 @@ pub enum KeysCommand {
 
 /// How to call the command.
 pub const USAGE: &str = "usage: gateway keys create --name NAME --scopes SCOPES [--rate N]
+       gateway keys import --name NAME --scopes SCOPES --from-env VAR [--rate N] [--replace]
        gateway keys list
        gateway keys revoke NAME
 SCOPES: comma-separated, from events:write, orders:write, products:read, orders:read,
@@ -52,10 +72,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<KeysCommand, St
     let mut parser = lexopt::Parser::from_args(args);
     let action = match parser.next().map_err(|e| e.to_string())? {
         Some(Value(action)) => action.string().map_err(|e| e.to_string())?,
-        _ => return Err("name an action: create, list or revoke".into()),
+        _ => return Err("name an action: create, import, list or revoke".into()),
     };
     match action.as_str() {
-        "create" => parse_create(&mut parser),
+        "create" | "import" => parse_create(&mut parser, action == "import"),
         "list" => match parser.next().map_err(|e| e.to_string())? {
             None => Ok(KeysCommand::List),
             Some(other) => Err(other.unexpected().to_string()),
@@ -72,12 +92,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<KeysCommand, St
                 name.parse().map_err(|e| format!("{e}"))?,
             ))
         }
-        other => Err(format!("unknown action {other:?}: create, list or revoke")),
+        other => Err(format!(
+            "unknown action {other:?}: create, import, list or revoke"
+        )),
     }
 }
 
-fn parse_create(parser: &mut lexopt::Parser) -> Result<KeysCommand, String> {
+/// The options of `create`, and of `import` (which also takes `--from-env` and `--replace`).
+fn parse_create(parser: &mut lexopt::Parser, import: bool) -> Result<KeysCommand, String> {
     let (mut name, mut scopes, mut rate) = (None, None, None);
+    let (mut from_env, mut replace) = (None, false);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let value = |parser: &mut lexopt::Parser| -> Result<String, String> {
             parser
@@ -110,6 +134,8 @@ fn parse_create(parser: &mut lexopt::Parser) -> Result<KeysCommand, String> {
                     })?;
                 rate = Some(parsed);
             }
+            Long("from-env") if import => from_env = Some(value(parser)?),
+            Long("replace") if import => replace = true,
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -117,10 +143,16 @@ fn parse_create(parser: &mut lexopt::Parser) -> Result<KeysCommand, String> {
     if scopes == Scopes::default() {
         return Err("--scopes names no scope".into());
     }
-    Ok(KeysCommand::Create {
-        name: name.ok_or("--name is required")?,
+    let name = name.ok_or("--name is required")?;
+    if !import {
+        return Ok(KeysCommand::Create { name, scopes, rate });
+    }
+    Ok(KeysCommand::Import {
+        name,
         scopes,
         rate,
+        from_env: from_env.ok_or("--from-env is required: the variable holding the key")?,
+        replace,
     })
 }
 
@@ -140,6 +172,13 @@ pub async fn run(command: KeysCommand, backends: &Backends) -> anyhow::Result<()
             println!("{key}");
             Ok(())
         }
+        KeysCommand::Import {
+            name,
+            scopes,
+            rate,
+            from_env,
+            replace,
+        } => import(&pool, &name, scopes, rate, &from_env, replace).await,
         KeysCommand::List => {
             print!("{}", table(&keys::list(&pool).await?));
             Ok(())
@@ -158,6 +197,41 @@ pub async fn run(command: KeysCommand, backends: &Backends) -> anyhow::Result<()
     };
     pool.close().await;
     outcome
+}
+
+/// `keys import`: the key from the variable `from_env`, checked, then stored; what happened on
+/// stderr.
+async fn import(
+    pool: &sqlx::PgPool,
+    name: &KeyName,
+    scopes: Scopes,
+    rate: Option<u32>,
+    from_env: &str,
+    replace: bool,
+) -> anyhow::Result<()> {
+    let key = std::env::var(from_env)
+        .ok()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{from_env} is not set: it must hold the key to import"))?;
+    keys::check_format(&key).map_err(|e| anyhow::anyhow!("{from_env}: {e}"))?;
+    let name_str = name.as_str();
+    match keys::import(pool, name, &key, scopes, rate, replace).await? {
+        keys::Imported::Stored { replaced: true } => eprintln!(
+            "Imported the key of {from_env} as {name_str}; the previous {name_str} key is revoked."
+        ),
+        keys::Imported::Stored { replaced: false } => {
+            eprintln!("Imported the key of {from_env} as {name_str}.");
+        }
+        keys::Imported::Present { revoked: false } => {
+            eprintln!("The key of {from_env} is stored already; nothing changed.");
+        }
+        keys::Imported::Present { revoked: true } => eprintln!(
+            "The key of {from_env} was revoked and stays revoked: put a new key in {from_env} to \
+             make a working one."
+        ),
+    }
+    Ok(())
 }
 
 /// The keys as an aligned text table.
@@ -233,6 +307,16 @@ mod tests {
                 rate: None,
             })
         );
+        assert_eq!(
+            args("import --name admin --scopes * --from-env FIRST_API_KEY --replace"),
+            Ok(KeysCommand::Import {
+                name: "admin".parse().expect("valid"),
+                scopes: Scopes::all(),
+                rate: None,
+                from_env: "FIRST_API_KEY".into(),
+                replace: true,
+            })
+        );
         assert_eq!(args("list"), Ok(KeysCommand::List));
         assert_eq!(
             args("revoke ci"),
@@ -250,6 +334,9 @@ mod tests {
             ("create --name 'a b' --scopes ops", "--name"),
             ("create --name ci --scopes ops --rate 0", "--rate"),
             ("create --name ci --scopes ops --colour red", "colour"),
+            ("import --name ci --scopes ops", "--from-env"),
+            ("create --name ci --scopes ops --from-env K", "from-env"),
+            ("create --name ci --scopes ops --replace", "replace"),
             ("revoke", "revoke"),
             ("rotate ci", "rotate"),
         ] {

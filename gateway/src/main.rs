@@ -1,20 +1,14 @@
 //! The `gateway` binary: wiring only. With no arguments it serves; `gateway keys ...` manages
-//! API keys ([`gateway::keys`]).
+//! API keys ([`gateway::keys`]); `gateway healthcheck` asks a running gateway whether it is ready.
 
 use gateway::{Application, Config, keys};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);
-    match args.next() {
-        None => shared::service::serve("gateway", Config::load, Application::build).await,
-        Some(command) if command == "keys" => {
-            let command = keys::parse(args).map_err(|e| anyhow::anyhow!("{e}\n{}", keys::USAGE))?;
-            keys::run(command, &shared::config::Backends::from_env()?).await
-        }
-        Some(other) => anyhow::bail!(
-            "unknown command {other:?}: run without arguments to serve\n{}",
-            keys::USAGE
-        ),
+    if args.next().is_some_and(|command| command == "keys") {
+        let command = keys::parse(args).map_err(|e| anyhow::anyhow!("{e}\n{}", keys::USAGE))?;
+        return keys::run(command, &shared::config::Backends::from_env()?).await;
     }
+    shared::service::serve("gateway", Config::load, Application::build).await
 }

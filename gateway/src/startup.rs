@@ -38,11 +38,12 @@ impl Application {
         ));
         let channels = config.publish_channels;
         let setup_topology = Arc::clone(&topology);
-        let broker = service.broker(backends.amqp.clone(), move |connection| {
+        let broker = service.broker(backends, move |connection| {
             let topology = Arc::clone(&setup_topology);
             async move { Channels::open(&connection, &topology, channels).await }
         });
-        let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
+        let redis = redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
+            .context("invalid REDIS_URL")?;
         // Its keys, and the products and orders it reads.
         let database = service.database(backends, &[Tables::Keys, Tables::Processor], 8);
         let auth = Auth::start(database.clone(), &service.background);

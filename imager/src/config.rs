@@ -56,3 +56,9 @@ impl Config {
         })
     }
 }
+
+impl shared::service::ServiceConfig for Config {
+    fn serving(&self) -> &Serving {
+        &self.serving
+    }
+}

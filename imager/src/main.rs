@@ -1,4 +1,4 @@
-//! The `imager` binary: wiring only.
+//! The `imager` binary: wiring only. `imager healthcheck` asks a running one whether it is ready.
 
 use imager::{Application, Config};
 

@@ -28,12 +28,13 @@ impl Application {
         let service = Service::bind("imager", &config.serving).await?;
         let backends = &config.backends;
         let database = service.database(backends, &[Tables::Keys, Tables::Processor], 4);
-        let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
+        let redis = redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
+            .context("invalid REDIS_URL")?;
         let topology = Arc::new(Topology::new(
             backends.namespace.clone(),
             backends.ingest_shards,
         ));
-        let broker = service.declaring_broker(backends.amqp.clone(), &topology);
+        let broker = service.declaring_broker(backends, &topology);
         let cache = Cache::new(
             redis.clone(),
             backends.namespace.clone(),

@@ -89,3 +89,9 @@ impl Config {
         })
     }
 }
+
+impl shared::service::ServiceConfig for Config {
+    fn serving(&self) -> &Serving {
+        &self.serving
+    }
+}

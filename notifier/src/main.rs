@@ -1,4 +1,4 @@
-//! The `notifier` binary: wiring only.
+//! The `notifier` binary: wiring only. `notifier healthcheck` asks a running one whether it is ready.
 
 use notifier::{Application, Config};
 

@@ -56,7 +56,7 @@ impl Application {
             backends.ingest_shards,
         ));
         let (declared, subscriptions) = (Arc::clone(&topology), database.clone());
-        let broker = service.broker(backends.amqp.clone(), move |connection| {
+        let broker = service.broker(backends, move |connection| {
             let (topology, database) = (Arc::clone(&declared), subscriptions.clone());
             async move {
                 topology.declare(&connection).await?;

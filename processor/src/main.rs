@@ -1,4 +1,4 @@
-//! The `processor` binary: wiring only.
+//! The `processor` binary: wiring only. `processor healthcheck` asks a running one whether it is ready.
 
 use processor::{Application, Config};
 

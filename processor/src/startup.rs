@@ -50,7 +50,8 @@ impl Application {
             &[Tables::Keys, Tables::Processor],
             u32::from(backends.ingest_shards) + 4,
         );
-        let redis = redis::connect(backends.redis.clone()).context("invalid REDIS_URL")?;
+        let redis = redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
+            .context("invalid REDIS_URL")?;
         let topology = Arc::new(Topology::new(
             backends.namespace.clone(),
             backends.ingest_shards,
@@ -62,7 +63,7 @@ impl Application {
             work: service.work.clone(),
             owned: owned.clone(),
         });
-        let broker = service.broker(backends.amqp.clone(), move |connection| {
+        let broker = service.broker(backends, move |connection| {
             let plan = Arc::clone(&plan);
             async move { plan.start(connection, &plan.work).await }
         });

@@ -8,7 +8,7 @@ use std::{fmt::Display, str::FromStr, time::Duration};
 use lapin::uri::AMQPUri;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::topology::Namespace;
+use crate::{connect::tls::Ca, topology::Namespace};
 
 /// A variable whose value could not be used; its message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +105,11 @@ pub struct Backends {
     pub amqp: Vec<AMQPUri>,
     /// Redis (`REDIS_URL`).
     pub redis: redis::ConnectionInfo,
-    /// PostgreSQL (`DATABASE_URL`); the database is created if missing.
+    /// PostgreSQL (`DATABASE_URL`, with `DATABASE_PASSWORD` when set); the database is created
+    /// if missing.
     pub database: PgConnectOptions,
+    /// A private certificate authority trusted for TLS to the backends (`SSL_CERT_FILE`).
+    pub tls_ca: Option<Ca>,
     /// Prefix of every exchange, queue and Redis key, and the PostgreSQL schema
     /// (`PIPELINE_NAMESPACE`).
     pub namespace: Namespace,
@@ -126,8 +129,8 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/pipel
 
 impl Backends {
     /// Reads `AMQP_URL` (with `AMQP_USERNAME` and `AMQP_PASSWORD`, when set, for every node),
-    /// `REDIS_URL` (with `REDIS_PASSWORD`), `DATABASE_URL`, `PIPELINE_NAMESPACE` and
-    /// `INGEST_SHARDS` and `PRODUCT_CACHE_TTL_SECS`.
+    /// `REDIS_URL` (with `REDIS_PASSWORD`), `DATABASE_URL` (with `DATABASE_PASSWORD`),
+    /// `SSL_CERT_FILE`, `PIPELINE_NAMESPACE`, `INGEST_SHARDS` and `PRODUCT_CACHE_TTL_SECS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let amqp = raw("AMQP_URL", DEFAULT_AMQP_URL)
             .split(',')
@@ -176,10 +179,25 @@ impl Backends {
             redis = redis.set_redis_settings(settings);
         }
         let ingest_shards = at_least_one("INGEST_SHARDS", "4")?;
+        let tls_ca = Ca::from_env()?;
+        let database_url = raw("DATABASE_URL", DEFAULT_DATABASE_URL);
+        let mut database: PgConnectOptions = secret("DATABASE_URL", DEFAULT_DATABASE_URL)?;
+        if let Some(password) = optional("DATABASE_PASSWORD") {
+            database = database.password(&password);
+        }
+        // The private authority serves PostgreSQL too, unless the URL (or PGSSLROOTCERT) names
+        // its own.
+        if let Some(ca) = &tls_ca
+            && !database_url.contains("sslrootcert=")
+            && optional("PGSSLROOTCERT").is_none()
+        {
+            database = database.ssl_root_cert(ca.path());
+        }
         Ok(Self {
             amqp,
             redis,
-            database: secret("DATABASE_URL", DEFAULT_DATABASE_URL)?,
+            database,
+            tls_ca,
             namespace: var("PIPELINE_NAMESPACE", "pipeline")?,
             ingest_shards,
             cache_ttl_seconds: seconds("PRODUCT_CACHE_TTL_SECS", 30 * 60)?.as_secs().max(1),

@@ -1,7 +1,8 @@
 //! The endpoints every service serves for the people and machines that run it:
 //! `GET /health` (liveness, no dependency checks), `GET /ready` (every dependency and every
 //! queue the service consumes, and what the service adds, the processor's shards; 503 naming
-//! what is down or not ready) and `GET /metrics` (Prometheus text).
+//! what is down or not ready; answered at once from state kept current in the background,
+//! never waiting on a dependency) and `GET /metrics` (Prometheus text).
 
 use axum::{
     Json, Router,
@@ -32,7 +33,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(checks): State<Checks>) -> Response {
-    let dependencies = checks.dependencies().await;
+    let dependencies = checks.dependencies();
     let consumers = checks.queues();
     let (degraded, down): (Vec<&str>, Vec<&str>) = dependencies
         .iter()
@@ -63,7 +64,6 @@ async fn ready(State(checks): State<Checks>) -> Response {
             waiting.push(name);
         }
     }
-    record(&dependencies);
     if !degraded.is_empty() {
         body["degraded"] = json!(degraded);
     }

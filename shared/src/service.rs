@@ -17,7 +17,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use lapin::{Connection, uri::AMQPUri};
+use lapin::Connection;
 use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -34,10 +34,18 @@ use crate::{
     shutdown::with_deadline,
 };
 
-/// A service's whole run, as its binary makes it: telemetry, the configuration from the
-/// environment (`load`), [`Service`]-built application (`build`), then serving until SIGTERM or
-/// Ctrl-C, and the drain.
-pub async fn serve<C, Built>(
+/// A service's configuration, as [`serve`] needs it.
+pub trait ServiceConfig {
+    /// Where the service listens and how it drains.
+    fn serving(&self) -> &Serving;
+}
+
+/// A service's whole run, as its binary makes it. With no arguments: telemetry, the
+/// configuration from the environment (`load`), [`Service`]-built application (`build`), then
+/// serving until SIGTERM or Ctrl-C, and the drain. With `healthcheck`: asks the running
+/// service's own `/ready` (on loopback, at the port of its address variable) and exits 0 when it
+/// answers 200, 1 otherwise: the health check of a container image without an HTTP client.
+pub async fn serve<C: ServiceConfig, Built>(
     name: &'static str,
     load: fn() -> Result<C, ConfigError>,
     build: fn(C) -> Built,
@@ -45,9 +53,62 @@ pub async fn serve<C, Built>(
 where
     Built: Future<Output = anyhow::Result<App>>,
 {
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next()) {
+        (None, _) => {}
+        (Some(command), None) if command == "healthcheck" => {
+            let addr = load()?.serving().addr;
+            match healthcheck(addr).await {
+                Ok(()) => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("{name} at {addr} is not ready: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        (Some(other), _) => anyhow::bail!(
+            "unknown command {other:?}: run {name} without arguments to serve, or \
+             `{name} healthcheck` to ask a running one whether it is ready"
+        ),
+    }
     let _telemetry = crate::telemetry::init(name)?;
     let app = build(load()?).await?;
     app.run_until(crate::shutdown::signal()).await
+}
+
+/// How long [`healthcheck`] waits for an answer.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks `GET /ready` of the service listening on `addr` (an unspecified address, `0.0.0.0` or
+/// `::`, is asked on loopback): `Ok` for a `200`.
+pub async fn healthcheck(addr: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        anyhow::Ok(head)
+    };
+    let head = tokio::time::timeout(HEALTHCHECK_TIMEOUT, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {HEALTHCHECK_TIMEOUT:?}"))??;
+    let status = String::from_utf8_lossy(&head[9..12]).into_owned();
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.") && status == "200",
+        "/ready answered {status}"
+    );
+    Ok(())
 }
 
 /// Tasks that stop together: tracked, and told to stop by one token (each task watches
@@ -87,9 +148,14 @@ impl Tasks {
 }
 
 /// What a service depends on and consumes, checked for `/ready` and the
-/// `pipeline_dependency_up` and `pipeline_consumer_up` gauges. Each part is optional.
+/// `pipeline_dependency_up` and `pipeline_consumer_up` gauges. Each part is optional. Redis and
+/// PostgreSQL are probed in the background ([`Service::watch`]) and `/ready` answers from the
+/// last probe, so it never waits on a dependency; the broker's state, the consumers and the
+/// details are read as they are.
 #[derive(Clone, Default)]
 pub struct Checks {
+    /// The last background probe of Redis and PostgreSQL; none yet counts as down.
+    probed: Arc<std::sync::RwLock<Option<Probed>>>,
     broker: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     redis: Option<ConnectionManager>,
     database: Option<Database>,
@@ -97,6 +163,13 @@ pub struct Checks {
     details: Vec<(&'static str, Detail)>,
     /// Dependencies reported in `/ready` that the service can work without.
     optional: Vec<&'static str>,
+}
+
+/// Whether Redis and PostgreSQL answered the last probe (`None`: not checked).
+#[derive(Clone, Copy, Debug)]
+struct Probed {
+    redis: Option<bool>,
+    postgres: Option<bool>,
 }
 
 /// A part a service adds to its `/ready` answer (the processor: the shards it owns): whether it
@@ -154,8 +227,34 @@ impl Checks {
         self.details.iter().map(|(name, detail)| (*name, detail()))
     }
 
-    /// Each dependency by name and whether it is up.
-    pub async fn dependencies(&self) -> Vec<(&'static str, bool)> {
+    /// Each dependency by name and whether it was up at the last probe (the broker: now),
+    /// without waiting on any of them.
+    pub fn dependencies(&self) -> Vec<(&'static str, bool)> {
+        let probed = *self
+            .probed
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (redis, postgres) = match probed {
+            Some(Probed { redis, postgres }) => (redis, postgres),
+            None => (
+                self.redis.as_ref().map(|_| false),
+                self.database.as_ref().map(|_| false),
+            ),
+        };
+        let rabbitmq = self.broker.as_ref().map(|up| up());
+        [
+            ("rabbitmq", rabbitmq),
+            ("redis", redis),
+            ("postgres", postgres),
+        ]
+        .into_iter()
+        .filter_map(|(name, up)| up.map(|up| (name, up)))
+        .collect()
+    }
+
+    /// Probes Redis and PostgreSQL (each within its own timeout) and keeps the result for
+    /// [`Self::dependencies`].
+    async fn probe(&self) {
         let redis = async {
             match &self.redis {
                 Some(redis) => Some(crate::connect::redis::is_up(redis).await),
@@ -169,15 +268,10 @@ impl Checks {
             }
         };
         let (redis, postgres) = tokio::join!(redis, postgres);
-        let rabbitmq = self.broker.as_ref().map(|up| up());
-        [
-            ("rabbitmq", rabbitmq),
-            ("redis", redis),
-            ("postgres", postgres),
-        ]
-        .into_iter()
-        .filter_map(|(name, up)| up.map(|up| (name, up)))
-        .collect()
+        *self
+            .probed
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Probed { redis, postgres });
     }
 
     /// Each consumed queue and whether it has a live consumer.
@@ -188,8 +282,8 @@ impl Checks {
     }
 }
 
-/// How often the dependency gauges are refreshed when nobody asks `/ready`.
-const WATCH_EVERY: Duration = Duration::from_secs(5);
+/// How often Redis and PostgreSQL are probed for `/ready` and the dependency gauges.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a service listens, how its HTTP server protects itself, and how long it may drain.
 #[derive(Clone, Debug)]
@@ -270,9 +364,9 @@ impl Service {
         )
     }
 
-    /// Supervises the connection to the RabbitMQ `nodes` ([`amqp::supervise`]) as a background
-    /// task; `setup` runs on every new connection, unless the work is stopping.
-    pub fn broker<T, F, Fut>(&self, nodes: Vec<AMQPUri>, setup: F) -> Broker<T>
+    /// Supervises the connection to `backends`' RabbitMQ nodes ([`amqp::supervise`]) as a
+    /// background task; `setup` runs on every new connection, unless the work is stopping.
+    pub fn broker<T, F, Fut>(&self, backends: &Backends, setup: F) -> Broker<T>
     where
         T: Send + Sync + 'static,
         F: Fn(Arc<Connection>) -> Fut + Send + Sync + 'static,
@@ -287,8 +381,13 @@ impl Service {
                 set_up.await
             }
         };
-        let (broker, supervisor) =
-            amqp::supervise(self.name, nodes, setup, self.background.stopping());
+        let (broker, supervisor) = amqp::supervise(
+            self.name,
+            backends.amqp.clone(),
+            backends.tls_ca.clone(),
+            setup,
+            self.background.stopping(),
+        );
         self.background.spawn(supervisor);
         broker
     }
@@ -297,11 +396,11 @@ impl Service {
     /// service that needs nothing else on a new connection.
     pub fn declaring_broker(
         &self,
-        nodes: Vec<AMQPUri>,
+        backends: &Backends,
         topology: &Arc<crate::topology::Topology>,
     ) -> Broker<()> {
         let topology = Arc::clone(topology);
-        self.broker(nodes, move |connection| {
+        self.broker(backends, move |connection| {
             let topology = Arc::clone(&topology);
             async move { topology.declare(&connection).await }
         })
@@ -321,15 +420,20 @@ impl Service {
         ));
     }
 
-    /// Keeps the dependency and consumer gauges current every few seconds, as a background
-    /// task.
+    /// Probes the dependencies of `checks` every [`PROBE_EVERY`] (a probe that hangs delays
+    /// only the next one, never `/ready`) and keeps the dependency gauges current, as a
+    /// background task.
     pub fn watch(&self, checks: &Checks) {
         let (checks, stop) = (checks.clone(), self.background.stopping());
         self.background.spawn(async move {
-            let mut tick = tokio::time::interval(WATCH_EVERY);
+            let mut tick = tokio::time::interval(PROBE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => ops::record(&checks.dependencies().await),
+                    _ = tick.tick() => {
+                        checks.probe().await;
+                        ops::record(&checks.dependencies());
+                    }
                     () = stop.cancelled() => return,
                 }
             }

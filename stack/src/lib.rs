@@ -53,6 +53,8 @@ pub struct Options {
     pub objects: Option<Objects>,
     /// Whether the imager may fetch source URLs on private networks (a local server).
     pub fetch_private: bool,
+    /// The backends; default: the environment's, in a new namespace.
+    pub backends: Option<Backends>,
 }
 
 fn local() -> SocketAddr {
@@ -72,8 +74,8 @@ impl Stack {
 
     /// Every service, started as `options` say.
     pub async fn start_with(options: Options) -> Self {
-        let backends = testkit::backends();
-        let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+        let backends = options.backends.unwrap_or_else(testkit::backends);
+        let key = testkit::api_key_at(&backends, "stack", shared::auth::Scopes::all(), None).await;
         let (objects, folder) = match options.objects {
             Some(objects) => (objects, None),
             None => {

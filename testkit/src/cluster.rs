@@ -14,11 +14,11 @@ use std::{
 use anyhow::Context;
 use tokio::process::Command;
 
-/// One node: its Erlang name, AMQP port and directory.
+/// One node: its Erlang name, AMQP (or AMQPS) port and directory.
 pub struct Node {
     /// `<name>@localhost`.
     pub name: String,
-    /// The AMQP listener, on 127.0.0.1.
+    /// The AMQP listener (TLS for [`Cluster::start_tls`]), on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
 }
@@ -37,11 +37,25 @@ impl Cluster {
     /// Starts `size` nodes under a new directory in the system's temporary directory, named
     /// `<prefix>-<pid>-<i>@localhost`, and joins them into one cluster.
     pub async fn start(prefix: &str, size: usize) -> anyhow::Result<Self> {
+        Self::start_with(prefix, size, None).await
+    }
+
+    /// A single node whose only listener is AMQP over TLS (`amqps://`, on [`Node::port`]),
+    /// presenting the server certificate of `certs`.
+    pub async fn start_tls(prefix: &str, certs: &crate::tls::Certs) -> anyhow::Result<Self> {
+        Self::start_with(prefix, 1, Some(certs)).await
+    }
+
+    async fn start_with(
+        prefix: &str,
+        size: usize,
+        tls: Option<&crate::tls::Certs>,
+    ) -> anyhow::Result<Self> {
         let name = format!("{prefix}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         let mut nodes = Vec::new();
         for i in 1..=size {
-            nodes.push(Node::write(&dir, &format!("{name}-{i}"))?);
+            nodes.push(Node::write(&dir, &format!("{name}-{i}"), tls)?);
         }
         run(
             "chown",
@@ -173,17 +187,30 @@ impl Drop for Cluster {
 }
 
 impl Node {
-    /// Writes the node's configuration, env file and empty plugin list under `<dir>/<name>/`.
-    fn write(dir: &Path, name: &str) -> anyhow::Result<Self> {
+    /// Writes the node's configuration, env file and empty plugin list under `<dir>/<name>/`;
+    /// with `tls`, its one listener speaks TLS only.
+    fn write(dir: &Path, name: &str, tls: Option<&crate::tls::Certs>) -> anyhow::Result<Self> {
         let home = dir.join(name);
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(home.join(sub))?;
         }
         let port = free_port();
-        std::fs::write(
-            home.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
-        )?;
+        let listeners = match tls {
+            None => format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
+            Some(certs) => {
+                let (ca, cert, key) = certs.install(&home)?;
+                format!(
+                    "listeners.tcp = none\nlisteners.ssl.local = 127.0.0.1:{port}\n\
+                     ssl_options.cacertfile = {}\nssl_options.certfile = {}\n\
+                     ssl_options.keyfile = {}\nssl_options.verify = verify_none\n\
+                     ssl_options.fail_if_no_peer_cert = false\n",
+                    ca.display(),
+                    cert.display(),
+                    key.display()
+                )
+            }
+        };
+        std::fs::write(home.join("rabbitmq.conf"), listeners)?;
         std::fs::write(home.join("enabled_plugins"), "[].\n")?;
         let path = |p: &str| home.join(p).to_string_lossy().into_owned();
         let node = Self {
@@ -252,8 +279,8 @@ fn check(what: &str, output: &std::process::Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
+/// A free loopback port (free when asked: bind it soon).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod fault_proxy;
 pub mod services;
 pub mod spans;
+pub mod tls;
 pub mod webhooks;
 
 use std::{future::Future, time::Duration};
@@ -82,10 +83,20 @@ pub async fn named_api_key(
     scopes: shared::auth::Scopes,
     rate: Option<u32>,
 ) -> String {
-    let backends = backends_in(namespace);
+    api_key_at(&backends_in(namespace), name, scopes, rate).await
+}
+
+/// A new API key named `name` in the PostgreSQL and namespace of `backends` (migrating the
+/// schema first).
+pub async fn api_key_at(
+    backends: &Backends,
+    name: &str,
+    scopes: shared::auth::Scopes,
+    rate: Option<u32>,
+) -> String {
     let pool = shared::connect::postgres::migrated(
         &backends.database,
-        namespace,
+        &backends.namespace,
         &shared::connect::postgres::Tables::ALL,
         1,
     )

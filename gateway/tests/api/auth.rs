@@ -272,6 +272,95 @@ async fn the_keys_command_creates_lists_and_revokes_and_a_revoked_key_stops_with
     app.stop().await;
 }
 
+/// Runs `gateway keys import` for `name` with every scope, the key in `FIRST_API_KEY`.
+async fn import_key(app: &TestApp, name: &str, key: &str, replace: bool) -> std::process::Output {
+    let mut args = vec![
+        "import",
+        "--name",
+        name,
+        "--scopes",
+        "*",
+        "--from-env",
+        "FIRST_API_KEY",
+    ];
+    if replace {
+        args.push("--replace");
+    }
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("keys")
+        .args(&args)
+        .env("PIPELINE_NAMESPACE", app.backends.namespace.as_str())
+        .env("FIRST_API_KEY", key)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the gateway binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_first_key_works_is_never_printed_and_rotates_by_importing_another() {
+    let app = spawn_app().await;
+    // A key that is not in the pipeline's format (a weak password, say) is refused.
+    let weak = import_key(&app, "admin", "password123", true).await;
+    assert!(!weak.status.success());
+    let said = String::from_utf8_lossy(&weak.stderr);
+    assert!(
+        said.contains("FIRST_API_KEY") && said.contains("ppk_"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("password123"),
+        "the refused value is not echoed: {said}"
+    );
+
+    let first = shared::auth::keys::generate();
+    let imported = import_key(&app, "admin", &first, true).await;
+    assert!(imported.status.success(), "{imported:?}");
+    assert!(imported.stdout.is_empty(), "nothing on stdout");
+    assert!(!String::from_utf8_lossy(&imported.stderr).contains(&first));
+    let admin = client_with_key(&first);
+    json(call(&admin, &app, routes()[0]).await, 202).await;
+
+    // Importing it again changes nothing (a job that runs twice).
+    let again = import_key(&app, "admin", &first, true).await;
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already"));
+    let pool = testkit::database(&app.backends).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE name = 'admin'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+
+    // Another key under the same name without --replace is refused; with it, the first key is
+    // revoked and the second works.
+    let second = shared::auth::keys::generate();
+    let refused = import_key(&app, "admin", &second, false).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("exists"));
+    let rotated = import_key(&app, "admin", &second, true).await;
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert!(String::from_utf8_lossy(&rotated.stderr).contains("revoked"));
+    json(
+        call(&client_with_key(&second), &app, routes()[0]).await,
+        202,
+    )
+    .await;
+    testkit::eventually(
+        "the rotated-out key to be refused",
+        Duration::from_secs(30),
+        || async { (call(&admin, &app, routes()[0]).await.status() == 401).then_some(()) },
+    )
+    .await;
+
+    // A revoked key imported again stays revoked.
+    let back = import_key(&app, "admin", &first, true).await;
+    assert!(back.status.success(), "{back:?}");
+    assert!(String::from_utf8_lossy(&back.stderr).contains("stays revoked"));
+    assert_eq!(call(&admin, &app, routes()[0]).await.status(), 401);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_never_appear_in_the_logs() {
     let backends = testkit::backends();

@@ -130,3 +130,38 @@ async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_event
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_answers_at_once_while_postgres_and_redis_hang() {
+    let backends = testkit::backends();
+    let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
+    let app = spawn_with(faulty.backends.clone()).await;
+    app.wait_ready().await;
+    // Connections held open, nothing answered: each probe waits out its whole timeout (2 s
+    // for Redis, 3 s for PostgreSQL), which /ready must never do.
+    faulty.postgres.set(testkit::fault_proxy::Fault::Blackhole);
+    faulty.redis.set(testkit::fault_proxy::Fault::Blackhole);
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .expect("client");
+    let body = testkit::eventually("/ready to report redis down", WAIT, || async {
+        let response = impatient
+            .get(app.url("/ready"))
+            .send()
+            .await
+            .expect("/ready answers within 1 s while its dependencies hang");
+        let body: serde_json::Value = response.json().await.ok()?;
+        (body["dependencies"]["redis"] == "down").then_some(body)
+    })
+    .await;
+    assert_eq!(body["down"], serde_json::json!(["redis"]), "{body}");
+    for _ in 0..5 {
+        let response = impatient.get(app.url("/ready")).send().await;
+        assert!(response.is_ok(), "/ready answers within 1 s: {response:?}");
+    }
+    faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
+    faulty.redis.set(testkit::fault_proxy::Fault::Pass);
+    app.wait_ready().await;
+    app.stop().await;
+}

@@ -66,7 +66,7 @@ async fn a_repeat_while_the_first_is_still_publishing_is_409() {
     let app = spawn_app().await;
     // Hold the lease as the first request would while it waits for its confirm.
     let store = Idempotency::new(
-        redis::connect(app.backends.redis.clone()).expect("valid URL"),
+        redis::connect(app.backends.redis.clone(), None).expect("valid URL"),
         app.backends.namespace.clone(),
         Duration::from_secs(10),
         Duration::from_secs(60),

@@ -11,4 +11,5 @@ mod ops;
 mod orders;
 mod reads;
 mod shards;
+mod tls;
 mod validation;

@@ -75,7 +75,7 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
     );
     let deps = Arc::new(Deps {
         database,
-        redis: redis::connect(backends.redis.clone()).expect("valid URL"),
+        redis: redis::connect(backends.redis.clone(), None).expect("valid URL"),
         namespace: backends.namespace.clone(),
         stock_low_threshold: 10,
         cache_ttl_seconds: backends.cache_ttl_seconds,
@@ -83,6 +83,7 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
     let (broker, supervisor) = amqp::supervise(
         "test",
         backends.amqp.clone(),
+        None,
         |_| async { Ok(()) },
         stop.clone(),
     );

@@ -142,6 +142,99 @@ pub async fn create(
     }
 }
 
+/// A key given from outside (the first key of a deployment, made by its operator) that is not
+/// in the pipeline's own format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a key is `{PREFIX}` and 43 characters of URL-safe base64 (32 random bytes), as `gateway keys create` makes them"
+)]
+pub struct BadKey;
+
+/// Checks that `key` has the format [`generate`] gives: 256 random bits, so its plain SHA-256
+/// is a safe thing to store.
+pub fn check_format(key: &str) -> Result<(), BadKey> {
+    let body = key.strip_prefix(PREFIX).ok_or(BadKey)?;
+    match URL_SAFE_NO_PAD.decode(body) {
+        Ok(bytes) if bytes.len() == 32 && body.len() == 43 => Ok(()),
+        _ => Err(BadKey),
+    }
+}
+
+/// What [`import`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// The key was stored.
+    Stored {
+        /// An active key of the same name was revoked in the same transaction (rotation).
+        replaced: bool,
+    },
+    /// The key was stored already; nothing changed.
+    Present {
+        /// It was revoked, and stays revoked.
+        revoked: bool,
+    },
+}
+
+/// Stores the hash of `key` (a key in the pipeline's format, made elsewhere) under `name` with
+/// `scopes`, idempotently: a key stored before, active or revoked, is left as it is (a revoked
+/// key is never brought back). With `replace`, an active key of the same name is revoked in the
+/// same transaction; without it, such a key is [`CreateError::NameTaken`].
+pub async fn import(
+    pool: &PgPool,
+    name: &KeyName,
+    key: &str,
+    scopes: Scopes,
+    rate_per_second: Option<u32>,
+    replace: bool,
+) -> Result<Imported, CreateError> {
+    let hash = hash(key);
+    let mut tx = pool.begin().await?;
+    // Two importers of one key (two replicas of a job, say) take turns.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pipeline.api_keys.import'))")
+        .execute(&mut *tx)
+        .await?;
+    let present: Option<(Option<OffsetDateTime>,)> =
+        sqlx::query_as("SELECT revoked_at FROM api_keys WHERE hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((revoked_at,)) = present {
+        return Ok(Imported::Present {
+            revoked: revoked_at.is_some(),
+        });
+    }
+    let mut replaced = false;
+    if replace {
+        replaced = sqlx::query(
+            "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO api_keys (name, hash, scopes, rate_per_second) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(name.as_str())
+    .bind(hash.as_slice())
+    .bind(scopes.names())
+    .bind(rate_per_second.map(|r| i32::try_from(r).unwrap_or(i32::MAX)))
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(Imported::Stored { replaced })
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            Err(CreateError::NameTaken(name.as_str().to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Every key, revoked ones included, oldest first.
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyRecord>, sqlx::Error> {
     select(pool, "ORDER BY created_at, id").await
@@ -205,6 +298,17 @@ mod tests {
         assert_eq!(a.len(), PREFIX.len() + 43);
         assert_eq!(hash(&a), hash(&a));
         assert_ne!(hash(&a), hash(&b));
+    }
+
+    #[test]
+    fn only_keys_of_the_own_format_are_imported() {
+        assert_eq!(check_format(&generate()), Ok(()));
+        let short = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode([7u8; 16]));
+        let padded = format!("{}=", generate());
+        let unprefixed = generate().replacen(PREFIX, "sk_", 1);
+        for bad in ["", "ppk_", "password123", &short, &padded, &unprefixed] {
+            assert_eq!(check_format(bad), Err(BadKey), "{bad:?}");
+        }
     }
 
     #[test]

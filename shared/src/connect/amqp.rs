@@ -9,8 +9,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
-    options::BasicPublishOptions, uri::AMQPUri,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    DefaultConnectionBuilder, PublisherConfirm, options::BasicPublishOptions, tcp::OwnedTLSConfig,
+    uri::AMQPUri,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -89,10 +90,12 @@ impl<T> Broker<T> {
 /// The supervisor: `setup` runs on every new connection; its result is published as the current
 /// session until the connection is lost for good. Returns the handle and the supervisor, to run
 /// as a task, which ends (closing the connection) when `shutdown` fires. The connection is
-/// named `{name}@{host}/{pid}` for the broker's management tools.
+/// named `{name}@{host}/{pid}` for the broker's management tools. An `amqps://` node is verified
+/// against the system's roots and `ca`.
 pub fn supervise<T, F, Fut>(
     name: &'static str,
     nodes: Vec<AMQPUri>,
+    ca: Option<super::tls::Ca>,
     setup: F,
     shutdown: CancellationToken,
 ) -> (Broker<T>, impl Future<Output = ()> + Send + 'static)
@@ -103,6 +106,10 @@ where
 {
     let (tx, rx) = watch::channel(None);
     let connection_name = connection_name(name);
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: ca.map(|ca| ca.pem().to_owned()),
+    };
     let task = async move {
         let mut node = 0;
         let mut backoff = delays();
@@ -112,12 +119,13 @@ where
             let attempt = async {
                 let properties = ConnectionProperties::default()
                     .with_connection_name(connection_name.as_str().into());
-                let connection = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    Connection::connect_uri(uri.clone(), properties),
-                )
-                .await
-                .map_err(|_| anyhow::anyhow!("connection attempt timed out"))??;
+                let connect = DefaultConnectionBuilder::new()?
+                    .with_uri(uri.clone())
+                    .with_properties(properties)
+                    .with_tls_config(tls.clone());
+                let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect.connect())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("connection attempt timed out"))??;
                 let connection = Arc::new(connection);
                 let value = setup(Arc::clone(&connection)).await?;
                 anyhow::Ok(Session { connection, value })

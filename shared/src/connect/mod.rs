@@ -4,3 +4,4 @@
 pub mod amqp;
 pub mod postgres;
 pub mod redis;
+pub mod tls;

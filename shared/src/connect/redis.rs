@@ -1,4 +1,5 @@
-//! Redis: one multiplexed, self-reconnecting `ConnectionManager` per service.
+//! Redis: one multiplexed, self-reconnecting `ConnectionManager` per service; over TLS for a
+//! `rediss://` URL, trusting the system's roots and the private authority, when given.
 
 use std::time::Duration;
 
@@ -8,9 +9,24 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds a connection manager that connects on first use and reconnects by itself; every
-/// command fails within [`COMMAND_TIMEOUT`] while Redis is unreachable.
-pub fn connect(info: redis::ConnectionInfo) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(info)?;
+/// command fails within [`COMMAND_TIMEOUT`] while Redis is unreachable. A `rediss://` server is
+/// verified against the system's roots and `ca`.
+pub fn connect(
+    info: redis::ConnectionInfo,
+    ca: Option<&super::tls::Ca>,
+) -> redis::RedisResult<ConnectionManager> {
+    super::tls::install_provider();
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    let client = match ca {
+        Some(ca) if tls => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.pem().as_bytes().to_vec()),
+            },
+        )?,
+        _ => redis::Client::open(info)?,
+    };
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(COMMAND_TIMEOUT))
         .set_response_timeout(Some(COMMAND_TIMEOUT))

@@ -191,8 +191,8 @@ async fn require(State(gate): State<Gate>, mut request: Request, next: Next) -> 
     let headers = request.headers();
     let (key, by_cookie) = if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         match bearer(authorization) {
-            Some(token) => (token.to_owned(), false),
-            None => return Denied::Invalid.into_response(),
+            Ok(token) => (token.to_owned(), false),
+            Err(denied) => return denied.into_response(),
         }
     } else if let Some(token) = cookie(headers) {
         match gate.session_key(token) {

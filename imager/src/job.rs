@@ -330,22 +330,20 @@ impl Imager {
             .check_url(&parsed)
             .await
             .map_err(|e| Failure::Invalid(format!("source_url refused: {e}")))?;
-        let mut response = self
-            .client
-            .get(parsed)
-            .send()
-            .await
-            .map_err(|e| Failure::Failed(format!("source_url did not answer: {e}")))?;
+        let mut response = self.client.get(parsed).send().await.map_err(|e| {
+            Failure::Failed(format!("source_url: {}", shared::egress::describe(&e)))
+        })?;
         let status = response.status();
         if !status.is_success() {
             return Err(Failure::Failed(format!("source_url answered {status}")));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| Failure::Failed(format!("source_url broke off: {e}")))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            Failure::Failed(format!(
+                "source_url broke off: {}",
+                shared::egress::describe(&e)
+            ))
+        })? {
             if bytes.len() + chunk.len() > MAX_SOURCE_BYTES {
                 return Err(Failure::Invalid(
                     "the source is over 10 MiB, the most an image may be".into(),

@@ -26,12 +26,53 @@ pub struct Egress {
     allow_private: bool,
 }
 
-/// Why an outbound address is refused.
+/// `url` as a log line, a span or an answer may show it: no user name or password, and every
+/// query value `REDACTED` (a webhook's or an image source's query often carries a token).
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        shown
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "REDACTED")));
+    }
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// A failed outbound request in a sentence an operator (or the caller who gave the URL) can act
+/// on: what went wrong and its innermost cause (such as the guard's refusal of a private
+/// address), never the URL, which reqwest's own message repeats in full.
+pub fn describe(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    if error.is_timeout() {
+        "the endpoint did not answer in time".to_owned()
+    } else if error.is_connect() {
+        format!("cannot connect to the endpoint: {cause}")
+    } else {
+        format!("the request failed: {cause}")
+    }
+}
+
+/// [`redacted`] for a URL kept as text; one that does not parse is not shown at all.
+pub fn redacted_str(url: &str) -> String {
+    Url::parse(url).map_or_else(|_| "(not a valid URL)".to_owned(), |url| redacted(&url))
+}
+
+/// Why an outbound address is refused. The message names the host as given and the class of
+/// address, never the address it resolved to nor what the resolver said: a caller probing with
+/// URLs learns nothing of the internal network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EgressError {
     /// The host is, or resolves to, an address of a refused class.
     #[error(
-        "{host} is {address}, a {class} address; outbound requests may not reach private networks"
+        "{host} is or resolves to a {class} address; outbound requests may not reach private networks"
     )]
     Private {
         /// The URL's host.
@@ -42,7 +83,7 @@ pub enum EgressError {
         class: &'static str,
     },
     /// The host does not resolve.
-    #[error("{host} does not resolve: {error}")]
+    #[error("{host} does not resolve")]
     Unresolvable {
         /// The URL's host.
         host: String,
@@ -221,6 +262,41 @@ fn class_v6(ip: Ipv6Addr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shown_url_has_no_credentials_and_no_query_values() {
+        let url = Url::parse("https://user:pw@hooks.example.com:8443/in?token=s3cret&x=1#f")
+            .expect("a URL");
+        assert_eq!(
+            redacted(&url),
+            "https://hooks.example.com:8443/in?token=REDACTED&x=REDACTED"
+        );
+        assert_eq!(
+            redacted_str("https://hooks.example.com/in"),
+            "https://hooks.example.com/in"
+        );
+        assert_eq!(redacted_str("not a url ?token=s3cret"), "(not a valid URL)");
+    }
+
+    #[test]
+    fn a_refusal_names_the_host_given_but_not_where_it_points() {
+        let refused = EgressError::Private {
+            host: "images.internal".into(),
+            address: "10.1.2.3".parse().expect("an address"),
+            class: "private",
+        }
+        .to_string();
+        assert!(
+            refused.contains("images.internal") && !refused.contains("10.1.2.3"),
+            "{refused}"
+        );
+        let unresolvable = EgressError::Unresolvable {
+            host: "nowhere.invalid".into(),
+            error: "lookup via 10.0.0.53 failed".into(),
+        }
+        .to_string();
+        assert!(!unresolvable.contains("10.0.0.53"), "{unresolvable}");
+    }
 
     fn of(ip: &str) -> Option<&'static str> {
         class(ip.parse().expect("an address"))

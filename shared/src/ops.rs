@@ -106,8 +106,9 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-/// Middleware counting requests by route, method and status, and timing them by route (the
-/// route template, never the concrete path, so ids stay out of labels); and, when tracing, the
+/// Middleware counting requests by route, method and status, and timing them by route; every
+/// label from a fixed set (the route template or `unmatched`, never the concrete path; a
+/// defined method or `_OTHER`), so no request makes a new series; and, when tracing, the
 /// request's HTTP server span, which the handler's spans continue.
 pub async fn track_requests(
     axum::extract::State(service): axum::extract::State<&'static str>,
@@ -118,7 +119,7 @@ pub async fn track_requests(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = crate::http::known_method(request.method());
     let span = crate::trace::server(service, &mut request, matched.as_deref());
     let route = matched.unwrap_or_else(|| "unmatched".to_owned());
     let started = std::time::Instant::now();

@@ -203,9 +203,9 @@ pub fn server(
         return Traced(Context::new());
     }
     let parent = from_http(request.headers());
-    let method = request.method().as_str().to_owned();
+    let method = crate::http::known_method(request.method());
     let mut attributes = vec![
-        KeyValue::new(semconv::HTTP_REQUEST_METHOD, method.clone()),
+        KeyValue::new(semconv::HTTP_REQUEST_METHOD, method),
         KeyValue::new(semconv::URL_PATH, request.uri().path().to_owned()),
         KeyValue::new(semconv::URL_SCHEME, "http"),
         KeyValue::new(
@@ -217,6 +217,14 @@ pub fn server(
             },
         ),
     ];
+    if method == "_OTHER" {
+        // The conventions keep the original beside it, on the span only (bounded by the head
+        // size limit), never in a name or a metric.
+        attributes.push(KeyValue::new(
+            semconv::HTTP_REQUEST_METHOD_ORIGINAL,
+            request.method().as_str().to_owned(),
+        ));
+    }
     if let Some(route) = route {
         attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()));
     }
@@ -232,7 +240,10 @@ pub fn server(
     }
     let tracer = global::tracer(service);
     let span = tracer
-        .span_builder(route.map_or_else(|| method.clone(), |r| format!("{method} {r}")))
+        .span_builder(match (method, route) {
+            ("_OTHER", _) | (_, None) => method.replace("_OTHER", "HTTP"),
+            (method, Some(route)) => format!("{method} {route}"),
+        })
         .with_kind(SpanKind::Server)
         .with_attributes(attributes)
         .start_with_context(&tracer, &parent);

@@ -88,3 +88,49 @@ async fn hostile_bodies_get_a_clear_4xx_and_leave_nothing_behind() {
     assert!(keys.is_empty(), "left {keys:?}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_methods_without_a_key_make_no_new_metric_series() {
+    let app = spawn_app().await;
+    let anonymous = reqwest::Client::new();
+    for i in 0..50 {
+        let method = format!("M{i}{}", "X".repeat(2000));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a token");
+        for path in ["/events", "/no-such-route"] {
+            let response = anonymous
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .expect("answered");
+            assert!(response.status().is_client_error(), "{}", response.status());
+        }
+    }
+    let metrics = testkit::metrics(&app.client, &app.url("")).await;
+    assert!(
+        !metrics.contains("XXXX"),
+        "a made-up method reached the metrics"
+    );
+    assert!(
+        !metrics.contains("no-such-route"),
+        "an unmatched path reached the metrics"
+    );
+    let defined = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    for line in metrics.lines().filter(|l| l.contains("method=\"")) {
+        let method = line
+            .split("method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a label value");
+        assert!(
+            defined.contains(&method) || method == "_OTHER",
+            "{method:?} in {line}"
+        );
+    }
+    assert!(
+        metrics.contains("method=\"_OTHER\""),
+        "made-up methods are counted as _OTHER"
+    );
+    app.stop().await;
+}

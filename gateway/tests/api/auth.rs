@@ -47,17 +47,21 @@ async fn every_data_route_is_401_without_a_valid_key_and_nothing_is_published() 
     let app = spawn_app().await;
     let anonymous = reqwest::Client::new();
     let forged = client_with_key("ppk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
-    let not_bearer = {
+    let with_header = |value: String| {
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            "authorization",
-            format!("Basic {}", app.key).parse().expect("valid"),
-        );
+        headers.insert("authorization", value.parse().expect("valid"));
         reqwest::Client::builder()
             .default_headers(headers)
             .build()
             .expect("client")
     };
+    // Each mistake in the header is named.
+    let malformed = [
+        (with_header(format!("Basic {}", app.key)), "Bearer <key>"),
+        (with_header(app.key.clone()), "Bearer <key>"),
+        (with_header("Bearer ".to_owned()), "no key after Bearer"),
+        (with_header("Bearer hunter2".to_owned()), "start with ppk_"),
+    ];
     for route in routes() {
         let response = call(&anonymous, &app, route).await;
         assert_eq!(
@@ -66,15 +70,33 @@ async fn every_data_route_is_401_without_a_valid_key_and_nothing_is_published() 
             "{route:?}"
         );
         assert!(json(response, 401).await["error"].is_string());
-        for client in [&forged, &not_bearer] {
+        let response = call(&forged, &app, route).await;
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .is_ok_and(|v| v.contains("invalid_token")),
+            "{route:?}"
+        );
+        let body = json(response, 401).await;
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unknown or revoked")),
+            "{body}"
+        );
+        for (client, says) in &malformed {
             let response = call(client, &app, route).await;
             assert!(
                 response.headers()["www-authenticate"]
                     .to_str()
-                    .is_ok_and(|v| v.contains("invalid_token")),
+                    .is_ok_and(|v| v.contains("invalid_request")),
                 "{route:?}"
             );
-            json(response, 401).await;
+            let body = json(response, 401).await;
+            assert!(
+                body["error"].as_str().is_some_and(|e| e.contains(says)),
+                "{route:?} {says}: {body}"
+            );
         }
     }
     for open in ["/health", "/ready", "/metrics", "/openapi.json"] {

@@ -203,7 +203,11 @@ pub(crate) async fn create(
             .into(),
         )
     })?;
-    tracing::info!(subscription_id = %row.id, url = %row.url, "Subscription created.");
+    tracing::info!(
+        subscription_id = %row.id,
+        url = %shared::egress::redacted_str(&row.url),
+        "Subscription created."
+    );
     rebind(&api.bindings).await;
     Ok((
         StatusCode::CREATED,

@@ -139,7 +139,10 @@ impl Worker {
             KeyValue::new("pipeline.attempt", i64::from(due.attempts) + 1),
         ];
         if let Ok(url) = reqwest::Url::parse(&due.url) {
-            attributes.push(KeyValue::new(semconv::URL_FULL, redacted(&url)));
+            attributes.push(KeyValue::new(
+                semconv::URL_FULL,
+                shared::egress::redacted(&url),
+            ));
             if let Some(host) = url.host_str() {
                 attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
             }
@@ -291,7 +294,7 @@ impl Worker {
                 at,
                 status: None,
                 latency,
-                error: Some(describe(&e)),
+                error: Some(shared::egress::describe(&e)),
                 retry_after: None,
             },
         }
@@ -319,23 +322,7 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     }
 }
 
-/// `url` as a span may show it: no credentials, and every query value `REDACTED` (a webhook
-/// URL's query often carries a token).
-fn redacted(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    if url.query().is_some() {
-        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
-        shown
-            .query_pairs_mut()
-            .clear()
-            .extend_pairs(keys.iter().map(|k| (k.as_str(), "REDACTED")));
-    }
-    shown.to_string()
-}
-
-/// The `error.type` of an attempt that got no answer, from [`describe`]'s sentence.
+/// The `error.type` of an attempt that got no answer, from [`shared::egress::describe`]'s sentence.
 fn error_type(error: &str) -> &'static str {
     if error.starts_with("the endpoint did not answer in time") {
         "timeout"
@@ -348,37 +335,9 @@ fn error_type(error: &str) -> &'static str {
     }
 }
 
-/// A transport error in a sentence an operator can act on (with its innermost cause, such as
-/// the guard's refusal of a private address).
-fn describe(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    if error.is_timeout() {
-        "the endpoint did not answer in time".to_owned()
-    } else if error.is_connect() {
-        format!("cannot connect to the endpoint: {cause}")
-    } else {
-        format!("the request failed: {cause}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{error_type, redacted};
-
-    #[test]
-    fn a_span_shows_no_credentials_and_no_query_values() {
-        let url = reqwest::Url::parse("https://user:pw@hooks.example.com:8443/in?token=s3cret&x=1")
-            .expect("a URL");
-        assert_eq!(
-            redacted(&url),
-            "https://hooks.example.com:8443/in?token=REDACTED&x=REDACTED"
-        );
-        let plain = reqwest::Url::parse("https://hooks.example.com/in").expect("a URL");
-        assert_eq!(redacted(&plain), "https://hooks.example.com/in");
-    }
+    use super::error_type;
 
     #[test]
     fn failures_without_an_answer_have_a_kind() {

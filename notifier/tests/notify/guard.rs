@@ -166,7 +166,7 @@ async fn a_namespace_holds_at_most_its_cap_of_subscriptions() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn signing_secrets_never_appear_in_the_logs() {
+async fn signing_secrets_and_tokens_in_webhook_urls_never_appear_in_the_logs() {
     let backends = testkit::backends();
     let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     let client = testkit::client_with_key(&key);
@@ -190,7 +190,10 @@ async fn signing_secrets_never_appear_in_the_logs() {
     let receiver = Receiver::start(&[]).await;
     let created: Value = client
         .post(format!("{base}/subscriptions"))
-        .json(&json!({ "url": receiver.url(), "event_types": ["stock.low"] }))
+        .json(&json!({
+            "url": format!("{}?token=tok-in-the-url-5ecret", receiver.url()),
+            "event_types": ["stock.low"],
+        }))
         .send()
         .await
         .expect("sent")
@@ -223,6 +226,14 @@ async fn signing_secrets_never_appear_in_the_logs() {
     let logs = std::fs::read_to_string(&log_path).expect("the log");
     let _ = std::fs::remove_file(&log_path);
     assert!(logs.contains("notifier listening"), "captured: {logs}");
+    assert!(
+        logs.contains("Subscription created") && logs.contains("token=REDACTED"),
+        "the URL is logged redacted: {logs}"
+    );
+    assert!(
+        !logs.contains("tok-in-the-url-5ecret"),
+        "a URL's token was logged"
+    );
     for secret in [&created["secret"], &rotated["secret"]] {
         let secret = secret.as_str().expect("a secret");
         let encoded = secret.trim_start_matches("whsec_");

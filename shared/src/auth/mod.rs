@@ -88,7 +88,10 @@ pub struct Caller {
 pub enum Denied {
     /// No `Authorization: Bearer` header.
     Missing,
-    /// Not a key, or an unknown or revoked one.
+    /// An `Authorization` header that does not carry a key the way it must; says what is
+    /// wrong.
+    Malformed(&'static str),
+    /// An unknown or revoked key.
     Invalid,
     /// The key lacks the scope the endpoint wants.
     Forbidden(Scope),
@@ -109,6 +112,7 @@ impl Denied {
     fn reason(&self) -> &'static str {
         match self {
             Self::Missing => "missing",
+            Self::Malformed(_) => "malformed",
             Self::Invalid => "invalid",
             Self::Forbidden(_) => "forbidden",
             Self::Limited { .. } => "rate_limited",
@@ -132,6 +136,12 @@ impl IntoResponse for Denied {
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, challenge(None))],
                 Json(json!({ "error": "an API key is required: Authorization: Bearer <key>" })),
+            )
+                .into_response(),
+            Self::Malformed(what) => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, challenge(Some("invalid_request")))],
+                Json(json!({ "error": what })),
             )
                 .into_response(),
             Self::Invalid => (
@@ -250,13 +260,18 @@ impl Auth {
         authorization: Option<&HeaderValue>,
         scope: Scope,
     ) -> Result<Caller, Denied> {
-        let token = bearer(authorization.ok_or(Denied::Missing)?).ok_or(Denied::Invalid)?;
+        let token = bearer(authorization.ok_or(Denied::Missing)?)?;
         self.authorize_key(token, scope).await
     }
 
     /// Checks the key `token` for `scope`.
     pub async fn authorize_key(&self, token: &str, scope: Scope) -> Result<Caller, Denied> {
-        if !token.starts_with(keys::PREFIX) || token.len() > 128 {
+        if !token.starts_with(keys::PREFIX) {
+            return Err(Denied::Malformed(
+                "this is not an API key: keys start with ppk_ (Authorization: Bearer ppk_...)",
+            ));
+        }
+        if token.len() > 128 {
             return Err(Denied::Invalid);
         }
         let hash = keys::hash(token);
@@ -365,12 +380,24 @@ impl Auth {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header value.
-pub fn bearer(authorization: &HeaderValue) -> Option<&str> {
-    let (scheme, token) = authorization.to_str().ok()?.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
+/// The token of an `Authorization: Bearer <token>` header value, or why there is none.
+pub fn bearer(authorization: &HeaderValue) -> Result<&str, Denied> {
+    let text = authorization
+        .to_str()
+        .map_err(|_| Denied::Malformed("the Authorization header is not visible ASCII"))?
+        .trim();
+    let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Denied::Malformed(
+            "the Authorization header must be `Bearer <key>` (the scheme Bearer, a space, then the key)",
+        ));
+    }
+    match token.trim() {
+        "" => Err(Denied::Malformed(
+            "the Authorization header names no key after Bearer",
+        )),
+        token => Ok(token),
+    }
 }
 
 /// `router` with every route wanting a key with `scope`; the caller is set as a [`Caller`]

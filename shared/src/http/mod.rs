@@ -1,9 +1,10 @@
 //! Every service's HTTP server, hardened the same way against slow and greedy clients:
 //!
 //! - [`serve`]: HTTP/1.1 with a header read timeout (a client trickling its headers is cut off)
-//!   and a cap on the request head ([`MAX_HEAD_BYTES`]; beyond it hyper answers 431), draining
-//!   open connections on shutdown.
-//! - [`harden`]: a cap on requests in flight (503 with `Retry-After` when saturated: load
+//!   and a cap on the bytes it buffers for a request head, draining open connections on
+//!   shutdown.
+//! - [`harden`]: the request head's size, exactly ([`MAX_HEAD_BYTES`], 431 beyond), a cap on
+//!   requests in flight (503 with `Retry-After` when saturated: load
 //!   shedding, not queueing), a request timeout (408), a default body limit
 //!   ([`MAX_BODY_BYTES`]), the request metrics, and [`inputs`]: path segments and query
 //!   parameters that are not valid UTF-8 or hold control characters are a 400 naming them.
@@ -27,8 +28,42 @@ use crate::config::{ConfigError, seconds, var};
 
 pub use serve::serve;
 
-/// Largest request head (request line and headers) accepted; a larger one is answered 431.
+/// Largest request head (request line and headers, as sent) accepted; a larger one is answered
+/// 431. hyper stops buffering a head at this size too, but may parse a longer one read in one
+/// go, so [`harden`] counts it exactly.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// The size of `request`'s head as sent over HTTP/1.1: the request line, each header line and
+/// the blank line.
+fn head_bytes(request: &Request) -> usize {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |p| p.as_str().len());
+    let line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + headers + 2
+}
+
+async fn limit_head(request: Request, next: Next) -> Response {
+    let size = head_bytes(&request);
+    if size > MAX_HEAD_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Json(json!({
+                "error": format!(
+                    "the request line and headers are {size} bytes; at most {MAX_HEAD_BYTES} are taken"
+                ),
+            })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
 
 /// Largest request body a route takes unless it sets its own limit (413 beyond).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -82,6 +117,25 @@ impl Limits {
     }
 }
 
+/// The request method as a label or attribute value: one of the methods HTTP defines, or
+/// `_OTHER` (as the OpenTelemetry HTTP conventions name it) for any other string, so that a
+/// client sending made-up methods cannot make new metric series or span names.
+pub fn known_method(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
 /// Seconds a client is asked to wait when the server is saturated.
 const SATURATED_RETRY_AFTER: &str = "1";
 
@@ -108,6 +162,7 @@ pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router 
             crate::ops::track_requests,
         ))
         .layer(middleware::from_fn_with_state(shedding, shed))
+        .layer(middleware::from_fn(limit_head))
 }
 
 async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) -> Response {
@@ -139,6 +194,23 @@ async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) ->
                 })),
             )
                 .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_defined_methods_name_themselves() {
+        for (method, label) in [("GET", "GET"), ("PATCH", "PATCH"), ("TRACE", "TRACE")] {
+            let method = axum::http::Method::from_bytes(method.as_bytes()).expect("a method");
+            assert_eq!(known_method(&method), label);
+        }
+        for made_up in ["FOO", "get", &"X".repeat(2048)] {
+            let method = axum::http::Method::from_bytes(made_up.as_bytes()).expect("a token");
+            assert_eq!(known_method(&method), "_OTHER", "{made_up}");
         }
     }
 }

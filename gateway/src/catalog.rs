@@ -140,6 +140,20 @@ pub async fn create(
         .map_or(Created::Taken, Created::Stored))
 }
 
+/// Whether events gave `id` a price or stock before it had a catalog entry: creating its entry
+/// would then change them. (A product whose entry exists is the creation's own retry, or
+/// [`Created::Taken`].)
+pub async fn priced_without_entry(pool: &PgPool, id: &ProductId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM products p
+                        WHERE p.product_id = $1 AND (p.price IS NOT NULL OR p.stock IS NOT NULL)
+                          AND NOT EXISTS (SELECT 1 FROM product_details d WHERE d.product_id = $1))",
+    )
+    .bind(id.as_str())
+    .fetch_one(pool)
+    .await
+}
+
 /// Applies `patch` to `id`'s entry; `None` if it has none.
 pub async fn patch(
     pool: &PgPool,

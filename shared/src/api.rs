@@ -40,6 +40,14 @@ pub enum ApiError {
     /// `JSON (Content-Type: application/json)`).
     #[error("the body must be {0}")]
     UnsupportedMediaType(&'static str),
+    /// The key may call the endpoint, but not do this with it: it also needs `scope`; says why.
+    #[error("{message}")]
+    Forbidden {
+        /// Why this needs the scope.
+        message: Cow<'static, str>,
+        /// The scope it also needs.
+        scope: &'static str,
+    },
     /// The request conflicts with the state of what it acts on; says why.
     #[error("{0}")]
     Conflict(Cow<'static, str>),
@@ -83,6 +91,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Forbidden { .. } => "forbidden",
             Self::Conflict(_) => "conflict",
             Self::InProgress(_) => "in_progress",
             Self::Unprocessable(_) => "unprocessable",
@@ -98,6 +107,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Conflict(_) | Self::InProgress(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } | Self::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -111,6 +121,7 @@ impl IntoResponse for ApiError {
             Self::BadRequest {
                 field: Some(field), ..
             } => json!({ "error": self.to_string(), "field": field }),
+            Self::Forbidden { scope, .. } => json!({ "error": self.to_string(), "scope": scope }),
             Self::Unavailable { dependency, cause } => {
                 tracing::warn!(dependency, cause = %cause, "Dependency unavailable; answering 503.");
                 json!({ "error": self.to_string(), "dependency": dependency })

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, Query, State},
     http::StatusCode,
     response::Response,
@@ -14,6 +14,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
 use shared::{
     api::{ApiError, bad, db, limit_param, only_params},
+    auth::{Caller, Scope},
     catalog::{Cached, Entry},
     contract::{IngestKind, NewProduct, ProductUpdate},
     model::{Price, ProductId},
@@ -33,7 +34,9 @@ use crate::{
 
 /// Creates a catalog entry: `201` with `Location` and the product as stored, once its details
 /// are stored and its price and stock (a `product.create` event at the creation's time,
-/// last-writer-wins like any event) are durably in the broker. Scope: `catalog:write`.
+/// last-writer-wins like any event) are durably in the broker. Scope: `catalog:write`; for a
+/// product that already has a price or stock from events, `events:write` too (the creation
+/// would set them), else `403`.
 #[utoipa::path(
     post,
     path = "/products",
@@ -44,13 +47,18 @@ use crate::{
     responses(
         (status = 201, description = "Created; its price and stock apply within moments", body = Product,
             headers(("Location" = String, description = "The product's URL"))),
+        (status = 403, description = "The product already has a price or stock from events, and the key lacks events:write"),
     )
 )]
-pub async fn post_product(State(state): State<AppState>, ingest: Ingest) -> Response {
-    answer(create(&state, ingest).await)
+pub async fn post_product(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ingest: Ingest,
+) -> Response {
+    answer(create(&state, &caller, ingest).await)
 }
 
-async fn create(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> {
+async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Response, ApiError> {
     let Ingest {
         received_at,
         headers,
@@ -67,6 +75,10 @@ async fn create(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> 
         .product_id
         .clone()
         .unwrap_or_else(ProductId::generate);
+    if let Err(error) = may_set_price_and_stock(state, caller, &id).await {
+        release(state, lease).await;
+        return Err(error);
+    }
     let entry = match store(state, &id, &request, to_micros(received_at)).await {
         Ok(entry) => entry,
         Err(error) => {
@@ -93,6 +105,30 @@ async fn create(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> 
     };
     let trace = shared::trace::from_http(&headers);
     publish_claimed(state, lease, &message, answer, &trace).await
+}
+
+/// A creation sets its product's price and stock: for a product events already priced or
+/// stocked, only a key that may send events (`events:write`) may do that.
+async fn may_set_price_and_stock(
+    state: &AppState,
+    caller: &Caller,
+    id: &ProductId,
+) -> Result<(), ApiError> {
+    if caller.scopes.contains(Scope::EventsWrite) {
+        return Ok(());
+    }
+    let pool = shared::api::pool(&state.database)?;
+    if catalog::priced_without_entry(pool, id).await.map_err(db)? {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "product {id} already has a price or stock from events; a catalog entry for it \
+                 sets both, which needs the scope events:write too"
+            )
+            .into(),
+            scope: Scope::EventsWrite.as_str(),
+        });
+    }
+    Ok(())
 }
 
 /// Stores `id`'s entry (or finds the one an earlier try of this request stored) and caches it.

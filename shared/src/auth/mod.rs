@@ -81,6 +81,8 @@ impl Key {
 pub struct Caller {
     /// The key's name.
     pub key: String,
+    /// What the key may do (beyond the endpoint's own scope, which it holds).
+    pub scopes: Scopes,
 }
 
 /// Why a request was refused.
@@ -302,6 +304,7 @@ impl Auth {
         key.used.store(true, Ordering::Relaxed);
         Ok(Caller {
             key: key.name.clone(),
+            scopes: key.scopes,
         })
     }
 

@@ -198,6 +198,83 @@ async fn a_product_known_from_events_gains_details_and_the_later_writer_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_catalog_only_key_cannot_reprice_a_product_known_from_events() {
+    use shared::auth::{Scope, Scopes};
+    let stack = Stack::start(None).await;
+    stack
+        .send(
+            "/api/v1/events",
+            &json!({"product_id": "lamp-9", "price": 49.99, "stock": 100}).to_string(),
+        )
+        .await;
+    product_when(&stack, "lamp-9", |p| p["stock"] == 100).await;
+    let catalog_only = testkit::client_with_key(
+        &testkit::api_key_at(
+            &stack.backends,
+            "catalog-only",
+            Scopes::from_iter([Scope::CatalogWrite, Scope::ProductsRead]),
+            None,
+        )
+        .await,
+    );
+    let create_with = |client: reqwest::Client, body: Value, key: &'static str| async move {
+        let response = client
+            .post(format!("http://{}/api/v1/products", stack.gateway))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap_or_default(),
+        )
+    };
+    let lamp = json!({"product_id": "lamp-9", "name": "Lamp", "category": "lighting", "price": 0.01, "stock": 0});
+    let (status, body) = create_with(catalog_only.clone(), lamp.clone(), "lamp-9-create").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["scope"], "events:write", "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("lamp-9")),
+        "{body}"
+    );
+    // Nothing changed, nothing was stored, and the key is free for a retry.
+    let (_, after) = get(&stack, "/api/v1/products/lamp-9").await;
+    assert_eq!(
+        (
+            after["price"].clone(),
+            after["stock"].clone(),
+            after["name"].clone()
+        ),
+        (json!(49.99), json!(100), Value::Null)
+    );
+
+    // A new product is the catalog key's to create, price and stock included.
+    let (status, body) = create_with(
+        catalog_only.clone(),
+        json!({"product_id": "lamp-10", "name": "Lamp", "category": "lighting", "price": 12, "stock": 3}),
+        "lamp-10-create",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // A key that may send events may also create the entry of a priced product.
+    let (status, body) = create_with(stack.client.clone(), lamp, "lamp-9-create").await;
+    assert_eq!(status, 201, "{body}");
+    product_when(&stack, "lamp-9", |p| p["stock"] == 0).await;
+    // Applied in order on the product's shard: had the refused creation been published, it
+    // would be in the inbox by now beside the allowed one.
+    let pool = testkit::database(&stack.backends).await;
+    let creations: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_events WHERE product_id = 'lamp-9' AND kind = 'product.create'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(creations, 1, "only the allowed creation was published");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn details_change_by_patch_and_the_next_read_shows_it() {
     let stack = Stack::start(None).await;
     let (status, _, _) = create(&stack, &shoe("shoe-2")).await;

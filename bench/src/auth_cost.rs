@@ -24,7 +24,7 @@ pub async fn per_check(backends: &Backends, key: &str) -> anyhow::Result<Duratio
         1,
         &tasks,
     );
-    let auth = Auth::start(database, &tasks);
+    let auth = Auth::start(database, &tasks, 1, std::time::Duration::from_secs(300));
     let header = HeaderValue::from_str(&format!("Bearer {key}"))?;
     let check = || auth.authorize(Some(&header), Scope::EventsWrite);
     check()

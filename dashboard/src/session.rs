@@ -139,7 +139,7 @@ async fn sign_in(
         }
     };
     let caller = match gate.auth.authorize_key(&key, Scope::Ops).await {
-        Ok(caller) => caller,
+        Ok((caller, _)) => caller,
         Err(denied) => return denied.into_response(),
     };
     let mut bytes = [0u8; 32];
@@ -209,13 +209,16 @@ async fn require(State(gate): State<Gate>, mut request: Request, next: Next) -> 
     if by_cookie && changes_state && !same_origin(headers) {
         return cross_site();
     }
-    if let Err(denied) = gate.auth.authorize_key(&key, Scope::Ops).await {
-        if by_cookie && denied == Denied::Invalid {
-            // The key was revoked: so are its sessions.
-            gate.sessions().retain(|_, s| s.key != key);
+    let _in_flight = match gate.auth.authorize_key(&key, Scope::Ops).await {
+        Ok((_, in_flight)) => in_flight,
+        Err(denied) => {
+            if by_cookie && denied == Denied::Invalid {
+                // The key was revoked: so are its sessions.
+                gate.sessions().retain(|_, s| s.key != key);
+            }
+            return denied.into_response();
         }
-        return denied.into_response();
-    }
+    };
     request.extensions_mut().insert(Operator { key });
     next.run(request).await
 }

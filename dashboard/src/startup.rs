@@ -17,7 +17,6 @@ use axum::{
 use futures_util::Stream;
 use serde_json::Value;
 use shared::{
-    auth::Auth,
     connect::postgres::Tables,
     service::{App, Checks, Service},
     topology::Topology,
@@ -51,10 +50,7 @@ impl Application {
         let backends = &config.backends;
         // The operators' view reads every owner's tables (through their modules).
         let database = service.database(backends, &Tables::ALL, 4);
-        let gate = Gate::new(
-            Auth::start(database.clone(), &service.background),
-            config.secure_cookies,
-        );
+        let gate = Gate::new(service.auth(&database), config.secure_cookies);
         let topology = Arc::new(Topology::new(
             backends.namespace.clone(),
             backends.ingest_shards,

@@ -28,6 +28,10 @@ pub struct Config {
     pub publish_channels: u16,
     /// Where uploaded images go and how their URLs read (`OBJECT_STORE_URL`, ...).
     pub objects: Objects,
+    /// Bytes of image uploads held in memory at once (`UPLOAD_MEMORY_MIB`, 64): an upload is
+    /// given room for its `Content-Length` (10 MiB without one) before its body is read, and is
+    /// answered `503` with `Retry-After` when there is none.
+    pub upload_memory: usize,
 }
 
 impl Config {
@@ -41,6 +45,8 @@ impl Config {
             confirm_timeout: millis("PUBLISH_CONFIRM_TIMEOUT_MS", 5000)?,
             publish_channels: at_least_one("PUBLISH_CHANNELS", "4")?,
             objects: Objects::from_env()?,
+            upload_memory: at_least_one::<usize>("UPLOAD_MEMORY_MIB", "64")?
+                .saturating_mul(1024 * 1024),
         };
         if config.idempotency_lease <= config.confirm_timeout {
             return Err(ConfigError {

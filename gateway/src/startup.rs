@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::json;
 use shared::{
-    auth::Auth,
     connect::{postgres::Tables, redis},
     service::{App, Checks, Service},
     topology::Topology,
@@ -46,7 +45,7 @@ impl Application {
             .context("invalid REDIS_URL")?;
         // Its keys, and the products and orders it reads.
         let database = service.database(backends, &[Tables::Keys, Tables::Processor], 8);
-        let auth = Auth::start(database.clone(), &service.background);
+        let auth = service.auth(&database);
         // Accepting events needs RabbitMQ (and Redis for keyed requests) and the API keys read
         // once; with PostgreSQL down only reads that miss the cache fail, so the gateway stays
         // ready (and in its Service) and reports PostgreSQL under `degraded`.
@@ -78,6 +77,7 @@ impl Application {
                 backends.cache_ttl_seconds,
             ),
             objects: config.objects,
+            uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(config.upload_memory)),
             redis,
             auth,
             database,

@@ -1,23 +1,22 @@
-//! Taking image jobs off `{ns}.images`, one at a time: fetch the bytes (the stored upload, or
-//! the source URL through the private-network guard), make the variants (on a blocking
-//! thread), store them, then, in one transaction, mark the image ready and add it to the
-//! product's entry; refresh the product's cache; announce `product.images_ready`; only then
-//! acknowledge.
+//! Taking image jobs off `{ns}.images`, several at once (`IMAGE_PREFETCH`, each in a task of its
+//! own, so a slow source holds one slot, not the queue): fetch the bytes (the stored upload, or
+//! the source URL through the private-network guard), make the variants (on a blocking thread),
+//! store them, then, in one transaction, mark the image ready and add it to the product's entry;
+//! refresh the product's cache; announce `product.images_ready`; only then acknowledge. Each
+//! attempt has a deadline (`IMAGE_JOB_TIMEOUT_SECS`).
 //!
-//! What fails is sorted three ways:
-//! - **invalid** (undecodable, too large, not an image, a private source address, the upload
-//!   gone): failed at once with the reason, dead-lettered as `invalid`;
-//! - **outage** (object store, PostgreSQL or Redis down): held, retried until it is back,
-//!   no attempt counted;
-//! - **anything else** (a source URL that does not answer, or answers an error): retried with
-//!   backoff up to [`Config::max_attempts`] attempts in all, then failed and dead-lettered as
-//!   `attempts_exhausted`. A replay from the dashboard brings the job back and it starts over.
+//! What follows a failed attempt is [`decide::next_step`]'s: an outage is held in place; an
+//! attempt that might work next time parks the job on a retry rung (off the queue's head) and
+//! acknowledges it, up to [`Config::max_attempts`] attempts in all; what never will, and what
+//! exhausted its attempts, fails the image, removes its stored bytes and dead-letters the job.
+//! A replay from the dashboard brings the job back and it starts over.
 //!
 //! A redelivered job whose image is ready already refreshes the cache and announces again
 //! (the same event id, which the notifier takes once), then is acknowledged.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
+use futures_util::FutureExt;
 use lapin::{BasicProperties, Channel, message::Delivery};
 use shared::{
     catalog::{Cache, Cached, StoredVariant, Variants},
@@ -32,6 +31,7 @@ use shared::{
     images::{self, Status},
     model::EventId,
     objects::{Objects, is_outage},
+    service::Tasks,
     topology::Topology,
     trace::{self, Messaging, Operation},
 };
@@ -41,24 +41,48 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    decide::{self, Failure, Step},
     variants::{self, Encoded, Format, Limits},
 };
 
 /// Largest source a URL may give (as an upload).
 pub const MAX_SOURCE_BYTES: usize = 10 * 1024 * 1024;
 
-/// Why an attempt did not make the variants.
-#[derive(Debug)]
-enum Failure {
-    /// Never will: fail at once.
-    Invalid(String),
-    /// A dependency is down: hold.
-    Outage(String),
-    /// Might next time: count the attempt.
-    Failed(String),
+/// The images queue's handler: each delivery becomes a task of the service's work, so jobs run
+/// side by side (as many as the broker pushes: `IMAGE_PREFETCH`), and the drain waits for them.
+pub struct Jobs {
+    imager: Arc<Imager>,
+    tasks: Tasks,
 }
 
-/// The image queue's handler.
+impl Jobs {
+    /// Jobs of `imager`, run as tasks of `tasks`.
+    pub fn new(imager: Imager, tasks: Tasks) -> Self {
+        Self {
+            imager: Arc::new(imager),
+            tasks,
+        }
+    }
+}
+
+impl DeliveryHandler for Jobs {
+    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+        let imager = Arc::clone(&self.imager);
+        let (channel, shutdown) = (at.channel.clone(), at.shutdown.clone());
+        self.tasks.spawn(async move {
+            let job = imager.handle(delivery, &channel, &shutdown);
+            if AssertUnwindSafe(job).catch_unwind().await.is_err() {
+                // Its delivery is neither settled nor dropped by the broker: closing the channel
+                // returns it (and the others in hand) to the queue, and the consumer restarts.
+                tracing::error!("An image job panicked; restarting the consumer.");
+                let _ = channel.close(500, "an image job panicked".into()).await;
+            }
+        });
+        true
+    }
+}
+
+/// What an image job needs.
 pub struct Imager {
     /// Image records and catalog entries.
     pub database: Database,
@@ -66,7 +90,7 @@ pub struct Imager {
     pub objects: Objects,
     /// The catalog's cache.
     pub cache: Cache,
-    /// Names, and where dead letters and announcements go.
+    /// Names, and where dead letters, retries and announcements go.
     pub topology: Arc<Topology>,
     /// Fetches source URLs through the guard.
     pub client: reqwest::Client,
@@ -78,6 +102,8 @@ pub struct Imager {
     pub max_attempts: i32,
     /// The wait after the first failed attempt (doubling after each).
     pub backoff: Duration,
+    /// How long one attempt may take in all.
+    pub deadline: Duration,
 }
 
 impl Imager {
@@ -99,15 +125,18 @@ impl Imager {
             limits: config.limits,
             max_attempts: config.max_attempts,
             backoff: config.backoff,
+            deadline: config.job_timeout,
         })
     }
-}
 
-impl DeliveryHandler for Imager {
-    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
-        let Consuming {
-            channel, shutdown, ..
-        } = at;
+    /// Handles one delivery to the end (settled, parked, or dead-lettered); false if shutdown
+    /// came first (it returns to the queue when the channel closes).
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        channel: &Channel,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let job: ImageJob = match serde_json::from_slice(&delivery.data) {
             Ok(job) => job,
             Err(e) => {
@@ -170,61 +199,14 @@ impl DeliveryHandler for Imager {
             Some(Status::Processing) => {}
         }
         let started = Instant::now();
-        let mut outage_wait = Duration::from_millis(100);
-        let variants = loop {
-            let failure = match self.attempt(&job).await {
-                Ok(variants) => break variants,
-                Err(failure) => failure,
-            };
-            let wait = match failure {
-                Failure::Outage(why) => {
-                    metrics::counter!(shared::metric::HOLDS_TOTAL).increment(1);
-                    tracing::warn!(image_id = %job.image_id, error = %why, retry_in = ?outage_wait, "Holding the image job until the dependency is back.");
-                    let wait = outage_wait;
-                    outage_wait = (outage_wait * 2).min(Duration::from_secs(2));
-                    wait
-                }
-                Failure::Invalid(why) => {
-                    span.fail(&why);
-                    return self
-                        .give_up(channel, delivery, &job, Reason::Invalid, &why, shutdown)
-                        .await;
-                }
-                Failure::Failed(why) => {
-                    let counted = hold(
-                        || async {
-                            images::attempted(self.database.ready()?, job.image_id, &why).await
-                        },
-                        |_| true,
-                        "image record",
-                        shutdown,
-                    )
-                    .await;
-                    let Some(Ok(attempts)) = counted else {
-                        return false;
-                    };
-                    if attempts >= self.max_attempts {
-                        span.fail(&why);
-                        let why = format!("{attempts} attempts failed; the last: {why}");
-                        return self
-                            .give_up(
-                                channel,
-                                delivery,
-                                &job,
-                                Reason::AttemptsExhausted,
-                                &why,
-                                shutdown,
-                            )
-                            .await;
-                    }
-                    tracing::warn!(image_id = %job.image_id, attempts, error = %why, "An image attempt failed; trying again.");
-                    self.backoff * 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(0))
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.cancelled() => return false,
-            }
+        let Some(variants) = self
+            .variants_or_else(channel, delivery, &job, &span, shutdown)
+            .await
+        else {
+            return false;
+        };
+        let Ok(variants) = variants else {
+            return true;
         };
         let recorded = hold(
             || async {
@@ -232,7 +214,7 @@ impl DeliveryHandler for Imager {
                     self.database.ready()?,
                     job.image_id,
                     &job.product_id,
-                    &variants,
+                    &variants.made,
                 )
                 .await
             },
@@ -252,9 +234,119 @@ impl DeliveryHandler for Imager {
             return false;
         }
         tracing::info!(image_id = %job.image_id, product_id = %job.product_id, trace_id = span.trace_id(), "Image ready.");
+        settle(variants.delivery.acker).await;
+        true
+    }
+
+    /// Attempts the job until it makes its variants (`Some(Ok)`, with the delivery still to
+    /// settle), or what followed a failure settled the delivery (`Some(Err)`: parked on a retry
+    /// rung, or dead-lettered); `None` if shutdown came first.
+    async fn variants_or_else(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        job: &ImageJob,
+        span: &trace::Traced,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Made, ()>> {
+        let mut outage_wait = Duration::from_millis(100);
+        loop {
+            let failure = match self.attempt_in_time(job).await {
+                Ok(made) => return Some(Ok(Made { made, delivery })),
+                Err(failure) => failure,
+            };
+            let attempts = match &failure {
+                Failure::Failed(why) => hold(
+                    || async { images::attempted(self.database.ready()?, job.image_id, why).await },
+                    |_| true,
+                    "image record",
+                    shutdown,
+                )
+                .await?
+                .ok()?,
+                _ => 0,
+            };
+            match decide::next_step(&failure, attempts, self.max_attempts, self.backoff) {
+                Step::Hold => {
+                    metrics::counter!(shared::metric::HOLDS_TOTAL).increment(1);
+                    tracing::warn!(image_id = %job.image_id, error = ?failure, retry_in = ?outage_wait, "Holding the image job until the dependency is back.");
+                    tokio::select! {
+                        () = tokio::time::sleep(outage_wait) => {}
+                        () = shutdown.cancelled() => return None,
+                    }
+                    outage_wait = (outage_wait * 2).min(Duration::from_secs(2));
+                }
+                Step::Retry(wait) => {
+                    tracing::warn!(image_id = %job.image_id, attempts, error = ?failure, retry_in = ?wait, "An image attempt failed; parked for a retry.");
+                    return self
+                        .park(channel, delivery, wait, shutdown)
+                        .await
+                        .then_some(Err(()));
+                }
+                Step::GiveUp { reason, why } => {
+                    span.fail(&why);
+                    return self
+                        .give_up(channel, delivery, job, reason, &why, shutdown)
+                        .await
+                        .then_some(Err(()));
+                }
+            }
+        }
+    }
+
+    /// [`Self::attempt`] within the job's deadline.
+    async fn attempt_in_time(&self, job: &ImageJob) -> Result<Variants, Failure> {
+        tokio::time::timeout(self.deadline, self.attempt(job))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Failed(format!(
+                    "the job took longer than {} s",
+                    self.deadline.as_secs()
+                )))
+            })
+    }
+
+    /// Publishes the job to the retry rung that waits `wait` (it comes back to the images queue
+    /// then), and acknowledges it once the broker confirmed; false if shutdown came first.
+    async fn park(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let rung = self.topology.images_retry_exchange(wait);
+        let parked = hold(
+            || async {
+                send(
+                    channel,
+                    &rung,
+                    "",
+                    &delivery.data,
+                    delivery.properties.clone(),
+                    Routing::Required,
+                )
+                .await?
+                .confirmed()
+                .await
+            },
+            |_| true,
+            "image retry",
+            shutdown,
+        )
+        .await;
+        if !matches!(parked, Some(Ok(()))) {
+            return false;
+        }
         settle(delivery.acker).await;
         true
     }
+}
+
+/// The variants made, and the delivery to settle once they are recorded and announced.
+struct Made {
+    made: Variants,
+    delivery: Delivery,
 }
 
 impl Imager {
@@ -449,6 +541,11 @@ impl Imager {
         .await;
         if !matches!(failed, Some(Ok(()))) {
             return false;
+        }
+        // A failed image is never served: its upload and whatever was stored of it go.
+        let stored = images::key(self.topology.namespace(), job.image_id, "");
+        if let Err(e) = self.objects.delete_all(&stored).await {
+            tracing::warn!(image_id = %job.image_id, error = %e, "Could not remove a failed image's bytes.");
         }
         tracing::warn!(image_id = %job.image_id, reason = reason.as_str(), error = %why, "Image failed; dead-lettered its job.");
         self.set_aside(channel, delivery, reason, why).await

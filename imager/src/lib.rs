@@ -4,11 +4,14 @@
 //! be done is dead-lettered with why, to be inspected and replayed like any other.
 //!
 //! - [`variants`]: decoding with limits and making the variants, without I/O.
-//! - [`job`]: the queue's handler: fetch, make, store, record, announce, settle.
+//! - [`decide`]: what follows a failed attempt (hold, retry later, give up), without I/O.
+//! - [`job`]: the queue's handler: jobs side by side, each fetch, make, store, record,
+//!   announce, settle.
 //! - [`config`], [`startup`]: configuration, wiring and the drain.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decide;
 pub mod job;
 pub mod openapi;
 pub mod startup;

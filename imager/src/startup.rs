@@ -12,7 +12,10 @@ use shared::{
     topology::Topology,
 };
 
-use crate::{config::Config, job::Imager};
+use crate::{
+    config::Config,
+    job::{Imager, Jobs},
+};
 
 /// The imager: [`Application::build`] binds and connects it.
 pub struct Application;
@@ -34,7 +37,18 @@ impl Application {
             backends.namespace.clone(),
             backends.ingest_shards,
         ));
-        let broker = service.declaring_broker(backends, &topology);
+        let rungs = crate::decide::rungs(config.backoff, config.max_attempts);
+        let declared = Arc::clone(&topology);
+        let broker = service.broker(backends, move |connection| {
+            let (topology, rungs) = (Arc::clone(&declared), rungs.clone());
+            async move {
+                topology.declare(&connection).await?;
+                let channel = connection.create_channel().await?;
+                topology.declare_images_retry(&channel, &rungs).await?;
+                channel.close(200, "topology declared".into()).await?;
+                anyhow::Ok(())
+            }
+        });
         let cache = Cache::new(
             redis.clone(),
             backends.namespace.clone(),
@@ -46,7 +60,7 @@ impl Application {
             broker.clone(),
             topology.images_queue(),
             config.prefetch,
-            Arc::new(imager),
+            Arc::new(Jobs::new(imager, service.work.clone())),
             live.clone(),
             service.work.stopping(),
         ));

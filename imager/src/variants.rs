@@ -8,7 +8,7 @@
 use std::io::Cursor;
 
 use image::{
-    DynamicImage, ImageFormat, ImageReader,
+    DynamicImage, ImageDecoder, ImageFormat, ImageReader,
     codecs::{jpeg::JpegEncoder, webp::WebPEncoder},
 };
 
@@ -19,6 +19,9 @@ pub struct Limits {
     pub max_side: u32,
     /// Most pixels accepted (width × height).
     pub max_pixels: u64,
+    /// Most bytes the decoded image may take (pixels × bytes a pixel of its color type: a
+    /// 16-bit RGBA image takes 8 a pixel, twice an 8-bit one).
+    pub max_decoded_bytes: u64,
 }
 
 /// One encoded image.
@@ -129,10 +132,25 @@ pub fn make(bytes: &[u8], limits: Limits) -> Result<Made, Invalid> {
             limits.max_pixels
         )));
     }
+    let bytes_per_pixel = reader()?
+        .into_decoder()
+        .map_err(|e| Invalid(format!("undecodable {format:?}: {e}")))?
+        .color_type()
+        .bytes_per_pixel();
+    let decoded = u64::from(width) * u64::from(height) * u64::from(bytes_per_pixel);
+    if decoded > limits.max_decoded_bytes {
+        return Err(Invalid(format!(
+            "{width}×{height} at {bytes_per_pixel} bytes a pixel is too large: it would take \
+             {} MiB decoded, at most {} MiB",
+            decoded.div_ceil(1024 * 1024),
+            limits.max_decoded_bytes / (1024 * 1024)
+        )));
+    }
     let mut reader = reader()?;
     let mut decoding = image::Limits::default();
     decoding.max_image_width = Some(limits.max_side);
     decoding.max_image_height = Some(limits.max_side);
+    decoding.max_alloc = Some(limits.max_decoded_bytes);
     reader.limits(decoding);
     let image = reader
         .decode()
@@ -203,6 +221,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_side: 10_000,
         max_pixels: 40_000_000,
+        max_decoded_bytes: 160 * 1024 * 1024,
     };
 
     /// A photo-like gradient of `width`×`height` in `format`.
@@ -305,8 +324,8 @@ mod tests {
         assert!(why.contains("too large"), "{why}");
         let tall = picture(20, 3000, ImageFormat::Png);
         let small = Limits {
-            max_side: 10_000,
             max_pixels: 50_000,
+            ..LIMITS
         };
         assert!(
             make(&tall, small)
@@ -314,5 +333,33 @@ mod tests {
                 .0
                 .contains("pixels")
         );
+    }
+
+    #[test]
+    fn a_deep_image_is_measured_by_its_decoded_bytes_not_only_its_pixels() {
+        // 300×200 16-bit RGBA: 60,000 pixels (well within the pixel limit), 480,000 bytes
+        // decoded.
+        let deep = ImageBuffer::from_fn(300, 200, |x, y| {
+            Rgba([(x * 200) as u16, (y * 300) as u16, 7, u16::MAX])
+        });
+        let mut png = Cursor::new(Vec::new());
+        DynamicImage::ImageRgba16(deep)
+            .write_to(&mut png, ImageFormat::Png)
+            .expect("encodes");
+        let tight = Limits {
+            max_decoded_bytes: 400_000,
+            ..LIMITS
+        };
+        let why = make(png.get_ref(), tight).expect_err("refused").0;
+        assert!(why.contains("8 bytes a pixel"), "{why}");
+        // The same pixels at 8 bits (240,000 bytes) are taken.
+        let shallow = image::load_from_memory(png.get_ref())
+            .expect("decodes")
+            .to_rgba8();
+        let mut png = Cursor::new(Vec::new());
+        DynamicImage::ImageRgba8(shallow)
+            .write_to(&mut png, ImageFormat::Png)
+            .expect("encodes");
+        assert!(make(png.get_ref(), tight).is_ok());
     }
 }

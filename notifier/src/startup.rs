@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use shared::{
-    auth::{Auth, Scope, protect},
+    auth::{Scope, protect},
     connect::postgres::Tables,
     consume::{self, Consumers},
     egress::Egress,
@@ -93,7 +93,7 @@ impl Application {
             .postgres(&database)
             .consumers(&live);
         service.watch(&checks);
-        let auth = Auth::start(database.clone(), &service.background);
+        let auth = service.auth(&database);
         let api = api::routes(api::Api {
             database,
             egress,

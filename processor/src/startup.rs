@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use lapin::{Connection, options::ConfirmSelectOptions, types::FieldTable};
 use shared::{
-    auth::{Auth, Scope, protect},
+    auth::{Scope, protect},
     connect::{
         amqp::Broker,
         postgres::{Database, Tables},
@@ -104,7 +104,7 @@ impl Application {
             .consumers(&live)
             .detail("shards", shards);
         service.watch(&checks);
-        let auth = Auth::start(database.clone(), &service.background);
+        let auth = service.auth(&database);
         let dead_letters = DeadLetterApi {
             database,
             broker,

@@ -133,7 +133,12 @@ impl Objects {
     }
 
     /// Stores `bytes` at `key` as `content_type`.
-    pub async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), Error> {
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: impl Into<axum::body::Bytes>,
+        content_type: &str,
+    ) -> Result<(), Error> {
         let path = self.path(key)?;
         // A local store keeps no attributes (the gateway serves the type by the key's name).
         let attributes = if self.signer.is_some() {
@@ -145,6 +150,7 @@ impl Objects {
             attributes,
             ..PutOptions::default()
         };
+        let bytes: axum::body::Bytes = bytes.into();
         self.store.put_opts(&path, bytes.into(), options).await?;
         Ok(())
     }
@@ -160,6 +166,25 @@ impl Objects {
             Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Removes every object whose key starts with `prefix` (a folder, `.../images/{id}/`).
+    pub async fn delete_all(&self, prefix: &str) -> Result<(), Error> {
+        use futures_util::TryStreamExt;
+        let folder = self.path(prefix.trim_end_matches('/'))?;
+        let found: Vec<Path> = self
+            .store
+            .list(Some(&folder))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        for path in found {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Where a client reads `key`.

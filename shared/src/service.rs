@@ -296,6 +296,11 @@ pub struct Serving {
     pub http: Limits,
     /// How long a drain may take on SIGTERM before the service stops anyway.
     pub shutdown_deadline: Duration,
+    /// How long API keys are trusted when they cannot be read again from PostgreSQL
+    /// (`API_KEYS_MAX_STALENESS_SECS`, 300): past it, requests are `503` until it answers, so a
+    /// revocation holds on a replica cut from PostgreSQL too. Longer than the 10 s refresh on
+    /// purpose: a PostgreSQL restart or failover must not stop the gateway accepting events.
+    pub keys_max_staleness: Duration,
 }
 
 impl Serving {
@@ -307,6 +312,7 @@ impl Serving {
             variable,
             http: Limits::from_env()?,
             shutdown_deadline: seconds("SHUTDOWN_DEADLINE_SECS", 30)?,
+            keys_max_staleness: seconds("API_KEYS_MAX_STALENESS_SECS", 300)?,
         })
     }
 }
@@ -316,6 +322,7 @@ pub struct Service {
     name: &'static str,
     listener: TcpListener,
     limits: Limits,
+    keys_max_staleness: Duration,
     deadline: Duration,
     /// The service's work: stopped first on shutdown, so it finishes what it holds.
     pub work: Tasks,
@@ -333,6 +340,7 @@ impl Service {
             name,
             listener,
             limits: serving.http.clone(),
+            keys_max_staleness: serving.keys_max_staleness,
             deadline: serving.shutdown_deadline,
             work: Tasks::new(),
             background: Tasks::new(),
@@ -361,6 +369,17 @@ impl Service {
             tables,
             max_connections,
             &self.background,
+        )
+    }
+
+    /// The API keys of `database`, read in the background, each key allowed the requests in
+    /// progress the HTTP limits give it.
+    pub fn auth(&self, database: &Database) -> crate::auth::Auth {
+        crate::auth::Auth::start(
+            database.clone(),
+            &self.background,
+            self.limits.max_requests_per_key,
+            self.keys_max_staleness,
         )
     }
 

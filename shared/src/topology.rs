@@ -20,6 +20,10 @@
 //!                                 v
 //!                              {ns}.dead
 //!
+//! {ns}.images.retry.{ms}ms (fanout) --> {ns}.images.retry.{ms}ms (quorum, TTL ms)
+//!                                 --expired--> {ns}.images: a job whose attempt failed waits
+//!                                 here, off the images queue's head (one per rung)
+//!
 //! {ns}.shard-count (quorum, always empty): the namespace's shard count as its x-max-length
 //! ```
 
@@ -134,6 +138,15 @@ impl Topology {
     /// The queue of the retry rung that waits `delay` (same name as its exchange).
     pub fn retry_queue(&self, delay: Duration) -> String {
         self.retry_exchange(delay)
+    }
+
+    /// The fanout exchange (and queue) of the image jobs' retry rung that waits `delay`.
+    pub fn images_retry_exchange(&self, delay: Duration) -> String {
+        format!(
+            "{}.images.retry.{}ms",
+            self.namespace.as_str(),
+            delay.as_millis()
+        )
     }
 
     /// The shard of a product: a stable hash of its id modulo the shard count, so every event
@@ -256,6 +269,33 @@ impl Topology {
             let name = self.retry_exchange(*delay);
             exchange(channel, &name, ExchangeKind::Fanout).await?;
             let mut arguments = dead_lettering_to(&self.ingest_exchange());
+            arguments.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            );
+            queue(channel, &name, arguments).await?;
+            bind(channel, &name, &name, "").await?;
+        }
+        Ok(())
+    }
+}
+
+impl Topology {
+    /// Declares one image retry rung per delay: a job published to a rung's exchange waits out
+    /// the delay in its queue, then expires back to the images queue (by the default exchange).
+    pub async fn declare_images_retry(
+        &self,
+        channel: &Channel,
+        delays: &[Duration],
+    ) -> lapin::Result<()> {
+        for delay in delays {
+            let name = self.images_retry_exchange(*delay);
+            exchange(channel, &name, ExchangeKind::Fanout).await?;
+            let mut arguments = dead_lettering_to("");
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(self.images_queue().into()),
+            );
             arguments.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),

@@ -153,7 +153,7 @@ impl Stack {
         let mut config = testkit::test_config!(imager::Config, self.backends.clone());
         config.objects = self.objects.clone();
         config.allow_private_networks = fetch_private;
-        config.backoff = Duration::from_millis(50);
+        config.backoff = testkit::TEST_IMAGE_RETRY_DELAYS[0];
         config.fetch_timeout = Duration::from_secs(2);
         self.imager = self
             .running

@@ -47,6 +47,11 @@ pub const TEST_RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(300),
 ];
 
+/// The imager's retry rungs in tests (a 50 ms backoff, three attempts): exhausting them takes a
+/// fraction of a second.
+pub const TEST_IMAGE_RETRY_DELAYS: [Duration; 2] =
+    [Duration::from_millis(50), Duration::from_millis(100)];
+
 /// A fresh namespace, unique to this call.
 pub fn namespace() -> Namespace {
     format!("t{}", uuid::Uuid::now_v7().simple())
@@ -473,6 +478,11 @@ pub async fn cleanup(backends: &Backends) -> anyhow::Result<()> {
         let retry: Vec<String> = TEST_RETRY_DELAYS
             .iter()
             .map(|d| topology.retry_queue(*d))
+            .chain(
+                TEST_IMAGE_RETRY_DELAYS
+                    .iter()
+                    .map(|d| topology.images_retry_exchange(*d)),
+            )
             .collect();
         queues.extend(retry.iter().cloned());
         for queue in queues {

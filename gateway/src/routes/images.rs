@@ -3,13 +3,16 @@
 //! says where it is; `GET /images/{key}` serves the variants (the bytes from a local store, a
 //! presigned redirect for S3).
 
+use std::sync::Arc;
+
 use axum::{
     Json,
-    body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    body::{Body, Bytes},
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use shared::{
     api::{ApiError, bad, db},
@@ -19,6 +22,7 @@ use shared::{
     model::ProductId,
     objects::{Served, is_outage},
 };
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::{AppState, ingest::answer};
@@ -79,16 +83,52 @@ pub async fn post_image(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     answer(accept(&state, &id, &headers, body).await)
+}
+
+/// Room in memory for an upload: its declared length (the most an image may be without one),
+/// taken before its body is read; `503` with `Retry-After` when uploads in progress hold it all.
+fn reserve(state: &AppState, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_IMAGE_BYTES) {
+        return Err(ApiError::PayloadTooLarge("10 MiB"));
+    }
+    let room = declared.unwrap_or(MAX_IMAGE_BYTES).max(1);
+    let room = u32::try_from(room).unwrap_or(u32::MAX);
+    Arc::clone(&state.uploads)
+        .try_acquire_many_owned(room)
+        .map_err(|_| {
+            metrics::counter!(shared::metric::HTTP_SHED_TOTAL).increment(1);
+            ApiError::unavailable(
+                "upload_memory",
+                "uploads in progress hold all of UPLOAD_MEMORY_MIB",
+            )
+        })
+}
+
+/// The body, at most [`MAX_IMAGE_BYTES`] (413 beyond).
+async fn read(body: Body) -> Result<Bytes, ApiError> {
+    match http_body_util::Limited::new(body, MAX_IMAGE_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge("10 MiB"))
+        }
+        Err(e) => Err(bad("body", format!("the body could not be read: {e}"))),
+    }
 }
 
 async fn accept(
     state: &AppState,
     id: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let id: ProductId = id
         .parse()
@@ -110,13 +150,9 @@ async fn accept(
             ));
         }
     };
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("10 MiB")
-        } else {
-            bad("body", rejection.body_text())
-        }
-    })?;
+    // Held until the bytes are in the object store.
+    let _room = reserve(state, headers)?;
+    let body = read(body).await?;
     let pool = shared::api::pool(&state.database)?;
     if shared::catalog::load(pool, &id)
         .await
@@ -136,7 +172,7 @@ async fn accept(
             let key = images::key(&state.namespace, image_id, &format!("original.{extension}"));
             state
                 .objects
-                .put(&key, body.to_vec(), &media)
+                .put(&key, body.clone(), &media)
                 .await
                 .map_err(|e| ApiError::unavailable("object_store", e))?;
             ImageSource::Upload { key }

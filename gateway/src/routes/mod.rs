@@ -49,6 +49,8 @@ pub struct AppState {
     pub catalog: shared::catalog::Cache,
     /// Where image bytes are stored.
     pub objects: shared::objects::Objects,
+    /// Room for image uploads in memory, in bytes ([`crate::Config::upload_memory`]).
+    pub uploads: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

@@ -165,3 +165,50 @@ async fn ready_answers_at_once_while_postgres_and_redis_hang() {
     app.wait_ready().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_cut_from_postgres_stops_trusting_its_keys_after_the_staleness_bound() {
+    let backends = testkit::backends();
+    let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
+    let mut through = backends.clone();
+    through.database = faulty.backends.database.clone();
+    let mut config = crate::helpers::config(through);
+    config.serving.keys_max_staleness = std::time::Duration::from_secs(3);
+    let app = crate::helpers::spawn_config(config).await;
+    app.wait_ready().await;
+    json(
+        app.post_event(r#"{"product_id": "p1", "stock": 1}"#, None)
+            .await,
+        202,
+    )
+    .await;
+
+    // Cut from PostgreSQL, its key is revoked where it cannot see.
+    faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
+    let pool = testkit::database(&backends).await;
+    sqlx::query("UPDATE api_keys SET revoked_at = now()")
+        .execute(&pool)
+        .await
+        .expect("revoked");
+    // Once its keys are older than the bound, it refuses rather than trust them.
+    let refused = testkit::eventually("the stale keys to be distrusted", WAIT, || async {
+        let response = app
+            .post_event(r#"{"product_id": "p1", "stock": 2}"#, None)
+            .await;
+        (response.status() == 503).then_some(response)
+    })
+    .await;
+    let body = json(refused, 503).await;
+    assert_eq!(body["dependency"], "postgres", "{body}");
+
+    // Back in touch, it reads the revocation: 401.
+    faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
+    testkit::eventually("the revoked key to be refused", WAIT, || async {
+        let response = app
+            .post_event(r#"{"product_id": "p1", "stock": 3}"#, None)
+            .await;
+        (response.status() == 401).then_some(())
+    })
+    .await;
+    app.stop().await;
+}

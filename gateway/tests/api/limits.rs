@@ -19,18 +19,22 @@ async fn gateway_with(limits: impl FnOnce(&mut shared::http::Limits)) -> TestApp
     app
 }
 
-/// Reads until the server closes the connection; what it sent.
 /// Sends a request head and the start of its body, and never the rest.
 async fn slow_request(app: &TestApp) -> TcpStream {
+    slow_request_with(app, &app.key).await
+}
+
+/// [`slow_request`] with `key`.
+async fn slow_request_with(app: &TestApp, key: &str) -> TcpStream {
     let mut stream = TcpStream::connect(app.addr).await.expect("connect");
     let head = format!(
-        "POST /events HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"product_id\"",
-        app.key
+        "POST /events HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"product_id\""
     );
     stream.write_all(head.as_bytes()).await.expect("write");
     stream
 }
 
+/// Reads until the server closes the connection; what it sent.
 async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let _ = stream.read_to_end(&mut got).await;
@@ -145,6 +149,100 @@ async fn a_saturated_server_sheds_load_with_503_and_a_slow_body_is_408() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness() {
+    let app = gateway_with(|l| {
+        l.max_concurrent_requests = 6;
+        l.max_requests_per_key = 2;
+        // The held requests' 13 bytes keep them in time for 6.5 s past the grace: the refusals
+        // below happen well within that, however loaded the machine.
+        l.min_body_rate = 2;
+    })
+    .await;
+    let greedy = testkit::api_key(&app.backends.namespace, shared::auth::Scopes::all()).await;
+    // Its first two trickling requests are admitted and held; the rest are refused at once.
+    let mut held = vec![
+        slow_request_with(&app, &greedy).await,
+        slow_request_with(&app, &greedy).await,
+    ];
+    let mut refused = 0;
+    for _ in 0..10 {
+        let mut stream = slow_request_with(&app, &greedy).await;
+        let answer = String::from_utf8_lossy(&until_first_bytes(&mut stream).await).into_owned();
+        if answer.starts_with("HTTP/1.1 429") {
+            assert!(answer.contains("requests in progress"), "{answer}");
+            refused += 1;
+        } else {
+            held.push(stream);
+        }
+    }
+    assert_eq!(
+        refused, 10,
+        "beyond its 2 slots, every request of the key is refused"
+    );
+    // Another key is served, and readiness and metrics answer, while the two are held.
+    json(
+        app.post_event(r#"{"product_id": "p1", "stock": 1}"#, None)
+            .await,
+        202,
+    )
+    .await;
+    for open in ["/ready", "/metrics", "/health"] {
+        assert_eq!(app.get(open).await.status(), 200, "{open}");
+    }
+    // The trickle falls behind the minimum rate (2 bytes/s after 5 s): 408, and the slots free.
+    for mut stream in held.drain(..) {
+        let answer = String::from_utf8_lossy(&until_closed(&mut stream).await).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("bytes per second"), "{answer}");
+    }
+    let again = testkit::client_with_key(&greedy)
+        .post(app.url("/events"))
+        .header("content-type", "application/json")
+        .body(r#"{"product_id": "p2", "stock": 1}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status(), 202, "the key's slots are free again");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saturated_server_still_answers_readiness_and_metrics() {
+    let app = gateway_with(|l| {
+        l.max_concurrent_requests = 1;
+        l.request_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let mut slow = slow_request(&app).await;
+    // The one slot is held: data requests are shed, but never the operator's endpoints.
+    testkit::eventually(
+        "a data request to be shed",
+        Duration::from_secs(10),
+        || async {
+            let probe = app.get("/products/p1").await;
+            (probe.status() == 503).then_some(())
+        },
+    )
+    .await;
+    for open in ["/ready", "/metrics", "/health"] {
+        assert_eq!(app.get(open).await.status(), 200, "{open}");
+    }
+    let answer = String::from_utf8_lossy(&until_closed(&mut slow).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    app.stop().await;
+}
+
+/// The first bytes the server sends (an answer to a request it refused before its body).
+async fn until_first_bytes(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut got))
+        .await
+        .map_or(0, |r| r.unwrap_or(0));
+    got.truncate(read);
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn control_characters_and_bad_utf8_in_paths_and_queries_are_400_naming_them() {
     let app = gateway_with(|_| {}).await;
     for (path, field) in [
@@ -159,4 +257,92 @@ async fn control_characters_and_bad_utf8_in_paths_and_queries_are_400_naming_the
         assert_eq!(body["field"], field, "{path}: {body}");
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_beyond_their_memory_are_503_until_room_frees() {
+    let mut config = config(testkit::backends());
+    config.upload_memory = 1024 * 1024;
+    let folder =
+        std::env::temp_dir().join(format!("uploads-{}", config.backends.namespace.as_str()));
+    config.objects = shared::objects::Objects::open(
+        &format!("file://{}", folder.display()),
+        None,
+        Duration::from_secs(60),
+        &[],
+    )
+    .expect("a local store");
+    let app = spawn_config(config).await;
+    app.wait_ready().await;
+    let created = app
+        .client
+        .post(app.url("/products"))
+        .json(&serde_json::json!({"product_id": "up-1", "name": "Lamp", "category": "lighting", "price": 1, "stock": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), 201);
+    // One upload declaring 900,000 bytes and sending a few holds that much room.
+    let slow_upload = || async {
+        let mut slow = TcpStream::connect(app.addr).await.expect("connect");
+        let head = format!(
+            "POST /products/up-1/images HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {}\r\nContent-Type: image/png\r\nContent-Length: 900000\r\n\r\nPNG",
+            app.key
+        );
+        slow.write_all(head.as_bytes()).await.expect("write");
+        slow
+    };
+    let upload = || async {
+        app.client
+            .post(app.url("/products/up-1/images"))
+            .header("content-type", "image/png")
+            .body(vec![7u8; 300_000])
+            .send()
+            .await
+            .expect("sent")
+    };
+    let mut slow = slow_upload().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let response = upload().await;
+        if response.status() == 503 {
+            break response;
+        }
+        assert_eq!(response.status(), 202);
+        // The slow upload had not reached its handler yet, or found no room itself (it was
+        // answered): start it again.
+        let mut byte = [0u8; 1];
+        if !matches!(slow.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        {
+            slow = slow_upload().await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no upload was refused within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = json(refused, 503).await;
+    assert_eq!(body["dependency"], "upload_memory", "{body}");
+    // Declaring more than an image may be is 413 before anything is read.
+    let mut too_big = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /products/up-1/images HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {}\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+        app.key,
+        10 * 1024 * 1024 + 1
+    );
+    too_big.write_all(head.as_bytes()).await.expect("write");
+    let answer = String::from_utf8_lossy(&until_first_bytes(&mut too_big).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // The slow one gives up: its room is free again.
+    drop(slow);
+    testkit::eventually(
+        "the upload to be taken once room frees",
+        Duration::from_secs(10),
+        || async { (upload().await.status() == 202).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&folder);
 }

@@ -7,7 +7,11 @@
 //!   working within that on every replica; a key made a moment ago is looked up on first use
 //!   (such lookups of unknown keys are themselves rate-limited, so made-up keys cost the
 //!   database nothing). Each key may carry a rate (requests per second, per replica, GCRA by
-//!   `governor`).
+//!   `governor`), and has at most [`Auth::per_key`] requests in progress at once (per replica),
+//!   so one caller's slow or many requests never take every slot of the server. Keys that could
+//!   not be read again for a while ([`Auth::start`]'s `max_staleness`) are no longer trusted
+//!   (fail closed): a key revoked while a replica cannot reach PostgreSQL stops working there
+//!   too.
 //! - [`protect`]: the axum middleware answering 401, 403, 429 or 503 ([`Denied`]).
 
 pub mod keys;
@@ -20,7 +24,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{connect::postgres::Database, service::Tasks};
@@ -34,6 +38,7 @@ use axum::{
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
 use keys::{KeyHash, KeyRecord};
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use scope::{Scope, Scopes, UnknownScope};
 
@@ -54,17 +59,20 @@ struct Key {
     scopes: Scopes,
     rate: Option<NonZeroU32>,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// Its requests in progress, at most [`Auth::per_key`].
+    in_flight: Arc<Semaphore>,
     used: AtomicBool,
 }
 
 impl Key {
-    fn new(record: &KeyRecord) -> Self {
+    fn new(record: &KeyRecord, per_key: usize) -> Self {
         let rate = record.rate_per_second.and_then(NonZeroU32::new);
         Self {
             name: record.name.clone(),
             scopes: record.scopes,
             rate,
             limiter: rate.map(|r| RateLimiter::direct(Quota::per_second(r))),
+            in_flight: Arc::new(Semaphore::new(per_key)),
             used: AtomicBool::new(false),
         }
     }
@@ -97,6 +105,13 @@ pub enum Denied {
     Invalid,
     /// The key lacks the scope the endpoint wants.
     Forbidden(Scope),
+    /// The key has as many requests in progress as it may.
+    Busy {
+        /// The key's name.
+        key: String,
+        /// Its requests in progress.
+        limit: usize,
+    },
     /// The key is over its rate.
     Limited {
         /// The key's name.
@@ -117,6 +132,7 @@ impl Denied {
             Self::Malformed(_) => "malformed",
             Self::Invalid => "invalid",
             Self::Forbidden(_) => "forbidden",
+            Self::Busy { .. } => "busy",
             Self::Limited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",
         }
@@ -157,6 +173,17 @@ impl IntoResponse for Denied {
                 Json(json!({
                     "error": format!("this API key lacks the scope {scope}"),
                     "scope": scope.as_str(),
+                })),
+            )
+                .into_response(),
+            Self::Busy { key, limit } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({
+                    "error": format!(
+                        "the API key {key} has {limit} requests in progress, the most it may have at once; send more as those complete"
+                    ),
+                    "retry_after_seconds": 1,
                 })),
             )
                 .into_response(),
@@ -212,12 +239,32 @@ struct Inner {
     stale: AtomicBool,
     /// The keys have been read at least once.
     loaded: AtomicBool,
+    /// When the keys were last read (or looked up) from PostgreSQL.
+    read_at: RwLock<Option<Instant>>,
+    /// Requests in progress per key.
+    per_key: usize,
+    /// How long keys are trusted without being read again.
+    max_staleness: Duration,
+}
+
+/// A request admitted for its key: holds one of the key's slots for requests in progress until
+/// dropped (when the response is made).
+#[derive(Debug)]
+pub struct InFlight {
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Auth {
     /// Keys from `database`, read now and every [`REFRESH`] by a task of `tasks` until they stop
-    /// (recording which keys were used since the last time).
-    pub fn start(database: Database, tasks: &Tasks) -> Self {
+    /// (recording which keys were used since the last time); each key may have `per_key`
+    /// requests in progress at once. Keys not read again for `max_staleness` are no longer
+    /// trusted: every request is `503` until PostgreSQL answers.
+    pub fn start(
+        database: Database,
+        tasks: &Tasks,
+        per_key: usize,
+        max_staleness: Duration,
+    ) -> Self {
         let shutdown = tasks.stopping();
         let auth = Self(Arc::new(Inner {
             database,
@@ -227,6 +274,9 @@ impl Auth {
             )),
             stale: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
+            read_at: RwLock::new(None),
+            per_key: per_key.max(1),
+            max_staleness,
         }));
         let refreshing = auth.clone();
         tasks.spawn(async move {
@@ -256,18 +306,32 @@ impl Auth {
         self.0.loaded.load(Ordering::Relaxed)
     }
 
-    /// Checks `authorization` (the header's value, if any) for `scope`.
+    /// Requests in progress each key may have at once (per replica).
+    pub fn per_key(&self) -> usize {
+        self.0.per_key
+    }
+
+    /// Checks `authorization` (the header's value, if any) for `scope`, and admits the request
+    /// if its key has a slot free.
     pub async fn authorize(
         &self,
         authorization: Option<&HeaderValue>,
         scope: Scope,
-    ) -> Result<Caller, Denied> {
+    ) -> Result<(Caller, InFlight), Denied> {
         let token = bearer(authorization.ok_or(Denied::Missing)?)?;
         self.authorize_key(token, scope).await
     }
 
-    /// Checks the key `token` for `scope`.
-    pub async fn authorize_key(&self, token: &str, scope: Scope) -> Result<Caller, Denied> {
+    /// Checks the key `token` for `scope`, and admits the request if the key has a slot free
+    /// ([`Denied::Busy`] otherwise); hold the [`InFlight`] until the response is made.
+    pub async fn authorize_key(
+        &self,
+        token: &str,
+        scope: Scope,
+    ) -> Result<(Caller, InFlight), Denied> {
+        if self.is_stale() {
+            return Err(Denied::Unavailable);
+        }
         if !token.starts_with(keys::PREFIX) {
             return Err(Denied::Malformed(
                 "this is not an API key: keys start with ppk_ (Authorization: Bearer ppk_...)",
@@ -301,11 +365,37 @@ impl Auth {
                     .wait_time_from(governor::clock::DefaultClock::default().now()),
             });
         }
+        let permit = Arc::clone(&key.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| Denied::Busy {
+                key: key.name.clone(),
+                limit: self.0.per_key,
+            })?;
         key.used.store(true, Ordering::Relaxed);
-        Ok(Caller {
-            key: key.name.clone(),
-            scopes: key.scopes,
-        })
+        Ok((
+            Caller {
+                key: key.name.clone(),
+                scopes: key.scopes,
+            },
+            InFlight { _permit: permit },
+        ))
+    }
+
+    /// True when keys were read once but not for `max_staleness`.
+    fn is_stale(&self) -> bool {
+        self.0
+            .read_at
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() > self.0.max_staleness)
+    }
+
+    fn mark_read(&self) {
+        *self
+            .0
+            .read_at
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// A key not in memory: made since the last refresh, or made up.
@@ -319,12 +409,16 @@ impl Auth {
             .await
             .map_err(|_| Denied::Unavailable)?
             .ok_or(Denied::Invalid)?;
-        let key = Arc::new(Key::new(&record));
-        self.0
+        // Concurrent first uses of one key all look it up: the first to get here puts it in
+        // memory and the others take that one, so the key has one rate and one set of slots.
+        let key = self
+            .0
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(*hash, Arc::clone(&key));
+            .entry(*hash)
+            .or_insert_with(|| Arc::new(Key::new(&record, self.0.per_key)))
+            .clone();
         Ok(key)
     }
 
@@ -337,6 +431,7 @@ impl Auth {
         };
         let records = match keys::active(pool).await {
             Ok(records) => {
+                self.mark_read();
                 self.0.loaded.store(true, Ordering::Relaxed);
                 if self.0.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!("API keys read again.");
@@ -368,7 +463,7 @@ impl Auth {
                         .get(&record.hash)
                         .filter(|key| key.matches(record))
                         .cloned()
-                        .unwrap_or_else(|| Arc::new(Key::new(record)));
+                        .unwrap_or_else(|| Arc::new(Key::new(record, self.0.per_key)));
                     (record.hash, key)
                 })
                 .collect();
@@ -422,7 +517,7 @@ async fn require(
 ) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION);
     match auth.authorize(authorization, scope).await {
-        Ok(caller) => {
+        Ok((caller, _in_flight)) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

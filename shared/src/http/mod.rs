@@ -9,6 +9,7 @@
 //!   ([`MAX_BODY_BYTES`]), the request metrics, and [`inputs`]: path segments and query
 //!   parameters that are not valid UTF-8 or hold control characters are a 400 naming them.
 
+mod body_rate;
 pub mod inputs;
 mod serve;
 
@@ -24,8 +25,9 @@ use axum::{
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::config::{ConfigError, seconds, var};
+use crate::config::{ConfigError, seconds};
 
+pub use body_rate::BODY_GRACE;
 pub use serve::serve;
 
 /// Largest request head (request line and headers, as sent) accepted; a larger one is answered
@@ -80,11 +82,19 @@ pub struct Limits {
     /// Requests handled at once (`HTTP_MAX_CONCURRENT_REQUESTS`, 512); more are answered 503
     /// with `Retry-After` at once.
     pub max_concurrent_requests: usize,
+    /// Requests one API key may have in progress at once (`HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY`,
+    /// 64); more are answered 429 with `Retry-After` at once.
+    pub max_requests_per_key: usize,
+    /// A request body must arrive at this many bytes per second on average, counted from
+    /// [`BODY_GRACE`] after the head (`HTTP_MIN_BODY_RATE_BYTES`, 1024); slower, the request is
+    /// answered 408 and its slot freed.
+    pub min_body_rate: u32,
 }
 
 impl Limits {
-    /// Reads `HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_REQUEST_TIMEOUT_SECS` and
-    /// `HTTP_MAX_CONCURRENT_REQUESTS`.
+    /// Reads `HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_REQUEST_TIMEOUT_SECS`,
+    /// `HTTP_MAX_CONCURRENT_REQUESTS`, `HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY` and
+    /// `HTTP_MIN_BODY_RATE_BYTES`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let at_least_one = |variable: &'static str, value: Duration| {
             if value.is_zero() {
@@ -96,13 +106,11 @@ impl Limits {
                 Ok(value)
             }
         };
-        let max_concurrent_requests: usize = var("HTTP_MAX_CONCURRENT_REQUESTS", "512")?;
-        if max_concurrent_requests == 0 {
-            return Err(ConfigError {
-                variable: "HTTP_MAX_CONCURRENT_REQUESTS",
-                message: "must be at least 1".into(),
-            });
-        }
+        let max_concurrent_requests: usize =
+            crate::config::at_least_one("HTTP_MAX_CONCURRENT_REQUESTS", "512")?;
+        let max_requests_per_key: usize =
+            crate::config::at_least_one("HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY", "64")?;
+        let min_body_rate: u32 = crate::config::at_least_one("HTTP_MIN_BODY_RATE_BYTES", "1024")?;
         Ok(Self {
             header_read_timeout: at_least_one(
                 "HTTP_HEADER_READ_TIMEOUT_SECS",
@@ -113,6 +121,8 @@ impl Limits {
                 seconds("HTTP_REQUEST_TIMEOUT_SECS", 30)?,
             )?,
             max_concurrent_requests,
+            max_requests_per_key,
+            min_body_rate,
         })
     }
 }
@@ -146,9 +156,10 @@ struct Shedding {
 }
 
 /// `router` with the limits applied to every route: the inputs check, the default body limit,
-/// the request metrics and the `service`'s HTTP server span, and (outermost) the cap on
-/// requests in flight and the request timeout. `/health` is never shed, so a busy service is
-/// not taken for a dead one.
+/// the minimum body data rate, the request metrics and the `service`'s HTTP server span, the
+/// cap on requests in flight and the request timeout, and (outermost) the head size. `/health`,
+/// `/ready` and `/metrics` are never shed, so a busy service is neither taken for a dead one
+/// nor pulled from its load balancer, and stays observable.
 pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router {
     let shedding = Shedding {
         slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
@@ -158,6 +169,10 @@ pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router 
         .layer(middleware::from_fn(inputs::check))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
+            limits.min_body_rate,
+            body_rate::enforce,
+        ))
+        .layer(middleware::from_fn_with_state(
             service,
             crate::ops::track_requests,
         ))
@@ -166,7 +181,7 @@ pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router 
 }
 
 async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/health" {
+    if matches!(request.uri().path(), "/health" | "/ready" | "/metrics") {
         return next.run(request).await;
     }
     let Ok(_slot) = shedding.slots.try_acquire_owned() else {

@@ -289,13 +289,11 @@ async fn bad_uploads_are_refused_by_name_and_leave_nothing_behind() {
     let stack = Stack::start(None).await;
     create(&stack, "lamp-2").await;
     let png = picture(64, 64, ImageFormat::Png);
-    let too_large = vec![0u8; 10 * 1024 * 1024 + 1];
     // (product id, content type, body, expected status, the field the error names)
     type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, Option<&'a str>);
     let cases: Vec<Case> = vec![
         ("lamp-2", "text/plain", b"hello".to_vec(), 415, None),
         ("lamp-2", "image/gif", png.clone(), 415, None),
-        ("lamp-2", "image/png", too_large, 413, None),
         ("lamp-2", "image/png", Vec::new(), 400, Some("body")),
         ("nobody", "image/png", png.clone(), 404, None),
         ("bad id!", "image/png", png.clone(), 400, Some("product_id")),
@@ -328,6 +326,29 @@ async fn bad_uploads_are_refused_by_name_and_leave_nothing_behind() {
             Some("body"),
         ),
     ];
+    // Declaring more than an image may be is 413 at once, before any of the body is read (a
+    // client still sending it then finds the connection closed).
+    let mut too_large = tokio::net::TcpStream::connect(stack.gateway)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/products/lamp-2/images HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {}\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+        stack.key,
+        10 * 1024 * 1024 + 1
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut too_large, head.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read(&mut too_large, &mut answer),
+    )
+    .await
+    .expect("answered in time")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     for (id, content_type, body, expected, field) in cases {
         let id_path = id.replace(' ', "%20").replace('!', "%21");
         let (status, _, answer) = upload(&stack, &id_path, content_type, body).await;
@@ -409,6 +430,20 @@ async fn a_broken_image_and_a_private_source_fail_at_once_as_invalid() {
         assert_eq!(done["status"], "failed", "{done}");
         let error = done["error"].as_str().expect("why");
         assert!(error.contains(why), "{done}");
+        // A failed image is not kept: nothing of it stays in the store.
+        for name in [
+            "original.png",
+            "original.jpg",
+            "thumbnail.webp",
+            "medium.webp",
+        ] {
+            let key = shared::images::key(
+                &stack.backends.namespace,
+                image.parse().expect("a UUID"),
+                name,
+            );
+            assert!(stack.objects.get(&key).await.is_err(), "{key} left behind");
+        }
         // Neither the URL's secret nor where the name points is told to the reader.
         assert!(
             !error.contains("s3cret") && !error.contains("127.0.0.1"),
@@ -492,6 +527,75 @@ async fn a_failing_source_is_dead_lettered_after_3_attempts_then_replayed() {
         [(900, 900), (200, 200), (800, 800)],
     )
     .await;
+    stack.stop().await;
+}
+
+/// A source that takes connections and never answers.
+async fn silent_source() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sources_that_never_answer_do_not_hold_up_other_images() {
+    let stack = Stack::start_with(Options {
+        fetch_private: true,
+        ..Options::default()
+    })
+    .await;
+    create(&stack, "lamp-6").await;
+    let silent = silent_source().await;
+    // Five jobs whose sources never answer (each attempt waits out the 2 s fetch timeout, three
+    // attempts each), then an upload.
+    let mut stuck = Vec::new();
+    for i in 0..5 {
+        let body = json!({"source_url": format!("http://{silent}/lamp-{i}.png")})
+            .to_string()
+            .into_bytes();
+        let (status, _, accepted) = upload(&stack, "lamp-6", "application/json", body).await;
+        assert_eq!(status, 202, "{accepted}");
+        stuck.push(accepted["image_id"].as_str().expect("an id").to_owned());
+    }
+    let (status, _, accepted) = upload(
+        &stack,
+        "lamp-6",
+        "image/png",
+        picture(300, 200, ImageFormat::Png),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let image = accepted["image_id"].as_str().expect("an id");
+    let done = settled(&stack, "lamp-6", image).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    // Ready while the silent sources are still being tried: it did not wait behind them.
+    let mut still_trying = 0;
+    for id in &stuck {
+        let path = format!("/api/v1/products/lamp-6/images/{id}");
+        let (_, body) = testkit::get_json(&stack.client, &gateway(&stack, &path)).await;
+        if body["status"] == "processing" {
+            still_trying += 1;
+        }
+    }
+    assert!(
+        still_trying > 0,
+        "the upload waited until every silent source had failed"
+    );
+    // Each silent source fails in the end, after its attempts.
+    for id in &stuck {
+        let done = settled(&stack, "lamp-6", id).await;
+        assert_eq!(done["status"], "failed", "{done}");
+        let why = done["error"].as_str().expect("why");
+        assert!(why.contains("3 attempts"), "{why}");
+    }
     stack.stop().await;
 }
 

@@ -26,7 +26,7 @@ pub async fn per_check(backends: &Backends, key: &str) -> anyhow::Result<Duratio
     );
     let auth = Auth::start(database, &tasks, 1, std::time::Duration::from_secs(300));
     let header = HeaderValue::from_str(&format!("Bearer {key}"))?;
-    let check = || auth.authorize(Some(&header), Scope::EventsWrite);
+    let check = || auth.authorize(Some(&header), Scope::EventsWrite, None);
     check()
         .await
         .map_err(|d| anyhow::anyhow!("the key was refused: {d:?}"))?;

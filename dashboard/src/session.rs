@@ -1,9 +1,11 @@
 //! Who may use the dashboard: an operator signs in with an API key holding `ops`
-//! (`POST /session`), and gets a session cookie (HttpOnly, SameSite=Strict, Secure unless
-//! configured off), random and held only in this process's memory, for 12 hours; scripts send
+//! (`POST /session`), and gets a session cookie (`__Host-` prefixed, HttpOnly, SameSite=Strict,
+//! Secure, unless configured off for plain HTTP), random and held only in this process's memory,
+//! for 12 hours; scripts send
 //! the key itself (`Authorization: Bearer`). Every state-changing request carried by the cookie
 //! must come from the dashboard's own pages: `Sec-Fetch-Site: same-origin`, or, from a browser
-//! that does not send it, an `Origin` equal to the dashboard's; anything else is 403, so another
+//! that does not send it, an `Origin` equal to the dashboard's, scheme included; anything else
+//! is 403, so another
 //! site (or another port of this one) cannot purge or replay with a signed-in operator's
 //! session. The operator's key travels with their requests to the processor, and a revoked key
 //! ends its sessions.
@@ -16,7 +18,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Request, State, rejection::JsonRejection},
+    extract::{ConnectInfo, Request, State, rejection::JsonRejection},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -27,8 +29,12 @@ use serde::Deserialize;
 use serde_json::json;
 use shared::auth::{Auth, Denied, Scope, bearer, keys};
 
-/// The session cookie's name.
-pub const COOKIE: &str = "pipeline_session";
+/// The session cookie's name over HTTPS: `__Host-` makes browsers refuse it unless it is
+/// `Secure`, for `Path=/` and without `Domain`, so no other host or path can set or shadow it.
+pub const COOKIE: &str = "__Host-pipeline_session";
+/// Its name where cookies are not `Secure` (plain HTTP, `DASHBOARD_SECURE_COOKIES=false`), which
+/// the prefix does not allow.
+pub const PLAIN_COOKIE: &str = "pipeline_session";
 /// How long a session lasts.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// Most sessions held at once; beyond, signing in is refused until some expire.
@@ -84,10 +90,21 @@ impl Gate {
         }
     }
 
+    /// The session cookie's name.
+    fn cookie_name(&self) -> &'static str {
+        if self.secure { COOKIE } else { PLAIN_COOKIE }
+    }
+
+    /// The scheme the dashboard's pages are served over, as an `Origin` shows it.
+    fn scheme(&self) -> &'static str {
+        if self.secure { "https" } else { "http" }
+    }
+
     fn cookie(&self, token: &str, max_age: Duration) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
-            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+            "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+            self.cookie_name(),
             max_age.as_secs()
         ))
         .expect("a cookie of URL-safe characters")
@@ -126,10 +143,11 @@ fn cross_site() -> Response {
 
 async fn sign_in(
     State(gate): State<Gate>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Result<Json<SignIn>, JsonRejection>,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, gate.scheme()) {
         return cross_site();
     }
     let Json(SignIn { key }) = match body {
@@ -138,7 +156,11 @@ async fn sign_in(
             return shared::api::bad_body(&rejection).into_response();
         }
     };
-    let caller = match gate.auth.authorize_key(&key, Scope::Ops).await {
+    let caller = match gate
+        .auth
+        .authorize_key(&key, Scope::Ops, Some(peer.ip()))
+        .await
+    {
         Ok((caller, _)) => caller,
         Err(denied) => return denied.into_response(),
     };
@@ -174,10 +196,10 @@ async fn sign_in(
 }
 
 async fn sign_out(State(gate): State<Gate>, headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, gate.scheme()) {
         return cross_site();
     }
-    if let Some(token) = cookie(&headers) {
+    if let Some(token) = cookie(&headers, gate.cookie_name()) {
         gate.sessions().remove(&keys::hash(token));
     }
     (
@@ -194,7 +216,7 @@ async fn require(State(gate): State<Gate>, mut request: Request, next: Next) -> 
             Ok(token) => (token.to_owned(), false),
             Err(denied) => return denied.into_response(),
         }
-    } else if let Some(token) = cookie(headers) {
+    } else if let Some(token) = cookie(headers, gate.cookie_name()) {
         match gate.session_key(token) {
             Some(key) => (key, true),
             None => return Denied::Invalid.into_response(),
@@ -206,10 +228,11 @@ async fn require(State(gate): State<Gate>, mut request: Request, next: Next) -> 
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if by_cookie && changes_state && !same_origin(headers) {
+    if by_cookie && changes_state && !same_origin(headers, gate.scheme()) {
         return cross_site();
     }
-    let _in_flight = match gate.auth.authorize_key(&key, Scope::Ops).await {
+    let source = shared::auth::source_of(&request);
+    let _in_flight = match gate.auth.authorize_key(&key, Scope::Ops, source).await {
         Ok((_, in_flight)) => in_flight,
         Err(denied) => {
             if by_cookie && denied == Denied::Invalid {
@@ -223,22 +246,23 @@ async fn require(State(gate): State<Gate>, mut request: Request, next: Next) -> 
     next.run(request).await
 }
 
-/// The session token of the request's cookie, if any.
-fn cookie(headers: &HeaderMap) -> Option<&str> {
+/// The session token of the request's cookie named `name`, if any.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE && !value.is_empty()).then_some(value)
+            let (found, value) = pair.trim().split_once('=')?;
+            (found == name && !value.is_empty()).then_some(value)
         })
 }
 
 /// True when the request comes from a page of this origin: `Sec-Fetch-Site: same-origin`, or,
-/// without that header, an `Origin` whose host is the request's `Host`.
-pub fn same_origin(headers: &HeaderMap) -> bool {
+/// without that header, an `Origin` of the dashboard's `scheme` whose host is the request's
+/// `Host`.
+pub fn same_origin(headers: &HeaderMap, scheme: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return site == "same-origin";
     }
@@ -250,8 +274,8 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
         return false;
     };
     origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"))
         .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
 }
 
@@ -273,29 +297,63 @@ mod tests {
 
     #[test]
     fn only_the_dashboards_own_pages_are_same_origin() {
-        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(same_origin(
+            &headers(&[("sec-fetch-site", "same-origin")]),
+            "https"
+        ));
         for site in ["same-site", "cross-site", "none"] {
             assert!(
-                !same_origin(&headers(&[("sec-fetch-site", site)])),
+                !same_origin(&headers(&[("sec-fetch-site", site)]), "https"),
                 "{site}"
             );
         }
-        assert!(same_origin(&headers(&[
-            ("origin", "http://127.0.0.1:8081"),
-            ("host", "127.0.0.1:8081"),
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("origin", "http://127.0.0.1:9999"),
-            ("host", "127.0.0.1:8081"),
-        ])));
-        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "x")])));
-        assert!(!same_origin(&headers(&[("host", "127.0.0.1:8081")])));
+        assert!(same_origin(
+            &headers(&[
+                ("origin", "https://ops.example.com"),
+                ("host", "ops.example.com"),
+            ]),
+            "https"
+        ));
+        // The same host over another scheme is another origin.
+        assert!(!same_origin(
+            &headers(&[
+                ("origin", "http://ops.example.com"),
+                ("host", "ops.example.com"),
+            ]),
+            "https"
+        ));
+        assert!(same_origin(
+            &headers(&[
+                ("origin", "http://127.0.0.1:8081"),
+                ("host", "127.0.0.1:8081"),
+            ]),
+            "http"
+        ));
+        assert!(!same_origin(
+            &headers(&[
+                ("origin", "http://127.0.0.1:9999"),
+                ("host", "127.0.0.1:8081"),
+            ]),
+            "http"
+        ));
+        assert!(!same_origin(
+            &headers(&[("origin", "null"), ("host", "x")]),
+            "http"
+        ));
+        assert!(!same_origin(
+            &headers(&[("host", "127.0.0.1:8081")]),
+            "http"
+        ));
     }
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
-        let h = headers(&[("cookie", "a=1; pipeline_session=tok; b=2")]);
-        assert_eq!(cookie(&h), Some("tok"));
-        assert_eq!(cookie(&headers(&[("cookie", "pipeline_session=")])), None);
+        let h = headers(&[("cookie", "a=1; __Host-pipeline_session=tok; b=2")]);
+        assert_eq!(cookie(&h, COOKIE), Some("tok"));
+        assert_eq!(cookie(&h, PLAIN_COOKIE), None, "another cookie's name");
+        assert_eq!(
+            cookie(&headers(&[("cookie", "__Host-pipeline_session=")]), COOKIE),
+            None
+        );
     }
 }

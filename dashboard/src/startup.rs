@@ -107,9 +107,31 @@ impl Application {
         let routes = Router::new()
             .route("/", get(|| async { Html(PAGE) }))
             .merge(session::protect(operators, &gate))
-            .merge(session::routes(gate));
+            .merge(session::routes(gate))
+            .layer(axum::middleware::map_response(unframed));
         Ok(service.app(routes, Checks::default()))
     }
+}
+
+/// Every answer of the dashboard may not be shown inside another site's frame (no clickjacking
+/// of a signed-in operator), is taken as the type it says, and sends no referrer.
+async fn unframed(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 type Snapshots = watch::Receiver<Arc<Value>>;

@@ -32,6 +32,9 @@ pub struct Config {
     /// given room for its `Content-Length` (10 MiB without one) before its body is read, and is
     /// answered `503` with `Retry-After` when there is none.
     pub upload_memory: usize,
+    /// Images one product may have, failed ones not counted (`IMAGES_PER_PRODUCT`, 50); more
+    /// are `409`.
+    pub images_per_product: u32,
 }
 
 impl Config {
@@ -47,6 +50,7 @@ impl Config {
             objects: Objects::from_env()?,
             upload_memory: at_least_one::<usize>("UPLOAD_MEMORY_MIB", "64")?
                 .saturating_mul(1024 * 1024),
+            images_per_product: at_least_one("IMAGES_PER_PRODUCT", "50")?,
         };
         if config.idempotency_lease <= config.confirm_timeout {
             return Err(ConfigError {

@@ -78,6 +78,7 @@ impl Application {
             ),
             objects: config.objects,
             uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(config.upload_memory)),
+            images_per_product: config.images_per_product,
             redis,
             auth,
             database,

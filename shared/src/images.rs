@@ -69,23 +69,31 @@ pub fn content_type_of(key: &str) -> Option<&'static str> {
 }
 
 /// Records a new image of `product` as processing, its bytes at `source` (an object key or a
-/// URL).
+/// URL), unless the product already has `max` images that did not fail (false then). Concurrent
+/// uploads of one product take turns on its catalog row, so the bound holds.
 pub async fn insert(
     pool: &PgPool,
     image: Uuid,
     product: &ProductId,
     source: &str,
-) -> Result<(), sqlx::Error> {
+    max: u32,
+) -> Result<bool, sqlx::Error> {
     sqlx::query(
-        "INSERT INTO product_images (image_id, product_id, status, source)
-         VALUES ($1, $2, 'processing', $3)",
+        "WITH product AS (
+             SELECT product_id FROM product_details WHERE product_id = $2 FOR UPDATE
+         )
+         INSERT INTO product_images (image_id, product_id, status, source)
+         SELECT $1, product_id, 'processing', $3 FROM product
+         WHERE (SELECT count(*) FROM product_images
+                WHERE product_id = $2 AND status <> 'failed') < $4",
     )
     .bind(image)
     .bind(product.as_str())
     .bind(source)
+    .bind(i64::from(max))
     .execute(pool)
     .await
-    .map(drop)
+    .map(|done| done.rows_affected() == 1)
 }
 
 /// Removes the record of an image that was never queued.

@@ -38,7 +38,8 @@ try {
   await page.click("[data-testid=signin-go]");
   expect((await signedIn).ok(), "the ops key signs in");
   const cookies = await context.cookies(DASHBOARD_URL);
-  const session = cookies.find((c) => c.name === "pipeline_session");
+  // `__Host-pipeline_session` where cookies are Secure (the default), `pipeline_session` otherwise.
+  const session = cookies.find((c) => c.name.endsWith("pipeline_session"));
   expect(session && session.httpOnly && session.sameSite === "Strict", `session cookie: ${JSON.stringify(cookies)}`);
 
   // Live: the stream connects and the totals show numbers.

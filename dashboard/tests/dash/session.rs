@@ -13,6 +13,8 @@ fn cookie_of(response: &reqwest::Response) -> String {
     for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
         assert!(set.contains(attribute), "{attribute} in {set}");
     }
+    assert!(set.starts_with("__Host-pipeline_session="), "{set}");
+    assert!(!set.contains("Domain"), "{set}");
     set.split(';').next().expect("name=value").to_owned()
 }
 
@@ -23,15 +25,13 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
     let same_origin =
         |request: reqwest::RequestBuilder| request.header("sec-fetch-site", "same-origin");
 
-    // Signed out: the page loads, the data does not.
+    // Signed out: the page loads, the data does not. No other site may frame it.
+    let page = browser.get(stack.url("/")).send().await.expect("sent");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
     assert_eq!(
-        browser
-            .get(stack.url("/"))
-            .send()
-            .await
-            .expect("sent")
-            .status(),
-        200
+        page.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
     );
     for path in [
         "/api/v1/snapshot",
@@ -88,10 +88,14 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
 
     // A state change carried by the cookie: only from the dashboard's own origin.
     let purge = json!({ "all": true, "dry_run": true });
+    // With Secure cookies the dashboard is served over HTTPS: the same host over HTTP is another
+    // origin.
+    let plain_origin = format!("http://{}", stack.dashboard);
     for (header, value) in [
         ("sec-fetch-site", "same-site"),
         ("sec-fetch-site", "cross-site"),
-        ("origin", "http://127.0.0.1:1"),
+        ("origin", "https://127.0.0.1:1"),
+        ("origin", plain_origin.as_str()),
     ] {
         let response = browser
             .post(stack.url("/api/v1/dead-letters/purge"))
@@ -114,7 +118,7 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
     let own = browser
         .post(stack.url("/api/v1/dead-letters/purge"))
         .header("cookie", &cookie)
-        .header("origin", format!("http://{}", stack.dashboard))
+        .header("origin", format!("https://{}", stack.dashboard))
         .json(&purge)
         .send()
         .await

@@ -189,9 +189,23 @@ async fn accept(
         product_id: id.clone(),
         source,
     };
-    if let Err(e) = images::insert(pool, image_id, &id, &recorded).await {
-        forget(state, &job).await;
-        return Err(db(e));
+    match images::insert(pool, image_id, &id, &recorded, state.images_per_product).await {
+        Ok(true) => {}
+        Ok(false) => {
+            forget(state, &job).await;
+            return Err(ApiError::Conflict(
+                format!(
+                    "product {id} has {} images, the most it may have (IMAGES_PER_PRODUCT); \
+                     failed ones do not count",
+                    state.images_per_product
+                )
+                .into(),
+            ));
+        }
+        Err(e) => {
+            forget(state, &job).await;
+            return Err(db(e));
+        }
     }
     let trace = shared::trace::from_http(headers);
     if let Err(e) = state.publisher.publish_job(&job, &trace).await {

@@ -51,6 +51,8 @@ pub struct AppState {
     pub objects: shared::objects::Objects,
     /// Room for image uploads in memory, in bytes ([`crate::Config::upload_memory`]).
     pub uploads: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Images a product may have ([`crate::Config::images_per_product`]).
+    pub images_per_product: u32,
 }
 
 impl AppState {

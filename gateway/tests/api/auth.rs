@@ -430,3 +430,34 @@ async fn keys_never_appear_in_the_logs() {
     assert!(!logs.contains(wrong), "a refused key was logged");
     testkit::cleanup(&backends).await.expect("clean-up");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_keys_from_one_source_do_not_lock_out_new_keys_from_another() {
+    let app = spawn_app().await;
+    // One source floods made-up keys: each needs a lookup, and its budget runs out.
+    let flooder = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 1]))
+        .build()
+        .expect("client");
+    for i in 0..300 {
+        let made_up = format!("ppk_{i:043}");
+        let response = flooder
+            .post(app.url("/events"))
+            .bearer_auth(made_up)
+            .header("content-type", "application/json")
+            .body(EVENT)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 401);
+    }
+    // A key made a moment ago (not yet in memory) still works from anywhere else at once.
+    let fresh = key(&app, &[Scope::EventsWrite]).await;
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .default_headers(testkit::key_header(&fresh))
+        .build()
+        .expect("client");
+    json(call(&elsewhere, &app, routes()[0]).await, 202).await;
+    app.stop().await;
+}

@@ -346,3 +346,57 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
     app.stop().await;
     let _ = std::fs::remove_dir_all(&folder);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_product_takes_at_most_images_per_product_images() {
+    let mut config = config(testkit::backends());
+    config.images_per_product = 2;
+    let folder =
+        std::env::temp_dir().join(format!("images-{}", config.backends.namespace.as_str()));
+    config.objects = shared::objects::Objects::open(
+        &format!("file://{}", folder.display()),
+        None,
+        Duration::from_secs(60),
+        &[],
+    )
+    .expect("a local store");
+    let app = spawn_config(config).await;
+    app.wait_ready().await;
+    let created = app
+        .client
+        .post(app.url("/products"))
+        .json(&serde_json::json!({"product_id": "many-1", "name": "Lamp", "category": "lighting", "price": 1, "stock": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), 201);
+    let upload = || async {
+        app.client
+            .post(app.url("/products/many-1/images"))
+            .header("content-type", "image/png")
+            .body(vec![7u8; 100])
+            .send()
+            .await
+            .expect("sent")
+    };
+    for _ in 0..2 {
+        assert_eq!(upload().await.status(), 202);
+    }
+    let refused = json(upload().await, 409).await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("IMAGES_PER_PRODUCT")),
+        "{refused}"
+    );
+    // Nothing of the refused upload stays: only the two accepted ones are stored.
+    let images = folder.join(app.backends.namespace.as_str()).join("images");
+    let stored: usize = std::fs::read_dir(&images)
+        .expect("the images folder")
+        .filter_map(|image| std::fs::read_dir(image.ok()?.path()).ok())
+        .map(Iterator::count)
+        .sum();
+    assert_eq!(stored, 2, "one original for each accepted upload");
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&folder);
+}

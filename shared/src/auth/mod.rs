@@ -19,6 +19,7 @@ mod scope;
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     num::NonZeroU32,
     sync::{
         Arc, RwLock,
@@ -35,7 +36,9 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
+use governor::{
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock,
+};
 use keys::{KeyHash, KeyRecord};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -49,9 +52,14 @@ pub const REFRESH: Duration = Duration::from_secs(10);
 /// How soon the keys are read again while they have never been read.
 const FIRST_READ_RETRY: Duration = Duration::from_millis(200);
 
-/// Lookups of keys not in memory, per second (a burst of as many): beyond, an unknown key is
-/// refused without asking PostgreSQL.
-const MISS_LOOKUPS_PER_SECOND: u32 = 20;
+/// Lookups of keys not in memory per second from one source (an IPv4 address, or an IPv6 /64),
+/// a burst of as many: beyond, an unknown key from there is refused without asking PostgreSQL,
+/// while keys made a moment ago still work from everywhere else.
+const MISS_LOOKUPS_PER_SOURCE: u32 = 10;
+
+/// Lookups of keys not in memory per second from all sources together: what PostgreSQL is
+/// asked at most, however many sources make keys up.
+const MISS_LOOKUPS_PER_SECOND: u32 = 100;
 
 /// A key as held in memory.
 struct Key {
@@ -236,6 +244,7 @@ struct Inner {
     database: Database,
     keys: RwLock<HashMap<KeyHash, Arc<Key>>>,
     misses: DefaultDirectRateLimiter,
+    misses_by_source: DefaultKeyedRateLimiter<IpAddr>,
     stale: AtomicBool,
     /// The keys have been read at least once.
     loaded: AtomicBool,
@@ -271,6 +280,9 @@ impl Auth {
             keys: RwLock::new(HashMap::new()),
             misses: RateLimiter::direct(Quota::per_second(
                 NonZeroU32::new(MISS_LOOKUPS_PER_SECOND).expect("not zero"),
+            )),
+            misses_by_source: RateLimiter::keyed(Quota::per_second(
+                NonZeroU32::new(MISS_LOOKUPS_PER_SOURCE).expect("not zero"),
             )),
             stale: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
@@ -311,23 +323,26 @@ impl Auth {
         self.0.per_key
     }
 
-    /// Checks `authorization` (the header's value, if any) for `scope`, and admits the request
-    /// if its key has a slot free.
+    /// Checks `authorization` (the header's value, if any) of a request from `source` for
+    /// `scope`, and admits the request if its key has a slot free.
     pub async fn authorize(
         &self,
         authorization: Option<&HeaderValue>,
         scope: Scope,
+        source: Option<IpAddr>,
     ) -> Result<(Caller, InFlight), Denied> {
         let token = bearer(authorization.ok_or(Denied::Missing)?)?;
-        self.authorize_key(token, scope).await
+        self.authorize_key(token, scope, source).await
     }
 
-    /// Checks the key `token` for `scope`, and admits the request if the key has a slot free
-    /// ([`Denied::Busy`] otherwise); hold the [`InFlight`] until the response is made.
+    /// Checks the key `token`, sent from `source`, for `scope`, and admits the request if the
+    /// key has a slot free ([`Denied::Busy`] otherwise); hold the [`InFlight`] until the
+    /// response is made.
     pub async fn authorize_key(
         &self,
         token: &str,
         scope: Scope,
+        source: Option<IpAddr>,
     ) -> Result<(Caller, InFlight), Denied> {
         if self.is_stale() {
             return Err(Denied::Unavailable);
@@ -350,7 +365,7 @@ impl Auth {
             .cloned();
         let key = match cached {
             Some(key) => key,
-            None => self.look_up(&hash).await?,
+            None => self.look_up(&hash, source).await?,
         };
         if !key.scopes.contains(scope) {
             return Err(Denied::Forbidden(scope));
@@ -399,8 +414,14 @@ impl Auth {
     }
 
     /// A key not in memory: made since the last refresh, or made up.
-    async fn look_up(&self, hash: &KeyHash) -> Result<Arc<Key>, Denied> {
-        if self.0.misses.check().is_err() {
+    async fn look_up(&self, hash: &KeyHash, source: Option<IpAddr>) -> Result<Arc<Key>, Denied> {
+        let source_spent = source.is_some_and(|source| {
+            self.0
+                .misses_by_source
+                .check_key(&network_of(source))
+                .is_err()
+        });
+        if source_spent || self.0.misses.check().is_err() {
             return Err(Denied::Invalid);
         }
         // Not waiting for this service's migrations: a key that exists was made on a schema
@@ -432,6 +453,10 @@ impl Auth {
         let records = match keys::active(pool).await {
             Ok(records) => {
                 self.mark_read();
+                // Sources not heard from lately are forgotten, so the budgets take no memory
+                // for long.
+                self.0.misses_by_source.retain_recent();
+                self.0.misses_by_source.shrink_to_fit();
                 self.0.loaded.store(true, Ordering::Relaxed);
                 if self.0.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!("API keys read again.");
@@ -478,6 +503,29 @@ impl Auth {
     }
 }
 
+/// The source a lookup budget is kept for: an IPv4 address, or an IPv6 address's /64 (one host
+/// usually has a whole /64 to choose from).
+fn network_of(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The address a request came from, as the server recorded it.
+pub fn source_of(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
 /// The token of an `Authorization: Bearer <token>` header value, or why there is none.
 pub fn bearer(authorization: &HeaderValue) -> Result<&str, Denied> {
     let text = authorization
@@ -516,7 +564,10 @@ async fn require(
     next: Next,
 ) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION);
-    match auth.authorize(authorization, scope).await {
+    match auth
+        .authorize(authorization, scope, source_of(&request))
+        .await
+    {
         Ok((caller, _in_flight)) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

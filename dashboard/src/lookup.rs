@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use shared::{
     api::{ApiError, db, found, only_params, pool},
     connect::postgres::Database,
-    contract::{EventType, IngestKind, downstream_id},
-    model::{EventId, OrderId, ProductId},
+    contract::{EventKey, EventType, IngestKind, downstream_id},
+    model::{EventId, OrderId, Owner, ProductId},
     orders, products,
     topology::Namespace,
 };
@@ -45,40 +45,62 @@ pub(crate) fn routes() -> Router<Lookups> {
         .route("/api/v1/summary", get(summary))
 }
 
-/// Each subscriber's delivery of every downstream event the `kinds` event `source` may have
-/// caused.
+/// Each subscriber's delivery of every downstream event the event `source` of one of `kinds`,
+/// in the space of one of `owners`, may have caused.
 async fn notifications(
     pool: &PgPool,
     kinds: &[IngestKind],
+    owners: &[Owner],
     source: &str,
 ) -> Result<Value, ApiError> {
     let Ok(source) = source.parse::<EventId>() else {
         return Ok(json!([]));
     };
-    let ids: Vec<String> = kinds
-        .iter()
-        .flat_map(|kind| {
-            EventType::ALL
-                .iter()
-                .map(|t| downstream_id(*kind, &source, t.as_str()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut ids = Vec::new();
+    for kind in kinds {
+        for owner in owners {
+            let key = EventKey {
+                kind: *kind,
+                owner: owner.clone(),
+                id: source.clone(),
+            };
+            ids.extend(
+                EventType::ALL
+                    .iter()
+                    .map(|t| downstream_id(&key, t.as_str())),
+            );
+        }
+    }
     notifier::store::deliveries::of_events(pool, &ids)
         .await
         .map_err(db)
 }
 
-/// Whether the gateway accepted the product update `id` (from its idempotency record; only
-/// events sent with a key have one, and records expire): `None` when Redis cannot say.
-async fn accepted(lookups: &Lookups, id: &str) -> Option<bool> {
-    let id: EventId = id.parse().ok()?;
+/// Whether the gateway accepted the product update `id` from the key `owner` (from its
+/// idempotency record; only events sent with a key have one, and records expire): `None` when
+/// Redis cannot say.
+async fn accepted(lookups: &Lookups, owner: &Owner, id: &str) -> Option<bool> {
+    let event = EventKey {
+        kind: IngestKind::ProductUpdate,
+        owner: owner.clone(),
+        id: id.parse().ok()?,
+    };
     let mut redis = lookups.redis.clone();
-    let (namespace, kind) = (&lookups.namespace, IngestKind::ProductUpdate);
-    let state = gateway::idempotency::state(&mut redis, namespace, kind, &id)
+    let state = gateway::idempotency::state(&mut redis, &lookups.namespace, &event)
         .await
         .ok()?;
     Some(state == Some(gateway::idempotency::State::Done))
+}
+
+/// The key a lookup is about (`?key=NAME`), if named.
+fn named_key(params: &HashMap<String, String>, name: &str) -> Result<Option<Owner>, ApiError> {
+    params
+        .get(name)
+        .map(|key| {
+            key.parse::<Owner>()
+                .map_err(|e| shared::api::bad(name, format!("{name}: {e}")))
+        })
+        .transpose()
 }
 
 /// Where the event stands, and what that means for its sender.
@@ -113,14 +135,31 @@ fn status(
     }
 }
 
+/// Where the event `id` is; `?key=NAME` names the API key that sent it (ids are per key), else
+/// every key's event with that id is shown.
 async fn event(
     State(lookups): State<Lookups>,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    only_params(params.keys(), &["key"])?;
+    let named = named_key(&params, "key")?;
     let pool = pool(&lookups.database)?;
     let applied = processor::store::inbox::applied(pool, &id)
         .await
         .map_err(db)?;
+    let mut applied: Vec<Value> = applied.as_array().cloned().unwrap_or_default();
+    if let Some(owner) = &named {
+        applied.retain(|row| row["owner"] == owner.as_str() || row["owner"] == "");
+    }
+    let mut owners: Vec<Owner> = applied
+        .iter()
+        .filter_map(|row| row["owner"].as_str()?.parse().ok())
+        .chain(named.clone())
+        .collect();
+    owners.push(Owner::legacy());
+    owners.sort();
+    owners.dedup();
     let dead = processor::dead_letters::store::of_event(pool, &id)
         .await
         .map_err(db)?;
@@ -128,15 +167,29 @@ async fn event(
         .await
         .map_err(db)?;
     let retries = processor::store::retries::of(pool, &id).await.map_err(db)?;
-    let notified = notifications(pool, &IngestKind::ALL, &id).await?;
-    let accepted = accepted(&lookups, &id).await;
-    let [status, explanation] = status(applied.is_some(), &dead, retries.is_some(), accepted);
+    let notified = notifications(pool, &IngestKind::ALL, &owners, &id).await?;
+    // The gateway's record of the key named, else of any key the inbox knows for the id.
+    let mut accepted_by = None;
+    for owner in &owners {
+        match accepted(&lookups, owner, &id).await {
+            Some(true) => {
+                accepted_by = Some(true);
+                break;
+            }
+            Some(false) => accepted_by = Some(false),
+            None => {}
+        }
+    }
+    let accepted = accepted_by;
+    let keys: Vec<&Value> = applied.iter().map(|row| &row["owner"]).collect();
+    let [status, explanation] = status(!applied.is_empty(), &dead, retries.is_some(), accepted);
     Ok(Json(json!({
         "event_id": id,
         "status": status,
         "explanation": explanation,
         "accepted": accepted,
-        "applied": applied,
+        "applied": applied.first(),
+        "applied_by": keys,
         "retries": retries,
         "dead_letters": dead,
         "downstream_unpublished": unpublished,
@@ -161,16 +214,38 @@ async fn product(
     ))
 }
 
+/// The decided order `id`; `?placed_by=NAME` names the key that placed it, needed when several
+/// keys placed an order with that id.
 async fn order(
     State(lookups): State<Lookups>,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     const MISSING: &str =
         "no decided order with this id (a pending one is at the gateway's GET /orders/{id})";
+    only_params(params.keys(), &["placed_by"])?;
+    let named = named_key(&params, "placed_by")?;
     let order_id: OrderId = id.parse().map_err(|_| ApiError::NotFound(MISSING.into()))?;
     let pool = pool(&lookups.database)?;
-    let state = found(orders::load(pool, &order_id).await, MISSING)?;
-    let notified = notifications(pool, &[IngestKind::OrderCreate], &format!("order:{id}")).await?;
+    let state = match &named {
+        Some(owner) => found(orders::load(pool, owner, &order_id).await, MISSING)?,
+        None => {
+            let mut all = orders::with_id(pool, &order_id, 2).await.map_err(db)?;
+            match (all.pop(), all.is_empty()) {
+                (Some(order), true) => order,
+                (Some(_), false) => {
+                    return Err(ApiError::Conflict(
+                        "several keys placed an order with this id: name one with ?placed_by=NAME"
+                            .into(),
+                    ));
+                }
+                (None, _) => return Err(ApiError::NotFound(MISSING.into())),
+            }
+        }
+    };
+    let owner = Owner::of_key(&state.placed_by);
+    let source = format!("order:{id}");
+    let notified = notifications(pool, &[IngestKind::OrderCreate], &[owner], &source).await?;
     Ok(Json(json!({ "order": state, "notifications": notified })))
 }
 

@@ -9,24 +9,36 @@
 //! inbox applies the event once), another body is still refused. Each step is one Lua script,
 //! so concurrent requests with one key can never both win.
 //!
-//! This module owns the records' layout (`{ns}:idem:{kind}:{id}`, a hash); the dashboard
-//! reads where a record stands through [`state`].
+//! This module owns the records' layout (`{ns}:idem-key:{kind}:{owner}:{id}`, a hash: a
+//! record lives in the space of the API key that sent it, so another key's identical key never
+//! meets it; `{ns}:idem:{kind}:{id}` for the legacy space of records made before); the
+//! dashboard reads where a record stands through [`state`].
 
 use std::time::Duration;
 
 use redis::{Script, aio::ConnectionManager};
 use shared::{
-    connect::redis::COMMAND_TIMEOUT, contract::IngestKind, model::EventId, topology::Namespace,
+    connect::redis::COMMAND_TIMEOUT, contract::EventKey, model::EventId, topology::Namespace,
 };
 
-/// Redis key of an event id's idempotency record. Each kind has a key space of its own, so an
-/// event keyed `order:o1` and the order `o1` never meet.
-pub fn key(namespace: &Namespace, kind: IngestKind, id: &EventId) -> String {
+/// Redis key of an event's idempotency record. Each kind and each owner (API key) has a key
+/// space of its own, so an event keyed `order:o1` and the order `o1` never meet, nor two API
+/// keys' `evt-1`. (An owner's name holds no `:`, so owner and id never run into each other.)
+pub fn key(namespace: &Namespace, event: &EventKey) -> String {
+    if event.owner.is_legacy() {
+        return format!(
+            "{}:idem:{}:{}",
+            namespace.as_str(),
+            event.kind.as_str(),
+            event.id.as_str()
+        );
+    }
     format!(
-        "{}:idem:{}:{}",
+        "{}:idem-key:{}:{}:{}",
         namespace.as_str(),
-        kind.as_str(),
-        id.as_str()
+        event.kind.as_str(),
+        event.owner.as_str(),
+        event.id.as_str()
     )
 }
 
@@ -41,17 +53,16 @@ pub enum State {
     Done,
 }
 
-/// Where the record of the `kind` event `id` stands; `None` when there is none (sent without
-/// a key, expired, or never accepted).
+/// Where the record of `event` stands; `None` when there is none (sent without a key, expired,
+/// or never accepted).
 pub async fn state(
     redis: &mut (impl redis::aio::ConnectionLike + Send),
     namespace: &Namespace,
-    kind: IngestKind,
-    id: &EventId,
+    event: &EventKey,
 ) -> Result<Option<State>, IdempotencyError> {
     let state: Option<String> = timed(
         redis::cmd("HGET")
-            .arg(key(namespace, kind, id))
+            .arg(key(namespace, event))
             .arg("state")
             .query_async(redis),
     )
@@ -178,15 +189,14 @@ impl Idempotency {
         }
     }
 
-    /// Claims the `kind` key `id` for a body with `fingerprint`, or says why it cannot be
-    /// claimed.
+    /// Claims the idempotency key of `event` for a body with `fingerprint`, or says why it
+    /// cannot be claimed.
     pub async fn begin(
         &self,
-        kind: IngestKind,
-        id: &EventId,
+        event: &EventKey,
         fingerprint: &str,
     ) -> Result<Begin, IdempotencyError> {
-        let key = key(&self.namespace, kind, id);
+        let key = key(&self.namespace, event);
         let token = uuid_like_token();
         let mut redis = self.redis.clone();
         let mut invocation = self.begin.key(&key);
@@ -268,14 +278,36 @@ fn uuid_like_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::contract::IngestKind;
+
+    fn event(kind: IngestKind, owner: &str, id: &str) -> EventKey {
+        EventKey {
+            kind,
+            owner: owner.parse().expect("valid"),
+            id: id.parse().expect("valid"),
+        }
+    }
 
     #[test]
-    fn keys_of_events_and_orders_never_meet() {
+    fn keys_of_events_and_orders_and_of_two_api_keys_never_meet() {
         let ns: Namespace = "p".parse().expect("valid");
-        let id: EventId = "order:o1".parse().expect("valid");
         assert_ne!(
-            key(&ns, IngestKind::ProductUpdate, &id),
-            key(&ns, IngestKind::OrderCreate, &id)
+            key(&ns, &event(IngestKind::ProductUpdate, "a", "order:o1")),
+            key(&ns, &event(IngestKind::OrderCreate, "a", "order:o1"))
+        );
+        assert_ne!(
+            key(&ns, &event(IngestKind::ProductUpdate, "a", "e1")),
+            key(&ns, &event(IngestKind::ProductUpdate, "b", "e1"))
+        );
+        // Nor a legacy record whose id looks like an owner and an id.
+        assert_ne!(
+            key(&ns, &event(IngestKind::ProductUpdate, "", "a:e1")),
+            key(&ns, &event(IngestKind::ProductUpdate, "a", "e1"))
+        );
+        assert_eq!(
+            key(&ns, &event(IngestKind::ProductUpdate, "", "e1")),
+            "p:idem:product.update:e1",
+            "the legacy layout is kept"
         );
     }
 }

@@ -65,7 +65,7 @@ pub const USAGE: &str = "usage: gateway keys create --name NAME --scopes SCOPES 
        gateway keys list
        gateway keys revoke NAME
 SCOPES: comma-separated, from events:write, orders:write, products:read, orders:read,
-        catalog:write, ops; or * for every scope";
+        orders:read_all, catalog:write, ops; or * for every scope";
 
 /// Parses the arguments after `keys`.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<KeysCommand, String> {

@@ -13,19 +13,19 @@
 use rust_decimal::Decimal;
 use shared::{
     contract::{
-        Announcement, DownstreamEvent, IngestKind, OrderDecided, OrderPlaced, ProductUpdated,
-        ProductValues, StockLow,
+        Announcement, DownstreamEvent, EventKey, IngestKind, OrderDecided, OrderPlaced,
+        ProductUpdated, ProductValues, StockLow,
     },
-    model::{EventId, Price, ProductId, Rejection, Stock},
+    model::{Price, ProductId, Rejection, Stock},
 };
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-/// One downstream event, ready to publish, with the kind of the event that caused it.
+/// One downstream event, ready to publish, with the event that caused it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
-    /// The kind of its source (the source is the event's `source_event_id`).
-    pub source_kind: IngestKind,
+    /// Its source: kind, owner and id (the id is also the event's `source_event_id`).
+    pub source: EventKey,
     /// The event.
     pub announcement: Announcement,
 }
@@ -53,27 +53,26 @@ fn values((price, stock): Values) -> ProductValues {
     }
 }
 
-/// The events of a product change from `old` to `new` by the `source_kind` event `source` at
-/// `at`: `product.updated` (`product.created`, even unchanged, for a creation), and `stock.low` when the stock went from at or above `threshold`
-/// (or unset) to below it.
+/// The events of a product change from `old` to `new` by the event `source` at `at`:
+/// `product.updated` (`product.created`, even unchanged, for a creation), and `stock.low` when
+/// the stock went from at or above `threshold` (or unset) to below it.
 pub fn product_changed(
-    source_kind: IngestKind,
-    source: &EventId,
+    source: &EventKey,
     product: &ProductId,
     (old, new): (Values, Values),
     threshold: i32,
     at: OffsetDateTime,
 ) -> Vec<Pending> {
-    let created = source_kind == IngestKind::ProductCreate;
+    let created = source.kind == IngestKind::ProductCreate;
     if old == new && !created {
         return Vec::new();
     }
     let pending = |event| Pending {
-        source_kind,
-        announcement: Announcement::new(source_kind, event, at),
+        source: source.clone(),
+        announcement: Announcement::new(source, event, at),
     };
     let change = ProductUpdated {
-        source_event_id: source.clone(),
+        source_event_id: source.id.clone(),
         product_id: product.clone(),
         old: values(old),
         new: values(new),
@@ -89,7 +88,7 @@ pub fn product_changed(
         && let Ok(stock) = Stock::new(i64::from(stock))
     {
         events.push(pending(DownstreamEvent::StockLow(StockLow {
-            source_event_id: source.clone(),
+            source_event_id: source.id.clone(),
             product_id: product.clone(),
             stock,
             threshold,
@@ -112,14 +111,20 @@ pub fn order_decided(
         qty: order.qty,
         email: order.email.clone(),
         reason: rejection,
+        placed_by: order.owner.clone(),
     };
     let event = match rejection {
         None => DownstreamEvent::OrderCreated(decided),
         Some(_) => DownstreamEvent::OrderRejected(decided),
     };
+    let source = EventKey {
+        kind: IngestKind::OrderCreate,
+        owner: order.owner.clone(),
+        id: order.event_id.clone(),
+    };
     Pending {
-        source_kind: IngestKind::OrderCreate,
-        announcement: Announcement::new(IngestKind::OrderCreate, event, at),
+        announcement: Announcement::new(&source, event, at),
+        source,
     }
 }
 
@@ -127,30 +132,32 @@ pub fn order_decided(
 /// theirs this version cannot read.
 pub async fn pending(
     pool: &PgPool,
-    sources: &[(IngestKind, String)],
+    sources: &[EventKey],
 ) -> Result<(Vec<Pending>, Vec<Unreadable>), sqlx::Error> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT event_id, source_kind, routing_key, payload::text FROM outbox
-         WHERE (source_kind, source_event_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT event_id, source_kind, source_owner, routing_key, payload::text FROM outbox
+         WHERE (source_kind, source_owner, source_event_id)
+               IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))
          ORDER BY seq",
     )
-    .bind(sources.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
-    .bind(
-        sources
-            .iter()
-            .map(|(_, id)| id.as_str())
-            .collect::<Vec<_>>(),
-    )
+    .bind(sources.iter().map(|k| k.kind.as_str()).collect::<Vec<_>>())
+    .bind(sources.iter().map(|k| k.owner.as_str()).collect::<Vec<_>>())
+    .bind(sources.iter().map(|k| k.id.as_str()).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
     let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
-    for (id, source_kind, routing_key, body) in rows {
+    for (id, source_kind, source_owner, routing_key, body) in rows {
         let decoded = IngestKind::parse(&source_kind)
             .ok_or_else(|| format!("unknown source kind {source_kind:?}"))
             .and_then(|kind| {
+                let owner = source_owner.parse().map_err(|e| format!("{e}"))?;
                 Announcement::decode(&id, body.as_bytes())
                     .map(|announcement| Pending {
-                        source_kind: kind,
+                        source: EventKey {
+                            kind,
+                            owner,
+                            id: announcement.event.source_event_id().clone(),
+                        },
                         announcement,
                     })
                     .map_err(|e| e.to_string())
@@ -175,14 +182,15 @@ pub async fn record(tx: &mut sqlx::PgConnection, events: &[Pending]) -> Result<(
     }
     let column = |f: fn(&Pending) -> String| events.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
-        "INSERT INTO outbox (event_id, source_kind, source_event_id, routing_key, payload)
-         SELECT id, kind, source, key, body::jsonb
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-              AS u(id, kind, source, key, body)
+        "INSERT INTO outbox (event_id, source_kind, source_event_id, routing_key, payload,
+                             source_owner)
+         SELECT id, kind, source, key, body::jsonb, owner
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+              AS u(id, kind, source, key, body, owner)
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(column(|e| e.announcement.id.clone()))
-    .bind(column(|e| e.source_kind.as_str().to_owned()))
+    .bind(column(|e| e.source.kind.as_str().to_owned()))
     .bind(column(|e| {
         e.announcement.event.source_event_id().to_string()
     }))
@@ -192,6 +200,7 @@ pub async fn record(tx: &mut sqlx::PgConnection, events: &[Pending]) -> Result<(
     .bind(column(|e| {
         String::from_utf8(e.announcement.body()).expect("JSON is UTF-8")
     }))
+    .bind(column(|e| e.source.owner.to_string()))
     .execute(tx)
     .await?;
     Ok(())
@@ -223,18 +232,18 @@ mod tests {
     use super::*;
     use shared::contract::{EventType, downstream_id};
 
+    fn key(source: &str) -> EventKey {
+        EventKey {
+            kind: IngestKind::ProductUpdate,
+            owner: "shop".parse().expect("valid"),
+            id: source.parse().expect("valid"),
+        }
+    }
+
     fn changed(source: &str, old: Values, new: Values) -> Vec<Pending> {
-        let source: EventId = source.parse().expect("valid");
         let product: ProductId = "p1".parse().expect("valid");
         let at = OffsetDateTime::UNIX_EPOCH;
-        product_changed(
-            IngestKind::ProductUpdate,
-            &source,
-            &product,
-            (old, new),
-            10,
-            at,
-        )
+        product_changed(&key(source), &product, (old, new), 10, at)
     }
 
     fn types(events: &[Pending]) -> Vec<EventType> {
@@ -248,10 +257,9 @@ mod tests {
     fn a_change_carries_old_and_new_values_and_a_stable_id() {
         let events = changed("e1", (None, Some(50)), (None, Some(40)));
         assert_eq!(types(&events), [EventType::ProductUpdated]);
-        let e1: EventId = "e1".parse().expect("valid");
         assert_eq!(
             events[0].announcement.id,
-            downstream_id(IngestKind::ProductUpdate, &e1, "product.updated")
+            downstream_id(&key("e1"), "product.updated")
         );
         let DownstreamEvent::ProductUpdated(updated) = &events[0].announcement.event else {
             panic!("a product.updated");

@@ -1,6 +1,6 @@
-//! The `orders` table (the processor's): every decided order. The processor writes it in the
-//! batch transaction that reserves the stock; the gateway (`GET /orders/{id}`) and the
-//! dashboard read it here.
+//! The `orders` table (the processor's): every decided order, by the API key that placed it and
+//! its id (order ids are unique per key). The processor writes it in the batch transaction that
+//! reserves the stock; the gateway (`GET /orders/{id}`) and the dashboard read it here.
 
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::{
     contract::OrderPlaced,
-    model::{OrderId, Rejection},
+    model::{OrderId, Owner, Rejection},
 };
 
 /// What became of an order.
@@ -28,8 +28,11 @@ pub enum OrderStatus {
 /// An order, as stored (once decided) and served.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Order {
-    /// Its id.
+    /// Its id (unique among the orders of the key that placed it).
     pub order_id: String,
+    /// The name of the API key that placed it; empty for orders placed before ids were scoped
+    /// by key.
+    pub placed_by: String,
     /// The product ordered.
     pub sku: String,
     /// Units ordered.
@@ -64,6 +67,7 @@ impl Order {
     pub fn pending(placed: &OrderPlaced) -> Self {
         Self {
             order_id: placed.order_id.to_string(),
+            placed_by: placed.owner.to_string(),
             sku: placed.sku.to_string(),
             qty: placed.qty.value(),
             email: placed.email.as_ref().map(ToString::to_string),
@@ -75,7 +79,8 @@ impl Order {
     }
 }
 
-const COLUMNS: &str = "order_id, sku, qty, email, status, reason, created_at, updated_at";
+const COLUMNS: &str =
+    "order_id, placed_by, sku, qty, email, status, reason, created_at, updated_at";
 
 /// Records decided orders (in the caller's transaction); an order recorded before is kept.
 pub async fn insert(
@@ -89,10 +94,10 @@ pub async fn insert(
         decided.iter().map(f).collect::<Vec<_>>()
     };
     sqlx::query(
-        "INSERT INTO orders (order_id, sku, qty, email, status, reason, created_at)
+        "INSERT INTO orders (order_id, sku, qty, email, status, reason, created_at, placed_by)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
-                              $6::text[], $7::timestamptz[])
-         ON CONFLICT (order_id) DO NOTHING",
+                              $6::text[], $7::timestamptz[], $8::text[])
+         ON CONFLICT (placed_by, order_id) DO NOTHING",
     )
     .bind(column(|(o, _)| Some(o.order_id.to_string())))
     .bind(column(|(o, _)| Some(o.sku.to_string())))
@@ -119,18 +124,35 @@ pub async fn insert(
             .map(|(o, _)| o.received_at)
             .collect::<Vec<_>>(),
     )
+    .bind(column(|(o, _)| Some(o.owner.to_string())))
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// The order `id`, once decided.
-pub async fn load(pool: &PgPool, id: &OrderId) -> Result<Option<Order>, sqlx::Error> {
+/// The order `id` that `owner` placed, once decided.
+pub async fn load(
+    pool: &PgPool,
+    owner: &Owner,
+    id: &OrderId,
+) -> Result<Option<Order>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM orders WHERE order_id = $1"
+        "SELECT {COLUMNS} FROM orders WHERE placed_by = $1 AND order_id = $2"
     )))
+    .bind(owner.as_str())
     .bind(id.as_str())
     .fetch_optional(pool)
+    .await
+}
+
+/// Every decided order with the id `id`, whoever placed it (at most `limit`), by who placed it.
+pub async fn with_id(pool: &PgPool, id: &OrderId, limit: i64) -> Result<Vec<Order>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders WHERE order_id = $1 ORDER BY placed_by LIMIT $2"
+    )))
+    .bind(id.as_str())
+    .bind(limit)
+    .fetch_all(pool)
     .await
 }
 

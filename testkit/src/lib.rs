@@ -74,6 +74,37 @@ pub fn backends_in(namespace: &Namespace) -> Backends {
     backends
 }
 
+/// The name of [`tester_key`]: the owner of what a test's main client sends.
+pub const TEST_KEY_NAME: &str = "tester";
+
+/// The key with every scope named [`TEST_KEY_NAME`] in `namespace`: derived from the namespace
+/// (so every helper of one test gets the same key, and knows its owner) and stored once, as
+/// `gateway keys import` stores a key made elsewhere.
+pub async fn tester_key(namespace: &Namespace) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let seed = shared::auth::keys::hash(&format!("tester of {}", namespace.as_str()));
+    let key = format!(
+        "{}{}",
+        shared::auth::keys::PREFIX,
+        URL_SAFE_NO_PAD.encode(seed)
+    );
+    let backends = backends_in(namespace);
+    let pool = shared::connect::postgres::migrated(
+        &backends.database,
+        namespace,
+        &shared::connect::postgres::Tables::ALL,
+        1,
+    )
+    .await
+    .expect("PostgreSQL is reachable");
+    let name = TEST_KEY_NAME.parse().expect("a valid key name");
+    shared::auth::keys::import(&pool, &name, &key, shared::auth::Scopes::all(), None, false)
+        .await
+        .expect("the key is stored");
+    pool.close().await;
+    key
+}
+
 /// A new API key with `scopes` in `namespace` (on the environment's PostgreSQL, migrating the
 /// schema first), as `gateway keys create` makes one.
 pub async fn api_key(namespace: &Namespace, scopes: shared::auth::Scopes) -> String {
@@ -137,7 +168,7 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
 
 /// A client with a new key holding every scope in `namespace`.
 pub async fn authorized_client(namespace: &Namespace) -> reqwest::Client {
-    client_with_key(&api_key(namespace, shared::auth::Scopes::all()).await)
+    client_with_key(&tester_key(namespace).await)
 }
 
 /// A `scheme://127.0.0.1:PORT` URL where nothing listens.

@@ -16,7 +16,7 @@ use shared::{
     api::{ApiError, bad, db, limit_param, only_params},
     auth::{Caller, Scope},
     catalog::{Cached, Entry},
-    contract::{IngestKind, NewProduct, ProductUpdate},
+    contract::{EventKey, IngestKind, NewProduct, ProductUpdate},
     model::{Price, ProductId},
 };
 use time::OffsetDateTime;
@@ -66,8 +66,12 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
     } = ingest;
     let key = idempotency_key(&headers)?;
     let request = parse_new_product(&body)?;
-    let kind = IngestKind::ProductCreate;
-    let lease = match claim(state, kind, key.as_ref(), &request.fingerprint).await? {
+    let key = key.map(|id| EventKey {
+        kind: IngestKind::ProductCreate,
+        owner: caller.owner.clone(),
+        id,
+    });
+    let lease = match claim(state, key.as_ref(), &request.fingerprint).await? {
         Claim::Replay(response) => return Ok(response),
         Claim::Lease(lease) => lease,
     };
@@ -88,6 +92,7 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
     };
     let message = NewProduct(ProductUpdate {
         event_id: NewProduct::event_id_of(&id),
+        owner: caller.owner.clone(),
         product_id: id.clone(),
         price: Some(request.price),
         stock: Some(request.stock),

@@ -1,9 +1,9 @@
 //! `POST /events`: validate, claim the idempotency key, publish with confirm, answer 202.
 
-use axum::{extract::State, response::Response};
+use axum::{Extension, extract::State, response::Response};
 use serde_json::json;
 
-use shared::{api::ApiError, contract::ProductUpdate, model::EventId};
+use shared::{api::ApiError, auth::Caller, contract::ProductUpdate, model::EventId};
 
 use super::{
     AppState,
@@ -22,11 +22,15 @@ use crate::request::{parse_event, to_micros};
         description = "Client key (1-255 visible ASCII characters); becomes the event id. A repeat with the same body replays the first answer.")),
     responses((status = 202, description = "Durably in the broker", body = crate::openapi::Accepted))
 )]
-pub async fn post_event(State(state): State<AppState>, ingest: Ingest) -> Response {
-    answer(accept(&state, ingest).await)
+pub async fn post_event(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ingest: Ingest,
+) -> Response {
+    answer(accept(&state, &caller, ingest).await)
 }
 
-async fn accept(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> {
+async fn accept(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Response, ApiError> {
     let Ingest {
         received_at,
         headers,
@@ -45,6 +49,7 @@ async fn accept(state: &AppState, ingest: Ingest) -> Result<Response, ApiError> 
     };
     let update = ProductUpdate {
         event_id: key.clone().unwrap_or_else(EventId::generate),
+        owner: caller.owner.clone(),
         product_id: request.product_id,
         price: request.price,
         stock: request.stock,

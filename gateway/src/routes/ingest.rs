@@ -11,7 +11,7 @@ use axum::{
 };
 use shared::{
     api::ApiError,
-    contract::{IngestKind, IngestMessage},
+    contract::{EventKey, IngestMessage},
     model::EventId,
 };
 use time::OffsetDateTime;
@@ -114,7 +114,12 @@ pub async fn publish_once<M: IngestMessage>(
     accepted: serde_json::Value,
     trace: &opentelemetry::Context,
 ) -> Result<Response, ApiError> {
-    let lease = match claim(state, M::KIND, key, fingerprint).await? {
+    let key = key.map(|id| EventKey {
+        kind: M::KIND,
+        owner: message.owner().clone(),
+        id: id.clone(),
+    });
+    let lease = match claim(state, key.as_ref(), fingerprint).await? {
         Claim::Replay(response) => return Ok(response),
         Claim::Lease(lease) => lease,
     };
@@ -133,12 +138,12 @@ pub enum Claim {
     Lease(Option<Lease>),
 }
 
-/// Claims `key` for a `kind` request with `fingerprint`: its first answer again (same body),
-/// 422 (another body), 409 (the first is still in flight), or the lease to go on.
+/// Claims `key` (an event's kind, its API key and idempotency key) for a request with
+/// `fingerprint`: its first answer again (same body), 422 (another body), 409 (the first is
+/// still in flight), or the lease to go on.
 pub async fn claim(
     state: &AppState,
-    kind: IngestKind,
-    key: Option<&EventId>,
+    key: Option<&EventKey>,
     fingerprint: &str,
 ) -> Result<Claim, ApiError> {
     let Some(key) = key else {
@@ -146,7 +151,7 @@ pub async fn claim(
     };
     match state
         .idempotency
-        .begin(kind, key, fingerprint)
+        .begin(key, fingerprint)
         .await
         .map_err(|e| ApiError::unavailable("redis", e))?
     {

@@ -10,6 +10,9 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The name of the key every test app's client sends: the owner of what it sends.
+pub const KEY_NAME: &str = testkit::TEST_KEY_NAME;
+
 pub struct TestApp {
     pub addr: SocketAddr,
     /// Sends a key with every scope.
@@ -48,7 +51,7 @@ pub async fn spawn_with(backends: Backends) -> TestApp {
 /// A gateway with this configuration; not waited for.
 pub async fn spawn_config(config: Config) -> TestApp {
     let backends = config.backends.clone();
-    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+    let key = testkit::tester_key(&backends.namespace).await;
     let app = Application::build(config).await.expect("gateway builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();

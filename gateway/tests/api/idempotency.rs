@@ -3,7 +3,10 @@
 //! separate key spaces for events and orders.
 
 use gateway::{idempotency::Idempotency, request::parse_event};
-use shared::{connect::redis, contract::IngestKind, model::EventId};
+use shared::{
+    connect::redis,
+    contract::{EventKey, IngestKind},
+};
 use std::time::Duration;
 use testkit::fault_proxy::{Fault, Faulty};
 
@@ -72,9 +75,13 @@ async fn a_repeat_while_the_first_is_still_publishing_is_409() {
         Duration::from_secs(60),
     );
     let request = parse_event(BODY.as_bytes(), time::OffsetDateTime::now_utc()).expect("valid");
-    let key: EventId = "in-flight".parse().expect("valid key");
+    let key = EventKey {
+        kind: IngestKind::ProductUpdate,
+        owner: crate::helpers::KEY_NAME.parse().expect("valid owner"),
+        id: "in-flight".parse().expect("valid key"),
+    };
     let _lease = store
-        .begin(IngestKind::ProductUpdate, &key, &request.fingerprint)
+        .begin(&key, &request.fingerprint)
         .await
         .expect("Redis up");
     let response = app.post_event(BODY, Some("in-flight")).await;
@@ -94,15 +101,14 @@ async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response, 503).await["dependency"], "rabbitmq");
     let mut redis = testkit::redis(&backends).await;
-    let key: EventId = "retry-me".parse().expect("valid key");
-    let record = gateway::idempotency::state(
-        &mut redis,
-        &backends.namespace,
-        IngestKind::ProductUpdate,
-        &key,
-    )
-    .await
-    .expect("HGET");
+    let key = EventKey {
+        kind: IngestKind::ProductUpdate,
+        owner: crate::helpers::KEY_NAME.parse().expect("valid owner"),
+        id: "retry-me".parse().expect("valid key"),
+    };
+    let record = gateway::idempotency::state(&mut redis, &backends.namespace, &key)
+        .await
+        .expect("HGET");
     assert_eq!(record, None, "the lease must be released");
 
     // The client's retry, on a healthy gateway in the same namespace, is accepted.

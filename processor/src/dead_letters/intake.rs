@@ -50,9 +50,11 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
             let reason = text_header(properties, "x-first-death-reason")
                 .and_then(|r| Reason::parse(&r))
                 .unwrap_or(Reason::DeliveryLimit);
-            let id = match &event_id {
-                Some(event) => format!("{}:{event}", reason.as_str()),
-                None => EventId::generate().to_string(),
+            // One per event: an event of another key with the same id is another dead letter.
+            let id = match (&event_id, body_field("owner").filter(|o| !o.is_empty())) {
+                (Some(event), Some(owner)) => format!("{}:{owner}:{event}", reason.as_str()),
+                (Some(event), None) => format!("{}:{event}", reason.as_str()),
+                (None, _) => EventId::generate().to_string(),
             };
             let queue = source_queue.as_deref().unwrap_or("its queue");
             (
@@ -72,6 +74,7 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
     DeadLetter {
         id,
         event_id,
+        owner: body_field("owner").filter(|o| !o.is_empty()),
         product_id: body_field("product_id"),
         reason,
         error,

@@ -16,6 +16,8 @@ pub struct DeadLetter {
     pub id: String,
     /// The event's id, when known (AMQP `message_id`, else the body's `event_id`).
     pub event_id: Option<String>,
+    /// The API key whose space the event id is in (the body's `owner`), when known.
+    pub owner: Option<String>,
     /// The product, when the body could be read.
     pub product_id: Option<String>,
     /// Why it was set aside.
@@ -77,8 +79,8 @@ pub async fn insert(pool: &PgPool, dead: &DeadLetter) -> Result<(), sqlx::Error>
     sqlx::query(
         "INSERT INTO dead_letters (id, event_id, product_id, reason, error, attempts, service,
              routing_key, message_type, first_failed_at, dead_lettered_at, payload, trace_id,
-             source_queue)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             source_queue, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&dead.id)
@@ -95,6 +97,7 @@ pub async fn insert(pool: &PgPool, dead: &DeadLetter) -> Result<(), sqlx::Error>
     .bind(&dead.payload)
     .bind(&dead.trace_id)
     .bind(&dead.source_queue)
+    .bind(&dead.owner)
     .execute(pool)
     .await?;
     Ok(())
@@ -130,7 +133,8 @@ pub async fn count(pool: &PgPool, selection: &Selection) -> Result<(i64, i64), s
         "SELECT count(*), count(*) FILTER (WHERE EXISTS (
                     SELECT 1 FROM processed_events p
                     WHERE p.event_id = d.event_id
-                      AND p.kind = coalesce(d.message_type, 'product.update')))
+                      AND p.kind = coalesce(d.message_type, 'product.update')
+                      AND p.owner IN (coalesce(d.owner, ''), '')))
          FROM dead_letters d WHERE {MATCHES} AND {UNCLAIMED}"
     ));
     let arguments = selection.arguments(|_| Ok(()))?;
@@ -234,9 +238,11 @@ pub async fn purge(pool: &PgPool, selection: &Selection) -> Result<u64, sqlx::Er
 pub async fn already_applied(pool: &PgPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT d.id FROM dead_letters d
-         JOIN processed_events p ON p.event_id = d.event_id
-              AND p.kind = coalesce(d.message_type, 'product.update')
-         WHERE d.id = ANY($1)",
+         WHERE d.id = ANY($1) AND EXISTS (
+             SELECT 1 FROM processed_events p
+             WHERE p.event_id = d.event_id
+               AND p.kind = coalesce(d.message_type, 'product.update')
+               AND p.owner IN (coalesce(d.owner, ''), ''))",
     )
     .bind(ids)
     .fetch_all(pool)

@@ -1,23 +1,30 @@
-//! The inbox, `processed_events`: one row per applied event (kind and id), written in the
-//! transaction that applies it, so an event is applied at most once whatever redelivers it.
+//! The inbox, `processed_events`: one row per applied event (its kind, owner and id: an
+//! [`EventKey`]), written in the transaction that applies it, so an event is applied at most
+//! once whatever redelivers it. A row of the legacy space (owner `''`, from before ids were
+//! scoped by key) stands for every owner: that id was applied, whoever sends it again.
 
 use std::collections::HashSet;
 
 use serde_json::Value;
-use shared::contract::{Ingest, IngestKind};
+use shared::contract::{EventKey, Ingest, IngestKind};
 use sqlx::{PgConnection, PgPool};
 
-/// Records `items` and returns those that were not in the inbox yet (as kind and id).
+/// Records `items` and returns those that were not in the inbox yet.
 pub async fn record(
     tx: &mut PgConnection,
     items: &[Ingest],
-) -> Result<HashSet<(IngestKind, String)>, sqlx::Error> {
+) -> Result<HashSet<EventKey>, sqlx::Error> {
     let column = |f: fn(&Ingest) -> String| items.iter().map(f).collect::<Vec<_>>();
-    let new: Vec<(IngestKind, String)> = sqlx::query_as(
-        "INSERT INTO processed_events (event_id, kind, product_id, occurred_at, received_at)
+    let new: Vec<(IngestKind, String, String)> = sqlx::query_as(
+        "INSERT INTO processed_events (event_id, kind, product_id, occurred_at, received_at,
+                                       owner)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                              $5::timestamptz[])
-         ON CONFLICT (event_id, kind) DO NOTHING RETURNING kind, event_id",
+                              $5::timestamptz[], $6::text[]) AS e(event_id, kind, product_id,
+                                                                occurred_at, received_at, owner)
+         WHERE e.owner = '' OR NOT EXISTS (
+             SELECT 1 FROM processed_events p
+             WHERE p.event_id = e.event_id AND p.kind = e.kind AND p.owner = '')
+         ON CONFLICT (event_id, kind, owner) DO NOTHING RETURNING kind, owner, event_id",
     )
     .bind(column(|i| i.event_id().to_string()))
     .bind(items.iter().map(Ingest::kind).collect::<Vec<_>>())
@@ -32,20 +39,30 @@ pub async fn record(
             .collect::<Vec<_>>(),
     )
     .bind(items.iter().map(Ingest::received_at).collect::<Vec<_>>())
+    .bind(column(|i| i.owner().to_string()))
     .fetch_all(tx)
     .await?;
-    Ok(new.into_iter().collect())
+    Ok(new
+        .into_iter()
+        .filter_map(|(kind, owner, id)| {
+            Some(EventKey {
+                kind,
+                owner: owner.parse().ok()?,
+                id: id.parse().ok()?,
+            })
+        })
+        .collect())
 }
 
-/// The inbox row of the event `id` (the first kind, if both kinds carry the id), as JSON.
-pub async fn applied(pool: &PgPool, id: &str) -> Result<Option<Value>, sqlx::Error> {
+/// The inbox rows of the event `id`, of every kind and owner (at most 20), as a JSON array.
+pub async fn applied(pool: &PgPool, id: &str) -> Result<Value, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT row_to_json(t) FROM (
-             SELECT kind, product_id, occurred_at, received_at, processed_at
-             FROM processed_events WHERE event_id = $1 ORDER BY kind LIMIT 1) t",
+        "SELECT coalesce(json_agg(t), '[]') FROM (
+             SELECT kind, owner, product_id, occurred_at, received_at, processed_at
+             FROM processed_events WHERE event_id = $1 ORDER BY kind, owner LIMIT 20) t",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await
 }
 
@@ -53,7 +70,7 @@ pub async fn applied(pool: &PgPool, id: &str) -> Result<Option<Value>, sqlx::Err
 pub async fn recent(pool: &PgPool, id: &str, limit: i64) -> Result<Value, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT coalesce(json_agg(t), '[]') FROM (
-             SELECT event_id, occurred_at, processed_at FROM processed_events
+             SELECT event_id, owner, occurred_at, processed_at FROM processed_events
              WHERE product_id = $1 ORDER BY processed_at DESC LIMIT $2) t",
     )
     .bind(id)

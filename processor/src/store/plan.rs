@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use shared::{
-    contract::{Ingest, IngestKind, OrderPlaced},
+    contract::{EventKey, Ingest, OrderPlaced},
     model::{Price, Rejection, Stock},
     products::Versioned,
 };
@@ -38,7 +38,7 @@ pub struct Plan<'a> {
 /// `stock_low_threshold`.
 pub fn decide<'a>(
     items: &'a [Ingest],
-    new: &HashSet<(IngestKind, String)>,
+    new: &HashSet<EventKey>,
     rows: Vec<Versioned>,
     stock_low_threshold: i32,
     at: OffsetDateTime,
@@ -54,7 +54,7 @@ pub fn decide<'a>(
     };
     let mut applied_here = HashSet::new();
     for item in items {
-        let key = (item.kind(), item.event_id().to_string());
+        let key = item.key();
         let outcome = if new.contains(&key) && applied_here.insert(key) {
             plan.apply(item, stock_low_threshold, at)
         } else {
@@ -101,8 +101,7 @@ impl<'a> Plan<'a> {
         };
         if let (Some(before), Some((row, _))) = (before, self.products.get(product)) {
             self.emitted.extend(downstream::product_changed(
-                item.kind(),
-                item.event_id(),
+                &item.key(),
                 item.product(),
                 (before, (row.price.value, row.stock.value)),
                 stock_low_threshold,
@@ -139,7 +138,7 @@ fn reserve(order: &OrderPlaced, product: Option<&mut (Versioned, bool)>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::contract::{DownstreamEvent, EventType, ProductUpdate};
+    use shared::contract::{DownstreamEvent, EventType, IngestKind, ProductUpdate};
     use time::macros::datetime;
 
     const AT: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
@@ -153,6 +152,7 @@ mod tests {
     ) -> Ingest {
         Ingest::Product(ProductUpdate {
             event_id: id.parse().expect("valid id"),
+            owner: "shop".parse().expect("valid owner"),
             product_id: product.parse().expect("valid product"),
             price: price.map(|p| p.parse().expect("valid price")),
             stock: stock.map(|s| Stock::new(s).expect("valid stock")),
@@ -165,6 +165,7 @@ mod tests {
         let order_id = id.parse().expect("valid order id");
         Ingest::Order(OrderPlaced {
             event_id: OrderPlaced::event_id_of(&order_id),
+            owner: "shop".parse().expect("valid owner"),
             order_id,
             sku: sku.parse().expect("valid sku"),
             qty: qty.parse().expect("valid quantity"),
@@ -174,11 +175,8 @@ mod tests {
     }
 
     /// Every item is new.
-    fn all_new(items: &[Ingest]) -> HashSet<(IngestKind, String)> {
-        items
-            .iter()
-            .map(|i| (i.kind(), i.event_id().to_string()))
-            .collect()
+    fn all_new(items: &[Ingest]) -> HashSet<EventKey> {
+        items.iter().map(Ingest::key).collect()
     }
 
     fn with_stock(product: &str, stock: i32) -> Versioned {
@@ -263,7 +261,11 @@ mod tests {
             update("e0", "p1", None, Some(9), 9),
         ];
         let mut new = all_new(&items);
-        new.remove(&(IngestKind::ProductUpdate, "e0".to_owned()));
+        new.remove(&EventKey {
+            kind: IngestKind::ProductUpdate,
+            owner: "shop".parse().expect("valid owner"),
+            id: "e0".parse().expect("valid id"),
+        });
         let plan = decide(&items, &new, vec![with_stock("p1", 4)], 0, AT);
         assert_eq!(
             plan.outcomes,

@@ -121,10 +121,11 @@ async fn replaying_an_event_that_was_already_applied_does_not_apply_it_again() {
         .accept_keyed("once-evt", r#"{"product_id": "once", "stock": 5}"#)
         .await;
     wait_inbox(&pipeline, 1).await;
-    // The same event reaches the dead-letter queue (as if set aside after it was applied).
+    // The same event (sent with the test's key) reaches the dead-letter queue (as if set aside
+    // after it was applied).
     let broker = testkit::Broker::connect(&pipeline.backends).await;
     let body = format!(
-        r#"{{"event_id":"once-evt","product_id":"once","stock":5,"occurred_at":"{0}","received_at":"{0}"}}"#,
+        r#"{{"event_id":"once-evt","owner":"tester","product_id":"once","stock":5,"occurred_at":"{0}","received_at":"{0}"}}"#,
         "2026-01-01T00:00:00Z"
     );
     let shard = pipeline.topology.shard_for(&"once".parse().expect("valid"));

@@ -149,8 +149,9 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
     let pool = testkit::database(&pipeline.backends).await;
     let id = downstream_of_update("crash-evt", "product.updated");
     sqlx::query(
-        r#"INSERT INTO outbox (event_id, source_kind, source_event_id, routing_key, payload)
-         VALUES ($1, 'product.update', 'crash-evt', 'product.updated',
+        r#"INSERT INTO outbox (event_id, source_kind, source_owner, source_event_id, routing_key,
+                             payload)
+         VALUES ($1, 'product.update', 'tester', 'crash-evt', 'product.updated',
                  '{"type": "product.updated", "timestamp": "2026-01-01T00:00:00Z",
                    "data": {"source_event_id": "crash-evt", "product_id": "crash-1",
                             "old": {"price": null, "stock": null},
@@ -160,9 +161,10 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
     .execute(&pool)
     .await
     .expect("insert");
-    // The unacknowledged source is redelivered: a duplicate, which still publishes.
+    // The unacknowledged source (sent with the test's key) is redelivered: a duplicate, which
+    // still publishes.
     let broker = testkit::Broker::connect(&pipeline.backends).await;
-    let body = r#"{"event_id":"crash-evt","product_id":"crash-1","stock":7,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
+    let body = r#"{"event_id":"crash-evt","owner":"tester","product_id":"crash-1","stock":7,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
     pipeline.publish_update(&broker, "crash-1", body).await;
     let events = next_events(&mut consumer, 1).await;
     assert_eq!(events[0]["id"], id.as_str());

@@ -300,26 +300,27 @@ pub fn processor_process_with(
         .expect("the processor binary starts")
 }
 
+/// The id of the downstream event of `event_type` caused by the `kind` event `id` the test's
+/// client sent.
+fn downstream_of(kind: shared::contract::IngestKind, id: String, event_type: &str) -> String {
+    let source = shared::contract::EventKey {
+        kind,
+        owner: testkit::TEST_KEY_NAME.parse().expect("a valid owner"),
+        id: id.parse().expect("a valid event id"),
+    };
+    shared::contract::downstream_id(&source, event_type)
+}
+
 /// The id of the downstream event of `event_type` caused by the product update `source`.
 pub fn downstream_of_update(source: &str, event_type: &str) -> String {
-    let source = source.parse().expect("a valid event id");
-    shared::contract::downstream_id(
-        shared::contract::IngestKind::ProductUpdate,
-        &source,
-        event_type,
-    )
+    use shared::contract::IngestKind::ProductUpdate;
+    downstream_of(ProductUpdate, source.to_owned(), event_type)
 }
 
 /// The id of the downstream event of `event_type` caused by the order `order_id`.
 pub fn downstream_of_order(order_id: &str, event_type: &str) -> String {
-    let source = format!("order:{order_id}")
-        .parse()
-        .expect("a valid event id");
-    shared::contract::downstream_id(
-        shared::contract::IngestKind::OrderCreate,
-        &source,
-        event_type,
-    )
+    use shared::contract::IngestKind::OrderCreate;
+    downstream_of(OrderCreate, format!("order:{order_id}"), event_type)
 }
 
 pub use testkit::counter;

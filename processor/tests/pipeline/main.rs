@@ -9,6 +9,7 @@ mod helpers;
 mod notify;
 mod orders;
 mod outages;
+mod ownership;
 mod recovery;
 mod replay_jobs;
 mod retention;

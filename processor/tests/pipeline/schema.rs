@@ -75,7 +75,7 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
             "{table} in {present:?}"
         );
     }
-    assert_eq!(versions(&processor).await, (1..=19).collect::<Vec<_>>());
+    assert_eq!(versions(&processor).await, (1..=20).collect::<Vec<_>>());
     processor.close().await;
     testkit::cleanup(&backends).await.expect("cleanup");
 }
@@ -158,7 +158,7 @@ async fn a_database_migrated_before_grouping_upgrades_in_place() {
     let upgraded = migrated(&backends.database, &backends.namespace, &Tables::ALL, 1)
         .await
         .expect("every group accepts the old history");
-    assert_eq!(versions(&upgraded).await, (1..=19).collect::<Vec<_>>());
+    assert_eq!(versions(&upgraded).await, (1..=20).collect::<Vec<_>>());
     let kept: (i64, String) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM products),
                 (SELECT traceparent FROM notifications WHERE event_id = 'msg_1')",

@@ -97,6 +97,8 @@ impl Key {
 pub struct Caller {
     /// The key's name.
     pub key: String,
+    /// The key's space for identifiers (idempotency keys, event ids, order ids).
+    pub owner: crate::model::Owner,
     /// What the key may do (beyond the endpoint's own scope, which it holds).
     pub scopes: Scopes,
 }
@@ -390,6 +392,7 @@ impl Auth {
         Ok((
             Caller {
                 key: key.name.clone(),
+                owner: crate::model::Owner::of_key(&key.name),
                 scopes: key.scopes,
             },
             InFlight { _permit: permit },

@@ -11,8 +11,12 @@ pub enum Scope {
     OrdersWrite,
     /// `GET /products/...`: read products.
     ProductsRead,
-    /// `GET /orders/{id}`: read orders (customers' email addresses included).
+    /// `GET /orders/{id}`: read the orders this key placed (customers' email addresses
+    /// included).
     OrdersRead,
+    /// `GET /orders/{id}` of any key's orders: for support and fulfilment, which need every
+    /// order (customers' email addresses included). Includes [`Scope::OrdersRead`].
+    OrdersReadAll,
     /// The catalog's write endpoints: create and edit products, upload images.
     CatalogWrite,
     /// Operators: dead letters, webhook subscriptions and deliveries, the dashboard.
@@ -21,13 +25,14 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::EventsWrite,
         Self::OrdersWrite,
         Self::ProductsRead,
         Self::OrdersRead,
         Self::CatalogWrite,
         Self::Ops,
+        Self::OrdersReadAll,
     ];
 
     /// The scope's name, as keys are created with and errors name it.
@@ -39,6 +44,7 @@ impl Scope {
             Self::OrdersRead => "orders:read",
             Self::CatalogWrite => "catalog:write",
             Self::Ops => "ops",
+            Self::OrdersReadAll => "orders:read_all",
         }
     }
 
@@ -79,7 +85,9 @@ impl Scopes {
 
     /// True when `scope` is in the set.
     pub fn contains(self, scope: Scope) -> bool {
-        self.0 & scope.bit() != 0
+        // Reading every key's orders includes reading one's own.
+        let implied = scope == Scope::OrdersRead && self.0 & Scope::OrdersReadAll.bit() != 0;
+        self.0 & scope.bit() != 0 || implied
     }
 
     /// The scopes' names, in [`Scope::ALL`] order.

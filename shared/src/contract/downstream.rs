@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::IngestKind;
-use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Rejection, Stock};
+use super::EventKey;
+use crate::model::{Email, EventId, OrderId, Owner, Price, ProductId, Quantity, Rejection, Stock};
 
 /// The type of a downstream event, also its routing key on the events exchange.
 #[derive(
@@ -137,6 +137,10 @@ pub struct OrderDecided {
     pub email: Option<Email>,
     /// Why it was rejected; `null` when created.
     pub reason: Option<Rejection>,
+    /// The name of the API key that placed it (order ids are unique per key); absent for
+    /// orders placed before ids were scoped by key.
+    #[serde(default, skip_serializing_if = "Owner::is_legacy")]
+    pub placed_by: Owner,
 }
 
 /// A downstream event: one variant per type, each with its payload.
@@ -217,14 +221,10 @@ struct RawWire<'a> {
 }
 
 impl Announcement {
-    /// The announcement of `event`, caused by a `source_kind` event, at `timestamp`.
-    pub fn new(source_kind: IngestKind, event: DownstreamEvent, timestamp: OffsetDateTime) -> Self {
+    /// The announcement of `event`, caused by the event `source`, at `timestamp`.
+    pub fn new(source: &EventKey, event: DownstreamEvent, timestamp: OffsetDateTime) -> Self {
         Self {
-            id: downstream_id(
-                source_kind,
-                event.source_event_id(),
-                event.event_type().as_str(),
-            ),
+            id: downstream_id(source, event.event_type().as_str()),
             timestamp,
             event,
         }
@@ -295,15 +295,25 @@ impl Announcement {
     }
 }
 
-/// The id of the downstream event of `event_type` caused by the `kind` event `source`: `msg_`
-/// and 32 hexadecimal digits of a SHA-256 over the three. The same on every re-emission, retry
-/// and subscriber, opaque, and 36 characters whatever the source id's length, so it fits
-/// everywhere it goes (AMQP message id, the `webhook-id` header, a URL path).
-pub fn downstream_id(kind: IngestKind, source: &EventId, event_type: &str) -> String {
+/// The id of the downstream event of `event_type` caused by the event `source`: `msg_` and 32
+/// hexadecimal digits of a SHA-256 over its kind, owner, id and the type (the owner left out for
+/// the legacy space, so events accepted before keys scoped ids keep their ids). The same on
+/// every re-emission, retry and subscriber, opaque, and 36 characters whatever the source id's
+/// length, so it fits everywhere it goes (AMQP message id, the `webhook-id` header, a URL path).
+pub fn downstream_id(source: &EventKey, event_type: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
+    let owner = (!source.owner.is_legacy()).then_some(source.owner.as_str());
     // Separated by a byte no part can contain (ids and names are visible ASCII).
-    for part in [kind.as_str(), source.as_str(), event_type] {
+    for part in [
+        Some(source.kind.as_str()),
+        owner,
+        Some(source.id.as_str()),
+        Some(event_type),
+    ]
+    .into_iter()
+    .flatten()
+    {
         hash.update(part.as_bytes());
         hash.update([0u8]);
     }
@@ -315,9 +325,18 @@ pub fn downstream_id(kind: IngestKind, source: &EventId, event_type: &str) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::IngestKind;
 
     fn id(s: &str) -> EventId {
         s.parse().expect("valid")
+    }
+
+    fn key(kind: IngestKind, owner: &str, source: &EventId) -> EventKey {
+        EventKey {
+            kind,
+            owner: owner.parse().expect("valid"),
+            id: source.clone(),
+        }
     }
 
     fn every_variant() -> Vec<(IngestKind, DownstreamEvent)> {
@@ -330,6 +349,7 @@ mod tests {
             qty: "2".parse().expect("valid"),
             email: Some("a@b.co".parse().expect("valid")),
             reason: None,
+            placed_by: "storefront".parse().expect("valid"),
         };
         vec![
             (
@@ -374,7 +394,8 @@ mod tests {
     fn every_variant_round_trips_with_an_exact_price() {
         let at = time::macros::datetime!(2026-06-01 12:00:00.25 UTC);
         for (kind, event) in every_variant() {
-            let announced = Announcement::new(kind, event, at);
+            let source = key(kind, "storefront", event.source_event_id());
+            let announced = Announcement::new(&source, event, at);
             let body = announced.body();
             let text = String::from_utf8(body.clone()).expect("UTF-8");
             assert!(
@@ -390,7 +411,8 @@ mod tests {
             );
         }
         let (kind, event) = every_variant().swap_remove(0);
-        let body = Announcement::new(kind, event, at).body();
+        let source = key(kind, "", event.source_event_id());
+        let body = Announcement::new(&source, event, at).body();
         assert!(String::from_utf8_lossy(&body).contains(r#""price":49.9999"#));
     }
 
@@ -407,23 +429,46 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_short_stable_and_distinct_per_kind_source_and_type() {
+    fn ids_are_short_stable_and_distinct_per_kind_owner_source_and_type() {
         let long = id(&"k".repeat(255));
-        let a = downstream_id(IngestKind::ProductUpdate, &long, "stock.low");
+        let update = |owner: &str, source: &EventId| key(IngestKind::ProductUpdate, owner, source);
+        let a = downstream_id(&update("", &long), "stock.low");
         assert_eq!(a.len(), 36);
         assert!(a.starts_with("msg_") && a[4..].bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(
-            a,
-            downstream_id(IngestKind::ProductUpdate, &long, "stock.low")
-        );
+        assert_eq!(a, downstream_id(&update("", &long), "stock.low"));
         let o1 = id("order:o1");
         assert_ne!(
-            downstream_id(IngestKind::ProductUpdate, &o1, "stock.low"),
-            downstream_id(IngestKind::OrderCreate, &o1, "stock.low")
+            downstream_id(&update("", &o1), "stock.low"),
+            downstream_id(&key(IngestKind::OrderCreate, "", &o1), "stock.low")
+        );
+        let order = |owner: &str| key(IngestKind::OrderCreate, owner, &o1);
+        assert_ne!(
+            downstream_id(&order(""), "order.created"),
+            downstream_id(&order(""), "order.rejected")
+        );
+        // Two keys' identical ids make two events.
+        assert_ne!(
+            downstream_id(&order("shop-a"), "order.created"),
+            downstream_id(&order("shop-b"), "order.created")
         );
         assert_ne!(
-            downstream_id(IngestKind::OrderCreate, &o1, "order.created"),
-            downstream_id(IngestKind::OrderCreate, &o1, "order.rejected")
+            downstream_id(&order("shop-a"), "order.created"),
+            downstream_id(&order(""), "order.created")
+        );
+        // Events of the legacy space keep the ids they had: kind, id and type only.
+        use sha2::{Digest, Sha256};
+        let mut before = Sha256::new();
+        for part in ["order.create", "order:o1", "order.created"] {
+            before.update(part.as_bytes());
+            before.update([0u8]);
+        }
+        let hex: String = before.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            downstream_id(&order(""), "order.created"),
+            format!("msg_{hex}")
         );
     }
 }

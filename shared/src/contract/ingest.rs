@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::model::{Email, EventId, OrderId, Price, ProductId, Quantity, Stock};
+use crate::model::{Email, EventId, OrderId, Owner, Price, ProductId, Quantity, Stock};
 
 /// What a message on the ingest shards is (its AMQP `type`). The kind is part of an event's
 /// identity: an order and a product update may carry the same event id without meeting, in the
@@ -43,12 +43,27 @@ impl IngestKind {
     }
 }
 
+/// An event's identity, everywhere it goes: its kind, the API key whose space its id is in, and
+/// its id. The gateway's idempotency records, the processor's inbox, the outbox and the
+/// downstream ids all key on it, so two keys' identical ids never meet.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventKey {
+    /// What kind of event.
+    pub kind: IngestKind,
+    /// Whose id space it is in.
+    pub owner: Owner,
+    /// Its id.
+    pub id: EventId,
+}
+
 /// A message the gateway publishes to the ingest shards.
 pub trait IngestMessage: Serialize {
     /// Its kind (the AMQP `type`).
     const KIND: IngestKind;
     /// Its event id (the AMQP `message_id`).
     fn event_id(&self) -> &EventId;
+    /// The API key whose space its id is in.
+    fn owner(&self) -> &Owner;
     /// The product whose shard it goes to, so a product's messages stay in order.
     fn shard_key(&self) -> &ProductId;
     /// When the gateway accepted it.
@@ -59,6 +74,9 @@ impl IngestMessage for ProductUpdate {
     const KIND: IngestKind = IngestKind::ProductUpdate;
     fn event_id(&self) -> &EventId {
         &self.event_id
+    }
+    fn owner(&self) -> &Owner {
+        &self.owner
     }
     fn shard_key(&self) -> &ProductId {
         &self.product_id
@@ -73,6 +91,9 @@ impl IngestMessage for NewProduct {
     fn event_id(&self) -> &EventId {
         &self.0.event_id
     }
+    fn owner(&self) -> &Owner {
+        &self.0.owner
+    }
     fn shard_key(&self) -> &ProductId {
         &self.0.product_id
     }
@@ -85,6 +106,9 @@ impl IngestMessage for OrderPlaced {
     const KIND: IngestKind = IngestKind::OrderCreate;
     fn event_id(&self) -> &EventId {
         &self.event_id
+    }
+    fn owner(&self) -> &Owner {
+        &self.owner
     }
     fn shard_key(&self) -> &ProductId {
         &self.sku
@@ -102,6 +126,10 @@ impl IngestMessage for OrderPlaced {
 pub struct ProductUpdate {
     /// The event's one key.
     pub event_id: EventId,
+    /// The API key whose space the id is in (absent from messages published before
+    /// identifiers were scoped by key: the legacy space).
+    #[serde(default, skip_serializing_if = "Owner::is_legacy")]
+    pub owner: Owner,
     /// The product changed.
     pub product_id: ProductId,
     /// The new price, if this event sets it.
@@ -127,6 +155,8 @@ pub struct EmptyUpdate;
 #[serde(deny_unknown_fields)]
 struct ProductUpdateWire {
     event_id: EventId,
+    #[serde(default)]
+    owner: Owner,
     product_id: ProductId,
     #[serde(default)]
     price: Option<Price>,
@@ -147,6 +177,7 @@ impl TryFrom<ProductUpdateWire> for ProductUpdate {
         }
         Ok(Self {
             event_id: w.event_id,
+            owner: w.owner,
             product_id: w.product_id,
             price: w.price,
             stock: w.stock,
@@ -178,6 +209,9 @@ impl NewProduct {
 pub struct OrderPlaced {
     /// `order:{order_id}`.
     pub event_id: EventId,
+    /// The API key that placed it: order ids live in its space, and the order is its to read.
+    #[serde(default, skip_serializing_if = "Owner::is_legacy")]
+    pub owner: Owner,
     /// The client's order id.
     pub order_id: OrderId,
     /// The product ordered.
@@ -268,6 +302,23 @@ impl Ingest {
         }
     }
 
+    /// The API key whose space its id is in.
+    pub fn owner(&self) -> &Owner {
+        match self {
+            Self::Product(u) | Self::Created(u) => &u.owner,
+            Self::Order(o) => &o.owner,
+        }
+    }
+
+    /// Its identity: kind, owner and id.
+    pub fn key(&self) -> EventKey {
+        EventKey {
+            kind: self.kind(),
+            owner: self.owner().clone(),
+            id: self.event_id().clone(),
+        }
+    }
+
     /// The product it concerns.
     pub fn product(&self) -> &ProductId {
         match self {
@@ -305,6 +356,31 @@ mod tests {
             serde_json::from_str::<ProductUpdate>(&again).expect("valid"),
             update
         );
+    }
+
+    #[test]
+    fn the_owner_travels_and_a_message_without_one_is_in_the_legacy_space() {
+        let legacy = r#"{"event_id":"e1","product_id":"p1","stock":1,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
+        let update: ProductUpdate = serde_json::from_str(legacy).expect("valid update");
+        assert!(update.owner.is_legacy());
+        assert_eq!(serde_json::to_string(&update).expect("serialises"), legacy);
+        let owned = ProductUpdate {
+            owner: "storefront".parse().expect("valid"),
+            ..update
+        };
+        let again = serde_json::to_string(&owned).expect("serialises");
+        assert!(again.contains(r#""owner":"storefront""#), "{again}");
+        let decoded = Ingest::decode(None, again.as_bytes()).expect("valid");
+        assert_eq!(decoded.owner().as_str(), "storefront");
+        assert_ne!(
+            decoded.key(),
+            Ingest::Product(serde_json::from_str(legacy).expect("valid")).key()
+        );
+        let bad_owner = legacy.replace(r#""event_id":"e1","#, r#""event_id":"e1","owner":"a b","#);
+        assert!(matches!(
+            Ingest::decode(None, bad_owner.as_bytes()),
+            Err(Undecodable::Invalid(_))
+        ));
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub use downstream::{
 };
 pub use image::{IMAGE_JOB_TYPE, ImageJob, ImageSource, ImagesReady};
 pub use ingest::{
-    EmptyUpdate, Ingest, IngestKind, IngestMessage, NewProduct, OrderPlaced, ProductUpdate,
-    Undecodable,
+    EmptyUpdate, EventKey, Ingest, IngestKind, IngestMessage, NewProduct, OrderPlaced,
+    ProductUpdate, Undecodable,
 };
 
 /// AMQP headers the pipeline sets on its own messages.

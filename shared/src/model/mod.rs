@@ -3,12 +3,14 @@
 
 mod event_id;
 mod order;
+mod owner;
 mod price;
 mod product_id;
 mod stock;
 
 pub use event_id::{EventId, EventIdError};
 pub use order::{Email, EmailError, OrderId, Quantity, QuantityError, Rejection};
+pub use owner::{Owner, OwnerError};
 pub use price::{Price, PriceError};
 pub use product_id::{ProductId, ProductIdError};
 pub use stock::{Stock, StockError};

@@ -9,7 +9,7 @@ use opentelemetry::Context;
 use shared::{
     connect::amqp::{Routing, Unconfirmed, send},
     consume::{requeue_through, settle_through},
-    contract::{Announcement, IngestKind},
+    contract::{Announcement, EventKey},
     dead_letter::{self, Poison, Reason},
     trace::{self, Messaging, Operation, Traced},
 };
@@ -20,8 +20,8 @@ use crate::{
     stage::{self, Stage},
 };
 
-/// An applied event: its kind, id and `process` span (the parent of what it causes).
-pub(super) type Source = (IngestKind, String, Traced);
+/// An applied event: its identity and `process` span (the parent of what it causes).
+pub(super) type Source = (EventKey, Traced);
 
 /// The second stage of an applied batch: publish its downstream events, then acknowledge it.
 pub(super) struct Settling {
@@ -35,7 +35,7 @@ pub(super) struct Settling {
     pub sources: Vec<Source>,
     /// The events that were applied before: what the outbox may still hold for them is
     /// published too (left there by a crash between commit and publish).
-    pub duplicates: Vec<(IngestKind, String)>,
+    pub duplicates: Vec<EventKey>,
     /// The downstream events the batch wrote to the outbox.
     pub emitted: Vec<Pending>,
 }
@@ -54,7 +54,7 @@ impl Settling {
         match published {
             Ok(()) => settle_through(self.last).await,
             Err(e) => {
-                for (_, _, span) in &self.sources {
+                for (_, span) in &self.sources {
                     span.fail(&e);
                 }
                 tracing::warn!(error = %e, "Downstream events not published yet; the batch comes back to publish them.");
@@ -83,11 +83,8 @@ impl Settling {
             let parent = self
                 .sources
                 .iter()
-                .find(|(kind, id, _)| {
-                    *kind == event.source_kind
-                        && id.as_str() == event.announcement.event.source_event_id().as_str()
-                })
-                .map_or_else(Context::new, |(_, _, span)| span.context().clone());
+                .find(|(key, _)| *key == event.source)
+                .map_or_else(Context::new, |(_, span)| span.context().clone());
             sent.push(announce(&self.channel, &exchange, &event.announcement, &parent).await?);
         }
         for (span, unconfirmed, kind) in sent {

@@ -214,10 +214,10 @@ impl ShardHandler {
                 .increment(1);
             tracing::debug!(event_id = %item.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
             if outcome == Outcome::Duplicate {
-                duplicates.push((item.kind(), item.event_id().to_string()));
+                duplicates.push(item.key());
             }
             last = Some(acker);
-            sources.push((item.kind(), item.event_id().to_string(), span));
+            sources.push((item.key(), span));
         }
         let Some(last) = last else {
             return;

@@ -5,9 +5,10 @@
 #   ./bench.sh --quick    a short correctness smoke (debug builds; speed is not the point)
 set -euo pipefail
 cd "$(dirname "$0")"
+target=${CARGO_TARGET_DIR:-target}
 if [[ "${1:-}" == "--quick" ]]; then
     cargo build --bins
-    exec ./target/debug/bench "$@"
+    exec "$target/debug/bench" "$@"
 fi
 cargo build --release --bins
-exec ./target/release/bench "$@"
+exec "$target/release/bench" "$@"

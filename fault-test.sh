@@ -14,8 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --bins
+target=${CARGO_TARGET_DIR:-target}
 if [ "${1:-}" = "--cluster" ]; then
-    ./target/debug/faults --cluster --pause "${2:-5}" --rate "${3:-100}"
+    "$target/debug/faults" --cluster --pause "${2:-5}" --rate "${3:-100}"
 else
-    ./target/debug/faults --seconds "${1:-60}" --rate "${2:-100}"
+    "$target/debug/faults" --seconds "${1:-60}" --rate "${2:-100}"
 fi

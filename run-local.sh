@@ -12,13 +12,14 @@ cd "$(dirname "$0")"
 
 # RabbitMQ, Redis and PostgreSQL: started where installed but stopped; one line if missing.
 scripts/start-services.sh
+target=${CARGO_TARGET_DIR:-target}
 cargo build --release --bin gateway --bin processor --bin notifier --bin dashboard --bin imager
 
 key_file=.pipeline-dev-key
 if [[ ! -s "$key_file" ]]; then
     # A key named dev whose file was lost is replaced.
-    ./target/release/gateway keys revoke dev >/dev/null 2>&1 || true
-    (umask 077 && ./target/release/gateway keys create --name dev --scopes '*' > "$key_file")
+    "$target"/release/gateway keys revoke dev >/dev/null 2>&1 || true
+    (umask 077 && "$target"/release/gateway keys create --name dev --scopes '*' > "$key_file")
 fi
 echo "Development API key (every scope), kept in $key_file:"
 echo "    $(cat "$key_file")"
@@ -34,11 +35,11 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-./target/release/processor & pids+=($!)
-./target/release/gateway & pids+=($!)
-./target/release/notifier & pids+=($!)
-./target/release/dashboard & pids+=($!)
-./target/release/imager & pids+=($!)
+"$target"/release/processor & pids+=($!)
+"$target"/release/gateway & pids+=($!)
+"$target"/release/notifier & pids+=($!)
+"$target"/release/dashboard & pids+=($!)
+"$target"/release/imager & pids+=($!)
 
 # Stop everything as soon as any one service exits.
 wait -n "${pids[@]}"

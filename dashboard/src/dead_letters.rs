@@ -5,14 +5,13 @@
 //! operator's key, so the processor checks it too.
 
 use axum::{
-    Json, Router,
+    Router,
     body::Bytes,
     extract::{Extension, Path, RawQuery, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodRouter, get, post},
 };
-use serde_json::json;
 
 use crate::session::Operator;
 
@@ -53,15 +52,7 @@ async fn forward(request: reqwest::RequestBuilder) -> Response {
 
 fn unavailable(error: &reqwest::Error) -> Response {
     tracing::warn!(error = %error, "The processor's dead-letter API is unreachable.");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, shared::ops::RETRY_AFTER_SECONDS)],
-        Json(json!({
-            "error": "the processor is unreachable; dead letters cannot be read or replayed now",
-            "dependency": "processor",
-        })),
-    )
-        .into_response()
+    shared::api::ApiError::unavailable("processor", error).into_response()
 }
 
 async fn list(

@@ -132,13 +132,12 @@ struct SignIn {
 
 fn cross_site() -> Response {
     metrics::counter!(shared::metric::AUTH_DENIED_TOTAL, "reason" => "cross_site").increment(1);
-    (
+    shared::api::Problem::new(
         StatusCode::FORBIDDEN,
-        Json(json!({
-            "error": "refused: a state-changing request must come from the dashboard's own page",
-        })),
+        "cross_site",
+        "refused: a state-changing request must come from the dashboard's own page",
     )
-        .into_response()
+    .into_response()
 }
 
 async fn sign_in(
@@ -172,12 +171,13 @@ async fn sign_in(
         let mut sessions = gate.sessions();
         sessions.retain(|_, s| s.expires > now);
         if sessions.len() >= MAX_SESSIONS {
-            return (
+            return shared::api::Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "60")],
-                Json(json!({ "error": "too many open sessions; retry later" })),
+                "too_many_sessions",
+                "too many open sessions; retry later",
             )
-                .into_response();
+            .header(header::RETRY_AFTER, HeaderValue::from_static("60"))
+            .into_response();
         }
         sessions.insert(
             keys::hash(&token),

@@ -153,12 +153,16 @@ async fn stream(
     State(live): State<Live>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
     let Ok(slot) = Arc::clone(&live.streams).try_acquire_owned() else {
-        return Err((
+        return Err(shared::api::Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "10")],
-            Json(serde_json::json!({ "error": "too many open live streams; retry later" })),
+            "too_many_streams",
+            "too many open live streams; retry later",
         )
-            .into_response());
+        .header(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("10"),
+        )
+        .into_response());
     };
     let mut snapshots = live.snapshots;
     snapshots.mark_changed();

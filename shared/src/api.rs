@@ -1,19 +1,91 @@
-//! What the services' operator APIs answer when a request fails: JSON naming the field, 404
-//! saying what was not found, 503 naming the dependency with `Retry-After`.
+//! What every service answers when a request fails: an RFC 9457 problem
+//! (`application/problem+json`: `type`, `title`, `status`, `detail`, `instance`) with a stable
+//! `code` a program can act on, the request's id, and what applies (`field` naming the input at
+//! fault, `scope`, `dependency` with `Retry-After`).
 
 use std::borrow::Cow;
 
 use axum::{
-    Json,
     extract::rejection::JsonRejection,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::connect::postgres::Database;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answer (RFC 9457): its status, a stable `code` (its `type` is `/problems/{code}`),
+/// a sentence for people (`detail`), the request it answers (`instance`, `request_id`), and
+/// members of its own (`field`, `scope`, `dependency`, ...). `error` repeats `detail` for
+/// clients written before problems were adopted.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    members: serde_json::Map<String, Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    /// A problem of `status`, known by `code`, described by `detail`.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            members: serde_json::Map::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// With the member `name` (`field`, `scope`, `dependency`, ...).
+    pub fn member(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.members.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// With the response header `name`.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("/problems/{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+            "error": self.detail,
+        });
+        if let Some(request) = crate::http::request_id::current() {
+            body["instance"] = json!(&*request.path);
+            body["request_id"] = json!(&*request.id);
+        }
+        for (name, value) in self.members {
+            body[name] = value;
+        }
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+            body.to_string(),
+        )
+            .into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
 
 /// A failed request, as the client sees it: every service answers with this one type, so each
 /// status has one body shape.
@@ -117,32 +189,34 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match &self {
+        let mut problem = Problem::new(self.status(), self.reason(), self.to_string());
+        match &self {
             Self::BadRequest {
                 field: Some(field), ..
-            } => json!({ "error": self.to_string(), "field": field }),
-            Self::Forbidden { scope, .. } => json!({ "error": self.to_string(), "scope": scope }),
+            } => problem = problem.member("field", field.as_str()),
+            Self::Forbidden { scope, .. } => problem = problem.member("scope", *scope),
             Self::Unavailable { dependency, cause } => {
                 tracing::warn!(dependency, cause = %cause, "Dependency unavailable; answering 503.");
-                json!({ "error": self.to_string(), "dependency": dependency })
+                problem = problem.member("dependency", *dependency);
             }
             Self::OutcomeUnknown(cause) => {
                 tracing::warn!(cause = %cause, "Publish outcome unknown; answering 503.");
-                json!({ "error": self.to_string(), "dependency": "rabbitmq", "outcome": "unknown" })
+                problem = problem
+                    .member("dependency", "rabbitmq")
+                    .member("outcome", "unknown");
             }
-            _ => json!({ "error": self.to_string() }),
-        };
-        let mut response = (self.status(), Json(body)).into_response();
+            _ => {}
+        }
         if matches!(
             self,
             Self::Unavailable { .. } | Self::OutcomeUnknown(_) | Self::InProgress(_)
         ) {
-            response.headers_mut().insert(
+            problem = problem.header(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(crate::ops::RETRY_AFTER_SECONDS),
             );
         }
-        response
+        problem.into_response()
     }
 }
 
@@ -154,11 +228,45 @@ pub fn bad(field: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// A 400 for a body that is not the JSON the route takes, with the parser's explanation.
+/// The answer to a body that is not the JSON the route takes: 415 without a JSON content type,
+/// 413 over the size limit, else 400 naming the field at fault (from the parser's path to it;
+/// `body` when the JSON itself is broken).
 pub fn bad_body(rejection: &JsonRejection) -> ApiError {
-    ApiError::BadRequest {
-        message: rejection.body_text(),
-        field: None,
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("JSON (Content-Type: application/json)")
+        }
+        JsonRejection::BytesRejection(bytes) if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("64 KiB")
+        }
+        JsonRejection::JsonDataError(_) => {
+            let text = rejection.body_text();
+            // "Failed to deserialize the JSON body into the target type: {path}: {why}"
+            let reason = text
+                .split_once("target type: ")
+                .map_or(text.as_str(), |(_, r)| r);
+            let named = |prefix: &str| {
+                reason
+                    .strip_prefix(prefix)?
+                    .split('`')
+                    .next()
+                    .map(str::to_owned)
+            };
+            if let Some(field) = named("missing field `").or_else(|| named("unknown field `")) {
+                return bad(&field, reason.to_owned());
+            }
+            match reason.split_once(": ") {
+                Some((path, why)) if !path.contains(' ') && !path.is_empty() => {
+                    bad(path, format!("{path}: {why}"))
+                }
+                _ => bad("body", reason.to_owned()),
+            }
+        }
+        _ => {
+            let text = rejection.body_text();
+            let reason = text.split_once(": ").map_or(text.as_str(), |(_, r)| r);
+            bad("body", format!("the body is not valid JSON: {reason}"))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! What every service's OpenAPI document shares: the bearer security scheme, the answers any
 //! protected operation may give (401, 403, 408, 429, 503; 400 wherever a parameter or a body is
-//! read; 404 wherever the path names a resource; 413 wherever a body is), the error body, and the open operational endpoints
+//! read; 404 wherever the path names a resource; 413 and 415 wherever a body is), the error body
+//! (an RFC 9457 problem), and the open operational endpoints
 //! (`/health`, `/ready`, `/metrics`, `/openapi.json`). [`finish`] adds them to a service's
 //! document, so each service only describes its own routes.
 
@@ -16,10 +17,28 @@ use utoipa::{
     },
 };
 
-/// Every error: what is wrong and, where it applies, which field, scope or dependency.
+/// Every error, an RFC 9457 problem (`application/problem+json`): its type and stable code, a
+/// sentence, the request it answers, and, where it applies, which field, scope or dependency.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// The problem type: `/problems/{code}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
     /// What went wrong, in a sentence.
+    pub detail: String,
+    /// A stable name of the problem a program can act on (`invalid`, `not_found`,
+    /// `missing_key`, `rate_limited`, `unavailable`, ... listed in the API reference).
+    pub code: String,
+    /// The path of the request it answers.
+    pub instance: Option<String>,
+    /// The request's id (also the `Request-Id` header).
+    pub request_id: Option<String>,
+    /// `detail` again, for clients written before problems were adopted.
+    #[deprecated = "read `detail`"]
     pub error: String,
     /// The body field, header, path or query parameter at fault (400).
     pub field: Option<String>,
@@ -45,7 +64,7 @@ pub const BEARER: &str = "api_key";
 /// An error answer (an `ErrorBody`) with its `headers` (name, description).
 pub fn error(description: &str, headers: &[(&str, &str)]) -> Response {
     let mut response = ResponseBuilder::new().description(description).content(
-        "application/json",
+        crate::api::PROBLEM_JSON,
         ContentBuilder::new()
             .schema(Some(Ref::from_schema_name("ErrorBody")))
             .build(),
@@ -109,6 +128,14 @@ fn answers() -> Vec<(&'static str, &'static str, Response)> {
             "413",
             "PayloadTooLarge",
             error("The body is over the endpoint's limit", &[]),
+        ),
+        (
+            "415",
+            "UnsupportedMediaType",
+            error(
+                "The body is not of a type the endpoint takes (JSON: Content-Type: application/json)",
+                &[],
+            ),
         ),
         (
             "429",
@@ -182,7 +209,7 @@ pub fn finish(mut doc: OpenApi, title: &str, description: &str) -> OpenApi {
                 let applies = match status {
                     "400" => reads_input,
                     "404" => names_a_resource,
-                    "413" => operation.request_body.is_some(),
+                    "413" | "415" => operation.request_body.is_some(),
                     _ => true,
                 };
                 if applies {

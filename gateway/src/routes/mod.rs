@@ -24,8 +24,6 @@ use shared::{
     topology::Namespace,
 };
 
-use shared::api::ApiError;
-
 use crate::{idempotency::Idempotency, publisher::Publisher};
 
 /// What every handler shares.
@@ -141,10 +139,6 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state.clone());
-    Router::new()
-        .merge(api.clone())
-        .nest("/api/v1", api)
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+    Router::new().merge(api.clone()).nest("/api/v1", api)
 }

@@ -154,7 +154,7 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The delivery's id")),
     responses(
         (status = 202, description = "Pending again", body = Retried),
-        (status = 409, description = "The delivery is sent or pending", body = shared::openapi::ErrorBody),
+        (status = 409, description = "The delivery is sent or pending", body = shared::openapi::ErrorBody, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn retry(
     State(database): State<Database>,

@@ -171,7 +171,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     request_body(content = NewSubscription, content_type = "application/json"),
     responses(
         (status = 201, description = "Subscribed", body = Created),
-        (status = 409, description = "The namespace holds the most subscriptions allowed", body = shared::openapi::ErrorBody),
+        (status = 409, description = "The namespace holds the most subscriptions allowed", body = shared::openapi::ErrorBody, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(
     State(api): State<Api>,

@@ -28,9 +28,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{connect::postgres::Database, service::Tasks};
+use crate::{api::Problem, connect::postgres::Database, service::Tasks};
 use axum::{
-    Json, Router,
+    Router,
     extract::{Request, State},
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
@@ -40,7 +40,6 @@ use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock,
 };
 use keys::{KeyHash, KeyRecord};
-use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use scope::{Scope, Scopes, UnknownScope};
@@ -149,6 +148,21 @@ impl Denied {
     }
 }
 
+impl Denied {
+    /// Its stable `code` in the error body.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing_key",
+            Self::Malformed(_) => "malformed_authorization",
+            Self::Invalid => "invalid_key",
+            Self::Forbidden(_) => "forbidden",
+            Self::Busy { .. } => "too_many_in_progress",
+            Self::Limited { .. } => "rate_limited",
+            Self::Unavailable => "keys_unavailable",
+        }
+    }
+}
+
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
         metrics::counter!(crate::metric::AUTH_DENIED_TOTAL, "reason" => self.reason()).increment(1);
@@ -159,44 +173,34 @@ impl IntoResponse for Denied {
             };
             HeaderValue::from_str(&value).expect("an ASCII challenge")
         };
+        let code = self.code();
+        let problem = |status, detail: String| Problem::new(status, code, detail);
         match self {
-            Self::Missing => (
+            Self::Missing => problem(
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, challenge(None))],
-                Json(json!({ "error": "an API key is required: Authorization: Bearer <key>" })),
+                "an API key is required: Authorization: Bearer <key>".into(),
             )
-                .into_response(),
-            Self::Malformed(what) => (
+            .header(header::WWW_AUTHENTICATE, challenge(None)),
+            Self::Malformed(what) => problem(StatusCode::UNAUTHORIZED, what.into())
+                .header(header::WWW_AUTHENTICATE, challenge(Some("invalid_request"))),
+            Self::Invalid => problem(
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, challenge(Some("invalid_request")))],
-                Json(json!({ "error": what })),
+                "the API key is not valid (unknown or revoked)".into(),
             )
-                .into_response(),
-            Self::Invalid => (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, challenge(Some("invalid_token")))],
-                Json(json!({ "error": "the API key is not valid (unknown or revoked)" })),
-            )
-                .into_response(),
-            Self::Forbidden(scope) => (
+            .header(header::WWW_AUTHENTICATE, challenge(Some("invalid_token"))),
+            Self::Forbidden(scope) => problem(
                 StatusCode::FORBIDDEN,
-                Json(json!({
-                    "error": format!("this API key lacks the scope {scope}"),
-                    "scope": scope.as_str(),
-                })),
+                format!("this API key lacks the scope {scope}"),
             )
-                .into_response(),
-            Self::Busy { key, limit } => (
+            .member("scope", scope.as_str()),
+            Self::Busy { key, limit } => problem(
                 StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, "1")],
-                Json(json!({
-                    "error": format!(
-                        "the API key {key} has {limit} requests in progress, the most it may have at once; send more as those complete"
-                    ),
-                    "retry_after_seconds": 1,
-                })),
+                format!(
+                    "the API key {key} has {limit} requests in progress, the most it may have at once; send more as those complete"
+                ),
             )
-                .into_response(),
+            .member("retry_after_seconds", 1)
+            .header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             Self::Limited {
                 key,
                 rate,
@@ -205,36 +209,33 @@ impl IntoResponse for Denied {
                 metrics::counter!(crate::metric::RATE_LIMITED_TOTAL, "key" => key.clone())
                     .increment(1);
                 let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                (
+                let text = |s: String| HeaderValue::from_str(&s).expect("ASCII");
+                problem(
                     StatusCode::TOO_MANY_REQUESTS,
-                    [
-                        (header::RETRY_AFTER, seconds.to_string()),
-                        (
-                            header::HeaderName::from_static("ratelimit-policy"),
-                            format!("\"key\";q={rate};w=1"),
-                        ),
-                        (
-                            header::HeaderName::from_static("ratelimit"),
-                            format!("\"key\";r=0;t={seconds}"),
-                        ),
-                    ],
-                    Json(json!({
-                        "error": format!("the API key {key} is over its rate of {rate} requests per second"),
-                        "retry_after_seconds": seconds,
-                    })),
+                    format!("the API key {key} is over its rate of {rate} requests per second"),
                 )
-                    .into_response()
+                .member("retry_after_seconds", seconds)
+                .header(header::RETRY_AFTER, text(seconds.to_string()))
+                .header(
+                    header::HeaderName::from_static("ratelimit-policy"),
+                    text(format!("\"key\";q={rate};w=1")),
+                )
+                .header(
+                    header::HeaderName::from_static("ratelimit"),
+                    text(format!("\"key\";r=0;t={seconds}")),
+                )
             }
-            Self::Unavailable => (
+            Self::Unavailable => problem(
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, crate::ops::RETRY_AFTER_SECONDS)],
-                Json(json!({
-                    "error": "API keys cannot be checked now; retry later",
-                    "dependency": "postgres",
-                })),
+                "API keys cannot be checked now; retry later".into(),
             )
-                .into_response(),
+            .member("dependency", "postgres")
+            .header(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::ops::RETRY_AFTER_SECONDS),
+            ),
         }
+        .into_response()
     }
 }
 

@@ -15,7 +15,6 @@ use std::{
 };
 
 use axum::{
-    Json,
     body::{Body, Bytes},
     extract::{Request, State},
     http::StatusCode,
@@ -23,7 +22,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use serde_json::json;
 use tokio::time::Instant;
 
 /// How long a body may take before the rate counts: a client's first bytes may lag its head.
@@ -92,15 +90,14 @@ pub async fn enforce(State(rate): State<u32>, request: Request, next: Next) -> R
         response = next.run(request) => response,
         () = fallen_behind(&progress, rate, Instant::now()) => {
             metrics::counter!(crate::metric::HTTP_TIMEOUTS_TOTAL).increment(1);
-            (
+            crate::api::Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
-                Json(json!({
-                    "error": format!(
-                        "the request body arrived slower than {rate} bytes per second; send it faster"
-                    ),
-                })),
+                "body_too_slow",
+                format!(
+                    "the request body arrived slower than {rate} bytes per second; send it faster"
+                ),
             )
-                .into_response()
+            .into_response()
         }
     }
 }

@@ -4,14 +4,11 @@
 //! parameter, never a 5xx from a database that refuses the bytes further in.
 
 use axum::{
-    Json,
     extract::{MatchedPath, Request},
-    http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use percent_encoding::percent_decode_str;
-use serde_json::json;
 
 /// A path segment or query parameter that is not clean text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,17 +19,14 @@ pub struct BadInput {
 
 impl IntoResponse for BadInput {
     fn into_response(self) -> Response {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": format!(
-                    "{} must be valid UTF-8 text without control characters",
-                    self.field
-                ),
-                "field": self.field,
-            })),
+        crate::api::bad(
+            &self.field,
+            format!(
+                "{} must be valid UTF-8 text without control characters",
+                self.field
+            ),
         )
-            .into_response()
+        .into_response()
     }
 }
 

@@ -11,21 +11,24 @@
 
 mod body_rate;
 pub mod inputs;
+pub mod request_id;
 mod serve;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{DefaultBodyLimit, Request, State},
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::config::{ConfigError, seconds};
+use crate::{
+    api::Problem,
+    config::{ConfigError, seconds},
+};
 
 pub use body_rate::BODY_GRACE;
 pub use serve::serve;
@@ -54,15 +57,14 @@ fn head_bytes(request: &Request) -> usize {
 async fn limit_head(request: Request, next: Next) -> Response {
     let size = head_bytes(&request);
     if size > MAX_HEAD_BYTES {
-        return (
+        return Problem::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Json(json!({
-                "error": format!(
-                    "the request line and headers are {size} bytes; at most {MAX_HEAD_BYTES} are taken"
-                ),
-            })),
+            "headers_too_large",
+            format!(
+                "the request line and headers are {size} bytes; at most {MAX_HEAD_BYTES} are taken"
+            ),
         )
-            .into_response();
+        .into_response();
     }
     next.run(request).await
 }
@@ -155,7 +157,8 @@ struct Shedding {
     timeout: Duration,
 }
 
-/// `router` with the limits applied to every route: the inputs check, the default body limit,
+/// `router` with one answer for what it has no route for (404) or no method for (405), and the
+/// limits applied to every route: the request's id, the inputs check, the default body limit,
 /// the minimum body data rate, the request metrics and the `service`'s HTTP server span, the
 /// cap on requests in flight and the request timeout, and (outermost) the head size. `/health`,
 /// `/ready` and `/metrics` are never shed, so a busy service is neither taken for a dead one
@@ -166,6 +169,8 @@ pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router 
         timeout: limits.request_timeout,
     };
     router
+        .fallback(|| async { crate::api::ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { crate::api::ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(inputs::check))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
@@ -178,6 +183,7 @@ pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router 
         ))
         .layer(middleware::from_fn_with_state(shedding, shed))
         .layer(middleware::from_fn(limit_head))
+        .layer(middleware::from_fn(request_id::assign))
 }
 
 async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) -> Response {
@@ -186,29 +192,30 @@ async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) ->
     }
     let Ok(_slot) = shedding.slots.try_acquire_owned() else {
         metrics::counter!(crate::metric::HTTP_SHED_TOTAL).increment(1);
-        return (
+        return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, SATURATED_RETRY_AFTER)],
-            Json(json!({
-                "error": "the service is handling as many requests as it takes; retry shortly",
-            })),
+            "overloaded",
+            "the service is handling as many requests as it takes; retry shortly",
         )
-            .into_response();
+        .header(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(SATURATED_RETRY_AFTER),
+        )
+        .into_response();
     };
     match tokio::time::timeout(shedding.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             metrics::counter!(crate::metric::HTTP_TIMEOUTS_TOTAL).increment(1);
-            (
+            Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
-                Json(json!({
-                    "error": format!(
-                        "the request was not completed within {} s",
-                        shedding.timeout.as_secs()
-                    ),
-                })),
+                "request_timeout",
+                format!(
+                    "the request was not completed within {} s",
+                    shedding.timeout.as_secs()
+                ),
             )
-                .into_response()
+            .into_response()
         }
     }
 }

@@ -210,8 +210,6 @@ def all_containers(pod):
             yield field, container
 
 
-BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
 SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
                 "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies",
                 "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
@@ -242,8 +240,7 @@ def restricted_violations(pod):
     pod_seccomp = (pod_context.get("seccompProfile") or {}).get("type")
     if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
         problems.append(f"the pod's seccomp profile is {pod_seccomp}")
-    for where, context in [("pod", pod_context)]:
-        problems += selinux_apparmor(where, context)
+    problems += selinux_apparmor("the pod", pod_context)
     if pod_context.get("runAsUser") == 0:
         problems.append("the pod runs as uid 0")
     for field, container in all_containers(pod):
@@ -353,6 +350,8 @@ def required_flows(overlay, monitoring):
     for service, port in SERVICE_PORTS.items():
         flows.append((prometheus, service, port, monitoring or service == "gateway"))
     flows.append((prometheus, "rabbitmq", 15692, monitoring))
+    if overlay == "production":
+        flows.append((prometheus, "postgres", 9187, monitoring))
     return flows
 
 
@@ -362,7 +361,7 @@ def workload_pods(documents, namespace):
     pods = {}
     for document in documents:
         for _, pod in pod_specs(document):
-            labels = document["spec"]["template"]["metadata"]["labels"]
+            labels = (document["spec"].get("template", {}).get("metadata") or {}).get("labels", {})
             pods[labels.get("pipeline/backend") or labels["app.kubernetes.io/name"]] = labels
         if document["kind"] == "Cluster":
             labels = dict(document["spec"].get("inheritedMetadata", {}).get("labels", {}))
@@ -525,7 +524,7 @@ def check_render(documents, label, overlay, namespace, monitoring, read_by_code,
     grace_floor = int(settings["SHUTDOWN_DEADLINE_SECS"])
     for document in documents:
         kind, name = document["kind"], document["metadata"]["name"]
-        for where, pod in pod_specs(document):
+        for _, pod in pod_specs(document):
             who = f"{kind}/{name}"
             for problem in restricted_violations(pod):
                 fail(f"{label}: {who} breaks Pod Security \"restricted\": {problem}")
@@ -533,7 +532,7 @@ def check_render(documents, label, overlay, namespace, monitoring, read_by_code,
             if "app.kubernetes.io/version" in selector or "app.kubernetes.io/instance" in selector:
                 fail(f"{label}: {who}'s selector holds a label that changes (version, instance)")
             workload_labels = document["metadata"].get("labels", {})
-            template_labels = document["spec"]["template"]["metadata"].get("labels", {})
+            template_labels = (document["spec"].get("template", {}).get("metadata") or {}).get("labels", {})
             for short in RECOMMENDED_LABELS:
                 for labels, part in ((workload_labels, "metadata"), (template_labels, "pod template")):
                     if f"app.kubernetes.io/{short}" not in labels:

@@ -56,14 +56,17 @@ impl Application {
         );
         let imager = Imager::new(&config, database.clone(), cache, Arc::clone(&topology))?;
         let live = Consumers::default();
-        service.work.spawn(consume::supervise(
-            broker.clone(),
-            topology.images_queue(),
-            config.prefetch,
-            Arc::new(Jobs::new(imager, service.work.clone())),
-            live.clone(),
-            service.work.stopping(),
-        ));
+        service.after_migrations(
+            &database,
+            consume::supervise(
+                broker.clone(),
+                topology.images_queue(),
+                config.prefetch,
+                Arc::new(Jobs::new(imager, service.work.clone())),
+                live.clone(),
+                service.work.stopping(),
+            ),
+        );
         let checks = Checks::default()
             .broker(&broker)
             .redis(&redis)

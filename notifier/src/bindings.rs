@@ -44,8 +44,15 @@ impl Bindings {
         reconcile(&self.database, &session.connection, &self.topology).await
     }
 
-    /// Reconciles every [`EVERY`] until `stopping` fires.
+    /// Reconciles once the schema is migrated, then every [`EVERY`] until `stopping` fires.
     pub async fn keep(self, stopping: CancellationToken) {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            () = self.database.migrated() => {}
+        }
+        if let Err(e) = self.reconcile().await {
+            tracing::debug!(error = %e, "The notifier queue's bindings were not reconciled; trying again later.");
+        }
         loop {
             tokio::select! {
                 () = stopping.cancelled() => return,

@@ -60,6 +60,11 @@ impl Application {
             let (topology, database) = (Arc::clone(&declared), subscriptions.clone());
             async move {
                 topology.declare(&connection).await?;
+                // Before the subscriptions table exists there is nothing to bind (the keeper
+                // reconciles once it does).
+                if !database.is_migrated() {
+                    return anyhow::Ok(());
+                }
                 if let Err(e) = bindings::reconcile(&database, &connection, &topology).await {
                     tracing::warn!(error = %e, "The notifier queue's bindings were not reconciled; trying again shortly.");
                 }
@@ -75,19 +80,22 @@ impl Application {
             .background
             .spawn(bindings.clone().keep(service.background.stopping()));
         let live = Consumers::default();
-        service.work.spawn(consume::supervise(
-            broker.clone(),
-            topology.notifier_queue(),
-            config.prefetch,
-            Arc::new(Intake {
-                database: database.clone(),
-                wake,
-                queue: topology.notifier_queue(),
-                topology: Arc::clone(&topology),
-            }),
-            live.clone(),
-            service.work.stopping(),
-        ));
+        service.after_migrations(
+            &database,
+            consume::supervise(
+                broker.clone(),
+                topology.notifier_queue(),
+                config.prefetch,
+                Arc::new(Intake {
+                    database: database.clone(),
+                    wake,
+                    queue: topology.notifier_queue(),
+                    topology: Arc::clone(&topology),
+                }),
+                live.clone(),
+                service.work.stopping(),
+            ),
+        );
         let checks = Checks::default()
             .broker(&broker)
             .postgres(&database)

@@ -83,16 +83,19 @@ impl Application {
             prefetch: config.prefetch,
         };
         let shards = shards.share(owned, &service.work, &database, config.shard_lease);
-        service.work.spawn(consume::supervise(
-            broker.clone(),
-            topology.dead_letter_queue(),
-            config.prefetch,
-            Arc::new(Intake {
-                database: database.clone(),
-            }),
-            live.clone(),
-            service.work.stopping(),
-        ));
+        service.after_migrations(
+            &database,
+            consume::supervise(
+                broker.clone(),
+                topology.dead_letter_queue(),
+                config.prefetch,
+                Arc::new(Intake {
+                    database: database.clone(),
+                }),
+                live.clone(),
+                service.work.stopping(),
+            ),
+        );
         let windows = config.retention;
         service.keep_pruning(&database, config.prune_every, move |pool| {
             crate::store::retention::prune(pool, windows)

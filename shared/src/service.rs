@@ -425,6 +425,22 @@ impl Service {
         })
     }
 
+    /// Runs `work` (a consumer whose handler writes to PostgreSQL) once `database`'s schema is
+    /// migrated, as work: what it takes off its queue never waits on a table not made yet, and a
+    /// first start logs no outage.
+    pub fn after_migrations<F>(&self, database: &Database, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (database, stop) = (database.clone(), self.work.stopping());
+        self.work.spawn(async move {
+            tokio::select! {
+                () = database.migrated() => work.await,
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
     /// Prunes expired rows with `prune` every `every` ([`crate::retention::run`]), as work.
     pub fn keep_pruning<F, Fut>(&self, database: &Database, every: Duration, prune: F)
     where

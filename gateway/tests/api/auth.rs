@@ -147,6 +147,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
     let client = client_with_key(&limited);
     let mut statuses = Vec::new();
     let mut refused = None;
+    let mut left = Vec::new();
     for _ in 0..10 {
         let response = client
             .get(app.url("/products/rate-1"))
@@ -156,9 +157,22 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
         statuses.push(response.status().as_u16());
         if response.status() == 429 {
             refused = Some(response);
+        } else {
+            // Every answer within the rate says the quota and what is left of it.
+            let headers = response.headers();
+            assert_eq!(
+                headers["ratelimit-policy"], "\"key\";q=2;w=1",
+                "{headers:?}"
+            );
+            left.push(headers["ratelimit"].to_str().expect("ASCII").to_owned());
         }
     }
     assert!(statuses.contains(&404), "within its rate: {statuses:?}");
+    assert_eq!(
+        left.first().map(String::as_str),
+        Some("\"key\";r=1;t=1"),
+        "{left:?}"
+    );
     let refused = refused.expect("some requests over the rate");
     let headers = refused.headers().clone();
     assert!(

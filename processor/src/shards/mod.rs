@@ -120,6 +120,11 @@ pub struct Coordinator {
 impl Coordinator {
     /// Beats until `shutdown`, then stops every consumer, releases the leases and leaves.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Nothing to claim before the lease table exists (and nothing to warn about).
+        tokio::select! {
+            () = self.database.migrated() => {}
+            () = shutdown.cancelled() => return,
+        }
         let mut running: BTreeMap<u16, Running> = BTreeMap::new();
         let mut prepared = false;
         let mut beats = tokio::time::interval(self.lease / 4);

@@ -38,6 +38,7 @@ use axum::{
 };
 use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock,
+    middleware::StateInformationMiddleware,
 };
 use keys::{KeyHash, KeyRecord};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -65,7 +66,7 @@ struct Key {
     name: String,
     scopes: Scopes,
     rate: Option<NonZeroU32>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<DefaultDirectRateLimiter<StateInformationMiddleware>>,
     /// Its requests in progress, at most [`Auth::per_key`].
     in_flight: Arc<Semaphore>,
     used: AtomicBool,
@@ -78,7 +79,10 @@ impl Key {
             name: record.name.clone(),
             scopes: record.scopes,
             rate,
-            limiter: rate.map(|r| RateLimiter::direct(Quota::per_second(r))),
+            limiter: rate.map(|r| {
+                RateLimiter::direct(Quota::per_second(r))
+                    .with_middleware::<StateInformationMiddleware>()
+            }),
             in_flight: Arc::new(Semaphore::new(per_key)),
             used: AtomicBool::new(false),
         }
@@ -100,6 +104,9 @@ pub struct Caller {
     pub owner: crate::model::Owner,
     /// What the key may do (beyond the endpoint's own scope, which it holds).
     pub scopes: Scopes,
+    /// For a key with a rate: its requests per second and what is left of this second's burst
+    /// (after this request).
+    pub rate: Option<(u32, u32)>,
 }
 
 /// Why a request was refused.
@@ -209,21 +216,15 @@ impl IntoResponse for Denied {
                 metrics::counter!(crate::metric::RATE_LIMITED_TOTAL, "key" => key.clone())
                     .increment(1);
                 let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let text = |s: String| HeaderValue::from_str(&s).expect("ASCII");
-                problem(
+                let mut response = problem(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!("the API key {key} is over its rate of {rate} requests per second"),
                 )
                 .member("retry_after_seconds", seconds)
-                .header(header::RETRY_AFTER, text(seconds.to_string()))
-                .header(
-                    header::HeaderName::from_static("ratelimit-policy"),
-                    text(format!("\"key\";q={rate};w=1")),
-                )
-                .header(
-                    header::HeaderName::from_static("ratelimit"),
-                    text(format!("\"key\";r=0;t={seconds}")),
-                )
+                .header(header::RETRY_AFTER, HeaderValue::from(seconds))
+                .into_response();
+                rate_limit_headers(response.headers_mut(), rate, 0, seconds);
+                return response;
             }
             Self::Unavailable => problem(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -373,15 +374,19 @@ impl Auth {
         if !key.scopes.contains(scope) {
             return Err(Denied::Forbidden(scope));
         }
-        if let (Some(limiter), Some(rate)) = (&key.limiter, key.rate)
-            && let Err(not_until) = limiter.check()
-        {
-            return Err(Denied::Limited {
-                key: key.name.clone(),
-                rate: rate.get(),
-                retry_after: not_until
-                    .wait_time_from(governor::clock::DefaultClock::default().now()),
-            });
+        let mut rate_left = None;
+        if let (Some(limiter), Some(rate)) = (&key.limiter, key.rate) {
+            match limiter.check() {
+                Ok(state) => rate_left = Some((rate.get(), state.remaining_burst_capacity())),
+                Err(not_until) => {
+                    return Err(Denied::Limited {
+                        key: key.name.clone(),
+                        rate: rate.get(),
+                        retry_after: not_until
+                            .wait_time_from(governor::clock::DefaultClock::default().now()),
+                    });
+                }
+            }
         }
         let permit = Arc::clone(&key.in_flight)
             .try_acquire_owned()
@@ -395,6 +400,7 @@ impl Auth {
                 key: key.name.clone(),
                 owner: crate::model::Owner::of_key(&key.name),
                 scopes: key.scopes,
+                rate: rate_left,
             },
             InFlight { _permit: permit },
         ))
@@ -507,6 +513,22 @@ impl Auth {
     }
 }
 
+/// The `RateLimit-Policy` and `RateLimit` headers (the IETF httpapi draft's structured fields)
+/// of a key allowed `limit` requests a second, `left` of them still free, the next freed in
+/// `reset` seconds: on every answer to a key with a rate, so a client can pace itself before a
+/// `429`. The limits are per replica.
+fn rate_limit_headers(headers: &mut axum::http::HeaderMap, limit: u32, left: u32, reset: u64) {
+    let value = |s: String| HeaderValue::from_str(&s).expect("ASCII digits and punctuation");
+    headers.insert(
+        header::HeaderName::from_static("ratelimit-policy"),
+        value(format!("\"key\";q={limit};w=1")),
+    );
+    headers.insert(
+        header::HeaderName::from_static("ratelimit"),
+        value(format!("\"key\";r={left};t={reset}")),
+    );
+}
+
 /// The source a lookup budget is kept for: an IPv4 address, or an IPv6 address's /64 (one host
 /// usually has a whole /64 to choose from).
 fn network_of(source: IpAddr) -> IpAddr {
@@ -573,8 +595,13 @@ async fn require(
         .await
     {
         Ok((caller, _in_flight)) => {
+            let rate = caller.rate;
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            if let Some((limit, left)) = rate {
+                rate_limit_headers(response.headers_mut(), limit, left, 1);
+            }
+            response
         }
         Err(denied) => denied.into_response(),
     }

@@ -2,13 +2,7 @@
 //! migrations, grouped by the owner of their tables ([`Tables`]): a service applies the groups
 //! it owns or reads, in the background until they succeed (creating the database if missing).
 
-use std::{
-    sync::{
-        Arc, LazyLock,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::LazyLock, time::Duration};
 
 use crate::{service::Tasks, topology::Namespace};
 use backon::{ExponentialBuilder, Retryable};
@@ -82,7 +76,7 @@ fn grouped(mut migrator: Migrator) -> Migrator {
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: PgPool,
-    migrated: Arc<AtomicBool>,
+    migrated: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Database {
@@ -102,10 +96,10 @@ impl Database {
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.clone().options([("search_path", schema.as_str())]));
-        let migrated = Arc::new(AtomicBool::new(false));
+        let (migrated, watched) = tokio::sync::watch::channel(false);
         let database = Self {
             pool: pool.clone(),
-            migrated: Arc::clone(&migrated),
+            migrated: watched,
         };
         tasks.spawn(async move {
             let prepare = || prepare(&options, &schema, tables, &pool);
@@ -122,7 +116,7 @@ impl Database {
             tokio::select! {
                 result = retried => {
                     if result.is_ok() {
-                        migrated.store(true, Ordering::Release);
+                        migrated.send_replace(true);
                         tracing::info!(schema = %schema, "PostgreSQL schema ready.");
                     }
                 }
@@ -138,7 +132,8 @@ impl Database {
     }
 
     /// The pool once the schema is migrated; before that, the error an outage gives, so callers
-    /// holding work until PostgreSQL is back treat both alike.
+    /// holding work until PostgreSQL is back treat both alike (work that starts with the
+    /// service waits for [`Self::migrated`] instead, so a first start logs no outage).
     pub fn ready(&self) -> Result<&PgPool, sqlx::Error> {
         if self.is_migrated() {
             Ok(&self.pool)
@@ -148,8 +143,18 @@ impl Database {
     }
 
     /// True once the migrations have been applied.
-    fn is_migrated(&self) -> bool {
-        self.migrated.load(Ordering::Acquire)
+    pub fn is_migrated(&self) -> bool {
+        *self.migrated.borrow()
+    }
+
+    /// Completes once the migrations have been applied (never, if they never are: race it with
+    /// the shutdown signal).
+    pub async fn migrated(&self) {
+        let mut migrated = self.migrated.clone();
+        if migrated.wait_for(|done| *done).await.is_err() {
+            // The migrating task is gone without succeeding: the service is stopping.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// True when the schema is in place and PostgreSQL answers a query in time.

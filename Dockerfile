@@ -22,11 +22,12 @@ RUN cargo chef prepare --recipe-path recipe.json
 # Dependencies in their own layer, cached until the recipe changes.
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --recipe-path recipe.json
+RUN cargo chef cook --release --recipe-path recipe.json -p gateway -p processor -p notifier -p imager -p dashboard
 COPY . .
-# The same package set as the cook above (the whole workspace), so every dependency is built
-# with the same features and comes from its layer; only the workspace's own crates compile here.
-RUN cargo build --release --locked
+# The same package set as the cook above (the five services, not the test and benchmark crates),
+# so every dependency is built with the same features and comes from its layer; only the
+# workspace's own crates compile here.
+RUN cargo build --release --locked -p gateway -p processor -p notifier -p imager -p dashboard
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: the system's roots for TLS to managed backends and S3. Nothing else: no shell

@@ -38,6 +38,9 @@ pub fn describe() {
 }
 
 metrics! {
+    /// Always 1, labelled with the service, its version and the revision it was built from.
+    Gauge BUILD_INFO = "pipeline_build_info";
+
     /// Events the gateway accepted (published and confirmed), by kind.
     Counter EVENTS_ACCEPTED_TOTAL = "pipeline_events_accepted_total";
 

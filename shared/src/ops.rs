@@ -100,9 +100,11 @@ pub fn record(dependencies: &[(&'static str, bool)]) {
 }
 
 async fn metrics() -> impl IntoResponse {
+    let handle = crate::telemetry::metrics();
+    crate::telemetry::process().collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::metrics().render(),
+        handle.render(),
     )
 }
 

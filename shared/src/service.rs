@@ -333,6 +333,14 @@ pub struct Service {
 impl Service {
     /// Binds the listener of `serving` for the service `name`.
     pub async fn bind(name: &'static str, serving: &Serving) -> anyhow::Result<Self> {
+        crate::telemetry::metrics();
+        metrics::gauge!(
+            crate::metric::BUILD_INFO,
+            "service" => name,
+            "version" => env!("CARGO_PKG_VERSION"),
+            "revision" => option_env!("PIPELINE_REVISION").unwrap_or("unknown"),
+        )
+        .set(1.0);
         let listener = TcpListener::bind(serving.addr)
             .await
             .with_context(|| format!("cannot listen on {} {}", serving.variable, serving.addr))?;

@@ -79,6 +79,17 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
     Ok(Telemetry { traces })
 }
 
+/// The process's own metrics (CPU seconds, resident memory, open file descriptors, threads),
+/// read at each scrape.
+pub fn process() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let collector = metrics_process::Collector::default();
+        collector.describe();
+        collector
+    })
+}
+
 /// The process's metrics recorder, installed on first use.
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

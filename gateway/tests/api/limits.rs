@@ -237,6 +237,17 @@ async fn a_saturated_server_still_answers_readiness_and_metrics() {
     }
     let answer = String::from_utf8_lossy(&until_closed(&mut slow).await).into_owned();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Shed and timed-out requests are counted with the others, so alerts on 5xx see overload.
+    let metrics = testkit::metrics(&app.client, &app.url("")).await;
+    for status in ["503", "408"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("pipeline_http_requests_total")
+                    && l.contains(&format!("status=\"{status}\""))),
+            "no {status} counted in\n{metrics}"
+        );
+    }
     app.stop().await;
 }
 

@@ -29,6 +29,10 @@ async fn health_ready_metrics_and_openapi_answer() {
     .await;
     let metrics = testkit::metrics(&app.client, &app.url("")).await;
     for name in [
+        "pipeline_build_info{service=\"gateway\",version=",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
         "pipeline_events_accepted_total",
         "pipeline_publish_confirm_duration_seconds_bucket",
         "pipeline_http_requests_total{route=\"/events\",method=\"POST\",status=\"202\"}",

@@ -177,11 +177,13 @@ pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router 
             limits.min_body_rate,
             body_rate::enforce,
         ))
+        .layer(middleware::from_fn_with_state(shedding, shed))
+        // Outside the shedding and the timeout, so shed (503) and timed-out (408) requests are
+        // counted like any other.
         .layer(middleware::from_fn_with_state(
             service,
             crate::ops::track_requests,
         ))
-        .layer(middleware::from_fn_with_state(shedding, shed))
         .layer(middleware::from_fn(limit_head))
         .layer(middleware::from_fn(request_id::assign))
 }

@@ -79,10 +79,13 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
         .product_id
         .clone()
         .unwrap_or_else(ProductId::generate);
-    if let Err(error) = may_set_price_and_stock(state, caller, &id).await {
-        release(state, lease).await;
-        return Err(error);
-    }
+    let unpriced = match may_set_price_and_stock(state, caller, &id).await {
+        Ok(unpriced) => unpriced,
+        Err(error) => {
+            release(state, lease).await;
+            return Err(error);
+        }
+    };
     let entry = match store(state, &id, &request, to_micros(received_at)).await {
         Ok(entry) => entry,
         Err(error) => {
@@ -109,20 +112,46 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
         body: serde_json::to_string(&product).expect("a product always serialises"),
     };
     let trace = shared::trace::from_http(&headers);
-    publish_claimed(state, lease, &message, answer, &trace).await
+    let response = publish_claimed(state, lease, &message, answer, &trace).await?;
+    if unpriced {
+        show_until_applied(state, &message.0).await;
+    }
+    Ok(response)
+}
+
+/// Read your own writes: a new product's price and stock as the creation set them, cached as
+/// its state until the processor applies the creation and writes the state itself (over this).
+/// Only for a product that had no state: one that had is shown as it is until then.
+async fn show_until_applied(state: &AppState, creation: &ProductUpdate) {
+    let view = shared::contract::ProductView {
+        product_id: creation.product_id.clone(),
+        price: creation.price,
+        stock: creation.stock,
+        updated_at: creation.occurred_at,
+    };
+    let json = serde_json::to_string(&view).expect("a product view always serialises");
+    let key = state.catalog.state_key(&creation.product_id);
+    state
+        .cache_if_absent(&key, &json, state.catalog.ttl_seconds())
+        .await;
 }
 
 /// A creation sets its product's price and stock: for a product events already priced or
-/// stocked, only a key that may send events (`events:write`) may do that.
+/// stocked, only a key that may send events (`events:write`) may do that. Whether the product
+/// has no state yet (then its creation's values are shown until applied).
 async fn may_set_price_and_stock(
     state: &AppState,
     caller: &Caller,
     id: &ProductId,
-) -> Result<(), ApiError> {
-    if caller.scopes.contains(Scope::EventsWrite) {
-        return Ok(());
-    }
+) -> Result<bool, ApiError> {
     let pool = shared::api::pool(&state.database)?;
+    let unpriced = shared::products::load(pool, id)
+        .await
+        .map_err(db)?
+        .is_none();
+    if unpriced || caller.scopes.contains(Scope::EventsWrite) {
+        return Ok(unpriced);
+    }
     if catalog::priced_without_entry(pool, id).await.map_err(db)? {
         return Err(ApiError::Forbidden {
             message: format!(
@@ -133,7 +162,7 @@ async fn may_set_price_and_stock(
             scope: Scope::EventsWrite.as_str(),
         });
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Stores `id`'s entry (or finds the one an earlier try of this request stored) and caches it.

@@ -47,3 +47,24 @@ async fn a_cache_miss_reads_postgres_and_fills_the_cache() {
     assert_eq!(body["price"].to_string(), "99.1");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_after_a_creation_shows_what_the_creation_answered() {
+    // No processor runs here: the creation's event waits in its shard, and the read must still
+    // show the price and stock the 201 showed.
+    let app = spawn_app().await;
+    let created = app
+        .client
+        .post(app.url("/products"))
+        .json(&serde_json::json!({"product_id": "ryw-1", "name": "Lamp", "category": "lighting", "price": 19.5, "stock": 4}))
+        .send()
+        .await
+        .expect("sent");
+    let created = json(created, 201).await;
+    let read = json(app.get("/products/ryw-1").await, 200).await;
+    for field in ["price", "stock", "name", "category"] {
+        assert_eq!(read[field], created[field], "{field}: {read} vs {created}");
+    }
+    assert_eq!(read["price"], 19.5);
+    app.stop().await;
+}

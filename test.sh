@@ -2,8 +2,9 @@
 # Runs every test of the workspace. First it makes sure the tests have what they use: RabbitMQ,
 # Redis and PostgreSQL running on their local ports (started where installed, trust auth for the
 # postgres user over loopback), Chromium and Node.js for the dashboard's browser test, and
-# schemathesis, moto and standardwebhooks from PyPI. What is missing is installed on Debian or
-# Ubuntu when run as root; otherwise one line names it and nothing runs. Then
+# schemathesis, moto, standardwebhooks and openapi-spec-validator from PyPI. What is missing is
+# installed on Debian or Ubuntu when run as root; otherwise one line names it and nothing runs.
+# Then
 #   cargo test --workspace --no-fail-fast
 # (arguments are passed on: ./test.sh images runs the tests whose names contain "images").
 set -euo pipefail
@@ -48,9 +49,9 @@ fi
 # The API contract test (schemathesis), the S3 API server of the image tests (moto) and the
 # sample webhook receiver's library. Debian's own Python refuses installs outside a virtual
 # environment unless told this is meant.
-if ! python3 -c 'import schemathesis, moto.server, standardwebhooks' >/dev/null 2>&1; then
+if ! python3 -c 'import schemathesis, moto.server, standardwebhooks, openapi_spec_validator' >/dev/null 2>&1; then
     python3 -m pip install -q --disable-pip-version-check --break-system-packages \
-        schemathesis "moto[server]" standardwebhooks
+        schemathesis "moto[server]" standardwebhooks openapi-spec-validator
 fi
 # The browser test's playwright-core, pinned in its lock file.
 [[ -d dashboard/tests/browser/node_modules/playwright-core ]] \

@@ -291,6 +291,30 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_of_each_document_has_an_id_of_its_own() {
+        for document in [
+            gateway::openapi::document(),
+            processor::openapi::document(),
+            notifier::openapi::document(),
+            imager::openapi::document(),
+        ] {
+            let value = serde_json::json!(document);
+            let mut ids = Vec::new();
+            for item in value["paths"].as_object().expect("paths").values() {
+                for operation in item.as_object().expect("a path item").values() {
+                    if let Some(id) = operation["operationId"].as_str() {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+            let mut unique = ids.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), ids.len(), "{}: {ids:?}", document.info.title);
+        }
+    }
+
+    #[test]
     fn every_schema_and_answer_each_document_refers_to_is_in_it() {
         for document in [
             gateway::openapi::document(),

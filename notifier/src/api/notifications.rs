@@ -77,7 +77,7 @@ pub(super) fn routes() -> Router<super::Api> {
 }
 
 /// A downstream event's deliveries, each with every attempt.
-#[utoipa::path(get, path = "/notifications/{event_id}", tag = "deliveries",
+#[utoipa::path(get, path = "/notifications/{event_id}", operation_id = "get_notification", tag = "deliveries",
     params(("event_id" = String, Path, description = "The downstream event's id (the webhook-id)")),
     responses((status = 200, description = "The event and its deliveries", body = Notification)))]
 pub(crate) async fn show(
@@ -109,7 +109,7 @@ pub(crate) async fn show(
 }
 
 /// Deliveries, newest first (`status=failed`: the notifier's dead letters).
-#[utoipa::path(get, path = "/deliveries", tag = "deliveries",
+#[utoipa::path(get, path = "/deliveries", operation_id = "list_deliveries", tag = "deliveries",
     params(
         ("status" = Option<String>, Query, description = "pending, sent, failed, skipped or cancelled"),
         ("subscription_id" = Option<String>, Query, description = "Only this subscription's (a UUID)"),
@@ -150,7 +150,7 @@ pub(crate) async fn list(
 }
 
 /// Sends a failed, skipped or cancelled delivery again, with a fresh retry schedule.
-#[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries",
+#[utoipa::path(post, path = "/deliveries/{id}/retry", operation_id = "retry_delivery", tag = "deliveries",
     params(("id" = i64, Path, description = "The delivery's id")),
     responses(
         (status = 202, description = "Pending again", body = Retried),

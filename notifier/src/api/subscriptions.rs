@@ -167,7 +167,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Subscribes an endpoint; the answer holds its signing secret, shown this once.
-#[utoipa::path(post, path = "/subscriptions", tag = "subscriptions",
+#[utoipa::path(post, path = "/subscriptions", operation_id = "create_subscription", tag = "subscriptions",
     request_body(content = NewSubscription, content_type = "application/json"),
     responses(
         (status = 201, description = "Subscribed", body = Created),
@@ -219,7 +219,7 @@ pub(crate) async fn create(
 }
 
 /// Every subscription (without secrets).
-#[utoipa::path(get, path = "/subscriptions", tag = "subscriptions",
+#[utoipa::path(get, path = "/subscriptions", operation_id = "list_subscriptions", tag = "subscriptions",
     responses((status = 200, description = "The subscriptions", body = SubscriptionList)))]
 pub(crate) async fn list(
     State(database): State<Database>,
@@ -229,7 +229,7 @@ pub(crate) async fn list(
 }
 
 /// One subscription.
-#[utoipa::path(get, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+#[utoipa::path(get, path = "/subscriptions/{id}", operation_id = "get_subscription", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses((status = 200, description = "The subscription", body = Subscription)))]
 pub(crate) async fn show(
     State(database): State<Database>,
@@ -240,7 +240,7 @@ pub(crate) async fn show(
 }
 
 /// Deletes a subscription (its history stays; what was pending is cancelled).
-#[utoipa::path(delete, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+#[utoipa::path(delete, path = "/subscriptions/{id}", operation_id = "delete_subscription", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
     State(api): State<Api>,
@@ -260,7 +260,7 @@ pub(crate) async fn remove(
 }
 
 /// A new signing secret; the old one also signs for 24 h.
-#[utoipa::path(post, path = "/subscriptions/{id}/rotate-secret", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+#[utoipa::path(post, path = "/subscriptions/{id}/rotate-secret", operation_id = "rotate_subscription_secret", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses((status = 200, description = "Rotated", body = RotatedSecret)))]
 pub(crate) async fn rotate(
     State(database): State<Database>,
@@ -280,7 +280,7 @@ pub(crate) async fn rotate(
 }
 
 /// Enables a subscription that was disabled for failing.
-#[utoipa::path(post, path = "/subscriptions/{id}/enable", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+#[utoipa::path(post, path = "/subscriptions/{id}/enable", operation_id = "enable_subscription", tag = "subscriptions", params(("id" = String, Path, description = "The subscription's id (a UUID)")),
     responses((status = 200, description = "Enabled", body = Subscription)))]
 pub(crate) async fn enable(
     State(database): State<Database>,

@@ -167,7 +167,7 @@ fn result(dead: DeadLetter, already_applied: bool, outcome: Outcome) -> ReplayRe
 }
 
 /// Dead letters, oldest first, filtered.
-#[utoipa::path(get, path = "/dead-letters", tag = "dead letters",
+#[utoipa::path(get, path = "/dead-letters", operation_id = "list_dead_letters", tag = "dead letters",
     params(
         ("reason" = Option<String>, Query, description = "Only this reason"),
         ("product_id" = Option<String>, Query, description = "Only this product"),
@@ -202,7 +202,7 @@ pub(crate) async fn list(
 }
 
 /// One dead letter with its body.
-#[utoipa::path(get, path = "/dead-letters/{id}", tag = "dead letters",
+#[utoipa::path(get, path = "/dead-letters/{id}", operation_id = "get_dead_letter", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter's id")),
     responses((status = 200, description = "The dead letter", body = DeadLetterDetail)))]
 pub(crate) async fn show(
@@ -220,7 +220,7 @@ pub(crate) async fn show(
 }
 
 /// Removes one dead letter.
-#[utoipa::path(delete, path = "/dead-letters/{id}", tag = "dead letters",
+#[utoipa::path(delete, path = "/dead-letters/{id}", operation_id = "delete_dead_letter", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter's id")),
     responses((status = 204, description = "Removed")))]
 pub(crate) async fn delete_one(
@@ -280,7 +280,7 @@ fn selection(
 
 /// Replays the selected dead letters to where they came from (or, with `dry_run`, says what
 /// would happen); more than 100 run as a job.
-#[utoipa::path(post, path = "/dead-letters/replay", tag = "dead letters",
+#[utoipa::path(post, path = "/dead-letters/replay", operation_id = "replay_dead_letters", tag = "dead letters",
     request_body(content = SelectionBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Replayed (or what would be)", body = Replayed),
@@ -380,7 +380,7 @@ async fn preview(pool: &sqlx::PgPool, selection: &Selection) -> Result<Replayed,
 }
 
 /// A replay job's progress.
-#[utoipa::path(get, path = "/dead-letters/replays/{id}", tag = "dead letters",
+#[utoipa::path(get, path = "/dead-letters/replays/{id}", operation_id = "get_replay", tag = "dead letters",
     params(("id" = String, Path, description = "The job's id (a UUID)")),
     responses((status = 200, description = "The job", body = ReplayJob)))]
 pub(crate) async fn progress(
@@ -395,7 +395,7 @@ pub(crate) async fn progress(
 }
 
 /// Removes the selected dead letters for good (or, with `dry_run`, counts them).
-#[utoipa::path(post, path = "/dead-letters/purge", tag = "dead letters",
+#[utoipa::path(post, path = "/dead-letters/purge", operation_id = "purge_dead_letters", tag = "dead letters",
     request_body(content = SelectionBody, content_type = "application/json"),
     responses((status = 200, description = "Removed (or would be)", body = Purged)))]
 pub(crate) async fn purge(

@@ -74,3 +74,39 @@ async fn every_api_answers_as_its_openapi_document_says() {
         "schemathesis found answers the documents do not describe: {failed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_document_is_valid_openapi_for_client_generators() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "the check needs openapi-spec-validator: python3 -m pip install openapi-spec-validator"
+    );
+    let dir = std::env::temp_dir().join(format!("openapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    for (service, document) in [
+        ("gateway", gateway::openapi::document()),
+        ("processor", processor::openapi::document()),
+        ("notifier", notifier::openapi::document()),
+        ("imager", imager::openapi::document()),
+    ] {
+        let path = dir.join(format!("{service}.json"));
+        std::fs::write(&path, serde_json::to_vec(&document).expect("JSON")).expect("written");
+        let output = tokio::process::Command::new("python3")
+            .args(["-m", "openapi_spec_validator"])
+            .arg(&path)
+            .output()
+            .await
+            .expect("the validator runs");
+        assert!(
+            output.status.success(),
+            "{service}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -123,6 +123,11 @@ pub async fn track_requests(
         .map(|p| p.as_str().to_owned());
     let method = crate::http::known_method(request.method());
     let span = crate::trace::server(service, &mut request, matched.as_deref());
+    if let (Some(trace_id), Some(span_id)) = (span.trace_id(), span.span_id()) {
+        let request_span = tracing::Span::current();
+        request_span.record("trace_id", trace_id);
+        request_span.record("span_id", span_id);
+    }
     let route = matched.unwrap_or_else(|| "unmatched".to_owned());
     let started = std::time::Instant::now();
     let response = next.run(request).await;

@@ -212,4 +212,60 @@ mod tests {
         assert_eq!(line["trace_id"], "abc");
         assert_eq!(line["message"], "Webhook delivery attempted.");
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_line_of_a_request_carries_its_request_id() {
+        use tower::ServiceExt;
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(json_layer("gateway", move || writer.clone()));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let router = axum::Router::new().route(
+            "/work",
+            axum::routing::get(|| async {
+                tracing::info!("Handling it.");
+                "done"
+            }),
+        );
+        let response = axum::Router::new()
+            .merge(router)
+            .layer(axum::middleware::from_fn(crate::http::request_id::assign))
+            .oneshot(
+                axum::http::Request::get("/work")
+                    .header("x-request-id", "req-7")
+                    .body(axum::body::Body::empty())
+                    .expect("a request"),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(response.headers()["request-id"], "req-7");
+        let text =
+            String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["message"], "Handling it.");
+        assert_eq!(line["span"]["request_id"], "req-7", "{line}");
+    }
+
+    #[test]
+    fn the_resource_names_the_service_its_version_namespace_and_instance() {
+        let resource = crate::trace::resource("gateway");
+        let get = |key: &'static str| {
+            resource
+                .get(&opentelemetry::Key::from_static_str(key))
+                .map(|v| v.to_string())
+        };
+        // OTEL_SERVICE_NAME is not set in tests.
+        assert_eq!(get("service.name").as_deref(), Some("gateway"));
+        assert_eq!(
+            get("service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            get("service.namespace").as_deref(),
+            Some("product-event-pipeline")
+        );
+        assert!(get("service.instance.id").is_some_and(|id| id.contains('/')));
+        assert!(get("telemetry.sdk.name").is_some());
+    }
 }

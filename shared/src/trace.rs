@@ -58,10 +58,42 @@ pub fn init(service: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> 
         .build()?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service).build())
+        .with_resource(resource(service))
         .build();
     install(provider.clone());
     Ok(Some(provider))
+}
+
+/// Who exports: `service.name` (the binary's, unless `OTEL_SERVICE_NAME` says otherwise),
+/// `service.version`, `service.namespace` (`product-event-pipeline`), `service.instance.id`
+/// (`{host}/{pid}`), the SDK's own attributes, and whatever `OTEL_RESOURCE_ATTRIBUTES` sets,
+/// which wins over all but `OTEL_SERVICE_NAME`.
+pub fn resource(service: &'static str) -> Resource {
+    use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
+    let instance = crate::connect::amqp::connection_name(service);
+    let ours = [
+        KeyValue::new(semconv::SERVICE_NAME, service),
+        KeyValue::new(semconv::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+        KeyValue::new(semconv::SERVICE_NAMESPACE, "product-event-pipeline"),
+        KeyValue::new(
+            semconv::SERVICE_INSTANCE_ID,
+            instance
+                .split_once('@')
+                .map_or(instance.as_str(), |(_, at)| at)
+                .to_owned(),
+        ),
+    ];
+    let builder = Resource::builder_empty()
+        .with_attributes(ours)
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_detector(Box::new(EnvResourceDetector::new()));
+    match std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+    {
+        Some(name) => builder.with_service_name(name).build(),
+        None => builder.build(),
+    }
 }
 
 /// Makes `provider` the process's tracer provider, with the W3C propagator, and turns
@@ -126,6 +158,13 @@ impl Traced {
         let span = self.0.span();
         let context = span.span_context();
         context.is_valid().then(|| context.trace_id().to_string())
+    }
+
+    /// The span's id (hexadecimal), when tracing is on.
+    pub fn span_id(&self) -> Option<String> {
+        let span = self.0.span();
+        let context = span.span_context();
+        context.is_valid().then(|| context.span_id().to_string())
     }
 
     /// The W3C headers of this span: `traceparent`, and `tracestate` when the trace has one

@@ -1,7 +1,8 @@
 //! Every request's id: the client's `X-Request-Id` when it sends a usable one (1-128 visible
 //! ASCII characters), else a new UUIDv7. It is answered in the `Request-Id` header of every
 //! response, carried by every log line written while the request is handled (a `request` span
-//! with `request_id`), and put in every error body ([`crate::api::Problem`]).
+//! with `request_id`, and `trace_id` and `span_id` when tracing), and put in every error body
+//! ([`crate::api::Problem`]).
 
 use std::sync::Arc;
 
@@ -56,7 +57,14 @@ pub async fn assign(request: Request, next: Next) -> Response {
         id: id_of(&request),
         path: request.uri().path().into(),
     };
-    let span = tracing::info_span!("request", request_id = %context.id);
+    // The trace and span ids are recorded once the request's server span exists
+    // (`ops::track_requests`), so every log line of the request can be found in its trace.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %context.id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
     let id = HeaderValue::from_str(&context.id).ok();
     let mut response = CURRENT
         .scope(context, next.run(request).instrument(span))

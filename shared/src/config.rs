@@ -3,6 +3,8 @@
 //! Every variable has a default that works against the local services; an invalid value stops
 //! start-up with one line naming the variable.
 
+pub mod environment;
+
 use std::{fmt::Display, str::FromStr, time::Duration};
 
 use lapin::uri::AMQPUri;

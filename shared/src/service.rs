@@ -72,6 +72,7 @@ where
         ),
     }
     let _telemetry = crate::telemetry::init(name)?;
+    crate::config::environment::report(name);
     let app = build(load()?).await?;
     app.run_until(crate::shutdown::signal()).await
 }

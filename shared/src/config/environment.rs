@@ -1,0 +1,339 @@
+//! What the environment says at start, reported once: every setting of the pipeline that is set
+//! (values that may hold secrets redacted), and every variable that looks like one of the
+//! pipeline's but is not (a misspelling is otherwise silently ignored), with the setting it
+//! probably meant.
+
+/// Every variable a service reads (the object store's `AWS_*` are read by its client).
+pub const KNOWN: &[&str] = &[
+    "AMQP_PASSWORD",
+    "AMQP_URL",
+    "AMQP_USERNAME",
+    "API_KEYS_MAX_STALENESS_SECS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_ALLOW_HTTP",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "DASHBOARD_ADDR",
+    "DASHBOARD_MAX_STREAMS",
+    "DASHBOARD_REFRESH_MS",
+    "DASHBOARD_SECURE_COOKIES",
+    "DATABASE_PASSWORD",
+    "DATABASE_URL",
+    "DEAD_LETTER_RETENTION_SECS",
+    "FIRST_API_KEY",
+    "GATEWAY_ADDR",
+    "GATEWAY_URL",
+    "HTTP_HEADER_READ_TIMEOUT_SECS",
+    "HTTP_MAX_CONCURRENT_REQUESTS",
+    "HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY",
+    "HTTP_MIN_BODY_RATE_BYTES",
+    "HTTP_REQUEST_TIMEOUT_SECS",
+    "IDEMPOTENCY_LEASE_SECS",
+    "IDEMPOTENCY_RETENTION_SECS",
+    "IMAGER_ADDR",
+    "IMAGER_URL",
+    "IMAGES_PER_PRODUCT",
+    "IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS",
+    "IMAGE_FETCH_TIMEOUT_MS",
+    "IMAGE_JOB_TIMEOUT_SECS",
+    "IMAGE_MAX_ATTEMPTS",
+    "IMAGE_MAX_DECODED_MIB",
+    "IMAGE_MAX_PIXELS",
+    "IMAGE_MAX_SIDE",
+    "IMAGE_PREFETCH",
+    "IMAGE_RETRY_BACKOFF_MS",
+    "INGEST_SHARDS",
+    "LOG_FORMAT",
+    "NOTIFICATION_RETENTION_SECS",
+    "NOTIFIER_ADDR",
+    "NOTIFIER_URL",
+    "OBJECT_STORE_PUBLIC_URL",
+    "OBJECT_STORE_URL",
+    "OBJECT_STORE_URL_TTL_SECS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "PGSSLROOTCERT",
+    "PIPELINE_NAMESPACE",
+    "PREFETCH",
+    "PROCESSED_EVENTS_RETENTION_SECS",
+    "PROCESSOR_ADDR",
+    "PROCESSOR_URL",
+    "PRODUCT_CACHE_TTL_SECS",
+    "PUBLISH_CHANNELS",
+    "PUBLISH_CONFIRM_TIMEOUT_MS",
+    "REDIS_PASSWORD",
+    "REDIS_URL",
+    "RETENTION_INTERVAL_SECS",
+    "RETRY_DELAYS_MS",
+    "RUST_LOG",
+    "SHARD_LEASE_SECS",
+    "SHUTDOWN_DEADLINE_SECS",
+    "SSL_CERT_FILE",
+    "STOCK_LOW_THRESHOLD",
+    "UPLOAD_MEMORY_MIB",
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+    "WEBHOOK_CONCURRENCY",
+    "WEBHOOK_CONCURRENCY_PER_ENDPOINT",
+    "WEBHOOK_DISABLE_AFTER",
+    "WEBHOOK_MAX_SUBSCRIPTIONS",
+    "WEBHOOK_POLL_MS",
+    "WEBHOOK_RETRY_SCHEDULE_MS",
+    "WEBHOOK_TIMEOUT_MS",
+];
+
+/// The prefixes of the pipeline's own settings: a variable with one of them that is not
+/// [`KNOWN`] is probably a mistake.
+const OURS: &[&str] = &[
+    "AMQP_",
+    "API_KEYS_",
+    "DASHBOARD_",
+    "DATABASE_",
+    "DEAD_LETTER_",
+    "GATEWAY_",
+    "HTTP_",
+    "IDEMPOTENCY_",
+    "IMAGER_",
+    "IMAGES_",
+    "IMAGE_",
+    "INGEST_",
+    "NOTIFICATION_",
+    "NOTIFIER_",
+    "OBJECT_STORE_",
+    "PIPELINE_",
+    "PROCESSED_",
+    "PROCESSOR_",
+    "PRODUCT_",
+    "PUBLISH_",
+    "REDIS_",
+    "RETENTION_",
+    "RETRY_",
+    "SHARD_",
+    "SHUTDOWN_",
+    "STOCK_",
+    "UPLOAD_",
+    "WEBHOOK_",
+];
+
+/// Whether `name` is one the platform sets, not a setting of ours with a mistake in it: the
+/// proxies' variables, and the service links Kubernetes and Docker add for every Service
+/// (`REDIS_SERVICE_HOST`, `GATEWAY_PORT_8080_TCP_ADDR`, ...).
+fn platforms(name: &str) -> bool {
+    matches!(name, "HTTP_PROXY" | "HTTPS_PROXY" | "NO_PROXY")
+        || name.contains("_SERVICE_")
+        || name.ends_with("_PORT")
+        || name.contains("_PORT_")
+}
+
+/// A variable that looks like the pipeline's but is not, and what it probably meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    /// The variable.
+    pub name: String,
+    /// The known setting nearest to it, if one is close.
+    pub meant: Option<&'static str>,
+}
+
+/// The unknown variables among `names`.
+pub fn unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Unknown> {
+    let mut found: Vec<Unknown> = names
+        .into_iter()
+        .filter(|name| OURS.iter().any(|prefix| name.starts_with(prefix)))
+        .filter(|name| !KNOWN.contains(name) && !platforms(name))
+        .map(|name| Unknown {
+            name: name.to_owned(),
+            meant: nearest(name),
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// The known setting at most 3 edits from `name`, if any.
+fn nearest(name: &str) -> Option<&'static str> {
+    KNOWN
+        .iter()
+        .map(|known| (distance(name, known), *known))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance, over bytes (the names are ASCII).
+fn distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// `value` of `name` as a log may show it: secrets and keys as `REDACTED`, URLs without
+/// credentials or query values.
+pub fn shown(name: &str, value: &str) -> String {
+    let secret = ["PASSWORD", "SECRET", "KEY", "TOKEN"]
+        .iter()
+        .any(|word| name.contains(word));
+    if secret {
+        "REDACTED".to_owned()
+    } else if name.ends_with("_URL") || name.ends_with("_ENDPOINT") {
+        value
+            .split(',')
+            .map(|url| crate::egress::redacted_str(url.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Logs, once at start, the settings that are set (redacted) and warns of every variable that
+/// looks like the pipeline's but is not.
+pub fn report(service: &str) {
+    let set: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| KNOWN.contains(&name.as_str()))
+        .map(|(name, value)| {
+            let value = shown(&name, &value);
+            (name, value)
+        })
+        .collect();
+    let settings = set
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::info!(settings = %settings, "The {service}'s settings (the rest at their defaults).");
+    let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
+    for unknown in unknown(names.iter().map(String::as_str)) {
+        match unknown.meant {
+            Some(meant) => tracing::warn!(
+                variable = %unknown.name,
+                "{} is not a setting of the pipeline and is ignored; did you mean {meant}?",
+                unknown.name
+            ),
+            None => tracing::warn!(
+                variable = %unknown.name,
+                "{} is not a setting of the pipeline and is ignored.",
+                unknown.name
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelled_setting_is_named_with_the_one_it_meant() {
+        let found = unknown([
+            "INGEST_SHARD",
+            "REDIS_PASSWORD",
+            "HOME",
+            "WEBHOOK_TIMEOUT",
+            "PIPELINE_SOMETHING_ELSE_ENTIRELY",
+            "REDIS_SERVICE_HOST",
+            "GATEWAY_PORT_8080_TCP_ADDR",
+            "HTTP_PROXY",
+        ]);
+        assert_eq!(
+            found,
+            [
+                Unknown {
+                    name: "INGEST_SHARD".into(),
+                    meant: Some("INGEST_SHARDS")
+                },
+                Unknown {
+                    name: "PIPELINE_SOMETHING_ELSE_ENTIRELY".into(),
+                    meant: None
+                },
+                Unknown {
+                    name: "WEBHOOK_TIMEOUT".into(),
+                    meant: Some("WEBHOOK_TIMEOUT_MS")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        assert_eq!(shown("REDIS_PASSWORD", "hunter2"), "REDACTED");
+        assert_eq!(shown("FIRST_API_KEY", "ppk_x"), "REDACTED");
+        assert_eq!(shown("AWS_SECRET_ACCESS_KEY", "s"), "REDACTED");
+        assert_eq!(
+            shown("AMQP_URL", "amqp://u:p@a:5672/%2f, amqp://u:p@b:5672/%2f"),
+            "amqp://a:5672/%2f,amqp://b:5672/%2f"
+        );
+        assert_eq!(
+            shown(
+                "DATABASE_URL",
+                "postgres://app:pw@db/pipeline?sslmode=verify-full"
+            ),
+            "postgres://db/pipeline?sslmode=REDACTED"
+        );
+        assert_eq!(shown("INGEST_SHARDS", "8"), "8");
+    }
+
+    #[test]
+    fn every_variable_the_code_reads_is_known() {
+        // Names in the services' sources that are not settings.
+        const NOT_SETTINGS: &[&str] = &[
+            "CARGO_PKG_VERSION",
+            "CLK_TCK",
+            "PIPELINE_REVISION",
+            "RABBITMQ_CONF_ENV_FILE",
+        ];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut sources = Vec::new();
+        for krate in [
+            "shared",
+            "gateway",
+            "processor",
+            "notifier",
+            "imager",
+            "dashboard",
+        ] {
+            let mut folders = vec![root.join(krate).join("src")];
+            while let Some(folder) = folders.pop() {
+                for entry in std::fs::read_dir(&folder).expect("a source folder") {
+                    let path = entry.expect("an entry").path();
+                    if path.is_dir() {
+                        folders.push(path);
+                    } else if path.extension().is_some_and(|e| e == "rs")
+                        && !path.ends_with("config/environment.rs")
+                    {
+                        sources.push(std::fs::read_to_string(&path).expect("a source"));
+                    }
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for source in &sources {
+            for literal in source.split('"').skip(1).step_by(2) {
+                let looks_like_one = literal.len() > 3
+                    && literal.contains('_')
+                    && literal
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                    && literal.starts_with(|c: char| c.is_ascii_uppercase());
+                if looks_like_one
+                    && !KNOWN.contains(&literal)
+                    && !NOT_SETTINGS.contains(&literal)
+                    && !missing.contains(&literal)
+                {
+                    missing.push(literal);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "read but not known: {missing:?}");
+    }
+}

@@ -207,6 +207,6 @@ mod tests {
             assert!(help.trim().len() > 10, "{name} has no help text");
             assert!(names.insert(*name), "{name} twice");
         }
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 34);
     }
 }

@@ -320,14 +320,30 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
             .await
             .expect("sent")
     };
-    let mut slow = slow_upload().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let response = upload().await;
-        if response.status() == 503 {
-            break response;
+    // Another upload of 300,000 bytes, its head sent alone: refused at once for want of room
+    // (before its body is read), or admitted (then it waits for a body that never comes, and is
+    // dropped).
+    let probe = || async {
+        let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+        let head = format!(
+            "POST /products/up-1/images HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {}\r\nContent-Type: image/png\r\nContent-Length: 300000\r\n\r\n",
+            app.key
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut got = vec![0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut got)).await {
+            Ok(Ok(n)) => Some(String::from_utf8_lossy(&got[..n]).into_owned()),
+            _ => None,
         }
-        assert_eq!(response.status(), 202);
+    };
+    let mut slow = slow_upload().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        if let Some(answer) = probe().await
+            && answer.starts_with("HTTP/1.1 503")
+        {
+            break answer;
+        }
         // The slow upload had not reached its handler yet, or found no room itself (it was
         // answered): start it again.
         let mut byte = [0u8; 1];
@@ -337,13 +353,14 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no upload was refused within 10 s"
+            "no upload was refused within 20 s"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(refused.headers().contains_key("retry-after"));
-    let body = json(refused, 503).await;
-    assert_eq!(body["dependency"], "upload_memory", "{body}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after"),
+        "{refused}"
+    );
+    assert!(refused.contains("upload_memory"), "{refused}");
     // Declaring more than an image may be is 413 before anything is read.
     let mut too_big = TcpStream::connect(app.addr).await.expect("connect");
     let head = format!(

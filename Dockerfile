@@ -4,7 +4,7 @@
 #
 # The base images are build arguments, so a registry mirror or local copies can stand in:
 #   docker build --build-arg RUST_IMAGE=... --build-arg RUNTIME_IMAGE=... .
-# REVISION and CREATED fill the matching OCI labels:
+# REVISION (also the revision pipeline_build_info reports) and CREATED fill the OCI labels:
 #   --build-arg REVISION=$(git rev-parse HEAD) --build-arg CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
@@ -26,7 +26,9 @@ RUN cargo chef cook --release --recipe-path recipe.json -p gateway -p processor 
 COPY . .
 # The same package set as the cook above (the five services, not the test and benchmark crates),
 # so every dependency is built with the same features and comes from its layer; only the
-# workspace's own crates compile here.
+# workspace's own crates compile here. REVISION is the one pipeline_build_info reports.
+ARG REVISION
+ENV PIPELINE_REVISION=${REVISION:-unknown}
 RUN cargo build --release --locked -p gateway -p processor -p notifier -p imager -p dashboard
 
 FROM ${RUNTIME_IMAGE} AS runtime

@@ -186,7 +186,10 @@ done
 if docker run --rm --entrypoint sh "$image" -c 'command -v curl || command -v wget' >/dev/null; then
     fail "the image carries an HTTP client"
 fi
-step "image: user 10001, working directory /var/lib/pipeline, OCI labels, no curl or wget"
+build_info=$(curl -sS "$gateway/metrics" | grep '^pipeline_build_info{' || true)
+[[ "$build_info" == *"revision=\"$REVISION\""* ]] \
+    || fail "the gateway's pipeline_build_info does not name the revision built ($REVISION): $build_info"
+step "image: user 10001, working directory /var/lib/pipeline, OCI labels, no curl or wget, the revision in pipeline_build_info"
 
 # --- Helpers ----------------------------------------------------------------------------------
 # `api METHOD URL [curl args]`: the body on stdout, the status in $scratch/status.

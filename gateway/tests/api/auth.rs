@@ -446,6 +446,34 @@ async fn keys_never_appear_in_the_logs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_new_key_used_by_many_requests_at_once_is_looked_up_once_and_every_one_is_answered() {
+    let app = spawn_app().await;
+    // More requests at once than a source's lookup budget, from one source, with a key the
+    // gateway has not read yet: a client starting its workers.
+    let fresh = key(&app, &[Scope::EventsWrite]).await;
+    let client = testkit::client_with_key(&fresh);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        let client = client.clone();
+        let url = app.url("/events");
+        sends.spawn(async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("idempotency-key", format!("burst-{i}"))
+                .body(format!(r#"{{"product_id": "burst-{i}", "stock": 1}}"#))
+                .send()
+                .await
+                .expect("sent")
+                .status()
+        });
+    }
+    let statuses = sends.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn made_up_keys_from_one_source_do_not_lock_out_new_keys_from_another() {
     let app = spawn_app().await;
     // One source floods made-up keys: each needs a lookup, and its budget runs out.

@@ -249,6 +249,9 @@ struct Inner {
     keys: RwLock<HashMap<KeyHash, Arc<Key>>>,
     misses: DefaultDirectRateLimiter,
     misses_by_source: DefaultKeyedRateLimiter<IpAddr>,
+    /// Held by the lookup in progress: the concurrent first uses of a new key wait for the one
+    /// lookup, and only it spends the source's budget.
+    lookups: tokio::sync::Mutex<()>,
     stale: AtomicBool,
     /// The keys have been read at least once.
     loaded: AtomicBool,
@@ -288,6 +291,7 @@ impl Auth {
             misses_by_source: RateLimiter::keyed(Quota::per_second(
                 NonZeroU32::new(MISS_LOOKUPS_PER_SOURCE).expect("not zero"),
             )),
+            lookups: tokio::sync::Mutex::new(()),
             stale: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
             read_at: RwLock::new(None),
@@ -425,6 +429,18 @@ impl Auth {
 
     /// A key not in memory: made since the last refresh, or made up.
     async fn look_up(&self, hash: &KeyHash, source: Option<IpAddr>) -> Result<Arc<Key>, Denied> {
+        // One lookup at a time: a burst of first uses of one new key (a client starting its
+        // workers) costs one lookup, not one per request, and never runs out its budget.
+        let _turn = self.0.lookups.lock().await;
+        if let Some(key) = self
+            .0
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(hash)
+        {
+            return Ok(Arc::clone(key));
+        }
         let source_spent = source.is_some_and(|source| {
             self.0
                 .misses_by_source
@@ -440,8 +456,8 @@ impl Auth {
             .await
             .map_err(|_| Denied::Unavailable)?
             .ok_or(Denied::Invalid)?;
-        // Concurrent first uses of one key all look it up: the first to get here puts it in
-        // memory and the others take that one, so the key has one rate and one set of slots.
+        // A refresh may have put it in memory meanwhile: that one is kept, so the key has one
+        // rate and one set of slots.
         let key = self
             .0
             .keys

@@ -4,6 +4,7 @@
 //! start-up with one line naming the variable.
 
 pub mod environment;
+pub mod settings;
 
 use std::{fmt::Display, str::FromStr, time::Duration};
 

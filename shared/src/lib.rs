@@ -6,7 +6,9 @@
 //! - [`contract`]: the wire contract: the ingest message, the cached product view, header names.
 //! - [`dead_letter`]: setting a message aside with its reason and where it came from.
 //! - [`topology`]: exchange and queue names, shard routing, and their idempotent declaration.
-//! - [`config`]: reading typed configuration from the environment.
+//! - [`config`]: reading typed configuration from the environment; every setting's default and
+//!   meaning ([`config::settings`]).
+//! - [`cli`]: a service binary's command line (`healthcheck`, `--help`, `--version`).
 //! - [`connect`]: connection builders for RabbitMQ, Redis and PostgreSQL.
 //! - [`consume`]: the queue consumer loop the processor and the notifier run.
 //! - [`products`]: the products table and read cache (the processor writes, others read).
@@ -27,6 +29,7 @@
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod consume;

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    cli::Command,
     config::{Backends, ConfigError, seconds, var},
     connect::{
         amqp::{self, Broker},
@@ -45,6 +46,7 @@ pub trait ServiceConfig {
 /// serving until SIGTERM or Ctrl-C, and the drain. With `healthcheck`: asks the running
 /// service's own `/ready` (on loopback, at the port of its address variable) and exits 0 when it
 /// answers 200, 1 otherwise: the health check of a container image without an HTTP client.
+/// `--help` and `--version` print and exit 0; anything else exits 2 ([`crate::cli`]).
 pub async fn serve<C: ServiceConfig, Built>(
     name: &'static str,
     load: fn() -> Result<C, ConfigError>,
@@ -53,10 +55,13 @@ pub async fn serve<C: ServiceConfig, Built>(
 where
     Built: Future<Output = anyhow::Result<App>>,
 {
-    let mut args = std::env::args_os().skip(1);
-    match (args.next(), args.next()) {
-        (None, _) => {}
-        (Some(command), None) if command == "healthcheck" => {
+    match crate::cli::parse(name, std::env::args_os().skip(1)) {
+        Ok(Command::Serve) => {}
+        Ok(Command::Print(text)) => {
+            println!("{}", text.trim_end());
+            return Ok(());
+        }
+        Ok(Command::Healthcheck) => {
             let addr = load()?.serving().addr;
             match healthcheck(addr).await {
                 Ok(()) => std::process::exit(0),
@@ -66,10 +71,10 @@ where
                 }
             }
         }
-        (Some(other), _) => anyhow::bail!(
-            "unknown command {other:?}: run {name} without arguments to serve, or \
-             `{name} healthcheck` to ask a running one whether it is ready"
-        ),
+        Err(refused) => {
+            eprintln!("{refused}");
+            std::process::exit(2);
+        }
     }
     let _telemetry = crate::telemetry::init(name)?;
     crate::config::environment::report(name);

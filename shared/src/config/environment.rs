@@ -3,89 +3,10 @@
 //! pipeline's but is not (a misspelling is otherwise silently ignored), with the setting it
 //! probably meant.
 
-/// Every variable a service reads (the object store's `AWS_*` are read by its client).
-pub const KNOWN: &[&str] = &[
-    "AMQP_PASSWORD",
-    "AMQP_URL",
-    "AMQP_USERNAME",
-    "API_KEYS_MAX_STALENESS_SECS",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_ALLOW_HTTP",
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "DASHBOARD_ADDR",
-    "DASHBOARD_MAX_STREAMS",
-    "DASHBOARD_REFRESH_MS",
-    "DASHBOARD_SECURE_COOKIES",
-    "DATABASE_PASSWORD",
-    "DATABASE_URL",
-    "DEAD_LETTER_RETENTION_SECS",
-    "FIRST_API_KEY",
-    "GATEWAY_ADDR",
-    "GATEWAY_URL",
-    "HTTP_HEADER_READ_TIMEOUT_SECS",
-    "HTTP_MAX_CONCURRENT_REQUESTS",
-    "HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY",
-    "HTTP_MIN_BODY_RATE_BYTES",
-    "HTTP_REQUEST_TIMEOUT_SECS",
-    "IDEMPOTENCY_LEASE_SECS",
-    "IDEMPOTENCY_RETENTION_SECS",
-    "IMAGER_ADDR",
-    "IMAGER_URL",
-    "IMAGES_PER_PRODUCT",
-    "IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS",
-    "IMAGE_FETCH_TIMEOUT_MS",
-    "IMAGE_JOB_TIMEOUT_SECS",
-    "IMAGE_MAX_ATTEMPTS",
-    "IMAGE_MAX_DECODED_MIB",
-    "IMAGE_MAX_PIXELS",
-    "IMAGE_MAX_SIDE",
-    "IMAGE_PREFETCH",
-    "IMAGE_RETRY_BACKOFF_MS",
-    "INGEST_SHARDS",
-    "LOG_FORMAT",
-    "NOTIFICATION_RETENTION_SECS",
-    "NOTIFIER_ADDR",
-    "NOTIFIER_URL",
-    "OBJECT_STORE_PUBLIC_URL",
-    "OBJECT_STORE_URL",
-    "OBJECT_STORE_URL_TTL_SECS",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "PGSSLROOTCERT",
-    "PIPELINE_NAMESPACE",
-    "PREFETCH",
-    "PROCESSED_EVENTS_RETENTION_SECS",
-    "PROCESSOR_ADDR",
-    "PROCESSOR_URL",
-    "PRODUCT_CACHE_TTL_SECS",
-    "PUBLISH_CHANNELS",
-    "PUBLISH_CONFIRM_TIMEOUT_MS",
-    "REDIS_PASSWORD",
-    "REDIS_URL",
-    "RETENTION_INTERVAL_SECS",
-    "RETRY_DELAYS_MS",
-    "RUST_LOG",
-    "SHARD_LEASE_SECS",
-    "SHUTDOWN_DEADLINE_SECS",
-    "SSL_CERT_FILE",
-    "STOCK_LOW_THRESHOLD",
-    "UPLOAD_MEMORY_MIB",
-    "WEBHOOK_ALLOW_PRIVATE_NETWORKS",
-    "WEBHOOK_CONCURRENCY",
-    "WEBHOOK_CONCURRENCY_PER_ENDPOINT",
-    "WEBHOOK_DISABLE_AFTER",
-    "WEBHOOK_MAX_SUBSCRIPTIONS",
-    "WEBHOOK_POLL_MS",
-    "WEBHOOK_RETRY_SCHEDULE_MS",
-    "WEBHOOK_TIMEOUT_MS",
-];
+use super::settings::{SETTINGS, find};
 
 /// The prefixes of the pipeline's own settings: a variable with one of them that is not
-/// [`KNOWN`] is probably a mistake.
+/// a setting is probably a mistake.
 const OURS: &[&str] = &[
     "AMQP_",
     "API_KEYS_",
@@ -141,7 +62,7 @@ pub fn unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Unknown> {
     let mut found: Vec<Unknown> = names
         .into_iter()
         .filter(|name| OURS.iter().any(|prefix| name.starts_with(prefix)))
-        .filter(|name| !KNOWN.contains(name) && !platforms(name))
+        .filter(|name| find(name).is_none() && !platforms(name))
         .map(|name| Unknown {
             name: name.to_owned(),
             meant: nearest(name),
@@ -153,9 +74,9 @@ pub fn unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Unknown> {
 
 /// The known setting at most 3 edits from `name`, if any.
 fn nearest(name: &str) -> Option<&'static str> {
-    KNOWN
+    SETTINGS
         .iter()
-        .map(|known| (distance(name, known), *known))
+        .map(|known| (distance(name, known.name), known.name))
         .filter(|(d, _)| *d <= 3)
         .min()
         .map(|(_, known)| known)
@@ -200,7 +121,7 @@ pub fn shown(name: &str, value: &str) -> String {
 /// looks like the pipeline's but is not.
 pub fn report(service: &str) {
     let set: Vec<(String, String)> = std::env::vars()
-        .filter(|(name, _)| KNOWN.contains(&name.as_str()))
+        .filter(|(name, _)| find(name).is_some())
         .map(|(name, value)| {
             let value = shown(&name, &value);
             (name, value)
@@ -287,10 +208,12 @@ mod tests {
     fn every_variable_the_code_reads_is_known() {
         // Names in the services' sources that are not settings.
         const NOT_SETTINGS: &[&str] = &[
+            "CARGO_MANIFEST_DIR",
             "CARGO_PKG_VERSION",
             "CLK_TCK",
             "PIPELINE_REVISION",
             "RABBITMQ_CONF_ENV_FILE",
+            "UPDATE_CONFIGURATION_MD",
         ];
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut sources = Vec::new();
@@ -326,7 +249,7 @@ mod tests {
                         .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
                     && literal.starts_with(|c: char| c.is_ascii_uppercase());
                 if looks_like_one
-                    && !KNOWN.contains(&literal)
+                    && find(literal).is_none()
                     && !NOT_SETTINGS.contains(&literal)
                     && !missing.contains(&literal)
                 {

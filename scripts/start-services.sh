@@ -39,11 +39,32 @@ if ((${#missing[@]})); then
     exit 1
 fi
 
+# RabbitMQ recovering many queues can take minutes to open its port.
 for port in 5432 6379 5672; do
-    for _ in $(seq 1 120); do
+    for _ in $(seq 1 300); do
         answers "$port" && continue 2
         sleep 1
     done
-    echo "Nothing answers on 127.0.0.1:$port after 120 s" >&2
+    echo "Nothing answers on 127.0.0.1:$port after 300 s" >&2
+    if [[ $port == 5672 ]]; then
+        tail -n 20 /var/log/rabbitmq/*.log 2>/dev/null >&2 || true
+    fi
     exit 1
 done
+
+# A broker can take connections and never answer them (its handshake hung once after heavy use):
+# every test would then wait forever. The protocol header must bring Connection.Start (method
+# frame, type 1) within 20 s.
+amqp_answers() {
+    exec 3<>/dev/tcp/127.0.0.1/5672 || return 1
+    printf 'AMQP\x00\x00\x09\x01' >&3
+    local frame
+    frame=$(timeout 20 head -c 1 <&3 | od -An -tu1 | tr -d ' ')
+    exec 3<&-
+    [[ $frame == 1 ]]
+}
+if ! amqp_answers; then
+    echo "RabbitMQ takes connections on 127.0.0.1:5672 but does not answer the AMQP handshake" \
+        "within 20 s; restart it (rabbitmq-server -detached after stopping the node)" >&2
+    exit 1
+fi

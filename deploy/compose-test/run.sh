@@ -9,6 +9,8 @@
 #
 #   1. `docker compose up --build --wait`: every service healthy; the image as described
 #      (non-root, writable working directory, OCI labels, no curl);
+#      each service logged in to PostgreSQL as its own user, which may not change the schema
+#      nor delete what its service never deletes;
 #   2. the bootstrap's key (FIRST_API_KEY) works, another does not;
 #   3. an event applied and read back;
 #   4. an order decided, and its webhook received on this machine (host.docker.internal) and
@@ -191,6 +193,7 @@ build_info=$(curl -sS "$gateway/metrics" | grep '^pipeline_build_info{' || true)
     || fail "the gateway's pipeline_build_info does not name the revision built ($REVISION): $build_info"
 step "image: user 10001, working directory /var/lib/pipeline, OCI labels, no curl or wget, the revision in pipeline_build_info"
 
+
 # --- Helpers ----------------------------------------------------------------------------------
 # `api METHOD URL [curl args]`: the body on stdout, the status in $scratch/status.
 api() {
@@ -286,6 +289,25 @@ read -r code type size < <(fetch_thumbnail)
 [[ "$code" == 200 && "$type" == image/* && "$size" == "$thumbnail_bytes" ]] \
     || fail "GET $thumbnail_url: $code $type, $size bytes (expected 200, an image, $thumbnail_bytes bytes)"
 step "an image made into variants ($(field variants.thumbnail.width <<<"$image_json")x$(field variants.thumbnail.height <<<"$image_json") thumbnail, $type, $size bytes) and fetched from the gateway"
+
+# --- 5b. Each service as its own PostgreSQL user --------------------------------------------
+# Each service is logged in to PostgreSQL as its own user (password checked: scram-sha-256 over
+# TCP), and that user may not change the schema nor what its service never changes.
+sql() { compose exec -T postgres psql -X -q -t -A -d pipeline "$@"; }
+# (After the steps above every service has used its pool.)
+users=$(sql -U postgres -c "SELECT string_agg(DISTINCT usename, ' ' ORDER BY usename) FROM pg_stat_activity WHERE datname = 'pipeline' AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+[[ $users == "dashboard gateway imager notifier processor" ]] \
+    || fail "the services are connected to PostgreSQL as '$users', not each as its own user"
+namespace=$(sed -n 's/^PIPELINE_NAMESPACE=//p' "$env_file")
+if refused=$(sql -U gateway -c "DELETE FROM \"${namespace:-pipeline}\".products" 2>&1); then
+    fail "the gateway's user may delete products"
+fi
+[[ $refused == *"permission denied"* ]] || fail "the gateway's user: $refused"
+if refused=$(sql -U processor -c "CREATE TABLE \"${namespace:-pipeline}\".intruder (x int)" 2>&1); then
+    fail "the processor's user may create tables"
+fi
+[[ $refused == *"permission denied"* ]] || fail "the processor's user: $refused"
+step "PostgreSQL: each service logged in as its own user ($users); the gateway's may not delete products, the processor's may not create tables"
 
 # --- 6. Accepted while the processors are down, kept through down and up -----------------------
 json POST "$gateway/events" -d '{"product_id": "restart-stock", "stock": 100}' >/dev/null

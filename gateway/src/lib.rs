@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod config;
 pub mod idempotency;
 pub mod keys;
+pub mod migrate;
 pub mod openapi;
 pub mod publisher;
 pub mod request;

@@ -49,7 +49,11 @@ fn about(service: &str) -> &'static str {
 /// Further commands a service has, as `--help` lists them.
 fn commands(service: &str) -> &'static str {
     match service {
-        "gateway" => "  gateway keys ...       manage API keys (gateway keys --help)\n",
+        "gateway" => {
+            "  gateway keys ...       manage API keys (gateway keys --help)\n  \
+             gateway migrate        apply the migrations and set each service's PostgreSQL \
+             role\n                         (gateway migrate --help)\n"
+        }
         _ => "",
     }
 }

@@ -108,8 +108,8 @@ pub struct Backends {
     pub amqp: Vec<AMQPUri>,
     /// Redis (`REDIS_URL`).
     pub redis: redis::ConnectionInfo,
-    /// PostgreSQL (`DATABASE_URL`, with `DATABASE_PASSWORD` when set); the database is created
-    /// if missing.
+    /// PostgreSQL (`DATABASE_URL`, with `DATABASE_USER` and `DATABASE_PASSWORD` when set); the
+    /// database is created if missing.
     pub database: PgConnectOptions,
     /// A private certificate authority trusted for TLS to the backends (`SSL_CERT_FILE`).
     pub tls_ca: Option<Ca>,
@@ -132,7 +132,8 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/pipel
 
 impl Backends {
     /// Reads `AMQP_URL` (with `AMQP_USERNAME` and `AMQP_PASSWORD`, when set, for every node),
-    /// `REDIS_URL` (with `REDIS_PASSWORD`), `DATABASE_URL` (with `DATABASE_PASSWORD`),
+    /// `REDIS_URL` (with `REDIS_PASSWORD`), `DATABASE_URL` (with `DATABASE_USER` and
+    /// `DATABASE_PASSWORD`),
     /// `SSL_CERT_FILE`, `PIPELINE_NAMESPACE`, `INGEST_SHARDS` and `PRODUCT_CACHE_TTL_SECS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let amqp = raw("AMQP_URL", DEFAULT_AMQP_URL)
@@ -185,6 +186,9 @@ impl Backends {
         let tls_ca = Ca::from_env()?;
         let database_url = raw("DATABASE_URL", DEFAULT_DATABASE_URL);
         let mut database: PgConnectOptions = secret("DATABASE_URL", DEFAULT_DATABASE_URL)?;
+        if let Some(user) = optional("DATABASE_USER") {
+            database = database.username(&user);
+        }
         if let Some(password) = optional("DATABASE_PASSWORD") {
             database = database.password(&password);
         }

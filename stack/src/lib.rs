@@ -1,7 +1,8 @@
 //! [`Stack::start`] (and [`Stack::start_with`]): every service of the pipeline, built through its production
 //! `Application::build` on port 0 in one process, in one fresh namespace on the real RabbitMQ,
 //! Redis and PostgreSQL, with the dashboard pointed at the others and a key holding every
-//! scope. For tests that need the whole stack (the dashboard's, the API contract run).
+//! scope, each service logged in to PostgreSQL as its own role (as a deployment runs them). For
+//! tests that need the whole stack (the dashboard's, the API contract run).
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, time::Duration};
@@ -11,7 +12,13 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
-use shared::{config::Backends, contract, objects::Objects, topology::Topology};
+use shared::{
+    config::Backends,
+    connect::postgres::roles::{self, Role},
+    contract,
+    objects::Objects,
+    topology::Topology,
+};
 
 /// How long a test waits for something to happen before giving up.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -57,6 +64,44 @@ pub struct Options {
     pub backends: Option<Backends>,
 }
 
+/// Prepares the schema as `gateway migrate` does and makes each service's login user,
+/// `stack_<service>`, a member of its role, with the password `stack-<service>`: the
+/// services then run as a deployment runs them, each as its own role, and fail wherever a
+/// privilege their code needs is not granted.
+async fn own_roles(backends: &Backends) {
+    let (pool, granted) =
+        shared::connect::postgres::migrate(&backends.database, &backends.namespace)
+            .await
+            .expect("the schema migrated and the roles granted");
+    assert!(
+        granted
+            .iter()
+            .all(|g| !matches!(g, roles::Granted::Missing(_))),
+        "{granted:?}"
+    );
+    for role in Role::ALL {
+        roles::login(
+            &pool,
+            role,
+            &format!("stack_{}", role.service()),
+            Some(&format!("stack-{}", role.service())),
+        )
+        .await
+        .expect("a login user for the role");
+    }
+    pool.close().await;
+}
+
+/// `backends` with PostgreSQL reached as `role`'s login user ([`own_roles`]).
+fn as_own_role(backends: &Backends, role: Role) -> Backends {
+    let mut backends = backends.clone();
+    backends.database = backends
+        .database
+        .username(&format!("stack_{}", role.service()))
+        .password(&format!("stack-{}", role.service()));
+    backends
+}
+
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().expect("valid address")
 }
@@ -75,6 +120,7 @@ impl Stack {
     /// Every service, started as `options` say.
     pub async fn start_with(options: Options) -> Self {
         let backends = options.backends.unwrap_or_else(testkit::backends);
+        own_roles(&backends).await;
         let key = testkit::api_key_at(&backends, "stack", shared::auth::Scopes::all(), None).await;
         let (objects, folder) = match options.objects {
             Some(objects) => (objects, None),
@@ -123,7 +169,8 @@ impl Stack {
     }
 
     async fn start_gateway(&mut self) {
-        let mut config = testkit::test_config!(gateway::Config, self.backends.clone());
+        let mut config =
+            testkit::test_config!(gateway::Config, as_own_role(&self.backends, Role::Gateway));
         config.objects = self.objects.clone();
         self.gateway = self
             .running
@@ -131,7 +178,10 @@ impl Stack {
     }
 
     async fn start_processor(&mut self) {
-        let mut config = testkit::test_config!(processor::Config, self.backends.clone());
+        let mut config = testkit::test_config!(
+            processor::Config,
+            as_own_role(&self.backends, Role::Processor)
+        );
         config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
         self.processor = self
             .running
@@ -139,7 +189,10 @@ impl Stack {
     }
 
     async fn start_notifier(&mut self) {
-        let mut config = testkit::test_config!(notifier::Config, self.backends.clone());
+        let mut config = testkit::test_config!(
+            notifier::Config,
+            as_own_role(&self.backends, Role::Notifier)
+        );
         config.webhook_timeout = Duration::from_secs(2);
         config.retry_schedule = vec![Duration::from_millis(100)];
         config.poll_interval = Duration::from_millis(50);
@@ -150,7 +203,8 @@ impl Stack {
     }
 
     async fn start_imager(&mut self, fetch_private: bool) {
-        let mut config = testkit::test_config!(imager::Config, self.backends.clone());
+        let mut config =
+            testkit::test_config!(imager::Config, as_own_role(&self.backends, Role::Imager));
         config.objects = self.objects.clone();
         config.allow_private_networks = fetch_private;
         config.backoff = testkit::TEST_IMAGE_RETRY_DELAYS[0];
@@ -161,7 +215,10 @@ impl Stack {
     }
 
     async fn start_dashboard(&mut self, processor_url: String) {
-        let mut config = testkit::test_config!(dashboard::Config, self.backends.clone());
+        let mut config = testkit::test_config!(
+            dashboard::Config,
+            as_own_role(&self.backends, Role::Dashboard)
+        );
         config.services = vec![
             ("gateway", format!("http://{}", self.gateway)),
             ("processor", processor_url),

@@ -19,6 +19,8 @@ pub struct Services {
     pub notifier_addr: String,
     /// Where each service's output goes (`<name>.log`).
     pub logs: PathBuf,
+    /// `DATABASE_URL` of each service that logs in as a user of its own ([`Self::own_roles`]).
+    database_urls: Vec<(&'static str, String)>,
 }
 
 /// The backends' URLs as the environment gives them (local defaults otherwise):
@@ -73,7 +75,40 @@ impl Services {
             processor_addr: free_addr(),
             notifier_addr: free_addr(),
             logs,
+            database_urls: Vec::new(),
         })
+    }
+
+    /// Runs each service as a PostgreSQL user of its own, as a deployment does: migrates the
+    /// schema and sets the roles' privileges as `gateway migrate` does (as `backends`' user),
+    /// and logs each service in as `faults_<service>`, a member of its role (no password: the
+    /// local server trusts 127.0.0.1). A service then fails wherever its role lacks a privilege
+    /// its code needs.
+    pub async fn own_roles(&mut self, backends: &shared::config::Backends) -> anyhow::Result<()> {
+        use shared::connect::postgres::{self, roles};
+        let (pool, granted) = postgres::migrate(&backends.database, &backends.namespace).await?;
+        anyhow::ensure!(
+            granted
+                .iter()
+                .all(|g| !matches!(g, roles::Granted::Missing(_))),
+            "roles missing: {granted:?}"
+        );
+        let database = self
+            .env
+            .iter()
+            .find(|(name, _)| name == "DATABASE_URL")
+            .map(|(_, url)| url.clone())
+            .expect("DATABASE_URL is in every service's environment");
+        for role in roles::Role::ALL {
+            let user = format!("faults_{}", role.service());
+            roles::login(&pool, role, &user, None).await?;
+            let mut url = reqwest::Url::parse(&database)?;
+            url.set_username(&user)
+                .map_err(|()| anyhow::anyhow!("DATABASE_URL takes no user name"))?;
+            self.database_urls.push((role.service(), url.to_string()));
+        }
+        pool.close().await;
+        Ok(())
     }
 
     /// Starts the binary `name`, appending its output to `<logs>/<name>.log`.
@@ -94,6 +129,12 @@ impl Services {
             .env("GATEWAY_ADDR", &self.gateway_addr)
             .env("PROCESSOR_ADDR", &self.processor_addr)
             .env("NOTIFIER_ADDR", &self.notifier_addr)
+            .envs(
+                self.database_urls
+                    .iter()
+                    .filter(|(service, _)| *service == name)
+                    .map(|(_, url)| ("DATABASE_URL", url.as_str())),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone a file handle"))

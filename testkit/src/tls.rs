@@ -141,7 +141,8 @@ impl Drop for Certs {
 }
 
 /// A PostgreSQL cluster of its own (the installed server's binaries) that refuses every
-/// connection but TLS ones (`hostssl` only), with trust authentication for `postgres`.
+/// connection but TLS ones (`hostssl` only), with trust authentication for `postgres` and
+/// passwords (scram-sha-256) for every other user.
 pub struct TlsPostgres {
     dir: PathBuf,
     bin: PathBuf,
@@ -177,7 +178,8 @@ impl TlsPostgres {
         append(&data.join("postgresql.conf"), &settings)?;
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            "local all all trust\nhostssl all postgres 127.0.0.1/32 trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n",
         )?;
         // The server refuses a key others can read.
         run(Command::new("chmod").arg("600").arg(&key))?;

@@ -13,6 +13,7 @@ mod ownership;
 mod recovery;
 mod replay_jobs;
 mod retention;
+mod roles;
 mod schema;
 mod sharing;
 mod state;

@@ -108,10 +108,52 @@ pub const SETTINGS: &[Setting] = &[
         All,
     ),
     setting(
+        "DATABASE_USER",
+        "",
+        "When set, PostgreSQL's user (apart from the URL): a service's own user, a member of its \
+         role (gateway migrate).",
+        All,
+    ),
+    setting(
         "DATABASE_PASSWORD",
         "",
         "When set, PostgreSQL's password (apart from the URL).",
         All,
+    ),
+    setting(
+        "GATEWAY_DATABASE_PASSWORD",
+        "",
+        "Read by `gateway migrate --logins` only: when set, the password of the PostgreSQL user \
+         `gateway`, made (or updated) a member of the role pipeline_gateway.",
+        GATEWAY,
+    ),
+    setting(
+        "PROCESSOR_DATABASE_PASSWORD",
+        "",
+        "Read by `gateway migrate --logins` only: the same for the user `processor` \
+         (pipeline_processor).",
+        GATEWAY,
+    ),
+    setting(
+        "NOTIFIER_DATABASE_PASSWORD",
+        "",
+        "Read by `gateway migrate --logins` only: the same for the user `notifier` \
+         (pipeline_notifier).",
+        GATEWAY,
+    ),
+    setting(
+        "IMAGER_DATABASE_PASSWORD",
+        "",
+        "Read by `gateway migrate --logins` only: the same for the user `imager` \
+         (pipeline_imager).",
+        GATEWAY,
+    ),
+    setting(
+        "DASHBOARD_DATABASE_PASSWORD",
+        "",
+        "Read by `gateway migrate --logins` only: the same for the user `dashboard` \
+         (pipeline_dashboard).",
+        GATEWAY,
     ),
     setting(
         "PGSSLROOTCERT",

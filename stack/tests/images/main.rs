@@ -180,13 +180,13 @@ async fn upload_to_ready(stack: &Stack) {
     .await;
     assert_eq!(done["variants"]["thumbnail"]["content_type"], "image/jpeg");
 
-    let (_, product) =
-        testkit::get_json(&stack.client, &gateway(stack, "/api/v1/products/lamp-1")).await;
-    assert_eq!(
-        product["images"][0]["image_id"],
-        image.as_str(),
-        "{product}"
-    );
+    // The imager refreshes the product's cached view right after it marks the image ready.
+    let product = testkit::eventually("the product lists its image", WAIT, || async {
+        let (_, product) =
+            testkit::get_json(&stack.client, &gateway(stack, "/api/v1/products/lamp-1")).await;
+        (product["images"][0]["image_id"] == image.as_str()).then_some(product)
+    })
+    .await;
     assert_eq!(product["images"][0]["variants"], done["variants"]);
     let (_, page) = testkit::get_json(
         &stack.client,

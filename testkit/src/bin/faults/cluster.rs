@@ -115,6 +115,7 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
     let urls = [cluster.url_list(0), redis, database];
     let mut services = Services::new(&backends, urls, &crate::log_filter(), "faults-cluster")?;
     services.env.extend(crate::service_env());
+    services.own_roles(&backends).await?;
     let client = crate::client(&backends).await?;
     let pool = testkit::database(&backends).await;
     let mut fleet = Fleet::start(&services, cluster, &client).await?;

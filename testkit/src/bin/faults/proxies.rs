@@ -20,6 +20,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     ];
     let mut services = Services::new(&backends, urls, &crate::log_filter(), "faults")?;
     services.env.extend(crate::service_env());
+    services.own_roles(&backends).await?;
     let mut processor = services.spawn("processor");
     let mut gateway = services.spawn("gateway");
     let client = crate::client(&backends).await?;

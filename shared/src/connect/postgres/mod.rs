@@ -1,6 +1,11 @@
 //! PostgreSQL: a lazy pool whose connections live in the namespace's schema, and the embedded
 //! migrations, grouped by the owner of their tables ([`Tables`]): a service applies the groups
 //! it owns or reads, in the background until they succeed (creating the database if missing).
+//! A service finding every migration it needs already applied changes nothing, so it can run as
+//! a role of its own ([`roles`]) that may not change the schema, once `gateway migrate`
+//! ([`migrate`]) has prepared it.
+
+pub mod roles;
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -185,12 +190,49 @@ pub async fn migrated(
     Ok(pool)
 }
 
+/// Applies the migrations of every group to the namespace's schema (creating the database and
+/// the schema if missing), then gives each service's role its privileges ([`roles::grant`]):
+/// what `gateway migrate` does, as a role that may change the schema.
+pub async fn migrate(
+    options: &PgConnectOptions,
+    namespace: &Namespace,
+) -> anyhow::Result<(PgPool, Vec<roles::Granted>)> {
+    let pool = migrated(options, namespace, &Tables::ALL, 2).await?;
+    let granted = roles::grant(&pool, namespace.as_str()).await?;
+    Ok((pool, granted))
+}
+
+/// Whether every migration of `tables` is applied already, as written today (an error, such as
+/// a schema or a database not made yet, counts as no; so does a changed migration, which the
+/// migrator then refuses by name).
+async fn applied(pool: &PgPool, tables: &[Tables]) -> bool {
+    let Ok(applied) = sqlx::query_as::<_, (i64, Vec<u8>)>(
+        "SELECT version, checksum FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_all(pool)
+    .await
+    else {
+        return false;
+    };
+    tables.iter().all(|group| {
+        group.migrator().iter().all(|migration| {
+            applied.iter().any(|(version, checksum)| {
+                *version == migration.version && *checksum == *migration.checksum
+            })
+        })
+    })
+}
+
 async fn prepare(
     options: &PgConnectOptions,
     schema: &str,
     tables: &[Tables],
     pool: &PgPool,
 ) -> anyhow::Result<()> {
+    // Nothing to change: start without asking for rights a service's own role lacks.
+    if applied(pool, tables).await {
+        return Ok(());
+    }
     create_database_if_missing(options).await?;
     let mut tx = pool.begin().await?;
     // CREATE SCHEMA IF NOT EXISTS races with itself; serialise it across services.

@@ -2,8 +2,9 @@
 # Runs every test of the workspace. First it makes sure the tests have what they use: RabbitMQ,
 # Redis and PostgreSQL running on their local ports (started where installed, trust auth for the
 # postgres user over loopback), Chromium and Node.js for the dashboard's browser test, and
-# schemathesis, moto, standardwebhooks and openapi-spec-validator from PyPI. What is missing is
-# installed on Debian or Ubuntu when run as root; otherwise one line names it and nothing runs.
+# schemathesis, moto, standardwebhooks, openapi-spec-validator and openapi-python-client from
+# PyPI. What is missing is installed on Debian or Ubuntu when run as root; otherwise one line
+# names it and nothing runs.
 # Then
 #   cargo test --workspace --no-fail-fast
 # (arguments are passed on: ./test.sh images runs the tests whose names contain "images").
@@ -46,12 +47,15 @@ if command -v rabbitmq-diagnostics >/dev/null; then
     done
 fi
 
-# The API contract test (schemathesis), the S3 API server of the image tests (moto) and the
-# sample webhook receiver's library. Debian's own Python refuses installs outside a virtual
+# The API contract test (schemathesis), the API documents' checks (openapi-spec-validator, and
+# openapi-python-client generating a client from each), the S3 API server of the image tests
+# (moto) and the sample webhook receiver's library. Debian's own Python refuses installs outside a virtual
 # environment unless told this is meant.
-if ! python3 -c 'import schemathesis, moto.server, standardwebhooks, openapi_spec_validator' >/dev/null 2>&1; then
+if ! python3 -c 'import schemathesis, moto.server, standardwebhooks, openapi_spec_validator' >/dev/null 2>&1 \
+    || ! command -v openapi-python-client >/dev/null; then
     python3 -m pip install -q --disable-pip-version-check --break-system-packages \
-        schemathesis "moto[server]" standardwebhooks openapi-spec-validator
+        schemathesis "moto[server]" standardwebhooks openapi-spec-validator \
+        openapi-python-client==0.29.1
 fi
 # The browser test's playwright-core, pinned in its lock file.
 [[ -d dashboard/tests/browser/node_modules/playwright-core ]] \

@@ -26,7 +26,6 @@ pub struct Product {
     #[schema(value_type = String)]
     pub product_id: ProductId,
     /// Current price, exact; `null` until set (a new entry's is applied within moments).
-    #[schema(value_type = Option<f64>)]
     pub price: Option<Price>,
     /// Current stock; `null` until set.
     #[schema(value_type = Option<i32>)]

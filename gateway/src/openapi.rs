@@ -15,7 +15,7 @@ pub struct EventBody {
     /// 1-128 characters of ASCII letters, digits, `-`, `_`, `.`, `:`.
     pub product_id: String,
     /// Exact decimal, 0 to 1000000000, at most 4 decimal places.
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<shared::model::Price>)]
     pub price: Option<String>,
     /// Integer, 0 to 2147483647.
     pub stock: Option<i32>,
@@ -70,7 +70,7 @@ pub struct NewProductBody {
     /// 1-100 letters, digits, `-`, `_`, `/` and spaces.
     pub category: String,
     /// Exact decimal, 0 to 1000000000, at most 4 decimal places.
-    #[schema(value_type = f64)]
+    #[schema(value_type = shared::model::Price)]
     pub price: String,
     /// Integer, 0 to 2147483647.
     pub stock: i32,
@@ -245,4 +245,26 @@ pub fn document() -> utoipa::openapi::OpenApi {
         }
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prices_are_exact_decimals_in_the_document_never_floats() {
+        let document = serde_json::to_value(super::document()).expect("JSON");
+        let price = &document["components"]["schemas"]["Price"];
+        assert_eq!(price["type"], "number", "{price}");
+        assert_eq!(price["format"], "decimal", "{price}");
+        assert_eq!(price["maximum"], 1_000_000_000, "{price}");
+        let text = document.to_string();
+        assert!(!text.contains("\"double\""), "a price typed as a float");
+        for schema in ["EventBody", "NewProductBody", "Product"] {
+            let property =
+                document["components"]["schemas"][schema]["properties"]["price"].to_string();
+            assert!(
+                property.contains("#/components/schemas/Price"),
+                "{schema}.price: {property}"
+            );
+        }
+    }
 }

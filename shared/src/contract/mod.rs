@@ -53,7 +53,6 @@ pub struct ProductView {
     #[schema(value_type = String)]
     pub product_id: ProductId,
     /// Current price, exact; `null` if never set.
-    #[schema(value_type = Option<f64>)]
     pub price: Option<Price>,
     /// Current stock; `null` if never set.
     #[schema(value_type = Option<i32>)]

@@ -100,6 +100,27 @@ impl<'de> serde::Deserialize<'de> for Price {
     }
 }
 
+impl utoipa::PartialSchema for Price {
+    /// A JSON number of format `decimal` (the OpenAPI format registry's fixed-point decimal),
+    /// with its bounds: what a client generator maps to its exact decimal type, not a float.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .format(Some(SchemaFormat::Custom("decimal".into())))
+            .minimum(Some(0))
+            .maximum(Some(1_000_000_000))
+            .description(Some(
+                "An exact decimal, never a float: 0 to 1000000000 with at most 4 decimal places, \
+                 read and written as a JSON number with exactly its digits (49.99 in is 49.99 out).",
+            ))
+            .examples([serde_json::json!(49.99)])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Price {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

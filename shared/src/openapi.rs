@@ -2,8 +2,8 @@
 //! protected operation may give (401, 403, 408, 429, 503; 400 wherever a parameter or a body is
 //! read; 404 wherever the path names a resource; 413 and 415 wherever a body is), the error body
 //! (an RFC 9457 problem), and the open operational endpoints
-//! (`/health`, `/ready`, `/metrics`, `/openapi.json`). [`finish`] adds them to a service's
-//! document, so each service only describes its own routes.
+//! (`/health`, `/ready`, `/metrics`, `/openapi.json`, `/docs`). [`finish`] adds them to a
+//! service's document, so each service only describes its own routes.
 
 use serde::Serialize;
 use utoipa::{
@@ -50,12 +50,29 @@ pub struct ErrorBody {
     pub outcome: Option<String>,
 }
 
-/// `GET /openapi.json`: the document `document` makes (with [`finish`] applied by it).
+/// `GET /openapi.json`, the document `document` makes (with [`finish`] applied by it), and
+/// `GET /docs`, its [`page`].
 pub fn route(document: fn() -> OpenApi) -> axum::Router {
-    axum::Router::new().route(
-        "/openapi.json",
-        axum::routing::get(move || async move { axum::Json(document()) }),
-    )
+    axum::Router::new()
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { axum::Json(document()) }),
+        )
+        .route(
+            "/docs",
+            axum::routing::get(move || async move { page(document()) }),
+        )
+}
+
+/// The API reference page of `document`: Scalar's (utoipa-scalar), the document carried in the
+/// page, titled as the document is; the reader's browser loads Scalar's script from jsDelivr.
+pub fn page(document: OpenApi) -> axum::response::Html<String> {
+    let title = format!("<title>{}</title>", document.info.title);
+    axum::response::Html(utoipa_scalar::Scalar::new(document).to_html().replacen(
+        "<title>Scalar</title>",
+        &title,
+        1,
+    ))
 }
 
 /// The name of the security scheme.
@@ -160,7 +177,7 @@ fn answers() -> Vec<(&'static str, &'static str, Response)> {
     ]
 }
 
-const OPEN: [&str; 4] = ["/health", "/ready", "/metrics", "/openapi.json"];
+const OPEN: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
 
 /// `doc`, titled and described, with the bearer scheme required by every operation it
 /// describes, the shared answers added where the operation does not give its own, and the
@@ -275,6 +292,20 @@ fn open(path: &str) -> PathItem {
                 )
                 .build(),
         ),
+        "/docs" => operation
+            .summary(Some("This document as a page to read and try (Scalar)"))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("An HTML page")
+                    .content(
+                        "text/html",
+                        ContentBuilder::new()
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                            .build(),
+                    )
+                    .build(),
+            ),
         _ => operation
             .summary(Some("This document"))
             .response("200", json("The OpenAPI document")),

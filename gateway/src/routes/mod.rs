@@ -139,6 +139,10 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
+        .route(
+            "/docs",
+            get(|| async { shared::openapi::page(crate::openapi::document()) }),
+        )
         .with_state(state.clone());
     Router::new().merge(api.clone()).nest("/api/v1", api)
 }

@@ -99,7 +99,7 @@ async fn every_data_route_is_401_without_a_valid_key_and_nothing_is_published() 
             );
         }
     }
-    for open in ["/health", "/ready", "/metrics", "/openapi.json"] {
+    for open in ["/health", "/ready", "/metrics", "/openapi.json", "/docs"] {
         let response = anonymous.get(app.url(open)).send().await.expect("sent");
         assert_eq!(response.status(), 200, "{open}");
     }

@@ -57,5 +57,23 @@ async fn health_ready_metrics_and_openapi_answer() {
         assert!(doc["paths"]["/events"]["post"].is_object());
         assert!(doc["paths"]["/products/{id}"]["get"].is_object());
     }
+    // The same document as a page to read (Scalar's), carrying the document itself.
+    for path in ["/docs", "/api/v1/docs"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/html; charset=utf-8",
+            "{path}"
+        );
+        let page = response.text().await.expect("a page");
+        let title = gateway::openapi::document().info.title;
+        assert!(page.contains(&format!("<title>{title}</title>")), "{page}");
+        assert!(page.contains(r#"id="api-reference""#), "{page}");
+        assert!(
+            page.contains(r#""/products/{id}""#),
+            "the document is not in the page"
+        );
+    }
     app.stop().await;
 }

@@ -83,23 +83,26 @@ impl std::fmt::Display for EventType {
 }
 
 /// A product's price and stock at one moment (`null` for a field never set).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductValues {
     /// The price.
     pub price: Option<Price>,
     /// The stock.
+    #[schema(value_type = Option<i32>)]
     pub stock: Option<Stock>,
 }
 
 /// `product.updated`: a product's values before and after a change (and `product.created`: a
 /// catalog entry's, before and after its creation applied its price and stock).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUpdated {
     /// The event that changed it.
+    #[schema(value_type = String)]
     pub source_event_id: EventId,
     /// The product.
+    #[schema(value_type = String)]
     pub product_id: ProductId,
     /// Before.
     pub old: ProductValues,
@@ -108,38 +111,47 @@ pub struct ProductUpdated {
 }
 
 /// `stock.low`: a product's stock fell from at or above the threshold (or unset) to below it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockLow {
     /// The event that lowered it.
+    #[schema(value_type = String)]
     pub source_event_id: EventId,
     /// The product.
+    #[schema(value_type = String)]
     pub product_id: ProductId,
     /// The stock now.
+    #[schema(value_type = i32)]
     pub stock: Stock,
     /// The threshold it fell below.
     pub threshold: i32,
 }
 
 /// `order.created` and `order.rejected`: what became of an order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderDecided {
     /// The order's event (`order:{order_id}`).
+    #[schema(value_type = String)]
     pub source_event_id: EventId,
     /// The client's order id.
+    #[schema(value_type = String)]
     pub order_id: OrderId,
     /// The product ordered.
+    #[schema(value_type = String)]
     pub sku: ProductId,
     /// Units ordered.
+    #[schema(value_type = i32)]
     pub qty: Quantity,
     /// The customer's address, if given.
+    #[schema(value_type = Option<String>)]
     pub email: Option<Email>,
     /// Why it was rejected; `null` when created.
     pub reason: Option<Rejection>,
     /// The name of the API key that placed it (order ids are unique per key); absent for
     /// orders placed before ids were scoped by key.
     #[serde(default, skip_serializing_if = "Owner::is_legacy")]
+    #[schema(value_type = Option<String>)]
     pub placed_by: Owner,
 }
 
@@ -414,6 +426,41 @@ mod tests {
         let source = key(kind, "", event.source_event_id());
         let body = Announcement::new(&source, event, at).body();
         assert!(String::from_utf8_lossy(&body).contains(r#""price":49.9999"#));
+    }
+
+    #[test]
+    fn every_payload_has_the_fields_its_documented_schema_names() {
+        use utoipa::PartialSchema;
+        let at = time::macros::datetime!(2026-06-01 12:00:00 UTC);
+        for (kind, event) in every_variant() {
+            let schema = match &event {
+                DownstreamEvent::ProductCreated(_) | DownstreamEvent::ProductUpdated(_) => {
+                    ProductUpdated::schema()
+                }
+                DownstreamEvent::StockLow(_) => StockLow::schema(),
+                DownstreamEvent::OrderCreated(_) | DownstreamEvent::OrderRejected(_) => {
+                    OrderDecided::schema()
+                }
+                DownstreamEvent::ImagesReady(_) => super::super::ImagesReady::schema(),
+            };
+            let schema = serde_json::to_value(schema).expect("JSON");
+            let source = key(kind, "storefront", event.source_event_id());
+            let body: serde_json::Value =
+                serde_json::from_slice(&Announcement::new(&source, event, at).body())
+                    .expect("JSON");
+            let fields: std::collections::BTreeSet<&String> =
+                body["data"].as_object().expect("data").keys().collect();
+            let named: std::collections::BTreeSet<&String> = schema["properties"]
+                .as_object()
+                .expect("properties")
+                .keys()
+                .collect();
+            assert!(fields.is_subset(&named), "{fields:?} not all in {named:?}");
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let required = required.as_str().expect("a name").to_owned();
+                assert!(fields.contains(&required), "{required} missing from {body}");
+            }
+        }
     }
 
     #[test]

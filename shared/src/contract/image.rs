@@ -45,12 +45,14 @@ pub enum ImageSource {
 }
 
 /// `product.images_ready`: an image of a product was processed and its variants are stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImagesReady {
     /// The job (`image:{image_id}`).
+    #[schema(value_type = String)]
     pub source_event_id: crate::model::EventId,
     /// The product.
+    #[schema(value_type = String)]
     pub product_id: ProductId,
     /// The image now ready.
     pub image_id: Uuid,

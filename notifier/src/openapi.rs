@@ -9,7 +9,7 @@ use shared::contract::{
 };
 use utoipa::OpenApi;
 
-use crate::api::{notifications, subscriptions};
+use crate::api::{event_types, notifications, subscriptions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,9 @@ use crate::api::{notifications, subscriptions};
         subscriptions::remove,
         subscriptions::rotate,
         subscriptions::enable,
+        subscriptions::send_test,
+        subscriptions::recover,
+        event_types::list,
         notifications::show,
         notifications::list,
         notifications::retry
@@ -44,33 +47,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     document
 }
 
-/// The schema of `kind`'s `data`, and what it means.
-fn payload(kind: EventType) -> (&'static str, &'static str) {
-    match kind {
-        EventType::ProductCreated => (
-            "ProductUpdated",
-            "A catalog entry was created; `old` is empty and `new` holds its first price and stock.",
-        ),
-        EventType::ProductUpdated => (
-            "ProductUpdated",
-            "A product's price or stock changed: its values before and after.",
-        ),
-        EventType::StockLow => ("StockLow", "A product's stock fell below the threshold."),
-        EventType::OrderCreated => (
-            "OrderDecided",
-            "An order reserved its stock (`reason` is null).",
-        ),
-        EventType::OrderRejected => (
-            "OrderDecided",
-            "An order was rejected (`reason` says why); no stock was taken.",
-        ),
-        EventType::ImagesReady => (
-            "ImagesReady",
-            "An image of a product is processed and its variants are stored.",
-        ),
-    }
-}
-
 /// One `POST` per event type, as delivered to a subscription of it.
 fn webhooks() -> Value {
     let header = |name: &str, about: &str| {
@@ -78,13 +54,13 @@ fn webhooks() -> Value {
                "schema": {"type": "string"}})
     };
     let hooks = EventType::ALL.into_iter().map(|kind| {
-        let (schema, about) = payload(kind);
+        let (schema, about) = event_types::about(kind);
         let operation = json!({"post": {
             "operationId": format!("webhook_{}", kind.as_str().replace('.', "_")),
             "summary": format!("`{kind}`"),
             "description": format!(
-                "{about} Sent to each enabled subscription of `{kind}` (or of every type), \
-                 signed as Standard Webhooks specify."
+                "{about} Sent to each enabled subscription of `{kind}`, signed as Standard \
+                 Webhooks specify."
             ),
             "tags": ["webhooks"],
             "parameters": [

@@ -3,10 +3,13 @@
 //!
 //! - [`subscriptions`]: `POST /subscriptions`, `GET /subscriptions`, `GET|DELETE
 //!   /subscriptions/{id}`, `POST /subscriptions/{id}/rotate-secret`, `POST
-//!   /subscriptions/{id}/enable`.
+//!   /subscriptions/{id}/enable`, `POST /subscriptions/{id}/test` (a test event to it), `POST
+//!   /subscriptions/{id}/recover` (its failed deliveries since a time sent again).
+//! - [`event_types`]: `GET /event-types`, the event catalog.
 //! - [`notifications`]: `GET /notifications/{event_id}` (each subscriber's delivery and every
 //!   attempt), `GET /deliveries?status=&subscription_id=&limit=`, `POST /deliveries/{id}/retry`.
 
+pub mod event_types;
 pub mod notifications;
 pub mod subscriptions;
 
@@ -39,5 +42,6 @@ pub fn routes(api: Api) -> Router {
     Router::new()
         .merge(subscriptions::routes())
         .merge(notifications::routes())
+        .merge(event_types::routes())
         .with_state(api)
 }

@@ -8,7 +8,7 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use shared::{
     api::{ApiError, bad, bad_body, db, found, pool},
@@ -19,12 +19,12 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Api;
+use super::{Api, event_types};
 use crate::{
     bindings::Bindings,
     signing::new_secret,
     store::{
-        deliveries,
+        deliveries, notifications,
         subscriptions::{self, Subscription},
     },
 };
@@ -41,6 +41,8 @@ pub(super) fn routes() -> Router<Api> {
         .route("/subscriptions/{id}", get(show).delete(remove))
         .route("/subscriptions/{id}/rotate-secret", post(rotate))
         .route("/subscriptions/{id}/enable", post(enable))
+        .route("/subscriptions/{id}/test", post(send_test))
+        .route("/subscriptions/{id}/recover", post(recover))
 }
 
 /// A `POST /subscriptions` body, validated.
@@ -290,6 +292,150 @@ pub(crate) async fn enable(
     let row = found(row, NOT_FOUND)?;
     tracing::info!(subscription_id = %row.id, "Subscription enabled.");
     Ok(Json(row))
+}
+
+/// The subscription `id`, refused (409) when it is disabled: what a test event and a recovery
+/// need.
+async fn enabled(database: &Database, id: Uuid) -> Result<Subscription, ApiError> {
+    let row = found(subscriptions::get(pool(database)?, id).await, NOT_FOUND)?;
+    if !row.is_enabled() {
+        return Err(ApiError::Conflict(
+            format!(
+                "the subscription is disabled; enable it first (POST /subscriptions/{id}/enable)"
+            )
+            .into(),
+        ));
+    }
+    Ok(row)
+}
+
+/// `POST /subscriptions/{id}/test`: which event type to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestEvent {
+    /// One of the subscription's event types; its first when absent.
+    event_type: Option<String>,
+}
+
+/// A test event on its way.
+#[derive(Serialize, ToSchema)]
+pub struct TestSent {
+    /// Its id, the `webhook-id`: `GET /notifications/{event_id}` shows its delivery.
+    event_id: String,
+    /// Its type.
+    event_type: EventType,
+}
+
+/// Sends this subscription, and no other, a test event: an example of one of its types whose
+/// ids all start with `test-`, signed and delivered (retries included) as any event, and
+/// recorded among the notifications.
+#[utoipa::path(post, path = "/subscriptions/{id}/test", operation_id = "send_test_event", tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+    request_body(content = TestEvent, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued for delivery", body = TestSent),
+        (status = 409, description = "The subscription is disabled", body = shared::openapi::ErrorBody, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn send_test(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Result<Json<TestEvent>, JsonRejection>,
+) -> Result<(StatusCode, Json<TestSent>), ApiError> {
+    let id = parse_id(&id)?;
+    let Json(body) = body.map_err(|e| bad_body(&e))?;
+    let subscription = enabled(&api.database, id).await?;
+    let wanted = body
+        .event_type
+        .as_deref()
+        .or(subscription.event_types.first().map(String::as_str))
+        .unwrap_or_default();
+    let kind = EventType::parse(wanted)
+        .filter(|_| subscription.event_types.iter().any(|t| t == wanted))
+        .ok_or_else(|| {
+            bad(
+                "event_type",
+                format!(
+                    "event_type must be one of the subscription's: {}",
+                    subscription.event_types.join(", ")
+                ),
+            )
+        })?;
+    let tag = Uuid::now_v7();
+    let announcement = shared::contract::Announcement {
+        id: format!("msg_{}", tag.simple()),
+        timestamp: OffsetDateTime::now_utc(),
+        event: event_types::example(kind, tag),
+    };
+    // serde_json writes UTF-8.
+    let payload = String::from_utf8_lossy(&announcement.body()).into_owned();
+    let mut tx = pool(&api.database)?.begin().await.map_err(db)?;
+    notifications::insert(
+        &mut tx,
+        &announcement.id,
+        kind,
+        &payload,
+        &Default::default(),
+    )
+    .await
+    .map_err(db)?;
+    deliveries::create_one(&mut tx, &announcement.id, id)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    tracing::info!(subscription_id = %id, event_id = %announcement.id, event_type = %kind, "Test event queued.");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestSent {
+            event_id: announcement.id,
+            event_type: kind,
+        }),
+    ))
+}
+
+/// `POST /subscriptions/{id}/recover`: from when.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverFrom {
+    /// Deliveries that failed at or after this time (RFC 3339) are sent again.
+    since: String,
+}
+
+/// How many failed deliveries are sent again.
+#[derive(Serialize, ToSchema)]
+pub struct Recovered {
+    /// Their number.
+    recovered: u64,
+}
+
+/// Sends again every delivery to this subscription that failed (after its last retry) at or
+/// after `since`: after an endpoint's outage, what it missed, each with its retries anew.
+#[utoipa::path(post, path = "/subscriptions/{id}/recover", operation_id = "recover_subscription_deliveries", tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's id (a UUID)")),
+    request_body(content = RecoverFrom, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued for delivery again", body = Recovered),
+        (status = 409, description = "The subscription is disabled", body = shared::openapi::ErrorBody, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn recover(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Result<Json<RecoverFrom>, JsonRejection>,
+) -> Result<(StatusCode, Json<Recovered>), ApiError> {
+    let id = parse_id(&id)?;
+    let Json(body) = body.map_err(|e| bad_body(&e))?;
+    let since = OffsetDateTime::parse(&body.since, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            bad(
+                "since",
+                "since must be an RFC 3339 time, such as 2026-12-05T10:00:00Z",
+            )
+        })?;
+    enabled(&api.database, id).await?;
+    let recovered = deliveries::recover(pool(&api.database)?, id, since)
+        .await
+        .map_err(db)?;
+    tracing::info!(subscription_id = %id, recovered, "Failed deliveries sent again.");
+    Ok((StatusCode::ACCEPTED, Json(Recovered { recovered })))
 }
 
 #[cfg(test)]

@@ -45,6 +45,13 @@ pub struct Subscription {
     created_at: OffsetDateTime,
 }
 
+impl Subscription {
+    /// Whether it gets deliveries (it was not disabled for failing).
+    pub fn is_enabled(&self) -> bool {
+        self.disabled_at.is_none()
+    }
+}
+
 /// The columns of [`Subscription`], for `concat!` into static queries.
 macro_rules! columns {
     () => {

@@ -5,3 +5,4 @@ mod delivery;
 mod guard;
 mod helpers;
 mod subscriptions;
+mod tools;

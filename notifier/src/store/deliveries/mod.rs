@@ -135,6 +135,39 @@ pub async fn create_for(
     .map(|done| done.rows_affected())
 }
 
+/// One pending delivery of the event `id` to the subscription `subscription` only (a test
+/// event).
+pub async fn create_one(
+    tx: &mut PgConnection,
+    id: &str,
+    subscription: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO deliveries (event_id, subscription_id, status) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(subscription)
+        .bind(DeliveryStatus::Pending)
+        .execute(tx)
+        .await
+        .map(|_| ())
+}
+
+/// The deliveries to subscription `id` that failed at or after `since` become pending again,
+/// due now, each with its retries anew; how many.
+pub async fn recover(pool: &PgPool, id: Uuid, since: OffsetDateTime) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $3, attempts = 0, next_attempt_at = now(),
+                failed_at = NULL
+         WHERE subscription_id = $1 AND status = $4 AND failed_at >= $2",
+    )
+    .bind(id)
+    .bind(since)
+    .bind(DeliveryStatus::Pending)
+    .bind(DeliveryStatus::Failed)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
+}
+
 /// The pending deliveries of subscription `id` not in flight become skipped (it was disabled),
 /// to be retried on request like any skipped one.
 pub async fn skip_pending(tx: &mut PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {

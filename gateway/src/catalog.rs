@@ -232,7 +232,7 @@ impl SortKey {
         }
     }
 
-    /// Whether `value` is a sort value of this key as [`Self::cursor_sql`] writes it.
+    /// Whether `value` is a sort value of this key as `cursor_sql` writes it.
     pub fn holds(self, value: &str) -> bool {
         match self {
             Self::Name => true,

@@ -3,8 +3,10 @@
 //! It parses and validates each request ([`request`]), enforces idempotency in Redis
 //! ([`idempotency`]), publishes a persistent message and answers `202` only after the broker's
 //! confirm ([`publisher`]), and serves product reads from the Redis cache with PostgreSQL behind
-//! it ([`routes`]); [`catalog`] stores the catalog's entries and lists them. [`startup`] wires it together; [`error`] maps every failure to one JSON shape;
-//! [`keys`] is the command that manages API keys.
+//! it ([`routes`]); [`catalog`] stores the catalog's entries and lists them. [`startup`] wires
+//! it together, and [`shared::api`] maps every failure to one problem (RFC 9457); [`keys`] is
+//! the command that manages API keys and [`migrate`] the one that prepares PostgreSQL for the
+//! services' own roles.
 #![forbid(unsafe_code)]
 
 pub mod catalog;

@@ -1,7 +1,7 @@
 //! Downstream events: what the processor tells the rest of the world after each applied change
 //! (`product.updated` with old and new values, `stock.low` when stock falls below the
 //! threshold, `order.created`, `order.rejected`), as the contract's
-//! [`Announcement`](shared::contract::Announcement)s.
+//! [`Announcement`]s.
 //!
 //! They are written to the `outbox` table (this module owns it) in the same transaction as
 //! the change, published to the `{ns}.events` topic exchange (routing key = type) after the

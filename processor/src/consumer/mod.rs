@@ -17,7 +17,7 @@
 //! On the dead-letter queue ([`Intake`]): record each dead letter in PostgreSQL, then ack.
 //!
 //! [`shared::consume::supervise`] owns the loop and restarts it whatever ends it (a panic
-//! included); [`shard`] and [`dead_letter_intake`] are the two handlers.
+//! included); `shard` and `dead_letter_intake` are the two handlers.
 
 mod dead_letter_intake;
 mod shard;

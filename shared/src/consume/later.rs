@@ -27,7 +27,7 @@ impl Later {
         (Self { queue }, runner)
     }
 
-    /// Runs `work` after everything left before it; waits while [`DEPTH`] are already waiting.
+    /// Runs `work` after everything left before it; waits while `DEPTH` are already waiting.
     /// Work left after the runner stopped is dropped: what it would have settled stays
     /// unacknowledged and returns to the queue when the channel closes.
     pub async fn then(&self, work: impl Future<Output = ()> + Send + 'static) {

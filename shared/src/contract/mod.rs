@@ -1,10 +1,10 @@
 //! The wire contract between the services, each message a type that its producer serialises and
 //! its consumer deserialises from the same definition:
 //!
-//! - [`ingest`]: product updates and orders on the ingest shards.
-//! - [`downstream`]: the events the processor (and the imager) announce and the notifier
+//! - `ingest`: product updates and orders on the ingest shards.
+//! - `downstream`: the events the processor (and the imager) announce and the notifier
 //!   delivers.
-//! - [`image`]: the image jobs the gateway queues for the imager.
+//! - `image`: the image jobs the gateway queues for the imager.
 //! - here: the names of the AMQP headers, the Redis keys, and the read cache's product view.
 
 mod downstream;

@@ -109,6 +109,11 @@ for service in ours:
     for variable in service.get("environment", {}):
         if variable not in read_by_code | aws_settings:
             fail(f"docker-compose.yml sets {variable}, which no service reads")
+# The compose test's override swaps in the locally built image for every service that runs ours.
+test_services = yaml.safe_load((ROOT / "deploy/compose-test/compose.test.yml").read_text())["services"]
+for name, service in services.items():
+    if service.get("image", "").startswith("product-event-pipeline") and name not in test_services:
+        fail(f"deploy/compose-test/compose.test.yml does not give service {name} the image it builds")
 print(f"ok   compose: {len(services)} services, depends_on and variables consistent")
 
 # Kubernetes: every overlay rendered (with and without the monitoring component) from a copy of

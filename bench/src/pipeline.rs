@@ -45,6 +45,12 @@ impl Pipeline {
         services
             .env
             .push(("WEBHOOK_ALLOW_PRIVATE_NETWORKS".into(), "true".into()));
+        // The load generator's one key stands for the many clients a gateway serves: the cap on
+        // one key's requests in progress (64 by default, fairness between keys) would bound the
+        // run before the pipeline does (run L), so it is the gateway's whole in-flight limit.
+        services
+            .env
+            .push(("HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY".into(), "512".into()));
         let children = ["gateway", "processor", "notifier"].map(|name| services.spawn(name));
         let pids = [0, 1, 2].map(|i| children[i].id().expect("running"));
         let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;

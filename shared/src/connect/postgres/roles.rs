@@ -163,14 +163,28 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Makes each service's role where missing (when this user may) and sets its privileges on
-/// `schema` to its [`Role::privileges`], all in one transaction.
-pub async fn grant(pool: &PgPool, schema: &str) -> anyhow::Result<Vec<Granted>> {
+/// A transaction that holds the roles' turn: roles belong to the whole server, so one
+/// migrating user at a time makes or changes them.
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // Roles belong to the whole server: one migrating user at a time makes them.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pipeline.roles'))")
         .execute(&mut *tx)
         .await?;
+    Ok(tx)
+}
+
+/// Whether the role `name` exists.
+async fn exists(tx: &mut sqlx::PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(name)
+        .fetch_one(tx)
+        .await
+}
+
+/// Makes each service's role where missing (when this user may) and sets its privileges on
+/// `schema` to its [`Role::privileges`], all in one transaction.
+pub async fn grant(pool: &PgPool, schema: &str) -> anyhow::Result<Vec<Granted>> {
+    let mut tx = begin(pool).await?;
     let may_make: bool = sqlx::query_scalar(
         "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user",
     )
@@ -179,11 +193,7 @@ pub async fn grant(pool: &PgPool, schema: &str) -> anyhow::Result<Vec<Granted>> 
     let schema = ident(schema);
     let mut report = Vec::new();
     for role in Role::ALL {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                .bind(role.name())
-                .fetch_one(&mut *tx)
-                .await?;
+        let exists = exists(&mut tx, role.name()).await?;
         let name = ident(role.name());
         if !exists {
             if !may_make {
@@ -240,15 +250,8 @@ pub async fn login(
     user: &str,
     password: Option<&str>,
 ) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pipeline.roles'))")
-        .execute(&mut *tx)
-        .await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(user)
-            .fetch_one(&mut *tx)
-            .await?;
+    let mut tx = begin(pool).await?;
+    let exists = exists(&mut tx, user).await?;
     let password = match password {
         Some(password) => format!("'{}'", scram_verifier(password, &salt()?)),
         None => "NULL".to_owned(),

@@ -13,10 +13,7 @@ use lapin::{
 };
 use serde_json::Value;
 use shared::{
-    config::Backends,
-    connect::postgres::roles::{self, Role},
-    contract,
-    objects::Objects,
+    config::Backends, connect::postgres::roles::Role, contract, objects::Objects,
     topology::Topology,
 };
 
@@ -64,35 +61,7 @@ pub struct Options {
     pub backends: Option<Backends>,
 }
 
-/// Prepares the schema as `gateway migrate` does and makes each service's login user,
-/// `stack_<service>`, a member of its role, with the password `stack-<service>`: the
-/// services then run as a deployment runs them, each as its own role, and fail wherever a
-/// privilege their code needs is not granted.
-async fn own_roles(backends: &Backends) {
-    let (pool, granted) =
-        shared::connect::postgres::migrate(&backends.database, &backends.namespace)
-            .await
-            .expect("the schema migrated and the roles granted");
-    assert!(
-        granted
-            .iter()
-            .all(|g| !matches!(g, roles::Granted::Missing(_))),
-        "{granted:?}"
-    );
-    for role in Role::ALL {
-        roles::login(
-            &pool,
-            role,
-            &format!("stack_{}", role.service()),
-            Some(&format!("stack-{}", role.service())),
-        )
-        .await
-        .expect("a login user for the role");
-    }
-    pool.close().await;
-}
-
-/// `backends` with PostgreSQL reached as `role`'s login user ([`own_roles`]).
+/// `backends` with PostgreSQL reached as `role`'s login user ([`testkit::role_logins`]).
 fn as_own_role(backends: &Backends, role: Role) -> Backends {
     let mut backends = backends.clone();
     backends.database = backends
@@ -120,7 +89,10 @@ impl Stack {
     /// Every service, started as `options` say.
     pub async fn start_with(options: Options) -> Self {
         let backends = options.backends.unwrap_or_else(testkit::backends);
-        own_roles(&backends).await;
+        // Each service as its own role, as a deployment runs them.
+        testkit::role_logins(&backends, "stack", true)
+            .await
+            .expect("the schema migrated and a login user per role");
         let key = testkit::api_key_at(&backends, "stack", shared::auth::Scopes::all(), None).await;
         let (objects, folder) = match options.objects {
             Some(objects) => (objects, None),

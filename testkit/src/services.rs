@@ -79,35 +79,22 @@ impl Services {
         })
     }
 
-    /// Runs each service as a PostgreSQL user of its own, as a deployment does: migrates the
-    /// schema and sets the roles' privileges as `gateway migrate` does (as `backends`' user),
-    /// and logs each service in as `faults_<service>`, a member of its role (no password: the
-    /// local server trusts 127.0.0.1). A service then fails wherever its role lacks a privilege
-    /// its code needs.
+    /// Runs each service as a PostgreSQL user of its own, as a deployment does
+    /// ([`crate::role_logins`]): `faults_<service>`, without a password.
     pub async fn own_roles(&mut self, backends: &shared::config::Backends) -> anyhow::Result<()> {
-        use shared::connect::postgres::{self, roles};
-        let (pool, granted) = postgres::migrate(&backends.database, &backends.namespace).await?;
-        anyhow::ensure!(
-            granted
-                .iter()
-                .all(|g| !matches!(g, roles::Granted::Missing(_))),
-            "roles missing: {granted:?}"
-        );
+        crate::role_logins(backends, "faults", false).await?;
         let database = self
             .env
             .iter()
             .find(|(name, _)| name == "DATABASE_URL")
             .map(|(_, url)| url.clone())
             .expect("DATABASE_URL is in every service's environment");
-        for role in roles::Role::ALL {
-            let user = format!("faults_{}", role.service());
-            roles::login(&pool, role, &user, None).await?;
+        for role in shared::connect::postgres::roles::Role::ALL {
             let mut url = reqwest::Url::parse(&database)?;
-            url.set_username(&user)
+            url.set_username(&format!("faults_{}", role.service()))
                 .map_err(|()| anyhow::anyhow!("DATABASE_URL takes no user name"))?;
             self.database_urls.push((role.service(), url.to_string()));
         }
-        pool.close().await;
         Ok(())
     }
 

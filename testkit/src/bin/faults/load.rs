@@ -209,15 +209,23 @@ impl Load {
             .chain(self.probes.iter().map(|(name, _)| format!("probe-{name}")))
             .collect();
         let pool = &self.pool;
-        let applied: Vec<String> = testkit::eventually_or(Duration::from_secs(120), || async {
-            let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM processed_events")
+        let applied_ids = || async {
+            sqlx::query_scalar::<_, String>("SELECT event_id FROM processed_events")
                 .fetch_all(pool)
                 .await
-                .ok()?;
-            (ids.len() >= expected.len()).then_some(ids)
+                .ok()
+        };
+        let waited = testkit::eventually_or(Duration::from_secs(120), || async {
+            applied_ids()
+                .await
+                .filter(|ids| ids.len() >= expected.len())
         })
-        .await
-        .unwrap_or_default();
+        .await;
+        // Not all in time: what was applied by then, so the verdict names what is missing.
+        let applied = match waited {
+            Some(ids) => ids,
+            None => applied_ids().await.unwrap_or_default(),
+        };
         let applied: BTreeSet<String> = applied.into_iter().collect();
         let verdict = Verdict {
             accepted: expected.len(),

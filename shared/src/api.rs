@@ -325,3 +325,83 @@ pub fn limit_param(value: Option<&String>, default: i64, max: i64) -> Result<i64
             }),
     }
 }
+
+/// The `limit` of an operator's list: 1 to 1000, 100 when not given.
+pub fn page_limit(value: Option<&String>) -> Result<i64, ApiError> {
+    limit_param(value, 100, 1000)
+}
+
+/// A page of a list as every list answers it: `items`, and `next_cursor` to pass as `cursor`
+/// for the next page (`None` on the last). Rows are fetched with [`fetch_limit`] (one more
+/// than asked): the extra row says there is more, and the cursor is the last kept row's sort
+/// key, so a page is a keyset query that neither repeats nor skips a row that stays put.
+pub fn paginate<T, K: serde::Serialize>(
+    mut rows: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<String>) {
+    let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() <= keep {
+        return (rows, None);
+    }
+    rows.truncate(keep);
+    let next = rows.last().map(|last| encode_cursor(&key(last)));
+    (rows, next)
+}
+
+/// How many rows to fetch for a page of `limit`: one more, to know whether another follows.
+pub fn fetch_limit(limit: i64) -> i64 {
+    limit.saturating_add(1)
+}
+
+/// A keyset cursor as the API hands it out: the URL-safe base64 of its JSON, opaque to clients.
+pub fn encode_cursor<K: serde::Serialize>(key: &K) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).expect("a cursor key always serialises"))
+}
+
+/// The `cursor` parameter read back, or a `400` naming it when this API did not give it.
+pub fn cursor_param<K: serde::de::DeserializeOwned>(
+    value: Option<&String>,
+) -> Result<Option<K>, ApiError> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    value
+        .map(|text| {
+            URL_SAFE_NO_PAD
+                .decode(text)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .ok_or_else(|| bad("cursor", "cursor is not one this API gave"))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_with_more_after_it_ends_at_the_limit_with_its_last_key_as_the_cursor() {
+        let (page, next) = paginate(vec![1, 2, 3], 2, |n| *n);
+        assert_eq!(page, [1, 2]);
+        let next = next.expect("a cursor");
+        assert_eq!(cursor_param::<i32>(Some(&next)).ok().flatten(), Some(2));
+    }
+
+    #[test]
+    fn the_last_page_has_no_cursor() {
+        assert_eq!(paginate(vec![1, 2], 2, |n| *n), (vec![1, 2], None));
+        assert_eq!(paginate(Vec::<i32>::new(), 5, |n| *n), (vec![], None));
+    }
+
+    #[test]
+    fn a_cursor_this_api_did_not_give_names_the_parameter() {
+        for made_up in ["not base64!", "e30", &encode_cursor(&"text")] {
+            let error = cursor_param::<(i64, String)>(Some(&made_up.to_owned()))
+                .expect_err("refused")
+                .into_response();
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{made_up}");
+        }
+        assert!(matches!(cursor_param::<i64>(None), Ok(None)));
+    }
+}

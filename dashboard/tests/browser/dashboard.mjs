@@ -1,11 +1,12 @@
 // Drives the dashboard in headless Chromium as an operator would: sign in with an ops key, the
 // page goes live, its numbers move as events are sent, a page of another origin cannot purge
-// with the operator's session, and a dead letter is dry-run then replayed from the page.
+// with the operator's session, the dead letters are listed a page at a time, and one is dry-run
+// then replayed from the page.
 // Run by `cargo test -p dashboard` (which starts the services and checks the replayed event was
 // applied and the forged purge refused); exits non-zero on the first failed expectation.
 //
 // Environment: DASHBOARD_URL, GATEWAY_URL, API_KEY (every scope), DEAD_PRODUCT (the product of
-// the planted dead letter), CHROMIUM (the browser binary), SCREENSHOTS (optional: a directory
+// the planted dead letter to replay; one other is planted), CHROMIUM (the browser binary), SCREENSHOTS (optional: a directory
 // for PNGs).
 import http from "node:http";
 import { chromium } from "playwright-core";
@@ -95,8 +96,15 @@ try {
   await evil.close();
   attacker.close();
 
-  // Dead letters: list, select the planted one, dry run, replay.
+  // Dead letters: one per page, then "Show more" follows the cursor to the second and last.
+  await page.fill("[data-testid=dl-limit]", "1");
   await page.click("[data-testid=dl-load]");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=dl-row]").length === 1);
+  expect(await page.isVisible("[data-testid=dl-more]"), "a first page of one offers more");
+  await page.click("[data-testid=dl-more]");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=dl-row]").length === 2);
+  expect(!(await page.isVisible("[data-testid=dl-more]")), "the last page offers no more");
+  // Select the planted one, dry run, replay.
   const row = page.locator(`[data-testid=dl-row]`, { hasText: DEAD_PRODUCT });
   await row.waitFor({ timeout: 30_000 });
   await row.locator("[data-testid=dl-select]").check();
@@ -125,7 +133,7 @@ try {
   );
   if (SCREENSHOTS) await page.screenshot({ path: `${SCREENSHOTS}/lookup.png`, fullPage: true });
   expect(errors.length === 0, `the page threw: ${errors.join("; ")}`);
-  console.log("browser: signed in, live numbers moved, forged purge refused, dead letter dry-run and replayed, lookup found it");
+  console.log("browser: signed in, live numbers moved, forged purge refused, dead letters paged, one dry-run and replayed, lookup found it");
 } finally {
   await browser.close();
 }

@@ -10,10 +10,9 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
 use shared::{
-    api::{ApiError, bad, db, limit_param, only_params},
+    api::{ApiError, bad, cursor_param, db, limit_param, only_params},
     auth::{Caller, Scope},
     catalog::{Cached, Entry},
     contract::{EventKey, IngestKind, NewProduct, ProductUpdate},
@@ -298,14 +297,12 @@ pub async fn list_products(
         })?,
     };
     let limit = limit_param(params.get("limit"), 20, 100)?;
-    let after = params.get("cursor").map(|c| cursor(c, sort)).transpose()?;
+    let after = cursor(params.get("cursor"), sort)?;
     let pool = shared::api::pool(&state.database)?;
     let (items, next) = catalog::list(pool, &filter, sort, after.as_ref(), limit, &state.objects)
         .await
         .map_err(db)?;
-    let next_cursor = next.map(|after| {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&after).expect("a cursor always serialises"))
-    });
+    let next_cursor = next.as_ref().map(shared::api::encode_cursor);
     Ok(Json(ProductPage { items, next_cursor }))
 }
 
@@ -359,12 +356,10 @@ fn filter(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
     Ok(filter)
 }
 
-fn cursor(text: &str, sort: Sort) -> Result<After, ApiError> {
-    let after: After = URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| bad("cursor", "cursor is not one this API gave"))?;
+fn cursor(text: Option<&String>, sort: Sort) -> Result<Option<After>, ApiError> {
+    let Some(after) = cursor_param::<After>(text)? else {
+        return Ok(None);
+    };
     if !sort.key.holds(&after.value) {
         return Err(bad("cursor", "cursor is not one this API gave"));
     }
@@ -377,5 +372,5 @@ fn cursor(text: &str, sort: Sort) -> Result<After, ApiError> {
             ),
         ));
     }
-    Ok(after)
+    Ok(Some(after))
 }

@@ -7,7 +7,7 @@
 //!   /subscriptions/{id}/recover` (its failed deliveries since a time sent again).
 //! - [`event_types`]: `GET /event-types`, the event catalog.
 //! - [`notifications`]: `GET /notifications/{event_id}` (each subscriber's delivery and every
-//!   attempt), `GET /deliveries?status=&subscription_id=&limit=`, `POST /deliveries/{id}/retry`.
+//!   attempt), `GET /deliveries?status=&subscription_id=&limit=&cursor=`, `POST /deliveries/{id}/retry`.
 
 pub mod event_types;
 pub mod notifications;

@@ -12,7 +12,10 @@ use axum::{
 };
 use serde::Serialize;
 use shared::{
-    api::{ApiError, bad, db, found, limit_param, only_params, pool},
+    api::{
+        ApiError, bad, cursor_param, db, fetch_limit, found, only_params, page_limit, paginate,
+        pool,
+    },
     connect::postgres::Database,
     contract::EventType,
 };
@@ -24,9 +27,6 @@ use crate::store::{
     deliveries::{self, Attempt, Delivery, DeliveryStatus, Retry},
     notifications,
 };
-
-/// Most deliveries one list call returns.
-pub const MAX_LIST: i64 = 1000;
 
 /// A downstream event the notifier took in, with its deliveries.
 #[derive(Serialize, ToSchema)]
@@ -53,11 +53,13 @@ pub struct DeliveryLog {
     attempt_log: Vec<Attempt>,
 }
 
-/// `GET /deliveries`.
+/// `GET /deliveries`: a page.
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryList {
     /// Newest first.
-    deliveries: Vec<Delivery>,
+    items: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
 /// A delivery sent again.
@@ -114,13 +116,17 @@ pub(crate) async fn show(
         ("status" = Option<String>, Query, description = "pending, sent, failed, skipped or cancelled"),
         ("subscription_id" = Option<String>, Query, description = "Only this subscription's (a UUID)"),
         ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor (with the same filters)"),
     ),
-    responses((status = 200, description = "The deliveries", body = DeliveryList)))]
+    responses((status = 200, description = "A page of deliveries", body = DeliveryList)))]
 pub(crate) async fn list(
     State(database): State<Database>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    only_params(params.keys(), &["status", "subscription_id", "limit"])?;
+    only_params(
+        params.keys(),
+        &["status", "subscription_id", "limit", "cursor"],
+    )?;
     let status = params
         .get("status")
         .map(|s| {
@@ -142,11 +148,19 @@ pub(crate) async fn list(
                 .map_err(|_| bad("subscription_id", "subscription_id must be a UUID"))
         })
         .transpose()?;
-    let limit = limit_param(params.get("limit"), 100, MAX_LIST)?;
-    let deliveries = deliveries::list(pool(&database)?, status, subscription, limit)
-        .await
-        .map_err(db)?;
-    Ok(Json(DeliveryList { deliveries }))
+    let limit = page_limit(params.get("limit"))?;
+    let before: Option<i64> = cursor_param(params.get("cursor"))?;
+    let rows = deliveries::list(
+        pool(&database)?,
+        status,
+        subscription,
+        before,
+        fetch_limit(limit),
+    )
+    .await
+    .map_err(db)?;
+    let (items, next_cursor) = paginate(rows, limit, |delivery| delivery.id);
+    Ok(Json(DeliveryList { items, next_cursor }))
 }
 
 /// Sends a failed, skipped or cancelled delivery again, with a fresh retry schedule.

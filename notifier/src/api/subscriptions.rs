@@ -2,16 +2,21 @@
 //! The secret is shown when the subscription is created and when it is rotated, never in
 //! listings. Deleting keeps the subscription's delivery history and cancels what was pending.
 
+use std::collections::HashMap;
+
 use axum::{
     Json, Router,
-    extract::{Path, State, rejection::JsonRejection},
+    extract::{Path, Query, State, rejection::JsonRejection},
     http::StatusCode,
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use shared::{
-    api::{ApiError, bad, bad_body, db, found, pool},
+    api::{
+        ApiError, bad, bad_body, cursor_param, db, fetch_limit, found, only_params, page_limit,
+        paginate, pool,
+    },
     connect::postgres::Database,
     contract::EventType,
 };
@@ -69,7 +74,9 @@ pub struct Created {
 #[derive(Serialize, ToSchema)]
 pub struct SubscriptionList {
     /// Oldest first; secrets are never listed.
-    subscriptions: Vec<Subscription>,
+    items: Vec<Subscription>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
 /// A new secret; the old one also signs until `previous_secret_expires_at`.
@@ -220,14 +227,25 @@ pub(crate) async fn create(
     ))
 }
 
-/// Every subscription (without secrets).
+/// Subscriptions (without secrets), oldest first, a page at a time.
 #[utoipa::path(get, path = "/subscriptions", operation_id = "list_subscriptions", tag = "subscriptions",
-    responses((status = 200, description = "The subscriptions", body = SubscriptionList)))]
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor"),
+    ),
+    responses((status = 200, description = "A page of subscriptions", body = SubscriptionList)))]
 pub(crate) async fn list(
     State(database): State<Database>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SubscriptionList>, ApiError> {
-    let subscriptions = subscriptions::list(pool(&database)?).await.map_err(db)?;
-    Ok(Json(SubscriptionList { subscriptions }))
+    only_params(params.keys(), &["limit", "cursor"])?;
+    let limit = page_limit(params.get("limit"))?;
+    let after: Option<subscriptions::ListKey> = cursor_param(params.get("cursor"))?;
+    let rows = subscriptions::list(pool(&database)?, after, fetch_limit(limit))
+        .await
+        .map_err(db)?;
+    let (items, next_cursor) = paginate(rows, limit, Subscription::list_key);
+    Ok(Json(SubscriptionList { items, next_cursor }))
 }
 
 /// One subscription.

@@ -95,13 +95,32 @@ pub async fn create(
     Ok(Ok(created))
 }
 
-/// Every subscription not deleted, oldest first.
-pub async fn list(pool: &PgPool) -> Result<Vec<Subscription>, sqlx::Error> {
+/// Where a list of subscriptions goes on: after this one in their order (made, then id).
+pub type ListKey = (OffsetDateTime, Uuid);
+
+impl Subscription {
+    /// Its place in lists.
+    pub fn list_key(&self) -> ListKey {
+        (self.created_at, self.id)
+    }
+}
+
+/// Up to `limit` subscriptions not deleted, oldest first, after `after` when given.
+pub async fn list(
+    pool: &PgPool,
+    after: Option<ListKey>,
+    limit: i64,
+) -> Result<Vec<Subscription>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM subscriptions WHERE deleted_at IS NULL ORDER BY created_at"
+        " FROM subscriptions WHERE deleted_at IS NULL
+            AND ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
+          ORDER BY created_at, id LIMIT $3"
     ))
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

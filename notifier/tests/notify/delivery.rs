@@ -179,7 +179,7 @@ async fn an_unreachable_endpoint_fails_is_dead_lettered_disabled_and_can_be_retr
     );
 
     let (_, failed) = notifier.get("/deliveries?status=failed").await;
-    assert_eq!(failed["deliveries"][0]["event_id"], "e3:order.rejected");
+    assert_eq!(failed["items"][0]["event_id"], "e3:order.rejected");
 
     let (_, subscription) = notifier.get(&format!("/subscriptions/{id}")).await;
     assert_eq!(subscription["status"], "disabled");

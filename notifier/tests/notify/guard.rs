@@ -54,7 +54,7 @@ async fn the_api_wants_an_ops_key() {
     }
     let (status, listed) = notifier.get("/subscriptions").await;
     assert_eq!(status, 200);
-    assert_eq!(listed["subscriptions"], json!([]), "nothing was created");
+    assert_eq!(listed["items"], json!([]), "nothing was created");
     for (path, field) in [
         ("/deliveries?status=%00", "status"),
         ("/notifications/a%0Ab", "event_id"),
@@ -103,7 +103,7 @@ async fn endpoints_on_private_networks_are_refused_by_class() {
         );
     }
     let (_, listed) = notifier.get("/subscriptions").await;
-    assert_eq!(listed["subscriptions"], json!([]), "nothing was stored");
+    assert_eq!(listed["items"], json!([]), "nothing was stored");
     notifier.stop().await;
 }
 

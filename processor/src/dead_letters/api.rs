@@ -1,6 +1,6 @@
 //! The operator's HTTP API over dead letters, served on `PROCESSOR_ADDR`:
 //!
-//! - `GET /dead-letters?reason=&product_id=&since=&until=&limit=`: list, oldest first.
+//! - `GET /dead-letters?reason=&product_id=&since=&until=&limit=&cursor=`: a page, oldest first.
 //! - `GET /dead-letters/{id}`: one, with its payload.
 //! - `POST /dead-letters/replay` `{"ids": [...]}` or `{"all": true, <filters>}`, with
 //!   `"dry_run": true` to see what would happen (counted in PostgreSQL, the first 100 shown):
@@ -23,7 +23,10 @@ use lapin::Channel;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
-    api::{ApiError, bad, bad_body, db, found, limit_param, only_params, time_param},
+    api::{
+        ApiError, bad, bad_body, cursor_param, db, fetch_limit, found, only_params, page_limit,
+        paginate, time_param,
+    },
     connect::{amqp::Broker, postgres::Database},
     dead_letter::Reason,
     topology::Topology,
@@ -38,8 +41,6 @@ use super::{
 
 const NOT_FOUND: &str = "no dead letter with this id";
 
-/// Most dead letters one list call returns.
-pub const MAX_LIST: i64 = 1000;
 /// Most dead letters one replay call handles.
 pub const MAX_REPLAY: i64 = 10_000;
 
@@ -74,13 +75,13 @@ fn pool(api: &DeadLetterApi) -> Result<&sqlx::PgPool, ApiError> {
     shared::api::pool(&api.database)
 }
 
-/// `GET /dead-letters`.
+/// `GET /dead-letters`: a page.
 #[derive(Serialize, ToSchema)]
 pub struct DeadLetterList {
-    /// How many are listed.
-    count: usize,
     /// Oldest first.
-    dead_letters: Vec<DeadLetter>,
+    items: Vec<DeadLetter>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
 /// A dead letter with its body (`payload`: the JSON it carried, or its text).
@@ -174,17 +175,19 @@ fn result(dead: DeadLetter, already_applied: bool, outcome: Outcome) -> ReplayRe
         ("since" = Option<String>, Query, description = "First failed at or after (RFC 3339)"),
         ("until" = Option<String>, Query, description = "First failed before (RFC 3339)"),
         ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor (with the same filters)"),
     ),
-    responses((status = 200, description = "The dead letters", body = DeadLetterList)))]
+    responses((status = 200, description = "A page of dead letters", body = DeadLetterList)))]
 pub(crate) async fn list(
     State(api): State<DeadLetterApi>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     only_params(
         params.keys(),
-        &["reason", "product_id", "since", "until", "limit"],
+        &["reason", "product_id", "since", "until", "limit", "cursor"],
     )?;
-    let limit = limit_param(params.get("limit"), 100, MAX_LIST)?;
+    let limit = page_limit(params.get("limit"))?;
+    let after: Option<store::ListKey> = cursor_param(params.get("cursor"))?;
     let selection = Selection {
         ids: None,
         reason: reason_param(params.get("reason"))?,
@@ -192,13 +195,11 @@ pub(crate) async fn list(
         since: time_param("since", params.get("since"))?,
         until: time_param("until", params.get("until"))?,
     };
-    let dead_letters = store::list(pool(&api)?, &selection, limit)
+    let rows = store::list(pool(&api)?, &selection, after.as_ref(), fetch_limit(limit))
         .await
         .map_err(db)?;
-    Ok(Json(DeadLetterList {
-        count: dead_letters.len(),
-        dead_letters,
-    }))
+    let (items, next_cursor) = paginate(rows, limit, store::list_key);
+    Ok(Json(DeadLetterList { items, next_cursor }))
 }
 
 /// One dead letter with its body.
@@ -358,7 +359,7 @@ pub(crate) async fn replay(
 /// [`replay::INLINE`] with their effect.
 async fn preview(pool: &sqlx::PgPool, selection: &Selection) -> Result<Replayed, ApiError> {
     let (count, applied_count) = store::count(pool, selection).await.map_err(db)?;
-    let rows = store::list(pool, selection, replay::INLINE as i64)
+    let rows = store::list(pool, selection, None, replay::INLINE as i64)
         .await
         .map_err(db)?;
     let ids: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();

@@ -193,16 +193,31 @@ pub async fn release(pool: &PgPool, job: Uuid, id: Option<&str>) -> Result<(), s
     Ok(())
 }
 
-/// The selected dead letters, oldest first, at most `limit`.
+/// Where a list of dead letters goes on: after this one in their order (first failed, then id).
+pub type ListKey = (OffsetDateTime, String);
+
+/// The dead letter's place in lists.
+pub fn list_key(dead: &DeadLetter) -> ListKey {
+    (dead.first_failed_at, dead.id.clone())
+}
+
+/// The selected dead letters, oldest first, after `after` when given, at most `limit`.
 pub async fn list(
     pool: &PgPool,
     selection: &Selection,
+    after: Option<&ListKey>,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT * FROM dead_letters WHERE {MATCHES} ORDER BY first_failed_at, id LIMIT $6"
+        "SELECT * FROM dead_letters WHERE {MATCHES}
+           AND ($6::timestamptz IS NULL OR (first_failed_at, id) > ($6, $7::text))
+         ORDER BY first_failed_at, id LIMIT $8"
     ));
-    let arguments = selection.arguments(|more| more.add(limit))?;
+    let arguments = selection.arguments(|more| {
+        more.add(after.map(|(at, _)| *at))?;
+        more.add(after.map(|(_, id)| id))?;
+        more.add(limit)
+    })?;
     sqlx::query_as_with(sql, arguments).fetch_all(pool).await
 }
 

@@ -233,7 +233,7 @@ impl Pipeline {
     pub async fn dead_letters(&self, n: usize) -> Vec<serde_json::Value> {
         testkit::eventually(&format!("{n} dead letters"), WAIT, || async {
             let (status, body) = self.processor_get("/dead-letters").await;
-            let items = body["dead_letters"].as_array()?.clone();
+            let items = body["items"].as_array()?.clone();
             (status == 200 && items.len() == n).then_some(items)
         })
         .await

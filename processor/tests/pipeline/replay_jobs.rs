@@ -55,7 +55,11 @@ async fn a_dry_run_counts_and_shows_a_sample_and_changes_nothing() {
     assert_eq!(dry["results"].as_array().map(Vec::len), Some(100));
     assert_eq!(pipeline.purgeable("attempts_exhausted").await, 150);
     let (_, listed) = pipeline.processor_get("/dead-letters?limit=1000").await;
-    assert_eq!(listed["count"], 150, "a dry run changes nothing");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(150),
+        "a dry run changes nothing"
+    );
     assert_eq!(pipeline.inbox_count().await, 0);
     pipeline.stop().await;
 }
@@ -104,12 +108,49 @@ async fn a_large_replay_runs_as_a_job_and_replays_clicked_together_publish_each_
     wait_inbox(&pipeline, 150).await;
     let (_, listed) = pipeline.processor_get("/dead-letters").await;
     assert_eq!(
-        listed["count"], 0,
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
         "every dead letter was replayed and removed"
     );
     let (status, missing) = pipeline
         .processor_get("/dead-letters/replays/0190d0a4-0000-7000-8000-000000000000")
         .await;
     assert_eq!(status, 404, "{missing}");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_listed_a_page_at_a_time_none_twice_none_missed() {
+    let pipeline = spawn_pipeline().await;
+    plant(&pipeline, 150).await;
+    // Half of them failed at the same instant: the id orders those.
+    let pool = testkit::database(&pipeline.backends).await;
+    sqlx::query(
+        "UPDATE dead_letters SET first_failed_at = '2026-01-01T00:00:00Z' WHERE id < 'dl-0075'",
+    )
+    .execute(&pool)
+    .await
+    .expect("same instant");
+    let mut seen: Vec<String> = Vec::new();
+    let mut path = "/dead-letters?limit=40".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = pipeline.processor_get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 40, "a page holds at most its limit");
+        seen.extend(
+            items
+                .iter()
+                .map(|d| d["id"].as_str().expect("id").to_owned()),
+        );
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/dead-letters?limit=40&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..150).map(|i| format!("dl-{i:04}")).collect();
+    assert_eq!((pages, seen), (4, expected), "oldest first, each once");
     pipeline.stop().await;
 }

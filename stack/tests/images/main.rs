@@ -145,7 +145,7 @@ async fn dead_letters(stack: &Stack, reason: &str, n: usize) -> Vec<Value> {
     let url = format!("http://{}/dead-letters?reason={reason}", stack.processor);
     testkit::eventually(&format!("{n} dead letters {reason}"), WAIT, || async {
         let (status, body) = testkit::get_json(&stack.client, &url).await;
-        let listed = body["dead_letters"].as_array().cloned().unwrap_or_default();
+        let listed = body["items"].as_array().cloned().unwrap_or_default();
         (status == 200 && listed.len() >= n).then_some(listed)
     })
     .await

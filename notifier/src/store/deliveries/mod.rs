@@ -196,11 +196,13 @@ pub async fn of_event(pool: &PgPool, id: &str) -> Result<Vec<Delivery>, sqlx::Er
     .await
 }
 
-/// The `limit` newest deliveries, of one status and subscription when given.
+/// The `limit` newest deliveries older than `before` (an id) when given, of one status and
+/// subscription when given.
 pub async fn list(
     pool: &PgPool,
     status: Option<DeliveryStatus>,
     subscription: Option<Uuid>,
+    before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(concat!(
@@ -208,10 +210,12 @@ pub async fn list(
         delivery_columns!(),
         " WHERE ($1::text IS NULL OR d.status = $1)
             AND ($2::uuid IS NULL OR d.subscription_id = $2)
-          ORDER BY d.id DESC LIMIT $3"
+            AND ($3::bigint IS NULL OR d.id < $3)
+          ORDER BY d.id DESC LIMIT $4"
     ))
     .bind(status)
     .bind(subscription)
+    .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await

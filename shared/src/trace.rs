@@ -12,7 +12,8 @@
 //! `pipeline.event_id` on every span. Every HTTP request has a server span
 //! (`{method} {route}`), which the handler's spans continue.
 //!
-//! Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set:
+//! Exported over OTLP/HTTP (protobuf) or OTLP/gRPC, as `OTEL_EXPORTER_OTLP_PROTOCOL` says. Off
+//! unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set:
 //! then nothing is created, injected or extracted, and the cost is one atomic load per call.
 
 use std::{
@@ -40,9 +41,9 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The W3C header carrying vendors' trace state beside `traceparent`.
 pub const TRACESTATE: &str = "tracestate";
 
-/// Starts exporting spans over OTLP (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` or
-/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; the provider to shut down at exit, or `None`
-/// (tracing off).
+/// Starts exporting spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, by the [`Protocol`] the environment names; the
+/// provider to shut down at exit, or `None` (tracing off).
 pub fn init(service: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> {
     let configured = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -53,15 +54,156 @@ pub fn init(service: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> 
     if !configured {
         return Ok(None);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()?;
+    let exporter = Exporter::new(Protocol::from_env()?, None)?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource(service))
         .build();
     install(provider.clone());
     Ok(Some(provider))
+}
+
+/// How spans travel to the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/HTTP with protobuf bodies (`http/protobuf`, the default; port 4318).
+    HttpProtobuf,
+    /// OTLP/gRPC (`grpc`; port 4317).
+    Grpc,
+}
+
+impl Protocol {
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`, else
+    /// `http/protobuf`; an error naming the variable for any other value.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let named = [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .into_iter()
+        .find_map(|name| {
+            let value = std::env::var(name).ok()?;
+            (!value.trim().is_empty()).then_some((name, value))
+        });
+        match named {
+            None => Ok(Self::HttpProtobuf),
+            Some((name, value)) => Self::parse(value.trim()).ok_or_else(|| {
+                anyhow::anyhow!("{name}={value} is not supported: use grpc or http/protobuf")
+            }),
+        }
+    }
+
+    /// The protocol the OpenTelemetry variables call `value`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            "grpc" => Some(Self::Grpc),
+            _ => None,
+        }
+    }
+}
+
+/// The OTLP span exporter. The gRPC client needs a Tokio reactor in every call, and the batch
+/// processor exports from a thread of its own that has none, so a gRPC exporter carries a
+/// one-thread runtime and runs each export in its context (the HTTP client is blocking and
+/// needs none).
+#[derive(Debug)]
+pub struct Exporter {
+    inner: opentelemetry_otlp::SpanExporter,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Exporter {
+    /// An exporter by `protocol`, to `endpoint` when given, else where the
+    /// `OTEL_EXPORTER_OTLP_*` variables say (headers and timeout too).
+    pub fn new(protocol: Protocol, endpoint: Option<&str>) -> anyhow::Result<Self> {
+        use opentelemetry_otlp::WithExportConfig;
+        Ok(match protocol {
+            Protocol::HttpProtobuf => {
+                let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+                if let Some(endpoint) = endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                Self {
+                    inner: builder.build()?,
+                    runtime: None,
+                }
+            }
+            Protocol::Grpc => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("otlp-grpc")
+                    .enable_all()
+                    .build()?;
+                let built = {
+                    use opentelemetry_otlp::{
+                        WithTonicConfig, tonic_types::transport::ClientTlsConfig,
+                    };
+                    let _context = runtime.enter();
+                    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                    if let Some(endpoint) = endpoint {
+                        builder = builder.with_endpoint(endpoint);
+                    }
+                    // tonic trusts no root unless told: an https collector is checked against
+                    // the system's roots (SSL_CERT_FILE's when set).
+                    let secure = endpoint.map(str::to_owned).or_else(|| {
+                        [
+                            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                            "OTEL_EXPORTER_OTLP_ENDPOINT",
+                        ]
+                        .into_iter()
+                        .find_map(|name| {
+                            std::env::var(name)
+                                .ok()
+                                .filter(|url| !url.trim().is_empty())
+                        })
+                    });
+                    if secure.is_some_and(|url| url.trim().starts_with("https://")) {
+                        builder =
+                            builder.with_tls_config(ClientTlsConfig::new().with_native_roots());
+                    }
+                    builder.build()
+                };
+                match built {
+                    Ok(inner) => Self {
+                        inner,
+                        runtime: Some(runtime),
+                    },
+                    Err(error) => {
+                        runtime.shutdown_background();
+                        return Err(error.into());
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Exporter {
+    /// Stops the runtime without waiting (a runtime may not block a thread of another).
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for Exporter {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        let context = self.runtime.as_ref().map(|r| r.handle().clone());
+        let mut export = Box::pin(self.inner.export(batch));
+        std::future::poll_fn(move |cx| {
+            let _entered = context.as_ref().map(tokio::runtime::Handle::enter);
+            export.as_mut().poll(cx)
+        })
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// Who exports: `service.name` (the binary's, unless `OTEL_SERVICE_NAME` says otherwise),
@@ -402,7 +544,18 @@ impl Extractor for ReadAmqpHeaders<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::destination;
+    use super::{Protocol, destination};
+
+    #[test]
+    fn the_protocols_are_named_as_the_opentelemetry_variables_name_them() {
+        assert_eq!(Protocol::parse("grpc"), Some(Protocol::Grpc));
+        assert_eq!(
+            Protocol::parse("http/protobuf"),
+            Some(Protocol::HttpProtobuf)
+        );
+        assert_eq!(Protocol::parse("http/json"), None, "not built in");
+        assert_eq!(Protocol::parse("GRPC"), None);
+    }
 
     #[test]
     fn destinations_are_named_as_the_rabbitmq_conventions_say() {

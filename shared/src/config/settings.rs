@@ -578,14 +578,26 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "",
-        "Unset: traces off. e.g. http://collector:4318 to export traces over OTLP/HTTP \
-         (docs/observability.md).",
+        "Unset: traces off. e.g. http://collector:4318 to export traces over OTLP/HTTP, or \
+         http://collector:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc (docs/observability.md).",
         All,
     ),
     setting(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "",
         "The traces' own endpoint, the full URL (wins over OTEL_EXPORTER_OTLP_ENDPOINT).",
+        All,
+    ),
+    setting(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "http/protobuf",
+        "http/protobuf (OTLP/HTTP, port 4318) or grpc (OTLP/gRPC, port 4317).",
+        All,
+    ),
+    setting(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "",
+        "The traces' own protocol (wins over OTEL_EXPORTER_OTLP_PROTOCOL).",
         All,
     ),
     setting(

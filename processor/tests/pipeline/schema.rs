@@ -21,6 +21,21 @@ async fn tables(pool: &PgPool) -> Vec<String> {
     .expect("the catalog is readable")
 }
 
+/// Every migration's version, in order, read from the migration files of every group.
+fn every_version() -> Vec<i64> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/migrations");
+    let mut versions: Vec<i64> = std::fs::read_dir(root)
+        .expect("the migrations")
+        .flat_map(|group| std::fs::read_dir(group.expect("a group").path()).expect("a group"))
+        .filter_map(|file| {
+            let name = file.expect("a file").file_name();
+            name.to_str()?.split('_').next()?.parse().ok()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
 /// Applied migration versions, in order.
 async fn versions(pool: &PgPool) -> Vec<i64> {
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
@@ -75,7 +90,7 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
             "{table} in {present:?}"
         );
     }
-    assert_eq!(versions(&processor).await, (1..=20).collect::<Vec<_>>());
+    assert_eq!(versions(&processor).await, every_version());
     processor.close().await;
     testkit::cleanup(&backends).await.expect("cleanup");
 }
@@ -158,7 +173,7 @@ async fn a_database_migrated_before_grouping_upgrades_in_place() {
     let upgraded = migrated(&backends.database, &backends.namespace, &Tables::ALL, 1)
         .await
         .expect("every group accepts the old history");
-    assert_eq!(versions(&upgraded).await, (1..=20).collect::<Vec<_>>());
+    assert_eq!(versions(&upgraded).await, every_version());
     let kept: (i64, String) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM products),
                 (SELECT traceparent FROM notifications WHERE event_id = 'msg_1')",

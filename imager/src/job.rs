@@ -11,6 +11,9 @@
 //! exhausted its attempts, fails the image, removes its stored bytes and dead-letters the job.
 //! A replay from the dashboard brings the job back and it starts over.
 //!
+//! A statement on the image's record that PostgreSQL refuses (not an outage, which is held)
+//! fails the image and dead-letters the job as `invalid`, so the queue moves on.
+//!
 //! A redelivered job whose image is ready already refreshes the cache and announces again
 //! (the same event id, which the notifier takes once), then is acknowledged.
 
@@ -22,7 +25,7 @@ use shared::{
     catalog::{Cache, Cached, StoredVariant, Variants},
     connect::{
         amqp::{Routing, send},
-        postgres::Database,
+        postgres::{Database, Fault},
     },
     consume::{Consuming, DeliveryHandler, hold, settle},
     contract::{Announcement, DownstreamEvent, ImageJob, ImageSource, ImagesReady},
@@ -160,15 +163,20 @@ impl Imager {
             },
             &trace::extract(&delivery.properties),
         );
-        let found = hold(
-            || async { images::find(self.database.ready()?, job.image_id).await },
-            |_| true,
-            "image record",
-            shutdown,
-        )
-        .await;
-        let Some(Ok(record)) = found else {
-            return false;
+        let found = self
+            .record(
+                || async { images::find(self.database.ready()?, job.image_id).await },
+                shutdown,
+            )
+            .await;
+        let record = match found {
+            None => return false,
+            Some(Ok(record)) => record,
+            Some(Err(why)) => {
+                return self
+                    .set_aside(channel, delivery, Reason::Invalid, &why)
+                    .await;
+            }
         };
         match record.map(|r| r.status) {
             None => {
@@ -185,15 +193,20 @@ impl Imager {
             }
             Some(Status::Failed) => {
                 // Replayed: it starts over.
-                let restarted = hold(
-                    || async { images::restart(self.database.ready()?, job.image_id).await },
-                    |_| true,
-                    "image record",
-                    shutdown,
-                )
-                .await;
-                if !matches!(restarted, Some(Ok(()))) {
-                    return false;
+                let restarted = self
+                    .record(
+                        || async { images::restart(self.database.ready()?, job.image_id).await },
+                        shutdown,
+                    )
+                    .await;
+                match restarted {
+                    None => return false,
+                    Some(Ok(())) => {}
+                    Some(Err(why)) => {
+                        return self
+                            .give_up(channel, delivery, &job, Reason::Invalid, &why, shutdown)
+                            .await;
+                    }
                 }
             }
             Some(Status::Processing) => {}
@@ -208,23 +221,36 @@ impl Imager {
         let Ok(variants) = variants else {
             return true;
         };
-        let recorded = hold(
-            || async {
-                images::ready(
-                    self.database.ready()?,
-                    job.image_id,
-                    &job.product_id,
-                    &variants.made,
-                )
-                .await
-            },
-            |_| true,
-            "image record",
-            shutdown,
-        )
-        .await;
-        if !matches!(recorded, Some(Ok(_))) {
-            return false;
+        let recorded = self
+            .record(
+                || async {
+                    images::ready(
+                        self.database.ready()?,
+                        job.image_id,
+                        &job.product_id,
+                        &variants.made,
+                    )
+                    .await
+                },
+                shutdown,
+            )
+            .await;
+        match recorded {
+            None => return false,
+            Some(Ok(_)) => {}
+            Some(Err(why)) => {
+                span.fail(&why);
+                return self
+                    .give_up(
+                        channel,
+                        variants.delivery,
+                        &job,
+                        Reason::Invalid,
+                        &why,
+                        shutdown,
+                    )
+                    .await;
+            }
         }
         metrics::histogram!(shared::metric::IMAGE_PROCESSING_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -256,14 +282,33 @@ impl Imager {
                 Err(failure) => failure,
             };
             let attempts = match &failure {
-                Failure::Failed(why) => hold(
-                    || async { images::attempted(self.database.ready()?, job.image_id, why).await },
-                    |_| true,
-                    "image record",
-                    shutdown,
-                )
-                .await?
-                .ok()?,
+                Failure::Failed(why) => {
+                    let attempted = self
+                        .record(
+                            || async {
+                                images::attempted(self.database.ready()?, job.image_id, why).await
+                            },
+                            shutdown,
+                        )
+                        .await?;
+                    match attempted {
+                        Ok(attempts) => attempts,
+                        Err(refused) => {
+                            span.fail(&refused);
+                            return self
+                                .give_up(
+                                    channel,
+                                    delivery,
+                                    job,
+                                    Reason::Invalid,
+                                    &refused,
+                                    shutdown,
+                                )
+                                .await
+                                .then_some(Err(()));
+                        }
+                    }
+                }
                 _ => 0,
             };
             match decide::next_step(&failure, attempts, self.max_attempts, self.backoff) {
@@ -532,15 +577,19 @@ impl Imager {
         why: &str,
         shutdown: &CancellationToken,
     ) -> bool {
-        let failed = hold(
-            || async { images::fail(self.database.ready()?, job.image_id, why).await },
-            |_| true,
-            "image record",
-            shutdown,
-        )
-        .await;
-        if !matches!(failed, Some(Ok(()))) {
-            return false;
+        let failed = self
+            .record(
+                || async { images::fail(self.database.ready()?, job.image_id, why).await },
+                shutdown,
+            )
+            .await;
+        match failed {
+            None => return false,
+            Some(Ok(())) => {}
+            // The job is dead-lettered all the same: the record stays as it was.
+            Some(Err(refused)) => {
+                tracing::error!(image_id = %job.image_id, error = %refused, "Could not mark an image failed.");
+            }
         }
         // A failed image is never served: its upload and whatever was stored of it go.
         let stored = images::key(self.topology.namespace(), job.image_id, "");
@@ -549,6 +598,22 @@ impl Imager {
         }
         tracing::warn!(image_id = %job.image_id, reason = reason.as_str(), error = %why, "Image failed; dead-lettered its job.");
         self.set_aside(channel, delivery, reason, why).await
+    }
+
+    /// Runs `statement` on the image's record, held while PostgreSQL is down; `None` if
+    /// shutdown came first, `Some(Err(why))` if PostgreSQL refused it (which trying again would
+    /// not change).
+    async fn record<T, F, Fut>(
+        &self,
+        statement: F,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<T, String>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let held = hold(statement, Fault::worth_retrying, "image record", shutdown).await?;
+        Some(held.map_err(|refused| format!("PostgreSQL refused the image's record: {refused}")))
     }
 
     /// Dead-letters the delivery with `reason` and `why`, then acks it; if the dead letter is

@@ -5,14 +5,15 @@
 //! never cause a second delivery.
 //!
 //! A message that is not a downstream event (not the contract's body, no message id, an unknown
-//! `type`) is dead-lettered with reason `unparseable` and why, from the notifier's queue, where a
-//! replay sends it back.
+//! `type`) is dead-lettered with reason `unparseable` and why, and one whose record PostgreSQL
+//! refuses (a NUL byte in its id) with reason `invalid`, from the notifier's queue, where a
+//! replay sends it back; an outage holds the message until PostgreSQL is back.
 
 use std::{collections::HashMap, sync::Arc};
 
 use lapin::{Channel, message::Delivery, options::BasicAckOptions};
 use shared::{
-    connect::postgres::Database,
+    connect::postgres::{Database, Fault},
     consume::{Consuming, DeliveryHandler, hold, settle},
     contract::{Announcement, EventType},
     dead_letter::{self, Poison, Reason},
@@ -92,7 +93,8 @@ impl DeliveryHandler for Intake {
         let event = match decode(message_id, &delivery.data) {
             Ok(event) => event,
             Err(why) => {
-                self.set_aside(channel, &delivery, &why).await;
+                self.set_aside(channel, &delivery, Reason::Unparseable, &why)
+                    .await;
                 return true;
             }
         };
@@ -111,13 +113,20 @@ impl DeliveryHandler for Intake {
         let carrier = span.carrier();
         let recorded = hold(
             || async { record(self.database.ready()?, &event, &carrier).await },
-            |_| true,
+            Fault::worth_retrying,
             "downstream event",
             shutdown,
         )
         .await;
-        let Some(Ok(new)) = recorded else {
-            return false;
+        let new = match recorded {
+            None => return false,
+            Some(Ok(new)) => new,
+            Some(Err(refused)) => {
+                let why = format!("PostgreSQL refused to record it: {refused}");
+                self.set_aside(channel, &delivery, Reason::Invalid, &why)
+                    .await;
+                return true;
+            }
         };
         let outcome = if new { "recorded" } else { "duplicate" };
         metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => outcome).increment(1);
@@ -131,10 +140,11 @@ impl DeliveryHandler for Intake {
 }
 
 impl Intake {
-    /// Dead-letters what is not a downstream event (reason `unparseable`, with why), then acks
-    /// it; if the dead letter is not confirmed the original stays and comes back.
-    async fn set_aside(&self, channel: &Channel, delivery: &Delivery, why: &str) {
-        metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => "unparseable")
+    /// Dead-letters what cannot be taken in (`unparseable`: not a downstream event; `invalid`:
+    /// PostgreSQL refused its record), with why, then acks it; if the dead letter is not
+    /// confirmed the original stays and comes back.
+    async fn set_aside(&self, channel: &Channel, delivery: &Delivery, reason: Reason, why: &str) {
+        metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => reason.as_str())
             .increment(1);
         let poison = Poison {
             data: &delivery.data,
@@ -143,17 +153,11 @@ impl Intake {
             queue: &self.queue,
             attempts: 1,
         };
-        let set_aside = dead_letter::set_aside(
-            channel,
-            &self.topology,
-            "notifier",
-            poison,
-            Reason::Unparseable,
-            why,
-        );
+        let set_aside =
+            dead_letter::set_aside(channel, &self.topology, "notifier", poison, reason, why);
         match set_aside.await {
             Ok(()) => {
-                tracing::error!(error = %why, "Not a downstream event; dead-lettered it.");
+                tracing::error!(reason = reason.as_str(), error = %why, "Could not take a message in; dead-lettered it.");
                 if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                     tracing::debug!(error = %e, "Ack failed; the message will be redelivered.");
                 }

@@ -355,6 +355,36 @@ async fn a_message_that_is_not_a_downstream_event_is_dead_lettered_with_why() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_event_postgres_refuses_to_record_is_dead_lettered_and_the_queue_moves_on() {
+    let notifier = spawn_notifier(5).await;
+    let _receiver = notifier.receiver_for(&["stock.low"]).await;
+    let dead = notifier.topology.dead_letter_queue();
+    let body = br#"{"type":"stock.low","timestamp":"2026-01-01T00:00:00Z","data":{"source_event_id":"e","product_id":"p","stock":1,"threshold":10}}"#;
+    // A NUL byte in the id: a downstream event by the contract, text PostgreSQL refuses.
+    notifier
+        .emit_raw("stock.low", Some("msg_nul\0"), body)
+        .await;
+    notifier
+        .emit_raw("stock.low", Some("msg_after_nul"), body)
+        .await;
+    let notification = notifier.settled("msg_after_nul").await;
+    assert_eq!(
+        notification["deliveries"][0]["status"], "sent",
+        "the queue moved on"
+    );
+    let message = notifier.broker.take(&dead).await.expect("dead letter");
+    assert_eq!(message.data, body);
+    let header = |name| shared::dead_letter::text_header(&message.properties, name);
+    assert_eq!(header(headers::DEAD_REASON).as_deref(), Some("invalid"));
+    assert!(
+        header(headers::DEAD_ERROR).is_some_and(|e| e.contains("PostgreSQL refused")),
+        "{:?}",
+        header(headers::DEAD_ERROR)
+    );
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn shutdown_while_an_attempt_cannot_be_recorded_stops_and_loses_nothing() {
     let backends = testkit::backends();
     let faulty = testkit::fault_proxy::Faulty::start(&backends).await;

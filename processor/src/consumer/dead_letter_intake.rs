@@ -1,7 +1,11 @@
 //! The dead-letter queue's handler: records each dead letter in PostgreSQL, then acks.
+//!
+//! Text PostgreSQL cannot hold (a NUL byte) was already made storable by
+//! [`intake::record`]; should PostgreSQL still refuse the row, the dead letter is kept with
+//! its body and reason and the refusal as its error, so the queue never stops on it.
 
 use lapin::message::Delivery;
-use shared::connect::postgres::Database;
+use shared::connect::postgres::{Database, Fault};
 
 use crate::dead_letters::{intake, store};
 use shared::consume::{Consuming, DeliveryHandler, hold, settle};
@@ -18,11 +22,25 @@ impl DeliveryHandler for Intake {
         let dead = intake::record(&delivery);
         let stored = hold(
             || async { store::insert(self.database.ready()?, &dead).await },
-            |_| true,
+            Fault::worth_retrying,
             "dead letter",
             shutdown,
         )
         .await;
+        let stored = match stored {
+            Some(Err(refused)) => {
+                tracing::error!(dead_letter_id = %dead.id, error = %refused, "PostgreSQL refused a dead letter's fields; keeping it with its body and reason only.");
+                let kept = intake::plain(dead, &refused);
+                hold(
+                    || async { store::insert(self.database.ready()?, &kept).await },
+                    |_| true,
+                    "dead letter",
+                    shutdown,
+                )
+                .await
+            }
+            other => other,
+        };
         match stored {
             None => false,
             Some(_) => {

@@ -71,7 +71,7 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
     let first_failed_at = text_header(properties, headers::DEAD_AT)
         .and_then(|at| OffsetDateTime::parse(&at, &Rfc3339).ok())
         .unwrap_or_else(OffsetDateTime::now_utc);
-    DeadLetter {
+    storable_fields(DeadLetter {
         id,
         event_id,
         owner: body_field("owner").filter(|o| !o.is_empty()),
@@ -93,6 +93,51 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
         replay_job: None,
         replay_claimed_until: None,
         source_queue,
+    })
+}
+
+/// `dead` with every text field [`storable`]: the headers and body it was read from are
+/// anyone's, and a NUL byte in one would make PostgreSQL refuse the row.
+fn storable_fields(dead: DeadLetter) -> DeadLetter {
+    DeadLetter {
+        id: storable(dead.id),
+        event_id: dead.event_id.map(storable),
+        owner: dead.owner.map(storable),
+        product_id: dead.product_id.map(storable),
+        error: storable(dead.error),
+        service: storable(dead.service),
+        routing_key: storable(dead.routing_key),
+        message_type: dead.message_type.map(storable),
+        trace_id: dead.trace_id.map(storable),
+        source_queue: dead.source_queue.map(storable),
+        ..dead
+    }
+}
+
+/// `dead` kept with what PostgreSQL cannot refuse: a fresh id, its reason, times, attempts,
+/// body and where it goes back to, with `refusal` as its error; the fields read from its
+/// headers and body are left out.
+pub fn plain(dead: DeadLetter, refusal: &sqlx::Error) -> DeadLetter {
+    DeadLetter {
+        id: EventId::generate().to_string(),
+        event_id: None,
+        owner: None,
+        product_id: None,
+        error: storable(format!(
+            "its fields were refused by PostgreSQL ({refusal}); the body is kept as it came"
+        )),
+        message_type: None,
+        trace_id: None,
+        ..dead
+    }
+}
+
+/// `text` as PostgreSQL's text holds it: every NUL byte (which it refuses) replaced by U+FFFD.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }
 
@@ -105,5 +150,16 @@ fn broker_error(reason: Reason, queue: &str) -> String {
         _ => format!(
             "redelivered more than {DELIVERY_LIMIT} times from {queue} without being acknowledged"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_postgres_refuses_is_made_storable_and_other_text_kept() {
+        assert_eq!(storable("a\0b\0".to_owned()), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(storable("plain".to_owned()), "plain");
     }
 }

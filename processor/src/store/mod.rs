@@ -12,7 +12,7 @@ pub mod plan;
 pub mod retention;
 pub mod retries;
 
-use shared::{contract::ProductView, model::Rejection};
+use shared::{connect::postgres::Fault, contract::ProductView, model::Rejection};
 
 use crate::downstream::Pending;
 
@@ -65,17 +65,10 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        let class = match &e {
-            sqlx::Error::Decode(_) => Some("22".to_owned()),
-            sqlx::Error::Database(db) => db.code().map(|c| c.chars().take(2).collect()),
-            _ => None,
-        };
-        match class.as_deref() {
-            // Data exception, integrity constraint violation.
-            Some("22" | "23") => Self::Refused(e),
-            // Transaction rollback (serialization failure, deadlock), PL/pgSQL raise.
-            Some("40" | "P0") => Self::Failed(e),
-            _ => Self::Unavailable(e),
+        match Fault::of(&e) {
+            Fault::Refused => Self::Refused(e),
+            Fault::Conflict => Self::Failed(e),
+            Fault::Outage => Self::Unavailable(e),
         }
     }
 }

@@ -283,3 +283,76 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered_by_the_deli
     assert_eq!(pipeline.inbox_count().await, 0, "never applied");
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_postgres_refuses_are_kept_and_the_dead_letter_queue_moves_on() {
+    let pipeline = spawn_pipeline().await;
+    // Whatever else PostgreSQL may refuse in a dead letter's fields, stood in for by a trigger.
+    let pool = testkit::database(&pipeline.backends).await;
+    for statement in [
+        "CREATE FUNCTION refuse_dead_letter() RETURNS trigger AS $$
+         BEGIN
+           IF NEW.product_id = 'refused-dl' THEN
+             RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
+           END IF;
+           RETURN NEW;
+         END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_dead_letter BEFORE INSERT ON dead_letters
+         FOR EACH ROW EXECUTE FUNCTION refuse_dead_letter()",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect("trigger");
+    }
+    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let dead_letter = |message_id: &str, body: &str| {
+        let properties = BasicProperties::default().with_message_id(message_id.into());
+        let (broker, exchange, body) = (
+            &broker,
+            pipeline.topology.dead_letter_exchange(),
+            body.as_bytes().to_vec(),
+        );
+        async move { broker.publish(&exchange, "0", &body, properties).await }
+    };
+    // A NUL byte, which PostgreSQL's text refuses, in the message id and the body's product id.
+    dead_letter(
+        "nul\0evt",
+        r#"{"event_id": "nul", "product_id": "nul\u0000p"}"#,
+    )
+    .await;
+    dead_letter(
+        "refused-evt",
+        r#"{"event_id": "refused-evt", "product_id": "refused-dl"}"#,
+    )
+    .await;
+    dead_letter(
+        "after-evt",
+        r#"{"event_id": "after-evt", "product_id": "after"}"#,
+    )
+    .await;
+
+    let dead = pipeline.dead_letters(3).await;
+    let by_event = |event: &str| dead.iter().find(|d| d["event_id"] == event).cloned();
+    let nul = by_event("nul\u{FFFD}evt").expect("the NUL bytes replaced, the rest kept");
+    assert_eq!(nul["product_id"], "nul\u{FFFD}p");
+    assert!(by_event("after-evt").is_some(), "the queue moved on");
+    let refused = dead
+        .iter()
+        .find(|d| d["event_id"].is_null())
+        .expect("the refused one, kept without the fields read from it");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused by PostgreSQL")),
+        "{refused}"
+    );
+    let id = refused["id"].as_str().expect("id");
+    let (status, detail) = pipeline.processor_get(&format!("/dead-letters/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        detail["payload"]["product_id"], "refused-dl",
+        "its body kept as it came"
+    );
+    pipeline.stop().await;
+}

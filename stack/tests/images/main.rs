@@ -694,3 +694,54 @@ async fn an_upload_is_traced_from_the_request_to_the_stored_variants() {
     assert!(done["variants"]["thumbnail"]["url"].is_string(), "{done}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_whose_record_postgres_refuses_fails_as_invalid_and_the_queue_moves_on() {
+    let stack = Stack::start(None).await;
+    // A refusal of the ready image's record (a constraint a row breaks), stood in for by a
+    // trigger: trying again would give the same answer.
+    let pool = testkit::database(&stack.backends).await;
+    for statement in [
+        "CREATE FUNCTION refuse_ready() RETURNS trigger AS $$
+         BEGIN
+           IF NEW.status = 'ready' AND NEW.product_id = 'lamp-refused' THEN
+             RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
+           END IF;
+           RETURN NEW;
+         END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_ready BEFORE UPDATE ON product_images
+         FOR EACH ROW EXECUTE FUNCTION refuse_ready()",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect("trigger");
+    }
+    let mut images = Vec::new();
+    for product in ["lamp-refused", "lamp-after"] {
+        create(&stack, product).await;
+        let (status, _, accepted) = upload(
+            &stack,
+            product,
+            "image/png",
+            picture(40, 30, ImageFormat::Png),
+        )
+        .await;
+        assert_eq!(status, 202, "{accepted}");
+        images.push(accepted["image_id"].as_str().expect("an id").to_owned());
+    }
+    let refused = settled(&stack, "lamp-refused", &images[0]).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PostgreSQL refused")),
+        "{refused}"
+    );
+    let after = settled(&stack, "lamp-after", &images[1]).await;
+    assert_eq!(after["status"], "ready", "the queue moved on: {after}");
+    let dead = dead_letters(&stack, "invalid", 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["product_id"], "lamp-refused");
+    stack.stop().await;
+}

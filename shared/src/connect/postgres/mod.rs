@@ -5,7 +5,10 @@
 //! a role of its own ([`roles`]) that may not change the schema, once `gateway migrate`
 //! ([`migrate`]) has prepared it.
 
+mod fault;
 pub mod roles;
+
+pub use fault::Fault;
 
 use std::{sync::LazyLock, time::Duration};
 

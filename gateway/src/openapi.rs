@@ -151,6 +151,39 @@ fn ingest_answers() -> [(&'static str, Response); 4] {
     ]
 }
 
+/// The method of an operation [`add_errors`] adds to.
+#[derive(Clone, Copy)]
+enum Verb {
+    Post,
+    Patch,
+}
+
+/// Adds an error answer for each `(status, what)` to the `verb` operation at `path`.
+fn add_errors(
+    doc: &mut utoipa::openapi::OpenApi,
+    path: &str,
+    verb: Verb,
+    answers: &[(&str, &str)],
+) {
+    let Some(item) = doc.paths.paths.get_mut(path) else {
+        return;
+    };
+    let operation = match verb {
+        Verb::Post => item.post.as_mut(),
+        Verb::Patch => item.patch.as_mut(),
+    };
+    let Some(operation) = operation else {
+        return;
+    };
+    for (status, what) in answers {
+        let answer = shared::openapi::error(what, &[]);
+        operation
+            .responses
+            .responses
+            .insert((*status).to_owned(), RefOr::T(answer));
+    }
+}
+
 /// The document, with the ingest answers (and the replay header of their `202`), the security scheme and the answers every service
 /// shares.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -175,59 +208,37 @@ pub fn document() -> utoipa::openapi::OpenApi {
             }
         }
     }
-    if let Some(create) = doc
-        .paths
-        .paths
-        .get_mut("/products")
-        .and_then(|p| p.post.as_mut())
-    {
-        let conflict = shared::openapi::error(
+    add_errors(
+        &mut doc,
+        "/products",
+        Verb::Post,
+        &[(
+            "409",
             "The product already has a catalog entry, or the first request with this key is still in flight",
-            &[],
-        );
-        create
-            .responses
-            .responses
-            .insert("409".to_owned(), RefOr::T(conflict));
-    }
-    if let Some(change) = doc
-        .paths
-        .paths
-        .get_mut("/products/{id}")
-        .and_then(|p| p.patch.as_mut())
-    {
-        for (status, what) in [
+        )],
+    );
+    add_errors(
+        &mut doc,
+        "/products/{id}",
+        Verb::Patch,
+        &[
             ("404", "The product has no catalog entry"),
             ("415", "Body not declared as JSON"),
-        ] {
-            let answer = shared::openapi::error(what, &[]);
-            change
-                .responses
-                .responses
-                .insert(status.to_owned(), RefOr::T(answer));
-        }
-    }
-    if let Some(upload) = doc
-        .paths
-        .paths
-        .get_mut("/products/{id}/images")
-        .and_then(|p| p.post.as_mut())
-    {
-        for (status, what) in [
+        ],
+    );
+    add_errors(
+        &mut doc,
+        "/products/{id}/images",
+        Verb::Post,
+        &[
             ("404", "The product has no catalog entry"),
             ("413", "The image is over 10 MiB"),
             (
                 "415",
                 "Not an image/jpeg, image/png or image/webp body, nor JSON",
             ),
-        ] {
-            let answer = shared::openapi::error(what, &[]);
-            upload
-                .responses
-                .responses
-                .insert(status.to_owned(), RefOr::T(answer));
-        }
-    }
+        ],
+    );
     let mut doc = shared::openapi::finish(doc, TITLE, DESCRIPTION);
     // Variant URLs are capabilities (random image ids), readable without a key like a presigned
     // URL: an <img> can show them.

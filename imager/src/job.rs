@@ -163,6 +163,19 @@ impl Imager {
             },
             &trace::extract(&delivery.properties),
         );
+        self.run(delivery, &job, channel, &span, shutdown).await
+    }
+
+    /// Takes the job on from its image's record: a job without one is dropped (its upload was
+    /// withdrawn), a ready image is announced again, a failed one (replayed) starts over.
+    async fn run(
+        &self,
+        delivery: Delivery,
+        job: &ImageJob,
+        channel: &Channel,
+        span: &trace::Traced,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let found = self
             .record(
                 || async { images::find(self.database.ready()?, job.image_id).await },
@@ -185,7 +198,7 @@ impl Imager {
                 return true;
             }
             Some(Status::Ready) => {
-                if !self.finish(&job, channel, &span, shutdown).await {
+                if !self.finish(job, channel, span, shutdown).await {
                     return false;
                 }
                 settle(delivery.acker).await;
@@ -204,16 +217,29 @@ impl Imager {
                     Some(Ok(())) => {}
                     Some(Err(why)) => {
                         return self
-                            .give_up(channel, delivery, &job, Reason::Invalid, &why, shutdown)
+                            .give_up(channel, delivery, job, Reason::Invalid, &why, shutdown)
                             .await;
                     }
                 }
             }
             Some(Status::Processing) => {}
         }
+        self.make(delivery, job, channel, span, shutdown).await
+    }
+
+    /// Makes the image's variants, records them on the product, refreshes its cache and
+    /// announces it, then settles the delivery (or parks or dead-letters the job).
+    async fn make(
+        &self,
+        delivery: Delivery,
+        job: &ImageJob,
+        channel: &Channel,
+        span: &trace::Traced,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let started = Instant::now();
         let Some(variants) = self
-            .variants_or_else(channel, delivery, &job, &span, shutdown)
+            .variants_or_else(channel, delivery, job, span, shutdown)
             .await
         else {
             return false;
@@ -244,7 +270,7 @@ impl Imager {
                     .give_up(
                         channel,
                         variants.delivery,
-                        &job,
+                        job,
                         Reason::Invalid,
                         &why,
                         shutdown,
@@ -256,7 +282,7 @@ impl Imager {
             .record(started.elapsed().as_secs_f64());
         metrics::counter!(shared::metric::IMAGES_PROCESSED_TOTAL, "outcome" => "ready")
             .increment(1);
-        if !self.finish(&job, channel, &span, shutdown).await {
+        if !self.finish(job, channel, span, shutdown).await {
             return false;
         }
         tracing::info!(image_id = %job.image_id, product_id = %job.product_id, trace_id = span.trace_id(), "Image ready.");

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use lapin::Connection;
 use shared::{
     auth::{Scope, protect},
-    connect::postgres::Tables,
+    connect::postgres::{Database, Tables},
     consume::{self, Consumers},
     egress::Egress,
     service::{App, Checks, Service},
@@ -57,19 +58,7 @@ impl Application {
         ));
         let (declared, subscriptions) = (Arc::clone(&topology), database.clone());
         let broker = service.broker(backends, move |connection| {
-            let (topology, database) = (Arc::clone(&declared), subscriptions.clone());
-            async move {
-                topology.declare(&connection).await?;
-                // Before the subscriptions table exists there is nothing to bind (the keeper
-                // reconciles once it does).
-                if !database.is_migrated() {
-                    return anyhow::Ok(());
-                }
-                if let Err(e) = bindings::reconcile(&database, &connection, &topology).await {
-                    tracing::warn!(error = %e, "The notifier queue's bindings were not reconciled; trying again shortly.");
-                }
-                Ok(())
-            }
+            prepare(connection, Arc::clone(&declared), subscriptions.clone())
         });
         let bindings = Bindings {
             database: database.clone(),
@@ -112,4 +101,22 @@ impl Application {
             shared::openapi::route(crate::openapi::document).merge(protect(api, &auth, Scope::Ops));
         Ok(service.app(routes, checks))
     }
+}
+
+/// Readies a new broker connection: the topology, and the notifier queue's bindings to the types
+/// the subscriptions want (before the subscriptions table exists there is nothing to bind; the
+/// keeper reconciles once it does).
+async fn prepare(
+    connection: Arc<Connection>,
+    topology: Arc<Topology>,
+    database: Database,
+) -> anyhow::Result<()> {
+    topology.declare(&connection).await?;
+    if !database.is_migrated() {
+        return Ok(());
+    }
+    if let Err(e) = bindings::reconcile(&database, &connection, &topology).await {
+        tracing::warn!(error = %e, "The notifier queue's bindings were not reconciled; trying again shortly.");
+    }
+    Ok(())
 }

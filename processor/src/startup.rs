@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use lapin::{Connection, options::ConfirmSelectOptions, types::FieldTable};
 use shared::{
-    auth::{Scope, protect},
+    auth::{Auth, Scope, protect},
     connect::{
         amqp::Broker,
         postgres::{Database, Tables},
@@ -116,13 +116,17 @@ impl Application {
             },
             topology,
         };
-        let routes = shared::openapi::route(crate::openapi::document).merge(protect(
-            dead_letter_api::routes(dead_letters),
-            &auth,
-            Scope::Ops,
-        ));
-        Ok(service.app(routes, checks))
+        Ok(service.app(routes(dead_letters, &auth), checks))
     }
+}
+
+/// The processor's own routes: its OpenAPI document, and the dead-letter API for `ops` keys.
+fn routes(dead_letters: DeadLetterApi, auth: &Auth) -> axum::Router {
+    shared::openapi::route(crate::openapi::document).merge(protect(
+        dead_letter_api::routes(dead_letters),
+        auth,
+        Scope::Ops,
+    ))
 }
 
 /// This replica's name among the processors: its broker connection's name and a random

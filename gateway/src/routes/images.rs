@@ -133,23 +133,7 @@ async fn accept(
     let id: ProductId = id
         .parse()
         .map_err(|e| bad("product_id", format!("product_id {e}")))?;
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let extension = match media.as_str() {
-        "image/jpeg" => Some("jpg"),
-        "image/png" => Some("png"),
-        "image/webp" => Some("webp"),
-        "application/json" => None,
-        _ => {
-            return Err(ApiError::UnsupportedMediaType(
-                "an image (image/jpeg, image/png or image/webp) or JSON {\"source_url\"}",
-            ));
-        }
-    };
+    let (media, extension) = media(headers)?;
     // Held until the bytes are in the object store.
     let _room = reserve(state, headers)?;
     let body = read(body).await?;
@@ -189,24 +173,7 @@ async fn accept(
         product_id: id.clone(),
         source,
     };
-    match images::insert(pool, image_id, &id, &recorded, state.images_per_product).await {
-        Ok(true) => {}
-        Ok(false) => {
-            forget(state, &job).await;
-            return Err(ApiError::Conflict(
-                format!(
-                    "product {id} has {} images, the most it may have (IMAGES_PER_PRODUCT); \
-                     failed ones do not count",
-                    state.images_per_product
-                )
-                .into(),
-            ));
-        }
-        Err(e) => {
-            forget(state, &job).await;
-            return Err(db(e));
-        }
-    }
+    insert(state, pool, &job, &recorded).await?;
     let trace = shared::trace::from_http(headers);
     if let Err(e) = state.publisher.publish_job(&job, &trace).await {
         // Not queued (or not known to be): nothing stays behind, the client sends it again.
@@ -225,6 +192,58 @@ async fn accept(
         response.headers_mut().insert(header::LOCATION, value);
     }
     Ok(response)
+}
+
+/// The request's media type, and the extension of the image it declares (`None`: JSON with a
+/// `source_url`); a `415` for any other.
+fn media(headers: &HeaderMap) -> Result<(String, Option<&'static str>), ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let extension = match media.as_str() {
+        "image/jpeg" => Some("jpg"),
+        "image/png" => Some("png"),
+        "image/webp" => Some("webp"),
+        "application/json" => None,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "an image (image/jpeg, image/png or image/webp) or JSON {\"source_url\"}",
+            ));
+        }
+    };
+    Ok((media, extension))
+}
+
+/// Records the job's image as `processing` (its upload's key or its source URL as
+/// `recorded`); when it cannot be, nothing of it stays behind.
+async fn insert(
+    state: &AppState,
+    pool: &sqlx::PgPool,
+    job: &ImageJob,
+    recorded: &str,
+) -> Result<(), ApiError> {
+    let (image_id, id) = (job.image_id, &job.product_id);
+    match images::insert(pool, image_id, id, recorded, state.images_per_product).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            forget(state, job).await;
+            Err(ApiError::Conflict(
+                format!(
+                    "product {id} has {} images, the most it may have (IMAGES_PER_PRODUCT); \
+                     failed ones do not count",
+                    state.images_per_product
+                )
+                .into(),
+            ))
+        }
+        Err(e) => {
+            forget(state, job).await;
+            Err(db(e))
+        }
+    }
 }
 
 /// The `source_url` of a JSON body: an absolute `http` or `https` URL.

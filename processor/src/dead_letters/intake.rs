@@ -28,43 +28,18 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
         .as_ref()
         .map(ToString::to_string)
         .or_else(|| body_field("event_id"));
-    let (id, reason, error, service) = match text_header(properties, headers::DEAD_REASON) {
-        Some(named) => {
-            let error = text_header(properties, headers::DEAD_ERROR).unwrap_or_default();
-            // A reason this version does not know (set by a newer one) is kept in the error.
-            let (reason, error) = match Reason::parse(&named) {
-                Some(reason) => (reason, error),
-                None => (Reason::Invalid, format!("{named}: {error}")),
-            };
-            (
-                text_header(properties, headers::DEAD_LETTER_ID)
-                    .unwrap_or_else(|| EventId::generate().to_string()),
-                reason,
-                error,
-                text_header(properties, headers::DEAD_SERVICE)
-                    .unwrap_or_else(|| "processor".into()),
-            )
-        }
-        // Dead-lettered by the broker itself: a delivery limit, a rejection, an expiry.
-        None => {
-            let reason = text_header(properties, "x-first-death-reason")
-                .and_then(|r| Reason::parse(&r))
-                .unwrap_or(Reason::DeliveryLimit);
-            // One per event: an event of another key with the same id is another dead letter.
-            let id = match (&event_id, body_field("owner").filter(|o| !o.is_empty())) {
-                (Some(event), Some(owner)) => format!("{}:{owner}:{event}", reason.as_str()),
-                (Some(event), None) => format!("{}:{event}", reason.as_str()),
-                (None, _) => EventId::generate().to_string(),
-            };
-            let queue = source_queue.as_deref().unwrap_or("its queue");
-            (
-                id,
-                reason,
-                broker_error(reason, queue),
-                "rabbitmq".to_owned(),
-            )
-        }
-    };
+    let owner = body_field("owner").filter(|o| !o.is_empty());
+    let Origin {
+        id,
+        reason,
+        error,
+        service,
+    } = origin(
+        properties,
+        event_id.as_deref(),
+        owner.as_deref(),
+        source_queue.as_deref(),
+    );
     let attempts = number_header(properties, headers::ATTEMPTS)
         .or_else(|| number_header(properties, "x-delivery-count").map(|c| c + 1))
         .unwrap_or(DELIVERY_LIMIT + 1);
@@ -74,7 +49,7 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
     storable_fields(DeadLetter {
         id,
         event_id,
-        owner: body_field("owner").filter(|o| !o.is_empty()),
+        owner,
         product_id: body_field("product_id"),
         reason,
         error,
@@ -94,6 +69,59 @@ pub fn record(delivery: &Delivery) -> DeadLetter {
         replay_claimed_until: None,
         source_queue,
     })
+}
+
+/// Who set a dead letter aside, and why.
+struct Origin {
+    /// The dead letter's id.
+    id: String,
+    /// Why.
+    reason: Reason,
+    /// The last error, in words.
+    error: String,
+    /// The service, or `rabbitmq`.
+    service: String,
+}
+
+/// The origin a dead letter's headers tell: a service's own (`x-pipeline-dead-*`), or else the
+/// broker's (a delivery limit, a rejection, an expiry).
+fn origin(
+    properties: &lapin::BasicProperties,
+    event_id: Option<&str>,
+    owner: Option<&str>,
+    source_queue: Option<&str>,
+) -> Origin {
+    if let Some(named) = text_header(properties, headers::DEAD_REASON) {
+        let error = text_header(properties, headers::DEAD_ERROR).unwrap_or_default();
+        // A reason this version does not know (set by a newer one) is kept in the error.
+        let (reason, error) = match Reason::parse(&named) {
+            Some(reason) => (reason, error),
+            None => (Reason::Invalid, format!("{named}: {error}")),
+        };
+        return Origin {
+            id: text_header(properties, headers::DEAD_LETTER_ID)
+                .unwrap_or_else(|| EventId::generate().to_string()),
+            reason,
+            error,
+            service: text_header(properties, headers::DEAD_SERVICE)
+                .unwrap_or_else(|| "processor".into()),
+        };
+    }
+    let reason = text_header(properties, "x-first-death-reason")
+        .and_then(|r| Reason::parse(&r))
+        .unwrap_or(Reason::DeliveryLimit);
+    // One per event: an event of another key with the same id is another dead letter.
+    let id = match (event_id, owner) {
+        (Some(event), Some(owner)) => format!("{}:{owner}:{event}", reason.as_str()),
+        (Some(event), None) => format!("{}:{event}", reason.as_str()),
+        (None, _) => EventId::generate().to_string(),
+    };
+    Origin {
+        id,
+        reason,
+        error: broker_error(reason, source_queue.unwrap_or("its queue")),
+        service: "rabbitmq".to_owned(),
+    }
 }
 
 /// `dead` with every text field [`storable`]: the headers and body it was read from are

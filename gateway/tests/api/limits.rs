@@ -165,6 +165,7 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
         slow_request_with(&app, &greedy).await,
     ];
     let mut refused = 0;
+    let mut others = Vec::new();
     for _ in 0..10 {
         let mut stream = slow_request_with(&app, &greedy).await;
         let answer = String::from_utf8_lossy(&until_first_bytes(&mut stream).await).into_owned();
@@ -172,12 +173,13 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
             assert!(answer.contains("requests in progress"), "{answer}");
             refused += 1;
         } else {
+            others.push(answer);
             held.push(stream);
         }
     }
     assert_eq!(
         refused, 10,
-        "beyond its 2 slots, every request of the key is refused"
+        "beyond its 2 slots, every request of the key is refused; the others: {others:?}"
     );
     // Another key is served, and readiness and metrics answer, while the two are held.
     json(

@@ -232,6 +232,7 @@ impl Load {
             applied: applied.len(),
             lost: expected.difference(&applied).count(),
             doubled: applied.difference(&expected).count(),
+            missing: expected.difference(&applied).take(20).cloned().collect(),
             wrong_state: wrong_state(pool, &accepted).await?,
             dead_lettered: dead_letters(pool).await,
             counters: std::mem::take(&mut self.counters),
@@ -248,6 +249,8 @@ pub struct Verdict {
     applied: usize,
     lost: usize,
     doubled: usize,
+    /// The first lost events' ids, to look for in the logs and the queues.
+    missing: Vec<String>,
     wrong_state: usize,
     /// Dead letters, if exactly the poison sent.
     dead_lettered: Result<usize, usize>,
@@ -283,7 +286,11 @@ impl std::fmt::Display for Verdict {
             self.counters.conflicts.load(Ordering::Relaxed),
             self.counters.replays.load(Ordering::Relaxed),
             recovery.join(" ")
-        )
+        )?;
+        if !self.missing.is_empty() {
+            write!(f, " missing: {}", self.missing.join(" "))?;
+        }
+        Ok(())
     }
 }
 

@@ -45,13 +45,7 @@ pub const TRACESTATE: &str = "tracestate";
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, by the [`Protocol`] the environment names; the
 /// provider to shut down at exit, or `None` (tracing off).
 pub fn init(service: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> {
-    let configured = [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ]
-    .iter()
-    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
-    if !configured {
+    if first_set(&ENDPOINT).is_none() {
         return Ok(None);
     }
     let exporter = Exporter::new(Protocol::from_env()?, None)?;
@@ -61,6 +55,20 @@ pub fn init(service: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> 
         .build();
     install(provider.clone());
     Ok(Some(provider))
+}
+
+/// Where spans go, the traces' own variable first.
+const ENDPOINT: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// The first of `names` set to something, with its value.
+fn first_set(names: &[&'static str]) -> Option<(&'static str, String)> {
+    names.iter().find_map(|&name| {
+        let value = std::env::var(name).ok()?;
+        (!value.trim().is_empty()).then_some((name, value))
+    })
 }
 
 /// How spans travel to the collector.
@@ -76,15 +84,10 @@ impl Protocol {
     /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`, else
     /// `http/protobuf`; an error naming the variable for any other value.
     pub fn from_env() -> anyhow::Result<Self> {
-        let named = [
+        let named = first_set(&[
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ]
-        .into_iter()
-        .find_map(|name| {
-            let value = std::env::var(name).ok()?;
-            (!value.trim().is_empty()).then_some((name, value))
-        });
+        ]);
         match named {
             None => Ok(Self::HttpProtobuf),
             Some((name, value)) => Self::parse(value.trim()).ok_or_else(|| {
@@ -146,18 +149,9 @@ impl Exporter {
                     }
                     // tonic trusts no root unless told: an https collector is checked against
                     // the system's roots (SSL_CERT_FILE's when set).
-                    let secure = endpoint.map(str::to_owned).or_else(|| {
-                        [
-                            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                            "OTEL_EXPORTER_OTLP_ENDPOINT",
-                        ]
-                        .into_iter()
-                        .find_map(|name| {
-                            std::env::var(name)
-                                .ok()
-                                .filter(|url| !url.trim().is_empty())
-                        })
-                    });
+                    let secure = endpoint
+                        .map(str::to_owned)
+                        .or_else(|| first_set(&ENDPOINT).map(|(_, url)| url));
                     if secure.is_some_and(|url| url.trim().starts_with("https://")) {
                         builder =
                             builder.with_tls_config(ClientTlsConfig::new().with_native_roots());

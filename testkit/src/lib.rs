@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod fault_proxy;
+pub mod sabotage;
 pub mod services;
 pub mod spans;
 pub mod tls;

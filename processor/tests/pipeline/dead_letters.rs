@@ -18,27 +18,15 @@ use crate::helpers::{Pipeline, spawn_gateway_only, spawn_pipeline, wait_inbox};
 /// `{product}-evt`; the pool it sabotaged through.
 async fn send_sabotaged(pipeline: &Pipeline, product: &str, errcode: &str) -> sqlx::PgPool {
     let pool = testkit::database(&pipeline.backends).await;
-    let function = format!(
-        "CREATE OR REPLACE FUNCTION sabotage_{product}() RETURNS trigger AS $$
-         BEGIN
-           IF NEW.product_id = '{product}' THEN
-             RAISE EXCEPTION 'sabotaged {product}' USING ERRCODE = '{errcode}';
-           END IF;
-           RETURN NEW;
-         END $$ LANGUAGE plpgsql"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(function))
-        .execute(&pool)
-        .await
-        .expect("function");
-    let trigger = format!(
-        "CREATE TRIGGER sabotage_{product} BEFORE INSERT OR UPDATE ON products
-         FOR EACH ROW EXECUTE FUNCTION sabotage_{product}()"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(trigger))
-        .execute(&pool)
-        .await
-        .expect("trigger");
+    testkit::sabotage::writes(
+        &pool,
+        &format!("sabotage_{product}"),
+        "BEFORE INSERT OR UPDATE ON products",
+        &format!("NEW.product_id = '{product}'"),
+        errcode,
+        &format!("sabotaged {product}"),
+    )
+    .await;
     let body = format!(r#"{{"product_id": "{product}", "stock": 1}}"#);
     pipeline
         .accept_keyed(&format!("{product}-evt"), &body)
@@ -289,22 +277,15 @@ async fn dead_letters_postgres_refuses_are_kept_and_the_dead_letter_queue_moves_
     let pipeline = spawn_pipeline().await;
     // Whatever else PostgreSQL may refuse in a dead letter's fields, stood in for by a trigger.
     let pool = testkit::database(&pipeline.backends).await;
-    for statement in [
-        "CREATE FUNCTION refuse_dead_letter() RETURNS trigger AS $$
-         BEGIN
-           IF NEW.product_id = 'refused-dl' THEN
-             RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
-           END IF;
-           RETURN NEW;
-         END $$ LANGUAGE plpgsql",
-        "CREATE TRIGGER refuse_dead_letter BEFORE INSERT ON dead_letters
-         FOR EACH ROW EXECUTE FUNCTION refuse_dead_letter()",
-    ] {
-        sqlx::query(statement)
-            .execute(&pool)
-            .await
-            .expect("trigger");
-    }
+    testkit::sabotage::writes(
+        &pool,
+        "refuse_dead_letter",
+        "BEFORE INSERT ON dead_letters",
+        "NEW.product_id = 'refused-dl'",
+        "check_violation",
+        "refused",
+    )
+    .await;
     let broker = testkit::Broker::connect(&pipeline.backends).await;
     let dead_letter = |message_id: &str, body: &str| {
         let properties = BasicProperties::default().with_message_id(message_id.into());

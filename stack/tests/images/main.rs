@@ -701,22 +701,15 @@ async fn an_image_whose_record_postgres_refuses_fails_as_invalid_and_the_queue_m
     // A refusal of the ready image's record (a constraint a row breaks), stood in for by a
     // trigger: trying again would give the same answer.
     let pool = testkit::database(&stack.backends).await;
-    for statement in [
-        "CREATE FUNCTION refuse_ready() RETURNS trigger AS $$
-         BEGIN
-           IF NEW.status = 'ready' AND NEW.product_id = 'lamp-refused' THEN
-             RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
-           END IF;
-           RETURN NEW;
-         END $$ LANGUAGE plpgsql",
-        "CREATE TRIGGER refuse_ready BEFORE UPDATE ON product_images
-         FOR EACH ROW EXECUTE FUNCTION refuse_ready()",
-    ] {
-        sqlx::query(statement)
-            .execute(&pool)
-            .await
-            .expect("trigger");
-    }
+    testkit::sabotage::writes(
+        &pool,
+        "refuse_ready",
+        "BEFORE UPDATE ON product_images",
+        "NEW.status = 'ready' AND NEW.product_id = 'lamp-refused'",
+        "check_violation",
+        "refused",
+    )
+    .await;
     let mut images = Vec::new();
     for product in ["lamp-refused", "lamp-after"] {
         create(&stack, product).await;

@@ -20,14 +20,14 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
-use lapin::{BasicProperties, Channel, message::Delivery};
+use lapin::{BasicProperties, Channel};
 use shared::{
     catalog::{Cache, Cached, StoredVariant, Variants},
     connect::{
         amqp::{Routing, send},
         postgres::{Database, Fault},
     },
-    consume::{Consuming, DeliveryHandler, hold, settle},
+    consume::{Consuming, DeliveryHandler, Received, hold, settle},
     contract::{Announcement, DownstreamEvent, ImageJob, ImageSource, ImagesReady},
     dead_letter::{self, Poison, Reason},
     egress::Egress,
@@ -69,7 +69,7 @@ impl Jobs {
 }
 
 impl DeliveryHandler for Jobs {
-    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+    async fn on_delivery(&self, delivery: Received, at: Consuming<'_>) -> bool {
         let imager = Arc::clone(&self.imager);
         let (channel, shutdown) = (at.channel.clone(), at.shutdown.clone());
         self.tasks.spawn(async move {
@@ -136,7 +136,7 @@ impl Imager {
     /// came first (it returns to the queue when the channel closes).
     async fn handle(
         &self,
-        delivery: Delivery,
+        delivery: Received,
         channel: &Channel,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -170,7 +170,7 @@ impl Imager {
     /// withdrawn), a ready image is announced again, a failed one (replayed) starts over.
     async fn run(
         &self,
-        delivery: Delivery,
+        delivery: Received,
         job: &ImageJob,
         channel: &Channel,
         span: &trace::Traced,
@@ -194,14 +194,14 @@ impl Imager {
         match record.map(|r| r.status) {
             None => {
                 tracing::warn!(image_id = %job.image_id, "An image job without a record (its upload was withdrawn); dropped.");
-                settle(delivery.acker).await;
+                settle(delivery.pending).await;
                 return true;
             }
             Some(Status::Ready) => {
                 if !self.finish(job, channel, span, shutdown).await {
                     return false;
                 }
-                settle(delivery.acker).await;
+                settle(delivery.pending).await;
                 return true;
             }
             Some(Status::Failed) => {
@@ -231,7 +231,7 @@ impl Imager {
     /// announces it, then settles the delivery (or parks or dead-letters the job).
     async fn make(
         &self,
-        delivery: Delivery,
+        delivery: Received,
         job: &ImageJob,
         channel: &Channel,
         span: &trace::Traced,
@@ -286,7 +286,7 @@ impl Imager {
             return false;
         }
         tracing::info!(image_id = %job.image_id, product_id = %job.product_id, trace_id = span.trace_id(), "Image ready.");
-        settle(variants.delivery.acker).await;
+        settle(variants.delivery.pending).await;
         true
     }
 
@@ -296,7 +296,7 @@ impl Imager {
     async fn variants_or_else(
         &self,
         channel: &Channel,
-        delivery: Delivery,
+        delivery: Received,
         job: &ImageJob,
         span: &trace::Traced,
         shutdown: &CancellationToken,
@@ -382,7 +382,7 @@ impl Imager {
     async fn park(
         &self,
         channel: &Channel,
-        delivery: Delivery,
+        delivery: Received,
         wait: Duration,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -409,7 +409,7 @@ impl Imager {
         if !matches!(parked, Some(Ok(()))) {
             return false;
         }
-        settle(delivery.acker).await;
+        settle(delivery.pending).await;
         true
     }
 }
@@ -417,7 +417,7 @@ impl Imager {
 /// The variants made, and the delivery to settle once they are recorded and announced.
 struct Made {
     made: Variants,
-    delivery: Delivery,
+    delivery: Received,
 }
 
 impl Imager {
@@ -597,7 +597,7 @@ impl Imager {
     async fn give_up(
         &self,
         channel: &Channel,
-        delivery: Delivery,
+        delivery: Received,
         job: &ImageJob,
         reason: Reason,
         why: &str,
@@ -643,11 +643,11 @@ impl Imager {
     }
 
     /// Dead-letters the delivery with `reason` and `why`, then acks it; if the dead letter is
-    /// not confirmed the job stays and comes back.
+    /// not confirmed the job goes back to its queue and comes back.
     async fn set_aside(
         &self,
         channel: &Channel,
-        delivery: Delivery,
+        delivery: Received,
         reason: Reason,
         why: &str,
     ) -> bool {
@@ -661,12 +661,16 @@ impl Imager {
             queue: &queue,
             attempts: 1,
         };
-        match dead_letter::set_aside(channel, &self.topology, "imager", poison, reason, why).await {
-            Ok(()) => settle(delivery.acker).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "Could not dead-letter an image job; it will be redelivered.");
-            }
-        }
+        let set_aside = dead_letter::set_aside_and_settle(
+            channel,
+            &self.topology,
+            "imager",
+            poison,
+            reason,
+            why,
+            delivery.pending,
+        );
+        set_aside.await;
         true
     }
 }

@@ -11,10 +11,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use lapin::{Channel, message::Delivery, options::BasicAckOptions};
+use lapin::Channel;
 use shared::{
     connect::postgres::{Database, Fault},
-    consume::{Consuming, DeliveryHandler, hold, settle},
+    consume::{Consuming, DeliveryHandler, Received, hold, settle},
     contract::{Announcement, EventType},
     dead_letter::{self, Poison, Reason},
     topology::Topology,
@@ -81,7 +81,7 @@ pub struct Intake {
 }
 
 impl DeliveryHandler for Intake {
-    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+    async fn on_delivery(&self, delivery: Received, at: Consuming<'_>) -> bool {
         let Consuming {
             channel, shutdown, ..
         } = at;
@@ -93,7 +93,7 @@ impl DeliveryHandler for Intake {
         let event = match decode(message_id, &delivery.data) {
             Ok(event) => event,
             Err(why) => {
-                self.set_aside(channel, &delivery, Reason::Unparseable, &why)
+                self.set_aside(channel, delivery, Reason::Unparseable, &why)
                     .await;
                 return true;
             }
@@ -123,7 +123,7 @@ impl DeliveryHandler for Intake {
             Some(Ok(new)) => new,
             Some(Err(refused)) => {
                 let why = format!("PostgreSQL refused to record it: {refused}");
-                self.set_aside(channel, &delivery, Reason::Invalid, &why)
+                self.set_aside(channel, delivery, Reason::Invalid, &why)
                     .await;
                 return true;
             }
@@ -131,7 +131,7 @@ impl DeliveryHandler for Intake {
         let outcome = if new { "recorded" } else { "duplicate" };
         metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => outcome).increment(1);
         tracing::debug!(event_id = %event.id, event_type = %event.kind, trace_id = span.trace_id(), outcome, "Downstream event taken in.");
-        settle(delivery.acker).await;
+        settle(delivery.pending).await;
         if new {
             self.wake.notify_one();
         }
@@ -142,8 +142,8 @@ impl DeliveryHandler for Intake {
 impl Intake {
     /// Dead-letters what cannot be taken in (`unparseable`: not a downstream event; `invalid`:
     /// PostgreSQL refused its record), with why, then acks it; if the dead letter is not
-    /// confirmed the original stays and comes back.
-    async fn set_aside(&self, channel: &Channel, delivery: &Delivery, reason: Reason, why: &str) {
+    /// confirmed the original goes back to its queue and comes back.
+    async fn set_aside(&self, channel: &Channel, delivery: Received, reason: Reason, why: &str) {
         metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => reason.as_str())
             .increment(1);
         let poison = Poison {
@@ -153,18 +153,17 @@ impl Intake {
             queue: &self.queue,
             attempts: 1,
         };
-        let set_aside =
-            dead_letter::set_aside(channel, &self.topology, "notifier", poison, reason, why);
-        match set_aside.await {
-            Ok(()) => {
-                tracing::error!(reason = reason.as_str(), error = %why, "Could not take a message in; dead-lettered it.");
-                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    tracing::debug!(error = %e, "Ack failed; the message will be redelivered.");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Could not dead-letter a message; it will be redelivered.");
-            }
+        let set_aside = dead_letter::set_aside_and_settle(
+            channel,
+            &self.topology,
+            "notifier",
+            poison,
+            reason,
+            why,
+            delivery.pending,
+        );
+        if set_aside.await {
+            tracing::error!(reason = reason.as_str(), error = %why, "Could not take a message in; dead-lettered it.");
         }
     }
 }

@@ -11,6 +11,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     connect::amqp::{Routing, send},
+    consume::{Pending, requeue, settle},
     contract::headers,
     topology::Topology,
 };
@@ -175,4 +176,29 @@ pub async fn set_aside(
     metrics::counter!(crate::metric::EVENTS_DEAD_LETTERED_TOTAL, "reason" => reason.as_str())
         .increment(1);
     Ok(())
+}
+
+/// The one way a consumer sets a delivery aside: dead-letters `poison` ([`set_aside`]) and
+/// settles the delivery it came from, acknowledged once the dead letter is confirmed and
+/// returned to its queue otherwise (it comes back, nothing is lost). True when set aside.
+pub async fn set_aside_and_settle(
+    channel: &Channel,
+    topology: &Topology,
+    service: &str,
+    poison: Poison<'_>,
+    reason: Reason,
+    error: &str,
+    pending: Pending,
+) -> bool {
+    match set_aside(channel, topology, service, poison, reason, error).await {
+        Ok(()) => {
+            settle(pending).await;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(reason = reason.as_str(), error = %e, "Could not dead-letter a message; it goes back to its queue.");
+            requeue(pending).await;
+            false
+        }
+    }
 }

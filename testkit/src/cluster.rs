@@ -155,6 +155,65 @@ impl Cluster {
             .collect()
     }
 
+    /// Where the messages of the queues whose names start with `prefix` are, asked of running
+    /// node `via`: one `queue ready=<n> unacked=<n> consumers=<n>` line per queue holding any,
+    /// then the unacknowledged deliveries the channels know of, summed. A queue's unacknowledged
+    /// messages no channel claims are held for a consumer that will never settle them.
+    pub async fn census(&self, via: usize, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let name = &self.nodes[via].name;
+        let output = Command::new("rabbitmqctl")
+            .args(["-q", "-n", name, "list_queues", "--no-table-headers"])
+            .args([
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+            ])
+            .output()
+            .await?;
+        check("rabbitmqctl list_queues", &output)?;
+        let mut lines: Vec<String> = std::str::from_utf8(&output.stdout)?
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+                let [queue, ready, unacked, consumers] = fields[..] else {
+                    return None;
+                };
+                let holds = ready != "0" || unacked != "0";
+                (queue.starts_with(prefix) && holds).then(|| {
+                    format!("{queue} ready={ready} unacked={unacked} consumers={consumers}")
+                })
+            })
+            .collect();
+        let output = Command::new("rabbitmqctl")
+            .args(["-q", "-n", name, "list_channels", "--no-table-headers"])
+            .arg("messages_unacknowledged")
+            .output()
+            .await?;
+        check("rabbitmqctl list_channels", &output)?;
+        let held: u64 = std::str::from_utf8(&output.stdout)?
+            .lines()
+            .filter_map(|line| line.trim().parse::<u64>().ok())
+            .sum();
+        lines.push(format!("channels hold {held} unacknowledged"));
+        Ok(lines)
+    }
+
+    /// Copies every node's log directory to `<to>/rabbitmq-<i>/`, to keep it past the cluster.
+    pub fn copy_logs(&self, to: &Path) -> std::io::Result<()> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let into = to.join(format!("rabbitmq-{i}"));
+            std::fs::create_dir_all(&into)?;
+            for entry in std::fs::read_dir(node.dir.join("log"))? {
+                let entry = entry?;
+                if entry.file_type()?.is_file() {
+                    std::fs::copy(entry.path(), into.join(entry.file_name()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every node cleanly (a frozen one is thawed first); dropping the cluster then
     /// removes their directories.
     pub async fn stop(self) {

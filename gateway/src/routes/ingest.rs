@@ -191,6 +191,7 @@ pub async fn publish_claimed<M: IngestMessage>(
     let event_id = message.event_id();
     if let Err(error) = state.publisher.publish(message, trace).await {
         let unclear = error.is_unclear();
+        tracing::debug!(event_id = %event_id, unclear, error = %error, "Publish not confirmed.");
         if let Some(lease) = lease {
             let settled = if unclear {
                 state.idempotency.unclear(lease).await
@@ -217,6 +218,7 @@ pub async fn publish_claimed<M: IngestMessage>(
     }
     metrics::counter!(shared::metric::EVENTS_ACCEPTED_TOTAL, "kind" => M::KIND.as_str())
         .increment(1);
+    tracing::debug!(event_id = %event_id, "Published and confirmed.");
     Ok(stored_response(answer, false))
 }
 

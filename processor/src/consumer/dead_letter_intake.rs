@@ -4,11 +4,10 @@
 //! [`intake::record`]; should PostgreSQL still refuse the row, the dead letter is kept with
 //! its body and reason and the refusal as its error, so the queue never stops on it.
 
-use lapin::message::Delivery;
 use shared::connect::postgres::{Database, Fault};
 
 use crate::dead_letters::{intake, store};
-use shared::consume::{Consuming, DeliveryHandler, hold, settle};
+use shared::consume::{Consuming, DeliveryHandler, Received, hold, settle};
 
 /// Records dead letters in PostgreSQL.
 pub struct Intake {
@@ -17,7 +16,7 @@ pub struct Intake {
 }
 
 impl DeliveryHandler for Intake {
-    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+    async fn on_delivery(&self, delivery: Received, at: Consuming<'_>) -> bool {
         let shutdown = at.shutdown;
         let dead = intake::record(&delivery);
         let stored = hold(
@@ -44,7 +43,7 @@ impl DeliveryHandler for Intake {
         match stored {
             None => false,
             Some(_) => {
-                settle(delivery.acker).await;
+                settle(delivery.pending).await;
                 true
             }
         }

@@ -3,8 +3,7 @@
 //! reason is what set it aside said, or the broker's own (`delivery_limit`, `rejected`,
 //! `expired`, `maxlen`), and its source is the queue it was consumed from.
 
-use lapin::message::Delivery;
-use shared::{contract::headers, model::EventId, topology::DELIVERY_LIMIT};
+use shared::{consume::Received, contract::headers, model::EventId, topology::DELIVERY_LIMIT};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use shared::dead_letter::{Reason, number_header, text_header};
@@ -12,7 +11,7 @@ use shared::dead_letter::{Reason, number_header, text_header};
 use super::store::DeadLetter;
 
 /// Reads a dead letter's record from the delivery, whoever set it aside.
-pub fn record(delivery: &Delivery) -> DeadLetter {
+pub fn record(delivery: &Received) -> DeadLetter {
     let properties = &delivery.properties;
     let body: Option<serde_json::Value> = serde_json::from_slice(&delivery.data).ok();
     let body_field = |key: &str| {

@@ -9,7 +9,6 @@ use std::{
     time::Duration,
 };
 
-use lapin::message::Delivery;
 use processor::{
     consumer::ShardHandler,
     handler::Deps,
@@ -21,7 +20,7 @@ use shared::{
         postgres::{Database, Tables},
         redis,
     },
-    consume::{self, Consumers, Consuming, DeliveryHandler},
+    consume::{self, Consumers, Consuming, DeliveryHandler, Received},
     service::Tasks,
 };
 
@@ -40,12 +39,12 @@ impl PanicsOnce {
 }
 
 impl DeliveryHandler for PanicsOnce {
-    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+    async fn on_delivery(&self, delivery: Received, at: Consuming<'_>) -> bool {
         self.trip();
         self.inner.on_delivery(delivery, at).await
     }
 
-    async fn on_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
+    async fn on_batch(&self, batch: Vec<Received>, at: Consuming<'_>) -> bool {
         self.trip();
         self.inner.on_batch(batch, at).await
     }
@@ -236,4 +235,71 @@ async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
         .collect();
     assert!(loud.is_empty(), "a first start warned: {loud:#?}");
     testkit::cleanup(&backends).await.expect("clean-up");
+}
+
+/// A batch settled together never settles a delivery before it that is still in hand: with
+/// the first of three deliveries held, a run of the other two is acknowledged one by one (a
+/// `multiple` ack of the third would take the first along), and the held one returns to its
+/// queue when its channel closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_never_settles_an_earlier_delivery_still_in_hand() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+
+    let backends = testkit::backends();
+    let broker = testkit::Broker::connect(&backends).await;
+    let queue = format!("{}.settling", backends.namespace.as_str());
+    let channel = broker.channel().await;
+    // Exclusive: gone with the test's connection (not when its consumer goes, as it must outlive
+    // the first channel).
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), exclusive, Default::default())
+        .await
+        .expect("declare");
+    for body in ["first", "second", "third"] {
+        broker
+            .publish("", &queue, body.as_bytes(), Default::default())
+            .await;
+    }
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    let ledger = consume::Ledger::default();
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let delivery = consumer
+            .next()
+            .await
+            .expect("a delivery")
+            .expect("no error");
+        received.push(ledger.receive(delivery));
+    }
+    let held = received.remove(0);
+    assert_eq!(held.data, b"first");
+    let mut run = consume::Run::default();
+    for delivery in received {
+        run.push(delivery.pending);
+    }
+    run.settle().await;
+    channel.close(200, "done".into()).await.expect("close");
+    drop(held);
+
+    let back = testkit::eventually("the held delivery back in its queue", WAIT, || async {
+        (broker.depth(&queue).await == 1).then_some(())
+    });
+    back.await;
+    let again = broker.take(&queue).await.expect("the held delivery");
+    assert_eq!(again.data, b"first", "only the held delivery came back");
+    assert!(again.redelivered);
+    assert_eq!(broker.depth(&queue).await, 0, "the run was acknowledged");
 }

@@ -6,20 +6,23 @@
 //! deliveries on one queue are handled in order.
 //!
 //! Also the handlers' building blocks: [`hold`] (retry in place while a dependency is down),
-//! [`settle`] (ack) and [`requeue`].
+//! and settling: a delivery in hand is a [`Received`] whose [`Pending`] right to settle exists
+//! once ([`settle`], [`requeue`], or a [`Run`] settled together).
 
 mod later;
 mod run;
+mod settle;
 mod supervise;
 
 use std::{future::Future, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
-use lapin::{Acker, Channel, message::Delivery, options::BasicAckOptions};
+use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
 pub use later::Later;
 pub use run::{Ended, LINGER, MAX_BATCH, Source, run};
+pub use settle::{Ledger, Pending, Received, Run, requeue, settle};
 pub use supervise::{Consumers, supervise};
 
 /// Where a handler's deliveries come from: the consumer's channel (in confirm mode, for the
@@ -38,11 +41,11 @@ pub struct Consuming<'a> {
 pub trait DeliveryHandler: Send + Sync + 'static {
     /// Handles and settles one delivery; false if shutdown interrupted it (it stays
     /// unacknowledged and returns to its queue when the channel closes).
-    fn on_delivery(&self, delivery: Delivery, at: Consuming) -> impl Future<Output = bool> + Send;
+    fn on_delivery(&self, delivery: Received, at: Consuming) -> impl Future<Output = bool> + Send;
 
     /// Handles deliveries that arrived together, in order; by default one at a time. False if
     /// shutdown interrupted it (what is not settled returns to the queue).
-    fn on_batch(&self, batch: Vec<Delivery>, at: Consuming) -> impl Future<Output = bool> + Send {
+    fn on_batch(&self, batch: Vec<Received>, at: Consuming) -> impl Future<Output = bool> + Send {
         async move {
             for delivery in batch {
                 if !self.on_delivery(delivery, at).await {
@@ -83,45 +86,5 @@ where
     tokio::select! {
         result = held => Some(result),
         () = shutdown.cancelled() => None,
-    }
-}
-
-/// Returns a delivery to its queue at once (its effect is committed; it comes back as a
-/// duplicate to finish what is left, such as publishing its downstream events).
-pub async fn requeue(acker: Acker) {
-    nack(acker, false).await;
-}
-
-/// Returns a delivery and every earlier one on its channel not yet settled: one `multiple`
-/// nack for a run. Only where every earlier delivery is settled or belongs to the run.
-pub async fn requeue_through(acker: Acker) {
-    nack(acker, true).await;
-}
-
-async fn nack(acker: Acker, multiple: bool) {
-    let options = lapin::options::BasicNackOptions {
-        requeue: true,
-        multiple,
-    };
-    if let Err(e) = acker.nack(options).await {
-        tracing::debug!(error = %e, "Nack failed; the message will be redelivered when the channel closes.");
-    }
-}
-
-/// Acknowledges a delivery, consuming its acker so it cannot be settled twice. A failed ack
-/// (channel gone) means the broker will redeliver, and the inbox makes that harmless.
-pub async fn settle(acker: Acker) {
-    ack(acker, false).await;
-}
-
-/// Acknowledges a delivery and every earlier one on its channel not yet settled: one
-/// `multiple` ack for a run. Only where every earlier delivery is settled or belongs to the run.
-pub async fn settle_through(acker: Acker) {
-    ack(acker, true).await;
-}
-
-async fn ack(acker: Acker, multiple: bool) {
-    if let Err(e) = acker.ack(BasicAckOptions { multiple }).await {
-        tracing::debug!(error = %e, "Ack failed; the message will be redelivered and deduplicated.");
     }
 }

@@ -13,7 +13,7 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Consuming, DeliveryHandler, Later};
+use super::{Consuming, DeliveryHandler, Later, Ledger};
 
 /// A queue being consumed.
 pub struct Source {
@@ -69,8 +69,9 @@ pub const MAX_BATCH: usize = 128;
 /// waiting, so a lone delivery at low load is handled at once.
 pub const LINGER: Duration = Duration::from_millis(2);
 
-/// Runs the loop until `shutdown` fires or the consumer is gone. Deliveries the broker has
-/// already pushed are handed over together (up to [`MAX_BATCH`]); when more than one was
+/// Runs the loop until `shutdown` fires or the consumer is gone. Each delivery enters the
+/// channel's [`Ledger`] as it is handed over; deliveries the broker has already pushed are
+/// handed over together (up to [`MAX_BATCH`]); when more than one was
 /// waiting, the batch lingers up to [`LINGER`] for more. What a handler leaves for later
 /// ([`Later`]) runs in order beside the loop, and is finished before this returns. The channel
 /// is left open: whoever supervises the loop closes it, which returns what was not
@@ -81,6 +82,7 @@ pub async fn run<H: DeliveryHandler>(
     shutdown: CancellationToken,
 ) -> Ended {
     let (later, second_stage) = Later::new();
+    let ledger = Ledger::default();
     let first_stage = async move {
         let mut carried = None;
         loop {
@@ -102,6 +104,7 @@ pub async fn run<H: DeliveryHandler>(
                 None => return Ended::Cancelled,
             };
             let (batch, rest) = fill(&mut source.consumer, delivery).await;
+            let batch = batch.into_iter().map(|d| ledger.receive(d)).collect();
             carried = rest;
             let at = Consuming {
                 channel: &source.channel,

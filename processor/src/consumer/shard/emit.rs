@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use lapin::{Acker, Channel, message::Delivery};
+use lapin::Channel;
 use opentelemetry::Context;
 use shared::{
     connect::amqp::{Routing, Unconfirmed, send},
-    consume::{requeue_through, settle_through},
+    consume::{Received, Run},
     contract::{Announcement, EventKey},
     dead_letter::{self, Poison, Reason},
     trace::{self, Messaging, Operation, Traced},
@@ -29,8 +29,8 @@ pub(super) struct Settling {
     pub shard: ShardHandler,
     /// The consumer's channel (in confirm mode).
     pub channel: Channel,
-    /// The acker of the batch's last delivery.
-    pub last: Acker,
+    /// The batch's deliveries, settled together.
+    pub run: Run,
     /// The batch's events.
     pub sources: Vec<Source>,
     /// The events that were applied before: what the outbox may still hold for them is
@@ -42,23 +42,22 @@ pub(super) struct Settling {
 
 impl Settling {
     /// Publishes the downstream events (all sent, then their confirms awaited) and forgets
-    /// them, then acknowledges the batch with one `multiple` ack of its last delivery: every
-    /// earlier delivery on the channel is settled by then (second stages run in order, and the
-    /// first stage never leaves a delivery unsettled). If the events are not confirmed the
-    /// batch goes back to its queue and, a duplicate by then, publishes them when it returns.
+    /// them, then acknowledges the batch (one `multiple` ack when nothing else before it on the
+    /// channel is unsettled: [`Run`]). If the events are not confirmed the batch goes back to
+    /// its queue and, a duplicate by then, publishes them when it returns.
     pub async fn run(self) {
         let publishing = Instant::now();
         let published = self.publish().await;
         stage::record(Stage::Publish, publishing.elapsed());
         let settling = Instant::now();
         match published {
-            Ok(()) => settle_through(self.last).await,
+            Ok(()) => self.run.settle().await,
             Err(e) => {
                 for (_, span) in &self.sources {
                     span.fail(&e);
                 }
                 tracing::warn!(error = %e, "Downstream events not published yet; the batch comes back to publish them.");
-                requeue_through(self.last).await;
+                self.run.requeue().await;
             }
         }
         stage::record(Stage::Settle, settling.elapsed());
@@ -156,7 +155,7 @@ async fn announce(
 
 impl ShardHandler {
     /// The `process` span of a delivery, under the trace its headers carry.
-    pub(super) fn span(&self, delivery: &Delivery) -> Traced {
+    pub(super) fn span(&self, delivery: &Received) -> Traced {
         let id = delivery
             .properties
             .message_id()

@@ -9,9 +9,9 @@ mod retry;
 
 use std::{sync::Arc, time::Duration};
 
-use lapin::{Acker, Channel, message::Delivery};
+use lapin::Channel;
 use shared::{
-    consume::{Consuming, DeliveryHandler, hold, requeue, settle},
+    consume::{Consuming, DeliveryHandler, Pending, Received, Run, hold, requeue, settle},
     contract::{Ingest, Undecodable, headers},
     dead_letter::{self, Poison, Reason, number_header},
     topology::Topology,
@@ -42,25 +42,25 @@ pub struct ShardHandler {
     pub stop: CancellationToken,
 }
 
-/// A delivery decoded: its acker, its `process` span and the event.
+/// A delivery decoded: its right to settle, its `process` span and the event.
 struct Decoded {
-    acker: Acker,
+    pending: Pending,
     span: Traced,
     item: Ingest,
 }
 
 impl DeliveryHandler for ShardHandler {
-    async fn on_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
+    async fn on_batch(&self, batch: Vec<Received>, at: Consuming<'_>) -> bool {
         self.apply_batch(batch, at).await
     }
 
-    async fn on_delivery(&self, delivery: Delivery, at: Consuming<'_>) -> bool {
+    async fn on_delivery(&self, delivery: Received, at: Consuming<'_>) -> bool {
         let span = self.span(&delivery);
-        let Delivery {
+        let Received {
             data,
             properties,
             routing_key,
-            acker,
+            pending,
             ..
         } = delivery;
         let attempts = u32::try_from(number_header(&properties, headers::ATTEMPTS).unwrap_or(0))
@@ -76,7 +76,7 @@ impl DeliveryHandler for ShardHandler {
         let item = match decode(properties.kind().as_ref().map(|k| k.as_str()), &data) {
             Ok(item) => item,
             Err((reason, error)) => {
-                self.set_aside(at.channel, acker, poison, reason, &error, None)
+                self.set_aside(at.channel, pending, poison, reason, &error, None)
                     .await;
                 return true;
             }
@@ -88,12 +88,16 @@ impl DeliveryHandler for ShardHandler {
             None => false,
             Some(Err(HandleError::Fenced)) => self.fenced(),
             Some(Ok(handled)) => {
-                let decoded = Decoded { acker, span, item };
+                let decoded = Decoded {
+                    pending,
+                    span,
+                    item,
+                };
                 self.leave_settling(at, vec![decoded], handled).await;
                 true
             }
             Some(Err(HandleError::Failed(error))) => {
-                self.failed(at.channel, acker, poison, &item, &span, &error)
+                self.failed(at.channel, pending, poison, &item, &span, &error)
                     .await;
                 true
             }
@@ -101,8 +105,15 @@ impl DeliveryHandler for ShardHandler {
                 span.fail(&error);
                 let event = Some(item.event_id());
                 let reason = Reason::Invalid;
-                self.set_aside(at.channel, acker, poison, reason, &error.to_string(), event)
-                    .await;
+                self.set_aside(
+                    at.channel,
+                    pending,
+                    poison,
+                    reason,
+                    &error.to_string(),
+                    event,
+                )
+                .await;
                 true
             }
         }
@@ -115,7 +126,7 @@ impl ShardHandler {
     /// the whole batch if the transaction fails for a reason that is not an outage, goes through
     /// [`DeliveryHandler::on_delivery`] one by one (so one bad event is isolated and handled
     /// alone).
-    async fn apply_batch(&self, batch: Vec<Delivery>, at: Consuming<'_>) -> bool {
+    async fn apply_batch(&self, batch: Vec<Received>, at: Consuming<'_>) -> bool {
         let mut deliveries = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         let mut alone = Vec::new();
@@ -152,7 +163,7 @@ impl ShardHandler {
                     .zip(spans)
                     .zip(items)
                     .map(|((delivery, span), item)| Decoded {
-                        acker: delivery.acker,
+                        pending: delivery.pending,
                         span,
                         item,
                     })
@@ -207,25 +218,29 @@ impl ShardHandler {
     async fn leave_settling(&self, at: Consuming<'_>, applied: Vec<Decoded>, handled: Handled) {
         let mut sources = Vec::with_capacity(applied.len());
         let mut duplicates = Vec::new();
-        let mut last = None;
+        let mut run = Run::default();
         for (decoded, outcome) in applied.into_iter().zip(handled.outcomes) {
-            let Decoded { acker, span, item } = decoded;
+            let Decoded {
+                pending,
+                span,
+                item,
+            } = decoded;
             metrics::counter!(shared::metric::EVENTS_PROCESSED_TOTAL, "outcome" => outcome.as_str())
                 .increment(1);
             tracing::debug!(event_id = %item.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
             if outcome == Outcome::Duplicate {
                 duplicates.push(item.key());
             }
-            last = Some(acker);
+            run.push(pending);
             sources.push((item.key(), span));
         }
-        let Some(last) = last else {
+        if sources.is_empty() {
             return;
-        };
+        }
         let settling = Settling {
             shard: self.clone(),
             channel: at.channel.clone(),
-            last,
+            run,
             sources,
             duplicates,
             emitted: handled.emitted,
@@ -238,7 +253,7 @@ impl ShardHandler {
     async fn failed(
         &self,
         channel: &Channel,
-        acker: Acker,
+        pending: Pending,
         poison: Poison<'_>,
         update: &Ingest,
         span: &Traced,
@@ -253,7 +268,7 @@ impl ShardHandler {
             let event = Some(update.event_id());
             self.set_aside(
                 channel,
-                acker,
+                pending,
                 poison,
                 Reason::AttemptsExhausted,
                 error,
@@ -268,11 +283,11 @@ impl ShardHandler {
                 tracing::info!(event_id = %update.event_id(), trace_id = span.trace_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
                 self.note_retry(update.event_id().as_str(), poison.attempts, error, *delay)
                     .await;
-                settle(acker).await;
+                settle(pending).await;
             }
             Err(e) => {
                 tracing::warn!(event_id = %update.event_id(), error = %e, "Could not schedule a retry; the event goes back to its queue.");
-                requeue(acker).await;
+                requeue(pending).await;
             }
         }
     }
@@ -287,29 +302,28 @@ impl ShardHandler {
     }
 
     /// Dead-letters a message, then acks it; if the dead letter is not confirmed the original
-    /// goes back to its queue, so nothing is lost. (Never left unacknowledged: the second stage
-    /// acknowledges runs of deliveries with one `multiple` ack, which would take it along.)
+    /// goes back to its queue, so nothing is lost.
     async fn set_aside(
         &self,
         channel: &Channel,
-        acker: Acker,
+        pending: Pending,
         poison: Poison<'_>,
         reason: Reason,
         error: &str,
         event: Option<&shared::model::EventId>,
     ) {
-        let event = event.map(ToString::to_string).unwrap_or_default();
-        let set_aside =
-            dead_letter::set_aside(channel, &self.topology, "processor", poison, reason, error);
-        match set_aside.await {
-            Ok(()) => {
-                tracing::warn!(event_id = %event, reason = reason.as_str(), error = %error, "Message dead-lettered.");
-                settle(acker).await;
-            }
-            Err(e) => {
-                tracing::warn!(event_id = %event, error = %e, "Could not dead-letter a message; it goes back to its queue.");
-                requeue(acker).await;
-            }
+        let set_aside = dead_letter::set_aside_and_settle(
+            channel,
+            &self.topology,
+            "processor",
+            poison,
+            reason,
+            error,
+            pending,
+        );
+        if set_aside.await {
+            let event = event.map(ToString::to_string).unwrap_or_default();
+            tracing::warn!(event_id = %event, reason = reason.as_str(), error = %error, "Message dead-lettered.");
         }
     }
 }

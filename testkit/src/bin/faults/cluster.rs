@@ -131,6 +131,7 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
             .map(|s| Topology::new(backends.namespace.clone(), SHARDS).shard_queue(s))
             .collect(),
         pause,
+        leader_kills: args.leader_kills,
     };
     let figures = run.faults(&services, &mut fleet, &mut load).await;
     // Every service came back, whatever the faults did.
@@ -145,11 +146,99 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
         "faults (cluster): {verdict} | {} | unanswered={unanswered}",
         figures.line.join(" | ")
     );
+    if !verdict.kept_promise() {
+        let namespace = backends.namespace.as_str();
+        let lost = verdict.missing();
+        trace_missing(cluster, &services, namespace, &mut fleet, &pool, lost).await;
+    }
     fleet.stop().await;
     pool.close().await;
-    testkit::cleanup(&backends).await?;
     let kept = verdict.kept_promise() && unanswered == 0 && figures.rebalanced;
+    if kept {
+        testkit::cleanup(&backends).await?;
+    } else {
+        eprintln!(
+            "faults: the run's tables are kept in schema {} for a look",
+            backends.namespace.as_str()
+        );
+    }
     crate::conclude(kept, &services.logs)
+}
+
+/// After a broken promise: where the lost events may be. Prints which queues still hold
+/// messages (and whether any channel claims the unacknowledged ones), the log lines naming each
+/// lost event, and whether fresh processors (on new channels) apply them: if they do, the
+/// events were in the broker, held for a consumer that never got them.
+async fn trace_missing(
+    cluster: &Cluster,
+    services: &Services,
+    namespace: &str,
+    fleet: &mut Fleet,
+    pool: &sqlx::PgPool,
+    missing: &[String],
+) {
+    for via in 0..cluster.nodes.len() {
+        if let Ok(lines) = cluster.census(via, &format!("{namespace}.")).await {
+            lines.iter().for_each(|l| eprintln!("faults: broker: {l}"));
+            break;
+        }
+    }
+    if let Err(e) = cluster.copy_logs(&services.logs) {
+        eprintln!("faults: the nodes' logs could not be kept: {e}");
+    }
+    let logs: Vec<(String, String)> = std::fs::read_dir(&services.logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let text = std::fs::read_to_string(entry.path()).ok()?;
+            Some((entry.file_name().to_string_lossy().into_owned(), text))
+        })
+        .collect();
+    for id in missing {
+        let quoted = format!("{id}\"");
+        let naming = logs.iter().flat_map(|(file, text)| {
+            text.lines()
+                .filter(|line| line.contains(&quoted) || line.contains(&format!("{id} ")))
+                .map(move |line| format!("{file}: {line}"))
+        });
+        for line in naming.take(10) {
+            eprintln!("faults: {id}: {line}");
+        }
+    }
+    for processor in &mut fleet.processors {
+        sigterm(&mut processor.child).await;
+    }
+    fleet.processors = (0..3)
+        .map(|n| {
+            replica(
+                services,
+                "processor",
+                &format!("processor-fresh-{n}"),
+                n,
+                cluster,
+            )
+        })
+        .collect();
+    let applied = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM processed_events WHERE event_id = ANY($1)",
+        )
+        .bind(missing)
+        .fetch_one(pool)
+        .await
+        .ok()
+    };
+    let all = i64::try_from(missing.len()).unwrap_or(i64::MAX);
+    testkit::eventually_or(Duration::from_secs(60), || async {
+        (applied().await? == all).then_some(())
+    })
+    .await;
+    let applied = applied().await.unwrap_or(0);
+    eprintln!(
+        "faults: fresh processors applied {applied} of the {} lost events named within 60 s",
+        missing.len()
+    );
 }
 
 /// What the faults showed beyond the verdict: which node each hit, how long the rolling restart
@@ -165,6 +254,7 @@ struct Run<'a> {
     pool: &'a sqlx::PgPool,
     queues: Vec<String>,
     pause: Duration,
+    leader_kills: u64,
 }
 
 impl Run<'_> {
@@ -177,13 +267,16 @@ impl Run<'_> {
         let cluster = self.cluster;
         let mut line = Vec::new();
 
-        let node = self.leading(true, None).await?;
-        eprintln!("faults: SIGKILL of node {node}, which leads the most shard queues");
-        refusals(load);
-        cluster.signal(node, "KILL").await?;
-        load.probe("leader_sigkill").await;
-        cluster.start_node(node).await?;
-        line.push(format!("leader_sigkill: node={node} {}", refusals(load)));
+        let mut node = 0;
+        for _ in 0..self.leader_kills.max(1) {
+            node = self.leading(true, None).await?;
+            eprintln!("faults: SIGKILL of node {node}, which leads the most shard queues");
+            refusals(load);
+            cluster.signal(node, "KILL").await?;
+            load.probe("leader_sigkill").await;
+            cluster.start_node(node).await?;
+            line.push(format!("leader_sigkill: node={node} {}", refusals(load)));
+        }
 
         // Another node than the one just killed (which now leads nothing).
         let node = self.leading(false, Some(node)).await?;

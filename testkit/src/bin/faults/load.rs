@@ -259,6 +259,11 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// The first lost events' ids.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
     /// Nothing lost, nothing doubled, the state the model's, the poison (and only it) dead.
     pub fn kept_promise(&self) -> bool {
         self.lost == 0 && self.doubled == 0 && self.wrong_state == 0 && self.dead_lettered.is_ok()

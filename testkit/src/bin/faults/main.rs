@@ -5,7 +5,7 @@
 //! `cargo build --bins && target/debug/faults --seconds 60 --rate 100` runs one gateway and one
 //! processor behind fault proxies on the shared backends; `--cluster` runs two gateways, three
 //! processors and the notifier on a three-node RabbitMQ cluster of the harness's own (see
-//! `fault-test.sh`). Prints one line of figures and exits non-zero if anything accepted was lost
+//! `fault-test.sh`; `--leader-kills N` repeats its first fault). Prints one line of figures and exits non-zero if anything accepted was lost
 //! or doubled, the final state differs from the model, or the dead letters are not exactly the
 //! poison sent.
 
@@ -23,6 +23,9 @@ pub struct Args {
     rate: u64,
     /// The cluster run (`--cluster`), with this pause between faults (`--pause`, 5 s).
     cluster: Option<Duration>,
+    /// How many times the cluster run SIGKILLs the node leading most shard queues
+    /// (`--leader-kills`, 1).
+    leader_kills: u64,
 }
 
 impl Args {
@@ -37,6 +40,7 @@ impl Args {
         Ok(Self {
             seconds: value("--seconds", 60)?,
             rate: value("--rate", 100)?,
+            leader_kills: value("--leader-kills", 1)?,
             cluster: cluster
                 .then(|| value("--pause", 5).map(Duration::from_secs))
                 .transpose()?,

@@ -40,7 +40,8 @@ impl Application {
     /// too (the leases are there). Dependencies that are down do not stop start-up.
     ///
     /// [`App::run_until`] then consumes until its shutdown signal and drains: stop taking
-    /// deliveries, finish and ack the one in hand on each shard, close the channels and the
+    /// deliveries, let each shard's applied batches publish their downstream events and be
+    /// acked (a batch still being applied returns to its queue), close the channels and the
     /// connection, under the deadline.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let service = Service::bind("processor", &config.serving).await?;

@@ -158,7 +158,7 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
         testkit::cleanup(&backends).await?;
     } else {
         eprintln!(
-            "faults: the run's tables are kept in schema {} for a look",
+            "faults: the run's tables are kept for a look, in schema {} of the database",
             backends.namespace.as_str()
         );
     }

@@ -156,19 +156,22 @@ impl Cluster {
     }
 
     /// Where the messages of the queues whose names start with `prefix` are, asked of running
-    /// node `via`: one `queue ready=<n> unacked=<n> consumers=<n>` line per queue holding any,
-    /// then the unacknowledged deliveries the channels know of, summed. A queue's unacknowledged
-    /// messages no channel claims are held for a consumer that will never settle them.
+    /// node `via`: one `queue messages=<n> ready=<n> unacked=<n> consumers=<n>` line per queue
+    /// holding any (more messages than ready and unacknowledged together: some wait to be
+    /// dead-lettered), then the unacknowledged deliveries the channels know of, summed. A
+    /// queue's unacknowledged messages no channel claims are held for a consumer that will
+    /// never settle them.
     pub async fn census(&self, via: usize, prefix: &str) -> anyhow::Result<Vec<String>> {
         let name = &self.nodes[via].name;
         let output = Command::new("rabbitmqctl")
             .args(["-q", "-n", name, "list_queues", "--no-table-headers"])
             .args([
                 "name",
+                "messages",
                 "messages_ready",
                 "messages_unacknowledged",
-                "consumers",
             ])
+            .arg("consumers")
             .output()
             .await?;
         check("rabbitmqctl list_queues", &output)?;
@@ -176,12 +179,14 @@ impl Cluster {
             .lines()
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
-                let [queue, ready, unacked, consumers] = fields[..] else {
+                let [queue, messages, ready, unacked, consumers] = fields[..] else {
                     return None;
                 };
-                let holds = ready != "0" || unacked != "0";
-                (queue.starts_with(prefix) && holds).then(|| {
-                    format!("{queue} ready={ready} unacked={unacked} consumers={consumers}")
+                (queue.starts_with(prefix) && messages != "0").then(|| {
+                    format!(
+                        "{queue} messages={messages} ready={ready} unacked={unacked} \
+                         consumers={consumers}"
+                    )
                 })
             })
             .collect();

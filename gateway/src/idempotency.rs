@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use redis::{Script, aio::ConnectionManager};
 use shared::{
-    connect::redis::COMMAND_TIMEOUT, contract::EventKey, model::EventId, topology::Namespace,
+    connect::redis::{CommandError, timed},
+    contract::EventKey,
+    model::EventId,
+    topology::Namespace,
 };
 
 /// Redis key of an event's idempotency record. Each kind and each owner (API key) has a key
@@ -164,10 +167,16 @@ pub enum Begin {
     InFlight,
 }
 
-/// Redis failed or did not answer in time.
+/// Redis failed or did not answer in time, or a record is not one this version wrote.
 #[derive(Debug, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct IdempotencyError(String);
+pub enum IdempotencyError {
+    /// Redis failed or did not answer in time.
+    #[error(transparent)]
+    Redis(#[from] CommandError),
+    /// The record or the script's reply is not what this version writes.
+    #[error("redis: {0}")]
+    Corrupt(&'static str),
+}
 
 impl Idempotency {
     /// A store over `redis` with the given lease and retention.
@@ -212,10 +221,10 @@ impl Idempotency {
             Some("done") if reply.len() == 3 => Ok(Begin::Replay(StoredResponse {
                 status: reply[1]
                     .parse()
-                    .map_err(|_| IdempotencyError("corrupt record".into()))?,
+                    .map_err(|_| IdempotencyError::Corrupt("corrupt record"))?,
                 body: reply[2].clone(),
             })),
-            _ => Err(IdempotencyError("unexpected script reply".into())),
+            _ => Err(IdempotencyError::Corrupt("unexpected script reply")),
         }
     }
 
@@ -253,16 +262,6 @@ impl Idempotency {
         invocation.arg(&lease.token);
         let _: i64 = timed(invocation.invoke_async(&mut redis)).await?;
         Ok(())
-    }
-}
-
-async fn timed<T>(
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, IdempotencyError> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(IdempotencyError(e.to_string())),
-        Err(_) => Err(IdempotencyError("timed out".into())),
     }
 }
 

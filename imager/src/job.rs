@@ -20,8 +20,9 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 use shared::{
+    announce::send_announcement,
     catalog::{Cache, Cached, StoredVariant, Variants},
     connect::{
         amqp::{Routing, send},
@@ -572,24 +573,14 @@ impl Imager {
                 image_id: job.image_id,
             }),
         };
-        let kind = announcement.event.event_type().as_str();
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(announcement.id.as_str().into())
-            .with_type(kind.into())
-            .with_app_id("imager".into());
-        let properties = trace::inject(span.context(), properties);
-        send(
+        let sending = send_announcement(
             channel,
-            &self.topology.events_exchange(),
-            kind,
-            &announcement.body(),
-            properties,
-            Routing::Optional,
-        )
-        .await?
-        .confirmed()
-        .await
+            &self.topology,
+            "imager",
+            &announcement,
+            span.context(),
+        );
+        sending.await?.confirmed().await.map(drop)
     }
 
     /// Marks the image failed, dead-letters the job with `reason` and `why`, and acknowledges

@@ -3,7 +3,7 @@
 
 use redis::aio::ConnectionManager;
 use shared::{
-    connect::{postgres::Database, redis::COMMAND_TIMEOUT},
+    connect::{postgres::Database, redis::timed},
     contract::ProductView,
     products::cache_key,
     topology::Namespace,
@@ -168,9 +168,7 @@ async fn refresh_cache(deps: &Deps, views: &[ProductView]) -> Result<(), HandleE
         dependency: "redis",
         error,
     };
-    match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut redis)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(unavailable(e.to_string())),
-        Err(_) => Err(unavailable("timed out".into())),
-    }
+    timed(pipe.query_async::<()>(&mut redis))
+        .await
+        .map_err(|e| unavailable(e.to_string()))
 }

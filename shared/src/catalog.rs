@@ -12,9 +12,7 @@ use sqlx::{PgPool, types::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{
-    connect::redis::COMMAND_TIMEOUT, model::ProductId, objects::Objects, topology::Namespace,
-};
+use crate::{connect::redis::timed, model::ProductId, objects::Objects, topology::Namespace};
 
 /// A product's details as stored, with the revision that counts its changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,14 +265,9 @@ impl Cache {
             .arg(self.state_key(id))
             .arg(self.key(id))
             .to_owned();
-        let values = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            get.query_async::<Vec<Option<String>>>(&mut redis),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+        let values = timed(get.query_async::<Vec<Option<String>>>(&mut redis))
+            .await
+            .unwrap_or_default();
         let mut values = values.into_iter();
         let state = values.next().flatten();
         let entry = values
@@ -293,12 +286,9 @@ impl Cache {
             .arg(json)
             .arg(record.revision)
             .arg(self.ttl_seconds);
-        match tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<i64>(&mut redis))
+        timed(invocation.invoke_async::<i64>(&mut redis))
             .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
-        }
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }

@@ -5,12 +5,14 @@
 //! - [`model`]: the validated value types (`ProductId`, `Price`, `Stock`, `EventId`).
 //! - [`contract`]: the wire contract: the ingest message, the cached product view, header names.
 //! - [`dead_letter`]: setting a message aside with its reason and where it came from.
+//! - [`announce`]: publishing a downstream event to `{ns}.events`, the one way every service does.
 //! - [`topology`]: exchange and queue names, shard routing, and their idempotent declaration.
 //! - [`config`]: reading typed configuration from the environment; every setting's default and
 //!   meaning ([`config::settings`]).
 //! - [`cli`]: a service binary's command line (`healthcheck`, `--help`, `--version`).
 //! - [`connect`]: connection builders for RabbitMQ, Redis and PostgreSQL.
-//! - [`consume`]: the queue consumer loop the processor and the notifier run.
+//! - [`consume`]: the queue consumer loop the processor, the notifier and the imager run, and
+//!   settling deliveries.
 //! - [`products`]: the products table and read cache (the processor writes, others read).
 //! - [`orders`]: the orders table (the processor writes, the gateway and dashboard read).
 //! - [`api`]: the JSON errors of the operator APIs and their parameter parsing.
@@ -26,6 +28,7 @@
 //! - [`trace`]: OpenTelemetry spans and `traceparent` propagation through the broker.
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod api;
 pub mod auth;
 pub mod catalog;

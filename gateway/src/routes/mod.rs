@@ -20,7 +20,7 @@ use axum::{
 use redis::aio::ConnectionManager;
 use shared::{
     auth::{Auth, Scope, protect},
-    connect::{postgres::Database, redis::COMMAND_TIMEOUT},
+    connect::{postgres::Database, redis::timed},
     topology::Namespace,
 };
 
@@ -58,14 +58,10 @@ impl AppState {
     pub async fn cached(&self, key: &str) -> Option<String> {
         let mut redis = self.redis.clone();
         let get = redis::cmd("GET").arg(key).to_owned();
-        tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            get.query_async::<Option<String>>(&mut redis),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
+        timed(get.query_async::<Option<String>>(&mut redis))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Sets `key` for `ttl_seconds` unless it already holds a value (never overwriting what
@@ -79,11 +75,7 @@ impl AppState {
             .arg(ttl_seconds)
             .arg("NX")
             .to_owned();
-        let _ = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            set.query_async::<Option<String>>(&mut redis),
-        )
-        .await;
+        let _ = timed(set.query_async::<Option<String>>(&mut redis)).await;
     }
 }
 

@@ -39,6 +39,29 @@ pub fn connect(
 pub async fn is_up(connection: &ConnectionManager) -> bool {
     let mut connection = connection.clone();
     let ping = redis::cmd("PING");
-    let pong = ping.query_async::<String>(&mut connection);
-    matches!(tokio::time::timeout(COMMAND_TIMEOUT, pong).await, Ok(Ok(_)))
+    timed(ping.query_async::<String>(&mut connection))
+        .await
+        .is_ok()
+}
+
+/// A Redis command that failed, or did not answer within [`COMMAND_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis: {0}")]
+    Failed(#[from] redis::RedisError),
+    /// No answer in time.
+    #[error("redis: no answer within {COMMAND_TIMEOUT:?}")]
+    TimedOut,
+}
+
+/// Runs one Redis call (a command, a pipeline or a script) under [`COMMAND_TIMEOUT`]: the one
+/// deadline every caller keeps, whatever the connection does meanwhile.
+pub async fn timed<T>(
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, CommandError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(CommandError::TimedOut),
+    }
 }

@@ -7,9 +7,9 @@ use std::time::Instant;
 use lapin::Channel;
 use opentelemetry::Context;
 use shared::{
-    connect::amqp::{Routing, Unconfirmed, send},
+    announce::send_announcement,
     consume::{Received, Run},
-    contract::{Announcement, EventKey},
+    contract::EventKey,
     dead_letter::{self, Poison, Reason},
     trace::{self, Messaging, Operation, Traced},
 };
@@ -76,7 +76,7 @@ impl Settling {
         if self.emitted.is_empty() && left.is_empty() && unreadable.is_empty() {
             return Ok(());
         }
-        let exchange = self.shard.topology.events_exchange();
+        let topology = &self.shard.topology;
         let mut sent = Vec::with_capacity(self.emitted.len() + left.len());
         for event in self.emitted.iter().chain(&left) {
             let parent = self
@@ -84,13 +84,13 @@ impl Settling {
                 .iter()
                 .find(|(key, _)| *key == event.source)
                 .map_or_else(Context::new, |(_, span)| span.context().clone());
-            sent.push(announce(&self.channel, &exchange, &event.announcement, &parent).await?);
+            let announcement = &event.announcement;
+            let sending =
+                send_announcement(&self.channel, topology, "processor", announcement, &parent);
+            sent.push(sending.await?);
         }
-        for (span, unconfirmed, kind) in sent {
-            if let Err(e) = unconfirmed.confirmed().await {
-                span.fail(&e);
-                return Err(e);
-            }
+        for sent in sent {
+            let kind = sent.confirmed().await?;
             metrics::counter!(shared::metric::DOWNSTREAM_EVENTS_TOTAL, "type" => kind).increment(1);
         }
         for row in &unreadable {
@@ -105,51 +105,6 @@ impl Settling {
             .collect();
         downstream::published(pool, &done).await?;
         Ok(())
-    }
-}
-
-/// Sends one downstream event, in a span under `parent`; its confirm is awaited by the caller.
-async fn announce(
-    channel: &Channel,
-    exchange: &str,
-    announcement: &Announcement,
-    parent: &Context,
-) -> anyhow::Result<(Traced, Unconfirmed, &'static str)> {
-    let kind = announcement.event.event_type().as_str();
-    let span = trace::messaging(
-        "processor",
-        &Messaging {
-            operation: Operation::Send,
-            exchange,
-            routing_key: kind,
-            queue: None,
-            message_id: &announcement.id,
-            event_id: announcement.event.source_event_id().as_str(),
-        },
-        parent,
-    );
-    let properties = lapin::BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_message_id(announcement.id.as_str().into())
-        .with_type(kind.into())
-        .with_app_id("processor".into());
-    let properties = trace::inject(span.context(), properties);
-    let body = announcement.body();
-    match send(
-        channel,
-        exchange,
-        kind,
-        &body,
-        properties,
-        Routing::Optional,
-    )
-    .await
-    {
-        Ok(unconfirmed) => Ok((span, unconfirmed, kind)),
-        Err(e) => {
-            span.fail(&e);
-            Err(e)
-        }
     }
 }
 

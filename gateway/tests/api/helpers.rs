@@ -151,6 +151,8 @@ impl TestApp {
 
 /// Asserts the status and returns the JSON body.
 pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value {
-    assert_eq!(response.status().as_u16(), status, "unexpected status");
-    response.json().await.expect("JSON body")
+    let got = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    assert_eq!(got, status, "unexpected status: {body}");
+    body
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use shared::{
     api::{ApiError, db, found, only_params, pool},
     connect::postgres::Database,
-    contract::{EventKey, EventType, IngestKind, downstream_id},
+    contract::{DownstreamId, EventKey, EventType, IngestKind},
     model::{EventId, OrderId, Owner, ProductId},
     orders, products,
     topology::Namespace,
@@ -64,11 +64,7 @@ async fn notifications(
                 owner: owner.clone(),
                 id: source.clone(),
             };
-            ids.extend(
-                EventType::ALL
-                    .iter()
-                    .map(|t| downstream_id(&key, t.as_str())),
-            );
+            ids.extend(EventType::ALL.iter().map(|t| DownstreamId::of(&key, *t)));
         }
     }
     notifier::store::deliveries::of_events(pool, &ids)

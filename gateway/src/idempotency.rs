@@ -20,7 +20,7 @@ use redis::{Script, aio::ConnectionManager};
 use shared::{
     connect::redis::{CommandError, timed},
     contract::EventKey,
-    model::EventId,
+    model::{EventId, ProductId},
     topology::Namespace,
 };
 
@@ -96,14 +96,15 @@ end
 if state == 'lease' then
   return {'in_flight'}
 end
-return {'done', redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'body')}
+return {'done', redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'body'),
+        redis.call('HGET', KEYS[1], 'product') or ''}
 ";
 
 const COMPLETE: &str = r"
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3], 'product', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
@@ -137,13 +138,63 @@ pub struct Idempotency {
     release: std::sync::Arc<Script>,
 }
 
-/// The first response to a key, replayed to every identical repeat.
+/// The first answer to a key, replayed to every identical repeat: what it was, and its JSON
+/// body as the client first got it. Stored as the record's `status`, `body` and `product`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// JSON body.
-    pub body: String,
+pub enum Answer {
+    /// `202 Accepted`: the message is in the broker.
+    Accepted {
+        /// The JSON body.
+        body: String,
+    },
+    /// `201 Created`: the product's entry is stored and its creation in the broker.
+    Created {
+        /// The product created (its URL is the answer's `Location`).
+        product_id: ProductId,
+        /// The JSON body.
+        body: String,
+    },
+}
+
+impl Answer {
+    /// Its HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Accepted { .. } => 202,
+            Self::Created { .. } => 201,
+        }
+    }
+
+    /// Its JSON body.
+    pub fn body(&self) -> &str {
+        match self {
+            Self::Accepted { body } | Self::Created { body, .. } => body,
+        }
+    }
+
+    /// The answer a record holds: its status, its body and the product a `201` created. A
+    /// `201` recorded by an earlier version has no `product` field: its body names it.
+    fn read(status: &str, body: String, product: &str) -> Result<Self, IdempotencyError> {
+        let corrupt = IdempotencyError::Corrupt("corrupt record");
+        match status {
+            "202" => Ok(Self::Accepted { body }),
+            "201" => {
+                let product_id = if product.is_empty() {
+                    #[derive(serde::Deserialize)]
+                    struct Named {
+                        product_id: ProductId,
+                    }
+                    serde_json::from_str::<Named>(&body)
+                        .map_err(|_| corrupt)?
+                        .product_id
+                } else {
+                    product.parse().map_err(|_| corrupt)?
+                };
+                Ok(Self::Created { product_id, body })
+            }
+            _ => Err(corrupt),
+        }
+    }
 }
 
 /// A lease on a key: proof that this request is the one allowed to publish.
@@ -160,7 +211,7 @@ pub enum Begin {
     /// The key is new: this request owns it.
     Acquired(Lease),
     /// The key completed before with the same body: replay this.
-    Replay(StoredResponse),
+    Replay(Answer),
     /// The key was used with a different body.
     Mismatch,
     /// The first request with the key is still publishing.
@@ -214,33 +265,33 @@ impl Idempotency {
             .arg(&token)
             .arg(millis(self.lease));
         let reply: Vec<String> = timed(invocation.invoke_async(&mut redis)).await?;
-        match reply.first().map(String::as_str) {
-            Some("acquired") => Ok(Begin::Acquired(Lease { key, token })),
-            Some("mismatch") => Ok(Begin::Mismatch),
-            Some("in_flight") => Ok(Begin::InFlight),
-            Some("done") if reply.len() == 3 => Ok(Begin::Replay(StoredResponse {
-                status: reply[1]
-                    .parse()
-                    .map_err(|_| IdempotencyError::Corrupt("corrupt record"))?,
-                body: reply[2].clone(),
-            })),
-            _ => Err(IdempotencyError::Corrupt("unexpected script reply")),
+        match <[String; 4]>::try_from(reply) {
+            Ok([done, status, body, product]) if done == "done" => {
+                Answer::read(&status, body, &product).map(Begin::Replay)
+            }
+            Ok(_) => Err(IdempotencyError::Corrupt("unexpected script reply")),
+            Err(reply) => match reply.first().map(String::as_str) {
+                Some("acquired") => Ok(Begin::Acquired(Lease { key, token })),
+                Some("mismatch") => Ok(Begin::Mismatch),
+                Some("in_flight") => Ok(Begin::InFlight),
+                _ => Err(IdempotencyError::Corrupt("unexpected script reply")),
+            },
         }
     }
 
     /// Records the first response under the lease's key for the retention window.
-    pub async fn complete(
-        &self,
-        lease: Lease,
-        response: &StoredResponse,
-    ) -> Result<(), IdempotencyError> {
+    pub async fn complete(&self, lease: Lease, answer: &Answer) -> Result<(), IdempotencyError> {
         let mut redis = self.redis.clone();
         let mut invocation = self.complete.key(&lease.key);
         invocation
             .arg(&lease.token)
-            .arg(response.status)
-            .arg(&response.body)
-            .arg(millis(self.retention));
+            .arg(answer.status())
+            .arg(answer.body())
+            .arg(millis(self.retention))
+            .arg(match answer {
+                Answer::Accepted { .. } => "",
+                Answer::Created { product_id, .. } => product_id.as_str(),
+            });
         let _: i64 = timed(invocation.invoke_async(&mut redis)).await?;
         Ok(())
     }
@@ -308,5 +359,31 @@ mod tests {
             "p:idem:product.update:e1",
             "the legacy layout is kept"
         );
+    }
+
+    #[test]
+    fn a_recorded_answer_reads_back_with_the_product_it_created() {
+        let body = r#"{"product_id":"p-1","name":"Mug"}"#.to_owned();
+        let created = Answer::read("201", body.clone(), "p-1").expect("a 201");
+        assert_eq!(
+            created,
+            Answer::Created {
+                product_id: "p-1".parse().expect("valid"),
+                body: body.clone(),
+            }
+        );
+        assert_eq!((created.status(), created.body()), (201, body.as_str()));
+        // Recorded by an earlier version: the body names the product.
+        let legacy = Answer::read("201", body.clone(), "").expect("a 201 of before");
+        assert_eq!(legacy, created);
+        let accepted = Answer::read("202", "{}".into(), "").expect("a 202");
+        assert_eq!(accepted, Answer::Accepted { body: "{}".into() });
+        for (status, body, product) in [("201", "{}", ""), ("201", "{}", "a b"), ("500", "{}", "")]
+        {
+            assert!(
+                Answer::read(status, body.into(), product).is_err(),
+                "{status} {body} {product:?}"
+            );
+        }
     }
 }

@@ -29,7 +29,7 @@ use shared::{
         postgres::{Database, Fault},
     },
     consume::{Consuming, DeliveryHandler, Received, hold, settle},
-    contract::{Announcement, DownstreamEvent, ImageJob, ImageSource, ImagesReady},
+    contract::{Announcement, DownstreamEvent, DownstreamId, ImageJob, ImageSource, ImagesReady},
     dead_letter::{self, Poison, Reason},
     egress::Egress,
     images::{self, Status},
@@ -565,7 +565,7 @@ impl Imager {
             .parse()
             .map_err(|e| anyhow::anyhow!("image job id: {e}"))?;
         let announcement = Announcement {
-            id: format!("msg_{}", job.image_id.simple()),
+            id: DownstreamId::tagged(job.image_id),
             timestamp: OffsetDateTime::now_utc(),
             event: DownstreamEvent::ImagesReady(ImagesReady {
                 source_event_id,

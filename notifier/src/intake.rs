@@ -15,7 +15,7 @@ use lapin::Channel;
 use shared::{
     connect::postgres::{Database, Fault},
     consume::{Consuming, DeliveryHandler, Received, hold, settle},
-    contract::{Announcement, EventType},
+    contract::{Announcement, DownstreamId, EventType},
     dead_letter::{self, Poison, Reason},
     topology::Topology,
     trace::{self, Messaging, Operation},
@@ -29,7 +29,7 @@ use crate::store::{deliveries, notifications};
 #[derive(Debug, PartialEq, Eq)]
 pub struct Event<'a> {
     /// Its id (the AMQP message id): the `webhook-id` of its deliveries.
-    pub id: String,
+    pub id: DownstreamId,
     /// Its type.
     pub kind: EventType,
     /// The body, exactly as published; sent and signed as is.
@@ -105,8 +105,8 @@ impl DeliveryHandler for Intake {
                 exchange: delivery.exchange.as_str(),
                 routing_key: delivery.routing_key.as_str(),
                 queue: Some(&self.queue),
-                message_id: &event.id,
-                event_id: &event.id,
+                message_id: event.id.as_str(),
+                event_id: event.id.as_str(),
             },
             &trace::extract(&delivery.properties),
         );
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn decodes_a_downstream_event_and_keeps_its_body() {
         let event = decode(Some("msg_1"), BODY).expect("valid");
-        assert_eq!(event.id, "msg_1");
+        assert_eq!(event.id.as_str(), "msg_1");
         assert_eq!(event.kind, EventType::StockLow);
         assert_eq!(event.body.as_bytes(), BODY);
     }

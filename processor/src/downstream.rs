@@ -7,8 +7,8 @@
 //! the change, published to the `{ns}.events` topic exchange (routing key = type) after the
 //! commit, and deleted once the broker confirmed them; only then is the source acknowledged. A
 //! processor that dies between commit and publish leaves them in the outbox, and the redelivered
-//! source (a duplicate by then) publishes them. Each has a stable id, [`shared::contract::downstream_id`] of its
-//! source and type, so consumers deduplicate.
+//! source (a duplicate by then) publishes them. Each has a stable id,
+//! [`shared::contract::DownstreamId::of`] its source and type, so consumers deduplicate.
 
 use rust_decimal::Decimal;
 use shared::{
@@ -189,7 +189,7 @@ pub async fn record(tx: &mut sqlx::PgConnection, events: &[Pending]) -> Result<(
               AS u(id, kind, source, key, body, owner)
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(column(|e| e.announcement.id.clone()))
+    .bind(column(|e| e.announcement.id.to_string()))
     .bind(column(|e| e.source.kind.as_str().to_owned()))
     .bind(column(|e| {
         e.announcement.event.source_event_id().to_string()
@@ -230,7 +230,7 @@ pub async fn published(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::contract::{EventType, downstream_id};
+    use shared::contract::{DownstreamId, EventType};
 
     fn key(source: &str) -> EventKey {
         EventKey {
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(types(&events), [EventType::ProductUpdated]);
         assert_eq!(
             events[0].announcement.id,
-            downstream_id(&key("e1"), "product.updated")
+            DownstreamId::of(&key("e1"), EventType::ProductUpdated)
         );
         let DownstreamEvent::ProductUpdated(updated) = &events[0].announcement.event else {
             panic!("a product.updated");

@@ -1,12 +1,9 @@
 //! Applying a batch of ingest messages (product updates and orders) in one transaction: knows
 //! nothing about AMQP. The consumer decides what to do with the delivery from the result.
 
-use redis::aio::ConnectionManager;
 use shared::{
-    connect::{postgres::Database, redis::timed},
-    contract::ProductView,
-    products::cache_key,
-    topology::Namespace,
+    connect::{postgres::Database, redis::CommandError},
+    products::StateCache,
 };
 use time::OffsetDateTime;
 
@@ -15,7 +12,7 @@ use shared::contract::Ingest;
 use crate::{
     downstream::Pending,
     shards::Fence,
-    store::{self, Applied, StoreError},
+    store::{self, Outcome, StoreError},
 };
 
 /// What the handler needs.
@@ -23,84 +20,32 @@ use crate::{
 pub struct Deps {
     /// The source of truth.
     pub database: Database,
-    /// The read cache.
-    pub redis: ConnectionManager,
-    /// Prefix of cache keys.
-    pub namespace: Namespace,
+    /// The products' read cache.
+    pub cache: StateCache,
     /// Stock below this emits `stock.low` when crossed.
     pub stock_low_threshold: i32,
-    /// How long a cached view lives.
-    pub cache_ttl_seconds: u64,
-}
-
-/// What happened to an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// It changed at least one field.
-    Applied,
-    /// It was recorded, but newer values already held every field it carried.
-    Stale,
-    /// It had been applied before; nothing changed.
-    Duplicate,
-    /// An order that reserved its stock.
-    OrderCreated,
-    /// An order rejected (unknown product, insufficient stock); stock unchanged.
-    OrderRejected,
-}
-
-impl Outcome {
-    /// Label for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Stale => "stale",
-            Self::Duplicate => "duplicate",
-            Self::OrderCreated => "order_created",
-            Self::OrderRejected => "order_rejected",
-        }
-    }
 }
 
 /// Why an event was not handled.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// A dependency is down: not the event's fault; hold it and retry in place.
-    #[error("{dependency} unavailable: {error}")]
-    Unavailable {
-        /// `postgres` or `redis`.
-        dependency: &'static str,
-        /// What failed.
-        error: String,
-    },
-    /// The event itself cannot be applied; retrying will not help.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// Applying this event failed; it may pass later (the retry ladder).
-    #[error("failed: {0}")]
-    Failed(String),
-    /// The shard belongs to another replica now: give the events back and stop consuming it.
-    #[error("the shard's lease is held by another replica")]
-    Fenced,
+    /// Applying failed in PostgreSQL (or the shard's lease was lost): [`StoreError`] says
+    /// whose fault it is.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The read cache could not be refreshed: not the event's fault; hold it and retry in
+    /// place (the batch is applied by then, so the retry finds it in the inbox).
+    #[error("redis unavailable: {0}")]
+    Cache(#[from] CommandError),
 }
 
 impl HandleError {
-    /// True when retrying later may succeed.
+    /// True when a dependency is down, so retrying in place may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
-    }
-}
-
-impl From<StoreError> for HandleError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(e) => Self::Unavailable {
-                dependency: "postgres",
-                error: e.to_string(),
-            },
-            StoreError::Refused(e) => Self::Refused(e.to_string()),
-            StoreError::Failed(e) => Self::Failed(e.to_string()),
-            StoreError::Fenced => Self::Fenced,
-        }
+        matches!(
+            self,
+            Self::Store(StoreError::Unavailable(_)) | Self::Cache(_)
+        )
     }
 }
 
@@ -121,54 +66,17 @@ pub struct Handled {
 pub async fn handle(items: &[Ingest], deps: &Deps, fence: &Fence) -> Result<Handled, HandleError> {
     let pool = deps.database.ready().map_err(StoreError::Unavailable)?;
     let batch = store::apply(pool, items, deps.stock_low_threshold, fence).await?;
-    refresh_cache(deps, &batch.views).await?;
+    deps.cache.put_all(&batch.views).await?;
     let now = OffsetDateTime::now_utc();
-    let outcomes = items
-        .iter()
-        .zip(batch.outcomes)
-        .map(|(item, applied)| {
-            let outcome = match applied {
-                Applied::Changed => Outcome::Applied,
-                Applied::Stale => Outcome::Stale,
-                Applied::Duplicate => Outcome::Duplicate,
-                Applied::OrderCreated => Outcome::OrderCreated,
-                Applied::OrderRejected(_) => Outcome::OrderRejected,
-            };
-            if outcome != Outcome::Duplicate {
-                let latency = (now - item.received_at()).as_seconds_f64();
-                metrics::histogram!(shared::metric::END_TO_END_DURATION_SECONDS)
-                    .record(latency.max(0.0));
-            }
-            outcome
-        })
-        .collect();
+    for (item, outcome) in items.iter().zip(&batch.outcomes) {
+        if *outcome != Outcome::Duplicate {
+            let latency = (now - item.received_at()).as_seconds_f64();
+            metrics::histogram!(shared::metric::END_TO_END_DURATION_SECONDS)
+                .record(latency.max(0.0));
+        }
+    }
     Ok(Handled {
-        outcomes,
+        outcomes: batch.outcomes,
         emitted: batch.emitted,
     })
-}
-
-/// Writes every view to the cache in one pipelined round trip.
-async fn refresh_cache(deps: &Deps, views: &[ProductView]) -> Result<(), HandleError> {
-    if views.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for view in views {
-        let json = serde_json::to_string(view).expect("a product view always serialises");
-        pipe.cmd("SET")
-            .arg(cache_key(&deps.namespace, &view.product_id))
-            .arg(json)
-            .arg("EX")
-            .arg(deps.cache_ttl_seconds)
-            .ignore();
-    }
-    let mut redis = deps.redis.clone();
-    let unavailable = |error: String| HandleError::Unavailable {
-        dependency: "redis",
-        error,
-    };
-    timed(pipe.query_async::<()>(&mut redis))
-        .await
-        .map_err(|e| unavailable(e.to_string()))
 }

@@ -14,6 +14,7 @@ use shared::{
         redis,
     },
     consume::{self, Consumers},
+    products::StateCache,
     service::{App, Checks, Detail, Service, Tasks},
     topology::Topology,
 };
@@ -73,10 +74,12 @@ impl Application {
             topology: Arc::clone(&topology),
             deps: Arc::new(Deps {
                 database: database.clone(),
-                redis: redis.clone(),
-                namespace: backends.namespace.clone(),
+                cache: StateCache::new(
+                    redis.clone(),
+                    backends.namespace.clone(),
+                    backends.cache_ttl_seconds,
+                ),
                 stock_low_threshold: config.stock_low_threshold,
-                cache_ttl_seconds: backends.cache_ttl_seconds,
             }),
             retry_delays: Arc::new(config.retry_delays.clone()),
             broker: broker.clone(),

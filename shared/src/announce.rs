@@ -52,7 +52,7 @@ pub async fn send_announcement(
             exchange: &exchange,
             routing_key: kind,
             queue: None,
-            message_id: &announcement.id,
+            message_id: announcement.id.as_str(),
             event_id: announcement.event.source_event_id().as_str(),
         },
         parent,

@@ -12,7 +12,10 @@ use sqlx::{PgPool, types::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{connect::redis::timed, model::ProductId, objects::Objects, topology::Namespace};
+use crate::{
+    connect::redis::timed, contract::ProductView, model::ProductId, objects::Objects,
+    products::StateCache, topology::Namespace,
+};
 
 /// A product's details as stored, with the revision that counts its changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +214,7 @@ pub struct Cache {
     namespace: Namespace,
     ttl_seconds: u64,
     put: Script,
+    state: StateCache,
 }
 
 /// Sets KEYS[1] to ARGV[1] for ARGV[3] seconds unless it holds a record of a revision at or
@@ -232,6 +236,7 @@ impl Cache {
     /// The cache in `namespace`, entries living `ttl_seconds`.
     pub fn new(redis: ConnectionManager, namespace: Namespace, ttl_seconds: u64) -> Self {
         Self {
+            state: StateCache::new(redis.clone(), namespace.clone(), ttl_seconds),
             redis,
             namespace,
             ttl_seconds,
@@ -248,28 +253,27 @@ impl Cache {
         )
     }
 
-    /// Redis key of `id`'s state (the processor's).
-    pub fn state_key(&self, id: &ProductId) -> String {
-        crate::products::cache_key(&self.namespace, id)
+    /// The products' state cache beside it.
+    pub fn state(&self) -> &StateCache {
+        &self.state
     }
 
-    /// How long a cached view lives.
-    pub fn ttl_seconds(&self) -> u64 {
-        self.ttl_seconds
-    }
-
-    /// `id`'s cached state and entry record (each `None` when not cached, or Redis is down).
-    pub async fn get(&self, id: &ProductId) -> (Option<String>, Option<Cached>) {
+    /// `id`'s cached state and entry record, in one round trip (each `None` when not cached,
+    /// unreadable, or Redis is down).
+    pub async fn get(&self, id: &ProductId) -> (Option<ProductView>, Option<Cached>) {
         let mut redis = self.redis.clone();
         let get = redis::cmd("MGET")
-            .arg(self.state_key(id))
+            .arg(self.state.key(id))
             .arg(self.key(id))
             .to_owned();
         let values = timed(get.query_async::<Vec<Option<String>>>(&mut redis))
             .await
             .unwrap_or_default();
         let mut values = values.into_iter();
-        let state = values.next().flatten();
+        let state = values
+            .next()
+            .flatten()
+            .and_then(|json| StateCache::decode(&json));
         let entry = values
             .next()
             .flatten()

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use axum::{
     Extension, Json,
     extract::{Path, Query, State},
-    http::StatusCode,
     response::Response,
 };
 use serde::Serialize;
@@ -27,7 +26,7 @@ use super::{
 };
 use crate::{
     catalog::{self, After, Created, Filter, Product, Sort, SortKey},
-    idempotency::StoredResponse,
+    idempotency::Answer,
     request::{NewProductRequest, parse_new_product, parse_patch, to_micros},
 };
 
@@ -106,8 +105,8 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
         stock: Some(request.stock),
         ..p
     });
-    let answer = StoredResponse {
-        status: StatusCode::CREATED.as_u16(),
+    let answer = Answer::Created {
+        product_id: message.0.product_id.clone(),
         body: serde_json::to_string(&product).expect("a product always serialises"),
     };
     let trace = shared::trace::from_http(&headers);
@@ -128,11 +127,8 @@ async fn show_until_applied(state: &AppState, creation: &ProductUpdate) {
         stock: creation.stock,
         updated_at: creation.occurred_at,
     };
-    let json = serde_json::to_string(&view).expect("a product view always serialises");
-    let key = state.catalog.state_key(&creation.product_id);
-    state
-        .cache_if_absent(&key, &json, state.catalog.ttl_seconds())
-        .await;
+    // Best effort: with Redis down the product shows as PostgreSQL has it.
+    let _ = state.catalog.state().put_if_absent(&view).await;
 }
 
 /// A creation sets its product's price and stock: for a product events already priced or

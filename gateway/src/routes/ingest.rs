@@ -3,7 +3,6 @@
 //! the key if the publish failed); a creation claims, stores its entry, then publishes.
 
 use axum::{
-    Json,
     body::Bytes,
     extract::{FromRequest, Request, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -17,7 +16,7 @@ use shared::{
 use time::OffsetDateTime;
 
 use super::AppState;
-use crate::idempotency::{Begin, Lease, StoredResponse};
+use crate::idempotency::{Answer, Begin, Lease};
 
 /// The request header carrying the client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -123,8 +122,7 @@ pub async fn publish_once<M: IngestMessage>(
         Claim::Replay(response) => return Ok(response),
         Claim::Lease(lease) => lease,
     };
-    let answer = StoredResponse {
-        status: StatusCode::ACCEPTED.as_u16(),
+    let answer = Answer::Accepted {
         body: accepted.to_string(),
     };
     publish_claimed(state, lease, message, answer, trace).await
@@ -158,7 +156,7 @@ pub async fn claim(
         Begin::Acquired(lease) => Ok(Claim::Lease(Some(lease))),
         Begin::Replay(stored) => {
             metrics::counter!(shared::metric::EVENTS_REPLAYED_TOTAL).increment(1);
-            Ok(Claim::Replay(stored_response(stored, true)))
+            Ok(Claim::Replay(respond(stored, true)))
         }
         Begin::Mismatch => Err(ApiError::Unprocessable(
             "this idempotency key was already used with a different body".into(),
@@ -185,7 +183,7 @@ pub async fn publish_claimed<M: IngestMessage>(
     state: &AppState,
     lease: Option<Lease>,
     message: &M,
-    answer: StoredResponse,
+    answer: Answer,
     trace: &opentelemetry::Context,
 ) -> Result<Response, ApiError> {
     let event_id = message.event_id();
@@ -219,21 +217,22 @@ pub async fn publish_claimed<M: IngestMessage>(
     metrics::counter!(shared::metric::EVENTS_ACCEPTED_TOTAL, "kind" => M::KIND.as_str())
         .increment(1);
     tracing::debug!(event_id = %event_id, "Published and confirmed.");
-    Ok(stored_response(answer, false))
+    Ok(respond(answer, false))
 }
 
-/// The response of a recorded answer; a `201` names what it created in `Location`.
-fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
-    let body: serde_json::Value = serde_json::from_str(&stored.body).unwrap_or_default();
-    let location = (status == StatusCode::CREATED)
-        .then(|| body.get("product_id").and_then(|id| id.as_str()))
-        .flatten()
-        .and_then(|id| HeaderValue::from_str(&format!("/api/v1/products/{id}")).ok());
-    let mut response = (status, Json(body)).into_response();
-    if let Some(location) = location {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
+/// The response of an answer, first or `replayed`; a `201` names what it created in
+/// `Location`.
+fn respond(answer: Answer, replayed: bool) -> Response {
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    let mut response = match answer {
+        Answer::Accepted { body } => (StatusCode::ACCEPTED, json, body).into_response(),
+        Answer::Created { product_id, body } => {
+            // A product id is visible ASCII: always a valid header value.
+            let location = format!("/api/v1/products/{product_id}");
+            let location = [(header::LOCATION, location)];
+            (StatusCode::CREATED, json, location, body).into_response()
+        }
+    };
     if replayed {
         response
             .headers_mut()

@@ -40,7 +40,7 @@ pub async fn get_product(
 pub async fn read(state: &AppState, id: &ProductId) -> Result<Option<Product>, ApiError> {
     let (cached_state, cached_entry) = state.catalog.get(id).await;
     let mut source = "cache";
-    let view = match cached_state.and_then(|json| serde_json::from_str(&json).ok()) {
+    let view = match cached_state {
         Some(view) => Some(view),
         None => {
             source = "database";
@@ -69,9 +69,8 @@ async fn load(state: &AppState, id: &ProductId) -> Result<Option<ProductView>, A
         .await
         .map_err(|e| ApiError::unavailable("postgres", e))?;
     if let Some(view) = &view {
-        let json = serde_json::to_string(view).expect("a product view always serialises");
-        let (key, ttl) = (state.catalog.state_key(id), state.catalog.ttl_seconds());
-        state.cache_if_absent(&key, &json, ttl).await;
+        // Best effort: a cache outage only costs the next read a trip to PostgreSQL.
+        let _ = state.catalog.state().put_if_absent(view).await;
     }
     Ok(view)
 }

@@ -380,7 +380,7 @@ pub(crate) async fn send_test(
         })?;
     let tag = Uuid::now_v7();
     let announcement = shared::contract::Announcement {
-        id: format!("msg_{}", tag.simple()),
+        id: shared::contract::DownstreamId::tagged(tag),
         timestamp: OffsetDateTime::now_utc(),
         event: event_types::example(kind, tag),
     };
@@ -404,7 +404,7 @@ pub(crate) async fn send_test(
     Ok((
         StatusCode::ACCEPTED,
         Json(TestSent {
-            event_id: announcement.id,
+            event_id: announcement.id.to_string(),
             event_type: kind,
         }),
     ))

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use shared::{contract::EventType, trace};
+use shared::{
+    contract::{DownstreamId, EventType},
+    trace,
+};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
@@ -11,7 +14,7 @@ use time::OffsetDateTime;
 /// before; true if it is new.
 pub async fn insert(
     tx: &mut PgConnection,
-    id: &str,
+    id: &DownstreamId,
     kind: EventType,
     body: &str,
     trace: &HashMap<String, String>,
@@ -21,7 +24,7 @@ pub async fn insert(
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(id)
+    .bind(id.as_str())
     .bind(kind)
     .bind(body)
     .bind(trace.get(trace::TRACEPARENT))

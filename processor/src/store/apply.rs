@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use shared::{contract::Ingest, orders, products};
+use shared::{contract::Ingest, model::ProductId, orders, products};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
@@ -28,7 +28,7 @@ pub async fn apply(
         return Err(StoreError::Fenced);
     }
     let new = inbox::record(&mut tx, items).await?;
-    let mut touched: Vec<String> = items.iter().map(|i| i.product().to_string()).collect();
+    let mut touched: Vec<&ProductId> = items.iter().map(Ingest::product).collect();
     touched.sort_unstable();
     touched.dedup();
     let rows = products::lock(&mut tx, &touched).await?;

@@ -18,9 +18,9 @@ use crate::downstream::Pending;
 
 pub use apply::apply;
 
-/// What applying an event did.
+/// What became of an event: decided by [`plan::decide`], counted and logged by the consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub enum Outcome {
     /// At least one field took the event's value.
     Changed,
     /// The event is recorded but every field it carried already had a newer value.
@@ -29,8 +29,21 @@ pub enum Applied {
     Duplicate,
     /// The order reserved its stock.
     OrderCreated,
-    /// The order was rejected; stock unchanged.
+    /// The order was rejected, for this reason; stock unchanged.
     OrderRejected(Rejection),
+}
+
+impl Outcome {
+    /// Its label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Changed => "applied",
+            Self::Stale => "stale",
+            Self::Duplicate => "duplicate",
+            Self::OrderCreated => "order_created",
+            Self::OrderRejected(_) => "order_rejected",
+        }
+    }
 }
 
 /// What applying a batch did: one outcome per event, in order, the current view of every
@@ -38,7 +51,7 @@ pub enum Applied {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Per event, in the order given.
-    pub outcomes: Vec<Applied>,
+    pub outcomes: Vec<Outcome>,
     /// The products' state after the batch.
     pub views: Vec<ProductView>,
     /// The downstream events the batch caused, in the outbox until published.

@@ -7,21 +7,21 @@ use std::collections::{HashMap, HashSet};
 
 use shared::{
     contract::{EventKey, Ingest, OrderPlaced},
-    model::{Price, Rejection, Stock},
+    model::{Price, ProductId, Rejection, Stock},
     products::Versioned,
 };
 use time::OffsetDateTime;
 
-use super::Applied;
+use super::Outcome;
 use crate::downstream::{self, Pending};
 
 /// What a batch does.
 #[derive(Debug)]
 pub struct Plan<'a> {
     /// Per event, in the order given.
-    pub outcomes: Vec<Applied>,
+    pub outcomes: Vec<Outcome>,
     /// Every product the batch touched, as it will be, and whether it is to be written.
-    pub products: HashMap<String, (Versioned, bool)>,
+    pub products: HashMap<ProductId, (Versioned, bool)>,
     /// The orders decided, and why each rejected one was.
     pub orders: Vec<(&'a OrderPlaced, Option<Rejection>)>,
     /// The downstream events, in the order of their causes.
@@ -58,7 +58,7 @@ pub fn decide<'a>(
         let outcome = if new.contains(&key) && applied_here.insert(key) {
             plan.apply(item, stock_low_threshold, at)
         } else {
-            Applied::Duplicate
+            Outcome::Duplicate
         };
         plan.outcomes.push(outcome);
     }
@@ -67,12 +67,12 @@ pub fn decide<'a>(
 
 impl<'a> Plan<'a> {
     /// Applies one new event to the rows and notes what it emits.
-    fn apply(&mut self, item: &'a Ingest, stock_low_threshold: i32, at: OffsetDateTime) -> Applied {
+    fn apply(&mut self, item: &'a Ingest, stock_low_threshold: i32, at: OffsetDateTime) -> Outcome {
         let id = item.event_id().as_str();
-        let product = item.product().as_str();
+        let product = item.product();
         if let Ingest::Product(_) | Ingest::Created(_) = item {
             self.products
-                .entry(product.to_owned())
+                .entry(product.clone())
                 .or_insert_with(|| (Versioned::new(product, at), true));
         }
         let entry = self.products.get_mut(product);
@@ -84,19 +84,19 @@ impl<'a> Plan<'a> {
                 let stock = row.stock.offer(update.stock.map(Stock::value), version);
                 *changed |= price || stock;
                 if price || stock {
-                    Applied::Changed
+                    Outcome::Changed
                 } else {
-                    Applied::Stale
+                    Outcome::Stale
                 }
             }
             // Inserted just above.
-            (Ingest::Product(_) | Ingest::Created(_), None) => Applied::Stale,
+            (Ingest::Product(_) | Ingest::Created(_), None) => Outcome::Stale,
             (Ingest::Order(order), entry) => {
                 let rejection = reserve(order, entry);
                 self.orders.push((order, rejection));
                 self.emitted
                     .push(downstream::order_decided(order, rejection, at));
-                rejection.map_or(Applied::OrderCreated, Applied::OrderRejected)
+                rejection.map_or(Outcome::OrderCreated, Outcome::OrderRejected)
             }
         };
         if let (Some(before), Some((row, _))) = (before, self.products.get(product)) {
@@ -180,7 +180,7 @@ mod tests {
     }
 
     fn with_stock(product: &str, stock: i32) -> Versioned {
-        let mut row = Versioned::new(product, AT);
+        let mut row = Versioned::new(&product.parse().expect("valid product"), AT);
         row.stock
             .offer(Some(stock), (datetime!(2026-11-22 10:00 UTC), "seed"));
         row
@@ -197,7 +197,7 @@ mod tests {
     fn an_update_of_an_unknown_product_creates_it_and_announces_the_change() {
         let items = [update("e1", "p1", Some("9.99"), Some(5), 0)];
         let mut plan = decide(&items, &all_new(&items), Vec::new(), 3, AT);
-        assert_eq!(plan.outcomes, [Applied::Changed]);
+        assert_eq!(plan.outcomes, [Outcome::Changed]);
         assert_eq!(types(&plan), [EventType::ProductUpdated]);
         let changed = plan.changed();
         assert_eq!(changed.len(), 1);
@@ -218,7 +218,7 @@ mod tests {
         };
         let items = [Ingest::Product(newer), Ingest::Created(creation)];
         let mut plan = decide(&items, &all_new(&items), Vec::new(), 0, AT);
-        assert_eq!(plan.outcomes, [Applied::Changed, Applied::Changed]);
+        assert_eq!(plan.outcomes, [Outcome::Changed, Outcome::Changed]);
         assert_eq!(
             types(&plan),
             [EventType::ProductUpdated, EventType::ProductCreated]
@@ -230,14 +230,14 @@ mod tests {
         let Ingest::Product(stale) = update("create:p2", "p2", Some("1"), None, 0) else {
             unreachable!("an update")
         };
-        let mut row = Versioned::new("p2", AT);
+        let mut row = Versioned::new(&"p2".parse().expect("valid product"), AT);
         row.price.offer(
             Some("2".parse().expect("decimal")),
             (datetime!(2026-11-22 11:30 UTC), "e9"),
         );
         let items = [Ingest::Created(stale)];
         let plan = decide(&items, &all_new(&items), vec![row], 0, AT);
-        assert_eq!(plan.outcomes, [Applied::Stale]);
+        assert_eq!(plan.outcomes, [Outcome::Stale]);
         assert_eq!(types(&plan), [EventType::ProductCreated]);
     }
 
@@ -248,7 +248,7 @@ mod tests {
             update("e1", "p1", None, Some(3), 5),
         ];
         let plan = decide(&items, &all_new(&items), Vec::new(), 0, AT);
-        assert_eq!(plan.outcomes, [Applied::Changed, Applied::Stale]);
+        assert_eq!(plan.outcomes, [Outcome::Changed, Outcome::Stale]);
         assert_eq!(plan.products["p1"].0.stock.value, Some(7));
         assert_eq!(types(&plan), [EventType::ProductUpdated]);
     }
@@ -269,7 +269,7 @@ mod tests {
         let plan = decide(&items, &new, vec![with_stock("p1", 4)], 0, AT);
         assert_eq!(
             plan.outcomes,
-            [Applied::Changed, Applied::Duplicate, Applied::Duplicate]
+            [Outcome::Changed, Outcome::Duplicate, Outcome::Duplicate]
         );
         assert_eq!(plan.products["p1"].0.stock.value, Some(1));
     }
@@ -285,9 +285,9 @@ mod tests {
         assert_eq!(
             plan.outcomes,
             [
-                Applied::OrderCreated,
-                Applied::OrderRejected(Rejection::InsufficientStock),
-                Applied::OrderRejected(Rejection::UnknownProduct),
+                Outcome::OrderCreated,
+                Outcome::OrderRejected(Rejection::InsufficientStock),
+                Outcome::OrderRejected(Rejection::UnknownProduct),
             ]
         );
         assert_eq!(plan.orders.len(), 3);
@@ -340,8 +340,8 @@ mod tests {
         assert_eq!(
             plan.outcomes,
             [
-                Applied::OrderRejected(Rejection::UnknownProduct),
-                Applied::Changed
+                Outcome::OrderRejected(Rejection::UnknownProduct),
+                Outcome::Changed
             ]
         );
         assert_eq!(plan.products["p9"].0.stock.value, Some(10));
@@ -351,7 +351,7 @@ mod tests {
     fn a_duplicate_order_reserves_nothing() {
         let items = [order("o1", "p1", "2")];
         let plan = decide(&items, &HashSet::new(), vec![with_stock("p1", 6)], 0, AT);
-        assert_eq!(plan.outcomes, [Applied::Duplicate]);
+        assert_eq!(plan.outcomes, [Outcome::Duplicate]);
         assert!(plan.orders.is_empty() && plan.emitted.is_empty());
         assert_eq!(plan.products["p1"].0.stock.value, Some(6));
     }

@@ -308,7 +308,8 @@ fn downstream_of(kind: shared::contract::IngestKind, id: String, event_type: &st
         owner: testkit::TEST_KEY_NAME.parse().expect("a valid owner"),
         id: id.parse().expect("a valid event id"),
     };
-    shared::contract::downstream_id(&source, event_type)
+    let event_type = shared::contract::EventType::parse(event_type).expect("a known event type");
+    shared::contract::DownstreamId::of(&source, event_type).to_string()
 }
 
 /// The id of the downstream event of `event_type` caused by the product update `source`.

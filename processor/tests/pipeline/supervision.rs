@@ -74,10 +74,12 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
     );
     let deps = Arc::new(Deps {
         database,
-        redis: redis::connect(backends.redis.clone(), None).expect("valid URL"),
-        namespace: backends.namespace.clone(),
+        cache: shared::products::StateCache::new(
+            redis::connect(backends.redis.clone(), None).expect("valid URL"),
+            backends.namespace.clone(),
+            backends.cache_ttl_seconds,
+        ),
         stock_low_threshold: 10,
-        cache_ttl_seconds: backends.cache_ttl_seconds,
     });
     let (broker, supervisor) = amqp::supervise(
         "test",

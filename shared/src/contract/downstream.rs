@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::EventKey;
+use super::{DownstreamId, EventKey};
 use crate::model::{Email, EventId, OrderId, Owner, Price, ProductId, Quantity, Rejection, Stock};
 
 /// The type of a downstream event, also its routing key on the events exchange.
@@ -199,8 +199,8 @@ impl DownstreamEvent {
 /// A downstream event with its id and the time it happened, as published and delivered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Announcement {
-    /// Its id ([`downstream_id`]): the AMQP message id and the `webhook-id`.
-    pub id: String,
+    /// Its id: the AMQP message id and the `webhook-id`.
+    pub id: DownstreamId,
     /// When the change was applied (RFC 3339 in the body).
     pub timestamp: OffsetDateTime,
     /// What happened.
@@ -236,7 +236,7 @@ impl Announcement {
     /// The announcement of `event`, caused by the event `source`, at `timestamp`.
     pub fn new(source: &EventKey, event: DownstreamEvent, timestamp: OffsetDateTime) -> Self {
         Self {
-            id: downstream_id(source, event.event_type().as_str()),
+            id: DownstreamId::of(source, event.event_type()),
             timestamp,
             event,
         }
@@ -299,39 +299,15 @@ impl Announcement {
         if id.is_empty() {
             return Err(UndecodableEvent("the event has no id".into()));
         }
+        let id = id
+            .parse()
+            .map_err(|e| UndecodableEvent(format!("the event's id {e}")))?;
         Ok(Self {
-            id: id.to_owned(),
+            id,
             timestamp: raw.timestamp,
             event,
         })
     }
-}
-
-/// The id of the downstream event of `event_type` caused by the event `source`: `msg_` and 32
-/// hexadecimal digits of a SHA-256 over its kind, owner, id and the type (the owner left out for
-/// the legacy space, so events accepted before keys scoped ids keep their ids). The same on
-/// every re-emission, retry and subscriber, opaque, and 36 characters whatever the source id's
-/// length, so it fits everywhere it goes (AMQP message id, the `webhook-id` header, a URL path).
-pub fn downstream_id(source: &EventKey, event_type: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    let owner = (!source.owner.is_legacy()).then_some(source.owner.as_str());
-    // Separated by a byte no part can contain (ids and names are visible ASCII).
-    for part in [
-        Some(source.kind.as_str()),
-        owner,
-        Some(source.id.as_str()),
-        Some(event_type),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        hash.update(part.as_bytes());
-        hash.update([0u8]);
-    }
-    let digest = hash.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
 }
 
 #[cfg(test)]
@@ -418,7 +394,7 @@ mod tests {
                 "{text}"
             );
             assert_eq!(
-                Announcement::decode(&announced.id, &body).expect("decodes"),
+                Announcement::decode(announced.id.as_str(), &body).expect("decodes"),
                 announced
             );
         }
@@ -473,49 +449,5 @@ mod tests {
         ] {
             assert!(Announcement::decode("msg_1", body).is_err());
         }
-    }
-
-    #[test]
-    fn ids_are_short_stable_and_distinct_per_kind_owner_source_and_type() {
-        let long = id(&"k".repeat(255));
-        let update = |owner: &str, source: &EventId| key(IngestKind::ProductUpdate, owner, source);
-        let a = downstream_id(&update("", &long), "stock.low");
-        assert_eq!(a.len(), 36);
-        assert!(a.starts_with("msg_") && a[4..].bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(a, downstream_id(&update("", &long), "stock.low"));
-        let o1 = id("order:o1");
-        assert_ne!(
-            downstream_id(&update("", &o1), "stock.low"),
-            downstream_id(&key(IngestKind::OrderCreate, "", &o1), "stock.low")
-        );
-        let order = |owner: &str| key(IngestKind::OrderCreate, owner, &o1);
-        assert_ne!(
-            downstream_id(&order(""), "order.created"),
-            downstream_id(&order(""), "order.rejected")
-        );
-        // Two keys' identical ids make two events.
-        assert_ne!(
-            downstream_id(&order("shop-a"), "order.created"),
-            downstream_id(&order("shop-b"), "order.created")
-        );
-        assert_ne!(
-            downstream_id(&order("shop-a"), "order.created"),
-            downstream_id(&order(""), "order.created")
-        );
-        // Events of the legacy space keep the ids they had: kind, id and type only.
-        use sha2::{Digest, Sha256};
-        let mut before = Sha256::new();
-        for part in ["order.create", "order:o1", "order.created"] {
-            before.update(part.as_bytes());
-            before.update([0u8]);
-        }
-        let hex: String = before.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(
-            downstream_id(&order(""), "order.created"),
-            format!("msg_{hex}")
-        );
     }
 }

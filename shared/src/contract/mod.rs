@@ -4,10 +4,12 @@
 //! - `ingest`: product updates and orders on the ingest shards.
 //! - `downstream`: the events the processor (and the imager) announce and the notifier
 //!   delivers.
+//! - `downstream_id`: their ids, made in one place.
 //! - `image`: the image jobs the gateway queues for the imager.
 //! - here: the names of the AMQP headers, the Redis keys, and the read cache's product view.
 
 mod downstream;
+mod downstream_id;
 mod image;
 mod ingest;
 
@@ -18,8 +20,9 @@ use crate::model::{Price, ProductId, Stock};
 
 pub use downstream::{
     Announcement, DownstreamEvent, EventType, OrderDecided, ProductUpdated, ProductValues,
-    StockLow, UndecodableEvent, downstream_id,
+    StockLow, UndecodableEvent,
 };
+pub use downstream_id::{DownstreamId, DownstreamIdError};
 pub use image::{IMAGE_JOB_TYPE, ImageJob, ImageSource, ImagesReady};
 pub use ingest::{
     EmptyUpdate, EventKey, Ingest, IngestKind, IngestMessage, NewProduct, OrderPlaced,

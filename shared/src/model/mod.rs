@@ -17,7 +17,12 @@ pub use stock::{Stock, StockError};
 
 /// The text checks identifiers share: `Ok(s)` if `s` is not empty, at most `max` bytes and made
 /// only of `allowed` bytes, else the matching error of `[empty, too_long, bad_character]`.
-fn checked<E>(s: &str, max: usize, allowed: fn(&u8) -> bool, errors: [E; 3]) -> Result<String, E> {
+pub(crate) fn checked<E>(
+    s: &str,
+    max: usize,
+    allowed: fn(&u8) -> bool,
+    errors: [E; 3],
+) -> Result<String, E> {
     let [empty, too_long, bad_character] = errors;
     if s.is_empty() {
         Err(empty)
@@ -30,7 +35,7 @@ fn checked<E>(s: &str, max: usize, allowed: fn(&u8) -> bool, errors: [E; 3]) -> 
     }
 }
 
-/// For a string newtype built through its `FromStr`: `as_str`, `Display`, and
+/// For a string newtype built through its `FromStr`: `as_str`, `Display`, `Borrow<str>`, and
 /// `Serialize`/`Deserialize` as a JSON string.
 macro_rules! text_value {
     ($ty:ty) => {
@@ -54,6 +59,12 @@ macro_rules! text_value {
         impl std::fmt::Display for $ty {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+        // Equal values have equal text, so maps keyed by the value can be read by text.
+        impl std::borrow::Borrow<str> for $ty {
+            fn borrow(&self) -> &str {
+                &self.0
             }
         }
     };

@@ -1,8 +1,9 @@
-//! The `products` table (the processor's) and the products' read cache in Redis: the current
-//! state of each product, every field with the version that set it ([`lww`]). The processor
-//! locks, merges and saves rows in its batch transaction and rewrites the cache; the gateway
-//! and the dashboard read here.
+//! The `products` table (the processor's) and the products' read cache in Redis ([`cache`]):
+//! the current state of each product, every field with the version that set it ([`lww`]). The
+//! processor locks, merges and saves rows in its batch transaction and rewrites the cache; the
+//! gateway and the dashboard read here.
 
+pub mod cache;
 pub mod lww;
 
 use rust_decimal::Decimal;
@@ -12,15 +13,10 @@ use time::OffsetDateTime;
 use crate::{
     contract::ProductView,
     model::{Price, ProductId, Stock},
-    topology::Namespace,
 };
 
+pub use cache::StateCache;
 use lww::Field;
-
-/// Redis key of a product's cached view (its JSON).
-pub fn cache_key(namespace: &Namespace, id: &ProductId) -> String {
-    format!("{}:product:{}", namespace.as_str(), id.as_str())
-}
 
 /// The product's current state, `None` if no event ever touched it.
 pub async fn load(pool: &PgPool, id: &ProductId) -> Result<Option<ProductView>, sqlx::Error> {
@@ -66,7 +62,7 @@ pub fn view(
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned {
     /// The product.
-    pub product_id: String,
+    pub product_id: ProductId,
     /// Its price.
     pub price: Field<Decimal>,
     /// Its stock.
@@ -77,9 +73,9 @@ pub struct Versioned {
 
 impl Versioned {
     /// A product no event has set yet (no row until [`save`] writes it), stamped `at`.
-    pub fn new(product_id: &str, at: OffsetDateTime) -> Self {
+    pub fn new(product_id: &ProductId, at: OffsetDateTime) -> Self {
         Self {
-            product_id: product_id.to_owned(),
+            product_id: product_id.clone(),
             price: Field::default(),
             stock: Field::default(),
             updated_at: at,
@@ -88,11 +84,12 @@ impl Versioned {
 
     /// Its current view.
     pub fn view(&self) -> Result<ProductView, sqlx::Error> {
-        let id: ProductId = self
-            .product_id
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(format!("stored product id: {e}").into()))?;
-        view(id, self.price.value, self.stock.value, self.updated_at)
+        view(
+            self.product_id.clone(),
+            self.price.value,
+            self.stock.value,
+            self.updated_at,
+        )
     }
 }
 
@@ -109,21 +106,25 @@ type Row = (
 
 /// Locks the products `ids` that exist, in id order, so that concurrent batches can never
 /// deadlock on each other.
-pub async fn lock(tx: &mut PgConnection, ids: &[String]) -> Result<Vec<Versioned>, sqlx::Error> {
+pub async fn lock(
+    tx: &mut PgConnection,
+    ids: &[&ProductId],
+) -> Result<Vec<Versioned>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT product_id, price, price_occurred_at, price_event_id,
                 stock, stock_occurred_at, stock_event_id, updated_at
          FROM products WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
     )
-    .bind(ids)
+    .bind(ids.iter().map(|id| id.as_str()).collect::<Vec<_>>())
     .fetch_all(tx)
     .await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(
             |(product_id, price, price_at, price_event, stock, stock_at, stock_event, at)| {
-                Versioned {
-                    product_id,
+                Ok(Versioned {
+                    product_id: product_id.parse().map_err(|e| {
+                        sqlx::Error::Decode(format!("stored product id: {e}").into())
+                    })?,
                     price: Field {
                         value: price,
                         version: price_at.zip(price_event),
@@ -133,10 +134,10 @@ pub async fn lock(tx: &mut PgConnection, ids: &[String]) -> Result<Vec<Versioned
                         version: stock_at.zip(stock_event),
                     },
                     updated_at: at,
-                }
+                })
             },
         )
-        .collect())
+        .collect()
 }
 
 /// Saves `changed` rows (locked by [`lock`] in the same transaction, or new) and stamps their
@@ -175,7 +176,7 @@ pub async fn save(
     .bind(
         changed
             .iter()
-            .map(|p| p.product_id.clone())
+            .map(|p| p.product_id.as_str())
             .collect::<Vec<_>>(),
     )
     .bind(changed.iter().map(|p| p.price.value).collect::<Vec<_>>())
@@ -186,9 +187,10 @@ pub async fn save(
     .bind(by(|p| &p.stock.version))
     .fetch_all(tx)
     .await?;
-    for (id, updated_at) in stamped {
-        if let Some(p) = changed.iter_mut().find(|p| p.product_id == id) {
-            p.updated_at = updated_at;
+    let stamped: std::collections::HashMap<String, OffsetDateTime> = stamped.into_iter().collect();
+    for p in changed.iter_mut() {
+        if let Some(updated_at) = stamped.get(p.product_id.as_str()) {
+            p.updated_at = *updated_at;
         }
     }
     Ok(())

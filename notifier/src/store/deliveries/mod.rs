@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::Value;
-use shared::contract::EventType;
+use shared::contract::{DownstreamId, EventType};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -115,7 +115,7 @@ macro_rules! delivery_columns {
 /// `kind` (skipped, and visible as such, when the subscription is disabled); how many.
 pub async fn create_for(
     tx: &mut PgConnection,
-    id: &str,
+    id: &DownstreamId,
     kind: EventType,
 ) -> Result<u64, sqlx::Error> {
     sqlx::query(
@@ -126,7 +126,7 @@ pub async fn create_for(
          FROM subscriptions
          WHERE deleted_at IS NULL AND $2 = ANY (event_types)",
     )
-    .bind(id)
+    .bind(id.as_str())
     .bind(kind)
     .bind(DeliveryStatus::Pending)
     .bind(DeliveryStatus::Skipped)
@@ -139,11 +139,11 @@ pub async fn create_for(
 /// event).
 pub async fn create_one(
     tx: &mut PgConnection,
-    id: &str,
+    id: &DownstreamId,
     subscription: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO deliveries (event_id, subscription_id, status) VALUES ($1, $2, $3)")
-        .bind(id)
+        .bind(id.as_str())
         .bind(subscription)
         .bind(DeliveryStatus::Pending)
         .execute(tx)
@@ -338,7 +338,7 @@ pub async fn counts(pool: &PgPool) -> Result<HashMap<DeliveryStatus, i64>, sqlx:
 
 /// Each subscriber's delivery of the downstream events `ids` (an event taken in without
 /// subscribers appears once, without a delivery), as a JSON array.
-pub async fn of_events(pool: &PgPool, ids: &[String]) -> Result<Value, sqlx::Error> {
+pub async fn of_events(pool: &PgPool, ids: &[DownstreamId]) -> Result<Value, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT coalesce(json_agg(t ORDER BY t.event_id, t.delivery_id), '[]') FROM (
              SELECT n.event_id, n.event_type, n.received_at, d.id AS delivery_id,
@@ -349,7 +349,7 @@ pub async fn of_events(pool: &PgPool, ids: &[String]) -> Result<Value, sqlx::Err
              LEFT JOIN subscriptions s ON s.id = d.subscription_id
              WHERE n.event_id = ANY ($1)) t",
     )
-    .bind(ids)
+    .bind(ids.iter().map(DownstreamId::as_str).collect::<Vec<_>>())
     .fetch_one(pool)
     .await
 }

@@ -100,7 +100,7 @@ impl Settling {
             .emitted
             .iter()
             .chain(&left)
-            .map(|e| e.announcement.id.clone())
+            .map(|e| e.announcement.id.to_string())
             .chain(unreadable.into_iter().map(|r| r.id))
             .collect();
         downstream::published(pool, &done).await?;

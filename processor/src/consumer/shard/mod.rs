@@ -20,8 +20,9 @@ use shared::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    handler::{self, Deps, HandleError, Handled, Outcome},
+    handler::{self, Deps, HandleError, Handled},
     shards::Fence,
+    store::{Outcome, StoreError},
 };
 use emit::Settling;
 use retry::schedule_retry;
@@ -86,7 +87,7 @@ impl DeliveryHandler for ShardHandler {
             .await;
         match handled {
             None => false,
-            Some(Err(HandleError::Fenced)) => self.fenced(),
+            Some(Err(HandleError::Store(StoreError::Fenced))) => self.fenced(),
             Some(Ok(handled)) => {
                 let decoded = Decoded {
                     pending,
@@ -96,7 +97,8 @@ impl DeliveryHandler for ShardHandler {
                 self.leave_settling(at, vec![decoded], handled).await;
                 true
             }
-            Some(Err(HandleError::Failed(error))) => {
+            Some(Err(HandleError::Store(error @ StoreError::Failed(_)))) => {
+                let error = error.to_string();
                 self.failed(at.channel, pending, poison, &item, &span, &error)
                     .await;
                 true
@@ -156,7 +158,7 @@ impl ShardHandler {
         let handled = self.apply(&items, "batch", at.shutdown).await;
         match handled {
             None => false,
-            Some(Err(HandleError::Fenced)) => self.fenced(),
+            Some(Err(HandleError::Store(StoreError::Fenced))) => self.fenced(),
             Some(Ok(handled)) => {
                 let decoded = deliveries
                     .into_iter()

@@ -10,30 +10,53 @@
 //! - 2xx within the timeout: `sent`, never attempted again; the subscription's failure count
 //!   starts over.
 //! - `410 Gone`: `failed` at once, and the subscription disabled (its other pending deliveries
-//!   skipped), as Standard Webhooks asks.
-//! - anything else (status, timeout, refused connection): retried after the next delay of the
-//!   schedule, spread by ±20%, and never sooner than a `429`, `502`, `503` or `504` asked in
-//!   `Retry-After`; after the last, `failed`: dead-lettered (listed under
-//!   `GET /deliveries?status=failed`, retried on request) and counted against the subscription,
-//!   which is disabled once `disable_after` deliveries in a row have failed.
+//!   skipped), as Standard Webhooks asks; not counted among its failures in a row.
+//! - anything else (another status, a timeout, no connection, a URL the guard refuses): retried
+//!   after the next delay of the schedule, spread by ±20%, and never sooner than a `429`,
+//!   `502`, `503` or `504` asked in `Retry-After` (at most a day); after the last, `failed`:
+//!   dead-lettered (listed under `GET /deliveries?status=failed`, retried on request) and
+//!   counted against the subscription, which is disabled once `disable_after` deliveries in a
+//!   row have failed (its later events are skipped; deliveries already pending keep their
+//!   retries).
 //!
-//! Every attempt is a row in `delivery_attempts` (time, status code, latency, error).
+//! Every attempt is a row in `delivery_attempts` (time, status code, latency, and the
+//! [`attempt::AttemptError`]'s text).
+//!
+//! - [`attempt`]: what an attempt came to, its failures typed.
+//! - [`decide`]: what follows from it, a pure function of the attempt, the delivery's attempts
+//!   so far, the subscription's failures in a row and a jitter draw.
+//! - [`lease`] (in the store): claiming due deliveries, and recording an attempt with the
+//!   applied decision in one transaction.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+pub mod attempt;
+pub mod decide;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::KeyValue;
 use opentelemetry_semantic_conventions::attribute as semconv;
-use reqwest::{Client, header::CONTENT_TYPE};
+use reqwest::{
+    Client, Url,
+    header::{CONTENT_TYPE, RETRY_AFTER},
+};
 use shared::{connect::postgres::Database, egress::Egress, trace};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
+use self::{
+    attempt::{Attempt, AttemptError},
+    decide::{Schedule, Verdict},
+};
 use crate::{
     signing,
-    store::deliveries::lease::{self, Attempt, Due, Outcome, Schedule},
+    store::deliveries::lease::{self, Due},
 };
 
 /// How the worker delivers.
@@ -132,54 +155,33 @@ impl Worker {
     }
 
     async fn deliver(&self, token: Uuid, due: Due, shutdown: &CancellationToken) {
-        let mut attributes = vec![
-            KeyValue::new(semconv::HTTP_REQUEST_METHOD, "POST"),
-            KeyValue::new("pipeline.event_id", due.event_id.clone()),
-            KeyValue::new("pipeline.subscription_id", due.subscription_id.to_string()),
-            KeyValue::new("pipeline.attempt", i64::from(due.attempts) + 1),
-        ];
-        if let Ok(url) = reqwest::Url::parse(&due.url) {
-            attributes.push(KeyValue::new(
-                semconv::URL_FULL,
-                shared::egress::redacted(&url),
-            ));
-            if let Some(host) = url.host_str() {
-                attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
-            }
-            if let Some(port) = url.port_or_known_default() {
-                attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
-            }
-        }
         let span = trace::client(
             "notifier",
             "POST",
-            attributes,
+            span_attributes(&due),
             &trace::from_stored(due.traceparent.as_deref(), due.tracestate.as_deref()),
         );
         let attempt = self.send(&due, span.carrier()).await;
-        if let Some(status) = attempt.status {
+        if let Some(status) = attempt.status() {
             span.set(KeyValue::new(
                 semconv::HTTP_RESPONSE_STATUS_CODE,
-                i64::from(status),
+                i64::from(status.as_u16()),
             ));
         }
-        if let Some(error) = &attempt.error {
-            // The status code when the endpoint answered, else what kind of failure it was.
-            let kind = attempt
-                .status
-                .map_or_else(|| error_type(error).to_owned(), |s| s.to_string());
-            span.set(KeyValue::new(semconv::ERROR_TYPE, kind));
+        if let Some(error) = attempt.error() {
+            span.set(KeyValue::new(semconv::ERROR_TYPE, error.error_type()));
             span.fail(error);
         }
-        let Some(outcome) = self.record(token, &due, &attempt, shutdown).await else {
+        let Some(verdict) = self.record(token, &due, &attempt, shutdown).await else {
             return;
         };
-        metrics::counter!(shared::metric::WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome.as_str())
+        metrics::counter!(shared::metric::WEBHOOK_DELIVERIES_TOTAL, "outcome" => verdict.as_str())
             .increment(1);
         metrics::histogram!(shared::metric::WEBHOOK_DELIVERY_DURATION_SECONDS)
             .record(attempt.latency);
         // A success is routine (debug); a failure that will be retried is worth a line; one
-        // that exhausted its retries is dead-lettered and may need an operator.
+        // that exhausted its retries (or was told to stop) is dead-lettered and may need an
+        // operator.
         macro_rules! attempted {
             ($level:ident) => {
                 tracing::$level!(
@@ -188,34 +190,36 @@ impl Worker {
                     subscription_id = %due.subscription_id,
                     trace_id = span.trace_id(),
                     attempt = due.attempts + 1,
-                    status = attempt.status,
-                    error = attempt.error.as_deref(),
-                    outcome = outcome.as_str(),
+                    status = attempt.status().map(|s| s.as_u16()),
+                    error = attempt.error().map(tracing::field::display),
+                    outcome = verdict.as_str(),
                     "Webhook delivery attempted."
                 )
             };
         }
-        match outcome {
-            Outcome::Sent => attempted!(debug),
-            Outcome::Retry => attempted!(info),
-            Outcome::Failed => attempted!(warn),
+        match verdict {
+            Verdict::Sent => attempted!(debug),
+            Verdict::Retry(_) => attempted!(info),
+            Verdict::Gone | Verdict::Failed { .. } => attempted!(warn),
         }
     }
 
-    /// Records the attempt, retrying with backoff while PostgreSQL fails; `None` if shutdown
-    /// came first (the attempt is then not recorded, and the delivery is sent again when its
-    /// lease ends: at least once, never lost).
+    /// Records the attempt and what follows from it, retrying with backoff while PostgreSQL
+    /// fails; `None` if shutdown came first (the attempt is then not recorded, and the delivery
+    /// is sent again when its lease ends: at least once, never lost).
     async fn record(
         &self,
         token: Uuid,
         due: &Due,
         attempt: &Attempt,
         shutdown: &CancellationToken,
-    ) -> Option<Outcome> {
+    ) -> Option<Verdict> {
         let schedule = Schedule {
             retries: &self.policy.retry_schedule,
             disable_after: self.policy.disable_after,
         };
+        // One draw per attempt, whatever recording it takes.
+        let spread = fastrand::f64();
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(Duration::from_millis(100))
@@ -223,11 +227,12 @@ impl Worker {
             .without_max_times()
             .build();
         loop {
-            let error =
-                match lease::finish(self.database.pool(), &schedule, token, due, attempt).await {
-                    Ok(outcome) => return Some(outcome),
-                    Err(e) => e,
-                };
+            let finished =
+                lease::finish(self.database.pool(), &schedule, token, due, attempt, spread);
+            let error = match finished.await {
+                Ok(verdict) => return Some(verdict),
+                Err(e) => e,
+            };
             let delay = backoff.next().unwrap_or(Duration::from_secs(5));
             tracing::warn!(event_id = %due.event_id, error = %error, retry_in = ?delay, "Cannot record a delivery attempt; trying again.");
             tokio::select! {
@@ -245,24 +250,24 @@ impl Worker {
     /// checked here.
     async fn send(&self, due: &Due, w3c: HashMap<String, String>) -> Attempt {
         let at = OffsetDateTime::now_utc();
-        let refused = |error: String| Attempt {
+        let unsent = |error| Attempt {
             at,
-            status: None,
             latency: Duration::ZERO,
-            error: Some(error),
-            retry_after: None,
+            result: Err(error),
         };
-        match reqwest::Url::parse(&due.url).map(|url| self.egress.check_host(&url)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return refused(format!("refused: {e}")),
-            Err(e) => return refused(format!("the URL is not valid: {e}")),
+        let url = match Url::parse(&due.url) {
+            Ok(url) => url,
+            Err(e) => return unsent(AttemptError::InvalidUrl(e)),
+        };
+        if let Err(e) = self.egress.check_host(&url) {
+            return unsent(AttemptError::Refused(e));
         }
         let timestamp = at.unix_timestamp();
         let secrets = std::iter::once(due.secret.as_str()).chain(due.previous_secret.as_deref());
         let signature =
             signing::signature_header(secrets, &due.event_id, timestamp, due.body.as_bytes());
         let started = std::time::Instant::now();
-        let mut request = self.client.post(&due.url);
+        let mut request = self.client.post(url);
         for (name, value) in w3c {
             request = request.header(name, value);
         }
@@ -275,81 +280,45 @@ impl Worker {
             .send()
             .await;
         let latency = started.elapsed();
-        match result {
-            Ok(response) if response.status().is_success() => Attempt {
-                at,
-                status: Some(response.status().as_u16()),
-                latency,
-                error: None,
-                retry_after: None,
-            },
-            Ok(response) => Attempt {
-                at,
-                status: Some(response.status().as_u16()),
-                latency,
-                error: Some(format!("the endpoint answered {}", response.status())),
-                retry_after: retry_after(&response),
-            },
-            Err(e) => Attempt {
-                at,
-                status: None,
-                latency,
-                error: Some(shared::egress::describe(&e)),
-                retry_after: None,
-            },
+        let result = match result {
+            Ok(response) if response.status().is_success() => Ok(response.status()),
+            Ok(response) => Err(AttemptError::Status {
+                status: response.status(),
+                retry_after: response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| attempt::retry_after(value, SystemTime::now())),
+            }),
+            Err(e) => Err(AttemptError::from(&e)),
+        };
+        Attempt {
+            at,
+            latency,
+            result,
         }
     }
 }
 
-/// The wait a `429`, `502`, `503` or `504` asks for in `Retry-After` (seconds, or an HTTP
-/// date); `None` for other answers or a value that is neither.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    if !matches!(response.status().as_u16(), 429 | 502 | 503 | 504) {
-        return None;
+/// The attempt span's attributes: method, ids, attempt number, and the endpoint (redacted).
+fn span_attributes(due: &Due) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new(semconv::HTTP_REQUEST_METHOD, "POST"),
+        KeyValue::new("pipeline.event_id", due.event_id.clone()),
+        KeyValue::new("pipeline.subscription_id", due.subscription_id.to_string()),
+        KeyValue::new("pipeline.attempt", i64::from(due.attempts) + 1),
+    ];
+    if let Ok(url) = Url::parse(&due.url) {
+        attributes.push(KeyValue::new(
+            semconv::URL_FULL,
+            shared::egress::redacted(&url),
+        ));
+        if let Some(host) = url.host_str() {
+            attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
+        }
+        if let Some(port) = url.port_or_known_default() {
+            attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+        }
     }
-    let value = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    match value.parse::<u64>() {
-        Ok(seconds) => Some(Duration::from_secs(seconds)),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(std::time::SystemTime::now())
-            .ok(),
-    }
-}
-
-/// The `error.type` of an attempt that got no answer, from [`shared::egress::describe`]'s sentence.
-fn error_type(error: &str) -> &'static str {
-    if error.starts_with("the endpoint did not answer in time") {
-        "timeout"
-    } else if error.starts_with("cannot connect") {
-        "connect"
-    } else if error.starts_with("refused") || error.starts_with("the URL is not valid") {
-        "refused"
-    } else {
-        "_OTHER"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_type;
-
-    #[test]
-    fn failures_without_an_answer_have_a_kind() {
-        assert_eq!(error_type("the endpoint did not answer in time"), "timeout");
-        assert_eq!(
-            error_type("cannot connect to the endpoint: refused"),
-            "connect"
-        );
-        assert_eq!(
-            error_type("refused: 10.0.0.1 is a private address"),
-            "refused"
-        );
-        assert_eq!(error_type("the request failed: reset"), "_OTHER");
-    }
+    attributes
 }

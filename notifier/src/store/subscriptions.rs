@@ -204,36 +204,66 @@ pub async fn succeeded(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// A delivery to `id` failed after every retry: counted, and the subscription disabled once
-/// `disable_after` have failed in a row.
+/// Why a subscription was disabled: the text its `disabled_reason` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisableReason {
+    /// Its endpoint answered `410 Gone`.
+    Gone,
+    /// This many deliveries in a row failed after every retry.
+    FailedInARow(i32),
+}
+
+impl std::fmt::Display for DisableReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Gone => f.write_str("the endpoint answered 410 Gone"),
+            Self::FailedInARow(n) => write!(f, "{n} deliveries in a row failed after every retry"),
+        }
+    }
+}
+
+/// The deliveries to `id` that failed in a row, locking the subscription's row until the
+/// caller's transaction ends, so that concurrent outcomes for it are decided one after another
+/// (each failure counted, the threshold crossed once); 0 if there is no such subscription.
+pub async fn failures_in_a_row(tx: &mut PgConnection, id: Uuid) -> Result<i32, sqlx::Error> {
+    let failures: Option<i32> = sqlx::query_scalar(
+        "SELECT consecutive_failures FROM subscriptions WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
+    Ok(failures.unwrap_or(0))
+}
+
+/// A delivery to `id` failed after every retry: counted, and the subscription disabled for
+/// `disable` when given (an earlier disabling and its reason stay).
 pub async fn failed(
     tx: &mut PgConnection,
     id: Uuid,
-    disable_after: i32,
+    disable: Option<DisableReason>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE subscriptions
          SET consecutive_failures = consecutive_failures + 1,
-             disabled_at = CASE WHEN consecutive_failures + 1 >= $2
-                                THEN coalesce(disabled_at, now())
-                                ELSE disabled_at END,
-             disabled_reason = CASE WHEN consecutive_failures + 1 >= $2
-                 THEN coalesce(disabled_reason, $3)
-                 ELSE disabled_reason END
+             disabled_at = CASE WHEN $2::text IS NULL THEN disabled_at
+                                ELSE coalesce(disabled_at, now()) END,
+             disabled_reason = coalesce(disabled_reason, $2)
          WHERE id = $1",
     )
     .bind(id)
-    .bind(disable_after)
-    .bind(format!(
-        "{disable_after} deliveries in a row failed after every retry"
-    ))
+    .bind(disable.map(|reason| reason.to_string()))
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// The endpoint of `id` answered `410 Gone`: disabled at once (until an operator enables it).
-pub async fn gone(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+/// Disables the subscription `id` for `reason`, at once (until an operator enables it); an
+/// earlier disabling and its reason stay.
+pub async fn disable(
+    tx: &mut PgConnection,
+    id: Uuid,
+    reason: DisableReason,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE subscriptions
          SET disabled_at = coalesce(disabled_at, now()),
@@ -241,7 +271,7 @@ pub async fn gone(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
          WHERE id = $1",
     )
     .bind(id)
-    .bind("the endpoint answered 410 Gone")
+    .bind(reason.to_string())
     .execute(tx)
     .await?;
     Ok(())
@@ -254,4 +284,21 @@ pub async fn disabled(pool: &PgPool) -> Result<i64, sqlx::Error> {
     )
     .fetch_one(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DisableReason;
+
+    #[test]
+    fn each_disable_reason_reads_as_its_disabled_reason() {
+        assert_eq!(
+            DisableReason::Gone.to_string(),
+            "the endpoint answered 410 Gone"
+        );
+        assert_eq!(
+            DisableReason::FailedInARow(5).to_string(),
+            "5 deliveries in a row failed after every retry"
+        );
+    }
 }

@@ -1,15 +1,20 @@
 //! The delivery worker's side of the deliveries: claiming due ones under a lease, and
-//! recording each attempt with its consequence (sent; retry at the next delay; failed, counted
-//! against the subscription), all in one transaction.
+//! recording each attempt with what [`decide`] makes of it (sent; retry after a wait; failed,
+//! counted against the subscription or, on `410 Gone`, disabling it), all in one transaction.
 
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::DeliveryStatus;
-use crate::store::subscriptions;
+use crate::{
+    delivery::{
+        attempt::Attempt,
+        decide::{Schedule, Verdict, decide},
+    },
+    store::subscriptions::{self, DisableReason},
+};
 
 /// A claimed delivery with what sending it takes.
 #[derive(sqlx::FromRow)]
@@ -36,61 +41,6 @@ pub struct Due {
     pub traceparent: Option<String>,
     /// The intake's trace state.
     pub tracestate: Option<String>,
-}
-
-/// What one attempt came to.
-pub struct Attempt {
-    /// When it was made.
-    pub at: OffsetDateTime,
-    /// The endpoint's status code, if it answered.
-    pub status: Option<u16>,
-    /// How long it took.
-    pub latency: Duration,
-    /// Why it failed; `None` for a 2xx.
-    pub error: Option<String>,
-    /// How long the endpoint asked us to wait (`Retry-After` on a 429, 502, 503 or 504).
-    pub retry_after: Option<Duration>,
-}
-
-/// The longest `Retry-After` honoured: an endpoint cannot park a delivery for longer.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-/// The wait before the next attempt: the schedule's `delay` spread by ±20% (`spread` in 0..1:
-/// 0 is -20%, 1 is +20%), so deliveries that failed together do not all come back at once; and
-/// never sooner than the endpoint's `Retry-After` (at most [`MAX_RETRY_AFTER`]).
-pub fn next_delay(delay: Duration, retry_after: Option<Duration>, spread: f64) -> Duration {
-    let jittered = delay.mul_f64(0.8 + 0.4 * spread.clamp(0.0, 1.0));
-    jittered.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
-}
-
-/// What follows from an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Delivered; final.
-    Sent,
-    /// Failed; due again after the next delay of the schedule.
-    Retry,
-    /// Failed after the last retry: the notifier's dead letter.
-    Failed,
-}
-
-impl Outcome {
-    /// The label in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sent => "sent",
-            Self::Retry => "retry",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// How failures are retried and when a subscription is disabled.
-pub struct Schedule<'a> {
-    /// The delays before each retry.
-    pub retries: &'a [Duration],
-    /// Failed deliveries in a row that disable a subscription.
-    pub disable_after: i32,
 }
 
 /// Claims up to `limit` due deliveries for `lease`, with the lease's token, earliest due
@@ -148,16 +98,23 @@ pub async fn claim(
     Ok(due.into_iter().map(|d| (token, d)).collect())
 }
 
-/// Records the attempt on the delivery claimed with `token` and its consequence, in one
-/// transaction.
+/// Records `attempt` on the delivery claimed with `token`, decides what follows (the jitter
+/// drawn as `spread`) and applies it, in one transaction. The subscription's row stays locked
+/// from reading its failures in a row to the commit, so concurrent outcomes for it count once
+/// each. A delivery whose lease was lost meanwhile keeps its state (the attempt is still
+/// logged, and a `2xx` or `410 Gone` still tells on the subscription).
 pub async fn finish(
     pool: &PgPool,
     schedule: &Schedule<'_>,
     token: Uuid,
     due: &Due,
     attempt: &Attempt,
-) -> Result<Outcome, sqlx::Error> {
+    spread: f64,
+) -> Result<Verdict, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let failures = subscriptions::failures_in_a_row(&mut tx, due.subscription_id).await?;
+    let verdict = decide(attempt, due.attempts, failures, schedule, spread);
+    let error = attempt.error().map(ToString::to_string);
     sqlx::query(
         "INSERT INTO delivery_attempts
              (delivery_id, attempted_at, status_code, latency_seconds, error)
@@ -165,42 +122,44 @@ pub async fn finish(
     )
     .bind(due.id)
     .bind(attempt.at)
-    .bind(attempt.status.map(i32::from))
+    .bind(attempt.status().map(|s| i32::from(s.as_u16())))
     .bind(attempt.latency.as_secs_f64())
-    .bind(attempt.error.as_deref())
+    .bind(error.as_deref())
     .execute(&mut *tx)
     .await?;
-    let attempts = due.attempts + 1;
-    let next = usize::try_from(due.attempts)
-        .ok()
-        .and_then(|i| schedule.retries.get(i));
-    let outcome = match (&attempt.error, next) {
-        (None, _) => {
-            sent(&mut tx, token, due.id).await?;
-            subscriptions::succeeded(&mut tx, due.subscription_id).await?;
-            Outcome::Sent
-        }
-        // 410 Gone: the endpoint says it will never take deliveries again.
-        (Some(error), _) if attempt.status == Some(410) => {
-            failed(&mut tx, token, due.id, attempts, error).await?;
-            subscriptions::gone(&mut tx, due.subscription_id).await?;
-            super::skip_pending(&mut tx, due.subscription_id).await?;
-            Outcome::Failed
-        }
-        (Some(error), Some(delay)) => {
-            let wait = next_delay(*delay, attempt.retry_after, fastrand::f64());
-            retry_later(&mut tx, token, due.id, attempts, error, wait).await?;
-            Outcome::Retry
-        }
-        (Some(error), None) => {
-            if failed(&mut tx, token, due.id, attempts, error).await? {
-                subscriptions::failed(&mut tx, due.subscription_id, schedule.disable_after).await?;
-            }
-            Outcome::Failed
-        }
-    };
+    apply(&mut tx, token, due, error.as_deref(), verdict).await?;
     tx.commit().await?;
-    Ok(outcome)
+    Ok(verdict)
+}
+
+/// Writes `verdict` for the delivery claimed with `token`, whose attempt failed with `error`
+/// (`None` for a 2xx).
+async fn apply(
+    tx: &mut PgConnection,
+    token: Uuid,
+    due: &Due,
+    error: Option<&str>,
+    verdict: Verdict,
+) -> Result<(), sqlx::Error> {
+    let attempts = due.attempts + 1;
+    match verdict {
+        Verdict::Sent => {
+            sent(tx, token, due.id).await?;
+            subscriptions::succeeded(tx, due.subscription_id).await?;
+        }
+        Verdict::Gone => {
+            failed(tx, token, due.id, attempts, error).await?;
+            subscriptions::disable(tx, due.subscription_id, DisableReason::Gone).await?;
+            super::skip_pending(tx, due.subscription_id).await?;
+        }
+        Verdict::Retry(wait) => retry_later(tx, token, due.id, attempts, error, wait).await?,
+        Verdict::Failed { disable } => {
+            if failed(tx, token, due.id, attempts, error).await? {
+                subscriptions::failed(tx, due.subscription_id, disable).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn sent(tx: &mut PgConnection, token: Uuid, id: i64) -> Result<(), sqlx::Error> {
@@ -222,7 +181,7 @@ async fn retry_later(
     token: Uuid,
     id: i64,
     attempts: i32,
-    error: &str,
+    error: Option<&str>,
     delay: Duration,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -247,7 +206,7 @@ async fn failed(
     token: Uuid,
     id: i64,
     attempts: i32,
-    error: &str,
+    error: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE deliveries SET status = $5, attempts = $3, last_error = $4,
@@ -263,34 +222,4 @@ async fn failed(
     .await?
     .rows_affected();
     Ok(updated == 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::{MAX_RETRY_AFTER, next_delay};
-
-    #[test]
-    fn retries_are_spread_by_a_fifth_either_way() {
-        let delay = Duration::from_secs(100);
-        assert_eq!(next_delay(delay, None, 0.0), Duration::from_secs(80));
-        assert_eq!(next_delay(delay, None, 0.5), Duration::from_secs(100));
-        assert_eq!(next_delay(delay, None, 1.0), Duration::from_secs(120));
-        // Out-of-range draws stay within the spread.
-        assert_eq!(next_delay(delay, None, 7.0), Duration::from_secs(120));
-    }
-
-    #[test]
-    fn retry_after_is_a_floor_up_to_a_day() {
-        let delay = Duration::from_secs(5);
-        let asked = Some(Duration::from_secs(60));
-        assert_eq!(next_delay(delay, asked, 1.0), Duration::from_secs(60));
-        // A shorter ask does not make the schedule sooner.
-        let short = Some(Duration::from_secs(1));
-        assert_eq!(next_delay(delay, short, 0.5), delay);
-        // An endpoint cannot park a delivery for longer than a day.
-        let forever = Some(Duration::from_secs(365 * 24 * 3600));
-        assert_eq!(next_delay(delay, forever, 0.5), MAX_RETRY_AFTER);
-    }
 }

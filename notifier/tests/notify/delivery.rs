@@ -359,28 +359,47 @@ async fn an_event_postgres_refuses_to_record_is_dead_lettered_and_the_queue_move
     let notifier = spawn_notifier(5).await;
     let _receiver = notifier.receiver_for(&["stock.low"]).await;
     let dead = notifier.topology.dead_letter_queue();
+    let pool = testkit::database(&notifier.backends).await;
+    testkit::sabotage::writes(
+        &pool,
+        "sabotage_notifications",
+        "BEFORE INSERT ON notifications",
+        "NEW.event_id = 'msg_refused'",
+        "check_violation",
+        "refused by the test",
+    )
+    .await;
     let body = br#"{"type":"stock.low","timestamp":"2026-01-01T00:00:00Z","data":{"source_event_id":"e","product_id":"p","stock":1,"threshold":10}}"#;
-    // A NUL byte in the id: a downstream event by the contract, text PostgreSQL refuses.
+    // A NUL byte in the id: not an id a downstream event can have, refused before PostgreSQL.
     notifier
         .emit_raw("stock.low", Some("msg_nul\0"), body)
         .await;
+    // A row PostgreSQL refuses.
     notifier
-        .emit_raw("stock.low", Some("msg_after_nul"), body)
+        .emit_raw("stock.low", Some("msg_refused"), body)
         .await;
-    let notification = notifier.settled("msg_after_nul").await;
+    notifier
+        .emit_raw("stock.low", Some("msg_after"), body)
+        .await;
+    let notification = notifier.settled("msg_after").await;
     assert_eq!(
         notification["deliveries"][0]["status"], "sent",
         "the queue moved on"
     );
-    let message = notifier.broker.take(&dead).await.expect("dead letter");
-    assert_eq!(message.data, body);
-    let header = |name| shared::dead_letter::text_header(&message.properties, name);
-    assert_eq!(header(headers::DEAD_REASON).as_deref(), Some("invalid"));
-    assert!(
-        header(headers::DEAD_ERROR).is_some_and(|e| e.contains("PostgreSQL refused")),
-        "{:?}",
-        header(headers::DEAD_ERROR)
-    );
+    for (reason, error) in [
+        ("unparseable", "visible ASCII"),
+        ("invalid", "PostgreSQL refused"),
+    ] {
+        let message = notifier.broker.take(&dead).await.expect("dead letter");
+        assert_eq!(message.data, body);
+        let header = |name| shared::dead_letter::text_header(&message.properties, name);
+        assert_eq!(header(headers::DEAD_REASON).as_deref(), Some(reason));
+        assert!(
+            header(headers::DEAD_ERROR).is_some_and(|e| e.contains(error)),
+            "{:?}",
+            header(headers::DEAD_ERROR)
+        );
+    }
     notifier.stop().await;
 }
 

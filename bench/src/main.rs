@@ -101,6 +101,18 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Whose CPU time per event the report gives: the pipeline's services, then every process of
+/// the broker, PostgreSQL and Redis on this machine, then this benchmark (the load generator).
+const CPU_OF: [&str; 7] = [
+    "gateway",
+    "processor",
+    "notifier",
+    "RabbitMQ",
+    "PostgreSQL",
+    "Redis",
+    "load generator",
+];
+
 async fn measure() -> anyhow::Result<()> {
     let options = options()?;
     let pipeline = Pipeline::start(options.shards).await?;
@@ -172,7 +184,15 @@ async fn measure() -> anyhow::Result<()> {
                 &format!("stage=\"{stage}\""),
             )
         });
-        let cpu = [gateway_pid, processor_pid, notifier_pid].map(probe::cpu_micros);
+        let cpu = [
+            probe::cpu_micros(gateway_pid),
+            probe::cpu_micros(processor_pid),
+            probe::cpu_micros(notifier_pid),
+            probe::cpu_micros_named("beam.smp"),
+            probe::cpu_micros_named("postgres"),
+            probe::cpu_micros_named("redis-server"),
+            probe::cpu_micros(std::process::id()),
+        ];
         anyhow::Ok((buckets, cpu, stages))
     };
     for share in [50, 80] {
@@ -309,11 +329,12 @@ async fn measure() -> anyhow::Result<()> {
                 ms(*p99)
             );
         }
+        let total = cpu.iter().copied().sum::<Option<f64>>();
         println!(
-            "| CPU per event at {share}%: gateway / processor / notifier | {} / {} / {} |",
-            us(cpu[0]),
-            us(cpu[1]),
-            us(cpu[2])
+            "| CPU per event at {share}%: {} / total | {} / {} |",
+            CPU_OF.join(" / "),
+            cpu.iter().map(|c| us(*c)).collect::<Vec<_>>().join(" / "),
+            us(total)
         );
         println!(
             "| processor stages per event at {share}% (wall time): {} | {} |",

@@ -4,10 +4,43 @@
 /// CPU time (user + system) a process has used, in microseconds.
 pub fn cpu_micros(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 1_000_000 / clock_ticks_per_second())
+    let (_, own, _) = ticks(&stat)?;
+    Some(own * 1_000_000 / clock_ticks_per_second())
+}
+
+/// CPU time (user + system) every process named `command` has used, with the children each
+/// has reaped (so a PostgreSQL backend that ended between two readings still counts, through
+/// the postmaster), in microseconds; `None` if no such process runs.
+pub fn cpu_micros_named(command: &str) -> Option<u64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, own, reaped)) = ticks(&stat)
+            && name == command
+        {
+            *total.get_or_insert(0) += own + reaped;
+        }
+    }
+    total.map(|ticks| ticks * 1_000_000 / clock_ticks_per_second())
+}
+
+/// A `/proc/{pid}/stat` line's command name, its own CPU ticks (user + system) and those of
+/// the children it has reaped.
+fn ticks(stat: &str) -> Option<(&str, u64, u64)> {
+    // The command name is in parentheses and may hold spaces and parentheses.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [utime, stime, cutime, cstime] = <[u64; 4]>::try_from(fields).ok()?;
+    Some((name, utime + stime, cutime + cstime))
 }
 
 fn clock_ticks_per_second() -> u64 {
@@ -158,5 +191,28 @@ mod tests {
             vec![(0.5, 7.0), (f64::INFINITY, 9.0)]
         );
         assert!(buckets(text, "x", "").is_empty());
+    }
+
+    #[test]
+    fn a_stat_line_gives_its_name_and_ticks_whatever_the_name_holds() {
+        let stat = "4242 (postgres: walwriter (x)) S 1 4242 4242 0 -1 4194368 \
+                    240 0 0 0 15 7 3 2 20 0 1 0 1234 0 0";
+        assert_eq!(ticks(stat), Some(("postgres: walwriter (x)", 22, 5)));
+        assert_eq!(ticks("4242 (beam.smp) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_is_found_by_its_name_and_has_used_some_cpu() {
+        let name = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut spin = 0u64;
+        // Busy until the kernel has counted a tick of it (or the deadline).
+        while cpu_micros_named(name.trim()).unwrap_or(0) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no CPU time read");
+            for i in 0..1_000_000u64 {
+                spin = std::hint::black_box(spin.wrapping_add(i ^ spin.rotate_left(3)));
+            }
+        }
+        assert_eq!(cpu_micros_named("no-such-process-name"), None);
     }
 }

@@ -44,7 +44,11 @@ impl Application {
         let redis = redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
             .context("invalid REDIS_URL")?;
         // Its keys, and the products and orders it reads.
-        let database = service.database(backends, &[Tables::Keys, Tables::Processor], 8);
+        let database = service.database(
+            backends,
+            &[Tables::Keys, Tables::Processor, Tables::Catalog],
+            8,
+        );
         let auth = service.auth(&database);
         // Accepting events needs RabbitMQ (and Redis for keyed requests) and the API keys read
         // once; with PostgreSQL down only reads that miss the cache fail, so the gateway stays

@@ -30,7 +30,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let service = Service::bind("imager", &config.serving).await?;
         let backends = &config.backends;
-        let database = service.database(backends, &[Tables::Keys, Tables::Processor], 4);
+        let database = service.database(backends, &[Tables::Keys, Tables::Catalog], 4);
         let redis = redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
             .context("invalid REDIS_URL")?;
         let topology = Arc::new(Topology::new(

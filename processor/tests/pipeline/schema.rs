@@ -64,6 +64,8 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
         "processed_events",
         "dead_letters",
         "outbox",
+        "product_details",
+        "product_images",
     ] {
         assert!(
             !present.contains(&foreign.to_owned()),
@@ -73,10 +75,20 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
     assert_eq!(versions(&notifier).await, vec![5, 8, 11, 12, 18, 19]);
     notifier.close().await;
 
-    // The processor's groups added later to the same schema: all of both, one history.
+    // The processor's group, then the catalog's, added later to the same schema: the
+    // processor's has none of the catalog's tables; then all are there, one history.
     let processor = migrate(&[Tables::Keys, Tables::Processor])
         .await
         .expect("the processor's groups apply beside the notifier's");
+    assert!(
+        !tables(&processor)
+            .await
+            .contains(&"product_details".to_owned())
+    );
+    processor.close().await;
+    let processor = migrate(&[Tables::Keys, Tables::Processor, Tables::Catalog])
+        .await
+        .expect("the catalog's group applies after the processor's later versions");
     let present = tables(&processor).await;
     for table in [
         "products",
@@ -84,6 +96,8 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
         "dead_letters",
         "deliveries",
         "retries",
+        "product_details",
+        "product_images",
     ] {
         assert!(
             present.contains(&table.to_owned()),

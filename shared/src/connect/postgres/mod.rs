@@ -35,11 +35,14 @@ pub enum Tables {
     Processor,
     /// The notifier's: subscriptions, notifications, deliveries and their attempts.
     Notifier,
+    /// The catalog: entries (`product_details`, [`crate::catalog`]), written by the gateway,
+    /// and images (`product_images`, [`crate::images`]), written by the gateway and the imager.
+    Catalog,
 }
 
 impl Tables {
     /// Every group: for tests and tools that need the whole schema.
-    pub const ALL: [Self; 3] = [Self::Keys, Self::Processor, Self::Notifier];
+    pub const ALL: [Self; 4] = [Self::Keys, Self::Processor, Self::Notifier, Self::Catalog];
 
     fn migrator(self) -> &'static Migrator {
         static KEYS: LazyLock<Migrator> =
@@ -55,10 +58,13 @@ impl Tables {
         });
         static NOTIFIER: LazyLock<Migrator> =
             LazyLock::new(|| grouped(sqlx::migrate!("./migrations/notifier")));
+        static CATALOG: LazyLock<Migrator> =
+            LazyLock::new(|| grouped(sqlx::migrate!("./migrations/catalog")));
         match self {
             Self::Keys => &KEYS,
             Self::Processor => &PROCESSOR,
             Self::Notifier => &NOTIFIER,
+            Self::Catalog => &CATALOG,
         }
     }
 }

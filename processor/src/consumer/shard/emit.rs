@@ -2,7 +2,7 @@
 //! delivery; publishing the downstream events of an applied batch, each in the trace of its
 //! source, and acknowledging the batch once they are confirmed.
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 use lapin::Channel;
 use opentelemetry::Context;
@@ -77,13 +77,13 @@ impl Settling {
             return Ok(());
         }
         let topology = &self.shard.topology;
+        let parents: HashMap<&EventKey, &Traced> =
+            self.sources.iter().map(|(key, span)| (key, span)).collect();
         let mut sent = Vec::with_capacity(self.emitted.len() + left.len());
         for event in self.emitted.iter().chain(&left) {
-            let parent = self
-                .sources
-                .iter()
-                .find(|(key, _)| *key == event.source)
-                .map_or_else(Context::new, |(_, span)| span.context().clone());
+            let parent = parents
+                .get(&event.source)
+                .map_or_else(Context::new, |span| span.context().clone());
             let announcement = &event.announcement;
             let sending =
                 send_announcement(&self.channel, topology, "processor", announcement, &parent);

@@ -277,15 +277,16 @@ async fn a_run_never_settles_an_earlier_delivery_still_in_hand() {
         .await
         .expect("consume");
     let ledger = consume::Ledger::default();
-    let mut received = Vec::new();
+    let mut deliveries = Vec::new();
     for _ in 0..3 {
         let delivery = consumer
             .next()
             .await
             .expect("a delivery")
             .expect("no error");
-        received.push(ledger.receive(delivery));
+        deliveries.push(delivery);
     }
+    let mut received = ledger.receive_all(deliveries);
     let held = received.remove(0);
     assert_eq!(held.data, b"first");
     let mut run = consume::Run::default();

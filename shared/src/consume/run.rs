@@ -104,7 +104,7 @@ pub async fn run<H: DeliveryHandler>(
                 None => return Ended::Cancelled,
             };
             let (batch, rest) = fill(&mut source.consumer, delivery).await;
-            let batch = batch.into_iter().map(|d| ledger.receive(d)).collect();
+            let batch = ledger.receive_all(batch);
             carried = rest;
             let at = Consuming {
                 channel: &source.channel,

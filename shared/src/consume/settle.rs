@@ -32,9 +32,15 @@ impl Ledger {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes `delivery` into the ledger: what the handler gets.
-    pub fn receive(&self, delivery: Delivery) -> Received {
-        self.open().insert(delivery.delivery_tag);
+    /// Takes a batch of deliveries into the ledger (one lock for the batch): what the handler
+    /// gets.
+    pub fn receive_all(&self, batch: Vec<Delivery>) -> Vec<Received> {
+        self.open().extend(batch.iter().map(|d| d.delivery_tag));
+        batch.into_iter().map(|d| self.hand_over(d)).collect()
+    }
+
+    /// A delivery already in the ledger, as the handler gets it.
+    fn hand_over(&self, delivery: Delivery) -> Received {
         Received {
             exchange: delivery.exchange,
             routing_key: delivery.routing_key,

@@ -228,7 +228,7 @@ fn respond(answer: Answer, replayed: bool) -> Response {
         Answer::Accepted { body } => (StatusCode::ACCEPTED, json, body).into_response(),
         Answer::Created { product_id, body } => {
             // A product id is visible ASCII: always a valid header value.
-            let location = format!("/api/v1/products/{product_id}");
+            let location = format!("/products/{product_id}");
             let location = [(header::LOCATION, location)];
             (StatusCode::CREATED, json, location, body).into_response()
         }

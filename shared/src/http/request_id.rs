@@ -3,13 +3,15 @@
 //! client's trace, whether or not this service exports spans), else a new UUIDv7. It is answered in the `Request-Id` header of every
 //! response, carried by every log line written while the request is handled (a `request` span
 //! with `request_id`, and `trace_id` and `span_id` when tracing), and put in every error body
-//! ([`crate::api::Problem`]).
+//! ([`crate::api::Problem`]). What a layer learns of the request that every answer must say
+//! (its key's rate) is put on the answer here too ([`answer_with`]), whichever layer answers: a
+//! handler, a refusal, load shedding or a timeout.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::{
     extract::Request,
-    http::{HeaderName, HeaderValue},
+    http::{HeaderMap, HeaderName, HeaderValue},
     middleware::Next,
     response::Response,
 };
@@ -28,6 +30,8 @@ pub struct RequestContext {
     pub id: Arc<str>,
     /// Its path (without the query, which may hold what should not be echoed).
     pub path: Arc<str>,
+    /// Headers every answer to it carries ([`answer_with`]).
+    answer: Arc<Mutex<HeaderMap>>,
 }
 
 tokio::task_local! {
@@ -37,6 +41,18 @@ tokio::task_local! {
 /// The request being handled by this task, if any.
 pub fn current() -> Option<RequestContext> {
     CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Puts `headers` on the answer to the request this task handles, whichever layer makes the
+/// answer (replacing those of the same names it has); nothing outside a request.
+pub fn answer_with(headers: HeaderMap) {
+    let _ = CURRENT.try_with(|request| {
+        request
+            .answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(headers);
+    });
 }
 
 /// The id a request is known by: the client's, if usable, else its trace's, else a new one.
@@ -87,7 +103,9 @@ pub async fn assign(request: Request, next: Next) -> Response {
     let context = RequestContext {
         id: id_of(&request),
         path: request.uri().path().into(),
+        answer: Arc::default(),
     };
+    let answer = Arc::clone(&context.answer);
     // The trace and span ids are recorded once the request's server span exists
     // (`ops::track_requests`), so every log line of the request can be found in its trace.
     let span = tracing::info_span!(
@@ -103,6 +121,12 @@ pub async fn assign(request: Request, next: Next) -> Response {
     if let Some(id) = id {
         response.headers_mut().insert(REQUEST_ID, id);
     }
+    let answer = std::mem::take(
+        &mut *answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    response.headers_mut().extend(answer);
     response
 }
 

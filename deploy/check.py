@@ -12,8 +12,9 @@
   git-ignored files, FIRST_API_KEY only in the Job, whose spec does not change with them; no
   namespace but the overlay's; the network flows the architecture needs open, the others closed;
 - every command the image, Compose and the workloads run is a binary of the workspace;
-- the Prometheus config and alert rules load (`promtool`), the rules' tests pass, and the rules
-  and the Grafana dashboard read only metrics the services export;
+- the Prometheus config and alert rules load (`promtool`), the rules' tests pass, every rule's
+  `annotations.runbook_url` names a section of docs/runbooks.md, and the rules and the Grafana
+  dashboard read only metrics the services export;
 - the Dockerfile's dependency layer is cooked for the packages its final build builds.
 """
 
@@ -813,6 +814,23 @@ for command in (
         break
     except subprocess.CalledProcessError as e:
         fail(f"{' '.join(command)}:\n{e.stdout}{e.stderr}")
+
+# Every alert rule names its runbook: a section of docs/runbooks.md.
+runbooks = ROOT / "docs/runbooks.md"
+sections = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", runbooks.read_text(), re.M)}
+rules = [rule for group in yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())["groups"]
+         for rule in group["rules"] if "alert" in rule]
+before = len(failures)
+for rule in rules:
+    url = (rule.get("annotations") or {}).get("runbook_url")
+    page, _, anchor = (url or "").partition("#")
+    if not url:
+        fail(f"deploy/prometheus/alerts.yml: {rule['alert']} has no annotations.runbook_url")
+    elif page != "docs/runbooks.md" or anchor not in sections:
+        fail(f"deploy/prometheus/alerts.yml: {rule['alert']}'s runbook_url {url} is no section of docs/runbooks.md")
+if len(failures) == before:
+    print(f"ok   every alert rule ({len(rules)}) names its runbook in docs/runbooks.md")
 
 # Every metric the alert rules and the Grafana dashboard read is one the services export.
 declared = set(re.findall(r'"(pipeline_[a-z_]+)"', (ROOT / "shared/src/metric.rs").read_text()))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A webhook receiver for trying the notifier out: prints every delivery it gets and answers 204.
 
-    python3 -m pip install standardwebhooks
+    python3 -m pip install --user --break-system-packages standardwebhooks   # see README.md
     python3 scripts/webhook-receiver.py [port] [secret] [address]
 
 With the subscription's secret (`whsec_...`) it verifies each delivery with the Standard Webhooks
@@ -19,7 +19,8 @@ import sys
 try:
     from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 except ImportError:
-    sys.exit("needs the Standard Webhooks library: python3 -m pip install standardwebhooks")
+    sys.exit("needs the Standard Webhooks library: "
+             "python3 -m pip install --user --break-system-packages standardwebhooks")
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):

@@ -1,14 +1,16 @@
 //! The dead-letter panel's API: the processor owns dead letters (it records them, and replays
 //! them onto their shards with publisher confirms), so the dashboard forwards these calls to
 //! the processor's API rather than repeating that logic. Answers come back as the processor
-//! gave them; an unreachable processor is a 503 naming it. Each call carries the signed-in
-//! operator's key, so the processor checks it too.
+//! gave them, of the type it gave; an unreachable processor is a 503 naming it. Each call
+//! carries the signed-in operator's key, so the processor checks it too, and the dashboard's
+//! request id (`X-Request-Id`), so the processor's log lines and problems name the same request;
+//! a problem comes back as the dashboard's own: its `instance` the path the operator asked for.
 
 use axum::{
     Router,
     body::Bytes,
     extract::{Extension, Path, RawQuery, State},
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodRouter, get, post},
 };
@@ -35,19 +37,47 @@ pub(crate) fn routes(processor: Processor) -> Router {
 }
 
 async fn forward(request: reqwest::RequestBuilder) -> Response {
-    match request.send().await {
-        Ok(answer) => {
-            let status =
-                StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            match answer.bytes().await {
-                Ok(body) => {
-                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-                }
-                Err(e) => unavailable(&e),
-            }
-        }
-        Err(e) => unavailable(&e),
-    }
+    let asked = shared::http::request_id::current();
+    let request = match &asked {
+        Some(asked) => request.header(
+            shared::http::request_id::CLIENT_REQUEST_ID.as_str(),
+            &*asked.id,
+        ),
+        None => request,
+    };
+    let answer = match request.send().await {
+        Ok(answer) => answer,
+        Err(e) => return unavailable(&e),
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let kind = answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let body = match answer.bytes().await {
+        Ok(body) => body,
+        Err(e) => return unavailable(&e),
+    };
+    let body = match asked {
+        Some(asked) if kind.starts_with(shared::api::PROBLEM_JSON) => as_ours(body, &asked),
+        _ => body,
+    };
+    let kind = HeaderValue::from_str(&kind).unwrap_or(HeaderValue::from_static("application/json"));
+    (status, [(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// The processor's problem as the answer to the dashboard's request: its `instance` the path
+/// the operator asked for, its `request_id` the dashboard's (which the processor was sent, so
+/// both services' log lines carry it). A body that is not a JSON object is left as it is.
+fn as_ours(body: Bytes, asked: &shared::http::request_id::RequestContext) -> Bytes {
+    let Ok(serde_json::Value::Object(mut problem)) = serde_json::from_slice(&body) else {
+        return body;
+    };
+    problem.insert("instance".into(), (*asked.path).into());
+    problem.insert("request_id".into(), (*asked.id).into());
+    serde_json::Value::Object(problem).to_string().into()
 }
 
 fn unavailable(error: &reqwest::Error) -> Response {

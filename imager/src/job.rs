@@ -42,6 +42,7 @@ use shared::{
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     config::Config,
@@ -164,7 +165,11 @@ impl Imager {
             },
             &trace::extract(&delivery.properties),
         );
-        self.run(delivery, &job, channel, &span, shutdown).await
+        // Every line logged while the job is handled carries its trace.
+        let logged = span.log_span();
+        self.run(delivery, &job, channel, &span, shutdown)
+            .instrument(logged)
+            .await
     }
 
     /// Takes the job on from its image's record: a job without one is dropped (its upload was
@@ -286,7 +291,7 @@ impl Imager {
         if !self.finish(job, channel, span, shutdown).await {
             return false;
         }
-        tracing::info!(image_id = %job.image_id, product_id = %job.product_id, trace_id = span.trace_id(), "Image ready.");
+        tracing::info!(image_id = %job.image_id, product_id = %job.product_id, "Image ready.");
         settle(variants.delivery.pending).await;
         true
     }

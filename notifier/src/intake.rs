@@ -18,10 +18,11 @@ use shared::{
     contract::{Announcement, DownstreamId, EventType},
     dead_letter::{self, Poison, Reason},
     topology::Topology,
-    trace::{self, Messaging, Operation},
+    trace::{self, Messaging, Operation, Traced},
 };
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::store::{deliveries, notifications};
 
@@ -82,22 +83,12 @@ pub struct Intake {
 
 impl DeliveryHandler for Intake {
     async fn on_delivery(&self, delivery: Received, at: Consuming<'_>) -> bool {
-        let Consuming {
-            channel, shutdown, ..
-        } = at;
         let message_id = delivery
             .properties
             .message_id()
             .as_ref()
-            .map(|m| m.as_str());
-        let event = match decode(message_id, &delivery.data) {
-            Ok(event) => event,
-            Err(why) => {
-                self.set_aside(channel, delivery, Reason::Unparseable, &why)
-                    .await;
-                return true;
-            }
-        };
+            .map(|m| m.as_str().to_owned());
+        let id = message_id.as_deref().unwrap_or_default();
         let span = trace::messaging(
             "notifier",
             &Messaging {
@@ -105,11 +96,41 @@ impl DeliveryHandler for Intake {
                 exchange: delivery.exchange.as_str(),
                 routing_key: delivery.routing_key.as_str(),
                 queue: Some(&self.queue),
-                message_id: event.id.as_str(),
-                event_id: event.id.as_str(),
+                message_id: id,
+                event_id: id,
             },
             &trace::extract(&delivery.properties),
         );
+        // Every line logged while it is taken in carries its trace.
+        let logged = span.log_span();
+        self.take_in(delivery, message_id.as_deref(), &span, at)
+            .instrument(logged)
+            .await
+    }
+}
+
+impl Intake {
+    /// Records `delivery` (its id `message_id`) and settles it, or dead-letters it; false if
+    /// shutdown came first.
+    async fn take_in(
+        &self,
+        delivery: Received,
+        message_id: Option<&str>,
+        span: &Traced,
+        at: Consuming<'_>,
+    ) -> bool {
+        let Consuming {
+            channel, shutdown, ..
+        } = at;
+        let event = match decode(message_id, &delivery.data) {
+            Ok(event) => event,
+            Err(why) => {
+                span.fail(&why);
+                self.set_aside(channel, delivery, Reason::Unparseable, &why)
+                    .await;
+                return true;
+            }
+        };
         let carrier = span.carrier();
         let recorded = hold(
             || async { record(self.database.ready()?, &event, &carrier).await },
@@ -123,6 +144,7 @@ impl DeliveryHandler for Intake {
             Some(Ok(new)) => new,
             Some(Err(refused)) => {
                 let why = format!("PostgreSQL refused to record it: {refused}");
+                span.fail(&why);
                 self.set_aside(channel, delivery, Reason::Invalid, &why)
                     .await;
                 return true;
@@ -130,7 +152,7 @@ impl DeliveryHandler for Intake {
         };
         let outcome = if new { "recorded" } else { "duplicate" };
         metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => outcome).increment(1);
-        tracing::debug!(event_id = %event.id, event_type = %event.kind, trace_id = span.trace_id(), outcome, "Downstream event taken in.");
+        tracing::debug!(event_id = %event.id, event_type = %event.kind, outcome, "Downstream event taken in.");
         settle(delivery.pending).await;
         if new {
             self.wake.notify_one();

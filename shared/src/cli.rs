@@ -36,8 +36,10 @@ fn about(service: &str) -> &'static str {
              orders, checks them and publishes them to RabbitMQ."
         }
         "processor" => {
-            "Applies the accepted events exactly once to PostgreSQL and Redis, and emits the \
-             downstream events; serves dead letters and orders."
+            "Applies the accepted product updates and orders exactly once, in order per \
+             product, to PostgreSQL and Redis, and emits the downstream events; sets aside what it \
+             cannot apply as dead letters, and serves the operators' API to list, inspect, \
+             replay and purge them."
         }
         "notifier" => "Delivers downstream events to subscribers as signed webhooks.",
         "imager" => "Makes each accepted image into its variants in the object store.",

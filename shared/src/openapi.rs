@@ -245,7 +245,19 @@ pub fn finish(mut doc: OpenApi, title: &str, description: &str) -> OpenApi {
     doc
 }
 
-/// An operational endpoint: no key, and what it answers.
+/// The operation id of an operational endpoint: its own in every document (no service's
+/// operation is named `get_` and one of these).
+fn open_operation_id(path: &str) -> &'static str {
+    match path {
+        "/health" => "get_health",
+        "/ready" => "get_ready",
+        "/metrics" => "get_metrics",
+        "/docs" => "get_docs",
+        _ => "get_openapi_document",
+    }
+}
+
+/// An operational endpoint: no key, its own operation id, and what it answers.
 fn open(path: &str) -> PathItem {
     let json = |description: &str| {
         ResponseBuilder::new()
@@ -259,6 +271,7 @@ fn open(path: &str) -> PathItem {
             .build()
     };
     let mut operation = OperationBuilder::new()
+        .operation_id(Some(open_operation_id(path)))
         .tag("operations")
         .security(SecurityRequirement::default());
     operation = match path {

@@ -330,6 +330,8 @@ pub struct Service {
     limits: Limits,
     keys_max_staleness: Duration,
     deadline: Duration,
+    /// The API keys the service checks, once [`Self::auth`] made them.
+    keys: std::sync::OnceLock<crate::auth::Auth>,
     /// The service's work: stopped first on shutdown, so it finishes what it holds.
     pub work: Tasks,
     /// What the work needs: stopped once the work and the HTTP server have drained.
@@ -356,6 +358,7 @@ impl Service {
             limits: serving.http.clone(),
             keys_max_staleness: serving.keys_max_staleness,
             deadline: serving.shutdown_deadline,
+            keys: std::sync::OnceLock::new(),
             work: Tasks::new(),
             background: Tasks::new(),
         })
@@ -387,14 +390,19 @@ impl Service {
     }
 
     /// The API keys of `database`, read in the background, each key allowed the requests in
-    /// progress the HTTP limits give it.
+    /// progress the HTTP limits give it; made once (later calls answer the same keys), and
+    /// counted by the load shedding too ([`crate::http::harden`]).
     pub fn auth(&self, database: &Database) -> crate::auth::Auth {
-        crate::auth::Auth::start(
-            database.clone(),
-            &self.background,
-            self.limits.max_requests_per_key,
-            self.keys_max_staleness,
-        )
+        self.keys
+            .get_or_init(|| {
+                crate::auth::Auth::start(
+                    database.clone(),
+                    &self.background,
+                    self.limits.max_requests_per_key,
+                    self.keys_max_staleness,
+                )
+            })
+            .clone()
     }
 
     /// Supervises the connection to `backends`' RabbitMQ nodes ([`amqp::supervise`]) as a
@@ -508,7 +516,12 @@ impl Service {
     ) -> anyhow::Result<()> {
         let name = self.name;
         tracing::info!(addr = %self.local_addr(), "{name} listening.");
-        let router = crate::http::harden(routes.merge(ops::routes(checks)), &self.limits, name);
+        let router = crate::http::harden(
+            routes.merge(ops::routes(checks)),
+            &self.limits,
+            name,
+            self.keys.get().cloned(),
+        );
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = crate::http::serve(self.listener, router, &self.limits, async move {
             let _ = drain_rx.await;

@@ -303,6 +303,17 @@ impl Traced {
         context.is_valid().then(|| context.span_id().to_string())
     }
 
+    /// A `tracing` span, `message`, with this span's `trace_id` and `span_id` (none when
+    /// tracing is off), to instrument a message's handling with: every log line written inside
+    /// it can be found in the trace, as a request's lines can (`http::request_id`).
+    pub fn log_span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "message",
+            trace_id = self.trace_id().as_deref(),
+            span_id = self.span_id().as_deref()
+        )
+    }
+
     /// The W3C headers of this span: `traceparent`, and `tracestate` when the trace has one
     /// (empty when off).
     pub fn carrier(&self) -> HashMap<String, String> {

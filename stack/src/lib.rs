@@ -329,11 +329,15 @@ mod tests {
         ] {
             let value = serde_json::json!(document);
             let mut ids = Vec::new();
-            for item in value["paths"].as_object().expect("paths").values() {
-                for operation in item.as_object().expect("a path item").values() {
-                    if let Some(id) = operation["operationId"].as_str() {
-                        ids.push(id.to_owned());
-                    }
+            for (path, item) in value["paths"].as_object().expect("paths") {
+                let methods = ["get", "put", "post", "delete", "patch", "head", "options"];
+                let item = item.as_object().expect("a path item");
+                for (method, operation) in
+                    item.iter().filter(|(m, _)| methods.contains(&m.as_str()))
+                {
+                    let id = operation["operationId"].as_str();
+                    let id = id.unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                    ids.push(id.to_owned());
                 }
             }
             let mut unique = ids.clone();

@@ -156,3 +156,52 @@ async fn started_before_every_other_service_the_dashboard_finds_every_queue() {
     }
     testkit::cleanup(&backends).await.expect("clean-up");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_processors_problems_come_back_as_answers_to_the_dashboards_request() {
+    let stack = Stack::start(None).await;
+    for (path, status, client_id) in [
+        ("/api/v1/dead-letters/never", 404, None),
+        ("/api/v1/dead-letters?limit=0", 400, Some("operator-7")),
+    ] {
+        let mut request = stack.client.get(stack.url(path));
+        if let Some(id) = client_id {
+            request = request.header("x-request-id", id);
+        }
+        let response = request.send().await.expect("sent");
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let id = response.headers()["request-id"]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        if let Some(client_id) = client_id {
+            assert_eq!(id, client_id);
+        }
+        let problem: Value = response.json().await.expect("JSON");
+        assert_eq!(problem["request_id"], id.as_str(), "{problem}");
+        assert_eq!(
+            problem["instance"],
+            path.split('?').next().expect("a path"),
+            "{problem}"
+        );
+        assert_eq!(
+            problem["status"], status,
+            "the processor's problem: {problem}"
+        );
+    }
+    // An answer that is no problem keeps its own type.
+    let response = stack
+        .client
+        .get(stack.url("/api/v1/dead-letters"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    stack.stop().await;
+}

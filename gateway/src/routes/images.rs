@@ -182,7 +182,7 @@ async fn accept(
         return Err(unqueued(e));
     }
     metrics::counter!(shared::metric::IMAGES_RECEIVED_TOTAL).increment(1);
-    let location = format!("/api/v1/products/{id}/images/{image_id}");
+    let location = format!("/products/{id}/images/{image_id}");
     let accepted = ImageAccepted {
         image_id,
         status: Status::Processing,

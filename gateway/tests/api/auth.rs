@@ -135,7 +135,7 @@ async fn a_key_without_the_scope_is_403_naming_the_scope() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
+async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers_on_every_answer() {
     let app = spawn_app().await;
     let limited = testkit::named_api_key(
         &app.backends.namespace,
@@ -191,6 +191,28 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
         "{headers:?}"
     );
     assert!(json(refused, 429).await["error"].is_string());
+    // A rated key's request it may not make counts too, and its 403 says what is left.
+    let reader = testkit::named_api_key(
+        &app.backends.namespace,
+        "slow-reader",
+        [Scope::ProductsRead].into_iter().collect(),
+        Some(5),
+    )
+    .await;
+    let forbidden = client_with_key(&reader)
+        .post(app.url("/events"))
+        .header("content-type", "application/json")
+        .body(EVENT)
+        .send()
+        .await
+        .expect("sent");
+    let headers = forbidden.headers().clone();
+    assert_eq!(
+        headers["ratelimit-policy"], "\"key\";q=5;w=1",
+        "{headers:?}"
+    );
+    assert_eq!(headers["ratelimit"], "\"key\";r=4;t=1", "{headers:?}");
+    assert_eq!(json(forbidden, 403).await["scope"], "events:write");
     // Another key is not slowed down by this one.
     let other = app.get("/products/rate-1").await;
     assert_eq!(other.status(), 404);

@@ -1,6 +1,6 @@
 //! Slow and greedy clients: a trickled request head is cut off, an oversized head is 431, a
-//! saturated server sheds load with 503, a request that takes too long is 408, and dirty bytes
-//! in a path or query are a 400 naming the parameter.
+//! saturated server sheds load with 503, a request that takes too long is 408 (each with a rated
+//! key's `RateLimit` headers), and dirty bytes in a path or query are a 400 naming the parameter.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{TestApp, config, json, spawn_config};
+use crate::helpers::{TestApp, WAIT, config, json, spawn_config};
 
 async fn gateway_with(limits: impl FnOnce(&mut shared::http::Limits)) -> TestApp {
     let mut config = config(testkit::backends());
@@ -215,6 +215,116 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
         .await
         .expect("sent");
     assert_eq!(again.status(), 202, "the key's slots are free again");
+    app.stop().await;
+}
+
+/// Whether the server has answered (and so closed) a request held open.
+fn closed(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The `RateLimit` headers of a key allowed 100 requests a second, as an answer's head shows
+/// them.
+fn carries_the_rate(head: &str) -> bool {
+    head.contains("ratelimit-policy: \"key\";q=100;w=1") && head.contains("ratelimit: \"key\";r=")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_of_a_rated_key_carries_its_ratelimit_headers() {
+    let app = gateway_with(|l| {
+        l.max_concurrent_requests = 2;
+        l.max_requests_per_key = 1;
+        l.request_timeout = Duration::from_secs(5);
+        // The held requests' 13 bytes keep them in time for 13 s past the grace: the request
+        // timeout ends them.
+        l.min_body_rate = 1;
+    })
+    .await;
+    let rated = testkit::named_api_key(
+        &app.backends.namespace,
+        "rated",
+        shared::auth::Scopes::all(),
+        Some(100),
+    )
+    .await;
+    let client = testkit::client_with_key(&rated);
+    let probe = || async {
+        client
+            .get(app.url("/products/rated-1"))
+            .send()
+            .await
+            .expect("sent")
+    };
+    let has_rate = |response: &reqwest::Response| {
+        let headers = response.headers();
+        headers
+            .get("ratelimit-policy")
+            .is_some_and(|v| v == "\"key\";q=100;w=1")
+            && headers
+                .get("ratelimit")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("\"key\";r="))
+    };
+    // The key's one slot is held: its next request is 429 (too many in progress). (If the held
+    // request reached the server while a probe held the slot, it was refused itself: send it
+    // again.)
+    let mut held = slow_request_with(&app, &rated).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let busy = loop {
+        let answer = probe().await;
+        assert!(
+            has_rate(&answer),
+            "{} {:?}",
+            answer.status(),
+            answer.headers()
+        );
+        if answer.status() == 429 {
+            break answer;
+        }
+        if closed(&held) {
+            held = slow_request_with(&app, &rated).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 429 within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(json(busy, 429).await["code"], "too_many_in_progress");
+    // Both of the server's slots are held: the key's request is shed, 503.
+    let mut other = slow_request(&app).await;
+    let shed = loop {
+        let answer = probe().await;
+        assert!(
+            has_rate(&answer),
+            "{} {:?}",
+            answer.status(),
+            answer.headers()
+        );
+        if answer.status() == 503 {
+            break answer;
+        }
+        if closed(&other) {
+            other = slow_request(&app).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 503 within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(json(shed, 503).await["code"], "overloaded");
+    // The held request runs out of time: 408, with the key's headers too.
+    let answer = String::from_utf8_lossy(&until_closed(&mut held).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(carries_the_rate(&answer), "{answer}");
+    let unrated = String::from_utf8_lossy(&until_closed(&mut other).await).into_owned();
+    assert!(unrated.starts_with("HTTP/1.1 408"), "{unrated}");
+    assert!(
+        !unrated.contains("ratelimit"),
+        "a key without a rate: {unrated}"
+    );
     app.stop().await;
 }
 

@@ -531,7 +531,7 @@ async fn the_sample_receiver_verifies_deliveries_with_the_standard_webhooks_libr
     assert!(
         listening.starts_with("Listening"),
         "the sample receiver needs the Standard Webhooks library \
-         (python3 -m pip install standardwebhooks): {listening:?}"
+         (python3 -m pip install --user --break-system-packages standardwebhooks): {listening:?}"
     );
 
     notifier.emit("sw1:order.created", "order.created").await;

@@ -4,5 +4,6 @@
 mod delivery;
 mod guard;
 mod helpers;
+mod logs;
 mod subscriptions;
 mod tools;

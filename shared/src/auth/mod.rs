@@ -28,11 +28,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{api::Problem, connect::postgres::Database, service::Tasks};
+use crate::{
+    api::Problem, connect::postgres::Database, http::request_id::answer_with, service::Tasks,
+};
 use axum::{
     Router,
     extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -88,6 +90,39 @@ impl Key {
         }
     }
 
+    /// Spends one of the key's requests if it has a rate, and puts what is left on the answer
+    /// to the request being handled ([`rate_limit_headers`]), whatever answers it; over the rate,
+    /// [`Denied::Limited`].
+    fn spend(&self) -> Result<(), Denied> {
+        let (Some(limiter), Some(rate)) = (&self.limiter, self.rate) else {
+            return Ok(());
+        };
+        match limiter.check() {
+            Ok(state) => {
+                answer_with(rate_limit_headers(
+                    rate.get(),
+                    state.remaining_burst_capacity(),
+                    1,
+                ));
+                Ok(())
+            }
+            Err(not_until) => {
+                let retry_after =
+                    not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                answer_with(rate_limit_headers(
+                    rate.get(),
+                    0,
+                    whole_seconds(retry_after),
+                ));
+                Err(Denied::Limited {
+                    key: self.name.clone(),
+                    rate: rate.get(),
+                    retry_after,
+                })
+            }
+        }
+    }
+
     fn matches(&self, record: &KeyRecord) -> bool {
         self.name == record.name
             && self.scopes == record.scopes
@@ -104,9 +139,6 @@ pub struct Caller {
     pub owner: crate::model::Owner,
     /// What the key may do (beyond the endpoint's own scope, which it holds).
     pub scopes: Scopes,
-    /// For a key with a rate: its requests per second and what is left of this second's burst
-    /// (after this request).
-    pub rate: Option<(u32, u32)>,
 }
 
 /// Why a request was refused.
@@ -215,16 +247,13 @@ impl IntoResponse for Denied {
             } => {
                 metrics::counter!(crate::metric::RATE_LIMITED_TOTAL, "key" => key.clone())
                     .increment(1);
-                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let mut response = problem(
+                let seconds = whole_seconds(retry_after);
+                problem(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!("the API key {key} is over its rate of {rate} requests per second"),
                 )
                 .member("retry_after_seconds", seconds)
                 .header(header::RETRY_AFTER, HeaderValue::from(seconds))
-                .into_response();
-                rate_limit_headers(response.headers_mut(), rate, 0, seconds);
-                return response;
             }
             Self::Unavailable => problem(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -375,22 +404,11 @@ impl Auth {
             Some(key) => key,
             None => self.look_up(&hash, source).await?,
         };
+        // Every request of a known key counts against its rate, one it may not make included, so
+        // every answer to it (a 403 too) says what is left.
+        key.spend()?;
         if !key.scopes.contains(scope) {
             return Err(Denied::Forbidden(scope));
-        }
-        let mut rate_left = None;
-        if let (Some(limiter), Some(rate)) = (&key.limiter, key.rate) {
-            match limiter.check() {
-                Ok(state) => rate_left = Some((rate.get(), state.remaining_burst_capacity())),
-                Err(not_until) => {
-                    return Err(Denied::Limited {
-                        key: key.name.clone(),
-                        rate: rate.get(),
-                        retry_after: not_until
-                            .wait_time_from(governor::clock::DefaultClock::default().now()),
-                    });
-                }
-            }
         }
         let permit = Arc::clone(&key.in_flight)
             .try_acquire_owned()
@@ -404,10 +422,28 @@ impl Auth {
                 key: key.name.clone(),
                 owner: crate::model::Owner::of_key(&key.name),
                 scopes: key.scopes,
-                rate: rate_left,
             },
             InFlight { _permit: permit },
         ))
+    }
+
+    /// Counts a request that names a key (`authorization`) but is answered before the key is
+    /// checked (shed under load) against the key's rate, so that its answer carries the key's
+    /// `RateLimit` headers too. Only a key in memory counts: nothing is looked up.
+    pub fn count(&self, authorization: Option<&HeaderValue>) {
+        let Some(token) = authorization.and_then(|value| bearer(value).ok()) else {
+            return;
+        };
+        let key = self
+            .0
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&keys::hash(token))
+            .cloned();
+        if let Some(key) = key {
+            let _ = key.spend();
+        }
     }
 
     /// True when keys were read once but not for `max_staleness`.
@@ -531,10 +567,11 @@ impl Auth {
 
 /// The `RateLimit-Policy` and `RateLimit` headers (the IETF httpapi draft's structured fields)
 /// of a key allowed `limit` requests a second, `left` of them still free, the next freed in
-/// `reset` seconds: on every answer to a key with a rate, so a client can pace itself before a
-/// `429`. The limits are per replica.
-fn rate_limit_headers(headers: &mut axum::http::HeaderMap, limit: u32, left: u32, reset: u64) {
+/// `reset` seconds: on every answer to a key with a rate once the key is known, so a client can
+/// pace itself before a `429`. The limits are per replica.
+fn rate_limit_headers(limit: u32, left: u32, reset: u64) -> HeaderMap {
     let value = |s: String| HeaderValue::from_str(&s).expect("ASCII digits and punctuation");
+    let mut headers = HeaderMap::with_capacity(2);
     headers.insert(
         header::HeaderName::from_static("ratelimit-policy"),
         value(format!("\"key\";q={limit};w=1")),
@@ -543,6 +580,12 @@ fn rate_limit_headers(headers: &mut axum::http::HeaderMap, limit: u32, left: u32
         header::HeaderName::from_static("ratelimit"),
         value(format!("\"key\";r={left};t={reset}")),
     );
+    headers
+}
+
+/// A wait as the whole seconds a client is told to wait: rounded up, at least 1.
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// The source a lookup budget is kept for: an IPv4 address, or an IPv6 address's /64 (one host
@@ -611,13 +654,8 @@ async fn require(
         .await
     {
         Ok((caller, _in_flight)) => {
-            let rate = caller.rate;
             request.extensions_mut().insert(caller);
-            let mut response = next.run(request).await;
-            if let Some((limit, left)) = rate {
-                rate_limit_headers(response.headers_mut(), limit, left, 1);
-            }
-            response
+            next.run(request).await
         }
         Err(denied) => denied.into_response(),
     }

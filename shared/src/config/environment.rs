@@ -1,5 +1,6 @@
-//! What the environment says at start, reported once: every setting of the pipeline that is set
-//! (values that may hold secrets redacted), and every variable that looks like one of the
+//! What the environment says at start, reported once: every setting the service reads with the
+//! value it runs with, the default where the variable is not set (values that may hold secrets
+//! redacted), which of them the environment set, and every variable that looks like one of the
 //! pipeline's but is not (a misspelling is otherwise silently ignored), with the setting it
 //! probably meant.
 
@@ -98,12 +99,14 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// `value` of `name` as a log may show it: secrets and keys as `REDACTED`, URLs without
-/// credentials or query values.
+/// `value` of `name` as a log may show it: secrets and keys as `REDACTED` (a variable named for
+/// a password, secret, key or token, unless it is a setting with a default, which no secret
+/// has: `API_KEYS_MAX_STALENESS_SECS`), URLs without credentials or query values.
 pub fn shown(name: &str, value: &str) -> String {
     let secret = ["PASSWORD", "SECRET", "KEY", "TOKEN"]
         .iter()
-        .any(|word| name.contains(word));
+        .any(|word| name.contains(word))
+        && find(name).is_none_or(|setting| setting.default.is_empty());
     if secret {
         "REDACTED".to_owned()
     } else if name.ends_with("_URL") || name.ends_with("_ENDPOINT") {
@@ -117,22 +120,66 @@ pub fn shown(name: &str, value: &str) -> String {
     }
 }
 
-/// Logs, once at start, the settings that are set (redacted) and warns of every variable that
-/// looks like the pipeline's but is not.
-pub fn report(service: &str) {
-    let set: Vec<(String, String)> = std::env::vars()
-        .filter(|(name, _)| find(name).is_some())
-        .map(|(name, value)| {
-            let value = shown(&name, &value);
-            (name, value)
-        })
-        .collect();
-    let settings = set
+/// A setting a service reads, as it runs with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    /// The variable.
+    pub name: &'static str,
+    /// Its value as a log may show it ([`shown`]): the variable's when set and not empty, else
+    /// the default, else `unset` (the setting's meaning says what that does).
+    pub value: String,
+    /// Whether the environment set it.
+    pub set: bool,
+}
+
+/// Every setting `service` reads ([`super::settings::Readers`]), in the reference's order, as
+/// it runs with it, the environment read through `value_of`.
+pub fn effective(service: &str, value_of: impl Fn(&str) -> Option<String>) -> Vec<Effective> {
+    SETTINGS
         .iter()
-        .map(|(name, value)| format!("{name}={value}"))
+        .filter(|setting| setting.readers.include(service))
+        .map(|setting| {
+            let given = value_of(setting.name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty());
+            let value = match (&given, setting.default) {
+                (Some(value), _) => shown(setting.name, value),
+                (None, "") => "unset".to_owned(),
+                (None, default) => shown(setting.name, &default_value(default)),
+            };
+            Effective {
+                name: setting.name,
+                value,
+                set: given.is_some(),
+            }
+        })
+        .collect()
+}
+
+/// A default as the service resolves it: the working directory where the reference names it.
+fn default_value(default: &str) -> String {
+    match std::env::current_dir() {
+        Ok(here) => default.replace("<working directory>", &here.display().to_string()),
+        Err(_) => default.to_owned(),
+    }
+}
+
+/// Logs, once at start, every setting `service` reads with the value it runs with (redacted),
+/// and which the environment set; warns of every variable that looks like the pipeline's but
+/// is not.
+pub fn report(service: &str) {
+    let settings = effective(service, |name| std::env::var(name).ok());
+    let set: Vec<&str> = settings.iter().filter(|s| s.set).map(|s| s.name).collect();
+    let settings = settings
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.value))
         .collect::<Vec<_>>()
         .join(" ");
-    tracing::info!(settings = %settings, "The {service}'s settings (the rest at their defaults).");
+    tracing::info!(
+        settings = %settings,
+        set = %set.join(","),
+        "The {service}'s settings as it runs with them (those not set at their defaults)."
+    );
     let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
     for unknown in unknown(names.iter().map(String::as_str)) {
         match unknown.meant {
@@ -202,6 +249,63 @@ mod tests {
             "postgres://db/pipeline?sslmode=REDACTED"
         );
         assert_eq!(shown("INGEST_SHARDS", "8"), "8");
+        assert_eq!(shown("API_KEYS_MAX_STALENESS_SECS", "300"), "300");
+        assert_eq!(shown("HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY", "8"), "8");
+        assert_eq!(shown("AWS_ACCESS_KEY_ID", "AKIA"), "REDACTED");
+        assert_eq!(shown("SOME_OTHER_TOKEN", "t"), "REDACTED");
+    }
+
+    #[test]
+    fn the_report_names_every_setting_a_service_reads_with_the_value_it_runs_with() {
+        let environment = [
+            ("INGEST_SHARDS", " 8 "),
+            ("AMQP_PASSWORD", "hunter2"),
+            ("REDIS_URL", "redis://:pw@cache:6379/0"),
+            ("GATEWAY_ADDR", ""),
+            ("WEBHOOK_TIMEOUT_MS", "100"),
+        ];
+        let value_of = |name: &str| {
+            environment
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let report = effective("gateway", value_of);
+        let names: Vec<&str> = report.iter().map(|s| s.name).collect();
+        let read: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|s| s.readers.include("gateway"))
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, read, "every setting the gateway reads, in order");
+        assert!(
+            !names.contains(&"WEBHOOK_TIMEOUT_MS"),
+            "the notifier's only"
+        );
+        let value = |name: &str| {
+            let found = report.iter().find(|s| s.name == name).expect(name);
+            (found.value.as_str(), found.set)
+        };
+        assert_eq!(value("INGEST_SHARDS"), ("8", true));
+        assert_eq!(value("AMQP_PASSWORD"), ("REDACTED", true));
+        assert_eq!(value("REDIS_URL"), ("redis://cache:6379/0", true));
+        // Empty is unset: the default.
+        assert_eq!(value("GATEWAY_ADDR"), ("0.0.0.0:8080", false));
+        assert_eq!(value("PIPELINE_NAMESPACE"), ("pipeline", false));
+        assert_eq!(value("API_KEYS_MAX_STALENESS_SECS"), ("300", false));
+        assert_eq!(value("AMQP_URL"), ("amqp://127.0.0.1:5672/%2f", false));
+        assert_eq!(value("FIRST_API_KEY"), ("unset", false));
+        let here = std::env::current_dir().expect("a working directory");
+        assert_eq!(
+            value("OBJECT_STORE_URL").0,
+            format!("file://{}/data/objects", here.display())
+        );
+        assert!(
+            report
+                .iter()
+                .all(|s| !s.value.contains("hunter2") && !s.value.contains(":pw@")),
+            "{report:?}"
+        );
     }
 
     #[test]

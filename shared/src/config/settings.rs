@@ -663,9 +663,10 @@ pub fn reference() -> String {
          `--help` too); a test fails when this file differs. To regenerate it: \
          `UPDATE_CONFIGURATION_MD=1 cargo test -p shared settings` -->\n\n\
          Environment variables, read once at start; an invalid value stops start-up with one \
-         line naming the variable. Each service logs, once at start, the settings that are set \
-         (passwords, keys and secrets as `REDACTED`, URLs without credentials or query values), \
-         and warns of any variable that looks like a setting but is none (`INGEST_SHARD is not \
+         line naming the variable. Each service logs, once at start, every setting it reads \
+         with the value it runs with (the default where it is not set, `unset` where it has none; \
+         passwords, keys and secrets as `REDACTED`, URLs without credentials or query values) \
+         and which of them were set, and warns of any variable that looks like a setting but is none (`INGEST_SHARD is not \
          a setting of the pipeline and is ignored; did you mean INGEST_SHARDS?`). \
          `<service> --help` lists the settings that service reads.\n\n\
          | variable | default | meaning | read by |\n| --- | --- | --- | --- |\n",

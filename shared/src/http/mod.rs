@@ -155,6 +155,9 @@ const SATURATED_RETRY_AFTER: &str = "1";
 struct Shedding {
     slots: Arc<Semaphore>,
     timeout: Duration,
+    /// The service's API keys, if it checks any: a shed request still counts against its key's
+    /// rate, and says what is left.
+    keys: Option<crate::auth::Auth>,
 }
 
 /// `router` with one answer for what it has no route for (404) or no method for (405), and the
@@ -162,11 +165,18 @@ struct Shedding {
 /// the minimum body data rate, the request metrics and the `service`'s HTTP server span, the
 /// cap on requests in flight and the request timeout, and (outermost) the head size. `/health`,
 /// `/ready` and `/metrics` are never shed, so a busy service is neither taken for a dead one
-/// nor pulled from its load balancer, and stays observable.
-pub fn harden(router: Router, limits: &Limits, service: &'static str) -> Router {
+/// nor pulled from its load balancer, and stays observable. A shed request naming one of `keys`
+/// counts against that key's rate ([`crate::auth::Auth::count`]).
+pub fn harden(
+    router: Router,
+    limits: &Limits,
+    service: &'static str,
+    keys: Option<crate::auth::Auth>,
+) -> Router {
     let shedding = Shedding {
         slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
         timeout: limits.request_timeout,
+        keys,
     };
     router
         .fallback(|| async { crate::api::ApiError::NotFound("no such route".into()) })
@@ -194,6 +204,9 @@ async fn shed(State(shedding): State<Shedding>, request: Request, next: Next) ->
     }
     let Ok(_slot) = shedding.slots.try_acquire_owned() else {
         metrics::counter!(crate::metric::HTTP_SHED_TOTAL).increment(1);
+        if let Some(keys) = &shedding.keys {
+            keys.count(request.headers().get(header::AUTHORIZATION));
+        }
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",

@@ -82,7 +82,7 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(headers["location"], "/api/v1/products/shoe-1");
+    assert_eq!(headers["location"], "/products/shoe-1");
     assert_eq!(body["name"], "Trail shoe");
     assert_eq!(body["tags"], json!(["running", "grip"]));
     assert_eq!(
@@ -123,7 +123,7 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
     .await;
     assert_eq!((status, &again), (201, &body));
     assert_eq!(headers["idempotent-replayed"], "true");
-    assert_eq!(headers["location"], "/api/v1/products/shoe-1");
+    assert_eq!(headers["location"], "/products/shoe-1");
     let mut other = shoe("shoe-1");
     other["name"] = json!("Road shoe");
     let (status, _, _) = call(
@@ -172,10 +172,7 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
     let (status, headers, made) = create(&stack, &bare).await;
     assert_eq!(status, 201, "{made}");
     let id = made["product_id"].as_str().expect("an id");
-    assert_eq!(
-        headers["location"],
-        format!("/api/v1/products/{id}").as_str()
-    );
+    assert_eq!(headers["location"], format!("/products/{id}").as_str());
     stack.stop().await;
 }
 

@@ -166,7 +166,7 @@ async fn upload_to_ready(stack: &Stack) {
     let image = accepted["image_id"].as_str().expect("an id").to_owned();
     assert_eq!(
         location.as_deref(),
-        Some(format!("/api/v1/products/lamp-1/images/{image}").as_str())
+        Some(format!("/products/lamp-1/images/{image}").as_str())
     );
 
     let done = settled(stack, "lamp-1", &image).await;

@@ -18,6 +18,7 @@ use shared::{
     trace::Traced,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     handler::{self, Deps, HandleError, Handled},
@@ -57,6 +58,16 @@ impl DeliveryHandler for ShardHandler {
 
     async fn on_delivery(&self, delivery: Received, at: Consuming<'_>) -> bool {
         let span = self.span(&delivery);
+        // Every line logged while it is handled carries its trace.
+        let logged = span.log_span();
+        self.handle_one(delivery, span, at).instrument(logged).await
+    }
+}
+
+impl ShardHandler {
+    /// Applies one delivery alone (its `process` span `span`), then settles, retries or
+    /// dead-letters it; false if shutdown came first or the shard was lost.
+    async fn handle_one(&self, delivery: Received, span: Traced, at: Consuming<'_>) -> bool {
         let Received {
             data,
             properties,
@@ -99,7 +110,7 @@ impl DeliveryHandler for ShardHandler {
             }
             Some(Err(HandleError::Store(error @ StoreError::Failed(_)))) => {
                 let error = error.to_string();
-                self.failed(at.channel, pending, poison, &item, &span, &error)
+                self.failed(at.channel, pending, poison, &item, &error)
                     .await;
                 true
             }
@@ -120,9 +131,7 @@ impl DeliveryHandler for ShardHandler {
             }
         }
     }
-}
 
-impl ShardHandler {
     /// Applies the decodable messages of a batch (updates and orders) in one transaction and
     /// leaves publishing and settling them to the second stage; anything else in the batch, and
     /// the whole batch if the transaction fails for a reason that is not an outage, goes through
@@ -229,7 +238,11 @@ impl ShardHandler {
             } = decoded;
             metrics::counter!(shared::metric::EVENTS_PROCESSED_TOTAL, "outcome" => outcome.as_str())
                 .increment(1);
-            tracing::debug!(event_id = %item.event_id(), trace_id = span.trace_id(), outcome = outcome.as_str(), "Event handled.");
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                span.log_span().in_scope(|| {
+                    tracing::debug!(event_id = %item.event_id(), outcome = outcome.as_str(), "Event handled.");
+                });
+            }
             if outcome == Outcome::Duplicate {
                 duplicates.push(item.key());
             }
@@ -258,7 +271,6 @@ impl ShardHandler {
         pending: Pending,
         poison: Poison<'_>,
         update: &Ingest,
-        span: &Traced,
         error: &str,
     ) {
         let attempts = poison.attempts;
@@ -282,7 +294,7 @@ impl ShardHandler {
         match schedule_retry(channel, &self.topology, &poison, *delay, error).await {
             Ok(()) => {
                 metrics::counter!(shared::metric::EVENTS_RETRIED_TOTAL).increment(1);
-                tracing::info!(event_id = %update.event_id(), trace_id = span.trace_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
+                tracing::info!(event_id = %update.event_id(), attempts = poison.attempts, retry_in = ?delay, error = %error, "Event failed; retrying later.");
                 self.note_retry(update.event_id().as_str(), poison.attempts, error, *delay)
                     .await;
                 settle(pending).await;

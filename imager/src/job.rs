@@ -30,7 +30,7 @@ use shared::{
     },
     consume::{Consuming, DeliveryHandler, Received, hold, settle},
     contract::{Announcement, DownstreamEvent, DownstreamId, ImageJob, ImageSource, ImagesReady},
-    dead_letter::{self, Poison, Reason},
+    dead_letter::{self, Reason},
     egress::Egress,
     images::{self, Status},
     model::EventId,
@@ -644,24 +644,15 @@ impl Imager {
     ) -> bool {
         metrics::counter!(shared::metric::IMAGES_PROCESSED_TOTAL, "outcome" => reason.as_str())
             .increment(1);
-        let queue = self.topology.images_queue();
-        let poison = Poison {
-            data: &delivery.data,
-            properties: &delivery.properties,
-            routing_key: delivery.routing_key.as_str(),
-            queue: &queue,
-            attempts: 1,
-        };
-        let set_aside = dead_letter::set_aside_and_settle(
+        let sender = dead_letter::Sender {
             channel,
-            &self.topology,
-            "imager",
-            poison,
-            reason,
-            why,
-            delivery.pending,
-        );
-        set_aside.await;
+            topology: &self.topology,
+            service: "imager",
+        };
+        let queue = self.topology.images_queue();
+        sender
+            .set_aside_received(&queue, delivery, reason, why)
+            .await;
         true
     }
 }

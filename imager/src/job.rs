@@ -164,19 +164,24 @@ impl Imager {
             },
             &trace::extract(&delivery.properties),
         );
-        self.run(delivery, &job, channel, &span, shutdown).await
+        let at = Running {
+            job: &job,
+            channel,
+            span: &span,
+            shutdown,
+        };
+        self.run(delivery, at).await
     }
 
     /// Takes the job on from its image's record: a job without one is dropped (its upload was
     /// withdrawn), a ready image is announced again, a failed one (replayed) starts over.
-    async fn run(
-        &self,
-        delivery: Received,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn run(&self, delivery: Received, at: Running<'_>) -> bool {
+        let Running {
+            job,
+            channel,
+            shutdown,
+            ..
+        } = at;
         let found = self
             .record(
                 || async { images::find(self.database.ready()?, job.image_id).await },
@@ -199,7 +204,7 @@ impl Imager {
                 return true;
             }
             Some(Status::Ready) => {
-                if !self.finish(job, channel, span, shutdown).await {
+                if !self.finish(at).await {
                     return false;
                 }
                 settle(delivery.pending).await;
@@ -217,32 +222,26 @@ impl Imager {
                     None => return false,
                     Some(Ok(())) => {}
                     Some(Err(why)) => {
-                        return self
-                            .give_up(channel, delivery, job, Reason::Invalid, &why, shutdown)
-                            .await;
+                        return self.give_up(at, delivery, Reason::Invalid, &why).await;
                     }
                 }
             }
             Some(Status::Processing) => {}
         }
-        self.make(delivery, job, channel, span, shutdown).await
+        self.make(delivery, at).await
     }
 
     /// Makes the image's variants, records them on the product, refreshes its cache and
     /// announces it, then settles the delivery (or parks or dead-letters the job).
-    async fn make(
-        &self,
-        delivery: Received,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn make(&self, delivery: Received, at: Running<'_>) -> bool {
+        let Running {
+            job,
+            span,
+            shutdown,
+            ..
+        } = at;
         let started = Instant::now();
-        let Some(variants) = self
-            .variants_or_else(channel, delivery, job, span, shutdown)
-            .await
-        else {
+        let Some(variants) = self.variants_or_else(delivery, at).await else {
             return false;
         };
         let Ok(variants) = variants else {
@@ -268,14 +267,7 @@ impl Imager {
             Some(Err(why)) => {
                 span.fail(&why);
                 return self
-                    .give_up(
-                        channel,
-                        variants.delivery,
-                        job,
-                        Reason::Invalid,
-                        &why,
-                        shutdown,
-                    )
+                    .give_up(at, variants.delivery, Reason::Invalid, &why)
                     .await;
             }
         }
@@ -283,7 +275,7 @@ impl Imager {
             .record(started.elapsed().as_secs_f64());
         metrics::counter!(shared::metric::IMAGES_PROCESSED_TOTAL, "outcome" => "ready")
             .increment(1);
-        if !self.finish(job, channel, span, shutdown).await {
+        if !self.finish(at).await {
             return false;
         }
         tracing::info!(image_id = %job.image_id, product_id = %job.product_id, trace_id = span.trace_id(), "Image ready.");
@@ -296,12 +288,15 @@ impl Imager {
     /// rung, or dead-lettered); `None` if shutdown came first.
     async fn variants_or_else(
         &self,
-        channel: &Channel,
         delivery: Received,
-        job: &ImageJob,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
+        at: Running<'_>,
     ) -> Option<Result<Made, ()>> {
+        let Running {
+            job,
+            span,
+            shutdown,
+            ..
+        } = at;
         let mut outage_wait = Duration::from_millis(100);
         loop {
             let failure = match self.attempt_in_time(job).await {
@@ -323,14 +318,7 @@ impl Imager {
                         Err(refused) => {
                             span.fail(&refused);
                             return self
-                                .give_up(
-                                    channel,
-                                    delivery,
-                                    job,
-                                    Reason::Invalid,
-                                    &refused,
-                                    shutdown,
-                                )
+                                .give_up(at, delivery, Reason::Invalid, &refused)
                                 .await
                                 .then_some(Err(()));
                         }
@@ -350,15 +338,12 @@ impl Imager {
                 }
                 Step::Retry(wait) => {
                     tracing::warn!(image_id = %job.image_id, attempts, error = ?failure, retry_in = ?wait, "An image attempt failed; parked for a retry.");
-                    return self
-                        .park(channel, delivery, wait, shutdown)
-                        .await
-                        .then_some(Err(()));
+                    return self.park(at, delivery, wait).await.then_some(Err(()));
                 }
                 Step::GiveUp { reason, why } => {
                     span.fail(&why);
                     return self
-                        .give_up(channel, delivery, job, reason, &why, shutdown)
+                        .give_up(at, delivery, reason, &why)
                         .await
                         .then_some(Err(()));
                 }
@@ -380,13 +365,10 @@ impl Imager {
 
     /// Publishes the job to the retry rung that waits `wait` (it comes back to the images queue
     /// then), and acknowledges it once the broker confirmed; false if shutdown came first.
-    async fn park(
-        &self,
-        channel: &Channel,
-        delivery: Received,
-        wait: Duration,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn park(&self, at: Running<'_>, delivery: Received, wait: Duration) -> bool {
+        let Running {
+            channel, shutdown, ..
+        } = at;
         let rung = self.topology.images_retry_exchange(wait);
         let parked = hold(
             || async {
@@ -413,6 +395,16 @@ impl Imager {
         settle(delivery.pending).await;
         true
     }
+}
+
+/// A job in hand, with what every step of it needs: the channel it came on (where it is
+/// parked, dead-lettered or announced), its span, and the shutdown signal.
+#[derive(Clone, Copy)]
+struct Running<'a> {
+    job: &'a ImageJob,
+    channel: &'a Channel,
+    span: &'a trace::Traced,
+    shutdown: &'a CancellationToken,
 }
 
 /// The variants made, and the delivery to settle once they are recorded and announced.
@@ -520,13 +512,8 @@ impl Imager {
 
     /// Refreshes the product's cache with its entry as it now is, and announces the image;
     /// false if shutdown came first.
-    async fn finish(
-        &self,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn finish(&self, at: Running<'_>) -> bool {
+        let Running { job, shutdown, .. } = at;
         let refreshed = hold(
             || async {
                 let pool = self.database.ready().map_err(|e| e.to_string())?;
@@ -544,7 +531,7 @@ impl Imager {
             return false;
         }
         let announced = hold(
-            || self.announce(job, channel, span),
+            || self.announce(at),
             |_| true,
             "images_ready event",
             shutdown,
@@ -554,12 +541,10 @@ impl Imager {
     }
 
     /// Publishes `product.images_ready` for the job and waits for the confirm.
-    async fn announce(
-        &self,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-    ) -> anyhow::Result<()> {
+    async fn announce(&self, at: Running<'_>) -> anyhow::Result<()> {
+        let Running {
+            job, channel, span, ..
+        } = at;
         let source_event_id: EventId = job
             .message_id()
             .parse()
@@ -587,13 +572,17 @@ impl Imager {
     /// it; false if shutdown came first.
     async fn give_up(
         &self,
-        channel: &Channel,
+        at: Running<'_>,
         delivery: Received,
-        job: &ImageJob,
         reason: Reason,
         why: &str,
-        shutdown: &CancellationToken,
     ) -> bool {
+        let Running {
+            job,
+            channel,
+            shutdown,
+            ..
+        } = at;
         let failed = self
             .record(
                 || async { images::fail(self.database.ready()?, job.image_id, why).await },

@@ -8,7 +8,6 @@ use serde_json::json;
 use shared::{
     connect::{postgres::Tables, redis},
     service::{App, Checks, Service},
-    topology::Topology,
 };
 
 use crate::{
@@ -31,10 +30,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let service = Service::bind("gateway", &config.serving).await?;
         let backends = &config.backends;
-        let topology = Arc::new(Topology::new(
-            backends.namespace.clone(),
-            backends.ingest_shards,
-        ));
+        let topology = Arc::new(backends.topology());
         let channels = config.publish_channels;
         let setup_topology = Arc::clone(&topology);
         let broker = service.broker(backends, move |connection| {

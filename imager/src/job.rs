@@ -30,7 +30,7 @@ use shared::{
     },
     consume::{Consuming, DeliveryHandler, Received, hold, settle},
     contract::{Announcement, DownstreamEvent, DownstreamId, ImageJob, ImageSource, ImagesReady},
-    dead_letter::{self, Poison, Reason},
+    dead_letter::{self, Reason},
     egress::Egress,
     images::{self, Status},
     model::EventId,
@@ -165,23 +165,26 @@ impl Imager {
             },
             &trace::extract(&delivery.properties),
         );
+        let at = Running {
+            job: &job,
+            channel,
+            span: &span,
+            shutdown,
+        };
         // Every line logged while the job is handled carries its trace.
         let logged = span.log_span();
-        self.run(delivery, &job, channel, &span, shutdown)
-            .instrument(logged)
-            .await
+        self.run(delivery, at).instrument(logged).await
     }
 
     /// Takes the job on from its image's record: a job without one is dropped (its upload was
     /// withdrawn), a ready image is announced again, a failed one (replayed) starts over.
-    async fn run(
-        &self,
-        delivery: Received,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn run(&self, delivery: Received, at: Running<'_>) -> bool {
+        let Running {
+            job,
+            channel,
+            shutdown,
+            ..
+        } = at;
         let found = self
             .record(
                 || async { images::find(self.database.ready()?, job.image_id).await },
@@ -204,7 +207,7 @@ impl Imager {
                 return true;
             }
             Some(Status::Ready) => {
-                if !self.finish(job, channel, span, shutdown).await {
+                if !self.finish(at).await {
                     return false;
                 }
                 settle(delivery.pending).await;
@@ -222,32 +225,26 @@ impl Imager {
                     None => return false,
                     Some(Ok(())) => {}
                     Some(Err(why)) => {
-                        return self
-                            .give_up(channel, delivery, job, Reason::Invalid, &why, shutdown)
-                            .await;
+                        return self.give_up(at, delivery, Reason::Invalid, &why).await;
                     }
                 }
             }
             Some(Status::Processing) => {}
         }
-        self.make(delivery, job, channel, span, shutdown).await
+        self.make(delivery, at).await
     }
 
     /// Makes the image's variants, records them on the product, refreshes its cache and
     /// announces it, then settles the delivery (or parks or dead-letters the job).
-    async fn make(
-        &self,
-        delivery: Received,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn make(&self, delivery: Received, at: Running<'_>) -> bool {
+        let Running {
+            job,
+            span,
+            shutdown,
+            ..
+        } = at;
         let started = Instant::now();
-        let Some(variants) = self
-            .variants_or_else(channel, delivery, job, span, shutdown)
-            .await
-        else {
+        let Some(variants) = self.variants_or_else(delivery, at).await else {
             return false;
         };
         let Ok(variants) = variants else {
@@ -273,14 +270,7 @@ impl Imager {
             Some(Err(why)) => {
                 span.fail(&why);
                 return self
-                    .give_up(
-                        channel,
-                        variants.delivery,
-                        job,
-                        Reason::Invalid,
-                        &why,
-                        shutdown,
-                    )
+                    .give_up(at, variants.delivery, Reason::Invalid, &why)
                     .await;
             }
         }
@@ -288,7 +278,7 @@ impl Imager {
             .record(started.elapsed().as_secs_f64());
         metrics::counter!(shared::metric::IMAGES_PROCESSED_TOTAL, "outcome" => "ready")
             .increment(1);
-        if !self.finish(job, channel, span, shutdown).await {
+        if !self.finish(at).await {
             return false;
         }
         tracing::info!(image_id = %job.image_id, product_id = %job.product_id, "Image ready.");
@@ -301,12 +291,15 @@ impl Imager {
     /// rung, or dead-lettered); `None` if shutdown came first.
     async fn variants_or_else(
         &self,
-        channel: &Channel,
         delivery: Received,
-        job: &ImageJob,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
+        at: Running<'_>,
     ) -> Option<Result<Made, ()>> {
+        let Running {
+            job,
+            span,
+            shutdown,
+            ..
+        } = at;
         let mut outage_wait = Duration::from_millis(100);
         loop {
             let failure = match self.attempt_in_time(job).await {
@@ -328,14 +321,7 @@ impl Imager {
                         Err(refused) => {
                             span.fail(&refused);
                             return self
-                                .give_up(
-                                    channel,
-                                    delivery,
-                                    job,
-                                    Reason::Invalid,
-                                    &refused,
-                                    shutdown,
-                                )
+                                .give_up(at, delivery, Reason::Invalid, &refused)
                                 .await
                                 .then_some(Err(()));
                         }
@@ -355,15 +341,12 @@ impl Imager {
                 }
                 Step::Retry(wait) => {
                     tracing::warn!(image_id = %job.image_id, attempts, error = ?failure, retry_in = ?wait, "An image attempt failed; parked for a retry.");
-                    return self
-                        .park(channel, delivery, wait, shutdown)
-                        .await
-                        .then_some(Err(()));
+                    return self.park(at, delivery, wait).await.then_some(Err(()));
                 }
                 Step::GiveUp { reason, why } => {
                     span.fail(&why);
                     return self
-                        .give_up(channel, delivery, job, reason, &why, shutdown)
+                        .give_up(at, delivery, reason, &why)
                         .await
                         .then_some(Err(()));
                 }
@@ -385,13 +368,10 @@ impl Imager {
 
     /// Publishes the job to the retry rung that waits `wait` (it comes back to the images queue
     /// then), and acknowledges it once the broker confirmed; false if shutdown came first.
-    async fn park(
-        &self,
-        channel: &Channel,
-        delivery: Received,
-        wait: Duration,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn park(&self, at: Running<'_>, delivery: Received, wait: Duration) -> bool {
+        let Running {
+            channel, shutdown, ..
+        } = at;
         let rung = self.topology.images_retry_exchange(wait);
         let parked = hold(
             || async {
@@ -418,6 +398,16 @@ impl Imager {
         settle(delivery.pending).await;
         true
     }
+}
+
+/// A job in hand, with what every step of it needs: the channel it came on (where it is
+/// parked, dead-lettered or announced), its span, and the shutdown signal.
+#[derive(Clone, Copy)]
+struct Running<'a> {
+    job: &'a ImageJob,
+    channel: &'a Channel,
+    span: &'a trace::Traced,
+    shutdown: &'a CancellationToken,
 }
 
 /// The variants made, and the delivery to settle once they are recorded and announced.
@@ -525,13 +515,8 @@ impl Imager {
 
     /// Refreshes the product's cache with its entry as it now is, and announces the image;
     /// false if shutdown came first.
-    async fn finish(
-        &self,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn finish(&self, at: Running<'_>) -> bool {
+        let Running { job, shutdown, .. } = at;
         let refreshed = hold(
             || async {
                 let pool = self.database.ready().map_err(|e| e.to_string())?;
@@ -549,7 +534,7 @@ impl Imager {
             return false;
         }
         let announced = hold(
-            || self.announce(job, channel, span),
+            || self.announce(at),
             |_| true,
             "images_ready event",
             shutdown,
@@ -559,12 +544,10 @@ impl Imager {
     }
 
     /// Publishes `product.images_ready` for the job and waits for the confirm.
-    async fn announce(
-        &self,
-        job: &ImageJob,
-        channel: &Channel,
-        span: &trace::Traced,
-    ) -> anyhow::Result<()> {
+    async fn announce(&self, at: Running<'_>) -> anyhow::Result<()> {
+        let Running {
+            job, channel, span, ..
+        } = at;
         let source_event_id: EventId = job
             .message_id()
             .parse()
@@ -592,13 +575,17 @@ impl Imager {
     /// it; false if shutdown came first.
     async fn give_up(
         &self,
-        channel: &Channel,
+        at: Running<'_>,
         delivery: Received,
-        job: &ImageJob,
         reason: Reason,
         why: &str,
-        shutdown: &CancellationToken,
     ) -> bool {
+        let Running {
+            job,
+            channel,
+            shutdown,
+            ..
+        } = at;
         let failed = self
             .record(
                 || async { images::fail(self.database.ready()?, job.image_id, why).await },
@@ -649,24 +636,15 @@ impl Imager {
     ) -> bool {
         metrics::counter!(shared::metric::IMAGES_PROCESSED_TOTAL, "outcome" => reason.as_str())
             .increment(1);
-        let queue = self.topology.images_queue();
-        let poison = Poison {
-            data: &delivery.data,
-            properties: &delivery.properties,
-            routing_key: delivery.routing_key.as_str(),
-            queue: &queue,
-            attempts: 1,
-        };
-        let set_aside = dead_letter::set_aside_and_settle(
+        let sender = dead_letter::Sender {
             channel,
-            &self.topology,
-            "imager",
-            poison,
-            reason,
-            why,
-            delivery.pending,
-        );
-        set_aside.await;
+            topology: &self.topology,
+            service: "imager",
+        };
+        let queue = self.topology.images_queue();
+        sender
+            .set_aside_received(&queue, delivery, reason, why)
+            .await;
         true
     }
 }

@@ -9,7 +9,6 @@ use shared::{
     connect::{postgres::Tables, redis},
     consume::{self, Consumers},
     service::{App, Checks, Service},
-    topology::Topology,
 };
 
 use crate::{
@@ -33,10 +32,7 @@ impl Application {
         let database = service.database(backends, &[Tables::Keys, Tables::Catalog], 4);
         let redis = redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
             .context("invalid REDIS_URL")?;
-        let topology = Arc::new(Topology::new(
-            backends.namespace.clone(),
-            backends.ingest_shards,
-        ));
+        let topology = Arc::new(backends.topology());
         let rungs = crate::decide::rungs(config.backoff, config.max_attempts);
         let declared = Arc::clone(&topology);
         let broker = service.broker(backends, move |connection| {

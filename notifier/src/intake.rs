@@ -16,7 +16,7 @@ use shared::{
     connect::postgres::{Database, Fault},
     consume::{Consuming, DeliveryHandler, Received, hold, settle},
     contract::{Announcement, DownstreamId, EventType},
-    dead_letter::{self, Poison, Reason},
+    dead_letter::{self, Reason},
     topology::Topology,
     trace::{self, Messaging, Operation, Traced},
 };
@@ -168,22 +168,12 @@ impl Intake {
     async fn set_aside(&self, channel: &Channel, delivery: Received, reason: Reason, why: &str) {
         metrics::counter!(shared::metric::NOTIFIER_EVENTS_TOTAL, "outcome" => reason.as_str())
             .increment(1);
-        let poison = Poison {
-            data: &delivery.data,
-            properties: &delivery.properties,
-            routing_key: delivery.routing_key.as_str(),
-            queue: &self.queue,
-            attempts: 1,
-        };
-        let set_aside = dead_letter::set_aside_and_settle(
+        let sender = dead_letter::Sender {
             channel,
-            &self.topology,
-            "notifier",
-            poison,
-            reason,
-            why,
-            delivery.pending,
-        );
+            topology: &self.topology,
+            service: "notifier",
+        };
+        let set_aside = sender.set_aside_received(&self.queue, delivery, reason, why);
         if set_aside.await {
             tracing::error!(reason = reason.as_str(), error = %why, "Could not take a message in; dead-lettered it.");
         }

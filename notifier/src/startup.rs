@@ -52,10 +52,7 @@ impl Application {
         service.keep_pruning(&database, config.prune_every, move |pool| {
             crate::store::retention::prune(pool, window)
         });
-        let topology = Arc::new(Topology::new(
-            backends.namespace.clone(),
-            backends.ingest_shards,
-        ));
+        let topology = Arc::new(backends.topology());
         let (declared, subscriptions) = (Arc::clone(&topology), database.clone());
         let broker = service.broker(backends, move |connection| {
             prepare(connection, Arc::clone(&declared), subscriptions.clone())

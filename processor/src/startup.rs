@@ -54,10 +54,7 @@ impl Application {
         );
         let redis = redis::connect(backends.redis.clone(), backends.tls_ca.as_ref())
             .context("invalid REDIS_URL")?;
-        let topology = Arc::new(Topology::new(
-            backends.namespace.clone(),
-            backends.ingest_shards,
-        ));
+        let topology = Arc::new(backends.topology());
         let owned = Owned::default();
         let plan = Arc::new(Plan {
             topology: Arc::clone(&topology),

@@ -3,7 +3,7 @@
 //! `code` a program can act on, the request's id, and what applies (`field` naming the input at
 //! fault, `scope`, `dependency` with `Retry-After`).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::HashMap};
 
 use axum::{
     extract::rejection::JsonRejection,
@@ -374,6 +374,21 @@ pub fn cursor_param<K: serde::de::DeserializeOwned>(
                 .ok_or_else(|| bad("cursor", "cursor is not one this API gave"))
         })
         .transpose()
+}
+
+/// One page of a keyset-paged list, read as every list reads it: `limit` ([`page_limit`]) and
+/// `cursor` ([`cursor_param`]) from `params` (a `400` naming the one at fault), then
+/// `fetch(after, limit)` for [`fetch_limit`] rows after the cursor's key, cut by [`paginate`]
+/// on `key`. Other parameters are the caller's to check, before or inside `fetch`.
+pub async fn list_page<T, K: serde::Serialize + serde::de::DeserializeOwned>(
+    params: &HashMap<String, String>,
+    fetch: impl AsyncFnOnce(Option<K>, i64) -> Result<Vec<T>, ApiError>,
+    key: impl Fn(&T) -> K,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let limit = page_limit(params.get("limit"))?;
+    let after = cursor_param(params.get("cursor"))?;
+    let rows = fetch(after, fetch_limit(limit)).await?;
+    Ok(paginate(rows, limit, key))
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@ use std::{fmt::Display, str::FromStr, time::Duration};
 use lapin::uri::AMQPUri;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::{connect::tls::Ca, topology::Namespace};
+use crate::{
+    connect::tls::Ca,
+    topology::{Namespace, Topology},
+};
 
 /// A variable whose value could not be used; its message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,11 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/pipeline";
 
 impl Backends {
+    /// The broker topology of the configured namespace and ingest shard count.
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.namespace.clone(), self.ingest_shards)
+    }
+
     /// Reads `AMQP_URL` (with `AMQP_USERNAME` and `AMQP_PASSWORD`, when set, for every node),
     /// `REDIS_URL` (with `REDIS_PASSWORD`), `DATABASE_URL` (with `DATABASE_USER` and
     /// `DATABASE_PASSWORD`),

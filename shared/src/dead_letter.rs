@@ -11,7 +11,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     connect::amqp::{Routing, send},
-    consume::{Pending, requeue, settle},
+    consume::{Pending, Received, requeue, settle},
     contract::headers,
     topology::Topology,
 };
@@ -135,70 +135,100 @@ pub fn number_header(properties: &BasicProperties, name: &str) -> Option<i64> {
     }
 }
 
-/// Publishes `poison` to the dead-letter exchange with `reason`, `error` and the `service` that
-/// set it aside, and waits for the broker's confirm; only then may the caller acknowledge the
-/// original.
-pub async fn set_aside(
-    channel: &Channel,
-    topology: &Topology,
-    service: &str,
-    poison: Poison<'_>,
-    reason: Reason,
-    error: &str,
-) -> anyhow::Result<()> {
-    let mut table = poison.properties.headers().clone().unwrap_or_default();
-    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-    let now = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .expect("now always formats as RFC 3339");
-    table.insert(
-        headers::DEAD_LETTER_ID.into(),
-        text(&crate::model::EventId::generate().to_string()),
-    );
-    table.insert(headers::DEAD_REASON.into(), text(reason.as_str()));
-    table.insert(headers::DEAD_ERROR.into(), text(error));
-    table.insert(headers::DEAD_SERVICE.into(), text(service));
-    table.insert(headers::SOURCE_QUEUE.into(), text(poison.queue));
-    if !table.inner().contains_key(headers::DEAD_AT) {
-        table.insert(headers::DEAD_AT.into(), text(&now));
-    }
-    table.insert(
-        headers::ATTEMPTS.into(),
-        AMQPValue::LongLongInt(i64::from(poison.attempts)),
-    );
-    table.insert(
-        headers::ORIGINAL_ROUTING_KEY.into(),
-        text(poison.routing_key),
-    );
-    poison
-        .send_to(channel, &topology.dead_letter_exchange(), table)
-        .await?;
-    metrics::counter!(crate::metric::EVENTS_DEAD_LETTERED_TOTAL, "reason" => reason.as_str())
-        .increment(1);
-    Ok(())
+/// Where a service sets messages aside: its channel, the topology naming the dead-letter
+/// exchange, and its own name (the dead letter's `service`).
+pub struct Sender<'a> {
+    /// The channel the dead letters are published on (in confirm mode).
+    pub channel: &'a Channel,
+    /// The namespace's topology.
+    pub topology: &'a Topology,
+    /// The service setting messages aside.
+    pub service: &'a str,
 }
 
-/// The one way a consumer sets a delivery aside: dead-letters `poison` ([`set_aside`]) and
-/// settles the delivery it came from, acknowledged once the dead letter is confirmed and
-/// returned to its queue otherwise (it comes back, nothing is lost). True when set aside.
-pub async fn set_aside_and_settle(
-    channel: &Channel,
-    topology: &Topology,
-    service: &str,
-    poison: Poison<'_>,
-    reason: Reason,
-    error: &str,
-    pending: Pending,
-) -> bool {
-    match set_aside(channel, topology, service, poison, reason, error).await {
-        Ok(()) => {
-            settle(pending).await;
-            true
+impl Sender<'_> {
+    /// Publishes `poison` to the dead-letter exchange with `reason`, `error` and the service
+    /// that set it aside, and waits for the broker's confirm; only then may the caller
+    /// acknowledge the original.
+    pub async fn set_aside(
+        &self,
+        poison: Poison<'_>,
+        reason: Reason,
+        error: &str,
+    ) -> anyhow::Result<()> {
+        let mut table = poison.properties.headers().clone().unwrap_or_default();
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        let now = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .expect("now always formats as RFC 3339");
+        table.insert(
+            headers::DEAD_LETTER_ID.into(),
+            text(&crate::model::EventId::generate().to_string()),
+        );
+        table.insert(headers::DEAD_REASON.into(), text(reason.as_str()));
+        table.insert(headers::DEAD_ERROR.into(), text(error));
+        table.insert(headers::DEAD_SERVICE.into(), text(self.service));
+        table.insert(headers::SOURCE_QUEUE.into(), text(poison.queue));
+        if !table.inner().contains_key(headers::DEAD_AT) {
+            table.insert(headers::DEAD_AT.into(), text(&now));
         }
-        Err(e) => {
-            tracing::warn!(reason = reason.as_str(), error = %e, "Could not dead-letter a message; it goes back to its queue.");
-            requeue(pending).await;
-            false
+        table.insert(
+            headers::ATTEMPTS.into(),
+            AMQPValue::LongLongInt(i64::from(poison.attempts)),
+        );
+        table.insert(
+            headers::ORIGINAL_ROUTING_KEY.into(),
+            text(poison.routing_key),
+        );
+        poison
+            .send_to(self.channel, &self.topology.dead_letter_exchange(), table)
+            .await?;
+        metrics::counter!(crate::metric::EVENTS_DEAD_LETTERED_TOTAL, "reason" => reason.as_str())
+            .increment(1);
+        Ok(())
+    }
+
+    /// The one way a consumer sets a delivery aside: dead-letters `poison` ([`Self::set_aside`])
+    /// and settles the delivery it came from, acknowledged once the dead letter is confirmed
+    /// and returned to its queue otherwise (it comes back, nothing is lost). True when set
+    /// aside.
+    pub async fn set_aside_and_settle(
+        &self,
+        poison: Poison<'_>,
+        reason: Reason,
+        error: &str,
+        pending: Pending,
+    ) -> bool {
+        match self.set_aside(poison, reason, error).await {
+            Ok(()) => {
+                settle(pending).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(reason = reason.as_str(), error = %e, "Could not dead-letter a message; it goes back to its queue.");
+                requeue(pending).await;
+                false
+            }
         }
+    }
+
+    /// Sets aside, as [`Self::set_aside_and_settle`] does, a delivery taken whole off `queue`
+    /// and counted as its first attempt. True when set aside.
+    pub async fn set_aside_received(
+        &self,
+        queue: &str,
+        delivery: Received,
+        reason: Reason,
+        error: &str,
+    ) -> bool {
+        let poison = Poison {
+            data: &delivery.data,
+            properties: &delivery.properties,
+            routing_key: delivery.routing_key.as_str(),
+            queue,
+            attempts: 1,
+        };
+        self.set_aside_and_settle(poison, reason, error, delivery.pending)
+            .await
     }
 }

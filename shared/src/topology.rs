@@ -266,15 +266,8 @@ impl Topology {
         delays: &[Duration],
     ) -> lapin::Result<()> {
         for delay in delays {
-            let name = self.retry_exchange(*delay);
-            exchange(channel, &name, ExchangeKind::Fanout).await?;
-            let mut arguments = dead_lettering_to(&self.ingest_exchange());
-            arguments.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-            );
-            queue(channel, &name, arguments).await?;
-            bind(channel, &name, &name, "").await?;
+            let arguments = dead_lettering_to(&self.ingest_exchange());
+            rung(channel, &self.retry_exchange(*delay), *delay, arguments).await?;
         }
         Ok(())
     }
@@ -289,22 +282,38 @@ impl Topology {
         delays: &[Duration],
     ) -> lapin::Result<()> {
         for delay in delays {
-            let name = self.images_retry_exchange(*delay);
-            exchange(channel, &name, ExchangeKind::Fanout).await?;
             let mut arguments = dead_lettering_to("");
             arguments.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(self.images_queue().into()),
             );
-            arguments.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-            );
-            queue(channel, &name, arguments).await?;
-            bind(channel, &name, &name, "").await?;
+            rung(
+                channel,
+                &self.images_retry_exchange(*delay),
+                *delay,
+                arguments,
+            )
+            .await?;
         }
         Ok(())
     }
+}
+
+/// Declares the retry rung `name`: a fanout exchange of that name bound to a queue of that name,
+/// where a message waits out `delay`, then expires as `arguments` dead-letter it.
+async fn rung(
+    channel: &Channel,
+    name: &str,
+    delay: Duration,
+    mut arguments: FieldTable,
+) -> lapin::Result<()> {
+    exchange(channel, name, ExchangeKind::Fanout).await?;
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+    );
+    queue(channel, name, arguments).await?;
+    bind(channel, name, name, "").await
 }
 
 /// Declares the durable exchange `name`.

@@ -12,10 +12,7 @@ use axum::{
 };
 use serde::Serialize;
 use shared::{
-    api::{
-        ApiError, bad, cursor_param, db, fetch_limit, found, only_params, page_limit, paginate,
-        pool,
-    },
+    api::{ApiError, bad, db, found, list_page, only_params, pool},
     connect::postgres::Database,
     contract::EventType,
 };
@@ -148,18 +145,12 @@ pub(crate) async fn list(
                 .map_err(|_| bad("subscription_id", "subscription_id must be a UUID"))
         })
         .transpose()?;
-    let limit = page_limit(params.get("limit"))?;
-    let before: Option<i64> = cursor_param(params.get("cursor"))?;
-    let rows = deliveries::list(
-        pool(&database)?,
-        status,
-        subscription,
-        before,
-        fetch_limit(limit),
-    )
-    .await
-    .map_err(db)?;
-    let (items, next_cursor) = paginate(rows, limit, |delivery| delivery.id);
+    let fetch = async |before, limit| {
+        deliveries::list(pool(&database)?, status, subscription, before, limit)
+            .await
+            .map_err(db)
+    };
+    let (items, next_cursor) = list_page(&params, fetch, |delivery| delivery.id).await?;
     Ok(Json(DeliveryList { items, next_cursor }))
 }
 

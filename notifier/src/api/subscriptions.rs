@@ -13,10 +13,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use shared::{
-    api::{
-        ApiError, bad, bad_body, cursor_param, db, fetch_limit, found, only_params, page_limit,
-        paginate, pool,
-    },
+    api::{ApiError, bad, bad_body, db, found, list_page, only_params, pool},
     connect::postgres::Database,
     contract::EventType,
 };
@@ -239,12 +236,12 @@ pub(crate) async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SubscriptionList>, ApiError> {
     only_params(params.keys(), &["limit", "cursor"])?;
-    let limit = page_limit(params.get("limit"))?;
-    let after: Option<subscriptions::ListKey> = cursor_param(params.get("cursor"))?;
-    let rows = subscriptions::list(pool(&database)?, after, fetch_limit(limit))
-        .await
-        .map_err(db)?;
-    let (items, next_cursor) = paginate(rows, limit, Subscription::list_key);
+    let fetch = async |after, limit| {
+        subscriptions::list(pool(&database)?, after, limit)
+            .await
+            .map_err(db)
+    };
+    let (items, next_cursor) = list_page(&params, fetch, Subscription::list_key).await?;
     Ok(Json(SubscriptionList { items, next_cursor }))
 }
 

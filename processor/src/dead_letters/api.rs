@@ -23,10 +23,7 @@ use lapin::Channel;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
-    api::{
-        ApiError, bad, bad_body, cursor_param, db, fetch_limit, found, only_params, page_limit,
-        paginate, time_param,
-    },
+    api::{ApiError, bad, bad_body, db, found, list_page, only_params, time_param},
     connect::{amqp::Broker, postgres::Database},
     dead_letter::Reason,
     topology::Topology,
@@ -186,19 +183,19 @@ pub(crate) async fn list(
         params.keys(),
         &["reason", "product_id", "since", "until", "limit", "cursor"],
     )?;
-    let limit = page_limit(params.get("limit"))?;
-    let after: Option<store::ListKey> = cursor_param(params.get("cursor"))?;
-    let selection = Selection {
-        ids: None,
-        reason: reason_param(params.get("reason"))?,
-        product_id: params.get("product_id").cloned(),
-        since: time_param("since", params.get("since"))?,
-        until: time_param("until", params.get("until"))?,
+    let fetch = async |after: Option<store::ListKey>, limit| {
+        let selection = Selection {
+            ids: None,
+            reason: reason_param(params.get("reason"))?,
+            product_id: params.get("product_id").cloned(),
+            since: time_param("since", params.get("since"))?,
+            until: time_param("until", params.get("until"))?,
+        };
+        store::list(pool(&api)?, &selection, after.as_ref(), limit)
+            .await
+            .map_err(db)
     };
-    let rows = store::list(pool(&api)?, &selection, after.as_ref(), fetch_limit(limit))
-        .await
-        .map_err(db)?;
-    let (items, next_cursor) = paginate(rows, limit, store::list_key);
+    let (items, next_cursor) = list_page(&params, fetch, store::list_key).await?;
     Ok(Json(DeadLetterList { items, next_cursor }))
 }
 

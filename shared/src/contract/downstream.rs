@@ -313,19 +313,10 @@ impl Announcement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::IngestKind;
-
-    fn id(s: &str) -> EventId {
-        s.parse().expect("valid")
-    }
-
-    fn key(kind: IngestKind, owner: &str, source: &EventId) -> EventKey {
-        EventKey {
-            kind,
-            owner: owner.parse().expect("valid"),
-            id: source.clone(),
-        }
-    }
+    use crate::contract::{
+        IngestKind,
+        samples::{id, key},
+    };
 
     fn every_variant() -> Vec<(IngestKind, DownstreamEvent)> {
         let product: ProductId = "p1".parse().expect("valid");

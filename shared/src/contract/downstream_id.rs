@@ -77,19 +77,13 @@ crate::model::text_value!(DownstreamId);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{contract::IngestKind, model::EventId};
-
-    fn id(s: &str) -> EventId {
-        s.parse().expect("valid")
-    }
-
-    fn key(kind: IngestKind, owner: &str, source: &EventId) -> EventKey {
-        EventKey {
-            kind,
-            owner: owner.parse().expect("valid"),
-            id: source.clone(),
-        }
-    }
+    use crate::{
+        contract::{
+            IngestKind,
+            samples::{id, key},
+        },
+        model::EventId,
+    };
 
     #[test]
     fn ids_are_short_stable_and_distinct_per_kind_owner_source_and_type() {

@@ -6,12 +6,15 @@
 //!   delivers.
 //! - `downstream_id`: their ids, made in one place.
 //! - `image`: the image jobs the gateway queues for the imager.
+//! - `samples` (tests only): ids and keys built from text for the unit tests.
 //! - here: the names of the AMQP headers, the Redis keys, and the read cache's product view.
 
 mod downstream;
 mod downstream_id;
 mod image;
 mod ingest;
+#[cfg(test)]
+mod samples;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -152,14 +152,13 @@ impl ShardHandler {
             queue: "outbox",
             attempts: 0,
         };
-        dead_letter::set_aside(
+        let sender = dead_letter::Sender {
             channel,
-            &self.topology,
-            "processor",
-            poison,
-            Reason::Unparseable,
-            &row.error,
-        )
-        .await
+            topology: &self.topology,
+            service: "processor",
+        };
+        sender
+            .set_aside(poison, Reason::Unparseable, &row.error)
+            .await
     }
 }

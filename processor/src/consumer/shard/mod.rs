@@ -326,15 +326,12 @@ impl ShardHandler {
         error: &str,
         event: Option<&shared::model::EventId>,
     ) {
-        let set_aside = dead_letter::set_aside_and_settle(
+        let sender = dead_letter::Sender {
             channel,
-            &self.topology,
-            "processor",
-            poison,
-            reason,
-            error,
-            pending,
-        );
+            topology: &self.topology,
+            service: "processor",
+        };
+        let set_aside = sender.set_aside_and_settle(poison, reason, error, pending);
         if set_aside.await {
             let event = event.map(ToString::to_string).unwrap_or_default();
             tracing::warn!(event_id = %event, reason = reason.as_str(), error = %error, "Message dead-lettered.");

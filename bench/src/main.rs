@@ -239,7 +239,7 @@ async fn measure() -> anyhow::Result<()> {
     // Correctness: every accepted new event applied, exactly once.
     let applied = pipeline.applied(accepted_new).await;
     // The catalog listing, over a catalog written straight into the tables.
-    let pool = testkit::database(&backends).await;
+    let pool = testkit::postgres::pool(&backends).await;
     let seeded = catalog::seed(&pool, options.catalog).await?;
     pool.close().await;
     let listing = catalog::time(&client, &url).await?;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use shared::{config::Backends, topology::Topology};
 use testkit::{
-    Broker,
+    broker::Broker,
+    sandbox::Sandbox,
     services::{Services, env_urls, sigterm},
     webhooks::Receiver,
 };
@@ -31,6 +32,8 @@ pub struct Pipeline {
     broker: Broker,
     topology: Topology,
     _low_stock: Receiver,
+    /// The namespace, removed after the services stop.
+    sandbox: Sandbox,
 }
 
 impl Pipeline {
@@ -38,8 +41,8 @@ impl Pipeline {
     /// with a subscriber to `stock.low` (which few events cause, so nearly every downstream
     /// event is one nobody wants).
     pub async fn start(shards: u16) -> anyhow::Result<Self> {
-        let mut backends = testkit::backends();
-        backends.ingest_shards = shards;
+        let sandbox = Sandbox::with_shards(shards);
+        let backends = sandbox.backends();
         let mut services = Services::new(&backends, env_urls(), "warn", "bench")?;
         // The webhook receivers are on this machine.
         services
@@ -53,9 +56,9 @@ impl Pipeline {
             .push(("HTTP_MAX_CONCURRENT_REQUESTS_PER_KEY".into(), "512".into()));
         let children = ["gateway", "processor", "notifier"].map(|name| services.spawn(name));
         let pids = [0, 1, 2].map(|i| children[i].id().expect("running"));
-        let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+        let key = testkit::keys::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
         let client = reqwest::Client::builder()
-            .default_headers(testkit::key_header(&key))
+            .default_headers(testkit::keys::header(&key))
             .pool_max_idle_per_host(4096)
             .timeout(Duration::from_secs(30))
             .build()?;
@@ -66,7 +69,7 @@ impl Pipeline {
         ]
         .map(|addr| format!("http://{addr}"));
         for ready in [&gateway, &processor, &notifier] {
-            testkit::eventually(
+            testkit::wait::eventually(
                 "the services to be ready",
                 Duration::from_secs(60),
                 || async {
@@ -100,6 +103,7 @@ impl Pipeline {
             broker,
             topology,
             _low_stock: low_stock,
+            sandbox,
         })
     }
 
@@ -114,7 +118,7 @@ impl Pipeline {
 
     /// Waits (up to two minutes) for the shard queues to empty.
     pub async fn drained(&self) {
-        testkit::eventually_or(Duration::from_secs(120), || async {
+        testkit::wait::eventually_or(Duration::from_secs(120), || async {
             (self.backlog().await == 0).then_some(())
         })
         .await;
@@ -128,8 +132,8 @@ impl Pipeline {
     /// The events in the processor's inbox, once it holds at least `expected` (or after two
     /// minutes); -1 when it cannot be read.
     pub async fn applied(&self, expected: u64) -> i64 {
-        let pool = testkit::database(&self.backends).await;
-        let applied = testkit::eventually_or(Duration::from_secs(120), || async {
+        let pool = testkit::postgres::pool(&self.backends).await;
+        let applied = testkit::wait::eventually_or(Duration::from_secs(120), || async {
             let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
                 .fetch_one(&pool)
                 .await
@@ -148,7 +152,7 @@ impl Pipeline {
         for child in &mut self.children {
             sigterm(child).await;
         }
-        if let Err(e) = testkit::cleanup(&self.backends).await {
+        if let Err(e) = self.sandbox.remove().await {
             eprintln!(
                 "warning: the namespace {} was not fully removed: {e}",
                 self.backends.namespace.as_str()

@@ -65,6 +65,6 @@ pub async fn pairs_per_second(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let mut connection = pool[0].clone();
-    testkit::unlink_matching(&mut connection, &format!("{prefix}:*")).await?;
+    testkit::redis::unlink_matching(&mut connection, &format!("{prefix}:*")).await?;
     Ok(completed as f64 / elapsed)
 }

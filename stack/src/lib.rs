@@ -2,7 +2,8 @@
 //! `Application::build` on port 0 in one process, in one fresh namespace on the real RabbitMQ,
 //! Redis and PostgreSQL, with the dashboard pointed at the others and a key holding every
 //! scope, each service logged in to PostgreSQL as its own role (as a deployment runs them). For
-//! tests that need the whole stack (the dashboard's, the API contract run).
+//! tests that need the whole stack (the dashboard's, the API contract run, what travels from
+//! the gateway through the processor to the notifier's webhooks).
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, time::Duration};
@@ -16,9 +17,13 @@ use shared::{
     config::Backends, connect::postgres::roles::Role, contract, objects::Objects,
     topology::Topology,
 };
+use testkit::{in_process::InProcess, sandbox::Sandbox};
 
 /// How long a test waits for something to happen before giving up.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The name of [`Stack::key`]: the owner of what [`Stack::client`] sends.
+pub const KEY_NAME: &str = "stack";
 
 /// The running services.
 pub struct Stack {
@@ -44,7 +49,10 @@ pub struct Stack {
     pub objects: Objects,
     /// The folder of the default local store, removed on stop.
     folder: Option<std::path::PathBuf>,
-    running: testkit::InProcess,
+    running: InProcess,
+    /// The namespace, when the stack made it (no [`Options::backends`]): removed once the
+    /// services are stopped (or told to, when a test panics).
+    sandbox: Option<Sandbox>,
 }
 
 /// How a [`Stack`] is started.
@@ -57,11 +65,12 @@ pub struct Options {
     pub objects: Option<Objects>,
     /// Whether the imager may fetch source URLs on private networks (a local server).
     pub fetch_private: bool,
-    /// The backends; default: the environment's, in a new namespace.
+    /// The backends (their namespace is the caller's to remove); default: the environment's,
+    /// in a new namespace of the stack's own.
     pub backends: Option<Backends>,
 }
 
-/// `backends` with PostgreSQL reached as `role`'s login user ([`testkit::role_logins`]).
+/// `backends` with PostgreSQL reached as `role`'s login user ([`testkit::postgres::role_logins`]).
 fn as_own_role(backends: &Backends, role: Role) -> Backends {
     let mut backends = backends.clone();
     backends.database = backends
@@ -88,12 +97,19 @@ impl Stack {
 
     /// Every service, started as `options` say.
     pub async fn start_with(options: Options) -> Self {
-        let backends = options.backends.unwrap_or_else(testkit::backends);
+        let (backends, sandbox) = match options.backends {
+            Some(backends) => (backends, None),
+            None => {
+                let sandbox = Sandbox::new();
+                (sandbox.backends(), Some(sandbox))
+            }
+        };
         // Each service as its own role, as a deployment runs them.
-        testkit::role_logins(&backends, "stack", true)
+        testkit::postgres::role_logins(&backends, "stack", true)
             .await
             .expect("the schema migrated and a login user per role");
-        let key = testkit::api_key_at(&backends, "stack", shared::auth::Scopes::all(), None).await;
+        let key =
+            testkit::keys::api_key_at(&backends, KEY_NAME, shared::auth::Scopes::all(), None).await;
         let (objects, folder) = match options.objects {
             Some(objects) => (objects, None),
             None => {
@@ -109,7 +125,7 @@ impl Stack {
         let mut stack = Self {
             topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
             backends: backends.clone(),
-            client: testkit::client_with_key(&key),
+            client: testkit::keys::client_with_key(&key),
             key,
             gateway: local(),
             processor: local(),
@@ -118,7 +134,8 @@ impl Stack {
             imager: local(),
             objects,
             folder,
-            running: testkit::InProcess::default(),
+            running: InProcess::default(),
+            sandbox,
         };
         stack.start_gateway().await;
         stack.start_processor().await;
@@ -135,7 +152,7 @@ impl Stack {
             stack.imager,
             stack.dashboard,
         ] {
-            testkit::until_ready(&stack.client, &format!("http://{addr}"), WAIT).await;
+            testkit::wait::until_ready(&stack.client, &format!("http://{addr}"), WAIT).await;
         }
         stack
     }
@@ -154,7 +171,7 @@ impl Stack {
             processor::Config,
             as_own_role(&self.backends, Role::Processor)
         );
-        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
+        config.retry_delays = testkit::sandbox::RETRY_DELAYS.to_vec();
         self.processor = self
             .running
             .launch(processor::Application::build(config).await);
@@ -179,7 +196,7 @@ impl Stack {
             testkit::test_config!(imager::Config, as_own_role(&self.backends, Role::Imager));
         config.objects = self.objects.clone();
         config.allow_private_networks = fetch_private;
-        config.backoff = testkit::TEST_IMAGE_RETRY_DELAYS[0];
+        config.backoff = testkit::sandbox::IMAGE_RETRY_DELAYS[0];
         config.fetch_timeout = Duration::from_secs(2);
         self.imager = self
             .running
@@ -210,7 +227,7 @@ impl Stack {
 
     /// `GET` on the dashboard, with the key: the status and the JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        testkit::get_json(&self.client, &self.url(path)).await
+        testkit::http::get_json(&self.client, &self.url(path)).await
     }
 
     /// Sends a product update or an order to the gateway and expects 202.
@@ -229,7 +246,7 @@ impl Stack {
     /// A product update for `product` set aside on the dead-letter queue, as one that failed
     /// every retry would be; replaying it applies it.
     pub async fn plant_dead_letter(&self, product: &str, event_id: &str) {
-        let broker = testkit::Broker::connect(&self.backends).await;
+        let broker = testkit::broker::Broker::connect(&self.backends).await;
         let body = format!(
             r#"{{"event_id":"{event_id}","product_id":"{product}","stock":42,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}}"#
         );
@@ -249,19 +266,21 @@ impl Stack {
 
     /// A snapshot satisfying `check`.
     pub async fn snapshot_when(&self, check: impl Fn(&Value) -> bool) -> Value {
-        testkit::eventually("a snapshot in the expected state", WAIT, || async {
+        testkit::wait::eventually("a snapshot in the expected state", WAIT, || async {
             let (status, snapshot) = self.get("/api/v1/snapshot").await;
             (status == 200 && check(&snapshot)).then_some(snapshot)
         })
         .await
     }
 
-    /// Stops every service (each drains) and removes the namespace.
+    /// Stops every service (each drains), then removes the namespace if the stack made it.
     pub async fn stop(mut self) {
         while !self.running.is_empty() {
             self.running.stop_last().await;
         }
-        testkit::cleanup(&self.backends).await.expect("clean-up");
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.remove().await.expect("the namespace removed");
+        }
         if let Some(folder) = &self.folder {
             let _ = std::fs::remove_dir_all(folder);
         }

@@ -14,6 +14,8 @@ use std::{
 use anyhow::Context;
 use tokio::process::Command;
 
+use crate::ports::free_port;
+
 /// One node: its Erlang name, AMQP (or AMQPS) port and directory.
 pub struct Node {
     /// `<name>@localhost`.
@@ -341,12 +343,4 @@ fn check(what: &str, output: &std::process::Output) -> anyhow::Result<()> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
-}
-
-/// A free loopback port (free when asked: bind it soon).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }

@@ -51,10 +51,6 @@ impl Services {
             .to_path_buf();
         let logs = dir.join(format!("{label}-{}", backends.namespace.as_str()));
         std::fs::create_dir_all(&logs)?;
-        let delays: Vec<String> = crate::TEST_RETRY_DELAYS
-            .iter()
-            .map(|d| d.as_millis().to_string())
-            .collect();
         let [amqp, redis, database] = urls;
         let env = [
             ("AMQP_URL", amqp),
@@ -62,7 +58,7 @@ impl Services {
             ("DATABASE_URL", database),
             ("PIPELINE_NAMESPACE", backends.namespace.as_str().to_owned()),
             ("INGEST_SHARDS", backends.ingest_shards.to_string()),
-            ("RETRY_DELAYS_MS", delays.join(",")),
+            ("RETRY_DELAYS_MS", crate::sandbox::retry_delays_ms()),
             ("RUST_LOG", log_filter.to_owned()),
         ]
         .into_iter()
@@ -71,18 +67,18 @@ impl Services {
         Ok(Self {
             dir,
             env,
-            gateway_addr: free_addr(),
-            processor_addr: free_addr(),
-            notifier_addr: free_addr(),
+            gateway_addr: crate::ports::free_addr(),
+            processor_addr: crate::ports::free_addr(),
+            notifier_addr: crate::ports::free_addr(),
             logs,
             database_urls: Vec::new(),
         })
     }
 
     /// Runs each service as a PostgreSQL user of its own, as a deployment does
-    /// ([`crate::role_logins`]): `faults_<service>`, without a password.
+    /// ([`crate::postgres::role_logins`]): `faults_<service>`, without a password.
     pub async fn own_roles(&mut self, backends: &shared::config::Backends) -> anyhow::Result<()> {
-        crate::role_logins(backends, "faults", false).await?;
+        crate::postgres::role_logins(backends, "faults", false).await?;
         let database = self
             .env
             .iter()
@@ -142,12 +138,6 @@ pub async fn sigterm(child: &mut Child) {
             .await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-}
-
-/// A loopback address with a free port.
-pub fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("bound").to_string()
 }
 
 /// Replaces the `host:port` of `url` with `addr`.

@@ -27,7 +27,7 @@ pub fn exporter() -> InMemorySpanExporter {
 pub async fn of_trace(trace: &str, kind: SpanKind, wait: Duration) -> Vec<SpanData> {
     let trace = TraceId::from_hex(trace).expect("a hexadecimal trace id");
     let exporter = exporter();
-    crate::eventually(
+    crate::wait::eventually(
         &format!("a {kind:?} span of trace {trace}"),
         wait,
         || async {

@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use shared::{config::Backends, connect::tls::Ca};
 
-use crate::cluster::{Cluster, free_port};
+use crate::{cluster::Cluster, ports::free_port};
 
 /// PostgreSQL, Redis and a RabbitMQ node that take TLS only, with one authority, and the
 /// [`Backends`] that reach them in a new namespace: `sslmode=verify-full` with the authority as
@@ -39,7 +39,7 @@ impl TlsBackends {
         let postgres = TlsPostgres::start(&certs)?;
         let redis = TlsRedis::start(&certs)?;
         let rabbitmq = Cluster::start_tls(prefix, &certs).await?;
-        let mut backends = crate::backends();
+        let mut backends = crate::sandbox::backends_in(&crate::sandbox::namespace());
         backends.database = postgres
             .url(&format!(
                 "sslmode=verify-full&sslrootcert={}",

@@ -112,7 +112,7 @@ impl Receiver {
 
     /// Waits until it got at least `n` requests; all it got.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        crate::eventually(&format!("{n} webhook requests"), timeout, || async {
+        crate::wait::eventually(&format!("{n} webhook requests"), timeout, || async {
             let received = self.received();
             (received.len() >= n).then_some(received)
         })

@@ -55,7 +55,7 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
         .filter(|q| q["kind"] == "retry")
         .filter_map(|q| q["name"].as_str())
         .collect();
-    let ladder: Vec<String> = testkit::TEST_RETRY_DELAYS
+    let ladder: Vec<String> = testkit::sandbox::RETRY_DELAYS
         .iter()
         .map(|d| stack.topology.retry_queue(*d))
         .collect();
@@ -102,7 +102,7 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_service_is_named_and_the_rest_still_shows() {
-    let stack = Stack::start(Some(testkit::closed_port_url("http"))).await;
+    let stack = Stack::start(Some(testkit::ports::closed_port_url("http"))).await;
     let snapshot = stack
         .snapshot_when(|s| s["services"]["processor"]["up"] == false && s["queues"]["up"] == true)
         .await;
@@ -124,18 +124,19 @@ async fn an_unreachable_service_is_named_and_the_rest_still_shows() {
 async fn started_before_every_other_service_the_dashboard_finds_every_queue() {
     // A fresh namespace nothing has declared yet: the dashboard declares the topology itself,
     // so its queue readings are depths (0), never a missing queue (and no channel error).
-    let backends = testkit::backends();
-    let mut running = testkit::InProcess::default();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let mut running = testkit::in_process::InProcess::default();
     let mut config = testkit::test_config!(dashboard::Config, backends.clone());
     config.refresh = std::time::Duration::from_millis(250);
     let addr = running.launch(dashboard::Application::build(config).await);
-    let client = testkit::authorized_client(&backends.namespace).await;
+    let client = testkit::keys::authorized_client(&backends.namespace).await;
     let url = format!("http://{addr}/api/v1/snapshot");
-    let queues = testkit::eventually(
+    let queues = testkit::wait::eventually(
         "a snapshot with the queues",
         crate::helpers::WAIT,
         || async {
-            let (status, snapshot) = testkit::get_json(&client, &url).await;
+            let (status, snapshot) = testkit::http::get_json(&client, &url).await;
             (status == 200 && snapshot["queues"]["up"] == true)
                 .then(|| snapshot["queues"]["queues"].clone())
         },
@@ -154,7 +155,6 @@ async fn started_before_every_other_service_the_dashboard_finds_every_queue() {
     while !running.is_empty() {
         running.stop_last().await;
     }
-    testkit::cleanup(&backends).await.expect("clean-up");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -45,7 +45,7 @@ async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
     stack
         .plant_dead_letter("browser-other", "browser-other-evt")
         .await;
-    testkit::eventually("the dead letters to be recorded", WAIT, || async {
+    testkit::wait::eventually("the dead letters to be recorded", WAIT, || async {
         let (_, body) = stack.get("/api/v1/dead-letters").await;
         (body["items"].as_array()?.len() == 2).then_some(())
     })
@@ -73,7 +73,7 @@ async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
     let (_, event) = stack.get("/api/v1/events/browser-dead-evt").await;
     assert_eq!(event["status"], "applied", "{event}");
     // The replayed event's change reached the subscriber (the receiver may also get others).
-    let notified = testkit::eventually("the replayed change notified", WAIT, || async {
+    let notified = testkit::wait::eventually("the replayed change notified", WAIT, || async {
         receiver.received().into_iter().find(|webhook| {
             serde_json::from_slice::<serde_json::Value>(&webhook.body).is_ok_and(|body| {
                 body["type"] == "product.updated"
@@ -94,8 +94,8 @@ async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
         ["browser-other"],
         "replayed, so removed; the other stays"
     );
-    let metrics = testkit::metrics(&stack.client, &stack.url("")).await;
-    let refused = testkit::counter(&metrics, "pipeline_auth_denied_total", "cross_site");
+    let metrics = testkit::metrics::scrape(&stack.client, &stack.url("")).await;
+    let refused = testkit::metrics::counter(&metrics, "pipeline_auth_denied_total", "cross_site");
     assert!(
         refused >= 2.0,
         "the forged form and script reached the dashboard and were refused: {refused}"

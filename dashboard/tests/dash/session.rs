@@ -44,7 +44,7 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
     }
 
     // A key without ops is refused; so is a sign-in from another origin.
-    let reader = testkit::api_key(
+    let reader = testkit::keys::api_key(
         &stack.backends.namespace,
         [Scope::ProductsRead].into_iter().collect(),
     )
@@ -146,8 +146,9 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_streams_are_capped_and_dirty_parameters_are_400() {
-    let backends = testkit::backends();
-    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let key = testkit::keys::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     let mut config = testkit::test_config!(dashboard::Config, backends.clone());
     config.max_streams = 1;
     let app = dashboard::Application::build(config)
@@ -158,7 +159,7 @@ async fn live_streams_are_capped_and_dirty_parameters_are_400() {
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    let client = testkit::client_with_key(&key);
+    let client = testkit::keys::client_with_key(&key);
     let stream = || client.get(format!("{base}/api/v1/stream")).send();
 
     let first = stream().await.expect("sent");
@@ -167,7 +168,7 @@ async fn live_streams_are_capped_and_dirty_parameters_are_400() {
     assert_eq!(second.status(), 503, "one live page at most");
     assert!(second.headers().contains_key("retry-after"));
     drop(first);
-    testkit::eventually(
+    testkit::wait::eventually(
         "the closed stream's slot to be free",
         crate::helpers::WAIT,
         || async { (stream().await.ok()?.status() == 200).then_some(()) },
@@ -178,10 +179,9 @@ async fn live_streams_are_capped_and_dirty_parameters_are_400() {
         ("/api/v1/events/a%00b", "id"),
         ("/api/v1/summary?sku=%07", "sku"),
     ] {
-        let (status, body) = testkit::get_json(&client, &format!("{base}{path}")).await;
-        testkit::assert_names_field(status, &body, field, path);
+        let (status, body) = testkit::http::get_json(&client, &format!("{base}{path}")).await;
+        testkit::http::assert_names_field(status, &body, field, path);
     }
     let _ = stop.send(());
     task.await.expect("task").expect("stops cleanly");
-    testkit::cleanup(&backends).await.expect("clean-up");
 }

@@ -117,7 +117,7 @@ async fn hostile_bodies_get_a_clear_4xx_and_leave_nothing_behind() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{key:?}: {answer}");
     }
     assert_eq!(app.queued().await, 0, "nothing published");
-    let keys = testkit::namespace_keys(&app.backends).await;
+    let keys = testkit::redis::namespace_keys(&app.backends).await;
     assert!(keys.is_empty(), "left {keys:?}");
     app.stop().await;
 }
@@ -138,7 +138,7 @@ async fn made_up_methods_without_a_key_make_no_new_metric_series() {
             assert!(response.status().is_client_error(), "{}", response.status());
         }
     }
-    let metrics = testkit::metrics(&app.client, &app.url("")).await;
+    let metrics = testkit::metrics::scrape(&app.client, &app.url("")).await;
     assert!(
         !metrics.contains("XXXX"),
         "a made-up method reached the metrics"

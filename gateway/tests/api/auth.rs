@@ -4,7 +4,7 @@
 use std::{process::Stdio, time::Duration};
 
 use shared::auth::{Scope, Scopes};
-use testkit::client_with_key;
+use testkit::keys::client_with_key;
 
 use crate::helpers::{TestApp, json, spawn_app};
 
@@ -39,7 +39,7 @@ async fn call(
 }
 
 async fn key(app: &TestApp, scopes: &[Scope]) -> String {
-    testkit::api_key(&app.backends.namespace, scopes.iter().copied().collect()).await
+    testkit::keys::api_key(&app.backends.namespace, scopes.iter().copied().collect()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -137,7 +137,7 @@ async fn a_key_without_the_scope_is_403_naming_the_scope() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers_on_every_answer() {
     let app = spawn_app().await;
-    let limited = testkit::named_api_key(
+    let limited = testkit::keys::named_api_key(
         &app.backends.namespace,
         "slow-partner",
         Scopes::all(),
@@ -192,7 +192,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers_on_
     );
     assert!(json(refused, 429).await["error"].is_string());
     // A rated key's request it may not make counts too, and its 403 says what is left.
-    let reader = testkit::named_api_key(
+    let reader = testkit::keys::named_api_key(
         &app.backends.namespace,
         "slow-reader",
         [Scope::ProductsRead].into_iter().collect(),
@@ -216,7 +216,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers_on_
     // Another key is not slowed down by this one.
     let other = app.get("/products/rate-1").await;
     assert_eq!(other.status(), 404);
-    let metrics = testkit::metrics(&app.client, &app.url("")).await;
+    let metrics = testkit::metrics::scrape(&app.client, &app.url("")).await;
     assert!(
         metrics.contains("pipeline_rate_limited_total{key=\"slow-partner\"}"),
         "{metrics}"
@@ -298,7 +298,7 @@ async fn the_keys_command_creates_lists_and_revokes_and_a_revoked_key_stops_with
 
     let revoked = keys_command(&app, &["revoke", "ci"]).await;
     assert!(revoked.status.success(), "{revoked:?}");
-    testkit::eventually(
+    testkit::wait::eventually(
         "the revoked key to be refused",
         Duration::from_secs(30),
         || async { (call(&ci, &app, routes()[0]).await.status() == 401).then_some(()) },
@@ -318,7 +318,7 @@ async fn the_keys_command_creates_lists_and_revokes_and_a_revoked_key_stops_with
     let again = keys_command(&app, &["revoke", "ci"]).await;
     assert!(!again.status.success(), "nothing left to revoke");
 
-    let pool = testkit::database(&app.backends).await;
+    let pool = testkit::postgres::pool(&app.backends).await;
     let leaked: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM api_keys WHERE position($1 in row_to_json(api_keys)::text) > 0",
     )
@@ -383,7 +383,7 @@ async fn an_imported_first_key_works_is_never_printed_and_rotates_by_importing_a
     let again = import_key(&app, "admin", &first, true).await;
     assert!(again.status.success(), "{again:?}");
     assert!(String::from_utf8_lossy(&again.stderr).contains("already"));
-    let pool = testkit::database(&app.backends).await;
+    let pool = testkit::postgres::pool(&app.backends).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE name = 'admin'")
         .fetch_one(&pool)
         .await
@@ -404,7 +404,7 @@ async fn an_imported_first_key_works_is_never_printed_and_rotates_by_importing_a
         202,
     )
     .await;
-    testkit::eventually(
+    testkit::wait::eventually(
         "the rotated-out key to be refused",
         Duration::from_secs(30),
         || async { (call(&admin, &app, routes()[0]).await.status() == 401).then_some(()) },
@@ -421,10 +421,11 @@ async fn an_imported_first_key_works_is_never_printed_and_rotates_by_importing_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_never_appear_in_the_logs() {
-    let backends = testkit::backends();
-    let key = testkit::api_key(&backends.namespace, Scopes::all()).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let key = testkit::keys::api_key(&backends.namespace, Scopes::all()).await;
     let wrong = "ppk_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
-    let addr = testkit::services::free_addr();
+    let addr = testkit::ports::free_addr();
     let log_path = std::env::temp_dir().join(format!("{}.log", backends.namespace.as_str()));
     let log = std::fs::File::create(&log_path).expect("a log file");
     let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -440,7 +441,7 @@ async fn keys_never_appear_in_the_logs() {
         .expect("the gateway starts");
     let base = format!("http://{addr}");
     let client = client_with_key(&key);
-    testkit::until_ready(&client, &base, Duration::from_secs(30)).await;
+    testkit::wait::until_ready(&client, &base, Duration::from_secs(30)).await;
     let accepted = client
         .post(format!("{base}/events"))
         .header("content-type", "application/json")
@@ -464,7 +465,6 @@ async fn keys_never_appear_in_the_logs() {
     );
     assert!(!logs.contains(&key), "a valid key was logged");
     assert!(!logs.contains(wrong), "a refused key was logged");
-    testkit::cleanup(&backends).await.expect("clean-up");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -473,7 +473,7 @@ async fn a_new_key_used_by_many_requests_at_once_is_looked_up_once_and_every_one
     // More requests at once than a source's lookup budget, from one source, with a key the
     // gateway has not read yet: a client starting its workers.
     let fresh = key(&app, &[Scope::EventsWrite]).await;
-    let client = testkit::client_with_key(&fresh);
+    let client = testkit::keys::client_with_key(&fresh);
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..48 {
         let client = client.clone();
@@ -519,7 +519,7 @@ async fn made_up_keys_from_one_source_do_not_lock_out_new_keys_from_another() {
     let fresh = key(&app, &[Scope::EventsWrite]).await;
     let elsewhere = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .default_headers(testkit::key_header(&fresh))
+        .default_headers(testkit::keys::header(&fresh))
         .build()
         .expect("client");
     json(call(&elsewhere, &app, routes()[0]).await, 202).await;

@@ -5,7 +5,7 @@
 use crate::helpers::{WAIT, json, spawn_with};
 
 async fn ready_names_down(app: &crate::helpers::TestApp, dependency: &str) {
-    testkit::eventually(&format!("/ready to name {dependency}"), WAIT, || async {
+    testkit::wait::eventually(&format!("/ready to name {dependency}"), WAIT, || async {
         let response = app.client.get(app.url("/ready")).send().await.ok()?;
         if response.status() != 503 || !response.headers().contains_key("retry-after") {
             return None;
@@ -19,8 +19,13 @@ async fn ready_names_down(app: &crate::helpers::TestApp, dependency: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_rabbitmq_unreachable_ready_is_503_and_events_are_503() {
-    let mut backends = testkit::backends();
-    backends.amqp = vec![testkit::closed_port_url("amqp").parse().expect("valid URL")];
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut backends = sandbox.backends();
+    backends.amqp = vec![
+        testkit::ports::closed_port_url("amqp")
+            .parse()
+            .expect("valid URL"),
+    ];
     let app = spawn_with(backends).await;
     ready_names_down(&app, "rabbitmq").await;
     let response = app
@@ -35,8 +40,9 @@ async fn with_rabbitmq_unreachable_ready_is_503_and_events_are_503() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_unreachable_ready_is_503_and_keyed_events_are_503() {
-    let mut backends = testkit::backends();
-    let url = testkit::closed_port_url("redis");
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut backends = sandbox.backends();
+    let url = testkit::ports::closed_port_url("redis");
     backends.redis =
         ::redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("valid URL");
     let app = spawn_with(backends).await;
@@ -56,12 +62,13 @@ async fn with_redis_unreachable_ready_is_503_and_keyed_events_are_503() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgres_unreachable_from_the_start_ready_waits_for_the_api_keys_and_reads_are_503() {
-    let mut backends = testkit::backends();
-    let url = format!("{}/pipeline", testkit::closed_port_url("postgres"));
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut backends = sandbox.backends();
+    let url = format!("{}/pipeline", testkit::ports::closed_port_url("postgres"));
     backends.database = url.parse().expect("valid URL");
     let app = spawn_with(backends).await;
     // It has never read the API keys: it cannot tell a caller's key, so it is not ready.
-    let ready = testkit::eventually("/ready to wait for the API keys", WAIT, || async {
+    let ready = testkit::wait::eventually("/ready to wait for the API keys", WAIT, || async {
         let response = app.client.get(app.url("/ready")).send().await.ok()?;
         let body: serde_json::Value = response.json().await.ok()?;
         let settled =
@@ -84,7 +91,8 @@ async fn with_postgres_unreachable_from_the_start_ready_waits_for_the_api_keys_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_events() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
     let mut through = backends.clone();
     through.database = faulty.backends.database.clone();
@@ -93,7 +101,7 @@ async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_event
     faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
 
     // Still ready (so still in its Service), PostgreSQL reported as degraded.
-    let ready = testkit::eventually("/ready to report postgres degraded", WAIT, || async {
+    let ready = testkit::wait::eventually("/ready to report postgres degraded", WAIT, || async {
         let response = app.client.get(app.url("/ready")).send().await.ok()?;
         let status = response.status().as_u16();
         let body: serde_json::Value = response.json().await.ok()?;
@@ -122,7 +130,7 @@ async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_event
     assert_eq!(json(response, 503).await["dependency"], "postgres");
 
     faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
-    testkit::eventually("postgres to be reported up again", WAIT, || async {
+    testkit::wait::eventually("postgres to be reported up again", WAIT, || async {
         let response = app.client.get(app.url("/ready")).send().await.ok()?;
         let body: serde_json::Value = response.json().await.ok()?;
         (body["dependencies"]["postgres"] == "up" && body.get("degraded").is_none()).then_some(())
@@ -133,7 +141,8 @@ async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_event
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_answers_at_once_while_postgres_and_redis_hang() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
     let app = spawn_with(faulty.backends.clone()).await;
     app.wait_ready().await;
@@ -145,7 +154,7 @@ async fn ready_answers_at_once_while_postgres_and_redis_hang() {
         .timeout(std::time::Duration::from_secs(1))
         .build()
         .expect("client");
-    let body = testkit::eventually("/ready to report redis down", WAIT, || async {
+    let body = testkit::wait::eventually("/ready to report redis down", WAIT, || async {
         let response = impatient
             .get(app.url("/ready"))
             .send()
@@ -168,7 +177,8 @@ async fn ready_answers_at_once_while_postgres_and_redis_hang() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_cut_from_postgres_stops_trusting_its_keys_after_the_staleness_bound() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
     let mut through = backends.clone();
     through.database = faulty.backends.database.clone();
@@ -185,13 +195,13 @@ async fn a_replica_cut_from_postgres_stops_trusting_its_keys_after_the_staleness
 
     // Cut from PostgreSQL, its key is revoked where it cannot see.
     faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
-    let pool = testkit::database(&backends).await;
+    let pool = testkit::postgres::pool(&backends).await;
     sqlx::query("UPDATE api_keys SET revoked_at = now()")
         .execute(&pool)
         .await
         .expect("revoked");
     // Once its keys are older than the bound, it refuses rather than trust them.
-    let refused = testkit::eventually("the stale keys to be distrusted", WAIT, || async {
+    let refused = testkit::wait::eventually("the stale keys to be distrusted", WAIT, || async {
         let response = app
             .post_event(r#"{"product_id": "p1", "stock": 2}"#, None)
             .await;
@@ -203,7 +213,7 @@ async fn a_replica_cut_from_postgres_stops_trusting_its_keys_after_the_staleness
 
     // Back in touch, it reads the revocation: 401.
     faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
-    testkit::eventually("the revoked key to be refused", WAIT, || async {
+    testkit::wait::eventually("the revoked key to be refused", WAIT, || async {
         let response = app
             .post_event(r#"{"product_id": "p1", "stock": 3}"#, None)
             .await;

@@ -5,13 +5,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use gateway::{Application, Config};
 use shared::{config::Backends, topology::Topology};
-use testkit::Broker;
-use tokio::{sync::oneshot, task::JoinHandle};
+use testkit::{broker::Broker, in_process::InProcess, sandbox::Sandbox};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The name of the key every test app's client sends: the owner of what it sends.
-pub const KEY_NAME: &str = testkit::TEST_KEY_NAME;
+pub const KEY_NAME: &str = testkit::keys::TEST_KEY_NAME;
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -21,14 +20,26 @@ pub struct TestApp {
     pub key: String,
     pub backends: Backends,
     pub topology: Topology,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    running: InProcess,
+    /// The namespace, when the app made it ([`spawn_adjusted`]).
+    sandbox: Option<Sandbox>,
 }
 
-/// A gateway on healthy backends, ready to accept.
+/// A gateway on healthy backends in a namespace of its own, ready to accept.
 pub async fn spawn_app() -> TestApp {
-    let app = spawn_with(testkit::backends()).await;
+    let app = spawn_adjusted(|_| {}).await;
     app.wait_ready().await;
+    app
+}
+
+/// A gateway in a namespace of its own (removed with the app), its test configuration changed
+/// by `adjust`; not waited for.
+pub async fn spawn_adjusted(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let sandbox = Sandbox::new();
+    let mut config = config(sandbox.backends());
+    adjust(&mut config);
+    let mut app = spawn_config(config).await;
+    app.sandbox = Some(sandbox);
     app
 }
 
@@ -43,7 +54,8 @@ pub fn config(backends: Backends) -> Config {
     config
 }
 
-/// A gateway on the given backends (some may be unreachable); not waited for.
+/// A gateway on the given backends (some may be unreachable; their namespace is the
+/// caller's); not waited for.
 pub async fn spawn_with(backends: Backends) -> TestApp {
     spawn_config(config(backends)).await
 }
@@ -51,21 +63,17 @@ pub async fn spawn_with(backends: Backends) -> TestApp {
 /// A gateway with this configuration; not waited for.
 pub async fn spawn_config(config: Config) -> TestApp {
     let backends = config.backends.clone();
-    let key = testkit::tester_key(&backends.namespace).await;
-    let app = Application::build(config).await.expect("gateway builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let key = testkit::keys::tester_key(&backends.namespace).await;
+    let mut running = InProcess::default();
+    let addr = running.launch(Application::build(config).await);
     TestApp {
         addr,
-        client: testkit::client_with_key(&key),
+        client: testkit::keys::client_with_key(&key),
         key,
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
         backends,
-        stop: Some(stop),
-        task: Some(task),
+        running,
+        sandbox: None,
     }
 }
 
@@ -105,7 +113,7 @@ impl TestApp {
     }
 
     pub async fn wait_ready(&self) {
-        testkit::until_ready(&self.client, &self.url(""), WAIT).await;
+        testkit::wait::until_ready(&self.client, &self.url(""), WAIT).await;
     }
 
     /// POSTs `body` as JSON to `/events`, with an `Idempotency-Key` if given.
@@ -131,20 +139,11 @@ impl TestApp {
         total
     }
 
-    /// Stops the gateway (graceful drain) and removes everything its namespace created.
+    /// Stops the gateway (graceful drain), then removes the namespace if the app made it.
     pub async fn stop(mut self) {
-        self.shutdown().await;
-        testkit::cleanup(&self.backends).await.expect("clean-up");
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("gateway task")
-                .expect("gateway stops cleanly");
+        self.running.stop_last().await;
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.remove().await.expect("the namespace removed");
         }
     }
 }

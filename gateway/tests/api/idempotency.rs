@@ -94,13 +94,18 @@ async fn a_repeat_while_the_first_is_still_publishing_is_409() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
     // A gateway whose broker is unreachable: its publish fails.
-    let mut backends = testkit::backends();
-    backends.amqp = vec![testkit::closed_port_url("amqp").parse().expect("valid URL")];
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut backends = sandbox.backends();
+    backends.amqp = vec![
+        testkit::ports::closed_port_url("amqp")
+            .parse()
+            .expect("valid URL"),
+    ];
     let broken = spawn_with(backends.clone()).await;
     let response = broken.post_event(BODY, Some("retry-me")).await;
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response, 503).await["dependency"], "rabbitmq");
-    let mut redis = testkit::redis(&backends).await;
+    let mut redis = testkit::redis::connect(&backends).await;
     let key = EventKey {
         kind: IngestKind::ProductUpdate,
         owner: crate::helpers::KEY_NAME.parse().expect("valid owner"),
@@ -112,7 +117,7 @@ async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
     assert_eq!(record, None, "the lease must be released");
 
     // The client's retry, on a healthy gateway in the same namespace, is accepted.
-    let healthy = crate::helpers::spawn_with(testkit::backends_in(&backends.namespace)).await;
+    let healthy = crate::helpers::spawn_with(sandbox.backends()).await;
     healthy.wait_ready().await;
     json(healthy.post_event(BODY, Some("retry-me")).await, 202).await;
     assert_eq!(healthy.queued().await, 1);
@@ -123,7 +128,8 @@ async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unconfirmed_publish_keeps_the_key_for_the_same_body_only() {
     // A gateway whose broker stops answering after the publish: no confirm comes.
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
     let mut through = faulty.backends.clone();
     through.redis = backends.redis.clone();
@@ -137,7 +143,7 @@ async fn an_unconfirmed_publish_keeps_the_key_for_the_same_body_only() {
     assert_eq!(body["outcome"], "unknown", "{body}");
 
     // The key is not free for another body...
-    let healthy = spawn_with(testkit::backends_in(&backends.namespace)).await;
+    let healthy = spawn_with(sandbox.backends()).await;
     healthy.wait_ready().await;
     let other = healthy
         .post_event(r#"{"product_id": "p1", "price": 99}"#, Some("unclear"))

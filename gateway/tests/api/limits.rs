@@ -9,12 +9,10 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{TestApp, WAIT, config, json, spawn_config};
+use crate::helpers::{TestApp, WAIT, config, json, spawn_adjusted, spawn_config};
 
 async fn gateway_with(limits: impl FnOnce(&mut shared::http::Limits)) -> TestApp {
-    let mut config = config(testkit::backends());
-    limits(&mut config.serving.http);
-    let app = spawn_config(config).await;
+    let app = spawn_adjusted(|config| limits(&mut config.serving.http)).await;
     app.wait_ready().await;
     app
 }
@@ -158,7 +156,7 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
         l.min_body_rate = 2;
     })
     .await;
-    let greedy = testkit::api_key(&app.backends.namespace, shared::auth::Scopes::all()).await;
+    let greedy = testkit::keys::api_key(&app.backends.namespace, shared::auth::Scopes::all()).await;
     // Its first two trickling requests are admitted and held; the rest are refused at once.
     let mut held = vec![
         slow_request_with(&app, &greedy).await,
@@ -207,7 +205,7 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("bytes per second"), "{answer}");
     }
-    let again = testkit::client_with_key(&greedy)
+    let again = testkit::keys::client_with_key(&greedy)
         .post(app.url("/events"))
         .header("content-type", "application/json")
         .body(r#"{"product_id": "p2", "stock": 1}"#)
@@ -241,14 +239,14 @@ async fn every_refusal_of_a_rated_key_carries_its_ratelimit_headers() {
         l.min_body_rate = 1;
     })
     .await;
-    let rated = testkit::named_api_key(
+    let rated = testkit::keys::named_api_key(
         &app.backends.namespace,
         "rated",
         shared::auth::Scopes::all(),
         Some(100),
     )
     .await;
-    let client = testkit::client_with_key(&rated);
+    let client = testkit::keys::client_with_key(&rated);
     let probe = || async {
         client
             .get(app.url("/products/rated-1"))
@@ -360,7 +358,7 @@ async fn a_saturated_server_still_answers_readiness_and_metrics() {
     let answer = String::from_utf8_lossy(&until_closed(&mut slow).await).into_owned();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // Shed and timed-out requests are counted with the others, so alerts on 5xx see overload.
-    let metrics = testkit::metrics(&app.client, &app.url("")).await;
+    let metrics = testkit::metrics::scrape(&app.client, &app.url("")).await;
     for status in ["503", "408"] {
         assert!(
             metrics
@@ -402,7 +400,8 @@ async fn control_characters_and_bad_utf8_in_paths_and_queries_are_400_naming_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_beyond_their_memory_are_503_until_room_frees() {
-    let mut config = config(testkit::backends());
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut config = config(sandbox.backends());
     config.upload_memory = 1024 * 1024;
     let folder =
         std::env::temp_dir().join(format!("uploads-{}", config.backends.namespace.as_str()));
@@ -495,7 +494,7 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // The slow one gives up: its room is free again.
     drop(slow);
-    testkit::eventually(
+    testkit::wait::eventually(
         "the upload to be taken once room frees",
         Duration::from_secs(10),
         || async { (upload().await.status() == 202).then_some(()) },
@@ -507,7 +506,8 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_product_takes_at_most_images_per_product_images() {
-    let mut config = config(testkit::backends());
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut config = config(sandbox.backends());
     config.images_per_product = 2;
     let folder =
         std::env::temp_dir().join(format!("images-{}", config.backends.namespace.as_str()));

@@ -12,7 +12,7 @@ async fn health_ready_metrics_and_openapi_answer() {
     );
     // PostgreSQL is optional to the gateway's readiness; the background probe finds it up
     // within a beat.
-    let ready = testkit::eventually("postgres reported up", crate::helpers::WAIT, || async {
+    let ready = testkit::wait::eventually("postgres reported up", crate::helpers::WAIT, || async {
         let ready = json(app.get("/ready").await, 200).await;
         (ready["dependencies"]["postgres"] == "up").then_some(ready)
     })
@@ -27,7 +27,7 @@ async fn health_ready_metrics_and_openapi_answer() {
         202,
     )
     .await;
-    let metrics = testkit::metrics(&app.client, &app.url("")).await;
+    let metrics = testkit::metrics::scrape(&app.client, &app.url("")).await;
     for name in [
         "pipeline_build_info{service=\"gateway\",version=",
         "process_resident_memory_bytes",

@@ -16,7 +16,7 @@ async fn an_invalid_id_is_400_and_an_unknown_one_404() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cache_miss_reads_postgres_and_fills_the_cache() {
     let app = spawn_app().await;
-    let pool = testkit::database(&app.backends).await;
+    let pool = testkit::postgres::pool(&app.backends).await;
     sqlx::query(
         "INSERT INTO products (product_id, price, updated_at) VALUES ('db-only', 12.3400, now())",
     )
@@ -29,8 +29,8 @@ async fn a_cache_miss_reads_postgres_and_fills_the_cache() {
     assert_eq!(body["stock"], serde_json::Value::Null);
 
     let key = format!("{}:product:db-only", app.backends.namespace.as_str());
-    let mut redis = testkit::redis(&app.backends).await;
-    let cached: String = testkit::eventually("the cache to be filled", WAIT, || {
+    let mut redis = testkit::redis::connect(&app.backends).await;
+    let cached: String = testkit::wait::eventually("the cache to be filled", WAIT, || {
         let mut redis = redis.clone();
         let key = key.clone();
         async move { redis.get::<_, Option<String>>(&key).await.ok().flatten() }

@@ -5,8 +5,9 @@ use shared::topology::Topology;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shard_count_other_than_the_namespaces_is_refused_with_what_to_do() {
-    let backends = testkit::backends();
-    let broker = testkit::Broker::connect(&backends).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let broker = testkit::broker::Broker::connect(&backends).await;
     let topology = |shards| Topology::new(backends.namespace.clone(), shards);
     broker
         .try_declare(&topology(4))
@@ -34,5 +35,4 @@ async fn a_shard_count_other_than_the_namespaces_is_refused_with_what_to_do() {
     // A refused declaration made nothing: the namespace still has its four shard queues.
     assert!(broker.exists(&topology(4).shard_queue(3)).await);
     assert!(!broker.exists(&topology(6).shard_queue(4)).await);
-    testkit::cleanup(&backends).await.expect("cleaned up");
 }

@@ -6,7 +6,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use testkit::{cluster::free_port, tls::TlsBackends};
+use testkit::{ports::free_port, tls::TlsBackends};
 use tokio::process::{Child, Command};
 
 /// The TLS servers, and the gateway binary pointed at them.
@@ -75,7 +75,7 @@ async fn the_gateway_reaches_every_backend_over_tls_trusting_the_authority_of_ss
     let port = free_port();
     let mut untrusting = servers.serve(port, false);
     let client = reqwest::Client::new();
-    let ready = testkit::eventually(
+    let ready = testkit::wait::eventually(
         "the untrusting gateway to answer /ready",
         crate::helpers::WAIT,
         || async {
@@ -101,7 +101,7 @@ async fn the_gateway_reaches_every_backend_over_tls_trusting_the_authority_of_ss
     // With it, every connection is verified and works.
     let port = free_port();
     let _gateway = servers.serve(port, true);
-    testkit::eventually(
+    testkit::wait::eventually(
         "gateway healthcheck to pass",
         Duration::from_secs(60),
         || async {
@@ -116,7 +116,7 @@ async fn the_gateway_reaches_every_backend_over_tls_trusting_the_authority_of_ss
     .await;
     // Its readiness does not wait for PostgreSQL (events are accepted without it); the probe
     // soon finds it up too.
-    testkit::eventually(
+    testkit::wait::eventually(
         "every backend up over TLS",
         Duration::from_secs(60),
         || async {
@@ -133,14 +133,14 @@ async fn the_gateway_reaches_every_backend_over_tls_trusting_the_authority_of_ss
         },
     )
     .await;
-    let key = testkit::api_key_at(
+    let key = testkit::keys::api_key_at(
         &servers.0.backends,
         "tls",
         shared::auth::Scopes::all(),
         None,
     )
     .await;
-    let accepted = testkit::client_with_key(&key)
+    let accepted = testkit::keys::client_with_key(&key)
         .post(format!("http://127.0.0.1:{port}/events"))
         .header("content-type", "application/json")
         .header("idempotency-key", "tls-1")
@@ -150,7 +150,7 @@ async fn the_gateway_reaches_every_backend_over_tls_trusting_the_authority_of_ss
         .expect("answered");
     assert_eq!(accepted.status(), 202, "over TLS end to end");
     // The idempotency record went to the TLS Redis: the repeat is a replay.
-    let replayed = testkit::client_with_key(&key)
+    let replayed = testkit::keys::client_with_key(&key)
         .post(format!("http://127.0.0.1:{port}/events"))
         .header("content-type", "application/json")
         .header("idempotency-key", "tls-1")

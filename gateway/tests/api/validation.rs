@@ -66,7 +66,7 @@ async fn each_invalid_body_is_a_400_naming_the_field_and_leaves_nothing_behind()
         0,
         "a refused request published something"
     );
-    let keys = testkit::namespace_keys(&app.backends).await;
+    let keys = testkit::redis::namespace_keys(&app.backends).await;
     assert!(keys.is_empty(), "a refused request left {keys:?}");
     app.stop().await;
 }
@@ -171,7 +171,7 @@ async fn a_valid_event_is_202_with_its_id_after_the_message_is_in_its_shard() {
         serde_json::json!({"event_id": "evt-1", "status": "accepted"})
     );
     let shard = app.topology.shard_for(&"p1".parse().expect("valid id"));
-    let broker = testkit::Broker::connect(&app.backends).await;
+    let broker = testkit::broker::Broker::connect(&app.backends).await;
     let message = broker
         .take(&app.topology.shard_queue(shard))
         .await

@@ -137,7 +137,7 @@ async fn retry_after_on_503_holds_the_retry_back_that_long() {
     let time = |value: &serde_json::Value| {
         OffsetDateTime::parse(value.as_str().expect("a time"), &Rfc3339).expect("RFC 3339")
     };
-    let waiting = testkit::eventually("the first attempt recorded", WAIT, || async {
+    let waiting = testkit::wait::eventually("the first attempt recorded", WAIT, || async {
         let (_, body) = notifier.get("/notifications/g3:stock.low").await;
         let delivery = body["deliveries"][0].clone();
         (delivery["attempts"] == 1 && delivery["next_attempt_at"].is_string()).then_some(delivery)
@@ -156,7 +156,7 @@ async fn retry_after_on_503_holds_the_retry_back_that_long() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_endpoint_fails_is_dead_lettered_disabled_and_can_be_retried() {
     let notifier = spawn_notifier(1).await;
-    let down = testkit::closed_port_url("http");
+    let down = testkit::ports::closed_port_url("http");
     let (id, _) = notifier.subscribe(&down, &["order.rejected"]).await;
 
     notifier.emit("e3:order.rejected", "order.rejected").await;
@@ -192,7 +192,7 @@ async fn an_unreachable_endpoint_fails_is_dead_lettered_disabled_and_can_be_retr
 
     // Once the endpoint is back, the operator re-enables it and retries the dead letter.
     let receiver = Receiver::start(&[]).await;
-    let pool = testkit::database(&notifier.backends).await;
+    let pool = testkit::postgres::pool(&notifier.backends).await;
     sqlx::query("UPDATE subscriptions SET url = $1")
         .bind(receiver.url())
         .execute(&pool)
@@ -302,7 +302,7 @@ async fn a_catch_all_binding_left_by_an_earlier_version_is_removed() {
     let notifier = spawn_notifier(5).await;
     notifier.bind("#").await;
     let mut round = 0;
-    testkit::eventually("the catch-all binding to be removed", WAIT, || {
+    testkit::wait::eventually("the catch-all binding to be removed", WAIT, || {
         round += 1;
         let id = format!("r{round}:stock.low");
         let notifier = &notifier;
@@ -329,7 +329,7 @@ async fn a_message_that_is_not_a_downstream_event_is_dead_lettered_with_why() {
         ),
     ] {
         notifier.emit_raw("order.created", id, body).await;
-        testkit::eventually("the message to be dead-lettered", WAIT, || async {
+        testkit::wait::eventually("the message to be dead-lettered", WAIT, || async {
             (notifier.broker.depth(&dead).await == 1).then_some(())
         })
         .await;
@@ -359,7 +359,7 @@ async fn an_event_postgres_refuses_to_record_is_dead_lettered_and_the_queue_move
     let notifier = spawn_notifier(5).await;
     let _receiver = notifier.receiver_for(&["stock.low"]).await;
     let dead = notifier.topology.dead_letter_queue();
-    let pool = testkit::database(&notifier.backends).await;
+    let pool = testkit::postgres::pool(&notifier.backends).await;
     testkit::sabotage::writes(
         &pool,
         "sabotage_notifications",
@@ -405,7 +405,8 @@ async fn an_event_postgres_refuses_to_record_is_dead_lettered_and_the_queue_move
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_while_an_attempt_cannot_be_recorded_stops_and_loses_nothing() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
     let through = faulty.backends.clone();
     let notifier = spawn_notifier_on(backends.clone(), |config| {
@@ -431,14 +432,14 @@ async fn shutdown_while_an_attempt_cannot_be_recorded_stops_and_loses_nothing() 
     // While the attempt waits for an answer, PostgreSQL goes: the attempt cannot be recorded,
     // and the notifier is asked to stop while it keeps trying.
     faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
-    let backends = tokio::time::timeout(WAIT, notifier.halt())
+    tokio::time::timeout(WAIT, notifier.stop())
         .await
         .expect("the notifier stopped while PostgreSQL was away");
     drop(held);
     faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
 
     // Nothing is lost: the delivery is still pending, unrecorded, under its lease...
-    let pool = testkit::database(&backends).await;
+    let pool = testkit::postgres::pool(&backends).await;
     let (status, attempts): (String, i32) =
         sqlx::query_as("SELECT status, attempts FROM deliveries WHERE event_id = $1")
             .bind("stuck:stock.low")
@@ -487,7 +488,7 @@ async fn a_slow_endpoint_holds_up_only_its_own_deliveries() {
     // Every event reaches the endpoint that answers...
     fast.wait_for(6, WAIT).await;
     // ...while the slow one has two requests in flight and the rest wait their turn.
-    let pool = testkit::database(&notifier.backends).await;
+    let pool = testkit::postgres::pool(&notifier.backends).await;
     let (in_flight, pending): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE lease_until >= now()), count(*) FROM deliveries
          WHERE subscription_id = $1::uuid AND status = 'pending'",
@@ -507,7 +508,7 @@ async fn the_sample_receiver_verifies_deliveries_with_the_standard_webhooks_libr
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let notifier = spawn_notifier(5).await;
-    let url = testkit::closed_port_url("http");
+    let url = testkit::ports::closed_port_url("http");
     let port = url.rsplit(':').next().expect("a port").to_owned();
     let (_, secret) = notifier
         .subscribe(&format!("{url}/hook"), &["order.created"])

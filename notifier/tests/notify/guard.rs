@@ -14,8 +14,8 @@ use crate::helpers::{WAIT, spawn_notifier, spawn_notifier_with};
 async fn the_api_wants_an_ops_key() {
     let notifier = spawn_notifier(5).await;
     let anonymous = reqwest::Client::new();
-    let reader = testkit::client_with_key(
-        &testkit::api_key(
+    let reader = testkit::keys::client_with_key(
+        &testkit::keys::api_key(
             &notifier.backends.namespace,
             [Scope::ProductsRead, Scope::OrdersRead]
                 .into_iter()
@@ -60,7 +60,7 @@ async fn the_api_wants_an_ops_key() {
         ("/notifications/a%0Ab", "event_id"),
     ] {
         let (status, body) = notifier.get(path).await;
-        testkit::assert_names_field(status, &body, field, path);
+        testkit::http::assert_names_field(status, &body, field, path);
     }
     notifier.stop().await;
 }
@@ -114,7 +114,7 @@ async fn a_name_that_resolves_to_a_private_address_at_delivery_is_not_connected_
     let port = receiver.port();
     // As if the name had resolved to a public address when it was subscribed, and to this
     // machine now (DNS rebinding).
-    let pool = testkit::database(&notifier.backends).await;
+    let pool = testkit::postgres::pool(&notifier.backends).await;
     sqlx::query(
         "INSERT INTO subscriptions (id, url, event_types, secret)
          VALUES ('0190d0a4-0000-7000-8000-000000000001', $1, '{stock.low}', 'whsec_AAAA')",
@@ -167,10 +167,11 @@ async fn a_namespace_holds_at_most_its_cap_of_subscriptions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signing_secrets_and_tokens_in_webhook_urls_never_appear_in_the_logs() {
-    let backends = testkit::backends();
-    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
-    let client = testkit::client_with_key(&key);
-    let addr = testkit::services::free_addr();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let key = testkit::keys::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+    let client = testkit::keys::client_with_key(&key);
+    let addr = testkit::ports::free_addr();
     let log_path = std::env::temp_dir().join(format!("{}.log", backends.namespace.as_str()));
     let log = std::fs::File::create(&log_path).expect("a log file");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notifier"))
@@ -186,7 +187,7 @@ async fn signing_secrets_and_tokens_in_webhook_urls_never_appear_in_the_logs() {
         .spawn()
         .expect("the notifier starts");
     let base = format!("http://{addr}");
-    testkit::until_ready(&client, &base, WAIT).await;
+    testkit::wait::until_ready(&client, &base, WAIT).await;
     let receiver = Receiver::start(&[]).await;
     let created: Value = client
         .post(format!("{base}/subscriptions"))
@@ -211,7 +212,7 @@ async fn signing_secrets_and_tokens_in_webhook_urls_never_appear_in_the_logs() {
         .json()
         .await
         .expect("JSON");
-    let broker = testkit::Broker::connect(&backends).await;
+    let broker = testkit::broker::Broker::connect(&backends).await;
     let topology = shared::topology::Topology::new(backends.namespace.clone(), 2);
     broker
         .publish(
@@ -240,5 +241,4 @@ async fn signing_secrets_and_tokens_in_webhook_urls_never_appear_in_the_logs() {
         assert!(!logs.contains(encoded), "a signing secret was logged");
     }
     assert!(!logs.contains(&key), "an API key was logged");
-    testkit::cleanup(&backends).await.expect("clean-up");
 }

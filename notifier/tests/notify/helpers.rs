@@ -6,8 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use lapin::BasicProperties;
 use serde_json::{Value, json};
 use shared::{config::Backends, topology::Topology};
-use testkit::webhooks::Receiver;
-use tokio::{sync::oneshot, task::JoinHandle};
+use testkit::{in_process::InProcess, sandbox::Sandbox, webhooks::Receiver};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 /// The retry schedule of the tests: two retries, quickly.
@@ -18,9 +17,10 @@ pub struct Notifier {
     pub topology: Topology,
     pub client: reqwest::Client,
     pub addr: SocketAddr,
-    pub broker: testkit::Broker,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
+    pub broker: testkit::broker::Broker,
+    running: InProcess,
+    /// The namespace, when the notifier made it ([`spawn_notifier_with`]).
+    sandbox: Option<Sandbox>,
 }
 
 /// A ready notifier that disables a subscription after `disable_after` failed deliveries
@@ -29,13 +29,16 @@ pub async fn spawn_notifier(disable_after: i32) -> Notifier {
     spawn_notifier_with(|config| config.disable_after = disable_after).await
 }
 
-/// A ready notifier with the test configuration changed by `adjust`.
+/// A ready notifier in a namespace of its own, with the test configuration changed by `adjust`.
 pub async fn spawn_notifier_with(adjust: impl FnOnce(&mut notifier::Config)) -> Notifier {
-    spawn_notifier_on(testkit::backends(), adjust).await
+    let sandbox = Sandbox::new();
+    let mut notifier = spawn_notifier_on(sandbox.backends(), adjust).await;
+    notifier.sandbox = Some(sandbox);
+    notifier
 }
 
-/// A ready notifier on `backends` (and their namespace), the test configuration changed by
-/// `adjust`.
+/// A ready notifier on `backends` (and their namespace, the caller's), the test configuration
+/// changed by `adjust`.
 pub async fn spawn_notifier_on(
     backends: Backends,
     adjust: impl FnOnce(&mut notifier::Config),
@@ -46,24 +49,18 @@ pub async fn spawn_notifier_on(
     config.poll_interval = Duration::from_millis(50);
     config.allow_private_networks = true;
     adjust(&mut config);
-    let app = notifier::Application::build(config)
-        .await
-        .expect("notifier builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let client = testkit::authorized_client(&backends.namespace).await;
-    testkit::until_ready(&client, &format!("http://{addr}"), WAIT).await;
+    let mut running = InProcess::default();
+    let addr = running.launch(notifier::Application::build(config).await);
+    let client = testkit::keys::authorized_client(&backends.namespace).await;
+    testkit::wait::until_ready(&client, &format!("http://{addr}"), WAIT).await;
     Notifier {
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
-        broker: testkit::Broker::connect(&backends).await,
+        broker: testkit::broker::Broker::connect(&backends).await,
         backends,
         client,
         addr,
-        stop,
-        task,
+        running,
+        sandbox: None,
     }
 }
 
@@ -180,7 +177,7 @@ impl Notifier {
     /// Waits until the notification of `event_id` is recorded and every delivery of it is
     /// settled (not pending); the notification.
     pub async fn settled(&self, event_id: &str) -> Value {
-        testkit::eventually(&format!("{event_id} to be settled"), WAIT, || async {
+        testkit::wait::eventually(&format!("{event_id} to be settled"), WAIT, || async {
             let (status, body) = self.get(&format!("/notifications/{event_id}")).await;
             let settled = status == 200
                 && body["deliveries"]
@@ -192,16 +189,13 @@ impl Notifier {
         .await
     }
 
-    /// Asks it to stop and waits until it has; leaves its namespace's data in place.
-    pub async fn halt(self) -> Backends {
-        let _ = self.stop.send(());
-        self.task.await.expect("task").expect("stops cleanly");
-        self.backends
-    }
-
-    pub async fn stop(self) {
-        let backends = self.halt().await;
-        testkit::cleanup(&backends).await.expect("clean-up");
+    /// Asks it to stop and waits until it has drained, then removes the namespace if the
+    /// notifier made it.
+    pub async fn stop(mut self) {
+        self.running.stop_last().await;
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.remove().await.expect("the namespace removed");
+        }
     }
 }
 

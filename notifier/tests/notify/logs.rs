@@ -79,7 +79,7 @@ async fn a_line_logged_while_a_message_is_taken_in_carries_its_trace_and_span_id
                 .with_headers(headers),
         )
         .await;
-    let line = testkit::eventually("the intake's line about the event", WAIT, || async {
+    let line = testkit::wait::eventually("the intake's line about the event", WAIT, || async {
         let text = String::from_utf8_lossy(&lines.lock().expect("not poisoned")).into_owned();
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -107,8 +107,9 @@ async fn a_line_logged_while_a_message_is_taken_in_carries_its_trace_and_span_id
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
-    let backends = testkit::backends();
-    let addr = testkit::services::free_addr();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let addr = testkit::ports::free_addr();
     let log_path = std::env::temp_dir().join(format!("{}-first.log", backends.namespace.as_str()));
     let log = std::fs::File::create(&log_path).expect("a log file");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notifier"))
@@ -123,7 +124,7 @@ async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
         .spawn()
         .expect("the notifier starts");
     // `/ready` is open: no key is made, so the notifier itself finds the namespace empty.
-    testkit::until_ready(&reqwest::Client::new(), &format!("http://{addr}"), WAIT).await;
+    testkit::wait::until_ready(&reqwest::Client::new(), &format!("http://{addr}"), WAIT).await;
     testkit::services::sigterm(&mut child).await;
     let logs = std::fs::read_to_string(&log_path).expect("the log");
     let _ = std::fs::remove_file(&log_path);
@@ -133,5 +134,4 @@ async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
         .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
         .collect();
     assert!(loud.is_empty(), "a first start warned: {loud:#?}");
-    testkit::cleanup(&backends).await.expect("clean-up");
 }

@@ -55,7 +55,7 @@ async fn subscriptions_and_deliveries_are_listed_a_page_at_a_time() {
         "/subscriptions?limit=0",
     ] {
         let (status, body) = notifier.get(path).await;
-        testkit::assert_names_field(
+        testkit::http::assert_names_field(
             status,
             &body,
             path.split(['?', '=']).nth(1).expect("a parameter"),

@@ -61,7 +61,7 @@ async fn a_test_event_reaches_its_subscription_only_signed_and_recorded() {
         (json!({"event_type": "stock.low", "url": "x"}), "url"),
     ] {
         let (status, problem) = post_json(&notifier, &path, &body).await;
-        testkit::assert_names_field(status, &problem, field, &body.to_string());
+        testkit::http::assert_names_field(status, &problem, field, &body.to_string());
     }
     let (status, _) = post_json(&notifier, "/subscriptions/nope/test", &json!({})).await;
     assert_eq!(status, 400);
@@ -103,7 +103,7 @@ async fn a_test_event_reaches_its_subscription_only_signed_and_recorded() {
     assert_eq!(other.count(), 0, "another subscription got a test event");
 
     // A disabled subscription gets none.
-    let pool = testkit::database(&notifier.backends).await;
+    let pool = testkit::postgres::pool(&notifier.backends).await;
     sqlx::query("UPDATE subscriptions SET disabled_at = now() WHERE id = $1::uuid")
         .bind(&id)
         .execute(&pool)
@@ -117,7 +117,7 @@ async fn a_test_event_reaches_its_subscription_only_signed_and_recorded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deliveries_failed_since_a_time_are_sent_again_and_earlier_ones_are_not() {
     let notifier = spawn_notifier(5).await;
-    let down = testkit::closed_port_url("http");
+    let down = testkit::ports::closed_port_url("http");
     let (id, _) = notifier.subscribe(&down, &["order.created"]).await;
     notifier.emit("r1:order.created", "order.created").await;
     let first = notifier.settled("r1:order.created").await;
@@ -144,12 +144,12 @@ async fn deliveries_failed_since_a_time_are_sent_again_and_earlier_ones_are_not(
         ),
     ] {
         let (status, problem) = post_json(&notifier, &path, &body).await;
-        testkit::assert_names_field(status, &problem, field, &body.to_string());
+        testkit::http::assert_names_field(status, &problem, field, &body.to_string());
     }
 
     // The endpoint is back.
     let receiver = Receiver::start(&[]).await;
-    let pool = testkit::database(&notifier.backends).await;
+    let pool = testkit::postgres::pool(&notifier.backends).await;
     sqlx::query("UPDATE subscriptions SET url = $1 WHERE id = $2::uuid")
         .bind(receiver.url())
         .bind(&id)

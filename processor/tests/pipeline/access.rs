@@ -10,8 +10,8 @@ async fn the_dead_letter_api_wants_an_ops_key() {
     let pipeline = spawn_pipeline().await;
     let base = format!("http://{}", pipeline.processor.expect("started"));
     let anonymous = reqwest::Client::new();
-    let writer = testkit::client_with_key(
-        &testkit::api_key(
+    let writer = testkit::keys::client_with_key(
+        &testkit::keys::api_key(
             &pipeline.backends.namespace,
             [Scope::EventsWrite].into_iter().collect(),
         )
@@ -39,7 +39,7 @@ async fn the_dead_letter_api_wants_an_ops_key() {
         assert_eq!(body["scope"], "ops");
     }
     for open in ["/health", "/ready", "/metrics"] {
-        let (status, _) = testkit::get_json(&anonymous, &format!("{base}{open}")).await;
+        let (status, _) = testkit::http::get_json(&anonymous, &format!("{base}{open}")).await;
         assert_eq!(status, 200, "{open}");
     }
     let (status, _) = pipeline.processor_get("/dead-letters").await;
@@ -57,7 +57,7 @@ async fn control_characters_in_dead_letter_parameters_are_400_naming_them() {
         ("/dead-letters/%C3%28", "id"),
     ] {
         let (status, body) = pipeline.processor_get(path).await;
-        testkit::assert_names_field(status, &body, field, path);
+        testkit::http::assert_names_field(status, &body, field, path);
     }
     pipeline.stop().await;
 }

@@ -17,7 +17,7 @@ use crate::helpers::{Pipeline, spawn_gateway_only, spawn_pipeline, wait_inbox};
 /// may pass later; `check_violation`: a refusal), then sends an update of it keyed
 /// `{product}-evt`; the pool it sabotaged through.
 async fn send_sabotaged(pipeline: &Pipeline, product: &str, errcode: &str) -> sqlx::PgPool {
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     testkit::sabotage::writes(
         &pool,
         &format!("sabotage_{product}"),
@@ -111,7 +111,7 @@ async fn replaying_an_event_that_was_already_applied_does_not_apply_it_again() {
     wait_inbox(&pipeline, 1).await;
     // The same event (sent with the test's key) reaches the dead-letter queue (as if set aside
     // after it was applied).
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let body = format!(
         r#"{{"event_id":"once-evt","owner":"tester","product_id":"once","stock":5,"occurred_at":"{0}","received_at":"{0}"}}"#,
         "2026-01-01T00:00:00Z"
@@ -155,7 +155,7 @@ async fn replaying_an_event_that_was_already_applied_does_not_apply_it_again() {
 async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
     let pipeline = spawn_pipeline().await;
     send_sabotaged(&pipeline, "refused", "check_violation").await;
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     broker
         .publish(
             &pipeline.topology.ingest_exchange(),
@@ -200,7 +200,7 @@ async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
         ("/dead-letters?limit=1001", "limit"),
     ] {
         let (status, body) = pipeline.processor_get(path).await;
-        testkit::assert_names_field(status, &body, field, path);
+        testkit::http::assert_names_field(status, &body, field, path);
     }
     let (status, _) = pipeline.processor_get("/dead-letters/no-such-id").await;
     assert_eq!(status, 404);
@@ -229,7 +229,8 @@ async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered_by_the_delivery_limit() {
-    let mut pipeline = spawn_gateway_only(testkit::backends()).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut pipeline = spawn_gateway_only(sandbox.backends()).await;
     pipeline
         .accept_keyed("crashy-evt", r#"{"product_id": "crashy", "stock": 1}"#)
         .await;
@@ -237,7 +238,7 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered_by_the_deli
         .topology
         .shard_for(&"crashy".parse().expect("valid"));
     // A consumer that dies on the message every time: it is returned to the queue unacked.
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let channel = broker.channel().await;
     let mut consumer = channel
         .basic_consume(
@@ -276,7 +277,7 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered_by_the_deli
 async fn dead_letters_postgres_refuses_are_kept_and_the_dead_letter_queue_moves_on() {
     let pipeline = spawn_pipeline().await;
     // Whatever else PostgreSQL may refuse in a dead letter's fields, stood in for by a trigger.
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     testkit::sabotage::writes(
         &pool,
         "refuse_dead_letter",
@@ -286,7 +287,7 @@ async fn dead_letters_postgres_refuses_are_kept_and_the_dead_letter_queue_moves_
         "refused",
     )
     .await;
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let dead_letter = |message_id: &str, body: &str| {
         let properties = BasicProperties::default().with_message_id(message_id.into());
         let (broker, exchange, body) = (

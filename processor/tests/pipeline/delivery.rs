@@ -19,7 +19,7 @@ fn update(event_id: &str, product: &str, stock: i64) -> String {
 async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
     let pipeline = spawn_pipeline().await;
     let before = pipeline.duplicates().await;
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let body = update("dup-event", "dup-1", 5);
     let mut shard = 0;
     for _ in 0..2 {
@@ -35,7 +35,7 @@ async fn a_duplicate_published_twice_straight_to_the_broker_applies_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowing() {
     let pipeline = spawn_pipeline().await;
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let shard = pipeline
         .topology
         .shard_for(&"after-poison".parse().expect("valid"));
@@ -100,7 +100,8 @@ async fn a_poison_message_is_set_aside_with_its_reason_and_its_shard_keeps_flowi
 async fn a_processor_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
     const EVENTS: i64 = 2000;
     const PRODUCTS: i64 = 20;
-    let pipeline = helpers::spawn_gateway_only(testkit::backends()).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let pipeline = helpers::spawn_gateway_only(sandbox.backends()).await;
     // The model: each product's last stock by occurred_at (events are numbered in time order).
     let mut expected = HashMap::new();
     let base = OffsetDateTime::now_utc() - time::Duration::hours(1);
@@ -115,7 +116,7 @@ async fn a_processor_killed_mid_stream_and_restarted_loses_and_doubles_nothing()
     }
 
     let mut child = helpers::processor_process(&pipeline.backends);
-    testkit::eventually("the processor to apply some events", WAIT, || async {
+    testkit::wait::eventually("the processor to apply some events", WAIT, || async {
         (pipeline.inbox_count().await >= 50).then_some(())
     })
     .await;
@@ -135,7 +136,7 @@ async fn a_processor_killed_mid_stream_and_restarted_loses_and_doubles_nothing()
             .await;
         assert_eq!(state["stock"], *stock, "{product}");
     }
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     let doubled: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT event_id FROM processed_events GROUP BY event_id HAVING count(*) > 1) d",
     )

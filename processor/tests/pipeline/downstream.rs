@@ -11,8 +11,8 @@ use crate::helpers::{
 };
 
 /// A private queue bound to every downstream event.
-async fn listen(pipeline: &Pipeline) -> (testkit::Broker, Consumer) {
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+async fn listen(pipeline: &Pipeline) -> (testkit::broker::Broker, Consumer) {
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let consumer = broker
         .listen(&pipeline.topology.events_exchange(), "#")
         .await;
@@ -121,8 +121,8 @@ async fn changes_and_orders_emit_downstream_events_with_old_and_new_values() {
 
     // An event reaches its consumer once the broker has it; the processor forgets it on the
     // broker's confirm, a moment later.
-    let pool = testkit::database(&pipeline.backends).await;
-    testkit::eventually(
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
+    testkit::wait::eventually(
         "published events to leave the outbox",
         Duration::from_secs(10),
         || async {
@@ -146,7 +146,7 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
     wait_inbox(&pipeline, 1).await;
     let (_connection, mut consumer) = listen(&pipeline).await;
     // As a processor that died after its commit and before its publish would have left it.
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     let id = downstream_of_update("crash-evt", "product.updated");
     sqlx::query(
         r#"INSERT INTO outbox (event_id, source_kind, source_owner, source_event_id, routing_key,
@@ -163,12 +163,12 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
     .expect("insert");
     // The unacknowledged source (sent with the test's key) is redelivered: a duplicate, which
     // still publishes.
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let body = r#"{"event_id":"crash-evt","owner":"tester","product_id":"crash-1","stock":7,"occurred_at":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
     pipeline.publish_update(&broker, "crash-1", body).await;
     let events = next_events(&mut consumer, 1).await;
     assert_eq!(events[0]["id"], id.as_str());
-    testkit::eventually("the outbox to drain", Duration::from_secs(10), || async {
+    testkit::wait::eventually("the outbox to drain", Duration::from_secs(10), || async {
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
             .fetch_one(&pool)
             .await

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use lapin::BasicProperties;
 use shared::{config::Backends, topology::Topology};
+use testkit::sandbox::Sandbox;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -17,12 +18,17 @@ pub struct Pipeline {
     pub client: reqwest::Client,
     pub gateway: SocketAddr,
     pub processor: Option<SocketAddr>,
-    running: testkit::InProcess,
+    running: testkit::in_process::InProcess,
+    /// The namespace, when the pipeline made it ([`spawn_pipeline`]).
+    sandbox: Option<Sandbox>,
 }
 
-/// A gateway and an in-process processor on healthy backends, both ready.
+/// A gateway and an in-process processor on healthy backends in a namespace of their own, both
+/// ready.
 pub async fn spawn_pipeline() -> Pipeline {
-    let mut pipeline = spawn_gateway_only(testkit::backends()).await;
+    let sandbox = Sandbox::new();
+    let mut pipeline = spawn_gateway_only(sandbox.backends()).await;
+    pipeline.sandbox = Some(sandbox);
     let backends = pipeline.backends.clone();
     pipeline.start_processor(backends).await;
     pipeline
@@ -31,20 +37,21 @@ pub async fn spawn_pipeline() -> Pipeline {
     pipeline
 }
 
-/// A ready gateway and no processor.
+/// A ready gateway and no processor, in `backends`' namespace (the caller's).
 pub async fn spawn_gateway_only(backends: Backends) -> Pipeline {
     let mut config = testkit::test_config!(gateway::Config, backends.clone());
     config.confirm_timeout = Duration::from_secs(2);
-    let mut running = testkit::InProcess::default();
+    let mut running = testkit::in_process::InProcess::default();
     let addr = running.launch(gateway::Application::build(config).await);
     let namespace = backends.namespace.clone();
     let pipeline = Pipeline {
         topology: Topology::new(backends.namespace.clone(), backends.ingest_shards),
         backends,
-        client: testkit::authorized_client(&namespace).await,
+        client: testkit::keys::authorized_client(&namespace).await,
         gateway: addr,
         processor: None,
         running,
+        sandbox: None,
     };
     pipeline.wait_ready(addr).await;
     pipeline
@@ -55,26 +62,12 @@ impl Pipeline {
     pub async fn start_processor(&mut self, backends: Backends) -> SocketAddr {
         let mut config = testkit::test_config!(processor::Config, backends);
         config.prefetch = 16;
-        config.retry_delays = testkit::TEST_RETRY_DELAYS.to_vec();
+        config.retry_delays = testkit::sandbox::RETRY_DELAYS.to_vec();
         config.shard_lease = TEST_LEASE;
         let addr = self
             .running
             .launch(processor::Application::build(config).await);
         self.processor = Some(addr);
-        addr
-    }
-
-    /// Starts an in-process notifier on `backends`, with a quick retry schedule.
-    pub async fn start_notifier(&mut self, backends: Backends) -> SocketAddr {
-        let mut config = testkit::test_config!(notifier::Config, backends);
-        config.webhook_timeout = Duration::from_secs(2);
-        config.retry_schedule = vec![Duration::from_millis(100)];
-        config.poll_interval = Duration::from_millis(50);
-        config.allow_private_networks = true;
-        let addr = self
-            .running
-            .launch(notifier::Application::build(config).await);
-        self.wait_ready(addr).await;
         addr
     }
 
@@ -84,12 +77,12 @@ impl Pipeline {
     }
 
     pub async fn wait_ready(&self, addr: SocketAddr) {
-        testkit::until_ready(&self.client, &format!("http://{addr}"), WAIT).await;
+        testkit::wait::until_ready(&self.client, &format!("http://{addr}"), WAIT).await;
     }
 
     /// Waits until the service at `addr` answers `/ready` with 503 naming only `dependency`.
     pub async fn wait_down(&self, addr: SocketAddr, dependency: &str) {
-        testkit::eventually(&format!("/ready to name {dependency}"), WAIT, || async {
+        testkit::wait::eventually(&format!("/ready to name {dependency}"), WAIT, || async {
             let r = self
                 .client
                 .get(format!("http://{addr}/ready"))
@@ -117,7 +110,7 @@ impl Pipeline {
     /// Posts with an `Idempotency-Key` until it is accepted, as a client retries through an
     /// outage.
     pub async fn accept_eventually(&self, what: &str, key: &str, body: &str) {
-        testkit::eventually(what, WAIT, || async {
+        testkit::wait::eventually(what, WAIT, || async {
             let r = self.post_event(body, Some(key)).await;
             (r.status() == 202).then_some(())
         })
@@ -164,7 +157,7 @@ impl Pipeline {
         id: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        testkit::eventually(
+        testkit::wait::eventually(
             &format!("product {id} to reach the expected state"),
             WAIT,
             || async { self.product(id).await.filter(|p| check(p)) },
@@ -174,7 +167,12 @@ impl Pipeline {
 
     /// Publishes a `product.update` body straight to the shard of `product`, past the gateway;
     /// the shard.
-    pub async fn publish_update(&self, broker: &testkit::Broker, product: &str, body: &str) -> u16 {
+    pub async fn publish_update(
+        &self,
+        broker: &testkit::broker::Broker,
+        product: &str,
+        body: &str,
+    ) -> u16 {
         let shard = self.topology.shard_for(&product.parse().expect("valid"));
         let routing_key = Topology::routing_key(shard);
         let properties = BasicProperties::default().with_type("product.update".into());
@@ -187,7 +185,7 @@ impl Pipeline {
 
     /// Events recorded in the processor's inbox.
     pub async fn inbox_count(&self) -> i64 {
-        let pool = testkit::database(&self.backends).await;
+        let pool = testkit::postgres::pool(&self.backends).await;
         let count = sqlx::query_scalar("SELECT count(*) FROM processed_events")
             .fetch_one(&pool)
             .await
@@ -199,7 +197,7 @@ impl Pipeline {
     /// `GET` on the processor's API, as JSON with its status.
     pub async fn processor_get(&self, path: &str) -> (u16, serde_json::Value) {
         let addr = self.processor.expect("a processor is running");
-        testkit::get_json(&self.client, &format!("http://{addr}{path}")).await
+        testkit::http::get_json(&self.client, &format!("http://{addr}{path}")).await
     }
 
     /// `POST` JSON to the processor's API.
@@ -231,7 +229,7 @@ impl Pipeline {
 
     /// Waits until the dead-letter API lists exactly `n` dead letters, and returns them.
     pub async fn dead_letters(&self, n: usize) -> Vec<serde_json::Value> {
-        testkit::eventually(&format!("{n} dead letters"), WAIT, || async {
+        testkit::wait::eventually(&format!("{n} dead letters"), WAIT, || async {
             let (status, body) = self.processor_get("/dead-letters").await;
             let items = body["items"].as_array()?.clone();
             (status == 200 && items.len() == n).then_some(items)
@@ -240,10 +238,9 @@ impl Pipeline {
     }
 
     pub async fn metrics_of(&self, addr: SocketAddr) -> String {
-        testkit::metrics(&self.client, &format!("http://{addr}")).await
+        testkit::metrics::scrape(&self.client, &format!("http://{addr}")).await
     }
 
-    /// Stops everything (drains) and removes the namespace.
     /// Events the running processor has recognised as already applied.
     pub async fn duplicates(&self) -> f64 {
         let processor = self.processor.expect("running");
@@ -253,45 +250,33 @@ impl Pipeline {
 
     /// Waits until the processor has recognised more duplicates than `before`.
     pub async fn wait_duplicate(&self, before: f64) {
-        testkit::eventually("a duplicate to be recognised", WAIT, || async {
+        testkit::wait::eventually("a duplicate to be recognised", WAIT, || async {
             (self.duplicates().await > before).then_some(())
         })
         .await;
     }
 
+    /// Stops everything (each service drains), then removes the namespace if the pipeline made
+    /// it.
     pub async fn stop(mut self) {
         while !self.running.is_empty() {
             self.stop_last().await;
         }
-        testkit::cleanup(&self.backends).await.expect("clean-up");
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.remove().await.expect("the namespace removed");
+        }
     }
 }
 
 /// The processor binary as a child process in `backends`' namespace (inherits the environment's
 /// URLs), so a test can SIGKILL it.
 pub fn processor_process(backends: &Backends) -> tokio::process::Child {
-    processor_process_with(backends, &[])
-}
-
-/// [`processor_process`] with more environment (a proxied `DATABASE_URL`, say).
-pub fn processor_process_with(
-    backends: &Backends,
-    env: &[(&str, String)],
-) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_processor"))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
         .env("INGEST_SHARDS", backends.ingest_shards.to_string())
         .env("PROCESSOR_ADDR", "127.0.0.1:0")
         .env("SHARD_LEASE_SECS", TEST_LEASE.as_secs().to_string())
-        .env(
-            "RETRY_DELAYS_MS",
-            testkit::TEST_RETRY_DELAYS
-                .iter()
-                .map(|d| d.as_millis().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
+        .env("RETRY_DELAYS_MS", testkit::sandbox::retry_delays_ms())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -305,7 +290,7 @@ pub fn processor_process_with(
 fn downstream_of(kind: shared::contract::IngestKind, id: String, event_type: &str) -> String {
     let source = shared::contract::EventKey {
         kind,
-        owner: testkit::TEST_KEY_NAME.parse().expect("a valid owner"),
+        owner: testkit::keys::TEST_KEY_NAME.parse().expect("a valid owner"),
         id: id.parse().expect("a valid event id"),
     };
     let event_type = shared::contract::EventType::parse(event_type).expect("a known event type");
@@ -324,11 +309,11 @@ pub fn downstream_of_order(order_id: &str, event_type: &str) -> String {
     downstream_of(OrderCreate, format!("order:{order_id}"), event_type)
 }
 
-pub use testkit::counter;
+pub use testkit::metrics::counter;
 
 /// Waits until the inbox holds exactly `n` events.
 pub async fn wait_inbox(pipeline: &Pipeline, n: i64) {
-    testkit::eventually(&format!("{n} events in the inbox"), WAIT, || async {
+    testkit::wait::eventually(&format!("{n} events in the inbox"), WAIT, || async {
         (pipeline.inbox_count().await == n).then_some(())
     })
     .await;

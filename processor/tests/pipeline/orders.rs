@@ -16,7 +16,7 @@ async fn order(pipeline: &Pipeline, id: &str, sku: &str, qty: i64) {
 }
 
 async fn order_status(pipeline: &Pipeline, id: &str) -> serde_json::Value {
-    testkit::eventually(&format!("order {id} to be applied"), WAIT, || async {
+    testkit::wait::eventually(&format!("order {id} to be applied"), WAIT, || async {
         let r = pipeline
             .client
             .get(format!("http://{}/orders/{id}", pipeline.gateway))

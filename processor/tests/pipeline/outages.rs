@@ -5,9 +5,10 @@ use crate::helpers::{spawn_gateway_only, wait_inbox};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgres_unreachable_from_the_start_the_processor_takes_no_shard_and_loses_nothing() {
-    let mut pipeline = spawn_gateway_only(testkit::backends()).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut pipeline = spawn_gateway_only(sandbox.backends()).await;
     let mut broken = pipeline.backends.clone();
-    broken.database = format!("{}/pipeline", testkit::closed_port_url("postgres"))
+    broken.database = format!("{}/pipeline", testkit::ports::closed_port_url("postgres"))
         .parse()
         .expect("valid URL");
     let processor = pipeline.start_processor(broken).await;
@@ -20,7 +21,7 @@ async fn with_postgres_unreachable_from_the_start_the_processor_takes_no_shard_a
     // waits in its shard queue; it is neither taken nor dead-lettered.
     let (_, ready) = pipeline.processor_get("/ready").await;
     assert_eq!(ready["shards"]["owned"], serde_json::json!([]), "{ready}");
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let product = "held-1".parse().expect("valid");
     let queue = pipeline
         .topology
@@ -46,9 +47,10 @@ async fn with_postgres_unreachable_from_the_start_the_processor_takes_no_shard_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_unreachable_the_processor_is_not_ready() {
-    let mut pipeline = spawn_gateway_only(testkit::backends()).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let mut pipeline = spawn_gateway_only(sandbox.backends()).await;
     let mut broken = pipeline.backends.clone();
-    let url = testkit::closed_port_url("redis");
+    let url = testkit::ports::closed_port_url("redis");
     broken.redis =
         redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("valid URL");
     let processor = pipeline.start_processor(broken).await;

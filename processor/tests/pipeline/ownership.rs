@@ -16,8 +16,8 @@ async fn client_of(
     scopes: &[Scope],
 ) -> reqwest::Client {
     let scopes: Scopes = scopes.iter().copied().collect();
-    let key = testkit::named_api_key(&pipeline.backends.namespace, name, scopes, None).await;
-    testkit::client_with_key(&key)
+    let key = testkit::keys::named_api_key(&pipeline.backends.namespace, name, scopes, None).await;
+    testkit::keys::client_with_key(&key)
 }
 
 async fn post(
@@ -97,7 +97,7 @@ async fn two_keys_using_one_idempotency_key_or_event_id_never_meet() {
     .await;
     assert_eq!(status, 422, "{body}");
     wait_inbox(&pipeline, 4).await;
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     let owners: Vec<(String, String)> = sqlx::query_as(
         "SELECT event_id, owner FROM processed_events WHERE event_id IN ('shared-1', 'po-77')
          ORDER BY event_id, owner",
@@ -121,7 +121,7 @@ async fn two_keys_using_one_idempotency_key_or_event_id_never_meet() {
 async fn an_event_id_applied_before_ids_were_scoped_stays_applied_for_every_key() {
     let pipeline = spawn_pipeline().await;
     // The inbox row of an event applied by an earlier version: no owner.
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     sqlx::query(
         "INSERT INTO processed_events (event_id, kind, product_id, occurred_at, received_at)
          VALUES ('legacy-1', 'product.update', 'old-1', now(), now())",
@@ -177,7 +177,7 @@ async fn an_order_is_its_placers_to_read_and_another_keys_order_is_404() {
             )
         }
     };
-    let decided = testkit::eventually("the order decided", WAIT, || async {
+    let decided = testkit::wait::eventually("the order decided", WAIT, || async {
         let (status, body) = read(&shop, "").await;
         (status == 200 && body["status"] == "created").then_some(body)
     })
@@ -200,7 +200,7 @@ async fn an_order_is_its_placers_to_read_and_another_keys_order_is_404() {
     // The other key's own o-1 is another order: both decided, each its placer's.
     let (status, _) = post(&other, orders.clone(), None, order("o-1")).await;
     assert_eq!(status, 202);
-    testkit::eventually("the second o-1 decided", WAIT, || async {
+    testkit::wait::eventually("the second o-1 decided", WAIT, || async {
         let (status, body) = read(&other, "").await;
         (status == 200 && body["placed_by"] == "other-shop" && body["status"] == "created")
             .then_some(())

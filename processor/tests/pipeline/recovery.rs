@@ -7,7 +7,8 @@ use crate::helpers::{spawn_gateway_only, wait_inbox};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_itself() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
     let mut pipeline = spawn_gateway_only(faulty.backends.clone()).await;
     pipeline.start_processor(backends.clone()).await;
@@ -38,7 +39,8 @@ async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_it
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
     let mut pipeline = spawn_gateway_only(faulty.backends.clone()).await;
     pipeline.start_processor(backends.clone()).await;
@@ -75,7 +77,8 @@ async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_processor_holds_events_through_postgres_and_redis_outages_and_resumes_by_itself() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
     let mut pipeline = spawn_gateway_only(backends.clone()).await;
     let processor = pipeline.start_processor(faulty.backends.clone()).await;
@@ -105,7 +108,8 @@ async fn the_processor_holds_events_through_postgres_and_redis_outages_and_resum
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_processor_reconnects_to_the_broker_after_a_cut_and_keeps_consuming() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
     let mut pipeline = spawn_gateway_only(backends.clone()).await;
     let processor = pipeline.start_processor(faulty.backends.clone()).await;
@@ -128,7 +132,8 @@ async fn the_processor_reconnects_to_the_broker_after_a_cut_and_keeps_consuming(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and_it_recovers() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
     let mut gateway_backends = backends.clone();
     gateway_backends.redis = faulty.backends.redis.clone();

@@ -9,7 +9,7 @@ use crate::helpers::{Pipeline, WAIT, spawn_pipeline, wait_inbox};
 
 /// Records `n` dead letters as the intake would, each a valid update of its own product.
 async fn plant(pipeline: &Pipeline, n: usize) {
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     for i in 0..n {
         let product = format!("bulk-{i}");
         let event = format!("bulk-evt-{i}");
@@ -95,13 +95,14 @@ async fn a_large_replay_runs_as_a_job_and_replays_clicked_together_publish_each_
     assert_eq!((status, again["count"].as_i64()), (200, Some(0)), "{again}");
 
     for job in &jobs {
-        let progress: Value = testkit::eventually("the replay job to finish", WAIT, || async {
-            let (_, body) = pipeline
-                .processor_get(&format!("/dead-letters/replays/{job}"))
-                .await;
-            (body["status"] == "finished").then_some(body)
-        })
-        .await;
+        let progress: Value =
+            testkit::wait::eventually("the replay job to finish", WAIT, || async {
+                let (_, body) = pipeline
+                    .processor_get(&format!("/dead-letters/replays/{job}"))
+                    .await;
+                (body["status"] == "finished").then_some(body)
+            })
+            .await;
         assert_eq!(progress["failed"], 0, "{progress}");
         assert_eq!(progress["replayed"], progress["claimed"], "{progress}");
     }
@@ -124,7 +125,7 @@ async fn dead_letters_are_listed_a_page_at_a_time_none_twice_none_missed() {
     let pipeline = spawn_pipeline().await;
     plant(&pipeline, 150).await;
     // Half of them failed at the same instant: the id orders those.
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     sqlx::query(
         "UPDATE dead_letters SET first_failed_at = '2026-01-01T00:00:00Z' WHERE id < 'dl-0075'",
     )

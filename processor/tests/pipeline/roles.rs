@@ -49,7 +49,8 @@ const DENIED: Option<&str> = Some("42501");
 
 #[tokio::test]
 async fn a_service_role_may_do_what_its_service_does_and_nothing_else() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let schema = backends.namespace.as_str();
     let (owner, granted) = migrate(&backends.database, &backends.namespace)
         .await
@@ -140,14 +141,15 @@ async fn a_service_role_may_do_what_its_service_does_and_nothing_else() {
         refusal(&gateway, "DELETE FROM products").await.as_deref(),
         DENIED
     );
-    testkit::cleanup(&backends).await.expect("clean-up");
 }
 
 #[tokio::test]
 async fn a_service_running_as_its_role_waits_for_the_migrations_and_starts_on_them() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     // The roles and the login user exist (from any namespace); this namespace has no schema yet.
-    let (other, _) = migrate(&backends.database, &testkit::namespace())
+    let elsewhere = testkit::sandbox::Sandbox::new();
+    let (other, _) = migrate(&backends.database, &elsewhere.backends().namespace)
         .await
         .expect("another namespace migrated");
     roles::login(&other, Role::Gateway, "roles_test_gateway", None)
@@ -185,7 +187,6 @@ async fn a_service_running_as_its_role_waits_for_the_migrations_and_starts_on_th
         .stop("the test's database", Duration::from_secs(5))
         .await;
     owner.close().await;
-    testkit::cleanup(&backends).await.expect("clean-up");
 }
 
 #[tokio::test]
@@ -220,7 +221,7 @@ async fn an_owner_without_createrole_migrates_and_names_the_roles_it_cannot_make
         .clone()
         .username("app_owner")
         .password("owner-password");
-    let namespace = testkit::namespace();
+    let namespace = testkit::sandbox::namespace();
 
     let (_, granted) = migrate(&owner, &namespace)
         .await

@@ -46,7 +46,8 @@ async fn versions(pool: &PgPool) -> Vec<i64> {
 
 #[tokio::test]
 async fn a_service_applies_only_the_tables_it_owns_or_reads() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let migrate = |groups| migrated(&backends.database, &backends.namespace, groups, 1);
     let notifier = migrate(&[Tables::Keys, Tables::Notifier])
         .await
@@ -106,7 +107,6 @@ async fn a_service_applies_only_the_tables_it_owns_or_reads() {
     }
     assert_eq!(versions(&processor).await, every_version());
     processor.close().await;
-    testkit::cleanup(&backends).await.expect("cleanup");
 }
 
 /// The migrations as one history, as every service applied them before they were grouped by
@@ -143,7 +143,8 @@ async fn ungrouped() -> Migrator {
 
 #[tokio::test]
 async fn a_database_migrated_before_grouping_upgrades_in_place() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let schema = backends.namespace.as_str().to_owned();
     // The schema as an earlier build left it, with a row in a table of each owner.
     let bootstrap = PgPoolOptions::new()
@@ -197,5 +198,4 @@ async fn a_database_migrated_before_grouping_upgrades_in_place() {
     .expect("the data is still there");
     assert_eq!(kept, (1, "00-1-2-01".to_owned()));
     upgraded.close().await;
-    testkit::cleanup(&backends).await.expect("cleanup");
 }

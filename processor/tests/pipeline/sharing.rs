@@ -16,7 +16,7 @@ use crate::helpers::{self, Pipeline, WAIT, spawn_gateway_only, spawn_pipeline, w
 
 /// How many live shards each replica holds, fewest first.
 async fn shares(pipeline: &Pipeline) -> Vec<i64> {
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     let shares = sqlx::query_scalar(
         "SELECT count(*) FROM shard_leases WHERE owner IS NOT NULL AND expires_at > now()
          GROUP BY owner ORDER BY 1",
@@ -30,7 +30,7 @@ async fn shares(pipeline: &Pipeline) -> Vec<i64> {
 
 /// Waits until the replicas' shares are `expected` (fewest first).
 async fn until_shares(pipeline: &Pipeline, expected: &[i64], within: Duration) {
-    testkit::eventually(&format!("shares of {expected:?}"), within, || async {
+    testkit::wait::eventually(&format!("shares of {expected:?}"), within, || async {
         (shares(pipeline).await == expected).then_some(())
     })
     .await;
@@ -39,7 +39,7 @@ async fn until_shares(pipeline: &Pipeline, expected: &[i64], within: Duration) {
 /// The shards a processor's `/ready` says it owns.
 async fn owned(pipeline: &Pipeline, processor: std::net::SocketAddr) -> Vec<u64> {
     let (_, ready) =
-        testkit::get_json(&pipeline.client, &format!("http://{processor}/ready")).await;
+        testkit::http::get_json(&pipeline.client, &format!("http://{processor}/ready")).await;
     ready["shards"]["owned"]
         .as_array()
         .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
@@ -67,9 +67,8 @@ async fn order_round(pipeline: &Pipeline, products: &[String], round: usize) {
 async fn replicas_share_the_shards_evenly_and_take_over_a_killed_ones_losing_and_doubling_nothing()
 {
     const ROUNDS: usize = 20;
-    let mut backends = testkit::backends();
-    backends.ingest_shards = 12;
-    let mut pipeline = spawn_gateway_only(backends).await;
+    let sandbox = testkit::sandbox::Sandbox::with_shards(12);
+    let mut pipeline = spawn_gateway_only(sandbox.backends()).await;
     let products: Vec<String> = (0..24).map(|i| format!("share-{i}")).collect();
     for product in &products {
         pipeline
@@ -121,7 +120,7 @@ async fn replicas_share_the_shards_evenly_and_take_over_a_killed_ones_losing_and
 async fn a_batch_on_a_shard_another_replica_took_is_returned_and_applied_once_by_the_owner() {
     let pipeline = spawn_pipeline().await;
     let processor = pipeline.processor.expect("running");
-    testkit::eventually("the replica to own every shard", WAIT, || async {
+    testkit::wait::eventually("the replica to own every shard", WAIT, || async {
         (owned(&pipeline, processor).await.len() == usize::from(pipeline.topology.shards()))
             .then_some(())
     })
@@ -130,7 +129,7 @@ async fn a_batch_on_a_shard_another_replica_took_is_returned_and_applied_once_by
     let shard = pipeline
         .topology
         .shard_for(&product.parse().expect("valid"));
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     // Another replica claims the shard, as it would once this one's lease ran out.
     sqlx::query(
         "UPDATE shard_leases SET owner = 'another', epoch = epoch + 1,
@@ -143,7 +142,7 @@ async fn a_batch_on_a_shard_another_replica_took_is_returned_and_applied_once_by
     pipeline
         .accept_keyed("stolen-evt", r#"{"product_id": "stolen-1", "stock": 5}"#)
         .await;
-    testkit::eventually("the replica to let the shard go", WAIT, || async {
+    testkit::wait::eventually("the replica to let the shard go", WAIT, || async {
         (!owned(&pipeline, processor)
             .await
             .contains(&u64::from(shard)))
@@ -166,7 +165,7 @@ async fn a_batch_on_a_shard_another_replica_took_is_returned_and_applied_once_by
     wait_inbox(&pipeline, 1).await;
     let metrics = pipeline.metrics_of(processor).await;
     assert!(
-        testkit::counter(&metrics, "pipeline_shard_handovers_total", "lost") >= 1.0,
+        testkit::metrics::counter(&metrics, "pipeline_shard_handovers_total", "lost") >= 1.0,
         "{metrics}"
     );
     pool.close().await;
@@ -175,7 +174,8 @@ async fn a_batch_on_a_shard_another_replica_took_is_returned_and_applied_once_by
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_waits_for_the_batch_in_flight_and_then_the_old_owner_cannot_commit() {
-    let backends = testkit::backends();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
     let pool = migrated(&backends.database, &backends.namespace, &Tables::ALL, 4)
         .await
         .expect("PostgreSQL is reachable");
@@ -223,5 +223,4 @@ async fn a_claim_waits_for_the_batch_in_flight_and_then_the_old_owner_cannot_com
             .expect("inbox");
     assert_eq!(applied, ["current"]);
     pool.close().await;
-    testkit::cleanup(&backends).await.expect("clean-up");
 }

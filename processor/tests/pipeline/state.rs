@@ -28,7 +28,7 @@ async fn a_price_round_trips_exactly_and_a_partial_update_keeps_the_other_field(
         .await;
     assert_eq!(product["stock"], 7, "stock untouched");
 
-    let pool = testkit::database(&pipeline.backends).await;
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     let stored: String =
         sqlx::query_scalar("SELECT price::text FROM products WHERE product_id = 'abc123'")
             .fetch_one(&pool)

@@ -52,7 +52,8 @@ impl DeliveryHandler for PanicsOnce {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
-    let pipeline = spawn_gateway_only(testkit::backends()).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let pipeline = spawn_gateway_only(sandbox.backends()).await;
     let backends = pipeline.backends.clone();
     // Events wait in their shard queue until the consumer comes.
     for i in 0..40 {
@@ -119,7 +120,7 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
                 inner: ShardHandler {
                     topology: Arc::new(pipeline.topology.clone()),
                     deps: Arc::clone(&deps),
-                    retry_delays: Arc::new(testkit::TEST_RETRY_DELAYS.to_vec()),
+                    retry_delays: Arc::new(testkit::sandbox::RETRY_DELAYS.to_vec()),
                     fence: Fence {
                         member: Arc::clone(&member),
                         lease,
@@ -156,7 +157,7 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
         ) >= 1.0,
         "{metrics}"
     );
-    testkit::eventually("every shard to have a live consumer", WAIT, || async {
+    testkit::wait::eventually("every shard to have a live consumer", WAIT, || async {
         live.all().iter().all(|(_, up)| *up).then_some(())
     })
     .await;
@@ -172,10 +173,10 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
 async fn a_shard_without_a_consumer_makes_ready_503_naming_it_until_it_is_back() {
     let pipeline = spawn_pipeline().await;
     let processor = pipeline.processor.expect("started");
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
+    let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     let queue = pipeline.topology.shard_queue(1);
     broker.delete_queue(&queue).await;
-    testkit::eventually("/ready to name the shard", WAIT, || async {
+    testkit::wait::eventually("/ready to name the shard", WAIT, || async {
         let (status, body) = pipeline.processor_get("/ready").await;
         (status == 503 && body["without_consumer"] == serde_json::json!([queue.clone()]))
             .then_some(())
@@ -210,14 +211,16 @@ async fn a_shard_without_a_consumer_makes_ready_503_naming_it_until_it_is_back()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
-    let backends = testkit::backends();
-    let addr = testkit::services::free_addr();
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let addr = testkit::ports::free_addr();
     let log_path = std::env::temp_dir().join(format!("{}-first.log", backends.namespace.as_str()));
     let log = std::fs::File::create(&log_path).expect("a log file");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_processor"))
         .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
         .env("INGEST_SHARDS", backends.ingest_shards.to_string())
         .env("PROCESSOR_ADDR", &addr)
+        .env("RETRY_DELAYS_MS", testkit::sandbox::retry_delays_ms())
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
         .stdout(log.try_clone().expect("a file handle"))
@@ -225,8 +228,8 @@ async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
         .kill_on_drop(true)
         .spawn()
         .expect("the processor starts");
-    let client = testkit::authorized_client(&backends.namespace).await;
-    testkit::until_ready(&client, &format!("http://{addr}"), crate::helpers::WAIT).await;
+    let client = testkit::keys::authorized_client(&backends.namespace).await;
+    testkit::wait::until_ready(&client, &format!("http://{addr}"), crate::helpers::WAIT).await;
     testkit::services::sigterm(&mut child).await;
     let logs = std::fs::read_to_string(&log_path).expect("the log");
     let _ = std::fs::remove_file(&log_path);
@@ -236,7 +239,6 @@ async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
         .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
         .collect();
     assert!(loud.is_empty(), "a first start warned: {loud:#?}");
-    testkit::cleanup(&backends).await.expect("clean-up");
 }
 
 /// A batch settled together never settles a delivery before it that is still in hand: with
@@ -248,8 +250,9 @@ async fn a_run_never_settles_an_earlier_delivery_still_in_hand() {
     use futures_util::StreamExt;
     use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 
-    let backends = testkit::backends();
-    let broker = testkit::Broker::connect(&backends).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let broker = testkit::broker::Broker::connect(&backends).await;
     let queue = format!("{}.settling", backends.namespace.as_str());
     let channel = broker.channel().await;
     // Exclusive: gone with the test's connection (not when its consumer goes, as it must outlive
@@ -297,7 +300,7 @@ async fn a_run_never_settles_an_earlier_delivery_still_in_hand() {
     channel.close(200, "done".into()).await.expect("close");
     drop(held);
 
-    let back = testkit::eventually("the held delivery back in its queue", WAIT, || async {
+    let back = testkit::wait::eventually("the held delivery back in its queue", WAIT, || async {
         (broker.depth(&queue).await == 1).then_some(())
     });
     back.await;

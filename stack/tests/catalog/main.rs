@@ -51,7 +51,7 @@ async fn get(stack: &Stack, path: &str) -> (u16, Value) {
 
 /// The product once the pipeline has applied what the test expects of it.
 async fn product_when(stack: &Stack, id: &str, check: impl Fn(&Value) -> bool) -> Value {
-    testkit::eventually(&format!("product {id} as expected"), WAIT, || async {
+    testkit::wait::eventually(&format!("product {id} as expected"), WAIT, || async {
         let (status, body) = get(stack, &format!("/api/v1/products/{id}")).await;
         (status == 200 && check(&body)).then_some(body)
     })
@@ -68,7 +68,7 @@ fn shoe(id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_created_product_is_stored_applied_announced_and_idempotent() {
     let stack = Stack::start(None).await;
-    let broker = testkit::Broker::connect(&stack.backends).await;
+    let broker = testkit::broker::Broker::connect(&stack.backends).await;
     let mut created = broker
         .listen(&stack.topology.events_exchange(), "product.created")
         .await;
@@ -156,7 +156,7 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
         .send("/events", r#"{"product_id": "shoe-1", "stock": 13}"#)
         .await;
     product_when(&stack, "shoe-1", |p| p["stock"] == 13).await;
-    let pool = testkit::database(&stack.backends).await;
+    let pool = testkit::postgres::pool(&stack.backends).await;
     let creations: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM processed_events WHERE product_id = 'shoe-1' AND kind = 'product.create'",
     )
@@ -218,8 +218,8 @@ async fn a_catalog_only_key_cannot_reprice_a_product_known_from_events() {
         )
         .await;
     product_when(&stack, "lamp-9", |p| p["stock"] == 100).await;
-    let catalog_only = testkit::client_with_key(
-        &testkit::api_key_at(
+    let catalog_only = testkit::keys::client_with_key(
+        &testkit::keys::api_key_at(
             &stack.backends,
             "catalog-only",
             Scopes::from_iter([Scope::CatalogWrite, Scope::ProductsRead]),
@@ -273,7 +273,7 @@ async fn a_catalog_only_key_cannot_reprice_a_product_known_from_events() {
     product_when(&stack, "lamp-9", |p| p["stock"] == 0).await;
     // Applied in order on the product's shard: had the refused creation been published, it
     // would be in the inbox by now beside the allowed one.
-    let pool = testkit::database(&stack.backends).await;
+    let pool = testkit::postgres::pool(&stack.backends).await;
     let creations: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM processed_events WHERE product_id = 'lamp-9' AND kind = 'product.create'",
     )
@@ -323,7 +323,7 @@ async fn details_change_by_patch_and_the_next_read_shows_it() {
         (json!({"tags": ["a", "a"]}), "tags[1]"),
     ] {
         let (status, _, error) = patch(body.clone()).await;
-        testkit::assert_names_field(status, &error, field, &body.to_string());
+        testkit::http::assert_names_field(status, &error, field, &body.to_string());
     }
     assert_eq!(get(&stack, "/api/v1/products/shoe-2").await.1, read);
     let (status, _, _) = call(
@@ -385,19 +385,19 @@ async fn bad_creations_are_refused_by_name_and_leave_nothing_behind() {
     ];
     for (body, field) in cases {
         let (status, _, error) = create(&stack, &body).await;
-        testkit::assert_names_field(status, &error, field, &body.to_string());
+        testkit::http::assert_names_field(status, &error, field, &body.to_string());
     }
     assert_eq!(get(&stack, "/api/v1/products/bad-1").await.0, 404);
     let (_, page) = get(&stack, "/api/v1/products").await;
     assert_eq!(page["items"], json!([]));
 
     // The scope: a key that may read products may not create them.
-    let reader = testkit::api_key(
+    let reader = testkit::keys::api_key(
         &stack.backends.namespace,
         shared::auth::Scopes::parse_list("products:read").expect("a scope"),
     )
     .await;
-    let response = testkit::client_with_key(&reader)
+    let response = testkit::keys::client_with_key(&reader)
         .post(format!("http://{}/api/v1/products", stack.gateway))
         .json(&shoe("shoe-3"))
         .send()
@@ -475,8 +475,8 @@ async fn the_listing_filters_sorts_and_pages_without_repeats_or_gaps() {
         assert_eq!(create(&stack, &body).await.0, 201);
     }
     // Applied (a read shows a new product's creation at once; the listing reads what is applied).
-    let pool = testkit::database(&stack.backends).await;
-    testkit::eventually("every creation applied", WAIT, || async {
+    let pool = testkit::postgres::pool(&stack.backends).await;
+    testkit::wait::eventually("every creation applied", WAIT, || async {
         let applied: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM processed_events WHERE kind = 'product.create'",
         )
@@ -555,7 +555,7 @@ async fn the_listing_filters_sorts_and_pages_without_repeats_or_gaps() {
         ("colour=red".to_owned(), "colour"),
     ] {
         let (status, error) = get(&stack, &format!("/api/v1/products?{query}")).await;
-        testkit::assert_names_field(status, &error, field, &query);
+        testkit::http::assert_names_field(status, &error, field, &query);
     }
     stack.stop().await;
 }

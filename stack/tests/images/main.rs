@@ -78,9 +78,9 @@ async fn upload(
 
 /// The image's status once it is no longer processing.
 async fn settled(stack: &Stack, id: &str, image: &str) -> Value {
-    testkit::eventually(&format!("image {image} processed"), WAIT, || async {
+    testkit::wait::eventually(&format!("image {image} processed"), WAIT, || async {
         let path = format!("/api/v1/products/{id}/images/{image}");
-        let (status, body) = testkit::get_json(&stack.client, &gateway(stack, &path)).await;
+        let (status, body) = testkit::http::get_json(&stack.client, &gateway(stack, &path)).await;
         (status == 200 && body["status"] != "processing").then_some(body)
     })
     .await
@@ -143,8 +143,8 @@ async fn assert_variants(stack: &Stack, variants: &Value, expected: [(u32, u32);
 /// The dead letters the processor lists for `reason`, once there are `n`.
 async fn dead_letters(stack: &Stack, reason: &str, n: usize) -> Vec<Value> {
     let url = format!("http://{}/dead-letters?reason={reason}", stack.processor);
-    testkit::eventually(&format!("{n} dead letters {reason}"), WAIT, || async {
-        let (status, body) = testkit::get_json(&stack.client, &url).await;
+    testkit::wait::eventually(&format!("{n} dead letters {reason}"), WAIT, || async {
+        let (status, body) = testkit::http::get_json(&stack.client, &url).await;
         let listed = body["items"].as_array().cloned().unwrap_or_default();
         (status == 200 && listed.len() >= n).then_some(listed)
     })
@@ -154,7 +154,7 @@ async fn dead_letters(stack: &Stack, reason: &str, n: usize) -> Vec<Value> {
 /// The whole path on one store: upload → variants stored, readable, decodable and of the
 /// right sizes → the product lists them → `product.images_ready` announced.
 async fn upload_to_ready(stack: &Stack) {
-    let broker = testkit::Broker::connect(&stack.backends).await;
+    let broker = testkit::broker::Broker::connect(&stack.backends).await;
     let mut announced = broker
         .listen(&stack.topology.events_exchange(), "product.images_ready")
         .await;
@@ -181,14 +181,15 @@ async fn upload_to_ready(stack: &Stack) {
     assert_eq!(done["variants"]["thumbnail"]["content_type"], "image/jpeg");
 
     // The imager refreshes the product's cached view right after it marks the image ready.
-    let product = testkit::eventually("the product lists its image", WAIT, || async {
+    let product = testkit::wait::eventually("the product lists its image", WAIT, || async {
         let (_, product) =
-            testkit::get_json(&stack.client, &gateway(stack, "/api/v1/products/lamp-1")).await;
+            testkit::http::get_json(&stack.client, &gateway(stack, "/api/v1/products/lamp-1"))
+                .await;
         (product["images"][0]["image_id"] == image.as_str()).then_some(product)
     })
     .await;
     assert_eq!(product["images"][0]["variants"], done["variants"]);
-    let (_, page) = testkit::get_json(
+    let (_, page) = testkit::http::get_json(
         &stack.client,
         &gateway(stack, "/api/v1/products?category=home"),
     )
@@ -213,7 +214,7 @@ async fn an_upload_becomes_variants_in_a_local_store_listed_on_the_product() {
     upload_to_ready(&stack).await;
     // The gateway serves a local store's bytes: cacheable for good, never sniffed as another type.
     let (_, product) =
-        testkit::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-1")).await;
+        testkit::http::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-1")).await;
     let url = product["images"][0]["variants"]["original"]["url"]
         .as_str()
         .expect("a URL");
@@ -238,8 +239,8 @@ async fn an_upload_becomes_variants_in_a_local_store_listed_on_the_product() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_becomes_variants_in_an_s3_bucket_read_through_presigned_urls() {
-    let s3 = testkit::S3Server::start("images").await;
-    let options = testkit::S3Server::options(s3.addr);
+    let s3 = testkit::s3::S3Server::start("images").await;
+    let options = testkit::s3::S3Server::options(s3.addr);
     let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let objects = Objects::open(
         "s3://images/catalog",
@@ -268,7 +269,7 @@ async fn an_upload_becomes_variants_in_an_s3_bucket_read_through_presigned_urls(
         .build()
         .expect("client");
     let (_, product) =
-        testkit::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-1")).await;
+        testkit::http::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-1")).await;
     let url = product["images"][0]["variants"]["thumbnail"]["url"]
         .as_str()
         .expect("a URL");
@@ -356,16 +357,16 @@ async fn bad_uploads_are_refused_by_name_and_leave_nothing_behind() {
         assert_eq!(status, expected, "{context}: {answer}");
         assert!(answer["error"].is_string(), "{context}: {answer}");
         if let Some(field) = field {
-            testkit::assert_names_field(status, &answer, field, &context);
+            testkit::http::assert_names_field(status, &answer, field, &context);
         }
     }
     // The wrong scope.
-    let reader = testkit::api_key(
+    let reader = testkit::keys::api_key(
         &stack.backends.namespace,
         [shared::auth::Scope::ProductsRead].into_iter().collect(),
     )
     .await;
-    let response = testkit::client_with_key(&reader)
+    let response = testkit::keys::client_with_key(&reader)
         .post(gateway(&stack, "/api/v1/products/lamp-2/images"))
         .header("content-type", "image/png")
         .body(png)
@@ -374,7 +375,7 @@ async fn bad_uploads_are_refused_by_name_and_leave_nothing_behind() {
         .expect("sent");
     assert_eq!(response.status(), 403);
     // Nothing recorded, nothing stored, nothing queued.
-    let pool = testkit::database(&stack.backends).await;
+    let pool = testkit::postgres::pool(&stack.backends).await;
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM product_images")
         .fetch_one(&pool)
         .await
@@ -454,7 +455,7 @@ async fn a_broken_image_and_a_private_source_fail_at_once_as_invalid() {
     let listed = dead_letters(&stack, "invalid", 3).await;
     assert_eq!(listed.len(), 3, "{listed:?}");
     let (_, product) =
-        testkit::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-3")).await;
+        testkit::http::get_json(&stack.client, &gateway(&stack, "/api/v1/products/lamp-3")).await;
     assert_eq!(product["images"], json!([]));
     stack.stop().await;
 }
@@ -515,9 +516,9 @@ async fn a_failing_source_is_dead_lettered_after_3_attempts_then_replayed() {
         .await
         .expect("sent");
     assert_eq!(replayed.status(), 200);
-    let done = testkit::eventually("the replayed image ready", WAIT, || async {
+    let done = testkit::wait::eventually("the replayed image ready", WAIT, || async {
         let path = format!("/api/v1/products/lamp-4/images/{image}");
-        let (_, body) = testkit::get_json(&stack.client, &gateway(&stack, &path)).await;
+        let (_, body) = testkit::http::get_json(&stack.client, &gateway(&stack, &path)).await;
         (body["status"] == "ready").then_some(body)
     })
     .await;
@@ -580,7 +581,7 @@ async fn sources_that_never_answer_do_not_hold_up_other_images() {
     let mut still_trying = 0;
     for id in &stuck {
         let path = format!("/api/v1/products/lamp-6/images/{id}");
-        let (_, body) = testkit::get_json(&stack.client, &gateway(&stack, &path)).await;
+        let (_, body) = testkit::http::get_json(&stack.client, &gateway(&stack, &path)).await;
         if body["status"] == "processing" {
             still_trying += 1;
         }
@@ -601,9 +602,9 @@ async fn sources_that_never_answer_do_not_hold_up_other_images() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_store_outage_is_held_and_recovered() {
-    let s3 = testkit::S3Server::start("held").await;
+    let s3 = testkit::s3::S3Server::start("held").await;
     let proxy = FaultProxy::start(s3.addr).await.expect("proxy");
-    let options = testkit::S3Server::options(proxy.addr());
+    let options = testkit::s3::S3Server::options(proxy.addr());
     let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let objects =
         Objects::open("s3://held", None, Duration::from_secs(60), &options).expect("an S3 store");
@@ -623,13 +624,14 @@ async fn an_object_store_outage_is_held_and_recovered() {
     assert_eq!(status, 202, "{accepted}");
     let image = accepted["image_id"].as_str().expect("an id").to_owned();
     // Held: the imager says so, and the image is still processing, no attempt counted.
-    testkit::eventually("the imager holding the job", WAIT, || async {
-        let metrics = testkit::metrics(&stack.client, &format!("http://{}", stack.imager)).await;
-        (testkit::counter(&metrics, "pipeline_holds_total", "") > 0.0).then_some(())
+    testkit::wait::eventually("the imager holding the job", WAIT, || async {
+        let metrics =
+            testkit::metrics::scrape(&stack.client, &format!("http://{}", stack.imager)).await;
+        (testkit::metrics::counter(&metrics, "pipeline_holds_total", "") > 0.0).then_some(())
     })
     .await;
     let path = format!("/api/v1/products/lamp-5/images/{image}");
-    let (_, held) = testkit::get_json(&stack.client, &gateway(&stack, &path)).await;
+    let (_, held) = testkit::http::get_json(&stack.client, &gateway(&stack, &path)).await;
     assert_eq!(held["status"], "processing", "{held}");
     proxy.set(Fault::Pass);
     let done = settled(&stack, "lamp-5", &image).await;
@@ -686,7 +688,7 @@ async fn an_upload_is_traced_from_the_request_to_the_stored_variants() {
         "{spans:?}"
     );
     assert_eq!(process.status, Status::Unset);
-    let (_, done) = testkit::get_json(
+    let (_, done) = testkit::http::get_json(
         &stack.client,
         &gateway(&stack, &format!("/api/v1/products/lamp-t/images/{image}")),
     )
@@ -700,7 +702,7 @@ async fn an_image_whose_record_postgres_refuses_fails_as_invalid_and_the_queue_m
     let stack = Stack::start(None).await;
     // A refusal of the ready image's record (a constraint a row breaks), stood in for by a
     // trigger: trying again would give the same answer.
-    let pool = testkit::database(&stack.backends).await;
+    let pool = testkit::postgres::pool(&stack.backends).await;
     testkit::sabotage::writes(
         &pool,
         "refuse_ready",

@@ -152,7 +152,7 @@ async fn one_trace_reaches_otlp_http_and_grpc_collectors_from_the_request_to_the
     // receiver answered, so flush until it has arrived.
     let ns = stack.backends.namespace.as_str().to_owned();
     let traces: Vec<Vec<Received>> =
-        testkit::eventually("the webhook attempt's span", WAIT, || {
+        testkit::wait::eventually("the webhook attempt's span", WAIT, || {
             let (provider, http_spans, grpc_spans) = (
                 provider.clone(),
                 Arc::clone(&http_spans),

@@ -11,7 +11,8 @@ use stack::Stack;
 async fn the_readme_walkthrough_answers_as_the_readme_shows() {
     let stack = Stack::start(None).await;
     // The README's key is the development key, named dev (orders show it as `placed_by`).
-    let key = testkit::api_key_at(&stack.backends, "dev", shared::auth::Scopes::all(), None).await;
+    let key =
+        testkit::keys::api_key_at(&stack.backends, "dev", shared::auth::Scopes::all(), None).await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let run = tokio::process::Command::new("python3")
         .arg(root.join("scripts/readme-walkthrough.py"))

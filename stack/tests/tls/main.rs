@@ -28,8 +28,8 @@ async fn events_and_orders_travel_the_pipeline_over_tls_to_every_backend() {
             r#"{"id": "tls-o1", "sku": "tls-lamp", "qty": 2}"#,
         )
         .await;
-    let product = testkit::eventually("the order applied over TLS", WAIT, || async {
-        let (status, body) = testkit::get_json(
+    let product = testkit::wait::eventually("the order applied over TLS", WAIT, || async {
+        let (status, body) = testkit::http::get_json(
             &stack.client,
             &format!("http://{}/products/tls-lamp", stack.gateway),
         )
@@ -38,7 +38,7 @@ async fn events_and_orders_travel_the_pipeline_over_tls_to_every_backend() {
     })
     .await;
     assert_eq!(product["price"], 19.5, "{product}");
-    let (status, order) = testkit::get_json(
+    let (status, order) = testkit::http::get_json(
         &stack.client,
         &format!("http://{}/orders/tls-o1", stack.gateway),
     )

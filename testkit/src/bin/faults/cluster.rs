@@ -10,7 +10,9 @@ use anyhow::Context;
 use shared::topology::Topology;
 use testkit::{
     cluster::Cluster,
-    services::{Services, env_urls, free_addr, sigterm},
+    ports::free_addr,
+    sandbox::Sandbox,
+    services::{Services, env_urls, sigterm},
 };
 use tokio::process::Child;
 
@@ -75,7 +77,7 @@ impl Fleet {
         client: &reqwest::Client,
     ) -> anyhow::Result<Self> {
         let first = replica(services, "gateway", "gateway-0", 0, cluster);
-        testkit::until_ready(client, &first.url, Duration::from_secs(120)).await;
+        testkit::wait::until_ready(client, &first.url, Duration::from_secs(120)).await;
         let fleet = Self {
             gateways: vec![first, replica(services, "gateway", "gateway-1", 1, cluster)],
             processors: (0..3)
@@ -91,7 +93,7 @@ impl Fleet {
     async fn ready(&self, client: &reqwest::Client) {
         let all = self.gateways.iter().chain(&self.processors);
         for replica in all.chain([&self.notifier]) {
-            testkit::until_ready(client, &replica.url, Duration::from_secs(120)).await;
+            testkit::wait::until_ready(client, &replica.url, Duration::from_secs(120)).await;
         }
     }
 
@@ -104,8 +106,8 @@ impl Fleet {
 }
 
 async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Result<()> {
-    let mut backends = testkit::backends();
-    backends.ingest_shards = SHARDS;
+    let mut sandbox = Sandbox::with_shards(SHARDS);
+    let mut backends = sandbox.backends();
     backends.amqp = cluster
         .url_list(0)
         .split(',')
@@ -117,7 +119,7 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
     services.env.extend(crate::service_env());
     services.own_roles(&backends).await?;
     let client = crate::client(&backends).await?;
-    let pool = testkit::database(&backends).await;
+    let pool = testkit::postgres::pool(&backends).await;
     let mut fleet = Fleet::start(&services, cluster, &client).await?;
     balanced(&pool, &fleet.processors, Duration::from_secs(60)).await?;
 
@@ -154,14 +156,14 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
     fleet.stop().await;
     pool.close().await;
     let kept = verdict.kept_promise() && unanswered == 0 && figures.rebalanced;
-    if kept {
-        testkit::cleanup(&backends).await?;
-    } else {
+    if !kept {
+        sandbox.keep_schema();
         eprintln!(
             "faults: the run's tables are kept for a look, in schema {} of the database",
             backends.namespace.as_str()
         );
     }
+    sandbox.remove().await?;
     crate::conclude(kept, &services.logs)
 }
 
@@ -230,7 +232,7 @@ async fn trace_missing(
         .ok()
     };
     let all = i64::try_from(missing.len()).unwrap_or(i64::MAX);
-    testkit::eventually_or(Duration::from_secs(60), || async {
+    testkit::wait::eventually_or(Duration::from_secs(60), || async {
         (applied().await? == all).then_some(())
     })
     .await;
@@ -362,7 +364,7 @@ impl Run<'_> {
         let newcomer = replica(services, "processor", "processor-3", 1, self.cluster);
         let pid = newcomer.child.id().context("the newcomer runs")?;
         fleet.processors.push(newcomer);
-        testkit::eventually_or(Duration::from_secs(60), || async {
+        testkit::wait::eventually_or(Duration::from_secs(60), || async {
             let owners = owners(self.pool).await.ok()?;
             owners.contains(&Some(pid)).then_some(())
         })
@@ -415,7 +417,7 @@ async fn balanced(
 ) -> anyhow::Result<()> {
     let pids: Vec<u32> = processors.iter().filter_map(|p| p.child.id()).collect();
     let share = usize::from(SHARDS) / pids.len();
-    testkit::eventually_or(timeout, || async {
+    testkit::wait::eventually_or(timeout, || async {
         let owners = owners(pool).await.ok()?;
         let counts: Vec<usize> = pids
             .iter()

@@ -106,7 +106,7 @@ impl Load {
             stop: Arc::default(),
             workers: Vec::new(),
             probes: Vec::new(),
-            pool: testkit::database(backends).await,
+            pool: testkit::postgres::pool(backends).await,
         };
         let next = Arc::new(AtomicU64::new(0));
         let base = (OffsetDateTime::now_utc() - time::Duration::hours(1))
@@ -176,7 +176,7 @@ impl Load {
         let gateways: Vec<&Gateway> = self.gateways.iter().collect();
         let body = r#"{"product_id": "probe", "price": 1}"#;
         send_until_accepted(&self.client, &gateways, &key, body, &self.counters).await;
-        testkit::eventually_or(Duration::from_secs(180), || async {
+        testkit::wait::eventually_or(Duration::from_secs(180), || async {
             let applied: Option<String> =
                 sqlx::query_scalar("SELECT event_id FROM processed_events WHERE event_id = $1")
                     .bind(&key)
@@ -215,7 +215,7 @@ impl Load {
                 .await
                 .ok()
         };
-        let waited = testkit::eventually_or(Duration::from_secs(120), || async {
+        let waited = testkit::wait::eventually_or(Duration::from_secs(120), || async {
             applied_ids()
                 .await
                 .filter(|ids| ids.len() >= expected.len())
@@ -327,16 +327,17 @@ async fn wrong_state(pool: &sqlx::PgPool, accepted: &Accepted) -> anyhow::Result
 
 /// The dead letters: `Ok(n)` when they are exactly the poison, `Err(n)` otherwise.
 async fn dead_letters(pool: &sqlx::PgPool) -> Result<usize, usize> {
-    let dead: Vec<(String, Vec<u8>)> = testkit::eventually_or(Duration::from_secs(30), || async {
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT reason, payload FROM dead_letters")
-                .fetch_all(pool)
-                .await
-                .ok()?;
-        (rows.len() >= POISON).then_some(rows)
-    })
-    .await
-    .unwrap_or_default();
+    let dead: Vec<(String, Vec<u8>)> =
+        testkit::wait::eventually_or(Duration::from_secs(30), || async {
+            let rows: Vec<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT reason, payload FROM dead_letters")
+                    .fetch_all(pool)
+                    .await
+                    .ok()?;
+            (rows.len() >= POISON).then_some(rows)
+        })
+        .await
+        .unwrap_or_default();
     let poison_only = dead.len() == POISON
         && dead
             .iter()
@@ -350,7 +351,7 @@ async fn dead_letters(pool: &sqlx::PgPool) -> Result<usize, usize> {
 
 /// Publishes the poison straight into the shards.
 async fn poison(backends: &Backends) {
-    let broker = testkit::Broker::connect(backends).await;
+    let broker = testkit::broker::Broker::connect(backends).await;
     let topology = Topology::new(backends.namespace.clone(), backends.ingest_shards);
     for i in 0..POISON {
         broker

@@ -76,9 +76,9 @@ fn service_env() -> impl Iterator<Item = (String, String)> {
 
 /// A client with a key of every scope in the namespace, and a 10 s timeout.
 async fn client(backends: &shared::config::Backends) -> anyhow::Result<reqwest::Client> {
-    let key = testkit::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+    let key = testkit::keys::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
     Ok(reqwest::Client::builder()
-        .default_headers(testkit::key_header(&key))
+        .default_headers(testkit::keys::header(&key))
         .timeout(Duration::from_secs(10))
         .build()?)
 }

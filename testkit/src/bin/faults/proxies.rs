@@ -4,13 +4,17 @@
 
 use std::time::Duration;
 
-use testkit::fault_proxy::{Fault, Faulty};
-use testkit::services::{Services, env_urls, sigterm, through};
+use testkit::{
+    fault_proxy::{Fault, Faulty},
+    sandbox::Sandbox,
+    services::{Services, env_urls, sigterm, through},
+};
 
 use crate::{Args, load::Load};
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let backends = testkit::backends();
+    let sandbox = Sandbox::new();
+    let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
     let [amqp, redis, database] = env_urls();
     let urls = [
@@ -25,7 +29,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let mut gateway = services.spawn("gateway");
     let client = crate::client(&backends).await?;
     let gateway_url = format!("http://{}", services.gateway_addr);
-    testkit::until_ready(&client, &gateway_url, Duration::from_secs(60)).await;
+    testkit::wait::until_ready(&client, &gateway_url, Duration::from_secs(60)).await;
     let started = tokio::time::Instant::now();
     let mut load = Load::start(client, &[gateway_url], args.rate, &backends).await;
 
@@ -69,6 +73,6 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     println!("faults: {verdict}");
     sigterm(&mut gateway).await;
     sigterm(&mut processor).await;
-    testkit::cleanup(&backends).await?;
+    sandbox.remove().await?;
     crate::conclude(verdict.kept_promise(), &services.logs)
 }

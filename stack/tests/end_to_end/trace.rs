@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::trace::SpanData;
+use stack::{KEY_NAME, Stack, WAIT};
 use testkit::webhooks::Receiver;
 
-use crate::helpers::{WAIT, spawn_pipeline};
+use crate::helpers::downstream_of_update;
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
@@ -20,20 +21,18 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
     testkit::spans::exporter();
-    let mut pipeline = spawn_pipeline().await;
-    let backends = pipeline.backends.clone();
-    let notifier = pipeline.start_notifier(backends).await;
+    let stack = Stack::start(None).await;
     let receiver = Receiver::start(&[]).await;
-    let base = format!("http://{notifier}");
+    let base = format!("http://{}", stack.notifier);
     receiver
-        .subscribe(&pipeline.client, &base, &["product.updated"])
+        .subscribe(&stack.client, &base, &["product.updated"])
         .await;
 
     // The client starts the trace; the gateway continues it.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let response = pipeline
+    let response = stack
         .client
-        .post(format!("http://{}/events", pipeline.gateway))
+        .post(format!("http://{}/events", stack.gateway))
         .header("content-type", "application/json")
         .header("idempotency-key", "traced-evt")
         .header(
@@ -63,9 +62,9 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
         services,
         BTreeSet::from(["gateway".into(), "notifier".into(), "processor".into()])
     );
-    let ns = pipeline.backends.namespace.as_str().to_owned();
+    let ns = stack.backends.namespace.as_str().to_owned();
     let product: shared::model::ProductId = "traced-1".parse().expect("a product id");
-    let shard = pipeline.topology.shard_for(&product);
+    let shard = stack.topology.shard_for(&product);
     let names: BTreeSet<String> = spans.iter().map(|s| s.name.to_string()).collect();
     for expected in [
         format!("publish {ns}.ingest:{shard}"),
@@ -98,8 +97,8 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
     // The notifier's spans carry the downstream events' ids, the others the source's.
     let ids = [
         "traced-evt".to_owned(),
-        crate::helpers::downstream_of_update("traced-evt", "product.updated"),
-        crate::helpers::downstream_of_update("traced-evt", "stock.low"),
+        downstream_of_update(KEY_NAME, "traced-evt", "product.updated"),
+        downstream_of_update(KEY_NAME, "traced-evt", "stock.low"),
     ];
     // The gateway's HTTP server span is the client's child and the publish's parent.
     let server = spans
@@ -144,5 +143,5 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
             );
         }
     }
-    pipeline.stop().await;
+    stack.stop().await;
 }

@@ -4,12 +4,16 @@
 
 use std::time::Duration;
 
-use crate::helpers::{TEST_LEASE, WAIT};
+use stack::WAIT;
+use testkit::in_process::InProcess;
+
+use crate::helpers::TEST_LEASE;
 
 /// The processor and the notifier, pruning every 100 ms with windows of an hour.
-async fn start(backends: &shared::config::Backends) -> (testkit::InProcess, String, String) {
-    let mut running = testkit::InProcess::default();
+async fn start(backends: &shared::config::Backends) -> (InProcess, String, String) {
+    let mut running = InProcess::default();
     let mut processor = testkit::test_config!(processor::Config, backends.clone());
+    processor.retry_delays = testkit::sandbox::RETRY_DELAYS.to_vec();
     processor.shard_lease = TEST_LEASE;
     processor.retention = processor::store::retention::Windows {
         processed_events: Duration::from_secs(3600),
@@ -30,16 +34,17 @@ async fn start(backends: &shared::config::Backends) -> (testkit::InProcess, Stri
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_past_their_window_are_pruned_and_the_rest_kept() {
-    let backends = testkit::backends();
-    let client = testkit::authorized_client(&backends.namespace).await;
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let client = testkit::keys::authorized_client(&backends.namespace).await;
     // The tables first (a service migrates them at start), with rows old and new.
     let (mut running, processor, notifier) = start(&backends).await;
-    testkit::until_ready(&client, &processor, WAIT).await;
-    testkit::until_ready(&client, &notifier, WAIT).await;
+    testkit::wait::until_ready(&client, &processor, WAIT).await;
+    testkit::wait::until_ready(&client, &notifier, WAIT).await;
     while !running.is_empty() {
         running.stop_last().await;
     }
-    let db = testkit::database(&backends).await;
+    let db = testkit::postgres::pool(&backends).await;
     let rows: [(&str, &str); 6] = [
         (
             "inbox rows",
@@ -103,7 +108,7 @@ async fn rows_past_their_window_are_pruned_and_the_rest_kept() {
             .expect("readable")
         }
     };
-    testkit::eventually("the expired rows pruned", WAIT, || async {
+    testkit::wait::eventually("the expired rows pruned", WAIT, || async {
         let inbox = ids("processed_events", "event_id").await;
         let dead = ids("dead_letters", "id").await;
         let notes = ids("notifications", "event_id").await;
@@ -119,21 +124,20 @@ async fn rows_past_their_window_are_pruned_and_the_rest_kept() {
         .expect("readable");
     assert_eq!(attempts, 0, "the attempts went with their notification");
     let pruned = |text: &str, table: &str| {
-        testkit::counter(
+        testkit::metrics::counter(
             text,
             "pipeline_pruned_rows_total",
             &format!("table=\"{table}\""),
         )
     };
-    let text = testkit::metrics(&client, &processor).await;
+    let text = testkit::metrics::scrape(&client, &processor).await;
     assert_eq!(pruned(&text, "processed_events"), 1.0, "{text}");
     assert_eq!(pruned(&text, "dead_letters"), 1.0);
-    let text = testkit::metrics(&client, &notifier).await;
+    let text = testkit::metrics::scrape(&client, &notifier).await;
     assert_eq!(pruned(&text, "notifications"), 1.0, "{text}");
     assert_eq!(pruned(&text, "deliveries"), 1.0);
     assert_eq!(pruned(&text, "delivery_attempts"), 1.0);
     while !running.is_empty() {
         running.stop_last().await;
     }
-    testkit::cleanup(&backends).await.expect("clean-up");
 }

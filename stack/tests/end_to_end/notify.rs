@@ -1,67 +1,50 @@
-//! Through to the subscriber: an order placed at the gateway reaches a webhook, and a processor
-//! killed between its commit and its publish still gets the event delivered.
+//! Through to the subscriber: an order placed at the gateway reaches a webhook, signed; ids of 1
+//! and 255 characters travel end to end; the notifier's dead letters are recorded truthfully
+//! and replay to it; and a processor killed between its commit and its publish still gets the
+//! event delivered.
+
+use std::{net::SocketAddr, time::Duration};
 
 use serde_json::{Value, json};
+use shared::config::Backends;
+use stack::{KEY_NAME, Stack, WAIT};
 use testkit::{
     fault_proxy::{Fault, Faulty},
-    services::{env_urls, through},
+    in_process::{InProcess, Killable},
+    keys::TEST_KEY_NAME,
+    sandbox::Sandbox,
     webhooks::{Receiver, subscribe},
 };
 
-use crate::helpers::{self, Pipeline, WAIT, spawn_gateway_only, spawn_pipeline, wait_inbox};
+use crate::helpers::{
+    TEST_LEASE, accept_keyed, downstream_of_order, downstream_of_update, inbox_count, product_when,
+    settled, wait_inbox,
+};
 
-/// A whole pipeline with a notifier, and a receiver subscribed to `types`: the notifier's
-/// address, the receiver and the subscription's secret.
-async fn with_subscriber(types: &[&str]) -> (Pipeline, std::net::SocketAddr, Receiver, String) {
-    let mut pipeline = spawn_pipeline().await;
-    let backends = pipeline.backends.clone();
-    let notifier = pipeline.start_notifier(backends).await;
+/// The whole stack, and a receiver subscribed to `types`: the receiver and the subscription's
+/// secret.
+async fn with_subscriber(types: &[&str]) -> (Stack, Receiver, String) {
+    let stack = Stack::start(None).await;
     let receiver = Receiver::start(&[]).await;
-    let base = format!("http://{notifier}");
-    let (_, secret) = subscribe(&pipeline.client, &base, &receiver.url(), types).await;
-    (pipeline, notifier, receiver, secret)
-}
-
-/// The notification of `event_id` once its deliveries are settled.
-async fn settled(
-    client: &reqwest::Client,
-    notifier: std::net::SocketAddr,
-    event_id: &str,
-) -> Value {
-    testkit::eventually(&format!("{event_id} to be delivered"), WAIT, || async {
-        let response = client
-            .get(format!("http://{notifier}/notifications/{event_id}"))
-            .send()
-            .await
-            .ok()?;
-        let body: Value = (response.status() == 200).then_some(response.json().await.ok()?)?;
-        let deliveries = body["deliveries"].as_array()?;
-        (!deliveries.is_empty() && deliveries.iter().all(|d| d["status"] != "pending"))
-            .then_some(body)
-    })
-    .await
+    let base = format!("http://{}", stack.notifier);
+    let (_, secret) = subscribe(&stack.client, &base, &receiver.url(), types).await;
+    (stack, receiver, secret)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_reaches_its_subscriber_as_one_signed_webhook() {
-    let (pipeline, notifier, receiver, secret) = with_subscriber(&["order.created"]).await;
+    let (stack, receiver, secret) = with_subscriber(&["order.created"]).await;
 
-    pipeline
-        .accept(r#"{"product_id": "hook-1", "stock": 5}"#)
+    stack
+        .send("/events", r#"{"product_id": "hook-1", "stock": 5}"#)
         .await;
-    pipeline.product_when("hook-1", |p| p["stock"] == 5).await;
-    let response = pipeline
-        .client
-        .post(format!("http://{}/orders", pipeline.gateway))
-        .header("content-type", "application/json")
-        .body(r#"{"id": "hook-o1", "sku": "hook-1", "qty": 2}"#)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 202);
+    product_when(&stack.client, stack.gateway, "hook-1", |p| p["stock"] == 5).await;
+    stack
+        .send("/orders", r#"{"id": "hook-o1", "sku": "hook-1", "qty": 2}"#)
+        .await;
 
     let got = receiver.wait_for(1, WAIT).await;
-    let webhook_id = helpers::downstream_of_order("hook-o1", "order.created");
+    let webhook_id = downstream_of_order(KEY_NAME, "hook-o1", "order.created");
     assert_eq!(got[0].header("webhook-id"), webhook_id);
     let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
     assert_eq!(
@@ -75,54 +58,89 @@ async fn an_order_reaches_its_subscriber_as_one_signed_webhook() {
     let expected = notifier::signing::sign(&secret, &webhook_id, timestamp, &got[0].body);
     assert_eq!(got[0].header("webhook-signature"), expected);
 
-    let notification = settled(&pipeline.client, notifier, &webhook_id).await;
+    let notification = settled(&stack.client, stack.notifier, &webhook_id).await;
     assert_eq!(notification["deliveries"][0]["status"], "sent");
     assert_eq!(
         receiver.received().len(),
         1,
         "one webhook: the subscription wants orders only"
     );
-    pipeline.stop().await;
+    stack.stop().await;
+}
+
+/// The gateway's test configuration on `backends`.
+fn gateway(backends: &Backends) -> gateway::Config {
+    let mut config = testkit::test_config!(gateway::Config, backends.clone());
+    config.confirm_timeout = Duration::from_secs(2);
+    config
+}
+
+/// The processor's test configuration on `backends`.
+fn processor(backends: Backends) -> processor::Config {
+    let mut config = testkit::test_config!(processor::Config, backends);
+    config.prefetch = 16;
+    config.retry_delays = testkit::sandbox::RETRY_DELAYS.to_vec();
+    config.shard_lease = TEST_LEASE;
+    config
+}
+
+/// The notifier's test configuration on `backends`, with a quick retry schedule.
+fn notifier(backends: &Backends) -> notifier::Config {
+    let mut config = testkit::test_config!(notifier::Config, backends.clone());
+    config.webhook_timeout = Duration::from_secs(2);
+    config.retry_schedule = vec![Duration::from_millis(100)];
+    config.poll_interval = Duration::from_millis(50);
+    config.allow_private_networks = true;
+    config
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_delivered() {
-    let backends = testkit::backends();
-    let mut pipeline = spawn_gateway_only(backends.clone()).await;
-    let notifier = pipeline.start_notifier(backends.clone()).await;
+    let sandbox = Sandbox::new();
+    let backends = sandbox.backends();
+    let mut running = InProcess::default();
+    let gateway_addr = running.launch(gateway::Application::build(gateway(&backends)).await);
+    let notifier_addr = running.launch(notifier::Application::build(notifier(&backends)).await);
+    let client = testkit::keys::authorized_client(&backends.namespace).await;
+    for addr in [gateway_addr, notifier_addr] {
+        testkit::wait::until_ready(&client, &format!("http://{addr}"), WAIT).await;
+    }
     let receiver = Receiver::start(&[]).await;
-    let base = format!("http://{notifier}");
-    subscribe(
-        &pipeline.client,
-        &base,
-        &receiver.url(),
-        &["product.updated"],
-    )
-    .await;
+    let base = format!("http://{notifier_addr}");
+    subscribe(&client, &base, &receiver.url(), &["product.updated"]).await;
 
     // The processor reaches PostgreSQL through a proxy, so its replies can be slowed down.
     let faulty = Faulty::start(&backends).await;
-    let database_url = through(&env_urls()[2], faulty.postgres.addr());
-    let mut child = helpers::processor_process_with(&backends, &[("DATABASE_URL", database_url)]);
-    pipeline
-        .accept_keyed("kill-warm", r#"{"product_id": "kill-1", "stock": 40}"#)
-        .await;
-    wait_inbox(&pipeline, 1).await;
+    let mut proxied = backends.clone();
+    proxied.database = faulty.backends.database.clone();
+    let killable =
+        Killable::launch(move || processor::Application::build(processor(proxied))).await;
+    accept_keyed(
+        &client,
+        gateway_addr,
+        "kill-warm",
+        r#"{"product_id": "kill-1", "stock": 40}"#,
+    )
+    .await;
+    wait_inbox(&backends, 1).await;
 
     // Every reply now takes 400 ms: the commit lands, and the processor is still waiting to
     // read what to publish when it is killed.
     faulty
         .postgres
-        .set(Fault::Latency(std::time::Duration::from_millis(400)));
-    pipeline
-        .accept_keyed("kill-evt", r#"{"product_id": "kill-1", "stock": 30}"#)
-        .await;
-    wait_inbox(&pipeline, 2).await;
-    child.start_kill().expect("SIGKILL");
-    child.wait().await.expect("reaped");
+        .set(Fault::Latency(Duration::from_millis(400)));
+    accept_keyed(
+        &client,
+        gateway_addr,
+        "kill-evt",
+        r#"{"product_id": "kill-1", "stock": 30}"#,
+    )
+    .await;
+    wait_inbox(&backends, 2).await;
+    killable.kill().await;
 
-    let pool = testkit::database(&backends).await;
-    let webhook_id = helpers::downstream_of_update("kill-evt", "product.updated");
+    let pool = testkit::postgres::pool(&backends).await;
+    let webhook_id = downstream_of_update(TEST_KEY_NAME, "kill-evt", "product.updated");
     let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_id = $1")
         .bind(&webhook_id)
         .fetch_one(&pool)
@@ -141,9 +159,8 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
 
     // A processor comes back; the unacknowledged event is redelivered, recognised as applied,
     // and its downstream event published: the subscriber gets it once.
-    let direct = pipeline.backends.clone();
-    pipeline.start_processor(direct).await;
-    let notification = settled(&pipeline.client, notifier, &webhook_id).await;
+    running.launch(processor::Application::build(processor(backends.clone())).await);
+    let notification = settled(&client, notifier_addr, &webhook_id).await;
     assert_eq!(notification["deliveries"][0]["status"], "sent");
     let delivered: Vec<_> = receiver
         .received()
@@ -159,27 +176,25 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
         ),
         (Some(40), Some(30))
     );
-    assert_eq!(pipeline.inbox_count().await, 2, "applied once");
-    pipeline.stop().await;
+    assert_eq!(inbox_count(&backends).await, 2, "applied once");
+    while !running.is_empty() {
+        running.stop_last().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn event_ids_of_1_and_255_characters_travel_end_to_end_to_the_webhook() {
-    let (pipeline, notifier, receiver, secret) = with_subscriber(&["product.updated"]).await;
+    let (stack, receiver, secret) = with_subscriber(&["product.updated"]).await;
     // Every visible ASCII character, over and over: the longest key a client may send.
     let longest: String = (b'!'..=b'~').map(char::from).cycle().take(255).collect();
     for (key, stock) in [(longest.as_str(), 3), ("x", 4)] {
-        pipeline
-            .accept_keyed(
-                key,
-                &format!(r#"{{"product_id": "long-1", "stock": {stock}}}"#),
-            )
-            .await;
+        let body = format!(r#"{{"product_id": "long-1", "stock": {stock}}}"#);
+        accept_keyed(&stack.client, stack.gateway, key, &body).await;
     }
-    pipeline.product_when("long-1", |p| p["stock"] == 4).await;
+    product_when(&stack.client, stack.gateway, "long-1", |p| p["stock"] == 4).await;
     let got = receiver.wait_for(2, WAIT).await;
     for key in [longest.as_str(), "x"] {
-        let webhook_id = helpers::downstream_of_update(key, "product.updated");
+        let webhook_id = downstream_of_update(KEY_NAME, key, "product.updated");
         let request = got
             .iter()
             .find(|r| r.header("webhook-id") == webhook_id)
@@ -196,21 +211,30 @@ async fn event_ids_of_1_and_255_characters_travel_end_to_end_to_the_webhook() {
             notifier::signing::sign(&secret, &webhook_id, timestamp, &request.body)
         );
         assert_eq!(
-            settled(&pipeline.client, notifier, &webhook_id).await["deliveries"][0]["status"],
+            settled(&stack.client, stack.notifier, &webhook_id).await["deliveries"][0]["status"],
             "sent"
         );
     }
-    assert_eq!(pipeline.inbox_count().await, 2);
-    pipeline.stop().await;
+    assert_eq!(inbox_count(&stack.backends).await, 2);
+    stack.stop().await;
+}
+
+/// Waits until the processor at `processor` lists exactly `n` dead letters; them.
+async fn dead_letters(client: &reqwest::Client, processor: SocketAddr, n: usize) -> Vec<Value> {
+    let url = format!("http://{processor}/dead-letters");
+    testkit::wait::eventually(&format!("{n} dead letters"), WAIT, || async {
+        let (status, body) = testkit::http::get_json(client, &url).await;
+        let items = body["items"].as_array()?.clone();
+        (status == 200 && items.len() == n).then_some(items)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_notifier() {
-    let mut pipeline = spawn_pipeline().await;
-    let backends = pipeline.backends.clone();
-    let notifier = pipeline.start_notifier(backends).await;
-    let broker = testkit::Broker::connect(&pipeline.backends).await;
-    let queue = pipeline.topology.notifier_queue();
+    let stack = Stack::start(None).await;
+    let broker = testkit::broker::Broker::connect(&stack.backends).await;
+    let queue = stack.topology.notifier_queue();
 
     // What the notifier cannot read, it sets aside itself, saying why. (Published straight to
     // its queue: no subscription can want an unknown type, so the events exchange drops it.)
@@ -236,7 +260,7 @@ async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_no
     }
     broker
         .publish(
-            &pipeline.topology.dead_letter_exchange(),
+            &stack.topology.dead_letter_exchange(),
             "stock.low",
             body,
             lapin::BasicProperties::default()
@@ -246,7 +270,7 @@ async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_no
         )
         .await;
 
-    let dead = pipeline.dead_letters(2).await;
+    let dead = dead_letters(&stack.client, stack.processor, 2).await;
     let by_event = |id: &str| {
         dead.iter()
             .find(|d| d["event_id"] == id)
@@ -275,21 +299,24 @@ async fn the_notifiers_dead_letters_are_recorded_truthfully_and_replay_to_the_no
     );
 
     // Replayed, it goes back to the notifier, which takes it in.
-    let (status, replayed) = pipeline
-        .processor_post(
-            "/dead-letters/replay",
-            json!({ "ids": [crashed["id"].clone()] }),
-        )
-        .await;
+    let response = stack
+        .client
+        .post(format!("http://{}/dead-letters/replay", stack.processor))
+        .json(&json!({ "ids": [crashed["id"].clone()] }))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status();
+    let replayed: Value = response.json().await.unwrap_or_default();
     assert_eq!(status, 200, "{replayed}");
     assert_eq!(replayed["results"][0]["outcome"], "replayed");
-    testkit::until_status(
-        &pipeline.client,
-        &format!("http://{notifier}/notifications/msg_crashed"),
+    testkit::wait::until_status(
+        &stack.client,
+        &format!("http://{}/notifications/msg_crashed", stack.notifier),
         200,
         "the notifier to take the replay in",
         WAIT,
     )
     .await;
-    pipeline.stop().await;
+    stack.stop().await;
 }

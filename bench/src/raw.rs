@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
@@ -51,6 +52,9 @@ pub async fn round_trip(
     } = shared::consume::Source::open(&connection, queue, 512).await?;
     let started = Instant::now();
     let deadline = started + duration;
+    // The consumer is handed back, not dropped: dropping it cancels it, and a cancel racing
+    // the queue's deletion gets an answer the client does not expect, which closes the
+    // connection. It is dropped once the connection is closed.
     let consuming = tokio::spawn(async move {
         let mut consumed = 0u64;
         while let Ok(Some(Ok(delivery))) =
@@ -61,7 +65,7 @@ pub async fn round_trip(
                 consumed += 1;
             }
         }
-        anyhow::Ok(consumed)
+        anyhow::Ok((consumed, consumer))
     });
 
     let mut publishers = Vec::new();
@@ -97,12 +101,25 @@ pub async fn round_trip(
         }));
     }
     for publisher in publishers {
-        publisher.await??;
+        publisher.await?.context("publishing")?;
     }
-    let consumed = consuming.await??;
-    setup
+    let (consumed, consumer) = consuming.await?.context("consuming")?;
+    connection
+        .close(200, "baseline done".into())
+        .await
+        .context("closing")?;
+    drop(consumer);
+    let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await?;
+    // Held until the connection is closed: a channel dropped first is still closing then.
+    let channel = connection.create_channel().await?;
+    channel
         .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await?;
-    connection.close(200, "baseline done".into()).await?;
+        .await
+        .context("deleting the queue")?;
+    connection
+        .close(200, "baseline removed".into())
+        .await
+        .context("closing")?;
+    drop(channel);
     Ok(consumed as f64 / duration.as_secs_f64())
 }

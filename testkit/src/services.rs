@@ -128,6 +128,46 @@ impl Services {
     }
 }
 
+/// What a service binary logs on its first start and stop: `binary` started on `backends`'
+/// namespace with `env` and its address variable set to `addr`, at `info` in JSON, until
+/// `/ready` answers the client `client()` makes once it runs (within `wait`), then stopped
+/// with SIGTERM. Its log lines.
+pub async fn first_start_log(
+    binary: &str,
+    backends: &shared::config::Backends,
+    (addr_var, addr): (&str, &str),
+    env: &[(&str, String)],
+    client: impl AsyncFnOnce() -> reqwest::Client,
+    wait: Duration,
+) -> String {
+    let log_path = std::env::temp_dir().join(format!("{}-first.log", backends.namespace.as_str()));
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let mut child = Command::new(binary)
+        .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
+        .env("INGEST_SHARDS", backends.ingest_shards.to_string())
+        .env(addr_var, addr)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .stdout(log.try_clone().expect("a file handle"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the service starts");
+    crate::wait::until_ready(&client().await, &format!("http://{addr}"), wait).await;
+    sigterm(&mut child).await;
+    let logs = std::fs::read_to_string(&log_path).expect("the log");
+    let _ = std::fs::remove_file(&log_path);
+    logs
+}
+
+/// The lines of `logs` (JSON, as [`first_start_log`] reads them) at WARN or ERROR.
+pub fn loud_lines(logs: &str) -> Vec<&str> {
+    logs.lines()
+        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+        .collect()
+}
+
 /// Sends SIGTERM and waits (up to 30 s) for the process to drain and exit.
 pub async fn sigterm(child: &mut Child) {
     if let Some(pid) = child.id() {

@@ -214,30 +214,17 @@ async fn a_first_start_on_an_empty_namespace_logs_no_warning_or_error() {
     let sandbox = testkit::sandbox::Sandbox::new();
     let backends = sandbox.backends();
     let addr = testkit::ports::free_addr();
-    let log_path = std::env::temp_dir().join(format!("{}-first.log", backends.namespace.as_str()));
-    let log = std::fs::File::create(&log_path).expect("a log file");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_processor"))
-        .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
-        .env("INGEST_SHARDS", backends.ingest_shards.to_string())
-        .env("PROCESSOR_ADDR", &addr)
-        .env("RETRY_DELAYS_MS", testkit::sandbox::retry_delays_ms())
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .stdout(log.try_clone().expect("a file handle"))
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the processor starts");
-    let client = testkit::keys::authorized_client(&backends.namespace).await;
-    testkit::wait::until_ready(&client, &format!("http://{addr}"), crate::helpers::WAIT).await;
-    testkit::services::sigterm(&mut child).await;
-    let logs = std::fs::read_to_string(&log_path).expect("the log");
-    let _ = std::fs::remove_file(&log_path);
+    let logs = testkit::services::first_start_log(
+        env!("CARGO_BIN_EXE_processor"),
+        &backends,
+        ("PROCESSOR_ADDR", &addr),
+        &[("RETRY_DELAYS_MS", testkit::sandbox::retry_delays_ms())],
+        async || testkit::keys::authorized_client(&backends.namespace).await,
+        crate::helpers::WAIT,
+    )
+    .await;
     assert!(logs.contains("processor stopped"), "{logs}");
-    let loud: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
-        .collect();
+    let loud = testkit::services::loud_lines(&logs);
     assert!(loud.is_empty(), "a first start warned: {loud:#?}");
 }
 

@@ -72,10 +72,18 @@ struct Key {
     /// Its requests in progress, at most [`Auth::per_key`].
     in_flight: Arc<Semaphore>,
     used: AtomicBool,
+    /// When it was put in memory: a refresh whose read began earlier knows less of it.
+    since: Instant,
 }
 
 impl Key {
     fn new(record: &KeyRecord, per_key: usize) -> Self {
+        Self::with_slots(record, Arc::new(Semaphore::new(per_key)))
+    }
+
+    /// A key from `record` whose requests in progress are counted in `in_flight` (a key read
+    /// again with other scopes or rate keeps its slots, and those of its requests in progress).
+    fn with_slots(record: &KeyRecord, in_flight: Arc<Semaphore>) -> Self {
         let rate = record.rate_per_second.and_then(NonZeroU32::new);
         Self {
             name: record.name.clone(),
@@ -85,8 +93,9 @@ impl Key {
                 RateLimiter::direct(Quota::per_second(r))
                     .with_middleware::<StateInformationMiddleware>()
             }),
-            in_flight: Arc::new(Semaphore::new(per_key)),
+            in_flight,
             used: AtomicBool::new(false),
+            since: Instant::now(),
         }
     }
 
@@ -505,13 +514,15 @@ impl Auth {
         Ok(key)
     }
 
-    /// Reads every active key again (keeping the rate state of those unchanged), and records
-    /// which were used. Keeps what it has when PostgreSQL cannot be read.
+    /// Reads every active key again (keeping the rate state of those unchanged, and the slots
+    /// of every key still active), and records which were used. Keeps what it has when
+    /// PostgreSQL cannot be read.
     async fn refresh(&self) {
         // Before this service's migrations ran there may be no table to read yet.
         let Ok(pool) = self.0.database.ready() else {
             return;
         };
+        let reading_since = Instant::now();
         let records = match keys::active(pool).await {
             Ok(records) => {
                 self.mark_read();
@@ -543,17 +554,7 @@ impl Auth {
                 .filter(|(_, key)| key.used.swap(false, Ordering::Relaxed))
                 .map(|(hash, _)| *hash)
                 .collect();
-            let fresh = records
-                .iter()
-                .map(|record| {
-                    let key = current
-                        .get(&record.hash)
-                        .filter(|key| key.matches(record))
-                        .cloned()
-                        .unwrap_or_else(|| Arc::new(Key::new(record, self.0.per_key)));
-                    (record.hash, key)
-                })
-                .collect();
+            let fresh = merged(&current, &records, reading_since, self.0.per_key);
             *current = fresh;
             used
         };
@@ -563,6 +564,33 @@ impl Auth {
             tracing::debug!(error = %e, "Cannot record when keys were last used.");
         }
     }
+}
+
+/// The keys in memory after `records` were read (the read began at `reading_since`) while
+/// `current` were held: each active key as read, keeping its rate state if unchanged and its
+/// slots whatever changed; and every key looked up while the read was under way (it may have
+/// been made after the read saw the table), as it is. Keys in memory before the read and not read
+/// are revoked, or gone: dropped.
+fn merged(
+    current: &HashMap<KeyHash, Arc<Key>>,
+    records: &[KeyRecord],
+    reading_since: Instant,
+    per_key: usize,
+) -> HashMap<KeyHash, Arc<Key>> {
+    let mut fresh: HashMap<KeyHash, Arc<Key>> = current
+        .iter()
+        .filter(|(_, key)| key.since > reading_since)
+        .map(|(hash, key)| (*hash, Arc::clone(key)))
+        .collect();
+    for record in records {
+        let key = match current.get(&record.hash) {
+            Some(key) if key.since > reading_since || key.matches(record) => Arc::clone(key),
+            Some(key) => Arc::new(Key::with_slots(record, Arc::clone(&key.in_flight))),
+            None => Arc::new(Key::new(record, per_key)),
+        };
+        fresh.insert(record.hash, key);
+    }
+    fresh
 }
 
 /// The `RateLimit-Policy` and `RateLimit` headers (the IETF httpapi draft's structured fields)
@@ -658,5 +686,84 @@ async fn require(
             next.run(request).await
         }
         Err(denied) => denied.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, hash: u8, scopes: Scopes) -> KeyRecord {
+        KeyRecord {
+            name: name.to_owned(),
+            hash: [hash; 32],
+            scopes,
+            rate_per_second: None,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn in_memory(keys: &[(&KeyRecord, Instant)]) -> HashMap<KeyHash, Arc<Key>> {
+        keys.iter()
+            .map(|(record, since)| {
+                let mut key = Key::new(record, 2);
+                key.since = *since;
+                (record.hash, Arc::new(key))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_looked_up_while_the_keys_were_read_stays_with_its_slots() {
+        let reading_since = Instant::now();
+        let new = record("new", 1, Scopes::all());
+        let current = in_memory(&[(&new, reading_since + Duration::from_millis(1))]);
+        // The read saw the table before the key was made.
+        let fresh = merged(&current, &[], reading_since, 2);
+        assert!(Arc::ptr_eq(&fresh[&new.hash], &current[&new.hash]));
+    }
+
+    #[test]
+    fn a_key_in_memory_before_the_read_and_not_read_is_dropped() {
+        let reading_since = Instant::now();
+        let revoked = record("revoked", 1, Scopes::all());
+        let kept = record("kept", 2, Scopes::all());
+        let current = in_memory(&[
+            (&revoked, reading_since - Duration::from_millis(1)),
+            (&kept, reading_since - Duration::from_millis(1)),
+        ]);
+        let fresh = merged(&current, std::slice::from_ref(&kept), reading_since, 2);
+        assert!(!fresh.contains_key(&revoked.hash));
+        assert!(Arc::ptr_eq(&fresh[&kept.hash], &current[&kept.hash]));
+    }
+
+    #[test]
+    fn a_key_read_with_other_scopes_takes_them_and_keeps_its_slots() {
+        let reading_since = Instant::now();
+        let before = record("changed", 1, Scopes::all());
+        let current = in_memory(&[(&before, reading_since - Duration::from_millis(1))]);
+        let held = Arc::clone(&current[&before.hash].in_flight)
+            .try_acquire_owned()
+            .expect("a slot");
+        let after = record("changed", 1, Scopes::default());
+        let fresh = merged(&current, std::slice::from_ref(&after), reading_since, 2);
+        assert_eq!(fresh[&after.hash].scopes, Scopes::default());
+        assert_eq!(fresh[&after.hash].in_flight.available_permits(), 1);
+        drop(held);
+        assert_eq!(fresh[&after.hash].in_flight.available_permits(), 2);
+    }
+
+    #[test]
+    fn a_key_first_read_gets_its_own_slots() {
+        let first = record("first", 1, Scopes::all());
+        let fresh = merged(
+            &HashMap::new(),
+            std::slice::from_ref(&first),
+            Instant::now(),
+            3,
+        );
+        assert_eq!(fresh[&first.hash].in_flight.available_permits(), 3);
     }
 }

@@ -1,8 +1,9 @@
 //! Lookups: where an event is, a product with its 20 most recent events and orders, an order
 //! with its notifications, and the summary (order count, a sku's inventory, notification
-//! status). Each table is read through the module that owns it (the processor's inbox, retries,
-//! dead letters and outbox; the notifier's deliveries; the gateway's idempotency records;
-//! `shared::products` and `shared::orders`), so a change of layout is made in one place.
+//! status). Each table is read through the module of `shared` that its owner keeps for others
+//! (`shared::processor`'s inbox, retries, dead letters, outbox, products and orders;
+//! `shared::notifier`'s deliveries; `shared::gateway`'s idempotency records), so a change of
+//! layout is made in one place.
 
 use std::collections::HashMap;
 
@@ -18,7 +19,8 @@ use shared::{
     connect::postgres::Database,
     contract::{DownstreamId, EventKey, EventType, IngestKind},
     model::{EventId, OrderId, Owner, ProductId},
-    orders, products,
+    processor::orders,
+    processor::products,
     topology::Namespace,
 };
 use sqlx::PgPool;
@@ -67,7 +69,7 @@ async fn notifications(
             ids.extend(EventType::ALL.iter().map(|t| DownstreamId::of(&key, *t)));
         }
     }
-    notifier::store::deliveries::of_events(pool, &ids)
+    shared::notifier::deliveries::of_events(pool, &ids)
         .await
         .map_err(db)
 }
@@ -82,10 +84,10 @@ async fn accepted(lookups: &Lookups, owner: &Owner, id: &str) -> Option<bool> {
         id: id.parse().ok()?,
     };
     let mut redis = lookups.redis.clone();
-    let state = gateway::idempotency::state(&mut redis, &lookups.namespace, &event)
+    let state = shared::gateway::idempotency::state(&mut redis, &lookups.namespace, &event)
         .await
         .ok()?;
-    Some(state == Some(gateway::idempotency::State::Done))
+    Some(state == Some(shared::gateway::idempotency::State::Done))
 }
 
 /// The key a lookup is about (`?key=NAME`), if named.
@@ -141,7 +143,7 @@ async fn event(
     only_params(params.keys(), &["key"])?;
     let named = named_key(&params, "key")?;
     let pool = pool(&lookups.database)?;
-    let applied = processor::store::inbox::applied(pool, &id)
+    let applied = shared::processor::inbox::applied(pool, &id)
         .await
         .map_err(db)?;
     let mut applied: Vec<Value> = applied.as_array().cloned().unwrap_or_default();
@@ -156,13 +158,15 @@ async fn event(
     owners.push(Owner::legacy());
     owners.sort();
     owners.dedup();
-    let dead = processor::dead_letters::store::of_event(pool, &id)
+    let dead = shared::processor::dead_letters::of_event(pool, &id)
         .await
         .map_err(db)?;
-    let unpublished = processor::downstream::unpublished(pool, &id)
+    let unpublished = shared::processor::outbox::unpublished(pool, &id)
         .await
         .map_err(db)?;
-    let retries = processor::store::retries::of(pool, &id).await.map_err(db)?;
+    let retries = shared::processor::retries::of(pool, &id)
+        .await
+        .map_err(db)?;
     let notified = notifications(pool, &IngestKind::ALL, &owners, &id).await?;
     // The gateway's record of the key named, else of any key the inbox knows for the id.
     let mut accepted_by = None;
@@ -201,7 +205,7 @@ async fn product(
     let product_id: ProductId = id.parse().map_err(|_| ApiError::NotFound(MISSING.into()))?;
     let pool = pool(&lookups.database)?;
     let state = found(products::load(pool, &product_id).await, MISSING)?;
-    let events = processor::store::inbox::recent(pool, &id, RECENT)
+    let events = shared::processor::inbox::recent(pool, &id, RECENT)
         .await
         .map_err(db)?;
     let orders = orders::recent(pool, &id, RECENT).await.map_err(db)?;
@@ -253,10 +257,10 @@ async fn summary(
     let pool = pool(&lookups.database)?;
     let orders = orders::counts(pool).await.map_err(db)?;
     let products = products::count(pool).await.map_err(db)?;
-    let deliveries = notifier::store::deliveries::counts(pool)
+    let deliveries = shared::notifier::deliveries::counts(pool)
         .await
         .map_err(db)?;
-    let dead_letters: i64 = processor::dead_letters::store::by_reason(pool)
+    let dead_letters: i64 = shared::processor::dead_letters::by_reason(pool)
         .await
         .map_err(db)?
         .iter()

@@ -11,8 +11,8 @@ use std::{
 };
 
 use lapin::options::QueueDeclareOptions;
-use notifier::store::deliveries::DeliveryStatus;
 use serde_json::{Map, Value, json};
+use shared::notifier::deliveries::DeliveryStatus;
 use shared::{
     connect::{amqp::Broker, postgres::Database},
     metric,
@@ -387,10 +387,10 @@ impl Sources {
             return json!({ "up": false, "error": "PostgreSQL is unreachable or not migrated yet" });
         };
         let result: Result<Value, sqlx::Error> = async {
-            let dead = processor::dead_letters::store::by_reason(pool).await?;
-            let deliveries = notifier::store::deliveries::open_counts(pool).await?;
-            let disabled = notifier::store::subscriptions::disabled(pool).await?;
-            let shards = processor::shards::leases::list(pool).await?;
+            let dead = shared::processor::dead_letters::by_reason(pool).await?;
+            let deliveries = shared::notifier::deliveries::open_counts(pool).await?;
+            let disabled = shared::notifier::subscriptions::disabled(pool).await?;
+            let shards = shared::processor::shards::list(pool).await?;
             let total: i64 = dead.iter().map(|(_, n)| n).sum();
             let by_reason: Map<String, Value> = dead
                 .into_iter()

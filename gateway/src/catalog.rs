@@ -1,5 +1,5 @@
 //! The catalog: each product's details (`product_details`, written here by `POST` and
-//! `PATCH /products`; their cache records are [`shared::catalog`]'s), and the filtered,
+//! `PATCH /products`; their cache records are [`shared::gateway::catalog`]'s), and the filtered,
 //! keyset-paginated listing.
 //!
 //! A product's price and stock stay the processor's (`products`, set by events in their
@@ -8,8 +8,8 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::{
-    catalog::{Entry, EntryRow, ImageView, StoredImage, entry},
     contract::ProductView,
+    gateway::catalog::{Entry, EntryRow, ImageView, StoredImage, entry},
     model::{Price, ProductId, Stock},
     objects::Objects,
 };
@@ -134,7 +134,7 @@ pub async fn create(
     if first.as_deref() != Some(fingerprint) {
         return Ok(Created::Taken);
     }
-    Ok(shared::catalog::load(pool, id)
+    Ok(shared::gateway::catalog::load(pool, id)
         .await?
         .map_or(Created::Taken, Created::Stored))
 }
@@ -401,7 +401,7 @@ fn listed(row: ListRow, objects: &Objects) -> Result<Product, sqlx::Error> {
         .parse()
         .map_err(|e| corrupt(format!("stored product id: {e}")))?;
     let state = state_at
-        .map(|at| shared::products::view(id.clone(), price, stock, at))
+        .map(|at| shared::processor::products::view(id.clone(), price, stock, at))
         .transpose()?;
     let entry = entry((n, d, c, t, images, created, updated, revision));
     Ok(Product::of(id, state, Some(entry), objects).expect("a listed product has an entry"))

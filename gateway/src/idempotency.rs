@@ -9,10 +9,10 @@
 //! inbox applies the event once), another body is still refused. Each step is one Lua script,
 //! so concurrent requests with one key can never both win.
 //!
-//! This module owns the records' layout (`{ns}:idem-key:{kind}:{owner}:{id}`, a hash: a
-//! record lives in the space of the API key that sent it, so another key's identical key never
-//! meets it; `{ns}:idem:{kind}:{id}` for the legacy space of records made before); the
-//! dashboard reads where a record stands through [`state`].
+//! The records' layout (`{ns}:idem-key:{kind}:{owner}:{id}`, a hash: a record lives in the
+//! space of the API key that sent it, so another key's identical key never meets it;
+//! `{ns}:idem:{kind}:{id}` for the legacy space of records made before) and where a record
+//! stands are [`shared::gateway::idempotency`]'s, where the dashboard reads them too.
 
 use std::time::Duration;
 
@@ -20,63 +20,10 @@ use redis::{Script, aio::ConnectionManager};
 use shared::{
     connect::redis::{CommandError, timed},
     contract::EventKey,
+    gateway::idempotency::key,
     model::{EventId, ProductId},
     topology::Namespace,
 };
-
-/// Redis key of an event's idempotency record. Each kind and each owner (API key) has a key
-/// space of its own, so an event keyed `order:o1` and the order `o1` never meet, nor two API
-/// keys' `evt-1`. (An owner's name holds no `:`, so owner and id never run into each other.)
-pub fn key(namespace: &Namespace, event: &EventKey) -> String {
-    if event.owner.is_legacy() {
-        return format!(
-            "{}:idem:{}:{}",
-            namespace.as_str(),
-            event.kind.as_str(),
-            event.id.as_str()
-        );
-    }
-    format!(
-        "{}:idem-key:{}:{}:{}",
-        namespace.as_str(),
-        event.kind.as_str(),
-        event.owner.as_str(),
-        event.id.as_str()
-    )
-}
-
-/// Where a record stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Being published.
-    Lease,
-    /// Published, but the broker's answer never came.
-    Unclear,
-    /// Accepted: the broker confirmed it.
-    Done,
-}
-
-/// Where the record of `event` stands; `None` when there is none (sent without a key, expired,
-/// or never accepted).
-pub async fn state(
-    redis: &mut (impl redis::aio::ConnectionLike + Send),
-    namespace: &Namespace,
-    event: &EventKey,
-) -> Result<Option<State>, IdempotencyError> {
-    let state: Option<String> = timed(
-        redis::cmd("HGET")
-            .arg(key(namespace, event))
-            .arg("state")
-            .query_async(redis),
-    )
-    .await?;
-    Ok(state.and_then(|s| match s.as_str() {
-        "lease" => Some(State::Lease),
-        "unclear" => Some(State::Unclear),
-        "done" => Some(State::Done),
-        _ => None,
-    }))
-}
 
 const BEGIN: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -328,38 +275,6 @@ fn uuid_like_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::contract::IngestKind;
-
-    fn event(kind: IngestKind, owner: &str, id: &str) -> EventKey {
-        EventKey {
-            kind,
-            owner: owner.parse().expect("valid"),
-            id: id.parse().expect("valid"),
-        }
-    }
-
-    #[test]
-    fn keys_of_events_and_orders_and_of_two_api_keys_never_meet() {
-        let ns: Namespace = "p".parse().expect("valid");
-        assert_ne!(
-            key(&ns, &event(IngestKind::ProductUpdate, "a", "order:o1")),
-            key(&ns, &event(IngestKind::OrderCreate, "a", "order:o1"))
-        );
-        assert_ne!(
-            key(&ns, &event(IngestKind::ProductUpdate, "a", "e1")),
-            key(&ns, &event(IngestKind::ProductUpdate, "b", "e1"))
-        );
-        // Nor a legacy record whose id looks like an owner and an id.
-        assert_ne!(
-            key(&ns, &event(IngestKind::ProductUpdate, "", "a:e1")),
-            key(&ns, &event(IngestKind::ProductUpdate, "a", "e1"))
-        );
-        assert_eq!(
-            key(&ns, &event(IngestKind::ProductUpdate, "", "e1")),
-            "p:idem:product.update:e1",
-            "the legacy layout is kept"
-        );
-    }
 
     #[test]
     fn a_recorded_answer_reads_back_with_the_product_it_created() {

@@ -71,7 +71,7 @@ impl Application {
                 config.idempotency_lease,
                 config.idempotency_retention,
             ),
-            catalog: shared::catalog::Cache::new(
+            catalog: shared::gateway::catalog::Cache::new(
                 redis.clone(),
                 backends.namespace.clone(),
                 backends.cache_ttl_seconds,

@@ -23,7 +23,6 @@ use futures_util::FutureExt;
 use lapin::Channel;
 use shared::{
     announce::send_announcement,
-    catalog::{Cache, Cached, StoredVariant, Variants},
     connect::{
         amqp::{Routing, send},
         postgres::{Database, Fault},
@@ -32,7 +31,8 @@ use shared::{
     contract::{Announcement, DownstreamEvent, DownstreamId, ImageJob, ImageSource, ImagesReady},
     dead_letter::{self, Reason},
     egress::Egress,
-    images::{self, Status},
+    gateway::catalog::{Cache, Cached, StoredVariant, Variants},
+    gateway::images::{self, Status},
     model::EventId,
     objects::{Objects, is_outage},
     service::Tasks,
@@ -520,7 +520,7 @@ impl Imager {
         let refreshed = hold(
             || async {
                 let pool = self.database.ready().map_err(|e| e.to_string())?;
-                let entry = shared::catalog::load(pool, &job.product_id)
+                let entry = shared::gateway::catalog::load(pool, &job.product_id)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.cache.put(&job.product_id, &Cached::of(entry)).await

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use shared::{
-    catalog::Cache,
     connect::{postgres::Tables, redis},
     consume::{self, Consumers},
+    gateway::catalog::Cache,
     service::{App, Checks, Service},
 };
 

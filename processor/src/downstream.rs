@@ -206,18 +206,6 @@ pub async fn record(tx: &mut sqlx::PgConnection, events: &[Pending]) -> Result<(
     Ok(())
 }
 
-/// The ids of the downstream events of the source event `id` not yet published, as a JSON
-/// array.
-pub async fn unpublished(pool: &PgPool, id: &str) -> Result<serde_json::Value, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(json_agg(event_id ORDER BY seq), '[]') FROM outbox
-         WHERE source_event_id = $1",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-}
-
 /// Forgets published (or set aside) events.
 pub async fn published(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM outbox WHERE event_id = ANY($1)")

@@ -3,7 +3,7 @@
 
 use shared::{
     connect::{postgres::Database, redis::CommandError},
-    products::StateCache,
+    processor::products::StateCache,
 };
 use time::OffsetDateTime;
 

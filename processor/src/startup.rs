@@ -14,7 +14,7 @@ use shared::{
         redis,
     },
     consume::{self, Consumers},
-    products::StateCache,
+    processor::products::StateCache,
     service::{App, Checks, Detail, Service, Tasks},
     topology::Topology,
 };

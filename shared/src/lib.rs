@@ -1,7 +1,15 @@
-//! What two or more services of the product event pipeline need, and nothing else.
+//! What two or more services of the product event pipeline need, and nothing else: first what
+//! every service runs on, then, in a folder per owner, the tables (and Redis layouts) one
+//! service owns and others read or write through it.
 //!
+//! Owned by one service:
+//! - [`processor`]: products and their cache, orders, and what the dashboard reads of the
+//!   inbox, outbox, retries, dead letters and shard leases.
+//! - [`gateway`]: catalog entries and their cache, product images' records, idempotency records.
+//! - [`notifier`]: what the dashboard reads of deliveries and subscriptions.
+//!
+//! Every service's:
 //! - [`auth`]: scoped API keys: the key store, the in-memory check, the middleware.
-//! - [`catalog`]: catalog entries as stored and their cache records (gateway and imager).
 //! - [`model`]: the validated value types (`ProductId`, `Price`, `Stock`, `EventId`).
 //! - [`contract`]: the wire contract: the ingest message, the cached product view, header names.
 //! - [`dead_letter`]: setting a message aside with its reason and where it came from.
@@ -13,10 +21,7 @@
 //! - [`connect`]: connection builders for RabbitMQ, Redis and PostgreSQL.
 //! - [`consume`]: the queue consumer loop the processor, the notifier and the imager run, and
 //!   settling deliveries.
-//! - [`products`]: the products table and read cache (the processor writes, others read).
-//! - [`orders`]: the orders table (the processor writes, the gateway and dashboard read).
 //! - [`api`]: the JSON errors of the operator APIs and their parameter parsing.
-//! - [`images`]: product images' records (the gateway records, the imager processes).
 //! - [`objects`]: object storage for image bytes (a local folder or S3).
 //! - [`egress`]: the guard that keeps outbound requests off private networks.
 //! - [`http`]: the hardened HTTP server every service runs (timeouts, limits, load shedding).
@@ -31,7 +36,6 @@
 pub mod announce;
 pub mod api;
 pub mod auth;
-pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod connect;
@@ -39,15 +43,15 @@ pub mod consume;
 pub mod contract;
 pub mod dead_letter;
 pub mod egress;
+pub mod gateway;
 pub mod http;
-pub mod images;
 pub mod metric;
 pub mod model;
+pub mod notifier;
 pub mod objects;
 pub mod openapi;
 pub mod ops;
-pub mod orders;
-pub mod products;
+pub mod processor;
 pub mod retention;
 pub mod service;
 pub mod shutdown;

@@ -83,6 +83,29 @@ impl Broker {
             .expect("consume")
     }
 
+    /// The next message `consumer` gets within `within` (acknowledged), as JSON, its message id
+    /// (a downstream event's id) beside the body as `id`.
+    pub async fn next_json(consumer: &mut Consumer, within: Duration) -> serde_json::Value {
+        let delivery = tokio::time::timeout(within, consumer.next())
+            .await
+            .expect("a message in time")
+            .expect("the consumer is open")
+            .expect("a delivery");
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+        let mut message: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
+        message["id"] = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .into();
+        message
+    }
+
     /// Messages ready in `queue` (0 if it does not exist).
     pub async fn depth(&self, queue: &str) -> u32 {
         let options = QueueDeclareOptions {

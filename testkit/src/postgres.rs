@@ -17,6 +17,18 @@ pub async fn pool(backends: &Backends) -> sqlx::PgPool {
         .expect("PostgreSQL is reachable")
 }
 
+/// Events recorded in the processor's inbox (`processed_events`; 0 when it cannot be read):
+/// the events applied.
+pub async fn inbox_count(backends: &Backends) -> i64 {
+    let pool = pool(backends).await;
+    let count = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0);
+    pool.close().await;
+    count
+}
+
 /// Prepares `backends`' schema as `gateway migrate` does (as `backends`' user: the roles made
 /// and granted) and makes each service's login user, `{prefix}_{service}`, a member of its role,
 /// with the password `{prefix}-{service}` when `passwords` (the tests' servers trust 127.0.0.1;

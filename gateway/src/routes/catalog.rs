@@ -13,8 +13,8 @@ use serde::Serialize;
 use shared::{
     api::{ApiError, bad, cursor_param, db, limit_param, only_params},
     auth::{Caller, Scope},
-    catalog::{Cached, Entry},
     contract::{EventKey, IngestKind, NewProduct, ProductUpdate},
+    gateway::catalog::{Cached, Entry},
     model::{Price, ProductId},
 };
 use time::OffsetDateTime;
@@ -140,7 +140,7 @@ async fn may_set_price_and_stock(
     id: &ProductId,
 ) -> Result<bool, ApiError> {
     let pool = shared::api::pool(&state.database)?;
-    let unpriced = shared::products::load(pool, id)
+    let unpriced = shared::processor::products::load(pool, id)
         .await
         .map_err(db)?
         .is_none();

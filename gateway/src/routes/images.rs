@@ -16,9 +16,9 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use shared::{
     api::{ApiError, bad, db},
-    catalog::VariantsView,
     contract::{ImageJob, ImageSource},
-    images::{self, Status},
+    gateway::catalog::VariantsView,
+    gateway::images::{self, Status},
     model::ProductId,
     objects::{Served, is_outage},
 };
@@ -138,7 +138,7 @@ async fn accept(
     let _room = reserve(state, headers)?;
     let body = read(body).await?;
     let pool = shared::api::pool(&state.database)?;
-    if shared::catalog::load(pool, &id)
+    if shared::gateway::catalog::load(pool, &id)
         .await
         .map_err(db)?
         .is_none()

@@ -44,7 +44,7 @@ pub struct AppState {
     /// The API keys.
     pub auth: Auth,
     /// The catalog entries' cache (and the products' cache keys and lifetime).
-    pub catalog: shared::catalog::Cache,
+    pub catalog: shared::gateway::catalog::Cache,
     /// Where image bytes are stored.
     pub objects: shared::objects::Objects,
     /// Room for image uploads in memory, in bytes ([`crate::Config::upload_memory`]).

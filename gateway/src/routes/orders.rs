@@ -17,7 +17,7 @@ use shared::{
     auth::{Caller, Scope},
     contract::OrderPlaced,
     model::{OrderId, Owner},
-    orders::Order,
+    processor::orders::Order,
     topology::Namespace,
 };
 
@@ -133,7 +133,7 @@ pub async fn get_order(
     }
     // Whoever placed it (orders placed before ids were scoped by key included).
     let pool = shared::api::pool(&state.database)?;
-    let mut found = shared::orders::with_id(pool, &id, 2)
+    let mut found = shared::processor::orders::with_id(pool, &id, 2)
         .await
         .map_err(shared::api::db)?;
     match (found.pop(), found.is_empty()) {
@@ -149,7 +149,7 @@ pub async fn get_order(
 /// The order `id` that `owner` placed: decided, or pending in the cache.
 async fn read(state: &AppState, owner: &Owner, id: &OrderId) -> Result<Option<Response>, ApiError> {
     let pool = shared::api::pool(&state.database)?;
-    let decided = shared::orders::load(pool, owner, id)
+    let decided = shared::processor::orders::load(pool, owner, id)
         .await
         .map_err(shared::api::db)?;
     if let Some(order) = decided {

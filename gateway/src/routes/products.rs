@@ -10,7 +10,7 @@ use shared::{contract::ProductView, model::ProductId};
 use super::AppState;
 use crate::catalog::Product;
 use shared::api::{ApiError, bad};
-use shared::catalog::{self, Cached};
+use shared::gateway::catalog::{self, Cached};
 
 /// Returns the product: `{"product_id", "price", "stock", "updated_at"}` (`null` for a field
 /// never set) and its catalog details (`name`, `description`, `category`, `tags`,
@@ -65,7 +65,7 @@ pub async fn read(state: &AppState, id: &ProductId) -> Result<Option<Product>, A
 
 /// The state from PostgreSQL, cached unless the processor wrote a newer one meanwhile.
 async fn load(state: &AppState, id: &ProductId) -> Result<Option<ProductView>, ApiError> {
-    let view = shared::products::load(shared::api::pool(&state.database)?, id)
+    let view = shared::processor::products::load(shared::api::pool(&state.database)?, id)
         .await
         .map_err(|e| ApiError::unavailable("postgres", e))?;
     if let Some(view) = &view {

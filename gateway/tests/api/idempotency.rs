@@ -111,7 +111,7 @@ async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
         owner: crate::helpers::KEY_NAME.parse().expect("valid owner"),
         id: "retry-me".parse().expect("valid key"),
     };
-    let record = gateway::idempotency::state(&mut redis, &backends.namespace, &key)
+    let record = shared::gateway::idempotency::state(&mut redis, &backends.namespace, &key)
         .await
         .expect("HGET");
     assert_eq!(record, None, "the lease must be released");

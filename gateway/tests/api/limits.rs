@@ -9,12 +9,69 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{TestApp, WAIT, config, json, spawn_adjusted, spawn_config};
+use crate::helpers::{TestApp, WAIT, json, spawn_adjusted};
 
 async fn gateway_with(limits: impl FnOnce(&mut shared::http::Limits)) -> TestApp {
     let app = spawn_adjusted(|config| limits(&mut config.serving.http)).await;
     app.wait_ready().await;
     app
+}
+
+/// A gateway whose image bytes are kept in a folder of its own (removed by
+/// [`ImageGateway::stop`]), changed by `adjust`, with the product `product` made.
+async fn image_gateway(
+    product: &str,
+    adjust: impl FnOnce(&mut gateway::config::Config),
+) -> ImageGateway {
+    let mut folder = std::path::PathBuf::new();
+    let app = spawn_adjusted(|config| {
+        adjust(config);
+        folder =
+            std::env::temp_dir().join(format!("images-{}", config.backends.namespace.as_str()));
+        config.objects = shared::objects::Objects::open(
+            &format!("file://{}", folder.display()),
+            None,
+            Duration::from_secs(60),
+            &[],
+        )
+        .expect("a local store");
+    })
+    .await;
+    app.wait_ready().await;
+    let created = app
+        .client
+        .post(app.url("/products"))
+        .json(&serde_json::json!({"product_id": product, "name": "Lamp", "category": "lighting", "price": 1, "stock": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), 201);
+    ImageGateway { app, folder }
+}
+
+/// A gateway keeping image bytes in `folder`.
+struct ImageGateway {
+    app: TestApp,
+    folder: std::path::PathBuf,
+}
+
+impl ImageGateway {
+    /// Uploads `bytes` as a PNG image of `product`.
+    async fn upload(&self, product: &str, bytes: usize) -> reqwest::Response {
+        self.app
+            .client
+            .post(self.app.url(&format!("/products/{product}/images")))
+            .header("content-type", "image/png")
+            .body(vec![7u8; bytes])
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    async fn stop(self) {
+        self.app.stop().await;
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
 }
 
 /// Sends a request head and the start of its body, and never the rest.
@@ -401,28 +458,8 @@ async fn control_characters_and_bad_utf8_in_paths_and_queries_are_400_naming_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_beyond_their_memory_are_503_until_room_frees() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let mut config = config(sandbox.backends());
-    config.upload_memory = 1024 * 1024;
-    let folder =
-        std::env::temp_dir().join(format!("uploads-{}", config.backends.namespace.as_str()));
-    config.objects = shared::objects::Objects::open(
-        &format!("file://{}", folder.display()),
-        None,
-        Duration::from_secs(60),
-        &[],
-    )
-    .expect("a local store");
-    let app = spawn_config(config).await;
-    app.wait_ready().await;
-    let created = app
-        .client
-        .post(app.url("/products"))
-        .json(&serde_json::json!({"product_id": "up-1", "name": "Lamp", "category": "lighting", "price": 1, "stock": 1}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(created.status(), 201);
+    let gateway = image_gateway("up-1", |config| config.upload_memory = 1024 * 1024).await;
+    let app = &gateway.app;
     // One upload declaring 900,000 bytes and sending a few holds that much room.
     let slow_upload = || async {
         let mut slow = TcpStream::connect(app.addr).await.expect("connect");
@@ -432,15 +469,6 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
         );
         slow.write_all(head.as_bytes()).await.expect("write");
         slow
-    };
-    let upload = || async {
-        app.client
-            .post(app.url("/products/up-1/images"))
-            .header("content-type", "image/png")
-            .body(vec![7u8; 300_000])
-            .send()
-            .await
-            .expect("sent")
     };
     // Another upload of 300,000 bytes, its head sent alone: refused at once for want of room
     // (before its body is read), or admitted (then it waits for a body that never comes, and is
@@ -498,50 +526,19 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
     testkit::wait::eventually(
         "the upload to be taken once room frees",
         Duration::from_secs(10),
-        || async { (upload().await.status() == 202).then_some(()) },
+        || async { (gateway.upload("up-1", 300_000).await.status() == 202).then_some(()) },
     )
     .await;
-    app.stop().await;
-    let _ = std::fs::remove_dir_all(&folder);
+    gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_product_takes_at_most_images_per_product_images() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let mut config = config(sandbox.backends());
-    config.images_per_product = 2;
-    let folder =
-        std::env::temp_dir().join(format!("images-{}", config.backends.namespace.as_str()));
-    config.objects = shared::objects::Objects::open(
-        &format!("file://{}", folder.display()),
-        None,
-        Duration::from_secs(60),
-        &[],
-    )
-    .expect("a local store");
-    let app = spawn_config(config).await;
-    app.wait_ready().await;
-    let created = app
-        .client
-        .post(app.url("/products"))
-        .json(&serde_json::json!({"product_id": "many-1", "name": "Lamp", "category": "lighting", "price": 1, "stock": 1}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(created.status(), 201);
-    let upload = || async {
-        app.client
-            .post(app.url("/products/many-1/images"))
-            .header("content-type", "image/png")
-            .body(vec![7u8; 100])
-            .send()
-            .await
-            .expect("sent")
-    };
+    let gateway = image_gateway("many-1", |config| config.images_per_product = 2).await;
     for _ in 0..2 {
-        assert_eq!(upload().await.status(), 202);
+        assert_eq!(gateway.upload("many-1", 100).await.status(), 202);
     }
-    let refused = json(upload().await, 409).await;
+    let refused = json(gateway.upload("many-1", 100).await, 409).await;
     assert!(
         refused["error"]
             .as_str()
@@ -549,13 +546,15 @@ async fn a_product_takes_at_most_images_per_product_images() {
         "{refused}"
     );
     // Nothing of the refused upload stays: only the two accepted ones are stored.
-    let images = folder.join(app.backends.namespace.as_str()).join("images");
+    let images = gateway
+        .folder
+        .join(gateway.app.backends.namespace.as_str())
+        .join("images");
     let stored: usize = std::fs::read_dir(&images)
         .expect("the images folder")
         .filter_map(|image| std::fs::read_dir(image.ok()?.path()).ok())
         .map(Iterator::count)
         .sum();
     assert_eq!(stored, 2, "one original for each accepted upload");
-    app.stop().await;
-    let _ = std::fs::remove_dir_all(&folder);
+    gateway.stop().await;
 }

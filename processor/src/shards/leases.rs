@@ -1,13 +1,12 @@
 //! `processor_members` and `shard_leases`: which processor replicas are alive and which one
 //! owns each shard, until when, in which epoch. Written by the [`super::Coordinator`] of each
-//! replica, checked by every apply transaction ([`fence`]), read by the dashboard ([`list`]).
+//! replica, checked by every apply transaction ([`fence`]), read by the dashboard
+//! ([`shared::processor::shards::list`]).
 //! Times are PostgreSQL's `now()`, so the replicas' clocks do not matter.
 
 use std::time::Duration;
 
-use serde::Serialize;
 use sqlx::{PgConnection, PgPool, postgres::types::PgInterval};
-use time::OffsetDateTime;
 
 /// A shard this replica holds, and the epoch it was claimed in: what a batch is fenced by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,20 +24,6 @@ pub struct Beat {
     pub members: Vec<String>,
     /// The leases this replica holds, renewed.
     pub held: Vec<Lease>,
-}
-
-/// Who owns a shard, as the dashboard shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct Ownership {
-    /// The shard.
-    pub shard: i32,
-    /// The replica holding it (its broker connection's name and a suffix for this run), if any.
-    pub owner: Option<String>,
-    /// How many times the shard has been claimed.
-    pub epoch: i64,
-    /// When the lease ends unless renewed.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// How long a statement waits for a row another transaction holds (an apply in flight holds
@@ -177,11 +162,4 @@ pub async fn fence(tx: &mut PgConnection, member: &str, lease: Lease) -> Result<
     .fetch_optional(tx)
     .await?;
     Ok(held.is_some())
-}
-
-/// Every shard's owner, in shard order.
-pub async fn list(pool: &PgPool) -> Result<Vec<Ownership>, sqlx::Error> {
-    sqlx::query_as("SELECT shard, owner, epoch, expires_at FROM shard_leases ORDER BY shard")
-        .fetch_all(pool)
-        .await
 }

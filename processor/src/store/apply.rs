@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use shared::{contract::Ingest, model::ProductId, orders, products};
+use shared::{contract::Ingest, model::ProductId, processor::orders, processor::products};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 

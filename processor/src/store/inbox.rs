@@ -5,9 +5,8 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
 use shared::contract::{EventKey, Ingest, IngestKind};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 /// Records `items` and returns those that were not in the inbox yet.
 pub async fn record(
@@ -52,29 +51,4 @@ pub async fn record(
             })
         })
         .collect())
-}
-
-/// The inbox rows of the event `id`, of every kind and owner (at most 20), as a JSON array.
-pub async fn applied(pool: &PgPool, id: &str) -> Result<Value, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(json_agg(t), '[]') FROM (
-             SELECT kind, owner, product_id, occurred_at, received_at, processed_at
-             FROM processed_events WHERE event_id = $1 ORDER BY kind, owner LIMIT 20) t",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-}
-
-/// The `limit` events last applied to the product `id`, newest first, as a JSON array.
-pub async fn recent(pool: &PgPool, id: &str, limit: i64) -> Result<Value, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(json_agg(t), '[]') FROM (
-             SELECT event_id, owner, occurred_at, processed_at FROM processed_events
-             WHERE product_id = $1 ORDER BY processed_at DESC LIMIT $2) t",
-    )
-    .bind(id)
-    .bind(limit)
-    .fetch_one(pool)
-    .await
 }

@@ -3,7 +3,7 @@
 //!
 //! This module names what a batch is made of and what became of it; [`plan`] decides it without
 //! I/O and [`apply`] reads and writes it, through the owners of the tables: [`inbox`],
-//! [`shared::products`], [`shared::orders`] and the outbox ([`crate::downstream`]). [`retries`]
+//! [`shared::processor::products`], [`shared::processor::orders`] and the outbox ([`crate::downstream`]). [`retries`]
 //! notes events on the retry ladder.
 
 mod apply;

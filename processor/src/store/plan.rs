@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use shared::{
     contract::{EventKey, Ingest, OrderPlaced},
     model::{Price, ProductId, Rejection, Stock},
-    products::Versioned,
+    processor::products::Versioned,
 };
 use time::OffsetDateTime;
 

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::PgPool;
 
 /// Records that `event` waits on the retry ladder after `attempts`, failing with `error`.
@@ -28,15 +27,4 @@ pub async fn note(
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// The last retry scheduled for the event `id`, as JSON.
-pub async fn of(pool: &PgPool, id: &str) -> Result<Option<Value>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT row_to_json(t) FROM (
-             SELECT attempts, last_error, retry_at FROM retries WHERE event_id = $1) t",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await
 }

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::{Consumer, options::BasicAckOptions};
+use lapin::Consumer;
 
 use crate::helpers::{
     Pipeline, WAIT, downstream_of_order, downstream_of_update, spawn_pipeline, wait_inbox,
@@ -22,25 +21,7 @@ async fn listen(pipeline: &Pipeline) -> (testkit::broker::Broker, Consumer) {
 async fn next_events(consumer: &mut Consumer, n: usize) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     while events.len() < n {
-        let delivery = tokio::time::timeout(WAIT, consumer.next())
-            .await
-            .expect("a downstream event in time")
-            .expect("stream open")
-            .expect("delivery");
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .expect("ack");
-        let mut event: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
-        // The id travels as the message id; kept beside the body for the assertions.
-        event["id"] = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .into();
-        events.push(event);
+        events.push(testkit::broker::Broker::next_json(consumer, WAIT).await);
     }
     events
 }

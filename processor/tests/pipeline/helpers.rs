@@ -185,13 +185,7 @@ impl Pipeline {
 
     /// Events recorded in the processor's inbox.
     pub async fn inbox_count(&self) -> i64 {
-        let pool = testkit::postgres::pool(&self.backends).await;
-        let count = sqlx::query_scalar("SELECT count(*) FROM processed_events")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
-        pool.close().await;
-        count
+        testkit::postgres::inbox_count(&self.backends).await
     }
 
     /// `GET` on the processor's API, as JSON with its status.

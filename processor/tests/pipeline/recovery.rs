@@ -1,17 +1,60 @@
 //! Real outages between the services and their backends, through the fault proxy: each one is
 //! survived with nothing lost, nothing doubled, and recovery without a restart.
 
-use testkit::fault_proxy::{Fault, Faulty};
+use std::net::SocketAddr;
 
-use crate::helpers::{spawn_gateway_only, wait_inbox};
+use shared::config::Backends;
+use testkit::{
+    fault_proxy::{Fault, Faulty},
+    sandbox::Sandbox,
+};
+
+use crate::helpers::{Pipeline, spawn_gateway_only, wait_inbox};
+
+/// A gateway and a processor in a namespace of their own, the two reaching their backends
+/// through the backends `through` makes of the direct ones and the fault proxy's (the gateway's
+/// first, the processor's second); the processor ready. The sandbox lives as long as the test.
+struct Faulted {
+    _sandbox: Sandbox,
+    faulty: Faulty,
+    pipeline: Pipeline,
+    processor: SocketAddr,
+}
+
+async fn faulted(through: impl FnOnce(&Backends, &Backends) -> (Backends, Backends)) -> Faulted {
+    let sandbox = Sandbox::new();
+    let backends = sandbox.backends();
+    let faulty = Faulty::start(&backends).await;
+    let (gateway, processor) = through(&backends, &faulty.backends);
+    let mut pipeline = spawn_gateway_only(gateway).await;
+    let processor = pipeline.start_processor(processor).await;
+    pipeline.wait_ready(processor).await;
+    Faulted {
+        _sandbox: sandbox,
+        faulty,
+        pipeline,
+        processor,
+    }
+}
+
+/// The gateway behind the fault proxy.
+fn gateway_faulted(direct: &Backends, faulted: &Backends) -> (Backends, Backends) {
+    (faulted.clone(), direct.clone())
+}
+
+/// The processor behind the fault proxy.
+fn processor_faulted(direct: &Backends, faulted: &Backends) -> (Backends, Backends) {
+    (direct.clone(), faulted.clone())
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_itself() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = Faulty::start(&backends).await;
-    let mut pipeline = spawn_gateway_only(faulty.backends.clone()).await;
-    pipeline.start_processor(backends.clone()).await;
+    let Faulted {
+        _sandbox,
+        faulty,
+        pipeline,
+        ..
+    } = faulted(gateway_faulted).await;
 
     pipeline
         .accept_keyed("before-cut", r#"{"product_id": "cut-1", "stock": 1}"#)
@@ -39,11 +82,12 @@ async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_it
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = Faulty::start(&backends).await;
-    let mut pipeline = spawn_gateway_only(faulty.backends.clone()).await;
-    pipeline.start_processor(backends.clone()).await;
+    let Faulted {
+        _sandbox,
+        faulty,
+        pipeline,
+        ..
+    } = faulted(gateway_faulted).await;
 
     // The broker may get the message, but its confirm never comes back.
     faulty.amqp.set(Fault::Blackhole);
@@ -77,12 +121,12 @@ async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_processor_holds_events_through_postgres_and_redis_outages_and_resumes_by_itself() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = Faulty::start(&backends).await;
-    let mut pipeline = spawn_gateway_only(backends.clone()).await;
-    let processor = pipeline.start_processor(faulty.backends.clone()).await;
-    pipeline.wait_ready(processor).await;
+    let Faulted {
+        _sandbox,
+        faulty,
+        pipeline,
+        processor,
+    } = faulted(processor_faulted).await;
 
     for (proxy, dependency, product) in [
         (&faulty.postgres, "postgres", "pg-out"),
@@ -108,12 +152,12 @@ async fn the_processor_holds_events_through_postgres_and_redis_outages_and_resum
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_processor_reconnects_to_the_broker_after_a_cut_and_keeps_consuming() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = Faulty::start(&backends).await;
-    let mut pipeline = spawn_gateway_only(backends.clone()).await;
-    let processor = pipeline.start_processor(faulty.backends.clone()).await;
-    pipeline.wait_ready(processor).await;
+    let Faulted {
+        _sandbox,
+        faulty,
+        pipeline,
+        processor,
+    } = faulted(processor_faulted).await;
     pipeline
         .accept(r#"{"product_id": "rc-1", "stock": 1}"#)
         .await;
@@ -132,13 +176,18 @@ async fn the_processor_reconnects_to_the_broker_after_a_cut_and_keeps_consuming(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and_it_recovers() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = Faulty::start(&backends).await;
-    let mut gateway_backends = backends.clone();
-    gateway_backends.redis = faulty.backends.redis.clone();
-    let mut pipeline = spawn_gateway_only(gateway_backends).await;
-    pipeline.start_processor(backends.clone()).await;
+    // Only the gateway's Redis behind the proxy.
+    let Faulted {
+        _sandbox,
+        faulty,
+        pipeline,
+        ..
+    } = faulted(|direct, faulted| {
+        let mut gateway = direct.clone();
+        gateway.redis = faulted.redis.clone();
+        (gateway, direct.clone())
+    })
+    .await;
 
     faulty.redis.set(Fault::Drop);
     let keyed = pipeline

@@ -75,7 +75,7 @@ async fn a_handler_that_panics_is_restarted_and_its_shard_loses_nothing() {
     );
     let deps = Arc::new(Deps {
         database,
-        cache: shared::products::StateCache::new(
+        cache: shared::processor::products::StateCache::new(
             redis::connect(backends.redis.clone(), None).expect("valid URL"),
             backends.namespace.clone(),
             backends.cache_ttl_seconds,

@@ -5,8 +5,6 @@
 
 use std::collections::HashSet;
 
-use futures_util::StreamExt;
-use lapin::options::BasicAckOptions;
 use serde_json::{Value, json};
 use stack::{Stack, WAIT};
 
@@ -97,17 +95,7 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
     assert_eq!(stored["category"], "shoes/trail");
     assert_eq!(stored["created_at"], body["created_at"]);
 
-    let delivery = tokio::time::timeout(WAIT, created.next())
-        .await
-        .expect("product.created in time")
-        .expect("stream open")
-        .expect("delivery");
-    delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
-    let event: Value = serde_json::from_slice(&delivery.data).expect("JSON");
+    let event = testkit::broker::Broker::next_json(&mut created, WAIT).await;
     assert_eq!(event["type"], "product.created");
     assert_eq!(event["data"]["product_id"], "shoe-1");
     assert_eq!(event["data"]["new"], json!({"price": 89.5, "stock": 12}));

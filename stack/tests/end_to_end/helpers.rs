@@ -47,13 +47,7 @@ pub async fn product_when(
 
 /// Events recorded in the processor's inbox.
 pub async fn inbox_count(backends: &Backends) -> i64 {
-    let pool = testkit::postgres::pool(backends).await;
-    let count = sqlx::query_scalar("SELECT count(*) FROM processed_events")
-        .fetch_one(&pool)
-        .await
-        .unwrap_or(0);
-    pool.close().await;
-    count
+    testkit::postgres::inbox_count(backends).await
 }
 
 /// Waits until the inbox holds exactly `n` events.

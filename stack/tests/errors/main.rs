@@ -4,7 +4,7 @@
 //! header; framework rejections (broken JSON, a missing content type, no such route or method)
 //! go through the same shape.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use stack::Stack;
 
 /// The problem a response carries, after checking its shape and that it names `request_id`.
@@ -73,83 +73,47 @@ async fn every_service_answers_problems_with_a_code_the_field_and_the_request_id
         problem(anonymous, 404).await;
     }
 
-    // The gateway: a missing content type is 415, a broken body 400 naming the field, a method
-    // the route does not take 405.
-    let gateway = format!("http://{}", stack.gateway);
-    let unsupported = stack
-        .client
-        .post(format!("{gateway}/events"))
-        .body(r#"{"product_id": "p1", "stock": 1}"#)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(
-        problem(unsupported, 415).await["code"],
-        "unsupported_media_type"
-    );
-    let invalid = stack
-        .client
-        .post(format!("{gateway}/events"))
-        .json(&json!({"product_id": "p1", "stock": -1}))
-        .send()
-        .await
-        .expect("sent");
-    let body = problem(invalid, 400).await;
-    assert_eq!(
-        (body["code"].clone(), body["field"].clone()),
-        (json!("invalid"), json!("stock"))
-    );
-    let method = stack
-        .client
-        .delete(format!("{gateway}/events"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(problem(method, 405).await["code"], "method_not_allowed");
-
-    // The notifier and the processor take JSON bodies the same way as the gateway.
+    // Every service that takes a JSON body: a missing content type is 415, a broken or invalid
+    // body 400 naming the field; a method the route does not take 405.
+    let post = async |url: String, content_type: Option<&str>, body: &str| {
+        let request = stack.client.post(url).body(body.to_owned());
+        let request = match content_type {
+            Some(content_type) => request.header("content-type", content_type),
+            None => request,
+        };
+        request.send().await.expect("sent")
+    };
+    let json_type = Some("application/json");
+    let gateway = format!("http://{}/events", stack.gateway);
     let notifier = format!("http://{}/subscriptions", stack.notifier);
-    let unsupported = stack
-        .client
-        .post(&notifier)
-        .body(r#"{"url": "https://hooks.example.com/in", "event_types": ["order.created"]}"#)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(
-        problem(unsupported, 415).await["code"],
-        "unsupported_media_type"
-    );
-    let broken = stack
-        .client
-        .post(&notifier)
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .expect("sent");
-    let body = problem(broken, 400).await;
-    assert_eq!(body["field"], "body", "{body}");
     let replay = format!("http://{}/dead-letters/replay", stack.processor);
-    let unsupported = stack
-        .client
-        .post(&replay)
-        .body("{}")
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(
-        problem(unsupported, 415).await["code"],
-        "unsupported_media_type"
-    );
-    let wrong = stack
-        .client
-        .post(&replay)
-        .json(&json!({"all": "yes"}))
-        .send()
-        .await
-        .expect("sent");
-    let body = problem(wrong, 400).await;
-    assert_eq!(body["field"], "all", "{body}");
+    for (url, body) in [
+        (&gateway, r#"{"product_id": "p1", "stock": 1}"#),
+        (
+            &notifier,
+            r#"{"url": "https://hooks.example.com/in", "event_types": ["order.created"]}"#,
+        ),
+        (&replay, "{}"),
+    ] {
+        let unsupported = post(url.clone(), None, body).await;
+        assert_eq!(
+            problem(unsupported, 415).await["code"],
+            "unsupported_media_type",
+            "{url}"
+        );
+    }
+    for (url, body, field) in [
+        (&gateway, r#"{"product_id": "p1", "stock": -1}"#, "stock"),
+        (&notifier, "{", "body"),
+        (&replay, r#"{"all": "yes"}"#, "all"),
+    ] {
+        let body = problem(post(url.clone(), json_type, body).await, 400).await;
+        assert_eq!(body["field"], field, "{url}: {body}");
+        if field == "stock" {
+            assert_eq!(body["code"], "invalid", "{body}");
+        }
+    }
+    let method = stack.client.delete(&gateway).send().await.expect("sent");
+    assert_eq!(problem(method, 405).await["code"], "method_not_allowed");
     stack.stop().await;
 }

@@ -14,9 +14,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
 use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb};
-use lapin::options::BasicAckOptions;
 use serde_json::{Value, json};
 use shared::objects::Objects;
 use stack::{Options, Stack, WAIT};
@@ -196,16 +194,10 @@ async fn upload_to_ready(stack: &Stack) {
     .await;
     assert_eq!(page["items"][0]["images"][0]["image_id"], image.as_str());
 
-    let event = tokio::time::timeout(WAIT, announced.next())
-        .await
-        .expect("announced in time")
-        .expect("a delivery")
-        .expect("a message");
-    let body: Value = serde_json::from_slice(&event.data).expect("JSON");
+    let body = testkit::broker::Broker::next_json(&mut announced, WAIT).await;
     assert_eq!(body["type"], "product.images_ready");
     assert_eq!(body["data"]["product_id"], "lamp-1");
     assert_eq!(body["data"]["image_id"], image.as_str());
-    event.ack(BasicAckOptions::default()).await.expect("acked");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,7 +430,7 @@ async fn a_broken_image_and_a_private_source_fail_at_once_as_invalid() {
             "thumbnail.webp",
             "medium.webp",
         ] {
-            let key = shared::images::key(
+            let key = shared::gateway::images::key(
                 &stack.backends.namespace,
                 image.parse().expect("a UUID"),
                 name,

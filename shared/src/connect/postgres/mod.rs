@@ -30,13 +30,13 @@ pub enum Tables {
     /// `api_keys`, owned by [`crate::auth::keys`]; every service reads it.
     Keys,
     /// The processor's: `products` and `orders` (read by the gateway and the dashboard through
-    /// [`crate::products`] and [`crate::orders`]), the inbox, the outbox, the retry ladder's
+    /// [`crate::processor::products`] and [`crate::processor::orders`]), the inbox, the outbox, the retry ladder's
     /// records, dead letters and replay jobs.
     Processor,
     /// The notifier's: subscriptions, notifications, deliveries and their attempts.
     Notifier,
-    /// The catalog: entries (`product_details`, [`crate::catalog`]), written by the gateway,
-    /// and images (`product_images`, [`crate::images`]), written by the gateway and the imager.
+    /// The catalog: entries (`product_details`, [`crate::gateway::catalog`]), written by the gateway,
+    /// and images (`product_images`, [`crate::gateway::images`]), written by the gateway and the imager.
     Catalog,
 }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     connect::redis::timed, contract::ProductView, model::ProductId, objects::Objects,
-    products::StateCache, topology::Namespace,
+    processor::products::StateCache, topology::Namespace,
 };
 
 /// A product's details as stored, with the revision that counts its changes.

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    catalog::{Entry, EntryRow, StoredImage, Variants, entry},
+    gateway::catalog::{Entry, EntryRow, StoredImage, Variants, entry},
     model::ProductId,
     topology::Namespace,
 };

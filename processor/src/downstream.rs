@@ -135,7 +135,7 @@ pub async fn pending(
     sources: &[EventKey],
 ) -> Result<(Vec<Pending>, Vec<Unreadable>), sqlx::Error> {
     let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT event_id, source_kind, source_owner, routing_key, payload::text FROM outbox
+        "SELECT event_id, source_kind, source_owner, routing_key, payload FROM outbox
          WHERE (source_kind, source_owner, source_event_id)
                IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))
          ORDER BY seq",
@@ -184,7 +184,7 @@ pub async fn record(tx: &mut sqlx::PgConnection, events: &[Pending]) -> Result<(
     sqlx::query(
         "INSERT INTO outbox (event_id, source_kind, source_event_id, routing_key, payload,
                              source_owner)
-         SELECT id, kind, source, key, body::jsonb, owner
+         SELECT id, kind, source, key, body, owner
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
               AS u(id, kind, source, key, body, owner)
          ON CONFLICT (event_id) DO NOTHING",

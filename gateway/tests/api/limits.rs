@@ -227,13 +227,7 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
                 *stream = slow_request_with(&app, &greedy).await;
             }
         }
-        let probe = testkit::keys::client_with_key(&greedy)
-            .post(app.url("/events"))
-            .header("content-type", "application/json")
-            .body(r#"{"product_id": "probe", "stock": 1}"#)
-            .send()
-            .await
-            .expect("sent");
+        let probe = post_as(&app, &greedy, "probe").await;
         if probe.status() == 429 {
             break;
         }
@@ -287,15 +281,20 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("bytes per second"), "{answer}");
     }
-    let again = testkit::keys::client_with_key(&greedy)
-        .post(app.url("/events"))
-        .header("content-type", "application/json")
-        .body(r#"{"product_id": "p2", "stock": 1}"#)
-        .send()
-        .await
-        .expect("sent");
+    let again = post_as(&app, &greedy, "p2").await;
     assert_eq!(again.status(), 202, "the key's slots are free again");
     app.stop().await;
+}
+
+/// A stock update of `product`, sent complete with `key`.
+async fn post_as(app: &TestApp, key: &str, product: &str) -> reqwest::Response {
+    testkit::keys::client_with_key(key)
+        .post(app.url("/events"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"product_id": "{product}", "stock": 1}}"#))
+        .send()
+        .await
+        .expect("sent")
 }
 
 /// Whether the server has answered (and so closed) a request held open.

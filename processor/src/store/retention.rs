@@ -26,7 +26,7 @@ pub async fn prune(
         "DELETE FROM processed_events WHERE ctid = ANY (ARRAY(
              SELECT ctid FROM processed_events
              WHERE kind = $1 AND processed_at < now() - make_interval(secs => $2)
-             ORDER BY processed_at LIMIT $3))",
+             LIMIT $3))",
     )
     .bind(IngestKind::ProductUpdate)
     .bind(windows.processed_events.as_secs_f64())

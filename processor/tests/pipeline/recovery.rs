@@ -49,148 +49,138 @@ fn processor_faulted(direct: &Backends, faulted: &Backends) -> (Backends, Backen
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_itself() {
-    let Faulted {
-        _sandbox,
-        faulty,
-        pipeline,
-        ..
-    } = faulted(gateway_faulted).await;
+    let run = faulted(gateway_faulted).await;
 
-    pipeline
+    run.pipeline
         .accept_keyed("before-cut", r#"{"product_id": "cut-1", "stock": 1}"#)
         .await;
-    faulty.amqp.set(Fault::Drop);
-    let response = pipeline
+    run.faulty.amqp.set(Fault::Drop);
+    let response = run
+        .pipeline
         .post_event(r#"{"product_id": "cut-1", "stock": 2}"#, Some("during-cut"))
         .await;
     assert_eq!(response.status(), 503, "never a 202 without a confirm");
     assert!(response.headers().contains_key("retry-after"));
 
-    faulty.amqp.set(Fault::Pass);
+    run.faulty.amqp.set(Fault::Pass);
     // The client retries with the same key until the gateway is back.
-    pipeline
+    run.pipeline
         .accept_eventually(
             "the gateway to accept again",
             "during-cut",
             r#"{"product_id": "cut-1", "stock": 2}"#,
         )
         .await;
-    wait_inbox(&pipeline, 2).await;
-    pipeline.product_when("cut-1", |p| p["stock"] == 2).await;
-    pipeline.stop().await;
+    wait_inbox(&run.pipeline, 2).await;
+    run.pipeline
+        .product_when("cut-1", |p| p["stock"] == 2)
+        .await;
+    run.pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
-    let Faulted {
-        _sandbox,
-        faulty,
-        pipeline,
-        ..
-    } = faulted(gateway_faulted).await;
+    let run = faulted(gateway_faulted).await;
 
     // The broker may get the message, but its confirm never comes back.
-    faulty.amqp.set(Fault::Blackhole);
-    let response = pipeline
+    run.faulty.amqp.set(Fault::Blackhole);
+    let response = run
+        .pipeline
         .post_event(
             r#"{"product_id": "lost-1", "stock": 4}"#,
             Some("lost-confirm"),
         )
         .await;
     assert_eq!(response.status(), 503);
-    faulty.amqp.set(Fault::Drop);
-    faulty.amqp.set(Fault::Pass);
-    pipeline
+    run.faulty.amqp.set(Fault::Drop);
+    run.faulty.amqp.set(Fault::Pass);
+    run.pipeline
         .accept_eventually(
             "the retry to be accepted",
             "lost-confirm",
             r#"{"product_id": "lost-1", "stock": 4}"#,
         )
         .await;
-    wait_inbox(&pipeline, 1).await;
-    pipeline.product_when("lost-1", |p| p["stock"] == 4).await;
+    wait_inbox(&run.pipeline, 1).await;
+    run.pipeline
+        .product_when("lost-1", |p| p["stock"] == 4)
+        .await;
     // A later event on the same product travels the same shard behind any second copy: once it
     // is applied, every copy of the first has been through the processor.
-    pipeline
+    run.pipeline
         .accept_keyed("lost-barrier", r#"{"product_id": "lost-1", "price": 1}"#)
         .await;
-    pipeline.product_when("lost-1", |p| p["price"] == 1).await;
-    assert_eq!(pipeline.inbox_count().await, 2, "the first applied once");
-    pipeline.stop().await;
+    run.pipeline
+        .product_when("lost-1", |p| p["price"] == 1)
+        .await;
+    assert_eq!(
+        run.pipeline.inbox_count().await,
+        2,
+        "the first applied once"
+    );
+    run.pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_processor_holds_events_through_postgres_and_redis_outages_and_resumes_by_itself() {
-    let Faulted {
-        _sandbox,
-        faulty,
-        pipeline,
-        processor,
-    } = faulted(processor_faulted).await;
+    let run = faulted(processor_faulted).await;
 
     for (proxy, dependency, product) in [
-        (&faulty.postgres, "postgres", "pg-out"),
-        (&faulty.redis, "redis", "redis-out"),
+        (&run.faulty.postgres, "postgres", "pg-out"),
+        (&run.faulty.redis, "redis", "redis-out"),
     ] {
         proxy.set(Fault::Drop);
-        pipeline
+        run.pipeline
             .accept(&format!(r#"{{"product_id": "{product}", "stock": 8}}"#))
             .await;
-        pipeline.wait_down(processor, dependency).await;
+        run.pipeline.wait_down(run.processor, dependency).await;
         proxy.set(Fault::Pass);
-        pipeline.product_when(product, |p| p["stock"] == 8).await;
+        run.pipeline
+            .product_when(product, |p| p["stock"] == 8)
+            .await;
     }
-    wait_inbox(&pipeline, 2).await;
-    let (_, dead) = pipeline.processor_get("/dead-letters").await;
+    wait_inbox(&run.pipeline, 2).await;
+    let (_, dead) = run.pipeline.processor_get("/dead-letters").await;
     assert_eq!(
         dead["items"].as_array().map(Vec::len),
         Some(0),
         "an outage is never the message's fault"
     );
-    pipeline.stop().await;
+    run.pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_processor_reconnects_to_the_broker_after_a_cut_and_keeps_consuming() {
-    let Faulted {
-        _sandbox,
-        faulty,
-        pipeline,
-        processor,
-    } = faulted(processor_faulted).await;
-    pipeline
+    let run = faulted(processor_faulted).await;
+    run.pipeline
         .accept(r#"{"product_id": "rc-1", "stock": 1}"#)
         .await;
-    pipeline.product_when("rc-1", |p| p["stock"] == 1).await;
+    run.pipeline.product_when("rc-1", |p| p["stock"] == 1).await;
 
-    faulty.amqp.set(Fault::Drop);
-    pipeline
+    run.faulty.amqp.set(Fault::Drop);
+    run.pipeline
         .accept(r#"{"product_id": "rc-1", "stock": 2}"#)
         .await;
-    pipeline.wait_down(processor, "rabbitmq").await;
-    faulty.amqp.set(Fault::Pass);
-    pipeline.product_when("rc-1", |p| p["stock"] == 2).await;
-    pipeline.wait_ready(processor).await;
-    pipeline.stop().await;
+    run.pipeline.wait_down(run.processor, "rabbitmq").await;
+    run.faulty.amqp.set(Fault::Pass);
+    run.pipeline.product_when("rc-1", |p| p["stock"] == 2).await;
+    run.pipeline.wait_ready(run.processor).await;
+    run.pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and_it_recovers() {
     // Only the gateway's Redis behind the proxy.
-    let Faulted {
-        _sandbox,
-        faulty,
-        pipeline,
-        ..
-    } = faulted(|direct, faulted| {
+    let run = faulted(|direct, faulted| {
         let mut gateway = direct.clone();
         gateway.redis = faulted.redis.clone();
         (gateway, direct.clone())
     })
     .await;
 
-    faulty.redis.set(Fault::Drop);
-    let keyed = pipeline
+    run.faulty.redis.set(Fault::Drop);
+    let keyed = run
+        .pipeline
         .post_event(r#"{"product_id": "rd-1", "stock": 1}"#, Some("rd-key"))
         .await;
     assert_eq!(
@@ -199,20 +189,20 @@ async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and
         "fail closed: a repeat could not be recognised"
     );
     assert!(keyed.headers().contains_key("retry-after"));
-    pipeline
+    run.pipeline
         .accept(r#"{"product_id": "rd-2", "stock": 1}"#)
         .await;
-    let metrics = pipeline.metrics_of(pipeline.gateway).await;
+    let metrics = run.pipeline.metrics_of(run.pipeline.gateway).await;
     assert!(metrics.contains("pipeline_events_rejected_total{reason=\"unavailable\"}"));
 
-    faulty.redis.set(Fault::Pass);
-    pipeline
+    run.faulty.redis.set(Fault::Pass);
+    run.pipeline
         .accept_eventually(
             "keyed events to be accepted again",
             "rd-key",
             r#"{"product_id": "rd-1", "stock": 1}"#,
         )
         .await;
-    wait_inbox(&pipeline, 2).await;
-    pipeline.stop().await;
+    wait_inbox(&run.pipeline, 2).await;
+    run.pipeline.stop().await;
 }

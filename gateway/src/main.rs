@@ -5,10 +5,6 @@
 
 use gateway::{Application, Config, keys, migrate};
 
-/// mimalloc, measured against the system allocator in `docs/benchmarks.md` (run O).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);

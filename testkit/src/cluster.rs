@@ -115,6 +115,18 @@ impl Cluster {
         let node = &self.nodes[i];
         let timeout = NODE_TIMEOUT.as_millis().to_string();
         let pid_file = node.pid_file();
+        // The node writes its pid file a moment after `rabbitmq-server -detached` returns, and
+        // `rabbitmqctl wait` gives up on one it reads before the pid is in it
+        // (`garbage_in_pid_file`, seen in CI): it is asked once the file holds a pid.
+        crate::wait::eventually_or(NODE_TIMEOUT, || async {
+            std::fs::read_to_string(&pid_file)
+                .ok()?
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("node {} wrote no pid file in time", node.name))?;
         let wait = ["wait", &pid_file.to_string_lossy(), "--timeout", &timeout];
         ctl(&node.name, &wait).await
     }

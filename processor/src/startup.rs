@@ -157,7 +157,9 @@ impl Shards {
     fn share(self, owned: Owned, work: &Tasks, database: &Database, lease: Duration) -> Detail {
         let member: Arc<str> = member().into();
         let topology = Arc::clone(&self.topology);
+        let broker = self.broker.clone();
         let coordinator = Coordinator {
+            broker_up: Arc::new(move || broker.is_up()),
             member: Arc::clone(&member),
             database: database.clone(),
             shards: topology.shards(),

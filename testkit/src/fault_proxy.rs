@@ -21,6 +21,9 @@ pub enum Fault {
     Blackhole,
     /// Forward everything, each chunk delayed by this much.
     Latency(Duration),
+    /// Forward everything, each chunk delayed by the first ± up to the second (uniformly), in
+    /// order: a slow, uneven link.
+    Jitter(Duration, Duration),
 }
 
 /// A running proxy; stops when dropped.
@@ -33,7 +36,12 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy on an ephemeral loopback port, forwarding to `upstream`.
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), upstream).await
+    }
+
+    /// Starts a proxy on an ephemeral port of `ip`, forwarding to `upstream`.
+    pub async fn start_on(ip: std::net::IpAddr, upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (fault, watcher) = watch::channel(Fault::Pass);
         let task = tokio::spawn(async move {
@@ -100,7 +108,7 @@ async fn pump(
                 }
                 continue;
             }
-            Fault::Pass | Fault::Latency(_) => {}
+            Fault::Pass | Fault::Latency(_) | Fault::Jitter(..) => {}
         }
         let read = tokio::select! {
             read = from.read(&mut buffer) => read,
@@ -114,8 +122,15 @@ async fn pump(
             Ok(n) => n,
         };
         let fault = *watcher.borrow();
-        if let Fault::Latency(delay) = fault {
-            tokio::time::sleep(delay).await;
+        match fault {
+            Fault::Latency(delay) => tokio::time::sleep(delay).await,
+            Fault::Jitter(delay, spread) => {
+                let spread = u64::try_from(spread.as_millis()).unwrap_or(0);
+                let base = u64::try_from(delay.as_millis()).unwrap_or(0);
+                let millis = base.saturating_sub(spread) + fastrand::u64(0..=2 * spread);
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+            }
+            _ => {}
         }
         let fault = *watcher.borrow();
         if fault == Fault::Drop || to.write_all(&buffer[..n]).await.is_err() {
@@ -137,19 +152,29 @@ pub struct Faulty {
 }
 
 impl Faulty {
-    /// Starts the three proxies in front of `backends`' servers.
+    /// Starts the three proxies in front of `backends`' servers, on loopback.
     pub async fn start(backends: &shared::config::Backends) -> Self {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), backends).await
+    }
+
+    /// Starts the three proxies on `ip` (a bridge's address, for hosts in network namespaces).
+    pub async fn start_on(ip: std::net::IpAddr, backends: &shared::config::Backends) -> Self {
         let amqp_uri = &backends.amqp[0];
-        let amqp = proxy(&amqp_uri.authority.host, amqp_uri.authority.port).await;
+        let amqp = proxy(ip, &amqp_uri.authority.host, amqp_uri.authority.port).await;
         let redis::ConnectionAddr::Tcp(host, port) = backends.redis.addr() else {
             panic!("the fault proxy needs Redis over plain TCP");
         };
-        let redis = proxy(host, *port).await;
-        let postgres = proxy(backends.database.get_host(), backends.database.get_port()).await;
+        let redis = proxy(ip, host, *port).await;
+        let postgres = proxy(
+            ip,
+            backends.database.get_host(),
+            backends.database.get_port(),
+        )
+        .await;
 
         let mut through = backends.clone();
         let mut uri = amqp_uri.clone();
-        uri.authority.host = "127.0.0.1".into();
+        uri.authority.host = ip.to_string();
         uri.authority.port = amqp.addr().port();
         through.amqp = vec![uri];
         through.redis = redis::IntoConnectionInfo::into_connection_info(
@@ -159,7 +184,7 @@ impl Faulty {
         through.database = backends
             .database
             .clone()
-            .host("127.0.0.1")
+            .host(&ip.to_string())
             .port(postgres.addr().port());
         Self {
             amqp,
@@ -170,7 +195,7 @@ impl Faulty {
     }
 }
 
-async fn proxy(host: &str, port: u16) -> FaultProxy {
+async fn proxy(ip: std::net::IpAddr, host: &str, port: u16) -> FaultProxy {
     let host = if host.starts_with('/') || host == "localhost" {
         "127.0.0.1"
     } else {
@@ -181,7 +206,7 @@ async fn proxy(host: &str, port: u16) -> FaultProxy {
         .expect("resolve the backend")
         .next()
         .expect("the backend has an address");
-    FaultProxy::start(upstream)
+    FaultProxy::start_on(ip, upstream)
         .await
         .expect("start a fault proxy")
 }

@@ -13,6 +13,8 @@
 //! - [`ports`]: free loopback ports, and URLs where nothing listens.
 //! - [`fault_proxy`], [`sabotage`]: a TCP proxy that cuts, stalls or slows a connection on
 //!   demand; writes PostgreSQL refuses.
+//! - [`netns`]: hosts of a run's own in network namespaces, whose links are cut, made lossy
+//!   and healed.
 //! - [`cluster`], [`tls`], [`s3`]: servers of the tests' own (a RabbitMQ cluster, TLS-only
 //!   backends, an S3 API).
 //! - [`webhooks`], [`spans`]: a webhook receiver that records what it gets; spans kept in
@@ -26,6 +28,7 @@ pub mod http;
 pub mod in_process;
 pub mod keys;
 pub mod metrics;
+pub mod netns;
 pub mod ports;
 pub mod postgres;
 pub mod redis;

@@ -28,14 +28,7 @@ pub async fn unlink_matching(
 ) -> redis::RedisResult<()> {
     let mut cursor = 0u64;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(redis)
-            .await?;
+        let (next, keys) = scan(redis, cursor, pattern).await?;
         if !keys.is_empty() {
             redis::cmd("UNLINK")
                 .arg(keys)
@@ -47,6 +40,41 @@ pub async fn unlink_matching(
         }
         cursor = next;
     }
+}
+
+/// How many keys the namespace `namespace` holds, counted batch by batch.
+pub async fn namespace_keys_count(
+    redis: &mut redis::aio::MultiplexedConnection,
+    namespace: &str,
+) -> u64 {
+    let pattern = format!("{namespace}:*");
+    let (mut cursor, mut count) = (0u64, 0u64);
+    loop {
+        let Ok((next, keys)) = scan(redis, cursor, &pattern).await else {
+            return count;
+        };
+        count += keys.len() as u64;
+        if next == 0 {
+            return count;
+        }
+        cursor = next;
+    }
+}
+
+/// One `SCAN` step: the next cursor and a batch of keys matching `pattern`.
+async fn scan(
+    redis: &mut redis::aio::MultiplexedConnection,
+    cursor: u64,
+    pattern: &str,
+) -> redis::RedisResult<(u64, Vec<String>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000)
+        .query_async(redis)
+        .await
 }
 
 /// A Redis connection whose commands may take their time (removing a big namespace).

@@ -102,12 +102,27 @@ impl Services {
     /// Starts the binary `name` with `env` over the common environment (another address or
     /// node list for a second replica), appending its output to `<logs>/<log>.log`.
     pub fn spawn_as(&self, name: &str, log: &str, env: &[(&str, &str)]) -> Child {
+        self.start(Command::new(self.dir.join(name)), name, log, env)
+    }
+
+    /// [`Self::spawn_as`] inside `host`'s network namespace.
+    pub fn spawn_in(
+        &self,
+        host: &crate::netns::Host,
+        name: &str,
+        log: &str,
+        env: &[(&str, &str)],
+    ) -> Child {
+        self.start(host.command(&self.dir.join(name)), name, log, env)
+    }
+
+    fn start(&self, mut command: Command, name: &str, log: &str, env: &[(&str, &str)]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.logs.join(format!("{log}.log")))
             .expect("open a log file");
-        Command::new(self.dir.join(name))
+        command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("GATEWAY_ADDR", &self.gateway_addr)
             .env("PROCESSOR_ADDR", &self.processor_addr)

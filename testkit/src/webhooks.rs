@@ -29,6 +29,34 @@ pub struct Received {
 }
 
 impl Received {
+    /// True when its `webhook-signature` holds a `v1` signature of its id, timestamp and body
+    /// made with `secret` (Standard Webhooks: HMAC-SHA256 keyed with the secret's base64 part
+    /// decoded), checked here on its own, not with the notifier's code.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        use hmac::{Hmac, Mac};
+        let Ok(key) = STANDARD.decode(secret.trim_start_matches("whsec_")) else {
+            return false;
+        };
+        let signed = format!(
+            "{}.{}.",
+            self.header("webhook-id"),
+            self.header("webhook-timestamp")
+        );
+        self.header("webhook-signature")
+            .split(' ')
+            .filter_map(|s| s.strip_prefix("v1,"))
+            .filter_map(|s| STANDARD.decode(s).ok())
+            .any(|signature| {
+                let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&key) else {
+                    return false;
+                };
+                mac.update(signed.as_bytes());
+                mac.update(&self.body);
+                mac.verify_slice(&signature).is_ok()
+            })
+    }
+
     /// A header's value as text ("" when absent).
     pub fn header(&self, name: &str) -> &str {
         self.headers
@@ -72,9 +100,13 @@ impl Receiver {
     /// A receiver that answers `script` in turn, each answer with `Retry-After: retry_after`,
     /// then 200 to everything.
     pub async fn start_asking(script: &[u16], retry_after: Option<&str>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a free loopback port");
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), script, retry_after).await
+    }
+
+    /// [`Self::start_asking`] on a free port of `ip` (a bridge's address, for a notifier in a
+    /// network namespace).
+    pub async fn start_on(ip: std::net::IpAddr, script: &[u16], retry_after: Option<&str>) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.expect("a free port");
         let addr = listener.local_addr().expect("bound");
         let log = Arc::new(Mutex::new(Log {
             script: script.iter().copied().collect(),
@@ -90,9 +122,14 @@ impl Receiver {
         Self { addr, log, task }
     }
 
-    /// The port it listens on (on 127.0.0.1).
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The URL to subscribe.

@@ -4,7 +4,13 @@
 //! gives up what is over its share (stops consuming the shard, waits for what it holds to be
 //! settled or returned, then releases the lease), and claims free or expired shards up to its
 //! share, each claim starting a new epoch. A replica that dies stops renewing: its leases end
-//! after the lease time and the others take its shards.
+//! after the lease time and the others take its shards. A replica cut off by the network does
+//! the same of its own accord: one that has been without the broker for half a lease (a
+//! reconnect after a dropped connection takes less) stops consuming, releases its leases and
+//! leaves, so the replicas that can consume take its shards at their next
+//! beat; one that cannot renew (the database unreachable, a beat that hangs is given up after a
+//! quarter of the lease) keeps consuming for three quarters of the lease time, then stops, so
+//! its consumers no longer hold the queues the claiming replica must be given.
 //!
 //! Each shard's consumer applies its batches fenced by its lease: the apply transaction first
 //! checks, under a share lock, that the shard's epoch is still the one it was claimed in, so a
@@ -101,6 +107,17 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// Why a beat did not renew the leases.
+#[derive(Debug, thiserror::Error)]
+enum Missed {
+    #[error("RabbitMQ unreachable: stepped aside so that other replicas take the shards")]
+    Broker,
+    #[error("no answer from PostgreSQL within the beat")]
+    TimedOut,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// One replica's part in sharing the shards.
 pub struct Coordinator {
     /// This replica's name among the others.
@@ -115,6 +132,8 @@ pub struct Coordinator {
     pub start: Start,
     /// What this replica owns, as others see it here.
     pub owned: Owned,
+    /// True while the replica is connected to the broker.
+    pub broker_up: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Coordinator {
@@ -129,14 +148,43 @@ impl Coordinator {
         let mut prepared = false;
         let mut beats = tokio::time::interval(self.lease / 4);
         beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut broker_down: Option<Instant> = None;
+        let mut renewed = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = beats.tick() => {}
             }
-            let beat = self.beat(&mut running, &mut prepared, &shutdown).await;
-            if let Err(error) = &beat {
-                tracing::warn!(error = %error, "Shard leases not renewed; consuming what is held and trying again.");
+            broker_down = if (self.broker_up)() {
+                None
+            } else {
+                broker_down.or_else(|| Some(Instant::now()))
+            };
+            let beat = if broker_down.is_some_and(|since| since.elapsed() >= self.lease / 2) {
+                self.step_aside(&mut running).await;
+                Err(Missed::Broker)
+            } else {
+                tokio::time::timeout(
+                    self.lease / 4,
+                    self.beat(&mut running, &mut prepared, &shutdown),
+                )
+                .await
+                .unwrap_or(Err(Missed::TimedOut))
+            };
+            match &beat {
+                Ok(()) => renewed = Instant::now(),
+                // Said once, when it steps aside.
+                Err(Missed::Broker) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, "Shard leases not renewed; consuming what is held and trying again.");
+                }
+            }
+            if renewed.elapsed() >= self.lease * 3 / 4 && !running.is_empty() {
+                tracing::warn!(
+                    "Shard leases not renewed for three quarters of their time; stopped consuming so the replica that claims them is served."
+                );
+                let held: Vec<Lease> = running.values().map(|r| r.lease).collect();
+                stop(&mut running, &held).await;
             }
             self.owned
                 .set(running.values().map(|r| r.lease), beat.is_ok());
@@ -152,13 +200,37 @@ impl Coordinator {
         }
     }
 
+    /// Cut off from the broker: stops consuming, releases what it holds and leaves (each
+    /// within a beat, as far as the database answers), so that the replicas that can consume
+    /// share the shards at their next beat without waiting for its leases to end.
+    async fn step_aside(&self, running: &mut BTreeMap<u16, Running>) {
+        let held: Vec<Lease> = running.values().map(|r| r.lease).collect();
+        if !held.is_empty() {
+            tracing::warn!(error = %Missed::Broker, "Shard leases given up.");
+            stop(running, &held).await;
+        }
+        let Ok(pool) = self.database.ready() else {
+            return;
+        };
+        let release = async {
+            for lease in held {
+                leases::release(pool, &self.member, lease).await?;
+                handed(lease, "released");
+            }
+            leases::leave(pool, &self.member).await
+        };
+        if let Ok(Err(error)) = tokio::time::timeout(self.lease / 4, release).await {
+            tracing::warn!(error = %error, "Shard leases not released; they end with their time.");
+        }
+    }
+
     /// One beat: renew, drop what was lost, give up what is over the share, claim up to it.
     async fn beat(
         &self,
         running: &mut BTreeMap<u16, Running>,
         prepared: &mut bool,
         shutdown: &CancellationToken,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), Missed> {
         let pool = self.database.ready()?;
         if !*prepared {
             leases::prepare(pool, self.shards).await?;

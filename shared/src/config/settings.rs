@@ -73,7 +73,9 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "AMQP_URL",
         "amqp://guest:guest@127.0.0.1:5672/%2f",
-        "The broker: a comma-separated list of nodes tried in turn; amqps:// for TLS.",
+        "The broker: a comma-separated list of nodes tried in turn; amqps:// for TLS. \
+         ?heartbeat=N sets the heartbeat in seconds (5 unless set: a connection silent for two \
+         is taken as lost).",
         All,
     ),
     setting(
@@ -104,7 +106,9 @@ pub const SETTINGS: &[Setting] = &[
         "DATABASE_URL",
         "postgres://postgres@127.0.0.1:5432/pipeline",
         "PostgreSQL; the database is created if missing. TLS with ?sslmode=require, verify-ca or \
-         verify-full, and sslrootcert=/path/ca.crt for a private authority.",
+         verify-full, and sslrootcert=/path/ca.crt for a private authority. The server ends a \
+         session idle inside a transaction for 10 s, so a service cut off mid-transaction does \
+         not hold its locks.",
         All,
     ),
     setting(

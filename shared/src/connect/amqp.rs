@@ -19,6 +19,12 @@ use tokio_util::sync::CancellationToken;
 /// How long one connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The heartbeat asked of the broker when the URL names none (`?heartbeat=`), in seconds: a
+/// connection that hears nothing for two of them is taken as lost. RabbitMQ's own default
+/// (60 s) would let a process cut from the broker by the network (packets dropped, no reset)
+/// believe for two minutes that it is connected, holding what it consumes.
+pub const HEARTBEAT_SECS: u16 = 5;
+
 /// A live connection and what the service built on it (channels, consumers).
 pub struct Session<T> {
     /// The connection.
@@ -114,7 +120,8 @@ where
         let mut node = 0;
         let mut backoff = delays();
         loop {
-            let uri = nodes[node % nodes.len()].clone();
+            let mut uri = nodes[node % nodes.len()].clone();
+            uri.query.heartbeat.get_or_insert(HEARTBEAT_SECS);
             node += 1;
             let attempt = async {
                 let properties = ConnectionProperties::default()

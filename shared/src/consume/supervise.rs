@@ -55,6 +55,12 @@ impl Consumers {
 /// A consumer that stayed up this long restarts with the shortest delay if it ends.
 const STABLE: Duration = Duration::from_secs(30);
 
+/// How long a consumer told to stop may take to finish what it holds before it is aborted (its
+/// deliveries then go back to the queue with its channel). A handler stuck on a backend the
+/// network cut off would otherwise keep the queue's single active consumer, and every delivery
+/// it prefetched, from the replica that takes the queue over.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Consumes `queue` with `handler` until `shutdown`, on whatever connection `broker` holds:
 /// opens a channel and a consumer (prefetch `prefetch`), runs the loop in a task of its own,
 /// and when it ends for any reason but shutdown counts it (`pipeline_consumer_restarts_total`
@@ -108,12 +114,19 @@ pub async fn supervise<T, H>(
                 task.abort();
                 task.await
             }
+            () = overdue(&shutdown) => {
+                tracing::warn!(queue = %queue, grace = ?STOP_GRACE, "Consumer did not stop in time; aborted, what it held goes back to the queue.");
+                task.abort();
+                task.await
+            }
         };
         consumers.set(&queue, false);
         // Whatever the loop held unacknowledged goes back to the queue.
         let _ = channel.close(200, "consumer ended".into()).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
         let reason = match &ended {
-            Ok(Ended::Shutdown) if shutdown.is_cancelled() => return,
             Ok(Ended::Shutdown) => "stopped",
             Ok(Ended::Cancelled) => "cancelled",
             Ok(Ended::Lost(_)) => "channel_lost",
@@ -140,6 +153,12 @@ pub async fn supervise<T, H>(
             tracing::warn!(queue = %queue, reason, error = %detail, "Consumer ended with its connection; restarting it when the broker is back.");
         }
     }
+}
+
+/// Completes [`STOP_GRACE`] after `shutdown` fires.
+async fn overdue(shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(STOP_GRACE).await;
 }
 
 /// Waits out the next delay; false if shutdown came first.

@@ -23,6 +23,21 @@ use sqlx::{
 /// How long a caller waits for a pooled connection before treating PostgreSQL as down.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long PostgreSQL lets a session of ours sit idle inside a transaction before it ends the
+/// session (`idle_in_transaction_session_timeout`). A service cut off from the database in the
+/// middle of a transaction would otherwise hold that transaction's locks (a shard lease's, say)
+/// until the server's TCP keepalive notices, two hours by default; no transaction of ours waits
+/// this long between statements.
+pub const IDLE_IN_TRANSACTION: &str = "10s";
+
+/// `options` with the namespace's `search_path` and [`IDLE_IN_TRANSACTION`].
+fn session_options(options: &PgConnectOptions, schema: &str) -> PgConnectOptions {
+    options.clone().options([
+        ("search_path", schema),
+        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
+    ])
+}
+
 /// A group of tables with one owner, and its migrations (`shared/migrations/<group>`). The
 /// groups share one history table, so their versions never overlap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +124,7 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options.clone().options([("search_path", schema.as_str())]));
+            .connect_lazy_with(session_options(&options, &schema));
         let (migrated, watched) = tokio::sync::watch::channel(false);
         let database = Self {
             pool: pool.clone(),
@@ -194,7 +209,7 @@ pub async fn migrated(
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_lazy_with(options.clone().options([("search_path", schema)]));
+        .connect_lazy_with(session_options(options, schema));
     prepare(options, schema, tables, &pool).await?;
     Ok(pool)
 }

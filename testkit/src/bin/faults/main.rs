@@ -11,7 +11,9 @@
 
 mod cluster;
 mod load;
+mod partitions;
 mod proxies;
+mod soak;
 
 use std::{path::Path, time::Duration};
 
@@ -26,6 +28,10 @@ pub struct Args {
     /// How many times the cluster run SIGKILLs the node leading most shard queues
     /// (`--leader-kills`, 1).
     leader_kills: u64,
+    /// The partitions run (`--partitions`), each fault lasting this long (`--fault-secs`, 30).
+    partitions: Option<Duration>,
+    /// The soak (`--soak MINUTES`), this long.
+    soak: Option<Duration>,
 }
 
 impl Args {
@@ -36,13 +42,21 @@ impl Args {
                 .nth(1)
                 .map_or(Ok(default), |s| s.parse())
         };
-        let cluster = std::env::args().any(|a| a == "--cluster");
+        let flag = |name: &str| std::env::args().any(|a| a == name);
+        let cluster = flag("--cluster");
+        let partitions = flag("--partitions");
         Ok(Self {
             seconds: value("--seconds", 60)?,
             rate: value("--rate", 100)?,
             leader_kills: value("--leader-kills", 1)?,
             cluster: cluster
                 .then(|| value("--pause", 5).map(Duration::from_secs))
+                .transpose()?,
+            partitions: partitions
+                .then(|| value("--fault-secs", 30).map(Duration::from_secs))
+                .transpose()?,
+            soak: flag("--soak")
+                .then(|| value("--soak", 60).map(|m| Duration::from_secs(m * 60)))
                 .transpose()?,
         })
     }
@@ -51,9 +65,13 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
-    match args.cluster {
-        Some(pause) => cluster::run(&args, pause).await,
-        None => proxies::run(&args).await,
+    if let Some(length) = args.soak {
+        return soak::run(&args, length).await;
+    }
+    match (args.cluster, args.partitions) {
+        (Some(pause), _) => cluster::run(&args, pause).await,
+        (None, Some(fault)) => partitions::run(&args, fault).await,
+        (None, None) => proxies::run(&args).await,
     }
 }
 
@@ -72,6 +90,26 @@ fn service_env() -> impl Iterator<Item = (String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
+}
+
+/// The services of a run whose backends are reached through `faulty`'s proxies, each logging in
+/// to PostgreSQL as a user of its own, logging into `<label>-<namespace>/`.
+async fn services_through(
+    faulty: &testkit::fault_proxy::Faulty,
+    backends: &shared::config::Backends,
+    label: &str,
+) -> anyhow::Result<testkit::services::Services> {
+    use testkit::services::{Services, env_urls, through};
+    let [amqp, redis, database] = env_urls();
+    let urls = [
+        through(&amqp, faulty.amqp.addr()),
+        through(&redis, faulty.redis.addr()),
+        through(&database, faulty.postgres.addr()),
+    ];
+    let mut services = Services::new(backends, urls, &log_filter(), label)?;
+    services.env.extend(service_env());
+    services.own_roles(backends).await?;
+    Ok(services)
 }
 
 /// A client with a key of every scope in the namespace, and a 10 s timeout.

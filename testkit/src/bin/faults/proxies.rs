@@ -7,7 +7,7 @@ use std::time::Duration;
 use testkit::{
     fault_proxy::{Fault, Faulty},
     sandbox::Sandbox,
-    services::{Services, env_urls, sigterm, through},
+    services::sigterm,
 };
 
 use crate::{Args, load::Load};
@@ -16,15 +16,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let sandbox = Sandbox::new();
     let backends = sandbox.backends();
     let faulty = Faulty::start(&backends).await;
-    let [amqp, redis, database] = env_urls();
-    let urls = [
-        through(&amqp, faulty.amqp.addr()),
-        through(&redis, faulty.redis.addr()),
-        through(&database, faulty.postgres.addr()),
-    ];
-    let mut services = Services::new(&backends, urls, &crate::log_filter(), "faults")?;
-    services.env.extend(crate::service_env());
-    services.own_roles(&backends).await?;
+    let services = crate::services_through(&faulty, &backends, "faults").await?;
     let mut processor = services.spawn("processor");
     let mut gateway = services.spawn("gateway");
     let client = crate::client(&backends).await?;

@@ -9,8 +9,8 @@
 #       a three-node RabbitMQ cluster of its own (never the broker on 5672), two gateways, three
 #       processors and the notifier: the node leading most shard queues SIGKILLed, a minority
 #       node stopped, a rolling restart, a node frozen with SIGSTOP for 20 s, a processor
-#       SIGKILLed mid-rebalance. Needs rabbitmq-server installed and root (the nodes run as the
-#       rabbitmq user).
+#       SIGKILLed mid-rebalance, a node cut from the other two for 90 s (nftables). Needs
+#       rabbitmq-server installed and root (the nodes run as the rabbitmq user).
 #   ./fault-test.sh --partitions [seconds each fault lasts, default 30] [events per second, default 100]
 #       the gateway and two processors in network namespaces of the run's own (root, iproute2,
 #       nftables): a processor cut from the broker, cut from PostgreSQL, able to hear the broker
@@ -24,13 +24,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --bins
 target=${CARGO_TARGET_DIR:-target}
-if [ "${1:-}" = "--cluster" ]; then
-    "$target/debug/faults" --cluster --pause "${2:-5}" --rate "${3:-100}"
-elif [ "${1:-}" = "--partitions" ]; then
+if [ "${1:-}" = "--cluster" ] || [ "${1:-}" = "--partitions" ]; then
     if ! command -v nft >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables
     fi
+fi
+if [ "${1:-}" = "--cluster" ]; then
+    "$target/debug/faults" --cluster --pause "${2:-5}" --rate "${3:-100}"
+elif [ "${1:-}" = "--partitions" ]; then
     "$target/debug/faults" --partitions --fault-secs "${2:-30}" --rate "${3:-100}"
 elif [ "${1:-}" = "--soak" ]; then
     "$target/debug/faults" --soak "${2:-60}" --rate "${3:-100}"

@@ -3,7 +3,10 @@
 //! broker on 5672: every node reads a `rabbitmq.conf` that pins its listener to a free loopback
 //! port, through a per-node env file (`RABBITMQ_CONF_ENV_FILE`), so `/etc/rabbitmq`'s settings
 //! do not apply. The nodes run as the `rabbitmq` user (the packaged scripts switch to it), which
-//! also gives them and the CLI one Erlang cookie.
+//! also gives them and the CLI one Erlang cookie. The nodes handle a partition by pausing the
+//! minority side (`cluster_partition_handling = pause_minority`), and each connects to the
+//! others from a loopback address of its own (`127.0.0.{11 + i}`), so that [`Cluster::isolate`]
+//! can cut one node from the others with nftables while clients and the CLI still reach it.
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +25,25 @@ pub struct Node {
     pub name: String,
     /// The AMQP listener (TLS for [`Cluster::start_tls`]), on 127.0.0.1.
     pub port: u16,
+    /// The Erlang distribution's listener, on 127.0.0.1.
+    dist_port: u16,
+    /// The address it connects to the other nodes from.
+    source: std::net::Ipv4Addr,
     dir: PathBuf,
+}
+
+/// A node cut from the others (the packets of their distribution links dropped, both ways);
+/// healed when dropped.
+pub struct Isolation {
+    table: String,
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
 }
 
 /// The running cluster; [`Cluster::stop`] stops every node and removes the directories.
@@ -57,7 +78,8 @@ impl Cluster {
         let dir = std::env::temp_dir().join(&name);
         let mut nodes = Vec::new();
         for i in 1..=size {
-            nodes.push(Node::write(&dir, &format!("{name}-{i}"), tls)?);
+            let source = std::net::Ipv4Addr::new(127, 0, 0, u8::try_from(10 + i)?);
+            nodes.push(Node::write(&dir, &format!("{name}-{i}"), source, tls)?);
         }
         run(
             "chown",
@@ -102,6 +124,44 @@ impl Cluster {
     pub async fn stop_node(&self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
         ctl(&node.name, &["stop", &node.pid_file().to_string_lossy()]).await
+    }
+
+    /// Cuts node `i` from the other nodes: every packet between its distribution and theirs is
+    /// dropped (nftables, on this host's loopback), as a network partition does; clients and the
+    /// CLI still reach it. Lifted when the [`Isolation`] is dropped. Needs `nft` and root.
+    pub fn isolate(&self, i: usize) -> anyhow::Result<Isolation> {
+        let node = &self.nodes[i];
+        let others: Vec<&Node> = (0..self.nodes.len())
+            .filter(|j| *j != i)
+            .map(|j| &self.nodes[j])
+            .collect();
+        let set = |items: Vec<String>| format!("{{ {} }}", items.join(", "));
+        let their_sources = set(others.iter().map(|n| n.source.to_string()).collect());
+        let their_ports = set(others.iter().map(|n| n.dist_port.to_string()).collect());
+        let table = format!("cluster{}", std::process::id());
+        let rules = [
+            format!("ip saddr {their_sources} tcp dport {} drop", node.dist_port),
+            format!("ip daddr {their_sources} tcp sport {} drop", node.dist_port),
+            format!("ip saddr {} tcp dport {their_ports} drop", node.source),
+            format!("ip daddr {} tcp sport {their_ports} drop", node.source),
+        ];
+        let script = format!(
+            "table inet {table} {{\n chain out {{\n  type filter hook output priority 0;\n  {}\n }}\n}}\n",
+            rules.join("\n  ")
+        );
+        let path = self.dir.join("isolate.nft");
+        std::fs::write(&path, script)?;
+        let status = std::process::Command::new("nft")
+            .arg("-f")
+            .arg(&path)
+            .status()
+            .context("cannot run nft (is nftables installed?)")?;
+        anyhow::ensure!(
+            status.success(),
+            "nft refused the rules in {}",
+            path.display()
+        );
+        Ok(Isolation { table })
     }
 
     /// Sends `signal` (`KILL`, `STOP`, `CONT`) to node `i`'s Erlang VM.
@@ -267,7 +327,12 @@ impl Drop for Cluster {
 impl Node {
     /// Writes the node's configuration, env file and empty plugin list under `<dir>/<name>/`;
     /// with `tls`, its one listener speaks TLS only.
-    fn write(dir: &Path, name: &str, tls: Option<&crate::tls::Certs>) -> anyhow::Result<Self> {
+    fn write(
+        dir: &Path,
+        name: &str,
+        source: std::net::Ipv4Addr,
+        tls: Option<&crate::tls::Certs>,
+    ) -> anyhow::Result<Self> {
         let home = dir.join(name);
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(home.join(sub))?;
@@ -288,22 +353,29 @@ impl Node {
                 )
             }
         };
-        std::fs::write(home.join("rabbitmq.conf"), listeners)?;
+        std::fs::write(
+            home.join("rabbitmq.conf"),
+            format!("{listeners}cluster_partition_handling = pause_minority\n"),
+        )?;
         std::fs::write(home.join("enabled_plugins"), "[].\n")?;
         let path = |p: &str| home.join(p).to_string_lossy().into_owned();
         let node = Self {
             name: format!("{name}@localhost"),
             port,
+            dist_port: free_port(),
+            source,
             dir: home.clone(),
         };
+        let source = source.octets().map(|o| o.to_string()).join(",");
         std::fs::write(
             home.join("rabbitmq-env.conf"),
             format!(
                 "NODENAME={}\nDIST_PORT={}\nCONFIG_FILE={}\nMNESIA_BASE={}\nLOG_BASE={}\n\
                  ENABLED_PLUGINS_FILE={}\nPID_FILE={}\nERL_EPMD_ADDRESS=127.0.0.1\n\
-                 SERVER_ADDITIONAL_ERL_ARGS=\"-kernel inet_dist_use_interface {{127,0,0,1}}\"\n",
+                 SERVER_ADDITIONAL_ERL_ARGS=\"-kernel inet_dist_use_interface {{127,0,0,1}} \
+                 -kernel inet_dist_connect_options [{{ip,{{{source}}}}}]\"\n",
                 node.name,
-                free_port(),
+                node.dist_port,
                 path("rabbitmq.conf"),
                 path("mnesia"),
                 path("log"),

@@ -5,7 +5,7 @@
 //! settled or returned, then releases the lease), and claims free or expired shards up to its
 //! share, each claim starting a new epoch. A replica that dies stops renewing: its leases end
 //! after the lease time and the others take its shards. A replica cut off by the network does
-//! the same of its own accord: one that has been without the broker for half a lease (a
+//! the same of its own accord: one that has been without the broker for a quarter of a lease (a
 //! reconnect after a dropped connection takes less) stops consuming, releases its leases and
 //! leaves, so the replicas that can consume take its shards at their next
 //! beat; one that cannot renew (the database unreachable, a beat that hangs is given up after a
@@ -160,7 +160,7 @@ impl Coordinator {
             } else {
                 broker_down.or_else(|| Some(Instant::now()))
             };
-            let beat = if broker_down.is_some_and(|since| since.elapsed() >= self.lease / 2) {
+            let beat = if broker_down.is_some_and(|since| since.elapsed() >= self.lease / 4) {
                 self.step_aside(&mut running).await;
                 Err(Missed::Broker)
             } else {

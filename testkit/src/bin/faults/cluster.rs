@@ -2,7 +2,9 @@
 //! processors and the notifier, each trying a different node first; and these faults one after
 //! another, each while the load runs: SIGKILL of the node leading most shard queues, a minority
 //! node stopped and restarted, a rolling restart of all three nodes, a node frozen with SIGSTOP
-//! for 20 s, and a processor SIGKILLed in the middle of a rebalance.
+//! for 20 s, a processor SIGKILLed in the middle of a rebalance, and a node cut from the other
+//! two by the network for longer than the Erlang distribution takes to call it down (the nodes
+//! pause the minority side).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,9 @@ const SHARDS: u16 = 12;
 const FROZEN: Duration = Duration::from_secs(20);
 /// How long a rebalance may take (the bound).
 const REBALANCE_BOUND: Duration = Duration::from_secs(30);
+/// How long a node stays cut from the others: past Erlang's `net_ticktime` (60 s, and up to a
+/// quarter more), so both sides call the other down and the minority pauses.
+const PARTITIONED: Duration = Duration::from_secs(90);
 
 pub async fn run(args: &Args, pause: Duration) -> anyhow::Result<()> {
     let cluster = Cluster::start("faults", 3).await?;
@@ -325,6 +330,27 @@ impl Run<'_> {
         line.push(format!(
             "processor_sigkill_mid_rebalance: rebalanced_in={:.2}s {}",
             rebalance.as_secs_f64(),
+            refusals(load)
+        ));
+
+        // Gateway 1's first node, cut from the other two.
+        let node = 1;
+        tokio::time::sleep(self.pause).await;
+        eprintln!("faults: node {node} cut from the others for {PARTITIONED:?}");
+        refusals(load);
+        let isolation = cluster.isolate(node)?;
+        let heal = async {
+            tokio::time::sleep(PARTITIONED).await;
+            drop(isolation);
+        };
+        tokio::join!(load.probe("node_partitioned"), heal);
+        let started = Instant::now();
+        for node in 0..cluster.nodes.len() {
+            cluster.await_quorum_plus_one(node).await?;
+        }
+        line.push(format!(
+            "node_partitioned: node={node} whole_again_in={:.2}s {}",
+            started.elapsed().as_secs_f64(),
             refusals(load)
         ));
         Ok(Figures {

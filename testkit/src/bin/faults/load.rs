@@ -508,26 +508,50 @@ impl Verdict {
             && self.dead_lettered.is_ok()
     }
 
-    /// The phases as a table, one line each: accepted, lost, the longest stretch of 503s, how
-    /// long until every shard was served with the fault on, and the recovery after it.
+    /// The phases as a table, one line each: accepted, applied, lost, the longest stretch of
+    /// 503s, how long until every shard was served with the fault on, and the recovery after it
+    /// (in seconds); then the whole run's, with what was doubled and the products whose state is
+    /// wrong (ordered ones included).
     pub fn table(&self) -> String {
         let seconds =
             |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64()));
-        let mut table = format!(
-            "{:<32} {:>8} {:>5} {:>12} {:>12} {:>11}\n",
-            "phase", "accepted", "lost", "longest 503", "served (s)", "recovery (s)"
+        let line = |cells: [String; 9]| {
+            let [name, rest @ ..] = cells;
+            let rest: Vec<String> = rest.iter().map(|c| format!("{c:>9}")).collect();
+            format!("{name:<30} {}\n", rest.join(" "))
+        };
+        let mut table = line(
+            [
+                "phase", "accepted", "applied", "lost", "doubled", "wrong", "503s (s)", "served",
+                "recovery",
+            ]
+            .map(str::to_owned),
         );
         for row in &self.rows {
-            table.push_str(&format!(
-                "{:<32} {:>8} {:>5} {:>12.1} {:>12} {:>11}\n",
-                row.name,
-                row.accepted,
-                row.lost,
-                row.longest_refusal.as_secs_f64(),
+            table.push_str(&line([
+                row.name.to_owned(),
+                row.accepted.to_string(),
+                (row.accepted - row.lost).to_string(),
+                row.lost.to_string(),
+                "-".to_owned(),
+                "-".to_owned(),
+                format!("{:.1}", row.longest_refusal.as_secs_f64()),
                 seconds(row.served_within),
                 seconds(row.recovery),
-            ));
+            ]));
         }
+        // Doubling and a wrong state show in the end state, not in one phase.
+        table.push_str(&line([
+            "all".to_owned(),
+            self.accepted.to_string(),
+            self.applied.to_string(),
+            self.lost.to_string(),
+            self.doubled.to_string(),
+            (self.wrong_state + self.orders.wrong_stock).to_string(),
+            "-".to_owned(),
+            "-".to_owned(),
+            "-".to_owned(),
+        ]));
         table
     }
 }

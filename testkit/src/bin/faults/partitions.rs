@@ -21,6 +21,8 @@ use crate::{Args, load::Load};
 
 /// Shards: four for each processor.
 const SHARDS: u16 = 8;
+/// How long the slow, lossy links last, whatever the other faults' length.
+const SLOW_AT_LEAST: Duration = Duration::from_secs(60);
 /// The port every service listens on, each in its own namespace.
 const PORT: u16 = 8080;
 /// The notifier's settings: endpoints reachable on the bridge's private address, a short
@@ -146,7 +148,12 @@ pub async fn run(args: &Args, fault: Duration) -> anyhow::Result<()> {
         if !matches!(&cut, Cut::Link(host, ..) if std::ptr::eq(*host, &gateway_host)) {
             load.served_by_every_shard(fault).await;
         }
-        tokio::time::sleep_until(started + fault).await;
+        // The slow link lasts at least a minute.
+        let lasts = match cut {
+            Cut::SlowBroker(..) => fault.max(SLOW_AT_LEAST),
+            Cut::Link(..) => fault,
+        };
+        tokio::time::sleep_until(started + lasts).await;
         faulty.amqp.set(Fault::Pass);
         for host in all_hosts {
             host.heal()?;

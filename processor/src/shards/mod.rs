@@ -8,9 +8,10 @@
 //! the same of its own accord: one that has been without the broker for a quarter of a lease (a
 //! reconnect after a dropped connection takes less) stops consuming, releases its leases and
 //! leaves, so the replicas that can consume take its shards at their next
-//! beat; one that cannot renew (the database unreachable, a beat that hangs is given up after a
-//! quarter of the lease) keeps consuming for three quarters of the lease time, then stops, so
-//! its consumers no longer hold the queues the claiming replica must be given.
+//! beat; one that cannot renew (the database unreachable) keeps consuming for twice the lease
+//! time, then stops, so its consumers no longer hold the queues the replica that claimed them
+//! must be given. A slow database is not a lost one: a beat may take up to that long (a beat
+//! slower than the lease still renews, and a lone replica keeps working behind it).
 //!
 //! Each shard's consumer applies its batches fenced by its lease: the apply transaction first
 //! checks, under a share lock, that the shard's epoch is still the one it was claimed in, so a
@@ -112,7 +113,7 @@ struct Running {
 enum Missed {
     #[error("RabbitMQ unreachable: stepped aside so that other replicas take the shards")]
     Broker,
-    #[error("no answer from PostgreSQL within the beat")]
+    #[error("no answer from PostgreSQL for twice the lease time")]
     TimedOut,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -164,8 +165,9 @@ impl Coordinator {
                 self.step_aside(&mut running).await;
                 Err(Missed::Broker)
             } else {
+                let left = (self.lease * 2).saturating_sub(renewed.elapsed());
                 tokio::time::timeout(
-                    self.lease / 4,
+                    left.max(self.lease / 4),
                     self.beat(&mut running, &mut prepared, &shutdown),
                 )
                 .await
@@ -179,9 +181,9 @@ impl Coordinator {
                     tracing::warn!(error = %error, "Shard leases not renewed; consuming what is held and trying again.");
                 }
             }
-            if renewed.elapsed() >= self.lease * 3 / 4 && !running.is_empty() {
+            if renewed.elapsed() >= self.lease * 2 && !running.is_empty() {
                 tracing::warn!(
-                    "Shard leases not renewed for three quarters of their time; stopped consuming so the replica that claims them is served."
+                    "Shard leases not renewed for twice their time; stopped consuming so the replica that claimed them is served."
                 );
                 let held: Vec<Lease> = running.values().map(|r| r.lease).collect();
                 stop(&mut running, &held).await;

@@ -38,7 +38,7 @@ const NOTIFIER_ENV: [(&str, &str); 3] = [
 
 /// What a scenario does to the network, and undoes.
 enum Cut<'a> {
-    /// The host's link to a forwarder, cut `way`.
+    /// The host's link to a peer (a forwarder, the webhook receiver), cut `way`.
     Link(&'a Host, std::net::SocketAddr, Way),
     /// Every host's link to the broker slow (the forwarder's delay) and lossy.
     SlowBroker(Duration, Duration, u8),

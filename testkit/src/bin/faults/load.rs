@@ -80,6 +80,33 @@ enum Asked {
     Order(String, i64),
 }
 
+impl Asked {
+    /// The path it is sent to, and its body, sent with `key` (an order's id).
+    fn request(&self, key: &str) -> (&'static str, String) {
+        match self {
+            Self::Stock(product, stock, at) => (
+                "events",
+                format!(
+                    r#"{{"product_id": "{product}", "stock": {stock}, "occurred_at": "{}"}}"#,
+                    at.format(&Rfc3339).expect("formats")
+                ),
+            ),
+            Self::Order(sku, qty) => (
+                "orders",
+                format!(r#"{{"id": "{key}", "sku": "{sku}", "qty": {qty}}}"#),
+            ),
+        }
+    }
+
+    /// The event id the processor records it under, sent with `key`.
+    fn event_id(&self, key: &str) -> String {
+        match self {
+            Self::Stock(..) => key.to_owned(),
+            Self::Order(..) => format!("order:{key}"),
+        }
+    }
+}
+
 /// Accepted event id (as the processor records it) → what it asked for, and the phase of the
 /// run it was accepted in.
 type Accepted = BTreeMap<String, (Asked, usize)>;
@@ -181,21 +208,18 @@ impl Load {
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                let (path, key, body, asked) = if worker < ORDER_WORKERS {
+                let (key, asked) = if worker < ORDER_WORKERS {
                     order(&mut rng, n)
                 } else {
                     stock_event(&mut rng, n, base)
                 };
+                let (path, body) = asked.request(&key);
                 let phase_now = phase.load(Ordering::Relaxed);
                 send_until_accepted(&client, &[gateway], path, &key, &body, &counters).await;
-                let id = match asked {
-                    Asked::Order(..) => format!("order:{key}"),
-                    Asked::Stock(..) => key.clone(),
-                };
                 accepted
                     .lock()
                     .expect("model lock")
-                    .insert(id, (asked, phase_now));
+                    .insert(asked.event_id(&key), (asked, phase_now));
                 // A deliberate duplicate: the same request again must be a replay.
                 if rng.u8(0..10) == 0 {
                     send_until_accepted(&client, &[gateway], path, &key, &body, &counters).await;
@@ -211,35 +235,22 @@ impl Load {
         for product in 0..ORDERED {
             let key = format!("stock-fo-{product}");
             let asked = Asked::Stock(format!("fo-{product}"), INITIAL_STOCK, at);
-            self.send_stock(&key, asked, 0).await;
+            self.send(&key, asked, 0).await;
             keys.push(key);
         }
         applied_within(&self.pool, &keys, Duration::from_secs(120)).await;
     }
 
-    /// Sends a stock event with `key` (to each gateway in turn until one accepts it) and
-    /// records it as accepted in `phase`.
-    async fn send_stock(&self, key: &str, asked: Asked, phase: usize) {
-        let Asked::Stock(product, stock, at) = &asked else {
-            return;
-        };
-        let at = at.format(&Rfc3339).expect("formats");
-        let body =
-            format!(r#"{{"product_id": "{product}", "stock": {stock}, "occurred_at": "{at}"}}"#);
+    /// Sends `asked` with `key` (to each gateway in turn until one accepts it) and records it
+    /// as accepted in `phase`.
+    async fn send(&self, key: &str, asked: Asked, phase: usize) {
+        let (path, body) = asked.request(key);
         let gateways: Vec<&Gateway> = self.gateways.iter().collect();
-        send_until_accepted(
-            &self.client,
-            &gateways,
-            "events",
-            key,
-            &body,
-            &self.counters,
-        )
-        .await;
+        send_until_accepted(&self.client, &gateways, path, key, &body, &self.counters).await;
         self.accepted
             .lock()
             .expect("model lock")
-            .insert(key.to_owned(), (asked, phase));
+            .insert(asked.event_id(key), (asked, phase));
     }
 
     /// Starts a new phase of the run, named after its fault: what is accepted from now on is
@@ -274,8 +285,7 @@ impl Load {
             let now = OffsetDateTime::now_utc()
                 .replace_nanosecond(0)
                 .expect("zero nanoseconds is valid");
-            self.send_stock(&key, Asked::Stock(product, 1, now), phase)
-                .await;
+            self.send(&key, Asked::Stock(product, 1, now), phase).await;
             keys.push(key);
         }
         let left = within.saturating_sub(started.elapsed());
@@ -430,35 +440,20 @@ fn one_product_per_shard(topology: &Topology, phase: &str) -> BTreeMap<u16, Stri
     products
 }
 
-/// A stock event of worker's `n`th request: `(path, key, body, asked)`.
-fn stock_event(
-    rng: &mut fastrand::Rng,
-    n: u64,
-    base: OffsetDateTime,
-) -> (&'static str, String, String, Asked) {
+/// A stock event, the worker's `n`th request: its key and what it asks.
+fn stock_event(rng: &mut fastrand::Rng, n: u64, base: OffsetDateTime) -> (String, Asked) {
     let product = format!("fp-{}", rng.u64(0..PRODUCTS));
     // Out of order: occurred_at jitters up to 2 s around the send order.
     let at = base
         + time::Duration::milliseconds(i64::try_from(n * 10).unwrap_or(0) + rng.i64(-2000..2000));
     let stock = rng.i64(0..1_000_000);
-    let body = format!(
-        r#"{{"product_id": "{product}", "stock": {stock}, "occurred_at": "{}"}}"#,
-        at.format(&Rfc3339).expect("formats")
-    );
-    (
-        "events",
-        format!("fk-{n}"),
-        body,
-        Asked::Stock(product, stock, at),
-    )
+    (format!("fk-{n}"), Asked::Stock(product, stock, at))
 }
 
-/// An order, the worker's `n`th request: `(path, id, body, asked)`.
-fn order(rng: &mut fastrand::Rng, n: u64) -> (&'static str, String, String, Asked) {
+/// An order, the worker's `n`th request: its id and what it asks.
+fn order(rng: &mut fastrand::Rng, n: u64) -> (String, Asked) {
     let sku = format!("fo-{}", rng.u64(0..ORDERED));
-    let qty = rng.i64(1..4);
-    let body = format!(r#"{{"id": "o-{n}", "sku": "{sku}", "qty": {qty}}}"#);
-    ("orders", format!("o-{n}"), body, Asked::Order(sku, qty))
+    (format!("o-{n}"), Asked::Order(sku, rng.i64(1..4)))
 }
 
 /// What the run shows.

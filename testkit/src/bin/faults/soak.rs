@@ -23,14 +23,30 @@ use crate::{Args, load::Load};
 const SAMPLE: Duration = Duration::from_secs(10);
 /// The services it runs, in the order of the columns.
 const SERVICES: [&str; 3] = ["gateway", "processor", "notifier"];
+/// A fault of the schedule.
+#[derive(Clone, Copy)]
+enum Soaked {
+    /// A backend's connections dropped for 2 s.
+    Drop(&'static str, Backend),
+    /// The service at this index of [`SERVICES`] SIGKILLed (or SIGTERMed) and started again.
+    Restart(&'static str, usize, bool),
+}
+
+#[derive(Clone, Copy)]
+enum Backend {
+    RabbitMq,
+    Redis,
+    Postgres,
+}
+
 /// The faults, one after another, each `period` apart.
-const FAULTS: [&str; 6] = [
-    "rabbitmq_drop",
-    "redis_drop",
-    "postgres_drop",
-    "processor_sigkill",
-    "gateway_sigterm",
-    "notifier_sigterm",
+const FAULTS: [Soaked; 6] = [
+    Soaked::Drop("rabbitmq_drop", Backend::RabbitMq),
+    Soaked::Drop("redis_drop", Backend::Redis),
+    Soaked::Drop("postgres_drop", Backend::Postgres),
+    Soaked::Restart("processor_sigkill", 1, true),
+    Soaked::Restart("gateway_sigterm", 0, false),
+    Soaked::Restart("notifier_sigterm", 2, false),
 ];
 
 pub async fn run(args: &Args, length: Duration) -> anyhow::Result<()> {
@@ -61,8 +77,13 @@ pub async fn run(args: &Args, length: Duration) -> anyhow::Result<()> {
         samples.take(&children).await?;
         let now = Instant::now();
         if now >= next_fault {
-            let name = FAULTS[fault % FAULTS.len()];
-            inject(name, &faulty, &services, &mut children).await;
+            let name = inject(
+                FAULTS[fault % FAULTS.len()],
+                &faulty,
+                &services,
+                &mut children,
+            )
+            .await;
             load.probe(name).await;
             fault += 1;
             next_fault = now + period;
@@ -88,33 +109,37 @@ pub async fn run(args: &Args, length: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Injects the fault `name` and lifts it.
-async fn inject(name: &str, faulty: &Faulty, services: &Services, children: &mut [Child]) {
-    let proxy = match name {
-        "rabbitmq_drop" => Some(&faulty.amqp),
-        "redis_drop" => Some(&faulty.redis),
-        "postgres_drop" => Some(&faulty.postgres),
-        _ => None,
-    };
-    if let Some(proxy) = proxy {
-        proxy.set(Fault::Drop);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        proxy.set(Fault::Pass);
-        return;
+/// Injects `fault` and lifts it; its name.
+async fn inject(
+    fault: Soaked,
+    faulty: &Faulty,
+    services: &Services,
+    children: &mut [Child],
+) -> &'static str {
+    match fault {
+        Soaked::Drop(name, backend) => {
+            let proxy = match backend {
+                Backend::RabbitMq => &faulty.amqp,
+                Backend::Redis => &faulty.redis,
+                Backend::Postgres => &faulty.postgres,
+            };
+            proxy.set(Fault::Drop);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            proxy.set(Fault::Pass);
+            name
+        }
+        Soaked::Restart(name, service, kill) => {
+            let child = &mut children[service];
+            if kill {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            } else {
+                sigterm(child).await;
+            }
+            *child = services.spawn(SERVICES[service]);
+            name
+        }
     }
-    let (service, kill) = match name {
-        "processor_sigkill" => (1, true),
-        "gateway_sigterm" => (0, false),
-        _ => (2, false),
-    };
-    let child = &mut children[service];
-    if kill {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    } else {
-        sigterm(child).await;
-    }
-    *child = services.spawn(SERVICES[service]);
 }
 
 /// The samples so far, written to a CSV file as they are taken.

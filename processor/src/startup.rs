@@ -159,7 +159,7 @@ impl Shards {
         let topology = Arc::clone(&self.topology);
         let broker = self.broker.clone();
         let coordinator = Coordinator {
-            broker_up: Arc::new(move || broker.is_up()),
+            broker_unheard: Arc::new(move || broker.unheard_since()),
             member: Arc::clone(&member),
             database: database.clone(),
             shards: topology.shards(),

@@ -5,10 +5,11 @@
 //! settled or returned, then releases the lease), and claims free or expired shards up to its
 //! share, each claim starting a new epoch. A replica that dies stops renewing: its leases end
 //! after the lease time and the others take its shards. A replica cut off by the network does
-//! the same of its own accord: one that has been without the broker for a quarter of a lease (a
-//! reconnect after a dropped connection takes less) stops consuming, releases its leases and
-//! leaves, so the replicas that can consume take its shards at their next
-//! beat; one that cannot renew (the database unreachable) keeps consuming for twice the lease
+//! the same of its own accord: one that has not heard the broker for a quarter of a lease (a
+//! reconnect after a dropped connection takes less; a connection that fell silent is known lost
+//! only after two heartbeats, longer than that) stops consuming at once, releases its leases
+//! and leaves, so the replicas that can consume take its shards at their next beat, within the
+//! lease time of the cut; one that cannot renew (the database unreachable) keeps consuming for twice the lease
 //! time, then stops, so its consumers no longer hold the queues the replica that claimed them
 //! must be given. A slow database is not a lost one: a beat may take up to that long (a beat
 //! slower than the lease still renews, and a lone replica keeps working behind it).
@@ -133,8 +134,8 @@ pub struct Coordinator {
     pub start: Start,
     /// What this replica owns, as others see it here.
     pub owned: Owned,
-    /// True while the replica is connected to the broker.
-    pub broker_up: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Since when the broker has not been heard (`None` while connected).
+    pub broker_unheard: Arc<dyn Fn() -> Option<Instant> + Send + Sync>,
 }
 
 impl Coordinator {
@@ -149,19 +150,15 @@ impl Coordinator {
         let mut prepared = false;
         let mut beats = tokio::time::interval(self.lease / 4);
         beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut broker_down: Option<Instant> = None;
         let mut renewed = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = beats.tick() => {}
+                // Not a beat later: the shards are the other replicas' as soon as it steps aside.
+                () = self.cut_off(), if !running.is_empty() => {}
             }
-            broker_down = if (self.broker_up)() {
-                None
-            } else {
-                broker_down.or_else(|| Some(Instant::now()))
-            };
-            let beat = if broker_down.is_some_and(|since| since.elapsed() >= self.lease / 4) {
+            let beat = if self.is_cut_off() {
                 self.step_aside(&mut running).await;
                 Err(Missed::Broker)
             } else {
@@ -199,6 +196,19 @@ impl Coordinator {
                 let _ = leases::release(pool, &self.member, lease).await;
             }
             let _ = leases::leave(pool, &self.member).await;
+        }
+    }
+
+    /// True once the broker has not been heard for a quarter of a lease.
+    fn is_cut_off(&self) -> bool {
+        (self.broker_unheard)().is_some_and(|since| since.elapsed() >= self.lease / 4)
+    }
+
+    /// Completes once the replica [is cut off](Self::is_cut_off) (looked at ten times a second).
+    async fn cut_off(&self) {
+        let mut look = tokio::time::interval(Duration::from_millis(100));
+        while !self.is_cut_off() {
+            look.tick().await;
         }
     }
 

@@ -206,3 +206,42 @@ async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and
     wait_inbox(&run.pipeline, 2).await;
     run.pipeline.stop().await;
 }
+
+/// A broker that falls silent (a cut link: nothing comes back, nothing is reset) is known lost
+/// only after two heartbeats, and then counted as unheard since before them, so that a replica
+/// cut off steps aside as soon as the loss is known rather than a quarter of a lease later.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_fallen_silent_is_unheard_since_two_heartbeats_before_the_loss_is_known() {
+    let sandbox = Sandbox::new();
+    let faulty = Faulty::start(&sandbox.backends()).await;
+    let mut uri = faulty.backends.amqp[0].clone();
+    uri.query.heartbeat = Some(1);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (broker, supervisor) = shared::connect::amqp::supervise(
+        "silence-test",
+        vec![uri],
+        None,
+        |_| async { Ok(()) },
+        stop.clone(),
+    );
+    let supervisor = tokio::spawn(supervisor);
+    testkit::wait::eventually("a connection", crate::helpers::WAIT, || async {
+        broker.is_up().then_some(())
+    })
+    .await;
+    assert_eq!(broker.unheard_since(), None, "heard while connected");
+
+    let cut = tokio::time::Instant::now();
+    faulty.amqp.set(Fault::Blackhole);
+    // Lost once nothing has come for two heartbeats (2 s), and unheard since about the cut: a
+    // loss taken as a close would be unheard only since it was noticed, 2 s or more after it.
+    let since = testkit::wait::eventually("the loss to be known", crate::helpers::WAIT, || async {
+        broker
+            .unheard_since()
+            .filter(|since| *since < cut + std::time::Duration::from_secs(1))
+    })
+    .await;
+    assert!(!broker.is_up(), "unheard since {since:?}, so not up");
+    stop.cancel();
+    supervisor.await.expect("the supervisor ends");
+}

@@ -74,7 +74,7 @@ pub const SETTINGS: &[Setting] = &[
         "AMQP_URL",
         "amqp://guest:guest@127.0.0.1:5672/%2f",
         "The broker: a comma-separated list of nodes tried in turn; amqps:// for TLS. \
-         ?heartbeat=N sets the heartbeat in seconds (5 unless set: a connection silent for two \
+         ?heartbeat=N sets the heartbeat in seconds (3 unless set: a connection silent for two \
          is taken as lost).",
         All,
     ),

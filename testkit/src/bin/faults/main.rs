@@ -30,6 +30,8 @@ pub struct Args {
     leader_kills: u64,
     /// The partitions run (`--partitions`), each fault lasting this long (`--fault-secs`, 30).
     partitions: Option<Duration>,
+    /// With the partitions run: only the scenarios named here (`--only a,b`; all when absent).
+    only: Option<Vec<String>>,
     /// The soak (`--soak MINUTES`), this long.
     soak: Option<Duration>,
 }
@@ -55,6 +57,10 @@ impl Args {
             partitions: partitions
                 .then(|| value("--fault-secs", 30).map(Duration::from_secs))
                 .transpose()?,
+            only: std::env::args()
+                .skip_while(|a| a != "--only")
+                .nth(1)
+                .map(|names| names.split(',').map(str::to_owned).collect()),
             soak: flag("--soak")
                 .then(|| value("--soak", 60).map(|m| Duration::from_secs(m * 60)))
                 .transpose()?,

@@ -128,7 +128,12 @@ pub async fn run(args: &Args, fault: Duration) -> anyhow::Result<()> {
         other_processor,
         &notifier_host,
     ];
-    for (name, cut) in scenarios {
+    let chosen = scenarios.into_iter().filter(|(name, _)| {
+        args.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == name))
+    });
+    for (name, cut) in chosen {
         // Each fault starts from shards shared evenly, so the cut processor holds its half.
         shared_evenly(&client, &processor_urls).await;
         load.begin(name);

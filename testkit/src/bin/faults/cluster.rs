@@ -156,7 +156,7 @@ async fn drive(cluster: &Cluster, args: &Args, pause: Duration) -> anyhow::Resul
     if !verdict.kept_promise() {
         let namespace = backends.namespace.as_str();
         let lost = verdict.missing();
-        trace_missing(cluster, &services, namespace, &mut fleet, &pool, lost).await;
+        trace_missing(cluster, &services, namespace, &mut fleet, &pool, &lost).await;
     }
     fleet.stop().await;
     pool.close().await;

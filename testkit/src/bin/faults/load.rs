@@ -81,6 +81,13 @@ enum Asked {
 }
 
 impl Asked {
+    /// The product it is about.
+    fn product(&self) -> &str {
+        match self {
+            Self::Stock(product, ..) | Self::Order(product, _) => product,
+        }
+    }
+
     /// The path it is sent to, and its body, sent with `key` (an order's id).
     fn request(&self, key: &str) -> (&'static str, String) {
         match self {
@@ -383,7 +390,19 @@ impl Load {
             applied: applied.len(),
             lost: expected.difference(&applied).count(),
             doubled: applied.difference(&expected).count(),
-            missing: expected.difference(&applied).take(20).cloned().collect(),
+            missing: expected
+                .difference(&applied)
+                .take(20)
+                .map(|id| {
+                    let queue = accepted
+                        .get(id)
+                        .and_then(|(asked, _)| asked.product().parse().ok())
+                        .map(|product| {
+                            self.topology.shard_queue(self.topology.shard_for(&product))
+                        });
+                    (id.clone(), queue)
+                })
+                .collect(),
             wrong_state: wrong_state(pool, &accepted).await?,
             orders: orders(pool, &accepted).await?,
             dead_lettered: dead_letters(pool).await,
@@ -462,8 +481,9 @@ pub struct Verdict {
     applied: usize,
     lost: usize,
     doubled: usize,
-    /// The first lost events' ids, to look for in the logs and the queues.
-    missing: Vec<String>,
+    /// The first lost events' ids, to look for in the logs and the queues, each with the shard
+    /// queue it was published to (where known).
+    missing: Vec<(String, Option<String>)>,
     wrong_state: usize,
     /// Orders accepted but not decided once, and ordered products whose stock is not what
     /// their created orders left (or is negative).
@@ -489,8 +509,8 @@ struct Row {
 
 impl Verdict {
     /// The first lost events' ids.
-    pub fn missing(&self) -> &[String] {
-        &self.missing
+    pub fn missing(&self) -> Vec<String> {
+        self.missing.iter().map(|(id, _)| id.clone()).collect()
     }
 
     /// Nothing lost, nothing doubled, the state the model's, every order decided once and its
@@ -576,7 +596,15 @@ impl std::fmt::Display for Verdict {
             recovery.join(" ")
         )?;
         if !self.missing.is_empty() {
-            write!(f, " missing: {}", self.missing.join(" "))?;
+            let missing: Vec<String> = self
+                .missing
+                .iter()
+                .map(|(id, queue)| match queue {
+                    Some(queue) => format!("{id} (in {queue})"),
+                    None => id.clone(),
+                })
+                .collect();
+            write!(f, " missing: {}", missing.join(" "))?;
         }
         Ok(())
     }

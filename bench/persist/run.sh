@@ -28,7 +28,7 @@ export PGOPTIONS="-c client_min_messages=warning"
 cpu_ticks() { # every PostgreSQL process's user and system time, in clock ticks
     local total=0 pid
     for pid in $(pgrep -x postgres); do
-        read -r -a stat < "/proc/$pid/stat" 2>/dev/null || continue
+        read -r -a stat 2>/dev/null < "/proc/$pid/stat" || continue
         total=$((total + stat[13] + stat[14] + stat[15] + stat[16]))
     done
     echo "$total"

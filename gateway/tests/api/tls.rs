@@ -78,15 +78,7 @@ async fn the_gateway_reaches_every_backend_over_tls_trusting_the_authority_of_ss
     let ready = testkit::wait::eventually(
         "the untrusting gateway to answer /ready",
         crate::helpers::WAIT,
-        || async {
-            let response = client
-                .get(format!("http://127.0.0.1:{port}/ready"))
-                .send()
-                .await
-                .ok()?;
-            let body: serde_json::Value = response.json().await.ok()?;
-            Some(body)
-        },
+        || ready_of(&client, port),
     )
     .await;
     assert_eq!(ready["status"], "unavailable", "{ready}");
@@ -120,12 +112,7 @@ async fn the_gateway_reaches_every_backend_over_tls_trusting_the_authority_of_ss
         "every backend up over TLS",
         Duration::from_secs(60),
         || async {
-            let response = client
-                .get(format!("http://127.0.0.1:{port}/ready"))
-                .send()
-                .await
-                .ok()?;
-            let ready: serde_json::Value = response.json().await.ok()?;
+            let ready = ready_of(&client, port).await?;
             ["rabbitmq", "redis", "postgres"]
                 .iter()
                 .all(|d| ready["dependencies"][d] == "up")
@@ -170,4 +157,14 @@ async fn healthcheck_fails_when_nothing_listens() {
         String::from_utf8_lossy(&output.stderr).contains("not ready"),
         "{output:?}"
     );
+}
+
+/// What the gateway on `port` answers to `/ready`, once it answers.
+async fn ready_of(client: &reqwest::Client, port: u16) -> Option<serde_json::Value> {
+    let response = client
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
 }

@@ -204,9 +204,14 @@ async fn trace_missing(
         .collect();
     for id in missing {
         let quoted = format!("{id}\"");
+        let spaced = format!("{id} ");
+        let last = format!("={id}");
         let naming = logs.iter().flat_map(|(file, text)| {
+            // The id quoted, followed by another field, or the line's last value.
             text.lines()
-                .filter(|line| line.contains(&quoted) || line.contains(&format!("{id} ")))
+                .filter(|line| {
+                    line.contains(&quoted) || line.contains(&spaced) || line.ends_with(&last)
+                })
                 .map(move |line| format!("{file}: {line}"))
         });
         for line in naming.take(10) {

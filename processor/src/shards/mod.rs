@@ -9,10 +9,11 @@
 //! reconnect after a dropped connection takes less; a connection that fell silent is known lost
 //! only after two heartbeats, longer than that) stops consuming at once, releases its leases
 //! and leaves, so the replicas that can consume take its shards at their next beat, within the
-//! lease time of the cut; one that cannot renew (the database unreachable) keeps consuming for twice the lease
-//! time, then stops, so its consumers no longer hold the queues the replica that claimed them
-//! must be given. A slow database is not a lost one: a beat may take up to that long (a beat
-//! slower than the lease still renews, and a lone replica keeps working behind it).
+//! lease time of the cut; one that cannot renew (the database unreachable) keeps consuming for
+//! twice the lease time, then stops, so its consumers no longer hold the queues the replica
+//! that claimed them must be given. A slow database is not a lost one: a beat may take up to
+//! that long (a beat slower than the lease still renews, and a lone replica keeps working
+//! behind it).
 //!
 //! Each shard's consumer applies its batches fenced by its lease: the apply transaction first
 //! checks, under a share lock, that the shard's epoch is still the one it was claimed in, so a

@@ -74,13 +74,11 @@ impl<T> Broker<T> {
         if self.is_up() {
             return None;
         }
-        // Lost a moment ago, before the supervisor marked it.
-        let since = *self.unheard.borrow();
-        Some(if self.current.borrow().is_some() {
-            Instant::now()
-        } else {
-            since
-        })
+        if self.current.borrow().is_some() {
+            // Lost a moment ago, before the supervisor marked it.
+            return Some(Instant::now());
+        }
+        Some(*self.unheard.borrow())
     }
 
     /// Completes once `session` is no longer the current one: its connection was lost for good
@@ -181,11 +179,11 @@ where
                     };
                     let heartbeat =
                         Duration::from_secs(session.connection.configuration().heartbeat().into());
-                    let since = match lost {
-                        Lost::Silent => Instant::now().checked_sub(heartbeat * 2),
-                        Lost::Closed => None,
-                    };
-                    unheard_tx.send_replace(since.unwrap_or_else(Instant::now));
+                    let now = Instant::now();
+                    unheard_tx.send_replace(match lost {
+                        Lost::Silent => now.checked_sub(heartbeat * 2).unwrap_or(now),
+                        Lost::Closed => now,
+                    });
                     tracing::warn!(host = %uri.authority.host, silent = matches!(lost, Lost::Silent), "RabbitMQ connection lost and not recovered; reconnecting.");
                     tx.send_replace(None);
                 }

@@ -13,7 +13,8 @@
 //! twice the lease time, then stops, so its consumers no longer hold the queues the replica
 //! that claimed them must be given. A slow database is not a lost one: a beat may take up to
 //! that long (a beat slower than the lease still renews, and a lone replica keeps working
-//! behind it).
+//! behind it); once the replica consumes nothing, a beat may take twice the lease, so it
+//! consumes again behind a database slower than a quarter of the lease.
 //!
 //! Each shard's consumer applies its batches fenced by its lease: the apply transaction first
 //! checks, under a share lock, that the shard's epoch is still the one it was claimed in, so a
@@ -163,9 +164,8 @@ impl Coordinator {
                 self.step_aside(&mut running).await;
                 Err(Missed::Broker)
             } else {
-                let left = (self.lease * 2).saturating_sub(renewed.elapsed());
                 tokio::time::timeout(
-                    left.max(self.lease / 4),
+                    self.beat_allowance(renewed, running.is_empty()),
                     self.beat(&mut running, &mut prepared, &shutdown),
                 )
                 .await
@@ -197,6 +197,21 @@ impl Coordinator {
                 let _ = leases::release(pool, &self.member, lease).await;
             }
             let _ = leases::leave(pool, &self.member).await;
+        }
+    }
+
+    /// How long a beat may take when the leases were last renewed at `renewed`: while it
+    /// consumes, what is left of twice the lease since then (at least a quarter of a lease), so
+    /// that its consumers stop on time when the database does not answer; with nothing
+    /// consumed, twice the lease, so that a database slower than the lease still sees the beat
+    /// through and the replica consumes again (cut short every time, the beat would never renew).
+    fn beat_allowance(&self, renewed: Instant, idle: bool) -> Duration {
+        if idle {
+            self.lease * 2
+        } else {
+            (self.lease * 2)
+                .saturating_sub(renewed.elapsed())
+                .max(self.lease / 4)
         }
     }
 

@@ -1,7 +1,7 @@
 //! Real outages between the services and their backends, through the fault proxy: each one is
 //! survived with nothing lost, nothing doubled, and recovery without a restart.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use shared::config::Backends;
 use testkit::{
@@ -9,7 +9,7 @@ use testkit::{
     sandbox::Sandbox,
 };
 
-use crate::helpers::{Pipeline, spawn_gateway_only, wait_inbox};
+use crate::helpers::{Pipeline, WAIT, spawn_gateway_only, wait_inbox};
 
 /// A gateway and a processor in a namespace of their own, the two reaching their backends
 /// through the backends `through` makes of the direct ones and the fault proxy's (the gateway's
@@ -225,7 +225,7 @@ async fn a_broker_fallen_silent_is_unheard_since_two_heartbeats_before_the_loss_
         stop.clone(),
     );
     let supervisor = tokio::spawn(supervisor);
-    testkit::wait::eventually("a connection", crate::helpers::WAIT, || async {
+    testkit::wait::eventually("a connection", WAIT, || async {
         broker.is_up().then_some(())
     })
     .await;
@@ -235,7 +235,7 @@ async fn a_broker_fallen_silent_is_unheard_since_two_heartbeats_before_the_loss_
     faulty.amqp.set(Fault::Blackhole);
     // Lost once nothing has come for two heartbeats (2 s), and unheard since about the cut: a
     // loss taken as a close would be unheard only since it was noticed, 2 s or more after it.
-    let since = testkit::wait::eventually("the loss to be known", crate::helpers::WAIT, || async {
+    let since = testkit::wait::eventually("the loss to be known", WAIT, || async {
         broker
             .unheard_since()
             .filter(|since| *since < cut + std::time::Duration::from_secs(1))
@@ -244,4 +244,35 @@ async fn a_broker_fallen_silent_is_unheard_since_two_heartbeats_before_the_loss_
     assert!(!broker.is_up(), "unheard since {since:?}, so not up");
     stop.cancel();
     supervisor.await.expect("the supervisor ends");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_outage_a_processor_consumes_again_behind_a_database_slower_than_a_quarter_lease()
+{
+    let run = faulted(processor_faulted).await;
+    let owned = || async {
+        let (_, ready) = run.pipeline.processor_get("/ready").await;
+        ready["shards"]["owned"].as_array().map(Vec::len)
+    };
+
+    // Unanswered for more than twice the lease, the processor stops consuming.
+    run.faulty.postgres.set(Fault::Blackhole);
+    testkit::wait::eventually("the processor to stop consuming", WAIT, || async {
+        (owned().await == Some(0)).then_some(())
+    })
+    .await;
+
+    // The database answers again, but a beat (eight round trips of 300 ms) now takes longer
+    // than a quarter of the 4 s lease: the beat is seen through, and the event applied.
+    run.faulty
+        .postgres
+        .set(Fault::Latency(Duration::from_millis(150)));
+    run.pipeline
+        .accept_keyed("slow-db", r#"{"product_id": "slow-1", "stock": 6}"#)
+        .await;
+    run.pipeline
+        .product_when("slow-1", |p| p["stock"] == 6)
+        .await;
+    wait_inbox(&run.pipeline, 1).await;
+    run.pipeline.stop().await;
 }

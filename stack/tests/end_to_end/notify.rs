@@ -109,12 +109,15 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     let base = format!("http://{notifier_addr}");
     subscribe(&client, &base, &receiver.url(), &["product.updated"]).await;
 
-    // The processor reaches PostgreSQL through a proxy, so its replies can be slowed down.
+    // The processor reaches PostgreSQL through a proxy, so its replies can be slowed down. Its
+    // lease is the default 10 s: slowed down, a beat takes ~6 s, more than the tests' 4 s lease,
+    // and this test is about the publish, not about a replica behind a slow database (that is
+    // `processor`'s `recovery` tests).
     let faulty = Faulty::start(&backends).await;
-    let mut proxied = backends.clone();
-    proxied.database = faulty.backends.database.clone();
-    let killable =
-        Killable::launch(move || processor::Application::build(processor(proxied))).await;
+    let mut proxied = processor(backends.clone());
+    proxied.backends.database = faulty.backends.database.clone();
+    proxied.shard_lease = Duration::from_secs(10);
+    let killable = Killable::launch(move || processor::Application::build(proxied)).await;
     accept_keyed(
         &client,
         gateway_addr,

@@ -89,6 +89,14 @@ async fn slow_request_with(app: &TestApp, key: &str) -> TcpStream {
     stream
 }
 
+/// Reads a held request's answer until the server closes the connection, and checks that it is
+/// a `408`; the answer.
+async fn timed_out(stream: &mut TcpStream) -> String {
+    let answer = String::from_utf8_lossy(&until_closed(stream).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    answer
+}
+
 /// Reads until the server closes the connection; what it sent.
 async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
@@ -159,27 +167,24 @@ async fn a_saturated_server_sheds_load_with_503_and_a_slow_body_is_408() {
     .await;
     // A request whose body never completes holds the one slot. (If it reached the server while
     // a probe held the slot, it was shed itself: send it again.)
-    let mut slow = slow_request(&app).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut accepted = 0;
-    let shed = loop {
-        let probe = app
-            .post_json("/events", r#"{"product_id": "p1", "stock": 1}"#)
-            .await;
-        if probe.status() == 503 {
-            break probe;
-        }
-        assert_eq!(probe.status(), 202);
-        accepted += 1;
-        if closed(&slow) {
-            slow = slow_request(&app).await;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no request was shed within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let accepted = std::cell::Cell::new(0);
+    let (shed, mut slow) = holding(
+        "request shed",
+        Duration::from_secs(10),
+        || slow_request(&app),
+        || async {
+            let probe = app
+                .post_json("/events", r#"{"product_id": "p1", "stock": 1}"#)
+                .await;
+            if probe.status() == 503 {
+                return Some(probe);
+            }
+            assert_eq!(probe.status(), 202);
+            accepted.set(accepted.get() + 1);
+            None
+        },
+    )
+    .await;
     assert_eq!(shed.headers()["retry-after"], "1");
     assert!(json(shed, 503).await["error"].is_string());
     // The health check is never shed.
@@ -187,15 +192,14 @@ async fn a_saturated_server_sheds_load_with_503_and_a_slow_body_is_408() {
     assert_eq!(health.status(), 200);
 
     // The slow request runs out of time: 408, and the slot is free again.
-    let answer = String::from_utf8_lossy(&until_closed(&mut slow).await).into_owned();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    timed_out(&mut slow).await;
     let after = app
         .post_event(r#"{"product_id": "p1", "stock": 1}"#, None)
         .await;
     json(after, 202).await;
     assert_eq!(
         app.queued().await,
-        accepted + 1,
+        accepted.get() + 1,
         "only the complete requests"
     );
     app.stop().await;
@@ -277,8 +281,7 @@ async fn one_key_trickling_bodies_holds_only_its_own_slots_and_never_readiness()
     }
     // The trickle falls behind the minimum rate (2 bytes/s after 5 s): 408, and the slots free.
     for mut stream in held.drain(..) {
-        let answer = String::from_utf8_lossy(&until_closed(&mut stream).await).into_owned();
-        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        let answer = timed_out(&mut stream).await;
         assert!(answer.contains("bytes per second"), "{answer}");
     }
     let again = post_as(&app, &greedy, "p2").await;
@@ -301,6 +304,38 @@ async fn post_as(app: &TestApp, key: &str, product: &str) -> reqwest::Response {
 fn closed(stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Holds a request of `hold`'s open, sending it again whenever the server has answered it (one
+/// that reached the server while a probe held the slot was refused itself), and probes every
+/// 50 ms until `probe` yields an answer, for at most `within`; the answer and the request held.
+async fn holding<T, H, HF, P, PF>(
+    what: &str,
+    within: Duration,
+    hold: H,
+    mut probe: P,
+) -> (T, TcpStream)
+where
+    H: Fn() -> HF,
+    HF: Future<Output = TcpStream>,
+    P: FnMut() -> PF,
+    PF: Future<Output = Option<T>>,
+{
+    let mut held = hold().await;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(answer) = probe().await {
+            return (answer, held);
+        }
+        if closed(&held) {
+            held = hold().await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The `RateLimit` headers of a key allowed 100 requests a second, as an answer's head shows
@@ -328,78 +363,45 @@ async fn every_refusal_of_a_rated_key_carries_its_ratelimit_headers() {
     )
     .await;
     let client = testkit::keys::client_with_key(&rated);
-    let probe = || async {
-        client
-            .get(app.url("/products/rated-1"))
-            .send()
-            .await
-            .expect("sent")
-    };
-    let has_rate = |response: &reqwest::Response| {
-        let headers = response.headers();
-        headers
-            .get("ratelimit-policy")
-            .is_some_and(|v| v == "\"key\";q=100;w=1")
-            && headers
-                .get("ratelimit")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("\"key\";r="))
+    // Every answer, whatever its status, carries the key's headers; `wanted` ends the probing.
+    let probe = |wanted: u16| {
+        let (client, app) = (&client, &app);
+        async move {
+            let answer = client
+                .get(app.url("/products/rated-1"))
+                .send()
+                .await
+                .expect("sent");
+            let headers = answer.headers();
+            let rated = headers
+                .get("ratelimit-policy")
+                .is_some_and(|v| v == "\"key\";q=100;w=1")
+                && headers
+                    .get("ratelimit")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("\"key\";r="));
+            assert!(rated, "{} {:?}", answer.status(), headers);
+            (answer.status() == wanted).then_some(answer)
+        }
     };
     // The key's one slot is held: its next request is 429 (too many in progress). (If the held
     // request reached the server while a probe held the slot, it was refused itself: send it
     // again.)
-    let mut held = slow_request_with(&app, &rated).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let busy = loop {
-        let answer = probe().await;
-        assert!(
-            has_rate(&answer),
-            "{} {:?}",
-            answer.status(),
-            answer.headers()
-        );
-        if answer.status() == 429 {
-            break answer;
-        }
-        if closed(&held) {
-            held = slow_request_with(&app, &rated).await;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no 429 within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (busy, mut held) = holding(
+        "429",
+        WAIT,
+        || slow_request_with(&app, &rated),
+        || probe(429),
+    )
+    .await;
     assert_eq!(json(busy, 429).await["code"], "too_many_in_progress");
     // Both of the server's slots are held: the key's request is shed, 503.
-    let mut other = slow_request(&app).await;
-    let shed = loop {
-        let answer = probe().await;
-        assert!(
-            has_rate(&answer),
-            "{} {:?}",
-            answer.status(),
-            answer.headers()
-        );
-        if answer.status() == 503 {
-            break answer;
-        }
-        if closed(&other) {
-            other = slow_request(&app).await;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no 503 within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (shed, mut other) = holding("503", WAIT, || slow_request(&app), || probe(503)).await;
     assert_eq!(json(shed, 503).await["code"], "overloaded");
     // The held request runs out of time: 408, with the key's headers too.
-    let answer = String::from_utf8_lossy(&until_closed(&mut held).await).into_owned();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let answer = timed_out(&mut held).await;
     assert!(carries_the_rate(&answer), "{answer}");
-    let unrated = String::from_utf8_lossy(&until_closed(&mut other).await).into_owned();
-    assert!(unrated.starts_with("HTTP/1.1 408"), "{unrated}");
+    let unrated = timed_out(&mut other).await;
     assert!(
         !unrated.contains("ratelimit"),
         "a key without a rate: {unrated}"
@@ -419,23 +421,17 @@ async fn a_saturated_server_still_answers_readiness_and_metrics() {
     // The one slot is held: data requests are shed, but never the operator's endpoints. (If
     // the slow request reached the server while a probe held the slot, it was shed itself:
     // send it again.)
-    let mut slow = slow_request(&app).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.get("/products/p1").await.status() != 503 {
-        if closed(&slow) {
-            slow = slow_request(&app).await;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no data request was shed within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ((), mut slow) = holding(
+        "data request shed",
+        Duration::from_secs(10),
+        || slow_request(&app),
+        || async { (app.get("/products/p1").await.status() == 503).then_some(()) },
+    )
+    .await;
     for open in ["/ready", "/metrics", "/health"] {
         assert_eq!(app.get(open).await.status(), 200, "{open}");
     }
-    let answer = String::from_utf8_lossy(&until_closed(&mut slow).await).into_owned();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    timed_out(&mut slow).await;
     // Shed and timed-out requests are counted with the others, so alerts on 5xx see overload.
     let metrics = testkit::metrics::scrape(&app.client, &app.url("")).await;
     for status in ["503", "408"] {
@@ -507,24 +503,19 @@ async fn uploads_beyond_their_memory_are_503_until_room_frees() {
             _ => None,
         }
     };
-    let mut slow = slow_upload().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let refused = loop {
-        if let Some(answer) = probe().await
-            && answer.starts_with("HTTP/1.1 503")
-        {
-            break answer;
-        }
-        // The slow upload had not reached its handler yet, or found no room itself (it was
-        // answered): start it again.
-        if closed(&slow) {
-            slow = slow_upload().await;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no upload was refused within 20 s"
-        );
-    };
+    // (The slow upload may not have reached its handler yet, or found no room itself: then it
+    // is answered, and started again.)
+    let (refused, slow) = holding(
+        "upload refused",
+        Duration::from_secs(20),
+        slow_upload,
+        || async {
+            probe()
+                .await
+                .filter(|answer| answer.starts_with("HTTP/1.1 503"))
+        },
+    )
+    .await;
     assert!(
         refused.to_ascii_lowercase().contains("retry-after"),
         "{refused}"

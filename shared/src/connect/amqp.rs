@@ -145,22 +145,8 @@ where
             let mut uri = nodes[node % nodes.len()].clone();
             uri.query.heartbeat.get_or_insert(HEARTBEAT_SECS);
             node += 1;
-            let attempt = async {
-                let properties = ConnectionProperties::default()
-                    .with_connection_name(connection_name.as_str().into());
-                let connect = DefaultConnectionBuilder::new()?
-                    .with_uri(uri.clone())
-                    .with_properties(properties)
-                    .with_tls_config(tls.clone());
-                let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect.connect())
-                    .await
-                    .map_err(|_| anyhow::anyhow!("connection attempt timed out"))??;
-                let connection = Arc::new(connection);
-                let value = setup(Arc::clone(&connection)).await?;
-                anyhow::Ok(Session { connection, value })
-            };
             let session = tokio::select! {
-                session = attempt => session,
+                session = connect(&uri, &connection_name, &tls, &setup) => session,
                 () = shutdown.cancelled() => return,
             };
             match session {
@@ -177,13 +163,7 @@ where
                         }
                         return;
                     };
-                    let heartbeat =
-                        Duration::from_secs(session.connection.configuration().heartbeat().into());
-                    let now = Instant::now();
-                    unheard_tx.send_replace(match lost {
-                        Lost::Silent => now.checked_sub(heartbeat * 2).unwrap_or(now),
-                        Lost::Closed => now,
-                    });
+                    unheard_tx.send_replace(lost.unheard_since(&session.connection));
                     tracing::warn!(host = %uri.authority.host, silent = matches!(lost, Lost::Silent), "RabbitMQ connection lost and not recovered; reconnecting.");
                     tx.send_replace(None);
                 }
@@ -205,6 +185,30 @@ where
         },
         task,
     )
+}
+
+/// One connection to `uri`, named `name`, and `setup` run on it.
+async fn connect<T, F, Fut>(
+    uri: &AMQPUri,
+    name: &str,
+    tls: &OwnedTLSConfig,
+    setup: &F,
+) -> anyhow::Result<Session<T>>
+where
+    F: Fn(Arc<Connection>) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let connect = DefaultConnectionBuilder::new()?
+        .with_uri(uri.clone())
+        .with_properties(properties)
+        .with_tls_config(tls.clone());
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect.connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("connection attempt timed out"))??;
+    let connection = Arc::new(connection);
+    let value = setup(Arc::clone(&connection)).await?;
+    Ok(Session { connection, value })
 }
 
 /// `{service}@{host}/{pid}`: who holds a connection, as the broker's management tools show it
@@ -236,6 +240,21 @@ enum Lost {
     Silent,
     /// Closed or reset.
     Closed,
+}
+
+impl Lost {
+    /// Since when the broker was unheard, for a connection lost this way now: a silent one since
+    /// two of its heartbeats ago (that silence is how the loss was noticed), any other now.
+    fn unheard_since(self, connection: &Connection) -> Instant {
+        let now = Instant::now();
+        match self {
+            Self::Silent => {
+                let heartbeat = Duration::from_secs(connection.configuration().heartbeat().into());
+                now.checked_sub(heartbeat * 2).unwrap_or(now)
+            }
+            Self::Closed => now,
+        }
+    }
 }
 
 /// Waits until the connection is gone (how), or shutdown fires (`None`).

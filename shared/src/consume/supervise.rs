@@ -126,18 +126,7 @@ pub async fn supervise<T, H>(
         if shutdown.is_cancelled() {
             return;
         }
-        let reason = match &ended {
-            Ok(Ended::Shutdown) => "stopped",
-            Ok(Ended::Cancelled) => "cancelled",
-            Ok(Ended::Lost(_)) => "channel_lost",
-            Err(join) if join.is_panic() => "panic",
-            Err(_) => "connection_replaced",
-        };
-        let detail = match &ended {
-            Ok(Ended::Lost(error)) => error.to_string(),
-            Err(join) => join.to_string(),
-            Ok(_) => String::new(),
-        };
+        let (reason, detail) = why(&ended);
         metrics::counter!(crate::metric::CONSUMER_RESTARTS_TOTAL, "reason" => reason).increment(1);
         restarting = true;
         if started.elapsed() >= STABLE {
@@ -152,6 +141,17 @@ pub async fn supervise<T, H>(
             // The broker's supervisor reports the connection; the consumer follows it back.
             tracing::warn!(queue = %queue, reason, error = %detail, "Consumer ended with its connection; restarting it when the broker is back.");
         }
+    }
+}
+
+/// Why a consumer's loop ended, as its restart is counted (`reason`) and logged (the error).
+fn why(ended: &Result<Ended, tokio::task::JoinError>) -> (&'static str, String) {
+    match ended {
+        Ok(Ended::Shutdown) => ("stopped", String::new()),
+        Ok(Ended::Cancelled) => ("cancelled", String::new()),
+        Ok(Ended::Lost(error)) => ("channel_lost", error.to_string()),
+        Err(join) if join.is_panic() => ("panic", join.to_string()),
+        Err(join) => ("connection_replaced", join.to_string()),
     }
 }
 

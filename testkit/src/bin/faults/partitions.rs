@@ -44,6 +44,104 @@ enum Cut<'a> {
     SlowBroker(Duration, Duration, u8),
 }
 
+/// The run's hosts.
+struct Hosts<'a> {
+    gateway: &'a Host,
+    /// The one a scenario cuts first, and the other.
+    processors: [&'a Host; 2],
+    notifier: &'a Host,
+}
+
+impl<'a> Hosts<'a> {
+    fn all(&self) -> [&'a Host; 4] {
+        let [cut, other] = self.processors;
+        [self.gateway, cut, other, self.notifier]
+    }
+}
+
+/// The scenarios, by name, in the order they run.
+fn scenarios<'a>(
+    hosts: &Hosts<'a>,
+    faulty: &Faulty,
+    receiver: std::net::SocketAddr,
+) -> [(&'static str, Cut<'a>); 8] {
+    let [cut_processor, other_processor] = hosts.processors;
+    [
+        (
+            "processor_cut_from_broker",
+            Cut::Link(cut_processor, faulty.amqp.addr(), Way::Both),
+        ),
+        (
+            "processor_cut_from_postgres",
+            Cut::Link(cut_processor, faulty.postgres.addr(), Way::Both),
+        ),
+        (
+            "processor_mute_to_broker",
+            Cut::Link(other_processor, faulty.amqp.addr(), Way::Outgoing),
+        ),
+        (
+            "gateway_cut_from_redis",
+            Cut::Link(hosts.gateway, faulty.redis.addr(), Way::Both),
+        ),
+        (
+            "gateway_cut_from_broker",
+            Cut::Link(hosts.gateway, faulty.amqp.addr(), Way::Both),
+        ),
+        (
+            "notifier_cut_from_receiver",
+            Cut::Link(hosts.notifier, receiver, Way::Both),
+        ),
+        (
+            "notifier_cut_from_postgres",
+            Cut::Link(hosts.notifier, faulty.postgres.addr(), Way::Both),
+        ),
+        (
+            "slow_lossy_broker_links",
+            Cut::SlowBroker(Duration::from_millis(200), Duration::from_millis(100), 5),
+        ),
+    ]
+}
+
+/// One scenario under the running load: `cut` made, every shard checked to be served while it
+/// lasts (`fault`; a minute at least for the slow links), then every host healed and the
+/// recovery probed.
+async fn inflict(
+    name: &'static str,
+    cut: &Cut<'_>,
+    fault: Duration,
+    hosts: &Hosts<'_>,
+    faulty: &Faulty,
+    load: &mut Load,
+) -> anyhow::Result<()> {
+    load.begin(name);
+    let started = tokio::time::Instant::now();
+    match cut {
+        Cut::Link(host, peer, way) => host.cut(*peer, *way)?,
+        Cut::SlowBroker(delay, spread, loss) => {
+            faulty.amqp.set(Fault::Jitter(*delay, *spread));
+            for host in hosts.all() {
+                host.lossy(faulty.amqp.addr(), *loss)?;
+            }
+        }
+    }
+    // A processor's shards must be served by the other while the fault lasts (the notifier's
+    // faults do not touch them); with the one gateway cut, nothing can be until it heals.
+    if !matches!(cut, Cut::Link(host, ..) if std::ptr::eq(*host, hosts.gateway)) {
+        load.served_by_every_shard(fault).await;
+    }
+    let lasts = match cut {
+        Cut::SlowBroker(..) => fault.max(SLOW_AT_LEAST),
+        Cut::Link(..) => fault,
+    };
+    tokio::time::sleep_until(started + lasts).await;
+    faulty.amqp.set(Fault::Pass);
+    for host in hosts.all() {
+        host.heal()?;
+    }
+    load.probe(name).await;
+    Ok(())
+}
+
 pub async fn run(args: &Args, fault: Duration) -> anyhow::Result<()> {
     let mut network = Network::create()?;
     let sandbox = Sandbox::with_shards(SHARDS);
@@ -87,83 +185,22 @@ pub async fn run(args: &Args, fault: Duration) -> anyhow::Result<()> {
     let processor_urls: Vec<String> = processor_hosts.iter().map(url).collect();
     let mut load = Load::start(client.clone(), &[url(&gateway_host)], args.rate, &backends).await;
 
-    let [cut_processor, other_processor] = &processor_hosts;
-    let scenarios = [
-        (
-            "processor_cut_from_broker",
-            Cut::Link(cut_processor, faulty.amqp.addr(), Way::Both),
-        ),
-        (
-            "processor_cut_from_postgres",
-            Cut::Link(cut_processor, faulty.postgres.addr(), Way::Both),
-        ),
-        (
-            "processor_mute_to_broker",
-            Cut::Link(other_processor, faulty.amqp.addr(), Way::Outgoing),
-        ),
-        (
-            "gateway_cut_from_redis",
-            Cut::Link(&gateway_host, faulty.redis.addr(), Way::Both),
-        ),
-        (
-            "gateway_cut_from_broker",
-            Cut::Link(&gateway_host, faulty.amqp.addr(), Way::Both),
-        ),
-        (
-            "notifier_cut_from_receiver",
-            Cut::Link(&notifier_host, receiver.addr(), Way::Both),
-        ),
-        (
-            "notifier_cut_from_postgres",
-            Cut::Link(&notifier_host, faulty.postgres.addr(), Way::Both),
-        ),
-        (
-            "slow_lossy_broker_links",
-            Cut::SlowBroker(Duration::from_millis(200), Duration::from_millis(100), 5),
-        ),
-    ];
-    let all_hosts = [
-        &gateway_host,
-        cut_processor,
-        other_processor,
-        &notifier_host,
-    ];
-    let chosen = scenarios.into_iter().filter(|(name, _)| {
-        args.only
-            .as_ref()
-            .is_none_or(|only| only.iter().any(|o| o == name))
-    });
+    let hosts = Hosts {
+        gateway: &gateway_host,
+        processors: [&processor_hosts[0], &processor_hosts[1]],
+        notifier: &notifier_host,
+    };
+    let chosen = scenarios(&hosts, &faulty, receiver.addr())
+        .into_iter()
+        .filter(|(name, _)| {
+            args.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == name))
+        });
     for (name, cut) in chosen {
         // Each fault starts from shards shared evenly, so the cut processor holds its half.
         shared_evenly(&client, &processor_urls).await;
-        load.begin(name);
-        let started = tokio::time::Instant::now();
-        match &cut {
-            Cut::Link(host, peer, way) => host.cut(*peer, *way)?,
-            Cut::SlowBroker(delay, spread, loss) => {
-                faulty.amqp.set(Fault::Jitter(*delay, *spread));
-                for host in all_hosts {
-                    host.lossy(faulty.amqp.addr(), *loss)?;
-                }
-            }
-        }
-        // A processor's shards must be served by the other while the fault lasts (the
-        // notifier's faults do not touch them); with the one gateway cut, nothing can be until
-        // it heals.
-        if !matches!(&cut, Cut::Link(host, ..) if std::ptr::eq(*host, &gateway_host)) {
-            load.served_by_every_shard(fault).await;
-        }
-        // The slow link lasts at least a minute.
-        let lasts = match cut {
-            Cut::SlowBroker(..) => fault.max(SLOW_AT_LEAST),
-            Cut::Link(..) => fault,
-        };
-        tokio::time::sleep_until(started + lasts).await;
-        faulty.amqp.set(Fault::Pass);
-        for host in all_hosts {
-            host.heal()?;
-        }
-        load.probe(name).await;
+        inflict(name, &cut, fault, &hosts, &faulty, &mut load).await?;
     }
 
     let verdict = load.verdict().await?;

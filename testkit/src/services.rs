@@ -143,24 +143,27 @@ impl Services {
     }
 }
 
-/// What a service binary logs on its first start and stop: `binary` started on `backends`'
-/// namespace with `env` and its address variable set to `addr`, at `info` in JSON, until
-/// `/ready` answers the client `client()` makes once it runs (within `wait`), then stopped
-/// with SIGTERM. Its log lines.
-pub async fn first_start_log(
+/// Starts the service `service` (its binary `binary`) for the first time, on an empty
+/// namespace of its own, with `env` and its address variable `addr_var` set, at `info` in JSON,
+/// until `/ready` answers the client `client(backends)` makes once it runs (within `wait`);
+/// stops it with SIGTERM; and checks that it said it stopped and logged no warning or error.
+pub async fn first_start_is_quiet(
+    service: &str,
     binary: &str,
-    backends: &shared::config::Backends,
-    (addr_var, addr): (&str, &str),
+    addr_var: &str,
     env: &[(&str, String)],
-    client: impl AsyncFnOnce() -> reqwest::Client,
+    client: impl AsyncFnOnce(&shared::config::Backends) -> reqwest::Client,
     wait: Duration,
-) -> String {
+) {
+    let sandbox = crate::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let addr = crate::ports::free_addr();
     let log_path = std::env::temp_dir().join(format!("{}-first.log", backends.namespace.as_str()));
     let log = std::fs::File::create(&log_path).expect("a log file");
     let mut child = Command::new(binary)
         .env("PIPELINE_NAMESPACE", backends.namespace.as_str())
         .env("INGEST_SHARDS", backends.ingest_shards.to_string())
-        .env(addr_var, addr)
+        .env(addr_var, &addr)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
@@ -169,18 +172,16 @@ pub async fn first_start_log(
         .kill_on_drop(true)
         .spawn()
         .expect("the service starts");
-    crate::wait::until_ready(&client().await, &format!("http://{addr}"), wait).await;
+    crate::wait::until_ready(&client(&backends).await, &format!("http://{addr}"), wait).await;
     sigterm(&mut child).await;
     let logs = std::fs::read_to_string(&log_path).expect("the log");
     let _ = std::fs::remove_file(&log_path);
-    logs
-}
-
-/// The lines of `logs` (JSON, as [`first_start_log`] reads them) at WARN or ERROR.
-pub fn loud_lines(logs: &str) -> Vec<&str> {
-    logs.lines()
+    assert!(logs.contains(&format!("{service} stopped")), "{logs}");
+    let loud: Vec<&str> = logs
+        .lines()
         .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
-        .collect()
+        .collect();
+    assert!(loud.is_empty(), "a first start warned: {loud:#?}");
 }
 
 /// Sends SIGTERM and waits (up to 30 s) for the process to drain and exit.

@@ -148,6 +148,26 @@ impl TestApp {
     }
 }
 
+/// `backends` with RabbitMQ where nothing listens: every publish fails.
+pub fn without_broker(mut backends: Backends) -> Backends {
+    backends.amqp = vec![
+        testkit::ports::closed_port_url("amqp")
+            .parse()
+            .expect("valid URL"),
+    ];
+    backends
+}
+
+/// Asserts that `response` is a `503` naming RabbitMQ, with a `Retry-After`; its `Retry-After`.
+pub async fn broker_down(response: reqwest::Response) -> String {
+    let retry_after = response.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    assert_eq!(json(response, 503).await["dependency"], "rabbitmq");
+    retry_after
+}
+
 /// Asserts the status and returns the JSON body.
 pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value {
     let got = response.status().as_u16();

@@ -270,8 +270,9 @@ async fn after_an_outage_a_processor_consumes_again_behind_a_database_slower_tha
     run.pipeline
         .accept_keyed("slow-db", r#"{"product_id": "slow-1", "stock": 6}"#)
         .await;
-    let applied = run.pipeline.product_when("slow-1", |p| p["stock"] == 6);
-    applied.await;
+    run.pipeline
+        .product_when("slow-1", |p| p["stock"] == 6)
+        .await;
     assert_eq!(run.pipeline.inbox_count().await, 1, "applied once");
     run.pipeline.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Lookups: where an event is, a product with its 20 most recent events and orders, an order
 //! with its notifications, and the summary (order count, a sku's inventory, notification
 //! status). Each table is read through the module of `shared` that its owner keeps for others
-//! (`shared::processor`'s inbox, retries, dead letters, outbox, products and orders;
+//! (`shared::processor`'s inbox, retries, dead letters, products and orders;
 //! `shared::notifier`'s deliveries; `shared::gateway`'s idempotency records), so a change of
 //! layout is made in one place.
 
@@ -72,6 +72,28 @@ async fn notifications(
     shared::notifier::deliveries::of_events(pool, &ids)
         .await
         .map_err(db)
+}
+
+/// The downstream events an inbox row of the event `id` (as
+/// [`shared::processor::inbox::applied`] reads it) says the event caused: each one's id and type.
+fn announced(row: &Value, id: &str) -> Vec<Value> {
+    let key = (|| {
+        Some(EventKey {
+            kind: IngestKind::parse(row["kind"].as_str()?)?,
+            owner: row["owner"].as_str()?.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    })();
+    let types = row["announced"].as_array().into_iter().flatten();
+    types
+        .filter_map(|t| {
+            let kind = EventType::parse(t.as_str()?)?;
+            let id = key
+                .as_ref()
+                .map(|key| DownstreamId::of(key, kind).to_string());
+            Some(json!({"id": id, "type": kind.as_str()}))
+        })
+        .collect()
 }
 
 /// Whether the gateway accepted the product update `id` from the key `owner` (from its
@@ -161,9 +183,7 @@ async fn event(
     let dead = shared::processor::dead_letters::of_event(pool, &id)
         .await
         .map_err(db)?;
-    let unpublished = shared::processor::outbox::unpublished(pool, &id)
-        .await
-        .map_err(db)?;
+    let downstream: Vec<Value> = applied.iter().flat_map(|row| announced(row, &id)).collect();
     let retries = shared::processor::retries::of(pool, &id)
         .await
         .map_err(db)?;
@@ -192,7 +212,7 @@ async fn event(
         "applied_by": keys,
         "retries": retries,
         "dead_letters": dead,
-        "downstream_unpublished": unpublished,
+        "downstream": downstream,
         "notifications": notified,
     })))
 }

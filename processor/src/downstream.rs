@@ -3,18 +3,19 @@
 //! threshold, `order.created`, `order.rejected`), as the contract's
 //! [`Announcement`]s.
 //!
-//! They are written to the `outbox` table (this module owns it) in the same transaction as
-//! the change, published to the `{ns}.events` topic exchange (routing key = type) after the
-//! commit, and deleted once the broker confirmed them; only then is the source acknowledged. A
-//! processor that dies between commit and publish leaves them in the outbox, and the redelivered
-//! source (a duplicate by then) publishes them. Each has a stable id,
-//! [`shared::contract::DownstreamId::of`] its source and type, so consumers deduplicate.
+//! They are kept on their source's inbox row ([`crate::store::inbox`]), written in the same
+//! transaction as the change, and published to the `{ns}.events` topic exchange (routing key =
+//! type) after the commit; only once the broker confirmed them is the source acknowledged. A
+//! processor that dies between commit and publish leaves the source unacknowledged, and the
+//! redelivered source (a duplicate by then) publishes what its row keeps ([`pending`]), as any
+//! duplicate does. Each has a stable id, [`DownstreamId::of`] its source and type, so
+//! consumers deduplicate.
 
 use rust_decimal::Decimal;
 use shared::{
     contract::{
-        Announcement, DownstreamEvent, EventKey, IngestKind, OrderDecided, OrderPlaced,
-        ProductUpdated, ProductValues, StockLow,
+        Announcement, DownstreamEvent, DownstreamId, EventKey, IngestKind, OrderDecided,
+        OrderPlaced, ProductUpdated, ProductValues, StockLow,
     },
     model::{Price, ProductId, Rejection, Stock},
 };
@@ -30,10 +31,11 @@ pub struct Pending {
     pub announcement: Announcement,
 }
 
-/// An outbox row this version cannot read (left by another version): set aside, not skipped.
+/// A kept announcement this version cannot read (left by another version): set aside, not
+/// skipped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unreadable {
-    /// Its id.
+    /// Its source event (`kind:owner:id`), as the announcement's own id cannot be known.
     pub id: String,
     /// Its routing key.
     pub routing_key: String,
@@ -128,17 +130,19 @@ pub fn order_decided(
     }
 }
 
-/// Downstream events still waiting to be published for these source events, and the rows of
-/// theirs this version cannot read.
+/// The downstream events these source events caused (kept on their inbox rows, in the order
+/// they were first published), to publish again, and those of them this version cannot read.
 pub async fn pending(
     pool: &PgPool,
     sources: &[EventKey],
 ) -> Result<(Vec<Pending>, Vec<Unreadable>), sqlx::Error> {
-    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT event_id, source_kind, source_owner, routing_key, payload FROM outbox
-         WHERE (source_kind, source_owner, source_event_id)
-               IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))
-         ORDER BY seq",
+    let rows: Vec<(IngestKind, String, String, String)> = sqlx::query_as(
+        "SELECT p.kind, p.owner, p.event_id, a.body
+         FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e(kind, owner, id, n)
+         JOIN processed_events p
+              ON p.event_id = e.id AND p.kind = e.kind AND p.owner IN (e.owner, '')
+         CROSS JOIN LATERAL unnest(p.announcements) WITH ORDINALITY AS a(body, i)
+         ORDER BY e.n, a.i",
     )
     .bind(sources.iter().map(|k| k.kind.as_str()).collect::<Vec<_>>())
     .bind(sources.iter().map(|k| k.owner.as_str()).collect::<Vec<_>>())
@@ -146,27 +150,12 @@ pub async fn pending(
     .fetch_all(pool)
     .await?;
     let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
-    for (id, source_kind, source_owner, routing_key, body) in rows {
-        let decoded = IngestKind::parse(&source_kind)
-            .ok_or_else(|| format!("unknown source kind {source_kind:?}"))
-            .and_then(|kind| {
-                let owner = source_owner.parse().map_err(|e| format!("{e}"))?;
-                Announcement::decode(&id, body.as_bytes())
-                    .map(|announcement| Pending {
-                        source: EventKey {
-                            kind,
-                            owner,
-                            id: announcement.event.source_event_id().clone(),
-                        },
-                        announcement,
-                    })
-                    .map_err(|e| e.to_string())
-            });
-        match decoded {
+    for (kind, owner, id, body) in rows {
+        match again(kind, &owner, &id, &body) {
             Ok(pending) => readable.push(pending),
             Err(error) => unreadable.push(Unreadable {
-                id,
-                routing_key,
+                id: format!("{}:{owner}:{id}", kind.as_str()),
+                routing_key: routing_key(&body),
                 body: body.into_bytes(),
                 error,
             }),
@@ -175,44 +164,29 @@ pub async fn pending(
     Ok((readable, unreadable))
 }
 
-/// Writes `events` to the outbox (in the caller's transaction).
-pub async fn record(tx: &mut sqlx::PgConnection, events: &[Pending]) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&Pending) -> String| events.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO outbox (event_id, source_kind, source_event_id, routing_key, payload,
-                             source_owner)
-         SELECT id, kind, source, key, body, owner
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-              AS u(id, kind, source, key, body, owner)
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(column(|e| e.announcement.id.to_string()))
-    .bind(column(|e| e.source.kind.as_str().to_owned()))
-    .bind(column(|e| {
-        e.announcement.event.source_event_id().to_string()
-    }))
-    .bind(column(|e| {
-        e.announcement.event.event_type().as_str().to_owned()
-    }))
-    .bind(column(|e| {
-        String::from_utf8(e.announcement.body()).expect("JSON is UTF-8")
-    }))
-    .bind(column(|e| e.source.owner.to_string()))
-    .execute(tx)
-    .await?;
-    Ok(())
+/// A kept announcement of the event `kind`/`owner`/`id`, with the id it was published with.
+fn again(kind: IngestKind, owner: &str, id: &str, body: &str) -> Result<Pending, String> {
+    let source = EventKey {
+        kind,
+        owner: owner.parse().map_err(|e| format!("{e}"))?,
+        id: id.parse().map_err(|e| format!("{e}"))?,
+    };
+    // The id is not in the body: it is the source's and the type's, as when first published.
+    let mut announcement =
+        Announcement::decode("kept", body.as_bytes()).map_err(|e| e.to_string())?;
+    announcement.id = DownstreamId::of(&source, announcement.event.event_type());
+    Ok(Pending {
+        source,
+        announcement,
+    })
 }
 
-/// Forgets published (or set aside) events.
-pub async fn published(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM outbox WHERE event_id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
-        .await?;
-    Ok(())
+/// The type a body names, as its routing key, or `unknown`.
+fn routing_key(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 #[cfg(test)]

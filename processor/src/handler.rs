@@ -44,17 +44,17 @@ impl HandleError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Store(StoreError::Unavailable(_)) | Self::Cache(_)
+            Self::Store(StoreError::Unavailable(_) | StoreError::Raced) | Self::Cache(_)
         )
     }
 }
 
-/// What a batch did: one outcome per item, and the downstream events it left in the outbox.
+/// What a batch did: one outcome per item, and the downstream events it caused.
 #[derive(Debug)]
 pub struct Handled {
     /// Per item, in order.
     pub outcomes: Vec<Outcome>,
-    /// To publish, then forget.
+    /// To publish.
     pub emitted: Vec<Pending>,
 }
 

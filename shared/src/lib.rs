@@ -4,7 +4,7 @@
 //!
 //! Owned by one service:
 //! - [`processor`]: products and their cache, orders, and what the dashboard reads of the
-//!   inbox, outbox, retries, dead letters and shard leases.
+//!   inbox, retries, dead letters and shard leases.
 //! - [`gateway`]: catalog entries and their cache, product images' records, idempotency records.
 //! - [`notifier`]: what the dashboard reads of deliveries and subscriptions.
 //!

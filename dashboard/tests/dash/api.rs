@@ -1,7 +1,8 @@
 //! The dashboard's JSON: the live snapshot, the summary, lookups, and degrading when a source
 //! is unreachable.
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use shared::contract::{DownstreamId, EventKey, EventType, IngestKind};
 
 use crate::helpers::Stack;
 
@@ -70,6 +71,18 @@ async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_order
         "sent with a key: the gateway's record says so"
     );
     assert_eq!(event["applied"]["product_id"], "dash-1");
+    // The downstream event it caused, under the id it was published with.
+    let source = EventKey {
+        kind: IngestKind::ProductUpdate,
+        owner: stack::KEY_NAME.parse().expect("a valid owner"),
+        id: "dash-evt-1".parse().expect("a valid id"),
+    };
+    let id = DownstreamId::of(&source, EventType::ProductUpdated);
+    assert_eq!(
+        event["downstream"],
+        json!([{"id": id.as_str(), "type": "product.updated"}]),
+        "{event}"
+    );
 
     let (_, product) = stack.get("/api/v1/products/dash-1").await;
     assert_eq!(product["product"]["stock"], 17);

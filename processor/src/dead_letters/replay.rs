@@ -103,7 +103,8 @@ async fn republish(
 }
 
 /// Where a dead letter goes back to: a shard's through the ingest exchange with its routing key
-/// (so the shard count in force decides), an outbox row's to the events exchange, any other
+/// (so the shard count in force decides), a downstream event's (its queue named `outbox`: the
+/// processor's kept announcements) to the events exchange, any other
 /// queue's (the notifier's) straight to that queue.
 fn destination(topology: &Topology, dead: &DeadLetter) -> (String, String) {
     let shards = format!("{}.", topology.ingest_exchange());

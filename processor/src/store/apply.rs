@@ -1,7 +1,7 @@
 //! One batch, one transaction: the shard's lease checked ([`crate::shards::leases::fence`]),
-//! the inbox, the products' rows locked, the plan decided
-//! ([`super::plan::decide`]), then the orders, the products and the downstream events in the
-//! outbox written.
+//! the products' rows locked, the inbox read, the plan decided ([`super::plan::decide`]), then
+//! the inbox rows (with the downstream events each caused), the orders and the products
+//! written.
 
 use std::time::Instant;
 
@@ -10,12 +10,14 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use super::{Batch, StoreError, inbox, plan};
-use crate::{downstream, shards::Fence};
+use crate::shards::Fence;
 
 /// Applies `items` in one transaction of six statements whatever the batch size: checks that
-/// `fence` still holds the shard (else [`StoreError::Fenced`], nothing written), records each
-/// event in the inbox, locks the rows of the products they touch (in id order, so concurrent
-/// batches never deadlock), decides, and writes the outbox, the orders and the changed rows.
+/// `fence` still holds the shard (else [`StoreError::Fenced`], nothing written), locks the rows
+/// of the products they touch (in id order, so concurrent batches never deadlock), reads which
+/// events the inbox already holds, decides, and writes the new events' inbox rows (each with
+/// the downstream events it caused), the orders and the changed rows. If another transaction
+/// recorded one of the events meanwhile, nothing is written ([`StoreError::Raced`]).
 pub async fn apply(
     pool: &PgPool,
     items: &[Ingest],
@@ -27,11 +29,16 @@ pub async fn apply(
     if !fence.holds(&mut tx).await? {
         return Err(StoreError::Fenced);
     }
-    let new = inbox::record(&mut tx, items).await?;
     let mut touched: Vec<&ProductId> = items.iter().map(Ingest::product).collect();
     touched.sort_unstable();
     touched.dedup();
     let rows = products::lock(&mut tx, &touched).await?;
+    let seen = inbox::seen(&mut tx, items).await?;
+    let new = items
+        .iter()
+        .map(Ingest::key)
+        .filter(|key| !seen.contains(key))
+        .collect();
     let deciding = Instant::now();
     let mut plan = plan::decide(
         items,
@@ -41,7 +48,10 @@ pub async fn apply(
         OffsetDateTime::now_utc(),
     );
     let decided = deciding.elapsed();
-    downstream::record(&mut tx, &plan.emitted).await?;
+    let applied = plan.applied(items);
+    if inbox::record(&mut tx, &applied).await? < applied.len() as u64 {
+        return Err(StoreError::Raced);
+    }
     orders::insert(&mut tx, &plan.orders).await?;
     products::save(&mut tx, &mut plan.changed()).await?;
     tx.commit().await?;

@@ -3,8 +3,8 @@
 //!
 //! This module names what a batch is made of and what became of it; [`plan`] decides it without
 //! I/O and [`apply`] reads and writes it, through the owners of the tables: [`inbox`],
-//! [`shared::processor::products`], [`shared::processor::orders`] and the outbox ([`crate::downstream`]). [`retries`]
-//! notes events on the retry ladder.
+//! [`shared::processor::products`] and [`shared::processor::orders`]. [`retries`] notes events
+//! on the retry ladder.
 
 mod apply;
 pub mod inbox;
@@ -47,14 +47,15 @@ impl Outcome {
 }
 
 /// What applying a batch did: one outcome per event, in order, the current view of every
-/// product the batch touched, and the downstream events it wrote to the outbox.
+/// product the batch touched, and the downstream events it caused (kept on their sources'
+/// inbox rows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Per event, in the order given.
     pub outcomes: Vec<Outcome>,
     /// The products' state after the batch.
     pub views: Vec<ProductView>,
-    /// The downstream events the batch caused, in the outbox until published.
+    /// The downstream events the batch caused, to publish.
     pub emitted: Vec<Pending>,
 }
 
@@ -74,6 +75,11 @@ pub enum StoreError {
     /// This replica no longer holds the shard: another claimed it. Nothing was written.
     #[error("the shard's lease is held by another replica")]
     Fenced,
+    /// Another transaction recorded one of the batch's events between this one's read of the
+    /// inbox and its write (which the shard's lease should prevent). Nothing was written; a
+    /// retry finds the event in the inbox.
+    #[error("another transaction recorded one of the events meanwhile")]
+    Raced,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -12,7 +12,7 @@ use shared::{
 };
 use time::OffsetDateTime;
 
-use super::Outcome;
+use super::{Outcome, inbox};
 use crate::downstream::{self, Pending};
 
 /// What a batch does.
@@ -109,6 +109,29 @@ impl<'a> Plan<'a> {
             ));
         }
         outcome
+    }
+
+    /// The events of `items` (those [`decide`] was given) that were applied, each with the
+    /// bodies of the downstream events it caused: their inbox rows.
+    pub fn applied<'i>(&self, items: &'i [Ingest]) -> Vec<inbox::Applied<'i>> {
+        items
+            .iter()
+            .zip(&self.outcomes)
+            .filter(|(_, outcome)| **outcome != Outcome::Duplicate)
+            .map(|(item, _)| {
+                let key = item.key();
+                let announcements = self
+                    .emitted
+                    .iter()
+                    .filter(|e| e.source == key)
+                    .map(|e| String::from_utf8(e.announcement.body()).expect("JSON is UTF-8"))
+                    .collect();
+                inbox::Applied {
+                    item,
+                    announcements,
+                }
+            })
+            .collect()
     }
 
     /// The rows to write.
@@ -272,6 +295,47 @@ mod tests {
             [Outcome::Changed, Outcome::Duplicate, Outcome::Duplicate]
         );
         assert_eq!(plan.products["p1"].0.stock.value, Some(1));
+    }
+
+    #[test]
+    fn each_applied_event_keeps_the_bodies_of_what_it_caused_and_a_duplicate_is_not_recorded() {
+        let items = [
+            update("e1", "p1", None, Some(2), 0),
+            update("e1", "p1", None, Some(2), 0),
+            update("e2", "p1", None, Some(1), 9),
+            update("e3", "p1", None, Some(1), 1),
+            order("o1", "p1", "1"),
+        ];
+        let plan = decide(&items, &all_new(&items), vec![with_stock("p1", 4)], 3, AT);
+        let applied = plan.applied(&items);
+        let recorded: Vec<(&str, Vec<EventType>)> = applied
+            .iter()
+            .map(|a| {
+                let types = a
+                    .announcements
+                    .iter()
+                    .map(|body| {
+                        let decoded =
+                            shared::contract::Announcement::decode("msg_x", body.as_bytes())
+                                .expect("a body the contract reads");
+                        decoded.event.event_type()
+                    })
+                    .collect();
+                (a.item.event_id().as_str(), types)
+            })
+            .collect();
+        assert_eq!(
+            recorded,
+            [
+                ("e1", vec![EventType::ProductUpdated, EventType::StockLow]),
+                ("e2", vec![EventType::ProductUpdated]),
+                ("e3", vec![]),
+                (
+                    items[4].event_id().as_str(),
+                    vec![EventType::OrderCreated, EventType::ProductUpdated]
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl IngestKind {
 }
 
 /// An event's identity, everywhere it goes: its kind, the API key whose space its id is in, and
-/// its id. The gateway's idempotency records, the processor's inbox, the outbox and the
+/// its id. The gateway's idempotency records, the processor's inbox and the
 /// downstream ids all key on it, so two keys' identical ids never meet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventKey {

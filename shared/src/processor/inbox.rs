@@ -1,14 +1,18 @@
 //! What others read of the processor's inbox, `processed_events` (one row per applied event,
-//! written by `processor::store::inbox` in the transaction that applies it).
+//! with the downstream events it caused, written by `processor::store::inbox` in the
+//! transaction that applies it).
 
 use serde_json::Value;
 use sqlx::PgPool;
 
-/// The inbox rows of the event `id`, of every kind and owner (at most 20), as a JSON array.
+/// The inbox rows of the event `id`, of every kind and owner (at most 20), as a JSON array;
+/// `announced` is the types of the downstream events each caused (`null` for a body that does
+/// not name one).
 pub async fn applied(pool: &PgPool, id: &str) -> Result<Value, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT coalesce(json_agg(t), '[]') FROM (
-             SELECT kind, owner, product_id, occurred_at, received_at, processed_at
+             SELECT kind, owner, product_id, occurred_at, received_at, processed_at,
+                    ARRAY(SELECT a::jsonb ->> 'type' FROM unnest(announcements) a) AS announced
              FROM processed_events WHERE event_id = $1 ORDER BY kind, owner LIMIT 20) t",
     )
     .bind(id)

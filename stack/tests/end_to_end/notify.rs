@@ -109,14 +109,11 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     let base = format!("http://{notifier_addr}");
     subscribe(&client, &base, &receiver.url(), &["product.updated"]).await;
 
-    // The processor reaches PostgreSQL through a proxy, so its replies can be slowed down. Its
-    // lease is the default 10 s: slowed down, a beat takes ~6 s, more than the tests' 4 s lease,
-    // and this test is about the publish, not about a replica behind a slow database (that is
-    // `processor`'s `recovery` tests).
+    // The processor reaches Redis through a proxy: once Redis stops answering, a batch is
+    // committed and then held refreshing the product cache, before its publish.
     let faulty = Faulty::start(&backends).await;
     let mut proxied = processor(backends.clone());
-    proxied.backends.database = faulty.backends.database.clone();
-    proxied.shard_lease = Duration::from_secs(10);
+    proxied.backends.redis = faulty.backends.redis.clone();
     let killable = Killable::launch(move || processor::Application::build(proxied)).await;
     accept_keyed(
         &client,
@@ -127,11 +124,9 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     .await;
     wait_inbox(&backends, 1).await;
 
-    // Every reply now takes 400 ms: the commit lands, and the processor is still waiting to
-    // read what to publish when it is killed.
-    faulty
-        .postgres
-        .set(Fault::Latency(Duration::from_millis(400)));
+    // Redis now forwards nothing: the commit lands, and the processor is still refreshing the
+    // cache, its publish not yet made, when it is killed.
+    faulty.redis.set(Fault::Blackhole);
     accept_keyed(
         &client,
         gateway_addr,
@@ -144,14 +139,17 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
 
     let pool = testkit::postgres::pool(&backends).await;
     let webhook_id = downstream_of_update(TEST_KEY_NAME, "kill-evt", "product.updated");
-    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_id = $1")
-        .bind(&webhook_id)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT a::jsonb ->> 'type' FROM processed_events, unnest(announcements) a
+         WHERE event_id = 'kill-evt'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("read");
     assert_eq!(
-        unpublished, 1,
-        "killed after the commit and before the publish"
+        kept,
+        ["product.updated"],
+        "killed after the commit (which keeps the event on its inbox row) and before the publish"
     );
     assert!(
         receiver

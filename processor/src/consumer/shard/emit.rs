@@ -33,16 +33,16 @@ pub(super) struct Settling {
     pub run: Run,
     /// The batch's events.
     pub sources: Vec<Source>,
-    /// The events that were applied before: what the outbox may still hold for them is
-    /// published too (left there by a crash between commit and publish).
+    /// The events that were applied before: what their inbox rows keep is published again (a
+    /// crash between commit and publish may have kept it from the broker).
     pub duplicates: Vec<EventKey>,
-    /// The downstream events the batch wrote to the outbox.
+    /// The downstream events the batch caused.
     pub emitted: Vec<Pending>,
 }
 
 impl Settling {
-    /// Publishes the downstream events (all sent, then their confirms awaited) and forgets
-    /// them, then acknowledges the batch (one `multiple` ack when nothing else before it on the
+    /// Publishes the downstream events (all sent, then their confirms awaited), then
+    /// acknowledges the batch (one `multiple` ack when nothing else before it on the
     /// channel is unsettled: [`Run`]). If the events are not confirmed the batch goes back to
     /// its queue and, a duplicate by then, publishes them when it returns.
     pub async fn run(self) {
@@ -63,9 +63,9 @@ impl Settling {
         stage::record(Stage::Settle, settling.elapsed());
     }
 
-    /// Sends the batch's downstream events and what the outbox holds for its duplicates, each
-    /// in the trace of its source, waits for every confirm, then forgets them. A row this version
-    /// cannot read is dead-lettered (`unparseable`) rather than left there forever.
+    /// Sends the batch's downstream events and those its duplicates caused when first applied,
+    /// each in the trace of its source, and waits for every confirm. A kept announcement this
+    /// version cannot read is dead-lettered (`unparseable`) rather than skipped.
     async fn publish(&self) -> anyhow::Result<()> {
         let pool = self.shard.deps.database.pool();
         let (left, unreadable) = if self.duplicates.is_empty() {
@@ -96,14 +96,6 @@ impl Settling {
         for row in &unreadable {
             self.shard.set_aside_unreadable(&self.channel, row).await?;
         }
-        let done: Vec<String> = self
-            .emitted
-            .iter()
-            .chain(&left)
-            .map(|e| e.announcement.id.to_string())
-            .chain(unreadable.into_iter().map(|r| r.id))
-            .collect();
-        downstream::published(pool, &done).await?;
         Ok(())
     }
 }
@@ -135,13 +127,13 @@ impl ShardHandler {
         )
     }
 
-    /// Dead-letters an outbox row this version cannot read.
+    /// Dead-letters a kept announcement this version cannot read.
     pub(super) async fn set_aside_unreadable(
         &self,
         channel: &Channel,
         row: &downstream::Unreadable,
     ) -> anyhow::Result<()> {
-        tracing::error!(event_id = %row.id, error = %row.error, "An outbox row cannot be read; dead-lettering it.");
+        tracing::error!(source = %row.id, error = %row.error, "A kept downstream event cannot be read; dead-lettering it.");
         let properties = lapin::BasicProperties::default()
             .with_content_type("application/json".into())
             .with_message_id(row.id.as_str().into());
@@ -149,6 +141,8 @@ impl ShardHandler {
             data: &row.body,
             properties: &properties,
             routing_key: &row.routing_key,
+            // The name a dead letter of a downstream event has always had, so a replay sends it
+            // to the events exchange (`dead_letters::replay`).
             queue: "outbox",
             attempts: 0,
         };

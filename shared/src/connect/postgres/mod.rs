@@ -45,7 +45,7 @@ pub enum Tables {
     /// `api_keys`, owned by [`crate::auth::keys`]; every service reads it.
     Keys,
     /// The processor's: `products` and `orders` (read by the gateway and the dashboard through
-    /// [`crate::processor::products`] and [`crate::processor::orders`]), the inbox, the outbox, the retry ladder's
+    /// [`crate::processor::products`] and [`crate::processor::orders`]), the inbox, the retry ladder's
     /// records, dead letters and replay jobs.
     Processor,
     /// The notifier's: subscriptions, notifications, deliveries and their attempts.

@@ -106,9 +106,8 @@ const PROCESSOR: Privileges = &[
         "SELECT, INSERT, UPDATE, DELETE",
         &["processor_members", "dead_letters"],
     ),
-    ("SELECT, INSERT, DELETE", &["processed_events", "outbox"]),
+    ("SELECT, INSERT, DELETE", &["processed_events"]),
     ("SELECT, INSERT", &["orders"]),
-    ("USAGE", &["outbox_seq_seq"]),
 ];
 const NOTIFIER: Privileges = &[
     MIGRATIONS,
@@ -134,7 +133,6 @@ const DASHBOARD: Privileges = &[
         &[
             "processed_events",
             "dead_letters",
-            "outbox",
             "retries",
             "products",
             "orders",

@@ -128,6 +128,15 @@ async fn measure() -> anyhow::Result<()> {
     // The same size of message the pipeline publishes.
     let sample = br#"{"event_id":"01a20076-5a6b-7e8a-9d36-7c0b1f3e5a2d","product_id":"p-1234","price":49.99,"stock":100,"occurred_at":"2026-11-21T23:40:22.265192Z","received_at":"2026-11-21T23:40:22.265192Z"}"#;
     let raw_seconds = if options.quick { 3 } else { 10 };
+    // The broker's and the client's (this process's) CPU per message of the raw round trip:
+    // what one message through a quorum queue costs at the least.
+    let raw_cpu = || {
+        [
+            probe::cpu_micros_named("beam.smp"),
+            probe::cpu_micros(std::process::id()),
+        ]
+    };
+    let raw_cpu_before = raw_cpu();
     let raw_rate = raw::round_trip(
         backends.amqp[0].clone(),
         &format!("{}.raw", backends.namespace.as_str()),
@@ -135,6 +144,13 @@ async fn measure() -> anyhow::Result<()> {
         Duration::from_secs(raw_seconds),
     )
     .await?;
+    let raw_cpu_after = raw_cpu();
+    let raw_messages = (raw_rate * raw_seconds as f64).max(1.0);
+    let [raw_broker, raw_client] = [0, 1].map(|i| {
+        raw_cpu_after[i]
+            .zip(raw_cpu_before[i])
+            .map(|(a, b)| (a - b) as f64 / raw_messages)
+    });
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
 
     let mut mix = Mix::new(backends.namespace.as_str(), 7);
@@ -296,6 +312,11 @@ async fn measure() -> anyhow::Result<()> {
     println!("| figure | value |\n| --- | --- |");
     println!(
         "| raw broker round trip (publish with confirms, consume with acks, quorum queue) | {raw_rate:.0} msg/s |"
+    );
+    println!(
+        "| CPU per message of the raw round trip: broker / client | {} / {} |",
+        us(raw_broker),
+        us(raw_client)
     );
     println!(
         "| pipeline max sustained rate ({} shards) | {max} events/s |",

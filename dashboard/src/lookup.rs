@@ -84,10 +84,11 @@ fn announced(row: &Value, id: &str) -> Vec<Value> {
             id: id.parse().ok()?,
         })
     })();
-    let types = row["announced"].as_array().into_iter().flatten();
-    types
-        .filter_map(|t| {
-            let kind = EventType::parse(t.as_str()?)?;
+    let bodies = row["announcements"].as_array().into_iter().flatten();
+    bodies
+        .filter_map(|body| {
+            let body: Value = serde_json::from_str(body.as_str()?).ok()?;
+            let kind = EventType::parse(body["type"].as_str()?)?;
             let id = key
                 .as_ref()
                 .map(|key| DownstreamId::of(key, kind).to_string());
@@ -184,6 +185,11 @@ async fn event(
         .await
         .map_err(db)?;
     let downstream: Vec<Value> = applied.iter().flat_map(|row| announced(row, &id)).collect();
+    for row in &mut applied {
+        if let Some(fields) = row.as_object_mut() {
+            fields.remove("announcements");
+        }
+    }
     let retries = shared::processor::retries::of(pool, &id)
         .await
         .map_err(db)?;

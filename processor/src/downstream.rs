@@ -35,7 +35,7 @@ pub struct Pending {
 /// skipped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unreadable {
-    /// Its source event (`kind:owner:id`), as the announcement's own id cannot be known.
+    /// Its source event's id (the announcement's own cannot be known): its message id.
     pub id: String,
     /// Its routing key.
     pub routing_key: String,
@@ -154,10 +154,10 @@ pub async fn pending(
         match again(kind, &owner, &id, &body) {
             Ok(pending) => readable.push(pending),
             Err(error) => unreadable.push(Unreadable {
-                id: format!("{}:{owner}:{id}", kind.as_str()),
                 routing_key: routing_key(&body),
                 body: body.into_bytes(),
-                error,
+                error: format!("kept by the {} {id:?} of {owner:?}: {error}", kind.as_str()),
+                id,
             }),
         }
     }

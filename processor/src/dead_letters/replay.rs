@@ -37,7 +37,7 @@ const CHUNK: i64 = 100;
 /// What replaying a dead letter would do, in words.
 pub fn effect(dead: &DeadLetter, already_applied: bool) -> &'static str {
     if already_applied {
-        "none: the event was applied before; the pipeline will recognise it"
+        "not applied again (the event was applied before); its downstream events are published again"
     } else if dead.reason == Reason::Unparseable {
         "none: it will be dead-lettered again unless the pipeline now understands it"
     } else {

@@ -1,7 +1,19 @@
 //! Downstream events on the `{ns}.events` topic exchange, and their emission surviving a
 //! processor that dies between commit and publish.
 
+use std::time::Duration;
+
 use lapin::Consumer;
+use processor::{
+    shards::{Fence, leases},
+    store::{self, StoreError},
+};
+use shared::{
+    config::Backends,
+    connect::postgres::{Tables, migrated},
+    contract::Ingest,
+};
+use sqlx::PgPool;
 
 use crate::helpers::{Pipeline, WAIT, downstream_of_order, downstream_of_update, spawn_pipeline};
 
@@ -188,5 +200,160 @@ async fn a_kept_event_this_version_cannot_read_is_dead_lettered_and_the_shard_mo
         .accept(r#"{"product_id": "crash-1", "stock": 8}"#)
         .await;
     pipeline.product_when("crash-1", |p| p["stock"] == 8).await;
+    // Set aside once, not once per return of a source that was never settled.
+    pipeline.dead_letters(1).await;
     pipeline.stop().await;
+}
+
+/// The sandbox's schema, migrated, and this test's fence on its one shard: batches applied
+/// straight through the store. The pool's connections are named after the namespace.
+async fn fenced(backends: &Backends) -> (PgPool, Fence) {
+    let options = backends
+        .database
+        .clone()
+        .application_name(backends.namespace.as_str());
+    let pool = migrated(&options, &backends.namespace, &Tables::ALL, 4)
+        .await
+        .expect("PostgreSQL is reachable");
+    leases::prepare(&pool, 1).await.expect("lease rows");
+    let lease = leases::claim(&pool, "me", 1, 1, Duration::from_secs(60))
+        .await
+        .expect("claimed");
+    let fence = Fence {
+        member: "me".into(),
+        lease: lease[0],
+    };
+    (pool, fence)
+}
+
+/// A product update by the test's key with these fields, occurred at that minute.
+fn update(id: &str, fields: &str, minute: u8) -> Ingest {
+    let at = format!("2026-01-01T00:{minute:02}:00Z");
+    let body = format!(
+        r#"{{"event_id": "{id}", "owner": "tester", {fields}, "occurred_at": "{at}", "received_at": "{at}"}}"#
+    );
+    Ingest::decode(Some("product.update"), body.as_bytes()).expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_inbox_row_of_a_batch_keeps_exactly_the_events_its_event_caused() {
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let (pool, fence) = fenced(&sandbox.backends()).await;
+    // Two events, one, none (stale) and one, in one batch: the rows' slices of one array.
+    let items = [
+        update("mix-1", r#""product_id": "mix-a", "stock": 20"#, 1),
+        update("mix-2", r#""product_id": "mix-a", "stock": 5"#, 3),
+        update("mix-3", r#""product_id": "mix-a", "stock": 9"#, 2),
+        update("mix-4", r#""product_id": "mix-b", "price": 4.5"#, 1),
+    ];
+    let batch = store::apply(&pool, &items, 10, &fence)
+        .await
+        .expect("applied");
+    let kept: Vec<(String, Option<Vec<String>>)> =
+        sqlx::query_as("SELECT event_id, announcements FROM processed_events ORDER BY event_id")
+            .fetch_all(&pool)
+            .await
+            .expect("the inbox");
+    let caused = |id: &str| -> Option<Vec<String>> {
+        let bodies: Vec<String> = batch
+            .emitted
+            .iter()
+            .filter(|e| e.source.id.as_str() == id)
+            .map(|e| String::from_utf8(e.announcement.body()).expect("UTF-8"))
+            .collect();
+        (!bodies.is_empty()).then_some(bodies)
+    };
+    let types = |bodies: &Option<Vec<String>>| -> Vec<String> {
+        bodies
+            .iter()
+            .flatten()
+            .map(|b| {
+                serde_json::from_str::<serde_json::Value>(b).expect("JSON")["type"].to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        kept.iter()
+            .map(|(id, bodies)| (id.as_str(), types(bodies)))
+            .collect::<Vec<_>>(),
+        [
+            ("mix-1", vec![r#""product.updated""#.to_owned()]),
+            (
+                "mix-2",
+                vec![
+                    r#""product.updated""#.to_owned(),
+                    r#""stock.low""#.to_owned()
+                ]
+            ),
+            ("mix-3", vec![]),
+            ("mix-4", vec![r#""product.updated""#.to_owned()]),
+        ]
+    );
+    for (id, bodies) in &kept {
+        assert_eq!(*bodies, caused(id), "{id}: the bytes published");
+    }
+    // Again: every event a duplicate, nothing written, nothing new caused.
+    let again = store::apply(&pool, &items, 10, &fence)
+        .await
+        .expect("applied");
+    assert!(
+        again
+            .outcomes
+            .iter()
+            .all(|o| *o == store::Outcome::Duplicate)
+    );
+    assert!(again.emitted.is_empty());
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_another_transaction_records_meanwhile_leaves_the_batch_unwritten() {
+    let sandbox = testkit::sandbox::Sandbox::new();
+    let backends = sandbox.backends();
+    let (pool, fence) = fenced(&backends).await;
+    // Another transaction records the event (as one on another shard would, for the same id
+    // sent for another product) and has not committed yet.
+    let mut other = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO processed_events (event_id, kind, owner, product_id, occurred_at,
+                                       received_at)
+         VALUES ('same', 'product.update', 'tester', 'elsewhere', now(), now())",
+    )
+    .execute(&mut *other)
+    .await
+    .expect("recorded");
+    let items = [update("same", r#""product_id": "race-a", "stock": 3"#, 1)];
+    let applying = tokio::spawn({
+        let (pool, items, fence) = (pool.clone(), items.clone(), fence.clone());
+        async move { store::apply(&pool, &items, 10, &fence).await }
+    });
+    // The batch found the event new, and its insert waits on the other's row.
+    testkit::wait::eventually("the batch to wait on the other's row", WAIT, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = $1 AND wait_event_type = 'Lock'
+               AND query LIKE 'INSERT INTO processed_events%'",
+        )
+        .bind(backends.namespace.as_str())
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (waiting == 1).then_some(())
+    })
+    .await;
+    other.commit().await.expect("committed");
+    let raced = applying.await.expect("joined");
+    assert!(matches!(raced, Err(StoreError::Raced)), "{raced:?}");
+    let created: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM products WHERE product_id = 'race-a'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(created, 0, "nothing of the batch written");
+    // Retried, as a hold does, it is a duplicate.
+    let again = store::apply(&pool, &items, 10, &fence)
+        .await
+        .expect("applied");
+    assert_eq!(again.outcomes, [store::Outcome::Duplicate]);
+    pool.close().await;
 }

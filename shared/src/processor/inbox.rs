@@ -6,13 +6,12 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 /// The inbox rows of the event `id`, of every kind and owner (at most 20), as a JSON array;
-/// `announced` is the types of the downstream events each caused (`null` for a body that does
-/// not name one).
+/// `announcements` is the bodies of the downstream events each caused (`null` for none).
 pub async fn applied(pool: &PgPool, id: &str) -> Result<Value, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT coalesce(json_agg(t), '[]') FROM (
              SELECT kind, owner, product_id, occurred_at, received_at, processed_at,
-                    ARRAY(SELECT a::jsonb ->> 'type' FROM unnest(announcements) a) AS announced
+                    announcements
              FROM processed_events WHERE event_id = $1 ORDER BY kind, owner LIMIT 20) t",
     )
     .bind(id)

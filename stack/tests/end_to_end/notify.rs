@@ -135,6 +135,14 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     )
     .await;
     wait_inbox(&backends, 2).await;
+    // Committed, then held refreshing the cache: its publish is not made.
+    let metrics = format!("http://{}", killable.addr());
+    testkit::wait::eventually("the processor to hold its batch", WAIT, || async {
+        let text = testkit::metrics::scrape(&client, &metrics).await;
+        let holds = testkit::metrics::counter(&text, shared::metric::HOLDS_TOTAL, "");
+        (holds >= 1.0).then_some(())
+    })
+    .await;
     killable.kill().await;
 
     let pool = testkit::postgres::pool(&backends).await;

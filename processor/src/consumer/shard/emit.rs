@@ -133,7 +133,7 @@ impl ShardHandler {
         channel: &Channel,
         row: &downstream::Unreadable,
     ) -> anyhow::Result<()> {
-        tracing::error!(source = %row.id, error = %row.error, "A kept downstream event cannot be read; dead-lettering it.");
+        tracing::error!(event_id = %row.id, error = %row.error, "A kept downstream event cannot be read; dead-lettering it.");
         let properties = lapin::BasicProperties::default()
             .with_content_type("application/json".into())
             .with_message_id(row.id.as_str().into());

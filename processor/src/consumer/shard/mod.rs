@@ -228,7 +228,7 @@ impl ShardHandler {
     /// their acknowledgement to the second stage ([`Settling`]).
     async fn leave_settling(&self, at: Consuming<'_>, applied: Vec<Decoded>, handled: Handled) {
         let mut sources = Vec::with_capacity(applied.len());
-        let mut duplicates = Vec::new();
+        let (mut duplicates, mut applied_here) = (Vec::new(), Vec::new());
         let mut run = Run::default();
         for (decoded, outcome) in applied.into_iter().zip(handled.outcomes) {
             let Decoded {
@@ -245,6 +245,8 @@ impl ShardHandler {
             }
             if outcome == Outcome::Duplicate {
                 duplicates.push(item.key());
+            } else {
+                applied_here.push(item.key());
             }
             run.push(pending);
             sources.push((item.key(), span));
@@ -252,6 +254,10 @@ impl ShardHandler {
         if sources.is_empty() {
             return;
         }
+        // What this batch applied is published from `emitted`; a repeated key is read once.
+        duplicates.sort_unstable();
+        duplicates.dedup();
+        duplicates.retain(|key| !applied_here.contains(key));
         let settling = Settling {
             shard: self.clone(),
             channel: at.channel.clone(),

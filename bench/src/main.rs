@@ -145,13 +145,27 @@ async fn measure() -> anyhow::Result<()> {
     )
     .await?;
     let raw_cpu_after = raw_cpu();
-    let raw_messages = (raw_rate * raw_seconds as f64).max(1.0);
-    let [raw_broker, raw_client] = [0, 1].map(|i| {
-        raw_cpu_after[i]
-            .zip(raw_cpu_before[i])
-            .map(|(a, b)| (a - b) as f64 / raw_messages)
-    });
+    let per_message = |before: [Option<u64>; 2], after: [Option<u64>; 2], rate: f64| {
+        let messages = (rate * raw_seconds as f64).max(1.0);
+        [0, 1].map(|i| {
+            after[i]
+                .zip(before[i])
+                .map(|(a, b)| (a - b) as f64 / messages)
+        })
+    };
+    let [raw_broker, raw_client] = per_message(raw_cpu_before, raw_cpu_after, raw_rate);
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
+    // And a confirmed publish no queue takes (a downstream event nobody is bound to).
+    let unrouted_cpu_before = raw_cpu();
+    let unrouted_rate = raw::unrouted(
+        backends.amqp[0].clone(),
+        &format!("{}.unrouted", backends.namespace.as_str()),
+        sample,
+        Duration::from_secs(raw_seconds),
+    )
+    .await?;
+    let [unrouted_broker, unrouted_client] =
+        per_message(unrouted_cpu_before, raw_cpu(), unrouted_rate);
 
     let mut mix = Mix::new(backends.namespace.as_str(), 7);
     let warm = pipeline.offer(&mut mix, 100, Duration::from_secs(2)).await;
@@ -317,6 +331,11 @@ async fn measure() -> anyhow::Result<()> {
         "| CPU per message of the raw round trip: broker / client | {} / {} |",
         us(raw_broker),
         us(raw_client)
+    );
+    println!(
+        "| confirmed publishes to an exchange no queue is bound to; CPU per message: broker / client | {unrouted_rate:.0} msg/s; {} / {} |",
+        us(unrouted_broker),
+        us(unrouted_client)
     );
     println!(
         "| pipeline max sustained rate ({} shards) | {max} events/s |",

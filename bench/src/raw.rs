@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use lapin::{
-    BasicProperties, Connection, ConnectionProperties,
+    BasicProperties, Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
+        BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -17,6 +17,100 @@ use lapin::{
 /// Publishers, and confirms each keeps in flight.
 const PUBLISHERS: usize = 4;
 const IN_FLIGHT: usize = 128;
+
+/// Publishes persistent `payload`s to `exchange` with `routing_key` until `deadline`, from
+/// [`PUBLISHERS`] channels with [`IN_FLIGHT`] confirms in flight each; how many were confirmed.
+async fn publish_until(
+    connection: &Connection,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    deadline: Instant,
+) -> anyhow::Result<u64> {
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let (payload, exchange, key) = (
+            payload.to_vec(),
+            exchange.to_owned(),
+            routing_key.to_owned(),
+        );
+        publishers.push(tokio::spawn(async move {
+            let (mut pending, mut confirmed) = (FuturesUnordered::new(), 0u64);
+            while Instant::now() < deadline {
+                while pending.len() < IN_FLIGHT {
+                    let confirm = channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &payload,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await?;
+                    pending.push(confirm);
+                }
+                if let Some(done) = pending.next().await {
+                    done?;
+                    confirmed += 1;
+                }
+            }
+            while let Some(done) = pending.next().await {
+                done?;
+                confirmed += 1;
+            }
+            anyhow::Ok(confirmed)
+        }));
+    }
+    let mut confirmed = 0;
+    for publisher in publishers {
+        confirmed += publisher.await?.context("publishing")?;
+    }
+    Ok(confirmed)
+}
+
+/// Messages per second published with confirms to a topic exchange no queue is bound to, over
+/// `duration`: what the broker does for a downstream event nobody subscribed to.
+pub async fn unrouted(
+    uri: lapin::uri::AMQPUri,
+    exchange: &str,
+    payload: &[u8],
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await?;
+    let setup = connection.create_channel().await?;
+    setup
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let published = publish_until(
+        &connection,
+        exchange,
+        "product.updated",
+        payload,
+        started + duration,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    setup
+        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+        .await
+        .context("deleting the exchange")?;
+    connection
+        .close(200, "unrouted done".into())
+        .await
+        .context("closing")?;
+    drop(setup);
+    Ok(published as f64 / seconds)
+}
 
 /// Messages per second through publish-with-confirms and consume-with-acks on a quorum queue,
 /// over `duration`, with `payload`-sized persistent messages.
@@ -68,41 +162,8 @@ pub async fn round_trip(
         anyhow::Ok((consumed, consumer))
     });
 
-    let mut publishers = Vec::new();
-    for _ in 0..PUBLISHERS {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let (payload, queue) = (payload.to_vec(), queue.to_owned());
-        publishers.push(tokio::spawn(async move {
-            let mut pending = FuturesUnordered::new();
-            while Instant::now() < deadline {
-                while pending.len() < IN_FLIGHT {
-                    let confirm = channel
-                        .basic_publish(
-                            "".into(),
-                            queue.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &payload,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await?;
-                    pending.push(confirm);
-                }
-                if let Some(confirmed) = pending.next().await {
-                    confirmed?;
-                }
-            }
-            while let Some(confirmed) = pending.next().await {
-                confirmed?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for publisher in publishers {
-        publisher.await?.context("publishing")?;
-    }
+    let published = publish_until(&connection, "", queue, payload, deadline).await?;
+    anyhow::ensure!(published > 0, "nothing was published");
     let (consumed, consumer) = consuming.await?.context("consuming")?;
     connection
         .close(200, "baseline done".into())

@@ -6,7 +6,8 @@
 use std::{borrow::Cow, collections::HashMap};
 
 use axum::{
-    extract::rejection::JsonRejection,
+    Json,
+    extract::{FromRequest, Request, rejection::JsonRejection},
     http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -225,6 +226,20 @@ pub fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::BadRequest {
         message: message.into(),
         field: Some(field.to_owned()),
+    }
+}
+
+/// A request's JSON body as `T`; one that is not is refused as [`bad_body`] answers it.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(body) = Json::from_request(request, state)
+            .await
+            .map_err(|rejection| bad_body(&rejection))?;
+        Ok(Self(body))
     }
 }
 

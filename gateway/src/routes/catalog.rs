@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use super::{
     AppState,
-    ingest::{Claim, Ingest, answer, claim, idempotency_key, publish_claimed, release},
+    ingest::{Claim, Ingest, Refused, claim, idempotency_key, publish_claimed, release},
     products::read,
 };
 use crate::{
@@ -51,17 +51,12 @@ use crate::{
 pub async fn post_product(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ingest: Ingest,
-) -> Response {
-    answer(create(&state, &caller, ingest).await)
-}
-
-async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Response, ApiError> {
-    let Ingest {
+    Ingest {
         received_at,
         headers,
         body,
-    } = ingest;
+    }: Ingest,
+) -> Result<Response, Refused> {
     let key = idempotency_key(&headers)?;
     let request = parse_new_product(&body)?;
     let key = key.map(|id| EventKey {
@@ -69,7 +64,7 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
         owner: caller.owner.clone(),
         id,
     });
-    let lease = match claim(state, key.as_ref(), &request.fingerprint).await? {
+    let lease = match claim(&state, key.as_ref(), &request.fingerprint).await? {
         Claim::Replay(response) => return Ok(response),
         Claim::Lease(lease) => lease,
     };
@@ -77,18 +72,18 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
         .product_id
         .clone()
         .unwrap_or_else(ProductId::generate);
-    let unpriced = match may_set_price_and_stock(state, caller, &id).await {
+    let unpriced = match may_set_price_and_stock(&state, &caller, &id).await {
         Ok(unpriced) => unpriced,
         Err(error) => {
-            release(state, lease).await;
-            return Err(error);
+            release(&state, lease).await;
+            return Err(error.into());
         }
     };
-    let entry = match store(state, &id, &request, to_micros(received_at)).await {
+    let entry = match store(&state, &id, &request, to_micros(received_at)).await {
         Ok(entry) => entry,
         Err(error) => {
-            release(state, lease).await;
-            return Err(error);
+            release(&state, lease).await;
+            return Err(error.into());
         }
     };
     let message = NewProduct(ProductUpdate {
@@ -110,9 +105,9 @@ async fn create(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
         body: serde_json::to_string(&product).expect("a product always serialises"),
     };
     let trace = shared::trace::from_http(&headers);
-    let response = publish_claimed(state, lease, &message, answer, &trace).await?;
+    let response = publish_claimed(&state, lease, &message, answer, &trace).await?;
     if unpriced {
-        show_until_applied(state, &message.0).await;
+        show_until_applied(&state, &message.0).await;
     }
     Ok(response)
 }
@@ -208,8 +203,8 @@ pub async fn patch_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ingest: Ingest,
-) -> Response {
-    answer(change(&state, &id, &ingest.body).await)
+) -> Result<Response, Refused> {
+    Ok(change(&state, &id, &ingest.body).await?)
 }
 
 async fn change(state: &AppState, id: &str, body: &[u8]) -> Result<Response, ApiError> {

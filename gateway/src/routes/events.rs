@@ -3,11 +3,11 @@
 use axum::{Extension, extract::State, response::Response};
 use serde_json::json;
 
-use shared::{api::ApiError, auth::Caller, contract::ProductUpdate, model::EventId};
+use shared::{auth::Caller, contract::ProductUpdate, model::EventId};
 
 use super::{
     AppState,
-    ingest::{Ingest, answer, idempotency_key, publish_once},
+    ingest::{Ingest, Refused, idempotency_key, publish_once},
 };
 use crate::request::{parse_event, to_micros};
 
@@ -25,17 +25,12 @@ use crate::request::{parse_event, to_micros};
 pub async fn post_event(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ingest: Ingest,
-) -> Response {
-    answer(accept(&state, &caller, ingest).await)
-}
-
-async fn accept(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Response, ApiError> {
-    let Ingest {
+    Ingest {
         received_at,
         headers,
         body,
-    } = ingest;
+    }: Ingest,
+) -> Result<Response, Refused> {
     let header_key = idempotency_key(&headers)?;
     let request = parse_event(&body, received_at)?;
     let key = match (header_key, request.event_id.clone()) {
@@ -43,7 +38,8 @@ async fn accept(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
             return Err(shared::api::bad(
                 "event_id",
                 "event_id differs from the Idempotency-Key header",
-            ));
+            )
+            .into());
         }
         (h, b) => h.or(b),
     };
@@ -60,13 +56,13 @@ async fn accept(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
     };
     let accepted = json!({ "event_id": update.event_id, "status": "accepted" });
     let trace = shared::trace::from_http(&headers);
-    publish_once(
-        state,
+    Ok(publish_once(
+        &state,
         key.as_ref(),
         &request.fingerprint,
         &update,
         accepted,
         &trace,
     )
-    .await
+    .await?)
 }

@@ -25,7 +25,7 @@ use shared::{
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
-use super::{AppState, ingest::answer};
+use super::{AppState, ingest::Refused};
 use crate::publisher::PublishError;
 
 /// Largest image taken (413 above).
@@ -84,8 +84,8 @@ pub async fn post_image(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    answer(accept(&state, &id, &headers, body).await)
+) -> Result<Response, Refused> {
+    Ok(accept(&state, &id, &headers, body).await?)
 }
 
 /// Room in memory for an upload: its declared length (the most an image may be without one),

@@ -23,13 +23,21 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The response header marking a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
-/// The response to a write: the answer, or the error (counted by reason).
-pub fn answer(result: Result<Response, ApiError>) -> Response {
-    result.unwrap_or_else(|error| {
-        metrics::counter!(shared::metric::EVENTS_REJECTED_TOTAL, "reason" => error.reason())
+/// A write refused: its error, counted by reason when it is answered.
+pub struct Refused(ApiError);
+
+impl<E: Into<ApiError>> From<E> for Refused {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        metrics::counter!(shared::metric::EVENTS_REJECTED_TOTAL, "reason" => self.0.reason())
             .increment(1);
-        error.into_response()
-    })
+        self.0.into_response()
+    }
 }
 
 /// A write request as received: when, its headers, and its body, declared as JSON and within
@@ -50,7 +58,7 @@ impl<S: Send + Sync> FromRequest<S> for Ingest {
         let received_at = OffsetDateTime::now_utc();
         let headers = request.headers().clone();
         let body = Bytes::from_request(request, state).await;
-        let body = json_body(&headers, body).map_err(|e| answer(Err(e)))?;
+        let body = json_body(&headers, body).map_err(|e| Refused(e).into_response())?;
         Ok(Self {
             received_at,
             headers,

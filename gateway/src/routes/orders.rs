@@ -23,7 +23,7 @@ use shared::{
 
 use super::{
     AppState,
-    ingest::{Ingest, answer, publish_once},
+    ingest::{Ingest, Refused, publish_once},
 };
 
 use crate::request::parse_order;
@@ -41,11 +41,7 @@ pub async fn post_order(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ingest: Ingest,
-) -> Response {
-    answer(accept(&state, &caller, ingest).await)
-}
-
-async fn accept(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Response, ApiError> {
+) -> Result<Response, Refused> {
     let request = parse_order(&ingest.body)?;
     let received_at = ingest.received_at;
     let order = OrderPlaced {
@@ -59,7 +55,7 @@ async fn accept(state: &AppState, caller: &Caller, ingest: Ingest) -> Result<Res
     };
     let accepted = json!({ "order_id": order.order_id, "status": "pending" });
     let response = publish_once(
-        state,
+        &state,
         Some(&order.event_id),
         &request.fingerprint,
         &order,

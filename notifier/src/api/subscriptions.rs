@@ -6,14 +6,14 @@ use std::collections::HashMap;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State, rejection::JsonRejection},
+    extract::{Path, Query, State},
     http::StatusCode,
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use shared::{
-    api::{ApiError, bad, bad_body, db, found, list_page, only_params, pool},
+    api::{ApiError, JsonBody, bad, db, found, list_page, only_params, pool},
     connect::postgres::Database,
     contract::EventType,
 };
@@ -181,9 +181,8 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     ))]
 pub(crate) async fn create(
     State(api): State<Api>,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let Json(body) = body.map_err(|e| bad_body(&e))?;
     let new = validate(&body)?;
     let url = reqwest::Url::parse(&new.url).map_err(|e| bad("url", e.to_string()))?;
     api.egress
@@ -354,10 +353,9 @@ pub struct TestSent {
 pub(crate) async fn send_test(
     State(api): State<Api>,
     Path(id): Path<String>,
-    body: Result<Json<TestEvent>, JsonRejection>,
+    JsonBody(body): JsonBody<TestEvent>,
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
     let id = parse_id(&id)?;
-    let Json(body) = body.map_err(|e| bad_body(&e))?;
     let subscription = enabled(&api.database, id).await?;
     let wanted = body
         .event_type
@@ -434,10 +432,9 @@ pub struct Recovered {
 pub(crate) async fn recover(
     State(api): State<Api>,
     Path(id): Path<String>,
-    body: Result<Json<RecoverFrom>, JsonRejection>,
+    JsonBody(body): JsonBody<RecoverFrom>,
 ) -> Result<(StatusCode, Json<Recovered>), ApiError> {
     let id = parse_id(&id)?;
-    let Json(body) = body.map_err(|e| bad_body(&e))?;
     let since = OffsetDateTime::parse(&body.since, &time::format_description::well_known::Rfc3339)
         .map_err(|_| {
             bad(

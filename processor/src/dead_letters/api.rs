@@ -14,7 +14,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State, rejection::JsonRejection},
+    extract::{Path, Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -23,7 +23,7 @@ use lapin::Channel;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
-    api::{ApiError, bad, bad_body, db, found, list_page, only_params, time_param},
+    api::{ApiError, JsonBody, bad, db, found, list_page, only_params, time_param},
     connect::{amqp::Broker, postgres::Database},
     dead_letter::Reason,
     topology::Topology,
@@ -254,10 +254,7 @@ pub struct SelectionBody {
     dry_run: bool,
 }
 
-fn selection(
-    body: Result<Json<SelectionBody>, JsonRejection>,
-) -> Result<(Selection, bool), ApiError> {
-    let Json(body) = body.map_err(|e| bad_body(&e))?;
+fn selection(body: SelectionBody) -> Result<(Selection, bool), ApiError> {
     if body.ids.is_none() && !body.all {
         return Err(bad(
             "ids",
@@ -287,7 +284,7 @@ fn selection(
     ))]
 pub(crate) async fn replay(
     State(api): State<DeadLetterApi>,
-    body: Result<Json<SelectionBody>, JsonRejection>,
+    JsonBody(body): JsonBody<SelectionBody>,
 ) -> Result<Response, ApiError> {
     let (selection, dry_run) = selection(body)?;
     let pool = pool(&api)?;
@@ -398,7 +395,7 @@ pub(crate) async fn progress(
     responses((status = 200, description = "Removed (or would be)", body = Purged)))]
 pub(crate) async fn purge(
     State(api): State<DeadLetterApi>,
-    body: Result<Json<SelectionBody>, JsonRejection>,
+    JsonBody(body): JsonBody<SelectionBody>,
 ) -> Result<Json<Purged>, ApiError> {
     let (selection, dry_run) = selection(body)?;
     let pool = pool(&api)?;

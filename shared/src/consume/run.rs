@@ -8,7 +8,7 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::{
     Channel, Connection, Consumer,
     message::Delivery,
-    options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,24 @@ impl Source {
             .await?;
         Ok(Self { channel, consumer })
     }
+
+    /// Stops the broker pushing more: cancels the consumer and waits (up to [`CANCEL_WAIT`])
+    /// for the broker's answer. A consumer dropped while still active is cancelled by lapin on
+    /// its own, later; if the channel has started closing by then, lapin takes the failed
+    /// cancel for an error of the whole connection.
+    async fn cancel(&self) {
+        if self.channel.status().connected() {
+            let cancel = self
+                .channel
+                .basic_cancel(self.consumer.tag(), BasicCancelOptions::default());
+            let _ = tokio::time::timeout(CANCEL_WAIT, cancel).await;
+        }
+    }
 }
+
+/// How long a consumer stopped at shutdown waits for the broker to confirm its cancel: a broker
+/// that stopped answering leaves it to lapin.
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a consumer loop ended.
 #[derive(Debug)]
@@ -84,40 +101,56 @@ pub async fn run<H: DeliveryHandler>(
     let (later, second_stage) = Later::new();
     let ledger = Ledger::default();
     let first_stage = async move {
-        let mut carried = None;
-        loop {
-            let next = match carried.take() {
-                Some(next) => next,
-                None => tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return Ended::Shutdown,
-                    next = source.consumer.next() => next,
-                },
-            };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => match source.channel.wait_for_recovery(error).await {
-                    Ok(()) => continue,
-                    Err(error) => return Ended::Lost(error),
-                },
-                None if shutdown.is_cancelled() => return Ended::Shutdown,
-                None => return Ended::Cancelled,
-            };
-            let (batch, rest) = fill(&mut source.consumer, delivery).await;
-            let batch = ledger.receive_all(batch);
-            carried = rest;
-            let at = Consuming {
-                channel: &source.channel,
-                shutdown: &shutdown,
-                later: &later,
-            };
-            if !handler.on_batch(batch, at).await {
-                return Ended::Shutdown;
-            }
+        let ended = hand_over(&mut source, &*handler, &ledger, &later, &shutdown).await;
+        if matches!(ended, Ended::Shutdown) {
+            source.cancel().await;
         }
+        ended
     };
     let (ended, ()) = tokio::join!(first_stage, second_stage);
     ended
+}
+
+/// Hands the consumer's deliveries to `handler`, a batch at a time, until `shutdown` fires, the
+/// handler stops, or the consumer is gone.
+async fn hand_over<H: DeliveryHandler>(
+    source: &mut Source,
+    handler: &H,
+    ledger: &Ledger,
+    later: &Later,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let mut carried = None;
+    loop {
+        let next = match carried.take() {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ended::Shutdown,
+                next = source.consumer.next() => next,
+            },
+        };
+        let delivery = match next {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(error)) => match source.channel.wait_for_recovery(error).await {
+                Ok(()) => continue,
+                Err(error) => return Ended::Lost(error),
+            },
+            None if shutdown.is_cancelled() => return Ended::Shutdown,
+            None => return Ended::Cancelled,
+        };
+        let (batch, rest) = fill(&mut source.consumer, delivery).await;
+        let batch = ledger.receive_all(batch);
+        carried = rest;
+        let at = Consuming {
+            channel: &source.channel,
+            shutdown,
+            later,
+        };
+        if !handler.on_batch(batch, at).await {
+            return Ended::Shutdown;
+        }
+    }
 }
 
 /// What the consumer yields next: a delivery, a channel error, or its end.

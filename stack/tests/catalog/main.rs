@@ -56,6 +56,20 @@ async fn product_when(stack: &Stack, id: &str, check: impl Fn(&Value) -> bool) -
     .await
 }
 
+/// How many creations of `product` the inbox holds: how many were applied.
+async fn creations(stack: &Stack, product: &str) -> i64 {
+    let pool = testkit::postgres::pool(&stack.backends).await;
+    let count = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_events WHERE product_id = $1 AND kind = 'product.create'",
+    )
+    .bind(product)
+    .fetch_one(&pool)
+    .await
+    .expect("the inbox is readable");
+    pool.close().await;
+    count
+}
+
 fn shoe(id: &str) -> Value {
     json!({
         "product_id": id, "name": "Trail shoe", "description": "Light, with a deep grip.",
@@ -144,15 +158,11 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
         .send("/events", r#"{"product_id": "shoe-1", "stock": 13}"#)
         .await;
     product_when(&stack, "shoe-1", |p| p["stock"] == 13).await;
-    let pool = testkit::postgres::pool(&stack.backends).await;
-    let creations: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM processed_events WHERE product_id = 'shoe-1' AND kind = 'product.create'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("the inbox is readable");
-    assert_eq!(creations, 1, "the creation applied more than once");
-    pool.close().await;
+    assert_eq!(
+        creations(&stack, "shoe-1").await,
+        1,
+        "the creation applied more than once"
+    );
 
     // Without a product id, one is made.
     let mut bare = shoe("x");
@@ -261,14 +271,11 @@ async fn a_catalog_only_key_cannot_reprice_a_product_known_from_events() {
     product_when(&stack, "lamp-9", |p| p["stock"] == 0).await;
     // Applied in order on the product's shard: had the refused creation been published, it
     // would be in the inbox by now beside the allowed one.
-    let pool = testkit::postgres::pool(&stack.backends).await;
-    let creations: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM processed_events WHERE product_id = 'lamp-9' AND kind = 'product.create'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("count");
-    assert_eq!(creations, 1, "only the allowed creation was published");
+    assert_eq!(
+        creations(&stack, "lamp-9").await,
+        1,
+        "only the allowed creation was published"
+    );
     stack.stop().await;
 }
 

@@ -14,7 +14,7 @@ use crate::{
     config::Config,
     idempotency::Idempotency,
     publisher::{Channels, Publisher},
-    routes::{AppState, router},
+    routes::{AppState, Parts, router},
 };
 
 /// The gateway: [`Application::build`] binds and connects it.
@@ -63,7 +63,7 @@ impl Application {
                 }),
             );
         service.watch(&checks);
-        let state = AppState {
+        let state = AppState::from(Parts {
             publisher: Publisher::new(broker, topology, config.confirm_timeout),
             idempotency: Idempotency::new(
                 redis.clone(),
@@ -84,7 +84,7 @@ impl Application {
             database,
             namespace: backends.namespace.clone(),
             pending_order_ttl_seconds: config.idempotency_retention.as_secs().max(1),
-        };
+        });
         Ok(service.app(router(state), checks))
     }
 }

@@ -12,6 +12,8 @@ mod ingest;
 pub mod orders;
 pub mod products;
 
+use std::{ops::Deref, sync::Arc};
+
 use axum::{
     Json, Router,
     extract::DefaultBodyLimit,
@@ -26,9 +28,27 @@ use shared::{
 
 use crate::{idempotency::Idempotency, publisher::Publisher};
 
-/// What every handler shares.
+/// What every handler shares, behind one reference count: axum clones it for every request,
+/// so a clone is one atomic increment, not a copy of each part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl From<Parts> for AppState {
+    fn from(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Parts {
     /// Publishes to the broker with confirms.
     pub publisher: Publisher,
     /// Idempotency records.
@@ -48,7 +68,7 @@ pub struct AppState {
     /// Where image bytes are stored.
     pub objects: shared::objects::Objects,
     /// Room for image uploads in memory, in bytes ([`crate::Config::upload_memory`]).
-    pub uploads: std::sync::Arc<tokio::sync::Semaphore>,
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// Images a product may have ([`crate::Config::images_per_product`]).
     pub images_per_product: u32,
 }

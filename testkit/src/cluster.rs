@@ -195,21 +195,23 @@ impl Cluster {
     /// (what a rolling restart waits for before it stops the next node).
     pub async fn await_quorum_plus_one(&self, i: usize) -> anyhow::Result<()> {
         let timeout = NODE_TIMEOUT.as_secs().to_string();
-        let output = Command::new("rabbitmq-upgrade")
-            .args(["-q", "-n", &self.nodes[i].name])
-            .args(["await_online_quorum_plus_one", "-t", &timeout])
-            .output()
-            .await?;
+        let output = bounded(
+            Command::new("rabbitmq-upgrade")
+                .args(["-q", "-n", &self.nodes[i].name])
+                .args(["await_online_quorum_plus_one", "-t", &timeout]),
+        )
+        .await?;
         check("rabbitmq-upgrade await_online_quorum_plus_one", &output)
     }
 
     /// The node index leading each of `queues`, asked of running node `via`.
     pub async fn leaders(&self, via: usize, queues: &[String]) -> anyhow::Result<Vec<usize>> {
-        let output = Command::new("rabbitmqctl")
-            .args(["-q", "-n", &self.nodes[via].name, "list_queues"])
-            .args(["--no-table-headers", "name", "leader"])
-            .output()
-            .await?;
+        let output = bounded(
+            Command::new("rabbitmqctl")
+                .args(["-q", "-n", &self.nodes[via].name, "list_queues"])
+                .args(["--no-table-headers", "name", "leader"]),
+        )
+        .await?;
         check("rabbitmqctl list_queues", &output)?;
         let by_queue: BTreeMap<&str, &str> = std::str::from_utf8(&output.stdout)?
             .lines()
@@ -237,17 +239,18 @@ impl Cluster {
     /// never settle them.
     pub async fn census(&self, via: usize, prefix: &str) -> anyhow::Result<Vec<String>> {
         let name = &self.nodes[via].name;
-        let output = Command::new("rabbitmqctl")
-            .args(["-q", "-n", name, "list_queues", "--no-table-headers"])
-            .args([
-                "name",
-                "messages",
-                "messages_ready",
-                "messages_unacknowledged",
-            ])
-            .arg("consumers")
-            .output()
-            .await?;
+        let output = bounded(
+            Command::new("rabbitmqctl")
+                .args(["-q", "-n", name, "list_queues", "--no-table-headers"])
+                .args([
+                    "name",
+                    "messages",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                ])
+                .arg("consumers"),
+        )
+        .await?;
         check("rabbitmqctl list_queues", &output)?;
         let mut lines: Vec<String> = std::str::from_utf8(&output.stdout)?
             .lines()
@@ -264,11 +267,12 @@ impl Cluster {
                 })
             })
             .collect();
-        let output = Command::new("rabbitmqctl")
-            .args(["-q", "-n", name, "list_channels", "--no-table-headers"])
-            .arg("messages_unacknowledged")
-            .output()
-            .await?;
+        let output = bounded(
+            Command::new("rabbitmqctl")
+                .args(["-q", "-n", name, "list_channels", "--no-table-headers"])
+                .arg("messages_unacknowledged"),
+        )
+        .await?;
         check("rabbitmqctl list_channels", &output)?;
         let held: u64 = std::str::from_utf8(&output.stdout)?
             .lines()
@@ -394,28 +398,44 @@ impl Node {
     async fn launch(&self) -> anyhow::Result<()> {
         // A killed node leaves its pid file behind: waiting must not find the old one.
         let _ = std::fs::remove_file(self.pid_file());
-        let output = Command::new("rabbitmq-server")
-            .arg("-detached")
-            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
-            .output()
-            .await?;
+        let output = bounded(
+            Command::new("rabbitmq-server")
+                .arg("-detached")
+                .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf")),
+        )
+        .await?;
         check("rabbitmq-server -detached", &output)
     }
 }
 
 /// `rabbitmqctl -q -n <node> <args>`, failing with its output.
 async fn ctl(node: &str, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("rabbitmqctl")
-        .args(["-q", "-n", node])
-        .args(args)
-        .output()
-        .await?;
+    let output = bounded(
+        Command::new("rabbitmqctl")
+            .args(["-q", "-n", node])
+            .args(args),
+    )
+    .await?;
     check(&format!("rabbitmqctl {}", args.join(" ")), &output)
 }
 
 async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(program).args(args).output().await?;
+    let output = bounded(Command::new(program).args(args)).await?;
     check(program, &output)
+}
+
+/// How long any one command the harness runs may take: past the longest wait it is told of
+/// ([`NODE_TIMEOUT`]), so a node that stopped answering fails the run instead of holding it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(NODE_TIMEOUT.as_secs() + 60);
+
+/// Runs `command` to its end, or kills it after [`COMMAND_TIMEOUT`] and says so.
+async fn bounded(command: &mut Command) -> anyhow::Result<std::process::Output> {
+    let what = format!("{:?}", command.as_std());
+    let running = command.kill_on_drop(true).output();
+    tokio::time::timeout(COMMAND_TIMEOUT, running)
+        .await
+        .with_context(|| format!("{what} took over {COMMAND_TIMEOUT:?}"))?
+        .with_context(|| format!("{what} could not run"))
 }
 
 fn check(what: &str, output: &std::process::Output) -> anyhow::Result<()> {

@@ -743,8 +743,13 @@ async fn poison(backends: &Backends) {
     }
 }
 
+/// How long a request may go unaccepted before the run gives up on the pipeline: longer than
+/// any fault of any run keeps the gateways refusing (the longest, a node cut for 90 s).
+const STUCK: Duration = Duration::from_secs(300);
+
 /// Sends one keyed request until it gets a 202 (a client retrying with the same key), to each
-/// of `gateways` in turn.
+/// of `gateways` in turn. Panics, naming the last answer, when none accepts it within
+/// [`STUCK`]: a pipeline that never comes back fails the run rather than holding it forever.
 async fn send_until_accepted(
     client: &reqwest::Client,
     gateways: &[&Gateway],
@@ -753,6 +758,7 @@ async fn send_until_accepted(
     body: &str,
     counters: &Counters,
 ) {
+    let started = Instant::now();
     for attempt in 0.. {
         let gateway = gateways[attempt % gateways.len()];
         counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -789,6 +795,11 @@ async fn send_until_accepted(
                 gateway.unanswered.fetch_add(1, Ordering::Relaxed);
             }
         }
+        assert!(
+            started.elapsed() < STUCK,
+            "no gateway accepted {key} within {STUCK:?}; the last, {}, answered {answer:?}",
+            gateway.url
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -410,6 +410,17 @@ struct Running<'a> {
     shutdown: &'a CancellationToken,
 }
 
+/// Why the product's cache was not refreshed: PostgreSQL or Redis away.
+#[derive(Debug, thiserror::Error)]
+enum Unrefreshed {
+    /// The product's entry could not be read.
+    #[error("postgresql: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The cache did not take it.
+    #[error(transparent)]
+    Cache(#[from] shared::connect::redis::CommandError),
+}
+
 /// The variants made, and the delivery to settle once they are recorded and announced.
 struct Made {
     made: Variants,
@@ -517,13 +528,14 @@ impl Imager {
     /// false if shutdown came first.
     async fn finish(&self, at: Running<'_>) -> bool {
         let Running { job, shutdown, .. } = at;
+        // A read and a cache write carry nothing of the job's that could be refused: every
+        // failure is one of the two stores being away, and is held.
         let refreshed = hold(
             || async {
-                let pool = self.database.ready().map_err(|e| e.to_string())?;
-                let entry = shared::gateway::catalog::load(pool, &job.product_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.cache.put(&job.product_id, &Cached::of(entry)).await
+                let pool = self.database.ready()?;
+                let entry = shared::gateway::catalog::load(pool, &job.product_id).await?;
+                self.cache.put(&job.product_id, &Cached::of(entry)).await?;
+                Ok::<_, Unrefreshed>(())
             },
             |_| true,
             "product cache",

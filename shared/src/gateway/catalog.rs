@@ -13,7 +13,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    connect::redis::timed, contract::ProductView, model::ProductId, objects::Objects,
+    connect::redis::{CommandError, timed},
+    contract::ProductView, model::ProductId, objects::Objects,
     processor::products::StateCache, topology::Namespace,
 };
 
@@ -282,7 +283,7 @@ impl Cache {
     }
 
     /// Caches `record` for `id` unless a newer one is there.
-    pub async fn put(&self, id: &ProductId, record: &Cached) -> Result<(), String> {
+    pub async fn put(&self, id: &ProductId, record: &Cached) -> Result<(), CommandError> {
         let mut redis = self.redis.clone();
         let json = serde_json::to_string(record).expect("a cache record always serialises");
         let mut invocation = self.put.key(self.key(id));
@@ -293,6 +294,5 @@ impl Cache {
         timed(invocation.invoke_async::<i64>(&mut redis))
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
     }
 }

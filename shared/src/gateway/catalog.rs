@@ -14,8 +14,11 @@ use uuid::Uuid;
 
 use crate::{
     connect::redis::{CommandError, timed},
-    contract::ProductView, model::ProductId, objects::Objects,
-    processor::products::StateCache, topology::Namespace,
+    contract::ProductView,
+    model::ProductId,
+    objects::Objects,
+    processor::products::StateCache,
+    topology::Namespace,
 };
 
 /// A product's details as stored, with the revision that counts its changes.

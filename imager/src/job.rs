@@ -573,11 +573,12 @@ impl Imager {
                 image_id: job.image_id,
             }),
         };
+        let body = announcement.body();
         let sending = send_announcement(
             channel,
             &self.topology,
             "imager",
-            &announcement,
+            (&announcement, &body),
             span.context(),
         );
         sending.await?.confirmed().await.map(drop)

@@ -29,6 +29,21 @@ pub struct Pending {
     pub source: EventKey,
     /// The event.
     pub announcement: Announcement,
+    /// Its body, made once: what its source's inbox row keeps and what is published, the same
+    /// bytes (for a kept one, the bytes first published).
+    pub body: String,
+}
+
+impl Pending {
+    /// The announcement of `event`, caused by `source`, at `at`, with its body.
+    fn new(source: EventKey, event: DownstreamEvent, at: OffsetDateTime) -> Self {
+        let announcement = Announcement::new(&source, event, at);
+        Self {
+            body: announcement.text(),
+            source,
+            announcement,
+        }
+    }
 }
 
 /// A kept announcement this version cannot read (left by another version): set aside, not
@@ -69,10 +84,7 @@ pub fn product_changed(
     if old == new && !created {
         return Vec::new();
     }
-    let pending = |event| Pending {
-        source: source.clone(),
-        announcement: Announcement::new(source, event, at),
-    };
+    let pending = |event| Pending::new(source.clone(), event, at);
     let change = ProductUpdated {
         source_event_id: source.id.clone(),
         product_id: product.clone(),
@@ -124,10 +136,7 @@ pub fn order_decided(
         owner: order.owner.clone(),
         id: order.event_id.clone(),
     };
-    Pending {
-        announcement: Announcement::new(&source, event, at),
-        source,
-    }
+    Pending::new(source, event, at)
 }
 
 /// The downstream events these source events caused (kept on their inbox rows, in the order
@@ -152,7 +161,11 @@ pub async fn pending(
     let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
     for (kind, owner, id, body) in rows {
         match again(kind, &owner, &id, &body) {
-            Ok(pending) => readable.push(pending),
+            Ok((source, announcement)) => readable.push(Pending {
+                source,
+                announcement,
+                body,
+            }),
             Err(error) => unreadable.push(Unreadable {
                 routing_key: routing_key(&body),
                 body: body.into_bytes(),
@@ -164,8 +177,14 @@ pub async fn pending(
     Ok((readable, unreadable))
 }
 
-/// A kept announcement of the event `kind`/`owner`/`id`, with the id it was published with.
-fn again(kind: IngestKind, owner: &str, id: &str, body: &str) -> Result<Pending, String> {
+/// A kept announcement of the event `kind`/`owner`/`id`, with the id it was published with,
+/// and its source.
+fn again(
+    kind: IngestKind,
+    owner: &str,
+    id: &str,
+    body: &str,
+) -> Result<(EventKey, Announcement), String> {
     let source = EventKey {
         kind,
         owner: owner.parse().map_err(|e| format!("{e}"))?,
@@ -175,10 +194,7 @@ fn again(kind: IngestKind, owner: &str, id: &str, body: &str) -> Result<Pending,
     let mut announcement =
         Announcement::decode("kept", body.as_bytes()).map_err(|e| e.to_string())?;
     announcement.id = DownstreamId::of(&source, announcement.event.event_type());
-    Ok(Pending {
-        source,
-        announcement,
-    })
+    Ok((source, announcement))
 }
 
 /// The type a body names, as its routing key, or `unknown`.

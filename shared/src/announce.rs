@@ -33,14 +33,15 @@ impl Sent {
     }
 }
 
-/// Sends `announcement` from `service` to the events exchange, in a `send` span under
+/// Sends `announcement`, as `body` (its [`Announcement::body`], made once by the caller: what
+/// it keeps is what is sent), from `service` to the events exchange, in a `send` span under
 /// `parent`; it may reach no queue (nobody subscribed to its type yet). Its confirm is read
 /// with [`Sent::confirmed`].
 pub async fn send_announcement(
     channel: &Channel,
     topology: &Topology,
     service: &'static str,
-    announcement: &Announcement,
+    (announcement, body): (&Announcement, &[u8]),
     parent: &Context,
 ) -> anyhow::Result<Sent> {
     let exchange = topology.events_exchange();
@@ -63,12 +64,11 @@ pub async fn send_announcement(
         .with_type(kind.into())
         .with_app_id(service.into());
     let properties = trace::inject(span.context(), properties);
-    let body = announcement.body();
     match send(
         channel,
         &exchange,
         kind,
-        &body,
+        body,
         properties,
         Routing::Optional,
     )

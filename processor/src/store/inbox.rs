@@ -48,7 +48,7 @@ pub struct Applied<'a> {
     /// The event.
     pub item: &'a Ingest,
     /// Its downstream events' bodies, in the order they are published.
-    pub announcements: Vec<String>,
+    pub announcements: Vec<&'a str>,
 }
 
 /// Records `applied` (none of them in the inbox yet: [`seen`], under the shard's lease) and
@@ -63,7 +63,7 @@ pub async fn record(tx: &mut PgConnection, applied: &[Applied<'_>]) -> Result<u6
     // when it has none): PostgreSQL's arrays are rectangular, so not an array of arrays.
     let bodies: Vec<&str> = applied
         .iter()
-        .flat_map(|a| a.announcements.iter().map(String::as_str))
+        .flat_map(|a| a.announcements.iter().copied())
         .collect();
     let (mut from, mut to) = (Vec::new(), Vec::new());
     for a in applied {

@@ -113,7 +113,7 @@ impl<'a> Plan<'a> {
 
     /// The events of `items` (those [`decide`] was given) that were applied, each with the
     /// bodies of the downstream events it caused: their inbox rows.
-    pub fn applied<'i>(&self, items: &'i [Ingest]) -> Vec<inbox::Applied<'i>> {
+    pub fn applied<'p>(&'p self, items: &'p [Ingest]) -> Vec<inbox::Applied<'p>> {
         items
             .iter()
             .zip(&self.outcomes)
@@ -124,7 +124,7 @@ impl<'a> Plan<'a> {
                     .emitted
                     .iter()
                     .filter(|e| e.source == key)
-                    .map(|e| String::from_utf8(e.announcement.body()).expect("JSON is UTF-8"))
+                    .map(|e| e.body.as_str())
                     .collect();
                 inbox::Applied {
                     item,

@@ -244,8 +244,13 @@ impl Announcement {
 
     /// The body: `{"type", "timestamp", "data"}`.
     pub fn body(&self) -> Vec<u8> {
-        fn wire<T: Serialize>(kind: EventType, timestamp: OffsetDateTime, data: &T) -> Vec<u8> {
-            serde_json::to_vec(&Wire {
+        self.text().into_bytes()
+    }
+
+    /// The body as text (JSON is UTF-8).
+    pub fn text(&self) -> String {
+        fn wire<T: Serialize>(kind: EventType, timestamp: OffsetDateTime, data: &T) -> String {
+            serde_json::to_string(&Wire {
                 kind: kind.as_str(),
                 timestamp,
                 data,

@@ -84,9 +84,9 @@ impl Settling {
             let parent = parents
                 .get(&event.source)
                 .map_or_else(Context::new, |span| span.context().clone());
-            let announcement = &event.announcement;
+            let announced = (&event.announcement, event.body.as_bytes());
             let sending =
-                send_announcement(&self.channel, topology, "processor", announcement, &parent);
+                send_announcement(&self.channel, topology, "processor", announced, &parent);
             sent.push(sending.await?);
         }
         for sent in sent {

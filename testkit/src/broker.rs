@@ -86,6 +86,19 @@ impl Broker {
     /// The next message `consumer` gets within `within` (acknowledged), as JSON, its message id
     /// (a downstream event's id) beside the body as `id`.
     pub async fn next_json(consumer: &mut Consumer, within: Duration) -> serde_json::Value {
+        let delivery = Self::next(consumer, within).await;
+        let mut message: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
+        message["id"] = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .into();
+        message
+    }
+
+    /// The next message `consumer` gets within `within`, acknowledged, as it was sent.
+    pub async fn next(consumer: &mut Consumer, within: Duration) -> Delivery {
         let delivery = tokio::time::timeout(within, consumer.next())
             .await
             .expect("a message in time")
@@ -96,14 +109,7 @@ impl Broker {
             .ack(BasicAckOptions::default())
             .await
             .expect("ack");
-        let mut message: serde_json::Value = serde_json::from_slice(&delivery.data).expect("JSON");
-        message["id"] = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .into();
-        message
+        delivery
     }
 
     /// Messages ready in `queue` (0 if it does not exist).

@@ -36,18 +36,12 @@ async fn next_events(consumer: &mut Consumer, n: usize) -> Vec<serde_json::Value
 
 /// The next event as it was sent: its message id and its body's bytes.
 async fn next_as_sent(consumer: &mut Consumer) -> (String, Vec<u8>) {
-    use futures_util::StreamExt;
-    let delivery = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .expect("a message in time")
-        .expect("the consumer is open")
-        .expect("a delivery");
-    delivery
-        .acker
-        .ack(lapin::options::BasicAckOptions::default())
-        .await
-        .expect("ack");
-    let id = delivery.properties.message_id().as_ref().map(|m| m.to_string());
+    let delivery = testkit::broker::Broker::next(consumer, WAIT).await;
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string());
     (id.unwrap_or_default(), delivery.data)
 }
 

@@ -206,13 +206,8 @@ impl Cluster {
 
     /// The node index leading each of `queues`, asked of running node `via`.
     pub async fn leaders(&self, via: usize, queues: &[String]) -> anyhow::Result<Vec<usize>> {
-        let output = bounded(
-            Command::new("rabbitmqctl")
-                .args(["-q", "-n", &self.nodes[via].name, "list_queues"])
-                .args(["--no-table-headers", "name", "leader"]),
-        )
-        .await?;
-        check("rabbitmqctl list_queues", &output)?;
+        let args = ["list_queues", "--no-table-headers", "name", "leader"];
+        let output = ctl_output(&self.nodes[via].name, &args).await?;
         let by_queue: BTreeMap<&str, &str> = std::str::from_utf8(&output.stdout)?
             .lines()
             .filter_map(|line| line.split_once('\t'))
@@ -239,19 +234,16 @@ impl Cluster {
     /// never settle them.
     pub async fn census(&self, via: usize, prefix: &str) -> anyhow::Result<Vec<String>> {
         let name = &self.nodes[via].name;
-        let output = bounded(
-            Command::new("rabbitmqctl")
-                .args(["-q", "-n", name, "list_queues", "--no-table-headers"])
-                .args([
-                    "name",
-                    "messages",
-                    "messages_ready",
-                    "messages_unacknowledged",
-                ])
-                .arg("consumers"),
-        )
-        .await?;
-        check("rabbitmqctl list_queues", &output)?;
+        let args = [
+            "list_queues",
+            "--no-table-headers",
+            "name",
+            "messages",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+        ];
+        let output = ctl_output(name, &args).await?;
         let mut lines: Vec<String> = std::str::from_utf8(&output.stdout)?
             .lines()
             .filter_map(|line| {
@@ -267,13 +259,12 @@ impl Cluster {
                 })
             })
             .collect();
-        let output = bounded(
-            Command::new("rabbitmqctl")
-                .args(["-q", "-n", name, "list_channels", "--no-table-headers"])
-                .arg("messages_unacknowledged"),
-        )
-        .await?;
-        check("rabbitmqctl list_channels", &output)?;
+        let args = [
+            "list_channels",
+            "--no-table-headers",
+            "messages_unacknowledged",
+        ];
+        let output = ctl_output(name, &args).await?;
         let held: u64 = std::str::from_utf8(&output.stdout)?
             .lines()
             .filter_map(|line| line.trim().parse::<u64>().ok())
@@ -410,13 +401,19 @@ impl Node {
 
 /// `rabbitmqctl -q -n <node> <args>`, failing with its output.
 async fn ctl(node: &str, args: &[&str]) -> anyhow::Result<()> {
+    ctl_output(node, args).await.map(drop)
+}
+
+/// `rabbitmqctl -q -n <node> <args>`'s output, failing with it unless the command succeeded.
+async fn ctl_output(node: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
     let output = bounded(
         Command::new("rabbitmqctl")
             .args(["-q", "-n", node])
             .args(args),
     )
     .await?;
-    check(&format!("rabbitmqctl {}", args.join(" ")), &output)
+    check(&format!("rabbitmqctl {}", args.join(" ")), &output)?;
+    Ok(output)
 }
 
 async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {

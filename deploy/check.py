@@ -323,14 +323,6 @@ def required_flows(overlay, monitoring):
         ("gateway", "notifier", 8083, False),
         ("gateway", "dashboard", 8081, False),
         ("processor", "gateway", 8080, False),
-        ("notifier", PUBLIC, 443, True),
-        ("notifier", PUBLIC, 80, True),
-        ("notifier", PRIVATE, 443, False),
-        ("notifier", METADATA, 80, False),
-        ("imager", PUBLIC, 443, True),
-        ("imager", PUBLIC, 80, True),
-        ("imager", PRIVATE, 80, False),
-        ("imager", METADATA, 80, False),
         ("gateway", PUBLIC, 443, True),
         ("gateway", PUBLIC, 80, False),
         ("processor", PUBLIC, 443, False),
@@ -342,6 +334,12 @@ def required_flows(overlay, monitoring):
         (PUBLIC, "rabbitmq", 5672, False),
         ("rabbitmq", PUBLIC, 443, overlay == "production"),  # peer discovery asks the API server
     ]
+    # The notifier (webhooks) and the imager (source images) fetch the URLs they are given: on
+    # the internet, never in a private network or at the metadata service.
+    for fetcher in ("notifier", "imager"):
+        flows += [(fetcher, PUBLIC, 443, True), (fetcher, PUBLIC, 80, True),
+                  (fetcher, PRIVATE, 443, False), (fetcher, PRIVATE, 80, False),
+                  (fetcher, METADATA, 80, False)]
     if overlay == "dev":
         flows += [("dashboard", "redis", 6379, True), (PUBLIC, "redis", 6379, False)]
     else:

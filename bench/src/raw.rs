@@ -72,6 +72,14 @@ async fn publish_until(
     Ok(confirmed)
 }
 
+/// Closes `connection` normally, saying `reason`.
+async fn close(connection: &Connection, reason: &str) -> anyhow::Result<()> {
+    connection
+        .close(200, reason.into())
+        .await
+        .context("closing")
+}
+
 /// Messages per second published with confirms to a topic exchange no queue is bound to, over
 /// `duration`: what the broker does for a downstream event nobody subscribed to.
 pub async fn unrouted(
@@ -104,10 +112,7 @@ pub async fn unrouted(
         .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
         .await
         .context("deleting the exchange")?;
-    connection
-        .close(200, "unrouted done".into())
-        .await
-        .context("closing")?;
+    close(&connection, "unrouted done").await?;
     drop(setup);
     Ok(published as f64 / seconds)
 }
@@ -165,10 +170,7 @@ pub async fn round_trip(
     let published = publish_until(&connection, "", queue, payload, deadline).await?;
     anyhow::ensure!(published > 0, "nothing was published");
     let (consumed, consumer) = consuming.await?.context("consuming")?;
-    connection
-        .close(200, "baseline done".into())
-        .await
-        .context("closing")?;
+    close(&connection, "baseline done").await?;
     drop(consumer);
     let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await?;
     // Held until the connection is closed: a channel dropped first is still closing then.
@@ -177,10 +179,7 @@ pub async fn round_trip(
         .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await
         .context("deleting the queue")?;
-    connection
-        .close(200, "baseline removed".into())
-        .await
-        .context("closing")?;
+    close(&connection, "baseline removed").await?;
     drop(channel);
     Ok(consumed as f64 / duration.as_secs_f64())
 }

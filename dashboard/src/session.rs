@@ -297,53 +297,45 @@ mod tests {
 
     #[test]
     fn only_the_dashboards_own_pages_are_same_origin() {
-        assert!(same_origin(
-            &headers(&[("sec-fetch-site", "same-origin")]),
-            "https"
-        ));
-        for site in ["same-site", "cross-site", "none"] {
-            assert!(
-                !same_origin(&headers(&[("sec-fetch-site", site)]), "https"),
-                "{site}"
+        let fetched_from = |site| vec![("sec-fetch-site", site)];
+        let origin_on = |origin, host| vec![("origin", origin), ("host", host)];
+        // (the request's headers, the dashboard's scheme, whether it is the dashboard's origin)
+        let cases = [
+            (fetched_from("same-origin"), "https", true),
+            (fetched_from("same-site"), "https", false),
+            (fetched_from("cross-site"), "https", false),
+            (fetched_from("none"), "https", false),
+            (
+                origin_on("https://ops.example.com", "ops.example.com"),
+                "https",
+                true,
+            ),
+            // The same host over another scheme is another origin.
+            (
+                origin_on("http://ops.example.com", "ops.example.com"),
+                "https",
+                false,
+            ),
+            (
+                origin_on("http://127.0.0.1:8081", "127.0.0.1:8081"),
+                "http",
+                true,
+            ),
+            (
+                origin_on("http://127.0.0.1:9999", "127.0.0.1:8081"),
+                "http",
+                false,
+            ),
+            (origin_on("null", "x"), "http", false),
+            (vec![("host", "127.0.0.1:8081")], "http", false),
+        ];
+        for (pairs, scheme, expected) in cases {
+            assert_eq!(
+                same_origin(&headers(&pairs), scheme),
+                expected,
+                "{pairs:?} served over {scheme}"
             );
         }
-        assert!(same_origin(
-            &headers(&[
-                ("origin", "https://ops.example.com"),
-                ("host", "ops.example.com"),
-            ]),
-            "https"
-        ));
-        // The same host over another scheme is another origin.
-        assert!(!same_origin(
-            &headers(&[
-                ("origin", "http://ops.example.com"),
-                ("host", "ops.example.com"),
-            ]),
-            "https"
-        ));
-        assert!(same_origin(
-            &headers(&[
-                ("origin", "http://127.0.0.1:8081"),
-                ("host", "127.0.0.1:8081"),
-            ]),
-            "http"
-        ));
-        assert!(!same_origin(
-            &headers(&[
-                ("origin", "http://127.0.0.1:9999"),
-                ("host", "127.0.0.1:8081"),
-            ]),
-            "http"
-        ));
-        assert!(!same_origin(
-            &headers(&[("origin", "null"), ("host", "x")]),
-            "http"
-        ));
-        assert!(!same_origin(
-            &headers(&[("host", "127.0.0.1:8081")]),
-            "http"
-        ));
     }
 
     #[test]

@@ -9,11 +9,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::{
     contract::ProductView,
-    gateway::catalog::{Entry, EntryRow, ImageView, StoredImage, entry},
+    gateway::catalog::{Entry, EntryRow, ImageView, entry},
     model::{Price, ProductId, Stock},
     objects::Objects,
 };
-use sqlx::{PgPool, Postgres, QueryBuilder, types::Json};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use crate::request::{Details, DetailsPatch};
@@ -305,21 +305,21 @@ pub struct Filter {
     pub in_stock: Option<bool>,
 }
 
-type ListRow = (
-    String,
-    String,
-    Option<String>,
-    String,
-    Vec<String>,
-    Json<Vec<StoredImage>>,
-    OffsetDateTime,
-    OffsetDateTime,
-    i64,
-    Option<Decimal>,
-    Option<i32>,
-    Option<OffsetDateTime>,
-    String,
-);
+/// A listed product: its entry (the row's first columns, in [`entry_columns!`]'s order: a tuple
+/// reads them by position), then by name its id, its state (`state_at` is `None` when it has
+/// none) and its sort value as a cursor holds it.
+///
+/// [`entry_columns!`]: shared::entry_columns
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    #[sqlx(flatten)]
+    entry: EntryRow,
+    product_id: String,
+    price: Option<Decimal>,
+    stock: Option<i32>,
+    state_at: Option<OffsetDateTime>,
+    sort_value: String,
+}
 
 /// Up to `limit` catalog products matching `filter` in `sort` order after `after`, and the
 /// cursor of the next page (`None` on the last).
@@ -335,8 +335,9 @@ pub async fn list(
     let (value, read_before, read_after) = sort.key.cursor_sql();
     let direction = if sort.descending { "DESC" } else { "ASC" };
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT d.product_id, d.name, d.description, d.category, d.tags, d.images,
-                d.created_at, d.updated_at, d.revision, p.price, p.stock, p.updated_at, {value}
+        "SELECT d.name, d.description, d.category, d.tags, d.images, d.created_at, d.updated_at,
+                d.revision, d.product_id, p.price, p.stock, p.updated_at AS state_at,
+                {value} AS sort_value
          FROM product_details d LEFT JOIN products p ON p.product_id = d.product_id WHERE true"
     ));
     if let Some(category) = &filter.category {
@@ -384,8 +385,8 @@ pub async fn list(
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next = more.then(|| rows.last()).flatten().map(|row| After {
         sort: sort.name(),
-        value: row.12.clone(),
-        product_id: row.0.clone(),
+        value: row.sort_value.clone(),
+        product_id: row.product_id.clone(),
     });
     let items = rows
         .into_iter()
@@ -395,14 +396,15 @@ pub async fn list(
 }
 
 fn listed(row: ListRow, objects: &Objects) -> Result<Product, sqlx::Error> {
-    let (id, n, d, c, t, images, created, updated, revision, price, stock, state_at, _) = row;
     let corrupt = |e: String| sqlx::Error::Decode(e.into());
-    let id: ProductId = id
+    let id: ProductId = row
+        .product_id
         .parse()
         .map_err(|e| corrupt(format!("stored product id: {e}")))?;
-    let state = state_at
-        .map(|at| shared::processor::products::view(id.clone(), price, stock, at))
+    let state = row
+        .state_at
+        .map(|at| shared::processor::products::view(id.clone(), row.price, row.stock, at))
         .transpose()?;
-    let entry = entry((n, d, c, t, images, created, updated, revision));
+    let entry = entry(row.entry);
     Ok(Product::of(id, state, Some(entry), objects).expect("a listed product has an entry"))
 }

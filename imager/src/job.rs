@@ -179,16 +179,11 @@ impl Imager {
     /// Takes the job on from its image's record: a job without one is dropped (its upload was
     /// withdrawn), a ready image is announced again, a failed one (replayed) starts over.
     async fn run(&self, delivery: Received, at: Running<'_>) -> bool {
-        let Running {
-            job,
-            channel,
-            shutdown,
-            ..
-        } = at;
+        let job = at.job;
         let found = self
             .record(
                 || async { images::find(self.database.ready()?, job.image_id).await },
-                shutdown,
+                at.shutdown,
             )
             .await;
         let record = match found {
@@ -196,7 +191,7 @@ impl Imager {
             Some(Ok(record)) => record,
             Some(Err(why)) => {
                 return self
-                    .set_aside(channel, delivery, Reason::Invalid, &why)
+                    .set_aside(at.channel, delivery, Reason::Invalid, &why)
                     .await;
             }
         };
@@ -218,7 +213,7 @@ impl Imager {
                 let restarted = self
                     .record(
                         || async { images::restart(self.database.ready()?, job.image_id).await },
-                        shutdown,
+                        at.shutdown,
                     )
                     .await;
                 match restarted {
@@ -237,12 +232,7 @@ impl Imager {
     /// Makes the image's variants, records them on the product, refreshes its cache and
     /// announces it, then settles the delivery (or parks or dead-letters the job).
     async fn make(&self, delivery: Received, at: Running<'_>) -> bool {
-        let Running {
-            job,
-            span,
-            shutdown,
-            ..
-        } = at;
+        let job = at.job;
         let started = Instant::now();
         let Some(variants) = self.variants_or_else(delivery, at).await else {
             return false;
@@ -261,14 +251,14 @@ impl Imager {
                     )
                     .await
                 },
-                shutdown,
+                at.shutdown,
             )
             .await;
         match recorded {
             None => return false,
             Some(Ok(_)) => {}
             Some(Err(why)) => {
-                span.fail(&why);
+                at.span.fail(&why);
                 return self
                     .give_up(at, variants.delivery, Reason::Invalid, &why)
                     .await;
@@ -373,7 +363,7 @@ impl Imager {
             channel, shutdown, ..
         } = at;
         let rung = self.topology.images_retry_exchange(wait);
-        let parked = hold(
+        let parked = until_done(
             || async {
                 send(
                     channel,
@@ -387,12 +377,11 @@ impl Imager {
                 .confirmed()
                 .await
             },
-            |_| true,
             "image retry",
             shutdown,
         )
         .await;
-        if !matches!(parked, Some(Ok(()))) {
+        if !parked {
             return false;
         }
         settle(delivery.pending).await;
@@ -530,29 +519,18 @@ impl Imager {
         let Running { job, shutdown, .. } = at;
         // A read and a cache write carry nothing of the job's that could be refused: every
         // failure is one of the two stores being away, and is held.
-        let refreshed = hold(
+        let refreshed = until_done(
             || async {
                 let pool = self.database.ready()?;
                 let entry = shared::gateway::catalog::load(pool, &job.product_id).await?;
                 self.cache.put(&job.product_id, &Cached::of(entry)).await?;
                 Ok::<_, Unrefreshed>(())
             },
-            |_| true,
             "product cache",
             shutdown,
         )
         .await;
-        if !matches!(refreshed, Some(Ok(()))) {
-            return false;
-        }
-        let announced = hold(
-            || self.announce(at),
-            |_| true,
-            "images_ready event",
-            shutdown,
-        )
-        .await;
-        matches!(announced, Some(Ok(())))
+        refreshed && until_done(|| self.announce(at), "images_ready event", shutdown).await
     }
 
     /// Publishes `product.images_ready` for the job and waits for the confirm.
@@ -593,16 +571,11 @@ impl Imager {
         reason: Reason,
         why: &str,
     ) -> bool {
-        let Running {
-            job,
-            channel,
-            shutdown,
-            ..
-        } = at;
+        let job = at.job;
         let failed = self
             .record(
                 || async { images::fail(self.database.ready()?, job.image_id, why).await },
-                shutdown,
+                at.shutdown,
             )
             .await;
         match failed {
@@ -619,7 +592,7 @@ impl Imager {
             tracing::warn!(image_id = %job.image_id, error = %e, "Could not remove a failed image's bytes.");
         }
         tracing::warn!(image_id = %job.image_id, reason = reason.as_str(), error = %why, "Image failed; dead-lettered its job.");
-        self.set_aside(channel, delivery, reason, why).await
+        self.set_aside(at.channel, delivery, reason, why).await
     }
 
     /// Runs `statement` on the image's record, held while PostgreSQL is down; `None` if
@@ -660,6 +633,17 @@ impl Imager {
             .await;
         true
     }
+}
+
+/// Runs `attempt` until it succeeds, held through every failure (each is a dependency away);
+/// false if shutdown came first.
+async fn until_done<E, F, Fut>(attempt: F, what: &str, shutdown: &CancellationToken) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    matches!(hold(attempt, |_| true, what, shutdown).await, Some(Ok(())))
 }
 
 fn stored(key: String, encoded: &Encoded) -> StoredVariant {

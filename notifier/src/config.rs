@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, at_least_one, millis, millis_list, seconds, var},
+    config::{self, Backends, ConfigError, at_least_one, millis, millis_list, seconds, var},
     service::Serving,
 };
 
@@ -71,7 +71,7 @@ impl Config {
         Ok(Self {
             serving: Serving::from_env("NOTIFIER_ADDR", "0.0.0.0:8083")?,
             backends: Backends::from_env()?,
-            prefetch: at_least_one("PREFETCH", "256")?,
+            prefetch: config::prefetch()?,
             webhook_timeout: millis("WEBHOOK_TIMEOUT_MS", 15_000)?,
             retry_schedule: millis_list(
                 "WEBHOOK_RETRY_SCHEDULE_MS",
@@ -84,8 +84,7 @@ impl Config {
             allow_private_networks: var("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false")?,
             max_subscriptions: i64::from(max_subscriptions),
             retention: seconds("NOTIFICATION_RETENTION_SECS", 2_592_000)?,
-            prune_every: at_least_one("RETENTION_INTERVAL_SECS", "3600")
-                .map(Duration::from_secs)?,
+            prune_every: config::retention_interval()?,
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::{
-    config::{Backends, ConfigError, at_least_one, millis_list, seconds, var},
+    config::{self, Backends, ConfigError, at_least_one, millis_list, seconds, var},
     service::Serving,
 };
 
@@ -41,7 +41,7 @@ impl Config {
         Ok(Self {
             serving: Serving::from_env("PROCESSOR_ADDR", "0.0.0.0:8082")?,
             backends: Backends::from_env()?,
-            prefetch: at_least_one("PREFETCH", "256")?,
+            prefetch: config::prefetch()?,
             retry_delays: millis_list("RETRY_DELAYS_MS", "1000,10000,60000")?,
             stock_low_threshold: var("STOCK_LOW_THRESHOLD", "10")?,
             shard_lease: at_least_one("SHARD_LEASE_SECS", "10").map(Duration::from_secs)?,
@@ -49,8 +49,7 @@ impl Config {
                 processed_events: seconds("PROCESSED_EVENTS_RETENTION_SECS", 604_800)?,
                 dead_letters: seconds("DEAD_LETTER_RETENTION_SECS", 2_592_000)?,
             },
-            prune_every: at_least_one("RETENTION_INTERVAL_SECS", "3600")
-                .map(Duration::from_secs)?,
+            prune_every: config::retention_interval()?,
         })
     }
 }

@@ -92,6 +92,18 @@ pub fn millis_list(name: &'static str, default: &str) -> Result<Vec<Duration>, C
         .collect()
 }
 
+/// Reads `PREFETCH` (256): unacknowledged deliveries the broker may push to each of the
+/// processor's shard consumers, or to the notifier's.
+pub fn prefetch() -> Result<u16, ConfigError> {
+    at_least_one("PREFETCH", "256")
+}
+
+/// Reads `RETENTION_INTERVAL_SECS` (3600): how often the processor and the notifier prune
+/// expired rows.
+pub fn retention_interval() -> Result<Duration, ConfigError> {
+    at_least_one("RETENTION_INTERVAL_SECS", "3600").map(Duration::from_secs)
+}
+
 /// Reads a value that may hold credentials: the error never repeats the value.
 fn secret<T>(name: &'static str, default: &str) -> Result<T, ConfigError>
 where

@@ -265,11 +265,8 @@ impl Topology {
         channel: &Channel,
         delays: &[Duration],
     ) -> lapin::Result<()> {
-        for delay in delays {
-            let arguments = dead_lettering_to(&self.ingest_exchange());
-            rung(channel, &self.retry_exchange(*delay), *delay, arguments).await?;
-        }
-        Ok(())
+        let back = dead_lettering_to(&self.ingest_exchange());
+        rungs(channel, delays, |delay| self.retry_exchange(delay), &back).await
     }
 }
 
@@ -281,22 +278,32 @@ impl Topology {
         channel: &Channel,
         delays: &[Duration],
     ) -> lapin::Result<()> {
-        for delay in delays {
-            let mut arguments = dead_lettering_to("");
-            arguments.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(self.images_queue().into()),
-            );
-            rung(
-                channel,
-                &self.images_retry_exchange(*delay),
-                *delay,
-                arguments,
-            )
-            .await?;
-        }
-        Ok(())
+        let mut back = dead_lettering_to("");
+        back.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.images_queue().into()),
+        );
+        rungs(
+            channel,
+            delays,
+            |delay| self.images_retry_exchange(delay),
+            &back,
+        )
+        .await
     }
+}
+
+/// Declares a retry rung per delay, named by `name_of` it, each dead-lettering as `back` says.
+async fn rungs(
+    channel: &Channel,
+    delays: &[Duration],
+    name_of: impl Fn(Duration) -> String,
+    back: &FieldTable,
+) -> lapin::Result<()> {
+    for delay in delays {
+        rung(channel, &name_of(*delay), *delay, back.clone()).await?;
+    }
+    Ok(())
 }
 
 /// Declares the retry rung `name`: a fanout exchange of that name bound to a queue of that name,

@@ -17,7 +17,7 @@ use shared::{
     config::Backends, connect::postgres::roles::Role, contract, objects::Objects,
     topology::Topology,
 };
-use testkit::{in_process::InProcess, sandbox::Sandbox};
+use testkit::{in_process::InProcess, sandbox::Sandbox, webhooks::Receiver};
 
 /// How long a test waits for something to happen before giving up.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -70,6 +70,15 @@ pub struct Options {
     pub backends: Option<Backends>,
 }
 
+/// The span id of the client's span in [`traceparent`]: the parent of the gateway's first span.
+pub const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// A W3C `traceparent` of a sampled trace `trace_id` (32 hex digits) that a client started in
+/// its span [`CLIENT_SPAN`]: what a client sends to have the services continue its trace.
+pub fn traceparent(trace_id: &str) -> String {
+    format!("00-{trace_id}-{CLIENT_SPAN}-01")
+}
+
 /// `backends` with PostgreSQL reached as `role`'s login user ([`testkit::postgres::role_logins`]).
 fn as_own_role(backends: &Backends, role: Role) -> Backends {
     let mut backends = backends.clone();
@@ -78,6 +87,26 @@ fn as_own_role(backends: &Backends, role: Role) -> Backends {
         .username(&format!("stack_{}", role.service()))
         .password(&format!("stack-{}", role.service()));
     backends
+}
+
+/// The processor's test configuration on `backends`, with the sandbox's short retry ladder
+/// ([`testkit::sandbox::RETRY_DELAYS`]), as the stack runs it.
+pub fn processor_config(backends: Backends) -> processor::Config {
+    let mut config = testkit::test_config!(processor::Config, backends);
+    config.retry_delays = testkit::sandbox::RETRY_DELAYS.to_vec();
+    config
+}
+
+/// The notifier's test configuration on `backends`, as the stack runs it: a quick webhook
+/// timeout, retry schedule and poll, and webhooks to private networks allowed (the tests'
+/// receivers listen on 127.0.0.1).
+pub fn notifier_config(backends: Backends) -> notifier::Config {
+    let mut config = testkit::test_config!(notifier::Config, backends);
+    config.webhook_timeout = Duration::from_secs(2);
+    config.retry_schedule = vec![Duration::from_millis(100)];
+    config.poll_interval = Duration::from_millis(50);
+    config.allow_private_networks = true;
+    config
 }
 
 fn local() -> SocketAddr {
@@ -167,25 +196,14 @@ impl Stack {
     }
 
     async fn start_processor(&mut self) {
-        let mut config = testkit::test_config!(
-            processor::Config,
-            as_own_role(&self.backends, Role::Processor)
-        );
-        config.retry_delays = testkit::sandbox::RETRY_DELAYS.to_vec();
+        let config = processor_config(as_own_role(&self.backends, Role::Processor));
         self.processor = self
             .running
             .launch(processor::Application::build(config).await);
     }
 
     async fn start_notifier(&mut self) {
-        let mut config = testkit::test_config!(
-            notifier::Config,
-            as_own_role(&self.backends, Role::Notifier)
-        );
-        config.webhook_timeout = Duration::from_secs(2);
-        config.retry_schedule = vec![Duration::from_millis(100)];
-        config.poll_interval = Duration::from_millis(50);
-        config.allow_private_networks = true;
+        let config = notifier_config(as_own_role(&self.backends, Role::Notifier));
         self.notifier = self
             .running
             .launch(notifier::Application::build(config).await);
@@ -230,12 +248,26 @@ impl Stack {
         testkit::http::get_json(&self.client, &self.url(path)).await
     }
 
+    /// A webhook receiver (answering 200 to everything) subscribed at the notifier to `types`,
+    /// and the subscription's signing secret.
+    pub async fn subscriber(&self, types: &[&str]) -> (Receiver, String) {
+        let receiver = Receiver::start(&[]).await;
+        let notifier = format!("http://{}", self.notifier);
+        let (_, secret) = receiver.subscribe(&self.client, &notifier, types).await;
+        (receiver, secret)
+    }
+
+    /// A `POST` to `path` on the gateway with the key, of a JSON body the caller adds.
+    pub fn post_json(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("http://{}{path}", self.gateway))
+            .header("content-type", "application/json")
+    }
+
     /// Sends a product update or an order to the gateway and expects 202.
     pub async fn send(&self, path: &str, body: &str) {
         let response = self
-            .client
-            .post(format!("http://{}{path}", self.gateway))
-            .header("content-type", "application/json")
+            .post_json(path)
             .body(body.to_owned())
             .send()
             .await
@@ -338,15 +370,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_operation_of_each_document_has_an_id_of_its_own() {
-        for document in [
+    /// Each service's OpenAPI document, as JSON.
+    fn documents() -> [serde_json::Value; 4] {
+        [
             gateway::openapi::document(),
             processor::openapi::document(),
             notifier::openapi::document(),
             imager::openapi::document(),
-        ] {
-            let value = serde_json::json!(document);
+        ]
+        .map(|document| serde_json::json!(document))
+    }
+
+    #[test]
+    fn every_operation_of_each_document_has_an_id_of_its_own() {
+        for value in documents() {
             let mut ids = Vec::new();
             for (path, item) in value["paths"].as_object().expect("paths") {
                 let methods = ["get", "put", "post", "delete", "patch", "head", "options"];
@@ -362,20 +399,21 @@ mod tests {
             let mut unique = ids.clone();
             unique.sort();
             unique.dedup();
-            assert_eq!(unique.len(), ids.len(), "{}: {ids:?}", document.info.title);
+            assert_eq!(
+                unique.len(),
+                ids.len(),
+                "{}: {ids:?}",
+                value["info"]["title"]
+            );
         }
     }
 
     #[test]
     fn every_schema_and_answer_each_document_refers_to_is_in_it() {
-        for document in [
-            gateway::openapi::document(),
-            processor::openapi::document(),
-            notifier::openapi::document(),
-            imager::openapi::document(),
-        ] {
-            assert!(document.info.title.starts_with("Product event pipeline: "));
-            assert_references_resolve(&serde_json::json!(document));
+        for document in documents() {
+            let title = document["info"]["title"].as_str().unwrap_or_default();
+            assert!(title.starts_with("Product event pipeline: "), "{title}");
+            assert_references_resolve(&document);
         }
     }
 }

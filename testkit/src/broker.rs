@@ -72,15 +72,7 @@ impl Broker {
             )
             .await
             .expect("bind");
-        channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume")
+        consume(&channel, queue.name().as_str()).await
     }
 
     /// The next message `consumer` gets within `within` (acknowledged), as JSON, its message id
@@ -136,15 +128,7 @@ impl Broker {
             .basic_qos(1, BasicQosOptions::default())
             .await
             .expect("qos");
-        let mut consumer = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let mut consumer = consume(&channel, queue).await;
         let delivery = tokio::time::timeout(Duration::from_secs(2), consumer.next())
             .await
             .ok()
@@ -232,4 +216,18 @@ impl Broker {
         .confirmed()
         .await
     }
+}
+
+/// A consumer of `queue` on `channel`, with the broker's default options (its deliveries to be
+/// acknowledged).
+pub async fn consume(channel: &Channel, queue: &str) -> Consumer {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume")
 }

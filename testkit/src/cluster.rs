@@ -435,7 +435,9 @@ async fn bounded(command: &mut Command) -> anyhow::Result<std::process::Output> 
         .with_context(|| format!("{what} could not run"))
 }
 
-fn check(what: &str, output: &std::process::Output) -> anyhow::Result<()> {
+/// `Ok` if the command `what` that gave `output` succeeded; else an error with its status and
+/// what it printed.
+pub(crate) fn check(what: &str, output: &std::process::Output) -> anyhow::Result<()> {
     anyhow::ensure!(
         output.status.success(),
         "{what} failed ({}): {}{}",

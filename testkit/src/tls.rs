@@ -338,12 +338,5 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     let output = command
         .output()
         .with_context(|| format!("{command:?} runs"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{command:?} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
+    crate::cluster::check(&format!("{command:?}"), &output)
 }

@@ -10,11 +10,7 @@ use crate::helpers::Stack;
 async fn the_snapshot_follows_traffic_and_lookups_find_events_products_and_orders() {
     let stack = Stack::start(None).await;
     // A subscriber to orders, so the notifier takes the order's events in.
-    let receiver = testkit::webhooks::Receiver::start(&[]).await;
-    let notifier = format!("http://{}", stack.notifier);
-    receiver
-        .subscribe(&stack.client, &notifier, &["order.created"])
-        .await;
+    let (_receiver, _) = stack.subscriber(&["order.created"]).await;
     stack
         .send(
             "/events",

@@ -33,11 +33,7 @@ fn script_dir() -> PathBuf {
 async fn the_page_goes_live_and_a_dead_letter_replayed_from_it_is_applied() {
     let (browser, dir) = (chromium(), script_dir());
     let stack = Stack::start(None).await;
-    let receiver = testkit::webhooks::Receiver::start(&[]).await;
-    let notifier = format!("http://{}", stack.notifier);
-    receiver
-        .subscribe(&stack.client, &notifier, &["product.updated"])
-        .await;
+    let (receiver, _) = stack.subscriber(&["product.updated"]).await;
     stack
         .plant_dead_letter("browser-dead", "browser-dead-evt")
         .await;

@@ -49,11 +49,12 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
         [Scope::ProductsRead].into_iter().collect(),
     )
     .await;
-    let refused = same_origin(browser.post(stack.url("/session")))
-        .json(&json!({ "key": reader }))
-        .send()
-        .await
-        .expect("sent");
+    let sign_in = |body: serde_json::Value| {
+        same_origin(browser.post(stack.url("/session")))
+            .json(&body)
+            .send()
+    };
+    let refused = sign_in(json!({ "key": reader })).await.expect("sent");
     assert_eq!(refused.status(), 403);
     let forged = browser
         .post(stack.url("/session"))
@@ -63,31 +64,32 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
         .await
         .expect("sent");
     assert_eq!(forged.status(), 403);
-    let bad = same_origin(browser.post(stack.url("/session")))
-        .json(&json!({ "key": stack.key, "remember": true }))
-        .send()
+    let bad = sign_in(json!({ "key": stack.key, "remember": true }))
         .await
         .expect("sent");
     assert_eq!(bad.status(), 400);
 
-    let signed_in = same_origin(browser.post(stack.url("/session")))
-        .json(&json!({ "key": stack.key }))
-        .send()
-        .await
-        .expect("sent");
+    let signed_in = sign_in(json!({ "key": stack.key })).await.expect("sent");
     assert_eq!(signed_in.status(), 200);
     let cookie = cookie_of(&signed_in);
     assert!(!cookie.contains(&stack.key), "the cookie is not the key");
-    let read = browser
-        .get(stack.url("/api/v1/dead-letters"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("sent");
+    let read_with_cookie = || {
+        browser
+            .get(stack.url("/api/v1/dead-letters"))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let read = read_with_cookie().await.expect("sent");
     assert_eq!(read.status(), 200, "the session reads");
 
     // A state change carried by the cookie: only from the dashboard's own origin.
     let purge = json!({ "all": true, "dry_run": true });
+    let purge_with_cookie = || {
+        browser
+            .post(stack.url("/api/v1/dead-letters/purge"))
+            .header("cookie", &cookie)
+            .json(&purge)
+    };
     // With Secure cookies the dashboard is served over HTTPS: the same host over HTTP is another
     // origin.
     let plain_origin = format!("http://{}", stack.dashboard);
@@ -97,29 +99,17 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
         ("origin", "https://127.0.0.1:1"),
         ("origin", plain_origin.as_str()),
     ] {
-        let response = browser
-            .post(stack.url("/api/v1/dead-letters/purge"))
-            .header("cookie", &cookie)
+        let response = purge_with_cookie()
             .header(header, value)
-            .json(&purge)
             .send()
             .await
             .expect("sent");
         assert_eq!(response.status(), 403, "{header}: {value}");
     }
-    let without_origin = browser
-        .post(stack.url("/api/v1/dead-letters/purge"))
-        .header("cookie", &cookie)
-        .json(&purge)
-        .send()
-        .await
-        .expect("sent");
+    let without_origin = purge_with_cookie().send().await.expect("sent");
     assert_eq!(without_origin.status(), 403, "no origin at all");
-    let own = browser
-        .post(stack.url("/api/v1/dead-letters/purge"))
-        .header("cookie", &cookie)
+    let own = purge_with_cookie()
         .header("origin", format!("https://{}", stack.dashboard))
-        .json(&purge)
         .send()
         .await
         .expect("sent");
@@ -134,12 +124,7 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
         .await
         .expect("sent");
     assert_eq!(signed_out.status(), 204);
-    let after = browser
-        .get(stack.url("/api/v1/dead-letters"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("sent");
+    let after = read_with_cookie().await.expect("sent");
     assert_eq!(after.status(), 401, "the session is over");
     stack.stop().await;
 }
@@ -148,7 +133,7 @@ async fn an_ops_key_opens_a_session_and_cross_origin_changes_are_refused() {
 async fn live_streams_are_capped_and_dirty_parameters_are_400() {
     let sandbox = testkit::sandbox::Sandbox::new();
     let backends = sandbox.backends();
-    let key = testkit::keys::api_key(&backends.namespace, shared::auth::Scopes::all()).await;
+    let client = testkit::keys::authorized_client(&backends.namespace).await;
     let mut config = testkit::test_config!(dashboard::Config, backends.clone());
     config.max_streams = 1;
     let app = dashboard::Application::build(config)
@@ -159,7 +144,6 @@ async fn live_streams_are_capped_and_dirty_parameters_are_400() {
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    let client = testkit::keys::client_with_key(&key);
     let stream = || client.get(format!("{base}/api/v1/stream")).send();
 
     let first = stream().await.expect("sent");

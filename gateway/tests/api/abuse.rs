@@ -116,9 +116,7 @@ async fn hostile_bodies_get_a_clear_4xx_and_leave_nothing_behind() {
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 400"), "{key:?}: {answer}");
     }
-    assert_eq!(app.queued().await, 0, "nothing published");
-    let keys = testkit::redis::namespace_keys(&app.backends).await;
-    assert!(keys.is_empty(), "left {keys:?}");
+    app.assert_left_nothing().await;
     app.stop().await;
 }
 

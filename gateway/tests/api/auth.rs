@@ -24,12 +24,22 @@ fn routes() -> Vec<(&'static str, &'static str, Option<&'static str>)> {
     routes
 }
 
+/// Calls `route` of `app` with `client`.
 async fn call(
     client: &reqwest::Client,
     app: &TestApp,
+    route: (&str, &str, Option<&str>),
+) -> reqwest::Response {
+    call_at(client, &app.url(""), route).await
+}
+
+/// Calls `route` of the gateway at `base` (`http://host:port`) with `client`.
+async fn call_at(
+    client: &reqwest::Client,
+    base: &str,
     (method, path, body): (&str, &str, Option<&str>),
 ) -> reqwest::Response {
-    let mut request = client.request(method.parse().expect("a method"), app.url(path));
+    let mut request = client.request(method.parse().expect("a method"), format!("{base}{path}"));
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")
@@ -55,12 +65,29 @@ async fn every_data_route_is_401_without_a_valid_key_and_nothing_is_published() 
             .build()
             .expect("client")
     };
-    // Each mistake in the header is named.
-    let malformed = [
-        (with_header(format!("Basic {}", app.key)), "Bearer <key>"),
-        (with_header(app.key.clone()), "Bearer <key>"),
-        (with_header("Bearer ".to_owned()), "no key after Bearer"),
-        (with_header("Bearer hunter2".to_owned()), "start with ppk_"),
+    // A forged key is an invalid token; each mistake in the header is named.
+    let refused = [
+        (forged, "invalid_token", "unknown or revoked"),
+        (
+            with_header(format!("Basic {}", app.key)),
+            "invalid_request",
+            "Bearer <key>",
+        ),
+        (
+            with_header(app.key.clone()),
+            "invalid_request",
+            "Bearer <key>",
+        ),
+        (
+            with_header("Bearer ".to_owned()),
+            "invalid_request",
+            "no key after Bearer",
+        ),
+        (
+            with_header("Bearer hunter2".to_owned()),
+            "invalid_request",
+            "start with ppk_",
+        ),
     ];
     for route in routes() {
         let response = call(&anonymous, &app, route).await;
@@ -70,27 +97,13 @@ async fn every_data_route_is_401_without_a_valid_key_and_nothing_is_published() 
             "{route:?}"
         );
         assert!(json(response, 401).await["error"].is_string());
-        let response = call(&forged, &app, route).await;
-        assert!(
-            response.headers()["www-authenticate"]
-                .to_str()
-                .is_ok_and(|v| v.contains("invalid_token")),
-            "{route:?}"
-        );
-        let body = json(response, 401).await;
-        assert!(
-            body["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("unknown or revoked")),
-            "{body}"
-        );
-        for (client, says) in &malformed {
+        for (client, challenge, says) in &refused {
             let response = call(client, &app, route).await;
             assert!(
                 response.headers()["www-authenticate"]
                     .to_str()
-                    .is_ok_and(|v| v.contains("invalid_request")),
-                "{route:?}"
+                    .is_ok_and(|v| v.contains(challenge)),
+                "{route:?} {challenge}"
             );
             let body = json(response, 401).await;
             assert!(
@@ -199,13 +212,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers_on_
         Some(5),
     )
     .await;
-    let forbidden = client_with_key(&reader)
-        .post(app.url("/events"))
-        .header("content-type", "application/json")
-        .body(EVENT)
-        .send()
-        .await
-        .expect("sent");
+    let forbidden = call(&client_with_key(&reader), &app, routes()[0]).await;
     let headers = forbidden.headers().clone();
     assert_eq!(
         headers["ratelimit-policy"], "\"key\";q=5;w=1",
@@ -224,17 +231,33 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers_on_
     app.stop().await;
 }
 
-/// Runs `gateway keys ...` against the app's namespace.
-async fn keys_command(app: &TestApp, args: &[&str]) -> std::process::Output {
+/// Runs `gateway keys ...` against the app's namespace, with the variables of `env` set too.
+async fn gateway_keys(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .arg("keys")
         .args(args)
         .env("PIPELINE_NAMESPACE", app.backends.namespace.as_str())
-        .env("RUST_LOG", "trace")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .await
         .expect("the gateway binary runs")
+}
+
+/// Runs `gateway keys ...` against the app's namespace, logging everything.
+async fn keys_command(app: &TestApp, args: &[&str]) -> std::process::Output {
+    gateway_keys(app, args, &[("RUST_LOG", "trace")]).await
+}
+
+/// The count of `query` (`SELECT count(*) ...` with `$1` bound to `value`) in the app's
+/// database.
+async fn count(app: &TestApp, query: &'static str, value: &str) -> i64 {
+    let pool = testkit::postgres::pool(&app.backends).await;
+    sqlx::query_scalar(query)
+        .bind(value)
+        .fetch_one(&pool)
+        .await
+        .expect("count")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,14 +341,12 @@ async fn the_keys_command_creates_lists_and_revokes_and_a_revoked_key_stops_with
     let again = keys_command(&app, &["revoke", "ci"]).await;
     assert!(!again.status.success(), "nothing left to revoke");
 
-    let pool = testkit::postgres::pool(&app.backends).await;
-    let leaked: i64 = sqlx::query_scalar(
+    let leaked = count(
+        &app,
         "SELECT count(*) FROM api_keys WHERE position($1 in row_to_json(api_keys)::text) > 0",
+        key,
     )
-    .bind(key)
-    .fetch_one(&pool)
-    .await
-    .expect("count");
+    .await;
     assert_eq!(leaked, 0, "only the key's hash is stored");
     app.stop().await;
 }
@@ -344,15 +365,7 @@ async fn import_key(app: &TestApp, name: &str, key: &str, replace: bool) -> std:
     if replace {
         args.push("--replace");
     }
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("keys")
-        .args(&args)
-        .env("PIPELINE_NAMESPACE", app.backends.namespace.as_str())
-        .env("FIRST_API_KEY", key)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("the gateway binary runs")
+    gateway_keys(app, &args, &[("FIRST_API_KEY", key)]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,11 +396,12 @@ async fn an_imported_first_key_works_is_never_printed_and_rotates_by_importing_a
     let again = import_key(&app, "admin", &first, true).await;
     assert!(again.status.success(), "{again:?}");
     assert!(String::from_utf8_lossy(&again.stderr).contains("already"));
-    let pool = testkit::postgres::pool(&app.backends).await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE name = 'admin'")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    let rows = count(
+        &app,
+        "SELECT count(*) FROM api_keys WHERE name = $1",
+        "admin",
+    )
+    .await;
     assert_eq!(rows, 1);
 
     // Another key under the same name without --replace is refused; with it, the first key is
@@ -442,19 +456,9 @@ async fn keys_never_appear_in_the_logs() {
     let base = format!("http://{addr}");
     let client = client_with_key(&key);
     testkit::wait::until_ready(&client, &base, Duration::from_secs(30)).await;
-    let accepted = client
-        .post(format!("{base}/events"))
-        .header("content-type", "application/json")
-        .body(EVENT)
-        .send()
-        .await
-        .expect("sent");
+    let accepted = call_at(&client, &base, routes()[0]).await;
     assert_eq!(accepted.status(), 202);
-    let refused = client_with_key(wrong)
-        .get(format!("{base}/products/auth-1"))
-        .send()
-        .await
-        .expect("sent");
+    let refused = call_at(&client_with_key(wrong), &base, routes()[1]).await;
     assert_eq!(refused.status(), 401);
     testkit::services::sigterm(&mut gateway).await;
     let logs = std::fs::read_to_string(&log_path).expect("the log");

@@ -2,7 +2,9 @@
 //! gateway still starts and stays alive. PostgreSQL is the exception: once the API keys are
 //! read, the gateway accepts events without it and stays ready, reporting it as degraded.
 
-use crate::helpers::{WAIT, broker_down, json, spawn_with, without_broker};
+use testkit::fault_proxy::Fault;
+
+use crate::helpers::{WAIT, broker_down, execute, json, spawn_proxied, spawn_with, without_broker};
 
 async fn ready_names_down(app: &crate::helpers::TestApp, dependency: &str) {
     testkit::wait::eventually(&format!("/ready to name {dependency}"), WAIT, || async {
@@ -84,14 +86,12 @@ async fn with_postgres_unreachable_from_the_start_ready_waits_for_the_api_keys_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_events() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
-    let mut through = backends.clone();
-    through.database = faulty.backends.database.clone();
-    let app = spawn_with(through).await;
-    app.wait_ready().await;
-    faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
+    let (_sandbox, faulty, app) = spawn_proxied(
+        |direct, proxied| direct.database = proxied.database.clone(),
+        |_| {},
+    )
+    .await;
+    faulty.postgres.set(Fault::Drop);
 
     // Still ready (so still in its Service), PostgreSQL reported as degraded.
     let ready = testkit::wait::eventually("/ready to report postgres degraded", WAIT, || async {
@@ -106,23 +106,17 @@ async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_event
     assert_eq!(ready.1["dependencies"]["postgres"], "down");
 
     // Events, keyed or not, are accepted and queued; a read that misses the cache is 503.
-    json(
-        app.post_event(r#"{"product_id": "p1", "stock": 1}"#, Some("while-pg-down"))
-            .await,
-        202,
-    )
-    .await;
-    json(
-        app.post_event(r#"{"product_id": "p2", "stock": 2}"#, None)
-            .await,
-        202,
-    )
-    .await;
+    for (body, key) in [
+        (r#"{"product_id": "p1", "stock": 1}"#, Some("while-pg-down")),
+        (r#"{"product_id": "p2", "stock": 2}"#, None),
+    ] {
+        json(app.post_event(body, key).await, 202).await;
+    }
     assert_eq!(app.queued().await, 2);
     let response = app.get("/products/p9").await;
     assert_eq!(json(response, 503).await["dependency"], "postgres");
 
-    faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
+    faulty.postgres.set(Fault::Pass);
     testkit::wait::eventually("postgres to be reported up again", WAIT, || async {
         let response = app.client.get(app.url("/ready")).send().await.ok()?;
         let body: serde_json::Value = response.json().await.ok()?;
@@ -134,15 +128,12 @@ async fn with_postgres_cut_after_start_the_gateway_stays_ready_and_accepts_event
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_answers_at_once_while_postgres_and_redis_hang() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
-    let app = spawn_with(faulty.backends.clone()).await;
-    app.wait_ready().await;
+    let (_sandbox, faulty, app) =
+        spawn_proxied(|direct, proxied| *direct = proxied.clone(), |_| {}).await;
     // Connections held open, nothing answered: each probe waits out its whole timeout (2 s
     // for Redis, 3 s for PostgreSQL), which /ready must never do.
-    faulty.postgres.set(testkit::fault_proxy::Fault::Blackhole);
-    faulty.redis.set(testkit::fault_proxy::Fault::Blackhole);
+    faulty.postgres.set(Fault::Blackhole);
+    faulty.redis.set(Fault::Blackhole);
     let impatient = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(1))
         .build()
@@ -162,23 +153,19 @@ async fn ready_answers_at_once_while_postgres_and_redis_hang() {
         let response = impatient.get(app.url("/ready")).send().await;
         assert!(response.is_ok(), "/ready answers within 1 s: {response:?}");
     }
-    faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
-    faulty.redis.set(testkit::fault_proxy::Fault::Pass);
+    faulty.postgres.set(Fault::Pass);
+    faulty.redis.set(Fault::Pass);
     app.wait_ready().await;
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_cut_from_postgres_stops_trusting_its_keys_after_the_staleness_bound() {
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = testkit::fault_proxy::Faulty::start(&backends).await;
-    let mut through = backends.clone();
-    through.database = faulty.backends.database.clone();
-    let mut config = crate::helpers::config(through);
-    config.serving.keys_max_staleness = std::time::Duration::from_secs(3);
-    let app = crate::helpers::spawn_config(config).await;
-    app.wait_ready().await;
+    let (sandbox, faulty, app) = spawn_proxied(
+        |direct, proxied| direct.database = proxied.database.clone(),
+        |config| config.serving.keys_max_staleness = std::time::Duration::from_secs(3),
+    )
+    .await;
     json(
         app.post_event(r#"{"product_id": "p1", "stock": 1}"#, None)
             .await,
@@ -187,12 +174,12 @@ async fn a_replica_cut_from_postgres_stops_trusting_its_keys_after_the_staleness
     .await;
 
     // Cut from PostgreSQL, its key is revoked where it cannot see.
-    faulty.postgres.set(testkit::fault_proxy::Fault::Drop);
-    let pool = testkit::postgres::pool(&backends).await;
-    sqlx::query("UPDATE api_keys SET revoked_at = now()")
-        .execute(&pool)
-        .await
-        .expect("revoked");
+    faulty.postgres.set(Fault::Drop);
+    execute(
+        &sandbox.backends(),
+        "UPDATE api_keys SET revoked_at = now()",
+    )
+    .await;
     // Once its keys are older than the bound, it refuses rather than trust them.
     let refused = testkit::wait::eventually("the stale keys to be distrusted", WAIT, || async {
         let response = app
@@ -205,7 +192,7 @@ async fn a_replica_cut_from_postgres_stops_trusting_its_keys_after_the_staleness
     assert_eq!(body["dependency"], "postgres", "{body}");
 
     // Back in touch, it reads the revocation: 401.
-    faulty.postgres.set(testkit::fault_proxy::Fault::Pass);
+    faulty.postgres.set(Fault::Pass);
     testkit::wait::eventually("the revoked key to be refused", WAIT, || async {
         let response = app
             .post_event(r#"{"product_id": "p1", "stock": 3}"#, None)

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use gateway::{Application, Config};
 use shared::{config::Backends, topology::Topology};
-use testkit::{broker::Broker, in_process::InProcess, sandbox::Sandbox};
+use testkit::{broker::Broker, fault_proxy::Faulty, in_process::InProcess, sandbox::Sandbox};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -60,6 +60,25 @@ pub async fn spawn_with(backends: Backends) -> TestApp {
     spawn_config(config(backends)).await
 }
 
+/// A gateway in a namespace of its own (the sandbox's) with fault proxies in front of its
+/// backends: `route` is given the direct backends to change and the proxied ones (set a field
+/// from them to go through its proxy); its configuration changed by `adjust`; ready.
+pub async fn spawn_proxied(
+    route: impl FnOnce(&mut Backends, &Backends),
+    adjust: impl FnOnce(&mut Config),
+) -> (Sandbox, Faulty, TestApp) {
+    let sandbox = Sandbox::new();
+    let backends = sandbox.backends();
+    let faulty = Faulty::start(&backends).await;
+    let mut through = backends;
+    route(&mut through, &faulty.backends);
+    let mut config = config(through);
+    adjust(&mut config);
+    let app = spawn_config(config).await;
+    app.wait_ready().await;
+    (sandbox, faulty, app)
+}
+
 /// A gateway with this configuration; not waited for.
 pub async fn spawn_config(config: Config) -> TestApp {
     let backends = config.backends.clone();
@@ -84,8 +103,13 @@ impl TestApp {
 
     /// GETs `path` with the test's key.
     pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path).await
+    }
+
+    /// Sends a `method` request without a body to `path` with the test's key.
+    pub async fn send(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
         self.client
-            .get(self.url(path))
+            .request(method, self.url(path))
             .send()
             .await
             .expect("request sent")
@@ -139,6 +163,18 @@ impl TestApp {
         total
     }
 
+    /// Asserts that refused requests left nothing behind: no message in any shard queue, no
+    /// key (an idempotency record) in Redis.
+    pub async fn assert_left_nothing(&self) {
+        assert_eq!(
+            self.queued().await,
+            0,
+            "a refused request published something"
+        );
+        let keys = testkit::redis::namespace_keys(&self.backends).await;
+        assert!(keys.is_empty(), "a refused request left {keys:?}");
+    }
+
     /// Stops the gateway (graceful drain), then removes the namespace if the app made it.
     pub async fn stop(mut self) {
         self.running.stop_last().await;
@@ -156,6 +192,15 @@ pub fn without_broker(mut backends: Backends) -> Backends {
             .expect("valid URL"),
     ];
     backends
+}
+
+/// Runs `statement` in the database of `backends`' namespace.
+pub async fn execute(backends: &Backends, statement: &'static str) {
+    let pool = testkit::postgres::pool(backends).await;
+    sqlx::query(statement)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
 
 /// Asserts that `response` is a `503` naming RabbitMQ, with a `Retry-After`; its `Retry-After`.

@@ -8,9 +8,9 @@ use shared::{
     contract::{EventKey, IngestKind},
 };
 use std::time::Duration;
-use testkit::fault_proxy::{Fault, Faulty};
+use testkit::fault_proxy::Fault;
 
-use crate::helpers::{broker_down, json, spawn_app, spawn_with, without_broker};
+use crate::helpers::{broker_down, json, spawn_app, spawn_proxied, spawn_with, without_broker};
 
 const BODY: &str = r#"{"product_id": "p1", "price": 10.5}"#;
 
@@ -121,14 +121,8 @@ async fn a_failed_publish_releases_the_key_so_the_retry_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unconfirmed_publish_keeps_the_key_for_the_same_body_only() {
     // A gateway whose broker stops answering after the publish: no confirm comes.
-    let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let faulty = Faulty::start(&backends).await;
-    let mut through = faulty.backends.clone();
-    through.redis = backends.redis.clone();
-    through.database = backends.database.clone();
-    let stalled = spawn_with(through).await;
-    stalled.wait_ready().await;
+    let (sandbox, faulty, stalled) =
+        spawn_proxied(|direct, proxied| direct.amqp = proxied.amqp.clone(), |_| {}).await;
     faulty.amqp.set(Fault::Blackhole);
     let response = stalled.post_event(BODY, Some("unclear")).await;
     assert!(response.headers().contains_key("retry-after"));

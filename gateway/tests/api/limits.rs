@@ -38,13 +38,8 @@ async fn image_gateway(
     })
     .await;
     app.wait_ready().await;
-    let created = app
-        .client
-        .post(app.url("/products"))
-        .json(&serde_json::json!({"product_id": product, "name": "Lamp", "category": "lighting", "price": 1, "stock": 1}))
-        .send()
-        .await
-        .expect("sent");
+    let body = serde_json::json!({"product_id": product, "name": "Lamp", "category": "lighting", "price": 1, "stock": 1});
+    let created = app.post_json("/products", body.to_string()).await;
     assert_eq!(created.status(), 201);
     ImageGateway { app, folder }
 }

@@ -1,6 +1,6 @@
 //! `GET /products/{id}`: cache first, PostgreSQL behind it.
 
-use crate::helpers::{WAIT, json, spawn_app};
+use crate::helpers::{WAIT, execute, json, spawn_app};
 use redis::AsyncCommands;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -16,13 +16,11 @@ async fn an_invalid_id_is_400_and_an_unknown_one_404() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cache_miss_reads_postgres_and_fills_the_cache() {
     let app = spawn_app().await;
-    let pool = testkit::postgres::pool(&app.backends).await;
-    sqlx::query(
+    execute(
+        &app.backends,
         "INSERT INTO products (product_id, price, updated_at) VALUES ('db-only', 12.3400, now())",
     )
-    .execute(&pool)
-    .await
-    .expect("insert");
+    .await;
     let response = app.get("/api/v1/products/db-only").await;
     let body = json(response, 200).await;
     assert_eq!(body["price"].to_string(), "12.3400");
@@ -54,12 +52,8 @@ async fn a_read_after_a_creation_shows_what_the_creation_answered() {
     // show the price and stock the 201 showed.
     let app = spawn_app().await;
     let created = app
-        .client
-        .post(app.url("/products"))
-        .json(&serde_json::json!({"product_id": "ryw-1", "name": "Lamp", "category": "lighting", "price": 19.5, "stock": 4}))
-        .send()
-        .await
-        .expect("sent");
+        .post_json("/products", r#"{"product_id": "ryw-1", "name": "Lamp", "category": "lighting", "price": 19.5, "stock": 4}"#)
+        .await;
     let created = json(created, 201).await;
     let read = json(app.get("/products/ryw-1").await, 200).await;
     for field in ["price", "stock", "name", "category"] {

@@ -1,6 +1,8 @@
 //! Every way a `POST /events` can be refused: a clear status, a JSON body naming the field, and
 //! nothing left behind (no message, no idempotency record).
 
+use reqwest::Method;
+
 use crate::helpers::{json, spawn_app};
 
 /// (body, expected field or null) pairs that must each be a 400.
@@ -61,13 +63,7 @@ async fn each_invalid_body_is_a_400_naming_the_field_and_leaves_nothing_behind()
         assert_eq!(body_json["field"].as_str(), *field, "{body} -> {body_json}");
         assert!(body_json["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    assert_eq!(
-        app.queued().await,
-        0,
-        "a refused request published something"
-    );
-    let keys = testkit::redis::namespace_keys(&app.backends).await;
-    assert!(keys.is_empty(), "a refused request left {keys:?}");
+    app.assert_left_nothing().await;
     app.stop().await;
 }
 
@@ -140,19 +136,14 @@ async fn a_body_not_declared_as_json_is_a_415() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_method_is_a_405_and_an_unknown_path_a_404() {
     let app = spawn_app().await;
-    for path in ["/events", "/api/v1/events"] {
-        let response = app.client.put(app.url(path)).send().await.expect("sent");
-        json(response, 405).await;
+    for (method, path, status) in [
+        (Method::PUT, "/events", 405),
+        (Method::PUT, "/api/v1/events", 405),
+        (Method::POST, "/products/p1", 405),
+        (Method::GET, "/nowhere", 404),
+    ] {
+        json(app.send(method, path).await, status).await;
     }
-    let response = app
-        .client
-        .post(app.url("/products/p1"))
-        .send()
-        .await
-        .expect("sent");
-    json(response, 405).await;
-    let response = app.get("/nowhere").await;
-    json(response, 404).await;
     app.stop().await;
 }
 

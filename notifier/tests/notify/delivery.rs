@@ -109,14 +109,8 @@ async fn an_endpoint_that_answers_410_gone_is_disabled_at_once() {
     assert_eq!(delivery["status"], "failed", "{delivery}");
     assert_eq!(delivery["attempts"], 1, "no retry after 410");
     assert_eq!(receiver.count(), 1);
-    let (_, subscription) = notifier.get(&format!("/subscriptions/{id}")).await;
-    assert_eq!(subscription["status"], "disabled");
-    assert!(
-        subscription["disabled_reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("410")),
-        "{subscription}"
-    );
+    let reason = notifier.assert_disabled(&id).await;
+    assert!(reason.contains("410"), "{reason}");
     // Later events are skipped for it, and nothing more is sent.
     notifier.emit("g2:order.created", "order.created").await;
     let skipped = notifier.settled("g2:order.created").await;
@@ -156,13 +150,9 @@ async fn retry_after_on_503_holds_the_retry_back_that_long() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_endpoint_fails_is_dead_lettered_disabled_and_can_be_retried() {
     let notifier = spawn_notifier(1).await;
-    let down = testkit::ports::closed_port_url("http");
-    let (id, _) = notifier.subscribe(&down, &["order.rejected"]).await;
-
-    notifier.emit("e3:order.rejected", "order.rejected").await;
-    let notification = notifier.settled("e3:order.rejected").await;
-    let delivery = &notification["deliveries"][0];
-    assert_eq!(delivery["status"], "failed");
+    let (id, delivery) = notifier
+        .failed_at_unreachable("e3:order.rejected", "order.rejected")
+        .await;
     assert_eq!(delivery["attempts"], 3, "the first try and both retries");
     assert!(delivery["failed_at"].is_string());
     assert!(
@@ -181,9 +171,7 @@ async fn an_unreachable_endpoint_fails_is_dead_lettered_disabled_and_can_be_retr
     let (_, failed) = notifier.get("/deliveries?status=failed").await;
     assert_eq!(failed["items"][0]["event_id"], "e3:order.rejected");
 
-    let (_, subscription) = notifier.get(&format!("/subscriptions/{id}")).await;
-    assert_eq!(subscription["status"], "disabled");
-    assert!(subscription["disabled_reason"].as_str().is_some());
+    notifier.assert_disabled(&id).await;
 
     // While disabled, new events are recorded as skipped for it.
     notifier.emit("e4:order.rejected", "order.rejected").await;
@@ -333,10 +321,8 @@ async fn a_message_that_is_not_a_downstream_event_is_dead_lettered_with_why() {
             (notifier.broker.depth(&dead).await == 1).then_some(())
         })
         .await;
-        let message = notifier.broker.take(&dead).await.expect("dead letter");
-        assert_eq!(message.data, body);
-        let header = |name| shared::dead_letter::text_header(&message.properties, name);
-        assert_eq!(header(headers::DEAD_REASON).as_deref(), Some("unparseable"));
+        let properties = notifier.take_dead_letter(body, "unparseable").await;
+        let header = |name| shared::dead_letter::text_header(&properties, name);
         assert_eq!(header(headers::DEAD_SERVICE).as_deref(), Some("notifier"));
         assert_eq!(
             header(headers::SOURCE_QUEUE),
@@ -358,7 +344,6 @@ async fn a_message_that_is_not_a_downstream_event_is_dead_lettered_with_why() {
 async fn an_event_postgres_refuses_to_record_is_dead_lettered_and_the_queue_moves_on() {
     let notifier = spawn_notifier(5).await;
     let _receiver = notifier.receiver_for(&["stock.low"]).await;
-    let dead = notifier.topology.dead_letter_queue();
     let pool = testkit::postgres::pool(&notifier.backends).await;
     testkit::sabotage::writes(
         &pool,
@@ -390,10 +375,8 @@ async fn an_event_postgres_refuses_to_record_is_dead_lettered_and_the_queue_move
         ("unparseable", "visible ASCII"),
         ("invalid", "PostgreSQL refused"),
     ] {
-        let message = notifier.broker.take(&dead).await.expect("dead letter");
-        assert_eq!(message.data, body);
-        let header = |name| shared::dead_letter::text_header(&message.properties, name);
-        assert_eq!(header(headers::DEAD_REASON).as_deref(), Some(reason));
+        let properties = notifier.take_dead_letter(body, reason).await;
+        let header = |name| shared::dead_letter::text_header(&properties, name);
         assert!(
             header(headers::DEAD_ERROR).is_some_and(|e| e.contains(error)),
             "{:?}",

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shared::auth::Scope;
 use testkit::webhooks::Receiver;
 
-use crate::helpers::{WAIT, spawn_notifier, spawn_notifier_with};
+use crate::helpers::{Notifier, WAIT, answer, spawn_notifier, spawn_notifier_with};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_wants_an_ops_key() {
@@ -65,12 +65,18 @@ async fn the_api_wants_an_ops_key() {
     notifier.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn endpoints_on_private_networks_are_refused_by_class() {
+/// A notifier that refuses endpoints on private networks, a receiver on this machine, and the
+/// URL that reaches that receiver by name (`http://localhost:{port}`).
+async fn refusing_private_networks_with_a_local_receiver() -> (Notifier, Receiver, String) {
     let notifier = spawn_notifier_with(|c| c.allow_private_networks = false).await;
     let receiver = Receiver::start(&[]).await;
-    let port = receiver.port();
-    let by_name = format!("http://localhost:{port}");
+    let by_name = format!("http://localhost:{}", receiver.port());
+    (notifier, receiver, by_name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_on_private_networks_are_refused_by_class() {
+    let (notifier, _receiver, by_name) = refusing_private_networks_with_a_local_receiver().await;
     for (url, class) in [
         ("http://127.0.0.1:8082/dead-letters", "loopback"),
         ("http://10.0.0.5/hook", "private"),
@@ -87,15 +93,9 @@ async fn endpoints_on_private_networks_are_refused_by_class() {
         ("http://[::ffff:169.254.169.254]/hook", "link-local"),
         (by_name.as_str(), "loopback"),
     ] {
-        let response = notifier
-            .client
-            .post(notifier.url("/subscriptions"))
-            .json(&json!({ "url": url, "event_types": ["stock.low"] }))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 400, "{url}");
-        let body: Value = response.json().await.expect("JSON");
+        let subscription = json!({ "url": url, "event_types": ["stock.low"] });
+        let (status, body) = notifier.post_json("/subscriptions", &subscription).await;
+        assert_eq!(status, 400, "{url}");
         assert_eq!(body["field"], "url", "{url}");
         assert!(
             body["error"].as_str().is_some_and(|e| e.contains(class)),
@@ -109,9 +109,7 @@ async fn endpoints_on_private_networks_are_refused_by_class() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_that_resolves_to_a_private_address_at_delivery_is_not_connected_to() {
-    let notifier = spawn_notifier_with(|c| c.allow_private_networks = false).await;
-    let receiver = Receiver::start(&[]).await;
-    let port = receiver.port();
+    let (notifier, receiver, by_name) = refusing_private_networks_with_a_local_receiver().await;
     // As if the name had resolved to a public address when it was subscribed, and to this
     // machine now (DNS rebinding).
     let pool = testkit::postgres::pool(&notifier.backends).await;
@@ -119,7 +117,7 @@ async fn a_name_that_resolves_to_a_private_address_at_delivery_is_not_connected_
         "INSERT INTO subscriptions (id, url, event_types, secret)
          VALUES ('0190d0a4-0000-7000-8000-000000000001', $1, '{stock.low}', 'whsec_AAAA')",
     )
-    .bind(format!("http://localhost:{port}/hook"))
+    .bind(format!("{by_name}/hook"))
     .execute(&pool)
     .await
     .expect("insert");
@@ -146,21 +144,10 @@ async fn a_namespace_holds_at_most_its_cap_of_subscriptions() {
     let receiver = Receiver::start(&[]).await;
     let (first, _) = notifier.subscribe(&receiver.url(), &["stock.low"]).await;
     notifier.subscribe(&receiver.url(), &["stock.low"]).await;
-    let third = notifier
-        .client
-        .post(notifier.url("/subscriptions"))
-        .json(&json!({ "url": receiver.url(), "event_types": ["stock.low"] }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(third.status(), 409);
-    let deleted = notifier
-        .client
-        .delete(notifier.url(&format!("/subscriptions/{first}")))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(deleted.status(), 204);
+    let third = json!({ "url": receiver.url(), "event_types": ["stock.low"] });
+    assert_eq!(notifier.post_json("/subscriptions", &third).await.0, 409);
+    let deleted = notifier.delete(&format!("/subscriptions/{first}")).await.0;
+    assert_eq!(deleted, 204);
     notifier.subscribe(&receiver.url(), &["stock.low"]).await;
     notifier.stop().await;
 }
@@ -189,29 +176,19 @@ async fn signing_secrets_and_tokens_in_webhook_urls_never_appear_in_the_logs() {
     let base = format!("http://{addr}");
     testkit::wait::until_ready(&client, &base, WAIT).await;
     let receiver = Receiver::start(&[]).await;
-    let created: Value = client
+    let subscription = json!({
+        "url": format!("{}?token=tok-in-the-url-5ecret", receiver.url()),
+        "event_types": ["stock.low"],
+    });
+    let subscribe = client
         .post(format!("{base}/subscriptions"))
-        .json(&json!({
-            "url": format!("{}?token=tok-in-the-url-5ecret", receiver.url()),
-            "event_types": ["stock.low"],
-        }))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
-    let rotated: Value = client
-        .post(format!(
-            "{base}/subscriptions/{}/rotate-secret",
-            created["id"].as_str().expect("id")
-        ))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+        .json(&subscription);
+    let (status, created) = answer(subscribe).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, rotated) =
+        answer(client.post(format!("{base}/subscriptions/{id}/rotate-secret"))).await;
+    assert_eq!(status, 200, "{rotated}");
     let broker = testkit::broker::Broker::connect(&backends).await;
     let topology = shared::topology::Topology::new(backends.namespace.clone(), 2);
     broker

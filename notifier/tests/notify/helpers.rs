@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use lapin::BasicProperties;
 use serde_json::{Value, json};
-use shared::{config::Backends, topology::Topology};
+use shared::{config::Backends, contract::headers, topology::Topology};
 use testkit::{in_process::InProcess, sandbox::Sandbox, webhooks::Receiver};
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -152,26 +152,53 @@ impl Notifier {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(self.url(path)).send().await.expect("sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.get(self.url(path))).await
     }
 
     pub async fn post(&self, path: &str) -> (u16, Value) {
-        let response = self.client.post(self.url(path)).send().await.expect("sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.post(self.url(path))).await
+    }
+
+    /// `POST path` with the JSON `body`: the status and the answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        answer(self.client.post(self.url(path)).json(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .delete(self.url(path))
-            .send()
-            .await
-            .expect("sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.delete(self.url(path))).await
+    }
+
+    /// Subscribes an endpoint nothing listens on to `kind`, emits the event `id` of that type
+    /// and waits until its delivery has failed: the subscription's id and that delivery.
+    pub async fn failed_at_unreachable(&self, id: &str, kind: &str) -> (String, Value) {
+        let down = testkit::ports::closed_port_url("http");
+        let (subscription, _) = self.subscribe(&down, &[kind]).await;
+        self.emit(id, kind).await;
+        let notification = self.settled(id).await;
+        let delivery = &notification["deliveries"][0];
+        assert_eq!(delivery["status"], "failed", "{notification}");
+        (subscription, delivery.clone())
+    }
+
+    /// Asserts that the subscription `id` is disabled, saying why; why.
+    pub async fn assert_disabled(&self, id: &str) -> String {
+        let (_, subscription) = self.get(&format!("/subscriptions/{id}")).await;
+        assert_eq!(subscription["status"], "disabled", "{subscription}");
+        subscription["disabled_reason"]
+            .as_str()
+            .expect("a reason")
+            .to_owned()
+    }
+
+    /// Takes the next dead letter, asserting that it holds `body` and was dead-lettered for
+    /// `reason`; its properties (read a header with [`shared::dead_letter::text_header`]).
+    pub async fn take_dead_letter(&self, body: &[u8], reason: &str) -> BasicProperties {
+        let dead = self.topology.dead_letter_queue();
+        let message = self.broker.take(&dead).await.expect("dead letter");
+        assert_eq!(message.data, body);
+        let why = shared::dead_letter::text_header(&message.properties, headers::DEAD_REASON);
+        assert_eq!(why.as_deref(), Some(reason));
+        message.properties
     }
 
     /// Waits until the notification of `event_id` is recorded and every delivery of it is
@@ -197,6 +224,13 @@ impl Notifier {
             sandbox.remove().await.expect("the namespace removed");
         }
     }
+}
+
+/// The status and the JSON body (`null` when it is not JSON) of the answer to `request`.
+pub async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// True when `received`'s `webhook-signature` holds a signature made with `secret`.

@@ -7,20 +7,7 @@ use serde_json::{Value, json};
 use testkit::webhooks::Receiver;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::helpers::{Notifier, WAIT, signed_with, spawn_notifier};
-
-/// `POST path` with the JSON `body`: the status and the answer.
-async fn post_json(notifier: &Notifier, path: &str, body: &Value) -> (u16, Value) {
-    let response = notifier
-        .client
-        .post(notifier.url(path))
-        .json(body)
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use crate::helpers::{WAIT, signed_with, spawn_notifier};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_catalog_lists_every_type_with_its_meaning_and_payload() {
@@ -60,15 +47,19 @@ async fn a_test_event_reaches_its_subscription_only_signed_and_recorded() {
         (json!({"event_type": "order.shipped"}), "event_type"),
         (json!({"event_type": "stock.low", "url": "x"}), "url"),
     ] {
-        let (status, problem) = post_json(&notifier, &path, &body).await;
+        let (status, problem) = notifier.post_json(&path, &body).await;
         testkit::http::assert_names_field(status, &problem, field, &body.to_string());
     }
-    let (status, _) = post_json(&notifier, "/subscriptions/nope/test", &json!({})).await;
+    let (status, _) = notifier
+        .post_json("/subscriptions/nope/test", &json!({}))
+        .await;
     assert_eq!(status, 400);
     let unknown = format!("/subscriptions/{}/test", uuid::Uuid::now_v7());
-    assert_eq!(post_json(&notifier, &unknown, &json!({})).await.0, 404);
+    assert_eq!(notifier.post_json(&unknown, &json!({})).await.0, 404);
 
-    let (status, sent) = post_json(&notifier, &path, &json!({"event_type": "stock.low"})).await;
+    let (status, sent) = notifier
+        .post_json(&path, &json!({"event_type": "stock.low"}))
+        .await;
     assert_eq!(status, 202, "{sent}");
     assert_eq!(sent["event_type"], "stock.low");
     let event_id = sent["event_id"].as_str().expect("an id").to_owned();
@@ -94,7 +85,7 @@ async fn a_test_event_reaches_its_subscription_only_signed_and_recorded() {
     assert_eq!(deliveries[0]["subscription_id"], id.as_str());
     assert_eq!(deliveries[0]["status"], "sent");
     // Without an event type, the subscription's first.
-    let (status, sent) = post_json(&notifier, &path, &json!({})).await;
+    let (status, sent) = notifier.post_json(&path, &json!({})).await;
     assert_eq!(
         (status, sent["event_type"].as_str()),
         (202, Some("order.created"))
@@ -109,7 +100,7 @@ async fn a_test_event_reaches_its_subscription_only_signed_and_recorded() {
         .execute(&pool)
         .await
         .expect("disabled");
-    let (status, problem) = post_json(&notifier, &path, &json!({})).await;
+    let (status, problem) = notifier.post_json(&path, &json!({})).await;
     assert_eq!(status, 409, "{problem}");
     notifier.stop().await;
 }
@@ -117,18 +108,12 @@ async fn a_test_event_reaches_its_subscription_only_signed_and_recorded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deliveries_failed_since_a_time_are_sent_again_and_earlier_ones_are_not() {
     let notifier = spawn_notifier(5).await;
-    let down = testkit::ports::closed_port_url("http");
-    let (id, _) = notifier.subscribe(&down, &["order.created"]).await;
-    notifier.emit("r1:order.created", "order.created").await;
-    let first = notifier.settled("r1:order.created").await;
-    assert_eq!(first["deliveries"][0]["status"], "failed");
-    let first_failed = OffsetDateTime::parse(
-        first["deliveries"][0]["failed_at"]
-            .as_str()
-            .expect("a time"),
-        &Rfc3339,
-    )
-    .expect("RFC 3339");
+    let (id, first) = notifier
+        .failed_at_unreachable("r1:order.created", "order.created")
+        .await;
+    let first_failed =
+        OffsetDateTime::parse(first["failed_at"].as_str().expect("a time"), &Rfc3339)
+            .expect("RFC 3339");
     let since = first_failed + Duration::from_millis(1);
     notifier.emit("r2:order.created", "order.created").await;
     let second = notifier.settled("r2:order.created").await;
@@ -143,7 +128,7 @@ async fn deliveries_failed_since_a_time_are_sent_again_and_earlier_ones_are_not(
             "until",
         ),
     ] {
-        let (status, problem) = post_json(&notifier, &path, &body).await;
+        let (status, problem) = notifier.post_json(&path, &body).await;
         testkit::http::assert_names_field(status, &problem, field, &body.to_string());
     }
 
@@ -157,7 +142,7 @@ async fn deliveries_failed_since_a_time_are_sent_again_and_earlier_ones_are_not(
         .await
         .expect("pointed at the receiver");
     let since = since.format(&Rfc3339).expect("formats");
-    let (status, recovered) = post_json(&notifier, &path, &json!({ "since": since })).await;
+    let (status, recovered) = notifier.post_json(&path, &json!({ "since": since })).await;
     assert_eq!((status, recovered["recovered"].as_u64()), (202, Some(1)));
     let received = receiver.wait_for(1, WAIT).await;
     assert_eq!(received[0].header("webhook-id"), "r2:order.created");
@@ -169,7 +154,7 @@ async fn deliveries_failed_since_a_time_are_sent_again_and_earlier_ones_are_not(
         "failed before since"
     );
     // Nothing failed since then any more.
-    let (status, again) = post_json(&notifier, &path, &json!({ "since": since })).await;
+    let (status, again) = notifier.post_json(&path, &json!({ "since": since })).await;
     assert_eq!((status, again["recovered"].as_u64()), (202, Some(0)));
     assert_eq!(receiver.count(), 1);
     notifier.stop().await;

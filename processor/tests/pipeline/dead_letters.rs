@@ -82,19 +82,12 @@ async fn a_failing_event_climbs_the_retry_ladder_without_blocking_its_shard_then
 
     // Fixed; a dry run says what would happen and changes nothing.
     repair(&pool, "flaky").await;
-    let (status, dry) = pipeline
-        .processor_post(
-            "/dead-letters/replay",
-            json!({"ids": [id], "dry_run": true}),
-        )
-        .await;
+    let (status, dry) = pipeline.replay(json!({"ids": [id], "dry_run": true})).await;
     assert_eq!(status, 200);
     assert_eq!(dry["results"][0]["outcome"], "would_replay");
     assert_eq!(dry["results"][0]["already_applied"], false);
     assert!(pipeline.product("flaky").await.is_none());
-    let (status, done) = pipeline
-        .processor_post("/dead-letters/replay", json!({"ids": [id]}))
-        .await;
+    let (status, done) = pipeline.replay(json!({"ids": [id]})).await;
     assert_eq!(status, 200);
     assert_eq!(done["results"][0]["outcome"], "replayed");
     pipeline.product_when("flaky", |p| p["stock"] == 1).await;
@@ -132,18 +125,11 @@ async fn replaying_an_event_that_was_already_applied_does_not_apply_it_again() {
         dead[0]["reason"], "delivery_limit",
         "no pipeline headers: the broker's reason"
     );
-    let (_, dry) = pipeline
-        .processor_post(
-            "/dead-letters/replay",
-            json!({"all": true, "dry_run": true}),
-        )
-        .await;
+    let (_, dry) = pipeline.replay(json!({"all": true, "dry_run": true})).await;
     assert_eq!(dry["results"][0]["already_applied"], true);
 
     let before = pipeline.duplicates().await;
-    let (_, done) = pipeline
-        .processor_post("/dead-letters/replay", json!({"all": true}))
-        .await;
+    let (_, done) = pipeline.replay(json!({"all": true})).await;
     assert_eq!(done["count"], 1);
     pipeline.wait_duplicate(before).await;
     assert_eq!(pipeline.inbox_count().await, 1);
@@ -192,21 +178,18 @@ async fn dead_letters_can_be_filtered_purged_and_bad_requests_are_named() {
         "one page holds both"
     );
 
-    for (path, field) in [
-        ("/dead-letters?limit=0", "limit"),
-        ("/dead-letters?since=yesterday", "since"),
-        ("/dead-letters?colour=red", "colour"),
-        ("/dead-letters?cursor=made-up", "cursor"),
-        ("/dead-letters?limit=1001", "limit"),
-    ] {
-        let (status, body) = pipeline.processor_get(path).await;
-        testkit::http::assert_names_field(status, &body, field, path);
-    }
+    pipeline
+        .assert_names_fields(&[
+            ("/dead-letters?limit=0", "limit"),
+            ("/dead-letters?since=yesterday", "since"),
+            ("/dead-letters?colour=red", "colour"),
+            ("/dead-letters?cursor=made-up", "cursor"),
+            ("/dead-letters?limit=1001", "limit"),
+        ])
+        .await;
     let (status, _) = pipeline.processor_get("/dead-letters/no-such-id").await;
     assert_eq!(status, 404);
-    let (status, body) = pipeline
-        .processor_post("/dead-letters/replay", json!({}))
-        .await;
+    let (status, body) = pipeline.replay(json!({})).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("ids")));
     let (status, _) = pipeline
         .processor_post("/dead-letters/purge", json!({"everything": true}))

@@ -5,17 +5,16 @@ use std::time::Duration;
 
 use lapin::Consumer;
 use processor::{
-    shards::{Fence, leases},
+    shards::Fence,
     store::{self, StoreError},
 };
-use shared::{
-    config::Backends,
-    connect::postgres::{Tables, migrated},
-    contract::Ingest,
-};
+use shared::{config::Backends, contract::Ingest};
 use sqlx::PgPool;
 
-use crate::helpers::{Pipeline, WAIT, downstream_of_order, downstream_of_update, spawn_pipeline};
+use crate::helpers::{
+    Pipeline, WAIT, announcements, claim_the_shard, downstream_of_order, downstream_of_update,
+    one_shard, spawn_pipeline,
+};
 
 /// A private queue bound to every downstream event.
 async fn listen(pipeline: &Pipeline) -> (testkit::broker::Broker, Consumer) {
@@ -151,26 +150,27 @@ const CRASH_SOURCE: &str = r#"{"event_id":"crash-evt","owner":"tester","product_
 
 /// Records `crash-evt` in the inbox with `announcements` kept, as a processor that died after
 /// its commit and before its publish would have left it.
-async fn applied_and_not_published(pool: &sqlx::PgPool, announcements: &[&str]) {
+async fn applied_and_not_published(pipeline: &Pipeline, announcements: &[&str]) {
+    let pool = testkit::postgres::pool(&pipeline.backends).await;
     sqlx::query(
         "INSERT INTO processed_events (event_id, kind, owner, product_id, occurred_at,
                                        received_at, announcements)
          VALUES ('crash-evt', 'product.update', 'tester', 'crash-1', now(), now(), $1)",
     )
     .bind(announcements)
-    .execute(pool)
+    .execute(&pool)
     .await
     .expect("insert");
+    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_back() {
     let pipeline = spawn_pipeline().await;
     let (_connection, mut consumer) = listen(&pipeline).await;
-    let pool = testkit::postgres::pool(&pipeline.backends).await;
     // Spaced as this version would not write it: what is published is what was kept.
     let kept = r#"{"type": "product.updated", "timestamp": "2026-01-01T00:00:00Z", "data": {"source_event_id": "crash-evt", "product_id": "crash-1", "old": {"price": null, "stock": null}, "new": {"price": null, "stock": 7}}}"#;
-    applied_and_not_published(&pool, &[kept]).await;
+    applied_and_not_published(&pipeline, &[kept]).await;
     // The unacknowledged source (sent with the test's key) is redelivered: a duplicate, which
     // publishes what its row keeps, byte for byte, under the id it was first published with.
     let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
@@ -195,8 +195,7 @@ async fn events_left_unpublished_by_a_crash_are_emitted_when_the_source_comes_ba
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_event_this_version_cannot_read_is_dead_lettered_and_the_shard_moves_on() {
     let pipeline = spawn_pipeline().await;
-    let pool = testkit::postgres::pool(&pipeline.backends).await;
-    applied_and_not_published(&pool, &[r#"{"type":"product.renamed","data":{}}"#]).await;
+    applied_and_not_published(&pipeline, &[r#"{"type":"product.renamed","data":{}}"#]).await;
     let broker = testkit::broker::Broker::connect(&pipeline.backends).await;
     pipeline
         .publish_update(&broker, "crash-1", CRASH_SOURCE)
@@ -214,24 +213,11 @@ async fn a_kept_event_this_version_cannot_read_is_dead_lettered_and_the_shard_mo
     pipeline.stop().await;
 }
 
-/// The sandbox's schema, migrated, and this test's fence on its one shard: batches applied
-/// straight through the store. The pool's connections are named after the namespace.
+/// The sandbox's schema with its one shard, and this test's fence on it: batches applied
+/// straight through the store.
 async fn fenced(backends: &Backends) -> (PgPool, Fence) {
-    let options = backends
-        .database
-        .clone()
-        .application_name(backends.namespace.as_str());
-    let pool = migrated(&options, &backends.namespace, &Tables::ALL, 4)
-        .await
-        .expect("PostgreSQL is reachable");
-    leases::prepare(&pool, 1).await.expect("lease rows");
-    let lease = leases::claim(&pool, "me", 1, 1, Duration::from_secs(60))
-        .await
-        .expect("claimed");
-    let fence = Fence {
-        member: "me".into(),
-        lease: lease[0],
-    };
+    let pool = one_shard(backends).await;
+    let fence = claim_the_shard(&pool, "me", Duration::from_secs(60)).await;
     (pool, fence)
 }
 
@@ -258,11 +244,7 @@ async fn each_inbox_row_of_a_batch_keeps_exactly_the_events_its_event_caused() {
     let batch = store::apply(&pool, &items, 10, &fence)
         .await
         .expect("applied");
-    let kept: Vec<(String, Option<Vec<String>>)> =
-        sqlx::query_as("SELECT event_id, announcements FROM processed_events ORDER BY event_id")
-            .fetch_all(&pool)
-            .await
-            .expect("the inbox");
+    let kept = announcements(&pool).await;
     let caused = |id: &str| -> Option<Vec<String>> {
         let bodies: Vec<String> = batch
             .emitted

@@ -4,7 +4,13 @@
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use lapin::BasicProperties;
-use shared::{config::Backends, topology::Topology};
+use processor::shards::{Fence, leases};
+use shared::{
+    config::Backends,
+    connect::postgres::{Tables, migrated},
+    topology::Topology,
+};
+use sqlx::PgPool;
 use testkit::sandbox::Sandbox;
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -107,14 +113,23 @@ impl Pipeline {
         request.send().await.expect("request sent")
     }
 
-    /// Posts with an `Idempotency-Key` until it is accepted, as a client retries through an
-    /// outage.
-    pub async fn accept_eventually(&self, what: &str, key: &str, body: &str) {
-        testkit::wait::eventually(what, WAIT, || async {
+    /// Posts with an `Idempotency-Key` until it is accepted, as a client retries after an
+    /// outage, then waits until the inbox holds `inbox` events.
+    pub async fn retry_until_applied(&self, key: &str, body: &str, inbox: i64) {
+        testkit::wait::eventually(&format!("{key} to be accepted again"), WAIT, || async {
             let r = self.post_event(body, Some(key)).await;
             (r.status() == 202).then_some(())
         })
         .await;
+        wait_inbox(self, inbox).await;
+    }
+
+    /// Posts with an `Idempotency-Key` and asserts that the gateway refuses it for now, saying
+    /// `why` if not: 503 with `Retry-After`, for the client to send it again.
+    pub async fn refused_for_now(&self, key: &str, body: &str, why: &str) {
+        let response = self.post_event(body, Some(key)).await;
+        assert_eq!(response.status(), 503, "{why}");
+        assert!(response.headers().contains_key("retry-after"));
     }
 
     /// Posts without a key and asserts 202.
@@ -188,13 +203,27 @@ impl Pipeline {
         testkit::postgres::inbox_count(&self.backends).await
     }
 
+    /// Runs `statement` on the namespace's schema.
+    pub async fn execute(&self, statement: &'static str) {
+        let pool = testkit::postgres::pool(&self.backends).await;
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        pool.close().await;
+    }
+
     /// `GET` on the processor's API, as JSON with its status.
     pub async fn processor_get(&self, path: &str) -> (u16, serde_json::Value) {
         let addr = self.processor.expect("a processor is running");
         testkit::http::get_json(&self.client, &format!("http://{addr}{path}")).await
     }
 
-    /// `POST` JSON to the processor's API.
+    /// `POST /dead-letters/replay` of `selection` on the processor's API.
+    pub async fn replay(&self, selection: serde_json::Value) -> (u16, serde_json::Value) {
+        self.processor_post("/dead-letters/replay", selection).await
+    }
+
     /// How many dead letters of `reason` a dry-run purge counts.
     pub async fn purgeable(&self, reason: &str) -> serde_json::Value {
         let selection = serde_json::json!({"all": true, "reason": reason, "dry_run": true});
@@ -204,6 +233,7 @@ impl Pipeline {
             .clone()
     }
 
+    /// `POST` JSON to the processor's API.
     pub async fn processor_post(
         &self,
         path: &str,
@@ -219,6 +249,14 @@ impl Pipeline {
             .expect("sent");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Asserts that `GET` on each `(path, field)`'s path is a 400 naming the field.
+    pub async fn assert_names_fields(&self, cases: &[(&str, &str)]) {
+        for (path, field) in cases {
+            let (status, body) = self.processor_get(path).await;
+            testkit::http::assert_names_field(status, &body, field, path);
+        }
     }
 
     /// Waits until the dead-letter API lists exactly `n` dead letters, and returns them.
@@ -311,4 +349,37 @@ pub async fn wait_inbox(pipeline: &Pipeline, n: i64) {
         (pipeline.inbox_count().await == n).then_some(())
     })
     .await;
+}
+
+/// Each inbox row's event id and the downstream events it keeps, by event id.
+pub async fn announcements(pool: &PgPool) -> Vec<(String, Option<Vec<String>>)> {
+    sqlx::query_as("SELECT event_id, announcements FROM processed_events ORDER BY event_id")
+        .fetch_all(pool)
+        .await
+        .expect("the inbox is readable")
+}
+
+/// The sandbox's schema, migrated, with the lease row of its one shard, for batches applied
+/// straight through the store. The pool's connections are named after the namespace.
+pub async fn one_shard(backends: &Backends) -> PgPool {
+    let options = backends
+        .database
+        .clone()
+        .application_name(backends.namespace.as_str());
+    let pool = migrated(&options, &backends.namespace, &Tables::ALL, 4)
+        .await
+        .expect("PostgreSQL is reachable");
+    leases::prepare(&pool, 1).await.expect("lease rows");
+    pool
+}
+
+/// `member`'s claim of the one shard of [`one_shard`]'s schema for `lease`, as its fence.
+pub async fn claim_the_shard(pool: &PgPool, member: &str, lease: Duration) -> Fence {
+    let claimed = leases::claim(pool, member, 1, 1, lease)
+        .await
+        .expect("claimed");
+    Fence {
+        member: member.into(),
+        lease: claimed[0],
+    }
 }

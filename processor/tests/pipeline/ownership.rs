@@ -22,7 +22,7 @@ async fn client_of(
 
 async fn post(
     client: &reqwest::Client,
-    url: String,
+    url: &str,
     idempotency_key: Option<&str>,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
@@ -43,58 +43,32 @@ async fn two_keys_using_one_idempotency_key_or_event_id_never_meet() {
     let feed = client_of(&pipeline, "supplier-feed", &[Scope::EventsWrite]).await;
 
     // The same Idempotency-Key from two keys, for two products: two events, both applied.
-    let (status, body) = post(
-        &erp,
-        events.clone(),
-        Some("shared-1"),
-        json!({"product_id": "own-a", "stock": 5}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    let (status, body) = post(
-        &feed,
-        events.clone(),
-        Some("shared-1"),
-        json!({"product_id": "own-b", "stock": 7}),
-    )
-    .await;
-    assert_eq!(
-        status, 202,
-        "another key's idempotency key is not this one's: {body}"
-    );
-    assert!(body.get("error").is_none(), "{body}");
+    for (client, product, stock) in [(&erp, "own-a", 5), (&feed, "own-b", 7)] {
+        let body = json!({"product_id": product, "stock": stock});
+        let (status, body) = post(client, &events, Some("shared-1"), body).await;
+        assert_eq!(
+            status, 202,
+            "each key's idempotency keys are its own: {body}"
+        );
+        assert!(body.get("error").is_none(), "{body}");
+    }
 
     // A key pre-claiming an event id another key will use does not make the real event a
     // duplicate.
-    let (status, _) = post(
-        &feed,
-        events.clone(),
-        None,
-        json!({"event_id": "po-77", "product_id": "own-c", "stock": 1}),
-    )
-    .await;
-    assert_eq!(status, 202);
-    pipeline.product_when("own-c", |p| p["stock"] == 1).await;
-    let (status, _) = post(
-        &erp,
-        events.clone(),
-        None,
-        json!({"event_id": "po-77", "product_id": "own-d", "stock": 9}),
-    )
-    .await;
-    assert_eq!(status, 202);
+    for (client, product, stock) in [(&feed, "own-c", 1), (&erp, "own-d", 9)] {
+        let body = json!({"event_id": "po-77", "product_id": product, "stock": stock});
+        let (status, _) = post(client, &events, None, body).await;
+        assert_eq!(status, 202);
+        pipeline
+            .product_when(product, |p| p["stock"] == stock)
+            .await;
+    }
     pipeline.product_when("own-a", |p| p["stock"] == 5).await;
     pipeline.product_when("own-b", |p| p["stock"] == 7).await;
-    pipeline.product_when("own-d", |p| p["stock"] == 9).await;
 
     // Each key's own repeat is still recognised: a replay for the same body, 422 for another.
-    let (status, body) = post(
-        &feed,
-        events.clone(),
-        Some("shared-1"),
-        json!({"product_id": "own-a", "stock": 1}),
-    )
-    .await;
+    let body = json!({"product_id": "own-a", "stock": 1});
+    let (status, body) = post(&feed, &events, Some("shared-1"), body).await;
     assert_eq!(status, 422, "{body}");
     wait_inbox(&pipeline, 4).await;
     let pool = testkit::postgres::pool(&pipeline.backends).await;
@@ -121,14 +95,12 @@ async fn two_keys_using_one_idempotency_key_or_event_id_never_meet() {
 async fn an_event_id_applied_before_ids_were_scoped_stays_applied_for_every_key() {
     let pipeline = spawn_pipeline().await;
     // The inbox row of an event applied by an earlier version: no owner.
-    let pool = testkit::postgres::pool(&pipeline.backends).await;
-    sqlx::query(
-        "INSERT INTO processed_events (event_id, kind, product_id, occurred_at, received_at)
-         VALUES ('legacy-1', 'product.update', 'old-1', now(), now())",
-    )
-    .execute(&pool)
-    .await
-    .expect("a legacy row");
+    pipeline
+        .execute(
+            "INSERT INTO processed_events (event_id, kind, product_id, occurred_at, received_at)
+             VALUES ('legacy-1', 'product.update', 'old-1', now(), now())",
+        )
+        .await;
     pipeline
         .accept_keyed("legacy-1", r#"{"product_id": "old-1", "stock": 3}"#)
         .await;
@@ -159,7 +131,7 @@ async fn an_order_is_its_placers_to_read_and_another_keys_order_is_404() {
     let support = client_of(&pipeline, "support", &[Scope::OrdersReadAll]).await;
     let orders = format!("http://{}/orders", pipeline.gateway);
     let order = |id: &str| json!({"id": id, "sku": "mug-9", "qty": 1, "email": "c@example.com"});
-    let (status, _) = post(&shop, orders.clone(), None, order("o-1")).await;
+    let (status, _) = post(&shop, &orders, None, order("o-1")).await;
     assert_eq!(status, 202);
 
     let read = |client: &reqwest::Client, query: &str| {
@@ -198,7 +170,7 @@ async fn an_order_is_its_placers_to_read_and_another_keys_order_is_404() {
     );
 
     // The other key's own o-1 is another order: both decided, each its placer's.
-    let (status, _) = post(&other, orders.clone(), None, order("o-1")).await;
+    let (status, _) = post(&other, &orders, None, order("o-1")).await;
     assert_eq!(status, 202);
     testkit::wait::eventually("the second o-1 decided", WAIT, || async {
         let (status, body) = read(&other, "").await;

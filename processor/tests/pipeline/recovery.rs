@@ -37,6 +37,33 @@ async fn faulted(through: impl FnOnce(&Backends, &Backends) -> (Backends, Backen
     }
 }
 
+impl Faulted {
+    /// With the gateway's broker link failing as `fault` says, the stock update `body` sent with
+    /// `key` is refused for now; once the link is cut and back, the client's retry with the same
+    /// key is applied: the inbox comes to hold `inbox` events, and the product the new stock.
+    async fn refused_while_cut_then_applied(
+        &self,
+        fault: Fault,
+        key: &str,
+        body: &str,
+        inbox: i64,
+    ) {
+        self.faulty.amqp.set(fault);
+        self.pipeline
+            .refused_for_now(key, body, "never a 202 without a confirm")
+            .await;
+        // Dropped first, so that no connection is left hanging from the fault.
+        self.faulty.amqp.set(Fault::Drop);
+        self.faulty.amqp.set(Fault::Pass);
+        self.pipeline.retry_until_applied(key, body, inbox).await;
+        let update: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        let product = update["product_id"].as_str().expect("a product id");
+        self.pipeline
+            .product_when(product, |p| p["stock"] == update["stock"])
+            .await;
+    }
+}
+
 /// The gateway behind the fault proxy.
 fn gateway_faulted(direct: &Backends, faulted: &Backends) -> (Backends, Backends) {
     (faulted.clone(), direct.clone())
@@ -54,26 +81,9 @@ async fn the_gateway_answers_503_while_the_broker_is_cut_and_accepts_again_by_it
     run.pipeline
         .accept_keyed("before-cut", r#"{"product_id": "cut-1", "stock": 1}"#)
         .await;
-    run.faulty.amqp.set(Fault::Drop);
-    let response = run
-        .pipeline
-        .post_event(r#"{"product_id": "cut-1", "stock": 2}"#, Some("during-cut"))
-        .await;
-    assert_eq!(response.status(), 503, "never a 202 without a confirm");
-    assert!(response.headers().contains_key("retry-after"));
-
-    run.faulty.amqp.set(Fault::Pass);
     // The client retries with the same key until the gateway is back.
-    run.pipeline
-        .accept_eventually(
-            "the gateway to accept again",
-            "during-cut",
-            r#"{"product_id": "cut-1", "stock": 2}"#,
-        )
-        .await;
-    wait_inbox(&run.pipeline, 2).await;
-    run.pipeline
-        .product_when("cut-1", |p| p["stock"] == 2)
+    let during = r#"{"product_id": "cut-1", "stock": 2}"#;
+    run.refused_while_cut_then_applied(Fault::Drop, "during-cut", during, 2)
         .await;
     run.pipeline.stop().await;
 }
@@ -83,27 +93,8 @@ async fn a_publish_whose_confirm_is_lost_is_503_and_the_retry_applies_once() {
     let run = faulted(gateway_faulted).await;
 
     // The broker may get the message, but its confirm never comes back.
-    run.faulty.amqp.set(Fault::Blackhole);
-    let response = run
-        .pipeline
-        .post_event(
-            r#"{"product_id": "lost-1", "stock": 4}"#,
-            Some("lost-confirm"),
-        )
-        .await;
-    assert_eq!(response.status(), 503);
-    run.faulty.amqp.set(Fault::Drop);
-    run.faulty.amqp.set(Fault::Pass);
-    run.pipeline
-        .accept_eventually(
-            "the retry to be accepted",
-            "lost-confirm",
-            r#"{"product_id": "lost-1", "stock": 4}"#,
-        )
-        .await;
-    wait_inbox(&run.pipeline, 1).await;
-    run.pipeline
-        .product_when("lost-1", |p| p["stock"] == 4)
+    let body = r#"{"product_id": "lost-1", "stock": 4}"#;
+    run.refused_while_cut_then_applied(Fault::Blackhole, "lost-confirm", body, 1)
         .await;
     // A later event on the same product travels the same shard behind any second copy: once it
     // is applied, every copy of the first has been through the processor.
@@ -179,16 +170,14 @@ async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and
     .await;
 
     run.faulty.redis.set(Fault::Drop);
-    let keyed = run
-        .pipeline
-        .post_event(r#"{"product_id": "rd-1", "stock": 1}"#, Some("rd-key"))
+    let keyed = r#"{"product_id": "rd-1", "stock": 1}"#;
+    run.pipeline
+        .refused_for_now(
+            "rd-key",
+            keyed,
+            "fail closed: a repeat could not be recognised",
+        )
         .await;
-    assert_eq!(
-        keyed.status(),
-        503,
-        "fail closed: a repeat could not be recognised"
-    );
-    assert!(keyed.headers().contains_key("retry-after"));
     run.pipeline
         .accept(r#"{"product_id": "rd-2", "stock": 1}"#)
         .await;
@@ -196,14 +185,7 @@ async fn with_redis_cut_at_the_gateway_keyed_events_are_503_keyless_accepted_and
     assert!(metrics.contains("pipeline_events_rejected_total{reason=\"unavailable\"}"));
 
     run.faulty.redis.set(Fault::Pass);
-    run.pipeline
-        .accept_eventually(
-            "keyed events to be accepted again",
-            "rd-key",
-            r#"{"product_id": "rd-1", "stock": 1}"#,
-        )
-        .await;
-    wait_inbox(&run.pipeline, 2).await;
+    run.pipeline.retry_until_applied("rd-key", keyed, 2).await;
     run.pipeline.stop().await;
 }
 

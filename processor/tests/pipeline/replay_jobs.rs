@@ -7,8 +7,10 @@ use shared::topology::Topology;
 
 use crate::helpers::{Pipeline, WAIT, spawn_pipeline, wait_inbox};
 
-/// Records `n` dead letters as the intake would, each a valid update of its own product.
-async fn plant(pipeline: &Pipeline, n: usize) {
+/// A pipeline with `n` dead letters, recorded as the intake would, each a valid update of its
+/// own product.
+async fn with_dead_letters(n: usize) -> Pipeline {
+    let pipeline = spawn_pipeline().await;
     let pool = testkit::postgres::pool(&pipeline.backends).await;
     for i in 0..n {
         let product = format!("bulk-{i}");
@@ -35,18 +37,13 @@ async fn plant(pipeline: &Pipeline, n: usize) {
         .await
         .expect("insert");
     }
+    pipeline
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dry_run_counts_and_shows_a_sample_and_changes_nothing() {
-    let pipeline = spawn_pipeline().await;
-    plant(&pipeline, 150).await;
-    let (status, dry) = pipeline
-        .processor_post(
-            "/dead-letters/replay",
-            json!({"all": true, "dry_run": true}),
-        )
-        .await;
+    let pipeline = with_dead_letters(150).await;
+    let (status, dry) = pipeline.replay(json!({"all": true, "dry_run": true})).await;
     assert_eq!(status, 200);
     assert_eq!(
         (dry["count"].as_i64(), dry["truncated"].as_bool()),
@@ -66,12 +63,11 @@ async fn a_dry_run_counts_and_shows_a_sample_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_replay_runs_as_a_job_and_replays_clicked_together_publish_each_once() {
-    let pipeline = spawn_pipeline().await;
-    plant(&pipeline, 150).await;
+    let pipeline = with_dead_letters(150).await;
     let everything = json!({"all": true});
     let (first, second) = tokio::join!(
-        pipeline.processor_post("/dead-letters/replay", everything.clone()),
-        pipeline.processor_post("/dead-letters/replay", everything.clone()),
+        pipeline.replay(everything.clone()),
+        pipeline.replay(everything.clone()),
     );
     let claimed: i64 = [&first, &second]
         .iter()
@@ -89,9 +85,7 @@ async fn a_large_replay_runs_as_a_job_and_replays_clicked_together_publish_each_
     assert!(!jobs.is_empty(), "more than 100 at once run as a job");
 
     // Clicked again while the job runs (or after): nothing is left to publish.
-    let (status, again) = pipeline
-        .processor_post("/dead-letters/replay", everything)
-        .await;
+    let (status, again) = pipeline.replay(everything).await;
     assert_eq!((status, again["count"].as_i64()), (200, Some(0)), "{again}");
 
     for job in &jobs {
@@ -122,16 +116,13 @@ async fn a_large_replay_runs_as_a_job_and_replays_clicked_together_publish_each_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_are_listed_a_page_at_a_time_none_twice_none_missed() {
-    let pipeline = spawn_pipeline().await;
-    plant(&pipeline, 150).await;
+    let pipeline = with_dead_letters(150).await;
     // Half of them failed at the same instant: the id orders those.
-    let pool = testkit::postgres::pool(&pipeline.backends).await;
-    sqlx::query(
-        "UPDATE dead_letters SET first_failed_at = '2026-01-01T00:00:00Z' WHERE id < 'dl-0075'",
-    )
-    .execute(&pool)
-    .await
-    .expect("same instant");
+    pipeline
+        .execute(
+            "UPDATE dead_letters SET first_failed_at = '2026-01-01T00:00:00Z' WHERE id < 'dl-0075'",
+        )
+        .await;
     let mut seen: Vec<String> = Vec::new();
     let mut path = "/dead-letters?limit=40".to_owned();
     let mut pages = 0;

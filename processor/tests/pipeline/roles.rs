@@ -33,16 +33,17 @@ async fn as_user(options: &PgConnectOptions, schema: &str, user: &str) -> PgPool
         .expect("the user logs in")
 }
 
-/// The SQLSTATE `statement` fails with, or `None` when it succeeds.
-async fn refusal(pool: &PgPool, statement: &str) -> Option<String> {
-    match sqlx::raw_sql(AssertSqlSafe(statement.to_owned()))
+/// Asserts that `statement` fails with the SQLSTATE `expected`, or succeeds when it is `None`.
+async fn assert_refusal(pool: &PgPool, statement: &str, expected: Option<&str>) {
+    let refusal = match sqlx::raw_sql(AssertSqlSafe(statement.to_owned()))
         .execute(pool)
         .await
     {
         Ok(_) => None,
         Err(sqlx::Error::Database(e)) => Some(e.code().unwrap_or_default().into_owned()),
         Err(e) => panic!("{statement}: {e}"),
-    }
+    };
+    assert_eq!(refusal.as_deref(), expected, "{statement}");
 }
 
 const DENIED: Option<&str> = Some("42501");
@@ -80,11 +81,7 @@ async fn a_service_role_may_do_what_its_service_does_and_nothing_else() {
         "UPDATE product_details SET name = name",
         "DELETE FROM product_images",
     ] {
-        assert_eq!(
-            refusal(&gateway, allowed).await.as_deref(),
-            None,
-            "{allowed}"
-        );
+        assert_refusal(&gateway, allowed, None).await;
     }
     for refused in [
         "DELETE FROM products",
@@ -96,34 +93,15 @@ async fn a_service_role_may_do_what_its_service_does_and_nothing_else() {
         "CREATE TABLE intruder (x int)",
         "DROP TABLE products",
     ] {
-        assert_eq!(
-            refusal(&gateway, refused).await.as_deref(),
-            DENIED,
-            "{refused}"
-        );
+        assert_refusal(&gateway, refused, DENIED).await;
     }
     let imager = as_user(&backends.database, schema, "roles_test_imager").await;
-    assert_eq!(
-        refusal(&imager, "SELECT count(*) FROM api_keys")
-            .await
-            .as_deref(),
-        DENIED,
-        "the imager checks no keys"
-    );
+    // The imager checks no keys.
+    assert_refusal(&imager, "SELECT count(*) FROM api_keys", DENIED).await;
     let dashboard = as_user(&backends.database, schema, "roles_test_dashboard").await;
-    assert_eq!(
-        refusal(&dashboard, "SELECT count(*) FROM dead_letters")
-            .await
-            .as_deref(),
-        None
-    );
-    assert_eq!(
-        refusal(&dashboard, "DELETE FROM dead_letters")
-            .await
-            .as_deref(),
-        DENIED,
-        "the dashboard's repairs go through the processor"
-    );
+    assert_refusal(&dashboard, "SELECT count(*) FROM dead_letters", None).await;
+    // The dashboard's repairs go through the processor.
+    assert_refusal(&dashboard, "DELETE FROM dead_letters", DENIED).await;
 
     // A privilege given by hand is taken back by the next migrate.
     sqlx::raw_sql(AssertSqlSafe(format!(
@@ -132,15 +110,9 @@ async fn a_service_role_may_do_what_its_service_does_and_nothing_else() {
     .execute(&owner)
     .await
     .expect("granted by hand");
-    assert_eq!(
-        refusal(&gateway, "DELETE FROM products").await.as_deref(),
-        None
-    );
+    assert_refusal(&gateway, "DELETE FROM products", None).await;
     roles::grant(&owner, schema).await.expect("granted again");
-    assert_eq!(
-        refusal(&gateway, "DELETE FROM products").await.as_deref(),
-        DENIED
-    );
+    assert_refusal(&gateway, "DELETE FROM products", DENIED).await;
 }
 
 #[tokio::test]
@@ -232,14 +204,21 @@ async fn an_owner_without_createrole_migrates_and_names_the_roles_it_cannot_make
         "every role named as missing"
     );
 
-    // Made by an administrator, the gateway's role is granted at the next migrate.
+    // Each step: a statement run by an administrator, then the owner's next migrate, which
+    // grants the gateway's role.
     let superuser = as_user(&admin, namespace.as_str(), "postgres").await;
-    sqlx::raw_sql("CREATE ROLE pipeline_gateway NOLOGIN")
-        .execute(&superuser)
-        .await
-        .expect("the role made");
-    let (_, granted) = migrate(&owner, &namespace).await.expect("migrated again");
-    assert_eq!(granted[0], Granted::Granted(Role::Gateway), "{granted:?}");
+    let migrate_after = async |statement: &'static str| {
+        sqlx::raw_sql(statement)
+            .execute(&superuser)
+            .await
+            .expect(statement);
+        let (pool, granted) = migrate(&owner, &namespace).await.expect("migrated again");
+        assert_eq!(granted[0], Granted::Granted(Role::Gateway), "{granted:?}");
+        (pool, granted)
+    };
+
+    // Made by an administrator, the gateway's role is granted at the next migrate.
+    let (_, granted) = migrate_after("CREATE ROLE pipeline_gateway NOLOGIN").await;
     assert!(
         granted[1..]
             .iter()
@@ -247,12 +226,7 @@ async fn an_owner_without_createrole_migrates_and_names_the_roles_it_cannot_make
     );
 
     // Given CREATEROLE, the owner makes the others, and the services' users.
-    sqlx::raw_sql("ALTER ROLE app_owner CREATEROLE")
-        .execute(&superuser)
-        .await
-        .expect("CREATEROLE given");
-    let (pool, granted) = migrate(&owner, &namespace).await.expect("migrated again");
-    assert_eq!(granted[0], Granted::Granted(Role::Gateway), "{granted:?}");
+    let (pool, granted) = migrate_after("ALTER ROLE app_owner CREATEROLE").await;
     assert!(granted[1..].iter().all(|g| matches!(g, Granted::Made(_))));
     roles::login(&pool, Role::Gateway, "gateway", Some("first-password"))
         .await
@@ -277,14 +251,6 @@ async fn an_owner_without_createrole_migrates_and_names_the_roles_it_cannot_make
         "gateway",
     )
     .await;
-    assert_eq!(
-        refusal(&pool, "SELECT count(*) FROM products")
-            .await
-            .as_deref(),
-        None
-    );
-    assert_eq!(
-        refusal(&pool, "DELETE FROM products").await.as_deref(),
-        DENIED
-    );
+    assert_refusal(&pool, "SELECT count(*) FROM products", None).await;
+    assert_refusal(&pool, "DELETE FROM products", DENIED).await;
 }

@@ -10,6 +10,8 @@ use sqlx::{
     postgres::PgPoolOptions,
 };
 
+use crate::helpers::announcements;
+
 /// The tables in the namespace's schema.
 async fn tables(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
@@ -185,46 +187,48 @@ async fn up_to(version: i64) -> Migrator {
     Migrator::with_migrations(all)
 }
 
+/// The sandbox's schema as a build that applied `history` left it, with `rows` inserted,
+/// upgraded by every group as this build migrates it.
+async fn upgraded_from(
+    backends: &shared::config::Backends,
+    history: Migrator,
+    rows: &[&'static str],
+) -> PgPool {
+    let old = empty_schema(backends).await;
+    history.run(&old).await.expect("the old history applies");
+    for row in rows {
+        sqlx::query(*row)
+            .execute(&old)
+            .await
+            .unwrap_or_else(|e| panic!("{row}: {e}"));
+    }
+    old.close().await;
+    migrated(&backends.database, &backends.namespace, &Tables::ALL, 1)
+        .await
+        .expect("every group accepts the old history")
+}
+
 #[tokio::test]
 async fn the_outbox_left_by_an_earlier_build_moves_to_its_sources_inbox_rows() {
     let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let old = empty_schema(&backends).await;
-    up_to(22)
-        .await
-        .run(&old)
-        .await
-        .expect("the history applies");
     // A source applied, its two events not yet confirmed when its processor died; another's
     // confirmed and forgotten.
-    sqlx::query(
-        "INSERT INTO processed_events (event_id, kind, owner, product_id, occurred_at,
-                                       received_at)
-         VALUES ('e1', 'product.update', 'shop', 'p1', now(), now()),
-                ('e2', 'product.update', 'shop', 'p1', now(), now())",
+    let upgraded = upgraded_from(
+        &sandbox.backends(),
+        up_to(22).await,
+        &[
+            "INSERT INTO processed_events (event_id, kind, owner, product_id, occurred_at,
+                                           received_at)
+             VALUES ('e1', 'product.update', 'shop', 'p1', now(), now()),
+                    ('e2', 'product.update', 'shop', 'p1', now(), now())",
+            r#"INSERT INTO outbox (event_id, source_kind, source_owner, source_event_id,
+                                 routing_key, payload)
+             VALUES ('msg_1', 'product.update', 'shop', 'e1', 'product.updated', '{"n": 1}'),
+                    ('msg_2', 'product.update', 'shop', 'e1', 'stock.low', '{"n": 2}')"#,
+        ],
     )
-    .execute(&old)
-    .await
-    .expect("inbox rows");
-    sqlx::query(
-        r#"INSERT INTO outbox (event_id, source_kind, source_owner, source_event_id, routing_key,
-                             payload)
-         VALUES ('msg_1', 'product.update', 'shop', 'e1', 'product.updated', '{"n": 1}'),
-                ('msg_2', 'product.update', 'shop', 'e1', 'stock.low', '{"n": 2}')"#,
-    )
-    .execute(&old)
-    .await
-    .expect("outbox rows");
-    old.close().await;
-
-    let upgraded = migrated(&backends.database, &backends.namespace, &Tables::ALL, 1)
-        .await
-        .expect("the history is upgraded");
-    let kept: Vec<(String, Option<Vec<String>>)> =
-        sqlx::query_as("SELECT event_id, announcements FROM processed_events ORDER BY event_id")
-            .fetch_all(&upgraded)
-            .await
-            .expect("the inbox is readable");
+    .await;
+    let kept = announcements(&upgraded).await;
     assert_eq!(
         kept,
         [
@@ -242,30 +246,17 @@ async fn the_outbox_left_by_an_earlier_build_moves_to_its_sources_inbox_rows() {
 #[tokio::test]
 async fn a_database_migrated_before_grouping_upgrades_in_place() {
     let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
     // The schema as an earlier build left it, with a row in a table of each owner.
-    let old = empty_schema(&backends).await;
-    ungrouped()
-        .await
-        .run(&old)
-        .await
-        .expect("the old history applies");
-    sqlx::query("INSERT INTO products (product_id, price) VALUES ('sku-1', 10)")
-        .execute(&old)
-        .await
-        .expect("a product");
-    sqlx::query(
-        "INSERT INTO notifications (event_id, event_type, body, traceparent)
-         VALUES ('msg_1', 'product.changed', '{}', '00-1-2-01')",
+    let upgraded = upgraded_from(
+        &sandbox.backends(),
+        ungrouped().await,
+        &[
+            "INSERT INTO products (product_id, price) VALUES ('sku-1', 10)",
+            "INSERT INTO notifications (event_id, event_type, body, traceparent)
+             VALUES ('msg_1', 'product.changed', '{}', '00-1-2-01')",
+        ],
     )
-    .execute(&old)
-    .await
-    .expect("a notification");
-    old.close().await;
-
-    let upgraded = migrated(&backends.database, &backends.namespace, &Tables::ALL, 1)
-        .await
-        .expect("every group accepts the old history");
+    .await;
     assert_eq!(versions(&upgraded).await, every_version());
     let kept: (i64, String) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM products),

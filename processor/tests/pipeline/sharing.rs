@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use processor::{
-    shards::{Fence, leases},
+    shards::leases,
     store::{self, StoreError},
 };
-use shared::{
-    connect::postgres::{Tables, migrated},
-    contract::Ingest,
-};
+use shared::contract::Ingest;
 
-use crate::helpers::{self, Pipeline, WAIT, spawn_gateway_only, spawn_pipeline, wait_inbox};
+use crate::helpers::{
+    self, Pipeline, WAIT, claim_the_shard, one_shard, spawn_gateway_only, spawn_pipeline,
+    wait_inbox,
+};
 
 /// How many live shards each replica holds, fewest first.
 async fn shares(pipeline: &Pipeline) -> Vec<i64> {
@@ -175,20 +175,9 @@ async fn a_batch_on_a_shard_another_replica_took_is_returned_and_applied_once_by
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_waits_for_the_batch_in_flight_and_then_the_old_owner_cannot_commit() {
     let sandbox = testkit::sandbox::Sandbox::new();
-    let backends = sandbox.backends();
-    let pool = migrated(&backends.database, &backends.namespace, &Tables::ALL, 4)
-        .await
-        .expect("PostgreSQL is reachable");
-    leases::prepare(&pool, 1).await.expect("lease rows");
-    let fence = |member: &str, lease| Fence {
-        member: member.into(),
-        lease,
-    };
+    let pool = one_shard(&sandbox.backends()).await;
     // The old owner's lease has already run out, but a batch of its is in flight.
-    let old = leases::claim(&pool, "old", 1, 1, Duration::from_millis(1))
-        .await
-        .expect("claimed");
-    let old = fence("old", old[0]);
+    let old = claim_the_shard(&pool, "old", Duration::from_millis(1)).await;
     let mut in_flight = pool.begin().await.expect("begin");
     assert!(old.holds(&mut in_flight).await.expect("checked"));
     let taken = leases::claim(&pool, "new", 1, 1, Duration::from_secs(60))
@@ -197,10 +186,7 @@ async fn a_claim_waits_for_the_batch_in_flight_and_then_the_old_owner_cannot_com
     assert!(taken.is_empty(), "no claim while a batch holds the shard");
     in_flight.commit().await.expect("the batch commits");
 
-    let new = leases::claim(&pool, "new", 1, 1, Duration::from_secs(60))
-        .await
-        .expect("claimed");
-    let new = fence("new", new[0]);
+    let new = claim_the_shard(&pool, "new", Duration::from_secs(60)).await;
     assert_eq!(new.lease.epoch, old.lease.epoch + 1);
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)

@@ -183,37 +183,24 @@ pub enum Denied {
 }
 
 impl Denied {
-    fn reason(&self) -> &'static str {
+    /// Its `reason` on `pipeline_auth_denied_total`, and its stable `code` in the error body.
+    fn reason_and_code(&self) -> (&'static str, &'static str) {
         match self {
-            Self::Missing => "missing",
-            Self::Malformed(_) => "malformed",
-            Self::Invalid => "invalid",
-            Self::Forbidden(_) => "forbidden",
-            Self::Busy { .. } => "busy",
-            Self::Limited { .. } => "rate_limited",
-            Self::Unavailable => "unavailable",
-        }
-    }
-}
-
-impl Denied {
-    /// Its stable `code` in the error body.
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Missing => "missing_key",
-            Self::Malformed(_) => "malformed_authorization",
-            Self::Invalid => "invalid_key",
-            Self::Forbidden(_) => "forbidden",
-            Self::Busy { .. } => "too_many_in_progress",
-            Self::Limited { .. } => "rate_limited",
-            Self::Unavailable => "keys_unavailable",
+            Self::Missing => ("missing", "missing_key"),
+            Self::Malformed(_) => ("malformed", "malformed_authorization"),
+            Self::Invalid => ("invalid", "invalid_key"),
+            Self::Forbidden(_) => ("forbidden", "forbidden"),
+            Self::Busy { .. } => ("busy", "too_many_in_progress"),
+            Self::Limited { .. } => ("rate_limited", "rate_limited"),
+            Self::Unavailable => ("unavailable", "keys_unavailable"),
         }
     }
 }
 
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        metrics::counter!(crate::metric::AUTH_DENIED_TOTAL, "reason" => self.reason()).increment(1);
+        let (reason, code) = self.reason_and_code();
+        metrics::counter!(crate::metric::AUTH_DENIED_TOTAL, "reason" => reason).increment(1);
         let challenge = |error: Option<&str>| {
             let value = match error {
                 Some(e) => format!("Bearer realm=\"pipeline\", error=\"{e}\""),
@@ -221,7 +208,6 @@ impl IntoResponse for Denied {
             };
             HeaderValue::from_str(&value).expect("an ASCII challenge")
         };
-        let code = self.code();
         let problem = |status, detail: String| Problem::new(status, code, detail);
         match self {
             Self::Missing => problem(

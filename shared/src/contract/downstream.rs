@@ -275,32 +275,22 @@ impl Announcement {
         let bad = |e: serde_json::Error| UndecodableEvent(e.to_string());
         let raw: RawWire<'_> = serde_json::from_slice(body).map_err(bad)?;
         let data = raw.data.get();
+        use serde_json::from_str;
         let event = match EventType::parse(raw.kind) {
-            Some(EventType::ProductCreated) => {
-                DownstreamEvent::ProductCreated(serde_json::from_str(data).map_err(bad)?)
-            }
-            Some(EventType::ProductUpdated) => {
-                DownstreamEvent::ProductUpdated(serde_json::from_str(data).map_err(bad)?)
-            }
-            Some(EventType::StockLow) => {
-                DownstreamEvent::StockLow(serde_json::from_str(data).map_err(bad)?)
-            }
-            Some(EventType::OrderCreated) => {
-                DownstreamEvent::OrderCreated(serde_json::from_str(data).map_err(bad)?)
-            }
-            Some(EventType::OrderRejected) => {
-                DownstreamEvent::OrderRejected(serde_json::from_str(data).map_err(bad)?)
-            }
-            Some(EventType::ImagesReady) => {
-                DownstreamEvent::ImagesReady(serde_json::from_str(data).map_err(bad)?)
-            }
+            Some(EventType::ProductCreated) => from_str(data).map(DownstreamEvent::ProductCreated),
+            Some(EventType::ProductUpdated) => from_str(data).map(DownstreamEvent::ProductUpdated),
+            Some(EventType::StockLow) => from_str(data).map(DownstreamEvent::StockLow),
+            Some(EventType::OrderCreated) => from_str(data).map(DownstreamEvent::OrderCreated),
+            Some(EventType::OrderRejected) => from_str(data).map(DownstreamEvent::OrderRejected),
+            Some(EventType::ImagesReady) => from_str(data).map(DownstreamEvent::ImagesReady),
             None => {
                 return Err(UndecodableEvent(format!(
                     "unknown event type {:?}",
                     raw.kind
                 )));
             }
-        };
+        }
+        .map_err(bad)?;
         if id.is_empty() {
             return Err(UndecodableEvent("the event has no id".into()));
         }

@@ -1,10 +1,8 @@
 //! `EventId`: the one key an event carries end to end (idempotency record, AMQP `message_id`,
 //! inbox row, downstream event).
 
-use std::str::FromStr;
-
 /// An event's identifier: the client's `Idempotency-Key`, else the body's `event_id`, else a
-/// UUIDv7 assigned by the gateway. 1–255 visible ASCII characters.
+/// UUIDv7 assigned by the gateway ([`EventId::generate`]). 1–255 visible ASCII characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(String);
 
@@ -25,29 +23,9 @@ pub enum EventIdError {
 impl EventId {
     /// Longest accepted identifier (the AMQP `message_id` limit).
     pub const MAX_LEN: usize = 255;
-
-    /// A new time-ordered identifier (UUIDv7), for events sent without a key.
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().to_string())
-    }
 }
 
-impl FromStr for EventId {
-    type Err = EventIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        use EventIdError::{BadCharacter, Empty, TooLong};
-        super::checked(
-            s,
-            Self::MAX_LEN,
-            u8::is_ascii_graphic,
-            [Empty, TooLong, BadCharacter],
-        )
-        .map(Self)
-    }
-}
-
-super::text_value!(EventId);
+super::identifier!(EventId, EventIdError, u8::is_ascii_graphic);
 
 #[cfg(test)]
 mod tests {

@@ -35,6 +35,30 @@ pub(crate) fn checked<E>(
     }
 }
 
+/// For an identifier: a string newtype with a `MAX_LEN` whose error enum is `Empty`, `TooLong`
+/// and `BadCharacter`. Gives it `generate` (a UUIDv7), a `FromStr` through `checked` with the
+/// bytes `allowed`, and what `text_value!` gives.
+macro_rules! identifier {
+    ($ty:ident, $error:ident, $allowed:expr) => {
+        impl $ty {
+            /// A new time-ordered identifier (UUIDv7).
+            pub fn generate() -> Self {
+                Self(uuid::Uuid::now_v7().to_string())
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = $error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                use $error::{BadCharacter, Empty, TooLong};
+                super::checked(s, Self::MAX_LEN, $allowed, [Empty, TooLong, BadCharacter]).map(Self)
+            }
+        }
+        super::text_value!($ty);
+    };
+}
+pub(crate) use identifier;
+
 /// For a string newtype built through its `FromStr`: `as_str`, `Display`, `Borrow<str>`, and
 /// `Serialize`/`Deserialize` as a JSON string.
 macro_rules! text_value {

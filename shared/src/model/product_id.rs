@@ -1,8 +1,7 @@
 //! `ProductId`: 1–128 characters of ASCII letters, digits, `-`, `_`, `.` and `:`.
 
-use std::str::FromStr;
-
-/// A product's identifier (also an order's `sku`).
+/// A product's identifier (also an order's `sku`); a catalog entry created without one is given
+/// a UUIDv7 ([`ProductId::generate`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProductId(String);
 
@@ -23,24 +22,14 @@ pub enum ProductIdError {
 impl ProductId {
     /// Longest accepted identifier, in characters.
     pub const MAX_LEN: usize = 128;
-
-    /// A new time-ordered identifier (UUIDv7), for a catalog entry created without one.
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().to_string())
-    }
 }
 
-impl FromStr for ProductId {
-    type Err = ProductIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        use ProductIdError::{BadCharacter, Empty, TooLong};
-        let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
-        super::checked(s, Self::MAX_LEN, allowed, [Empty, TooLong, BadCharacter]).map(Self)
-    }
+/// The bytes a product id may hold: ASCII letters, digits, `-`, `_`, `.` and `:`.
+fn allowed(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
 }
 
-super::text_value!(ProductId);
+super::identifier!(ProductId, ProductIdError, allowed);
 
 #[cfg(test)]
 mod tests {

@@ -31,13 +31,24 @@ async fn call(
     (status, headers, response.json().await.unwrap_or_default())
 }
 
+/// Creates the catalog entry `body`: status, headers, body.
 async fn create(stack: &Stack, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    create_keyed(stack, body, None).await
+}
+
+/// Creates the catalog entry `body`, with `Idempotency-Key: key` when there is one: status,
+/// headers, body.
+async fn create_keyed(
+    stack: &Stack,
+    body: &Value,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     call(
         stack,
         reqwest::Method::POST,
         "/api/v1/products",
         Some(body),
-        None,
+        key,
     )
     .await
 }
@@ -85,14 +96,8 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
         .listen(&stack.topology.events_exchange(), "product.created")
         .await;
 
-    let (status, headers, body) = call(
-        &stack,
-        reqwest::Method::POST,
-        "/api/v1/products",
-        Some(&shoe("shoe-1")),
-        Some("create-shoe-1"),
-    )
-    .await;
+    let (status, headers, body) =
+        create_keyed(&stack, &shoe("shoe-1"), Some("create-shoe-1")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(headers["location"], "/products/shoe-1");
     assert_eq!(body["name"], "Trail shoe");
@@ -115,27 +120,14 @@ async fn a_created_product_is_stored_applied_announced_and_idempotent() {
     assert_eq!(event["data"]["new"], json!({"price": 89.5, "stock": 12}));
 
     // The same key and body: the first answer again. Another body: 422.
-    let (status, headers, again) = call(
-        &stack,
-        reqwest::Method::POST,
-        "/api/v1/products",
-        Some(&shoe("shoe-1")),
-        Some("create-shoe-1"),
-    )
-    .await;
+    let (status, headers, again) =
+        create_keyed(&stack, &shoe("shoe-1"), Some("create-shoe-1")).await;
     assert_eq!((status, &again), (201, &body));
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(headers["location"], "/products/shoe-1");
     let mut other = shoe("shoe-1");
     other["name"] = json!("Road shoe");
-    let (status, _, _) = call(
-        &stack,
-        reqwest::Method::POST,
-        "/api/v1/products",
-        Some(&other),
-        Some("create-shoe-1"),
-    )
-    .await;
+    let (status, _, _) = create_keyed(&stack, &other, Some("create-shoe-1")).await;
     assert_eq!(status, 422);
     // Without a key: the same body goes on (a retry), another is 409 and changes nothing.
     let (status, _, retried) = create(&stack, &shoe("shoe-1")).await;

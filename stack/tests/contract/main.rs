@@ -75,6 +75,21 @@ async fn every_api_answers_as_its_openapi_document_says() {
     );
 }
 
+/// Runs `command` to its end and asserts that it succeeded; else fails with `failure` and what
+/// the command printed.
+async fn succeeds(command: &mut tokio::process::Command, failure: &str) {
+    let output = command
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{:?} could not run: {e}", command.as_std()));
+    assert!(
+        output.status.success(),
+        "{failure}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_document_is_valid_openapi_for_client_generators() {
     let found = std::process::Command::new("python3")
@@ -109,56 +124,42 @@ async fn every_document_is_valid_openapi_for_client_generators() {
     ] {
         let path = dir.join(format!("{service}.json"));
         std::fs::write(&path, serde_json::to_vec(&document).expect("JSON")).expect("written");
-        let output = tokio::process::Command::new("python3")
-            .args(["-m", "openapi_spec_validator"])
-            .arg(&path)
-            .output()
-            .await
-            .expect("the validator runs");
-        assert!(
-            output.status.success(),
-            "{service}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeds(
+            tokio::process::Command::new("python3")
+                .args(["-m", "openapi_spec_validator"])
+                .arg(&path),
+            &format!("{service}: the validator refused the document"),
+        )
+        .await;
         // A client generated from it, without a warning, that Python imports.
         let package = format!("client_{service}");
-        let generated = tokio::process::Command::new("openapi-python-client")
-            .args([
-                "generate",
-                "--meta",
-                "none",
-                "--fail-on-warning",
-                "--config",
-            ])
-            .arg(&config)
-            .arg("--path")
-            .arg(&path)
-            .arg("--output-path")
-            .arg(dir.join(&package))
-            .output()
-            .await
-            .expect("openapi-python-client runs");
-        assert!(
-            generated.status.success(),
-            "{service}: the client generator refused the document: {}{}",
-            String::from_utf8_lossy(&generated.stdout),
-            String::from_utf8_lossy(&generated.stderr)
-        );
-        let imported = tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(format!(
-                "import sys; sys.path.insert(0, sys.argv[1]); import {package}.client, {package}.api"
-            ))
-            .arg(&dir)
-            .output()
-            .await
-            .expect("python3 runs");
-        assert!(
-            imported.status.success(),
-            "{service}: the generated client does not import: {}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
+        succeeds(
+            tokio::process::Command::new("openapi-python-client")
+                .args([
+                    "generate",
+                    "--meta",
+                    "none",
+                    "--fail-on-warning",
+                    "--config",
+                ])
+                .arg(&config)
+                .arg("--path")
+                .arg(&path)
+                .arg("--output-path")
+                .arg(dir.join(&package)),
+            &format!("{service}: the client generator refused the document"),
+        )
+        .await;
+        succeeds(
+            tokio::process::Command::new("python3")
+                .arg("-c")
+                .arg(format!(
+                    "import sys; sys.path.insert(0, sys.argv[1]); import {package}.client, {package}.api"
+                ))
+                .arg(&dir),
+            &format!("{service}: the generated client does not import"),
+        )
+        .await;
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,9 +25,7 @@ use crate::helpers::{
 /// secret.
 async fn with_subscriber(types: &[&str]) -> (Stack, Receiver, String) {
     let stack = Stack::start(None).await;
-    let receiver = Receiver::start(&[]).await;
-    let base = format!("http://{}", stack.notifier);
-    let (_, secret) = subscribe(&stack.client, &base, &receiver.url(), types).await;
+    let (receiver, secret) = stack.subscriber(types).await;
     (stack, receiver, secret)
 }
 
@@ -75,22 +73,11 @@ fn gateway(backends: &Backends) -> gateway::Config {
     config
 }
 
-/// The processor's test configuration on `backends`.
+/// The processor's test configuration on `backends`, with a short shard lease.
 fn processor(backends: Backends) -> processor::Config {
-    let mut config = testkit::test_config!(processor::Config, backends);
+    let mut config = stack::processor_config(backends);
     config.prefetch = 16;
-    config.retry_delays = testkit::sandbox::RETRY_DELAYS.to_vec();
     config.shard_lease = TEST_LEASE;
-    config
-}
-
-/// The notifier's test configuration on `backends`, with a quick retry schedule.
-fn notifier(backends: &Backends) -> notifier::Config {
-    let mut config = testkit::test_config!(notifier::Config, backends.clone());
-    config.webhook_timeout = Duration::from_secs(2);
-    config.retry_schedule = vec![Duration::from_millis(100)];
-    config.poll_interval = Duration::from_millis(50);
-    config.allow_private_networks = true;
     config
 }
 
@@ -100,7 +87,8 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     let backends = sandbox.backends();
     let mut running = InProcess::default();
     let gateway_addr = running.launch(gateway::Application::build(gateway(&backends)).await);
-    let notifier_addr = running.launch(notifier::Application::build(notifier(&backends)).await);
+    let notifier_addr = running
+        .launch(notifier::Application::build(stack::notifier_config(backends.clone())).await);
     let client = testkit::keys::authorized_client(&backends.namespace).await;
     for addr in [gateway_addr, notifier_addr] {
         testkit::wait::until_ready(&client, &format!("http://{addr}"), WAIT).await;
@@ -115,26 +103,17 @@ async fn a_processor_killed_between_commit_and_publish_still_gets_the_event_deli
     let mut proxied = processor(backends.clone());
     proxied.backends.redis = faulty.backends.redis.clone();
     let killable = Killable::launch(move || processor::Application::build(proxied)).await;
-    accept_keyed(
-        &client,
-        gateway_addr,
-        "kill-warm",
-        r#"{"product_id": "kill-1", "stock": 40}"#,
-    )
-    .await;
-    wait_inbox(&backends, 1).await;
+    // Accepted, then committed as the inbox's `n`th event.
+    let committed = async |key: &str, body: &str, n: i64| {
+        accept_keyed(&client, gateway_addr, key, body).await;
+        wait_inbox(&backends, n).await;
+    };
+    committed("kill-warm", r#"{"product_id": "kill-1", "stock": 40}"#, 1).await;
 
     // Redis now forwards nothing: the commit lands, and the processor is still refreshing the
     // cache, its publish not yet made, when it is killed.
     faulty.redis.set(Fault::Blackhole);
-    accept_keyed(
-        &client,
-        gateway_addr,
-        "kill-evt",
-        r#"{"product_id": "kill-1", "stock": 30}"#,
-    )
-    .await;
-    wait_inbox(&backends, 2).await;
+    committed("kill-evt", r#"{"product_id": "kill-1", "stock": 30}"#, 2).await;
     // Committed, then held refreshing the cache: its publish is not made.
     let metrics = format!("http://{}", killable.addr());
     testkit::wait::eventually("the processor to hold its batch", WAIT, || async {

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::trace::SpanData;
 use stack::{KEY_NAME, Stack, WAIT};
-use testkit::webhooks::Receiver;
 
 use crate::helpers::downstream_of_update;
 
@@ -22,23 +21,14 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
     testkit::spans::exporter();
     let stack = Stack::start(None).await;
-    let receiver = Receiver::start(&[]).await;
-    let base = format!("http://{}", stack.notifier);
-    receiver
-        .subscribe(&stack.client, &base, &["product.updated"])
-        .await;
+    let (receiver, _) = stack.subscriber(&["product.updated"]).await;
 
     // The client starts the trace; the gateway continues it.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let response = stack
-        .client
-        .post(format!("http://{}/events", stack.gateway))
-        .header("content-type", "application/json")
+        .post_json("/events")
         .header("idempotency-key", "traced-evt")
-        .header(
-            "traceparent",
-            format!("00-{client_trace}-00f067aa0ba902b7-01"),
-        )
+        .header("traceparent", stack::traceparent(client_trace))
         .header("tracestate", "shop=checkout")
         .body(r#"{"product_id": "traced-1", "stock": 3}"#)
         .send()
@@ -112,7 +102,7 @@ async fn one_trace_id_spans_gateway_processor_and_notifier_for_one_event() {
         attribute(server, "http.response.status_code").as_deref(),
         Some("202")
     );
-    assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert_eq!(server.parent_span_id.to_string(), stack::CLIENT_SPAN);
     let publish = spans
         .iter()
         .find(|s| s.name == format!("publish {ns}.ingest:{shard}"))

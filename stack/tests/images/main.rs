@@ -74,6 +74,19 @@ async fn upload(
     (status, location, response.json().await.unwrap_or_default())
 }
 
+/// Uploads `body` as `content_type` to `id`'s images and expects 202: the new image's id.
+async fn accepted(stack: &Stack, id: &str, content_type: &str, body: Vec<u8>) -> String {
+    let (status, _, accepted) = upload(stack, id, content_type, body).await;
+    assert_eq!(status, 202, "{accepted}");
+    accepted["image_id"].as_str().expect("an id").to_owned()
+}
+
+/// Asks for `id`'s image to be fetched from `source_url` and expects 202: the new image's id.
+async fn accepted_from(stack: &Stack, id: &str, source_url: &str) -> String {
+    let body = json!({ "source_url": source_url }).to_string().into_bytes();
+    accepted(stack, id, "application/json", body).await
+}
+
 /// The image's status once it is no longer processing.
 async fn settled(stack: &Stack, id: &str, image: &str) -> Value {
     testkit::wait::eventually(&format!("image {image} processed"), WAIT, || async {
@@ -452,6 +465,28 @@ async fn a_broken_image_and_a_private_source_fail_at_once_as_invalid() {
     stack.stop().await;
 }
 
+/// A listener on a free port of 127.0.0.1, and its address.
+async fn local_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let addr = listener.local_addr().expect("address");
+    (listener, addr)
+}
+
+/// The stack with `objects` as its store (default: a folder) and its imager allowed to fetch
+/// from local sources (private addresses), holding the catalog entry `id`.
+async fn fetching_locally(objects: Option<Objects>, id: &str) -> Stack {
+    let stack = Stack::start_with(Options {
+        objects,
+        fetch_private: true,
+        ..Options::default()
+    })
+    .await;
+    create(&stack, id).await;
+    stack
+}
+
 /// A local source that answers 503 while `failing`, else a 900×900 PNG.
 async fn source(failing: Arc<AtomicBool>) -> std::net::SocketAddr {
     let png = picture(900, 900, ImageFormat::Png);
@@ -468,30 +503,17 @@ async fn source(failing: Arc<AtomicBool>) -> std::net::SocketAddr {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bound");
-    let addr = listener.local_addr().expect("address");
+    let (listener, addr) = local_listener().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_source_is_dead_lettered_after_3_attempts_then_replayed() {
-    let stack = Stack::start_with(Options {
-        fetch_private: true,
-        ..Options::default()
-    })
-    .await;
-    create(&stack, "lamp-4").await;
+    let stack = fetching_locally(None, "lamp-4").await;
     let failing = Arc::new(AtomicBool::new(true));
     let addr = source(Arc::clone(&failing)).await;
-    let body = json!({"source_url": format!("http://{addr}/lamp.png")})
-        .to_string()
-        .into_bytes();
-    let (status, _, accepted) = upload(&stack, "lamp-4", "application/json", body).await;
-    assert_eq!(status, 202, "{accepted}");
-    let image = accepted["image_id"].as_str().expect("an id").to_owned();
+    let image = accepted_from(&stack, "lamp-4", &format!("http://{addr}/lamp.png")).await;
     let done = settled(&stack, "lamp-4", &image).await;
     assert_eq!(done["status"], "failed");
     let why = done["error"].as_str().expect("why");
@@ -525,10 +547,7 @@ async fn a_failing_source_is_dead_lettered_after_3_attempts_then_replayed() {
 
 /// A source that takes connections and never answers.
 async fn silent_source() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bound");
-    let addr = listener.local_addr().expect("address");
+    let (listener, addr) = local_listener().await;
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
@@ -540,34 +559,18 @@ async fn silent_source() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sources_that_never_answer_do_not_hold_up_other_images() {
-    let stack = Stack::start_with(Options {
-        fetch_private: true,
-        ..Options::default()
-    })
-    .await;
-    create(&stack, "lamp-6").await;
+    let stack = fetching_locally(None, "lamp-6").await;
     let silent = silent_source().await;
     // Five jobs whose sources never answer (each attempt waits out the 2 s fetch timeout, three
     // attempts each), then an upload.
     let mut stuck = Vec::new();
     for i in 0..5 {
-        let body = json!({"source_url": format!("http://{silent}/lamp-{i}.png")})
-            .to_string()
-            .into_bytes();
-        let (status, _, accepted) = upload(&stack, "lamp-6", "application/json", body).await;
-        assert_eq!(status, 202, "{accepted}");
-        stuck.push(accepted["image_id"].as_str().expect("an id").to_owned());
+        let source = format!("http://{silent}/lamp-{i}.png");
+        stuck.push(accepted_from(&stack, "lamp-6", &source).await);
     }
-    let (status, _, accepted) = upload(
-        &stack,
-        "lamp-6",
-        "image/png",
-        picture(300, 200, ImageFormat::Png),
-    )
-    .await;
-    assert_eq!(status, 202, "{accepted}");
-    let image = accepted["image_id"].as_str().expect("an id");
-    let done = settled(&stack, "lamp-6", image).await;
+    let png = picture(300, 200, ImageFormat::Png);
+    let image = accepted(&stack, "lamp-6", "image/png", png).await;
+    let done = settled(&stack, "lamp-6", &image).await;
     assert_eq!(done["status"], "ready", "{done}");
     // Ready while the silent sources are still being tried: it did not wait behind them.
     let mut still_trying = 0;
@@ -600,21 +603,10 @@ async fn an_object_store_outage_is_held_and_recovered() {
     let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let objects =
         Objects::open("s3://held", None, Duration::from_secs(60), &options).expect("an S3 store");
-    let stack = Stack::start_with(Options {
-        objects: Some(objects),
-        fetch_private: true,
-        ..Options::default()
-    })
-    .await;
-    create(&stack, "lamp-5").await;
+    let stack = fetching_locally(Some(objects), "lamp-5").await;
     let addr = source(Arc::new(AtomicBool::new(false))).await;
     proxy.set(Fault::Drop);
-    let body = json!({"source_url": format!("http://{addr}/lamp.png")})
-        .to_string()
-        .into_bytes();
-    let (status, _, accepted) = upload(&stack, "lamp-5", "application/json", body).await;
-    assert_eq!(status, 202, "{accepted}");
-    let image = accepted["image_id"].as_str().expect("an id").to_owned();
+    let image = accepted_from(&stack, "lamp-5", &format!("http://{addr}/lamp.png")).await;
     // Held: the imager says so, and the image is still processing, no attempt counted.
     testkit::wait::eventually("the imager holding the job", WAIT, || async {
         let metrics =
@@ -645,10 +637,7 @@ async fn an_upload_is_traced_from_the_request_to_the_stored_variants() {
         .client
         .post(gateway(&stack, "/api/v1/products/lamp-t/images"))
         .header("content-type", "image/png")
-        .header(
-            "traceparent",
-            format!("00-{client_trace}-00f067aa0ba902b7-01"),
-        )
+        .header("traceparent", stack::traceparent(client_trace))
         .body(picture(300, 200, ImageFormat::Png))
         .send()
         .await
@@ -660,20 +649,24 @@ async fn an_upload_is_traced_from_the_request_to_the_stored_variants() {
 
     let ns = stack.backends.namespace.as_str().to_owned();
     let spans = testkit::spans::of_trace(client_trace, SpanKind::Consumer, WAIT).await;
-    let publish = spans
-        .iter()
-        .find(|s| s.span_kind == SpanKind::Producer)
-        .expect("the gateway's publish span");
-    assert_eq!(publish.name, format!("publish {ns}.images"));
-    assert_eq!(publish.instrumentation_scope.name(), "gateway");
+    // The trace's span of `kind`, checked to be `name`, made by the service `scope`.
+    let span = |kind: SpanKind, name: String, scope: &str| {
+        let span = spans
+            .iter()
+            .find(|s| s.span_kind == kind)
+            .unwrap_or_else(|| panic!("the {scope}'s {kind:?} span: {spans:?}"));
+        assert_eq!(span.name, name);
+        assert_eq!(span.instrumentation_scope.name(), scope);
+        span
+    };
+    let publish = span(
+        SpanKind::Producer,
+        format!("publish {ns}.images"),
+        "gateway",
+    );
     // The imager's span is the publish's child, and ends once the variants are stored and
     // recorded, without error.
-    let process = spans
-        .iter()
-        .find(|s| s.span_kind == SpanKind::Consumer)
-        .expect("the imager's process span");
-    assert_eq!(process.name, format!("process {ns}.images"));
-    assert_eq!(process.instrumentation_scope.name(), "imager");
+    let process = span(SpanKind::Consumer, format!("process {ns}.images"), "imager");
     assert_eq!(
         process.parent_span_id,
         publish.span_context.span_id(),
@@ -707,15 +700,8 @@ async fn an_image_whose_record_postgres_refuses_fails_as_invalid_and_the_queue_m
     let mut images = Vec::new();
     for product in ["lamp-refused", "lamp-after"] {
         create(&stack, product).await;
-        let (status, _, accepted) = upload(
-            &stack,
-            product,
-            "image/png",
-            picture(40, 30, ImageFormat::Png),
-        )
-        .await;
-        assert_eq!(status, 202, "{accepted}");
-        images.push(accepted["image_id"].as_str().expect("an id").to_owned());
+        let png = picture(40, 30, ImageFormat::Png);
+        images.push(accepted(&stack, product, "image/png", png).await);
     }
     let refused = settled(&stack, "lamp-refused", &images[0]).await;
     assert_eq!(refused["status"], "failed", "{refused}");

@@ -20,7 +20,6 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
 use shared::trace::{Exporter, Protocol};
 use stack::{Stack, WAIT};
-use testkit::webhooks::Receiver;
 
 /// One span as received: its service (instrumentation scope), name, kind and trace id.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,23 +123,11 @@ async fn one_trace_reaches_otlp_http_and_grpc_collectors_from_the_request_to_the
     shared::trace::install(provider.clone());
 
     let stack = Stack::start(None).await;
-    let receiver = Receiver::start(&[]).await;
-    receiver
-        .subscribe(
-            &stack.client,
-            &format!("http://{}", stack.notifier),
-            &["product.updated"],
-        )
-        .await;
+    let (receiver, _) = stack.subscriber(&["product.updated"]).await;
     let client_trace = "6cf92f3577b34da6a3ce929d0e0e4736";
     let response = stack
-        .client
-        .post(format!("http://{}/api/v1/events", stack.gateway))
-        .header("content-type", "application/json")
-        .header(
-            "traceparent",
-            format!("00-{client_trace}-00f067aa0ba902b7-01"),
-        )
+        .post_json("/api/v1/events")
+        .header("traceparent", stack::traceparent(client_trace))
         .body(r#"{"product_id": "otlp-1", "price": 5}"#)
         .send()
         .await

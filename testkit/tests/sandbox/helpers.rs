@@ -9,7 +9,7 @@ use shared::{
 use sqlx::{Connection, PgConnection};
 use testkit::{
     broker::Broker,
-    sandbox::{IMAGE_RETRY_DELAYS, RETRY_DELAYS},
+    sandbox::{IMAGE_RETRY_DELAYS, RETRY_DELAYS, Sandbox},
 };
 
 /// More shards than a sandbox is told of: the removal finds them.
@@ -79,10 +79,18 @@ fn rungs(topology: &Topology) -> Vec<String> {
         .collect()
 }
 
+/// A new sandbox whose namespace holds what the services make ([`fill`]), and its backends.
+pub async fn filled() -> (Sandbox, Backends) {
+    let sandbox = Sandbox::new();
+    let backends = sandbox.backends();
+    fill(&backends).await;
+    (sandbox, backends)
+}
+
 /// Makes in `backends`' namespace what the services make: the topology with [`SHARDS`] shards
 /// and both retry ladders (quorum queues dead-lettering at least once), Redis keys, and the
 /// schema with every table; returns the stock of it, all there.
-pub async fn fill(backends: &Backends) -> Left {
+async fn fill(backends: &Backends) -> Left {
     let broker = Broker::connect(backends).await;
     let topology = topology(backends);
     broker.try_declare(&topology).await.expect("declared");

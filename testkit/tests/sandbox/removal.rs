@@ -2,15 +2,12 @@
 
 use futures_util::FutureExt;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
-use testkit::sandbox::Sandbox;
 
-use crate::helpers::{Left, fill, left};
+use crate::helpers::{Left, filled, left};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_that_panics_on_a_worker_thread_leaves_nothing_of_its_namespace() {
-    let sandbox = Sandbox::new();
-    let backends = sandbox.backends();
-    fill(&backends).await;
+    let (sandbox, backends) = filled().await;
 
     let task = tokio::spawn(async move {
         let _sandbox = sandbox;
@@ -23,9 +20,7 @@ async fn a_task_that_panics_on_a_worker_thread_leaves_nothing_of_its_namespace()
 
 #[tokio::test]
 async fn a_test_that_panics_on_a_current_thread_runtime_leaves_nothing_of_its_namespace() {
-    let sandbox = Sandbox::new();
-    let backends = sandbox.backends();
-    fill(&backends).await;
+    let (sandbox, backends) = filled().await;
 
     // The sandbox is dropped while the panic unwinds, on the runtime's only thread.
     let failing = std::panic::AssertUnwindSafe(async move {
@@ -39,9 +34,7 @@ async fn a_test_that_panics_on_a_current_thread_runtime_leaves_nothing_of_its_na
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_dropped_as_a_test_passes_leaves_nothing() {
-    let sandbox = Sandbox::new();
-    let backends = sandbox.backends();
-    fill(&backends).await;
+    let (sandbox, backends) = filled().await;
 
     drop(sandbox);
 
@@ -50,9 +43,7 @@ async fn a_sandbox_dropped_as_a_test_passes_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_removed_at_once_says_so_and_leaves_nothing() {
-    let sandbox = Sandbox::new();
-    let backends = sandbox.backends();
-    fill(&backends).await;
+    let (sandbox, backends) = filled().await;
 
     sandbox.remove().await.expect("removed");
 
@@ -61,9 +52,7 @@ async fn a_sandbox_removed_at_once_says_so_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_schema_stays_and_everything_else_goes() {
-    let mut sandbox = Sandbox::new();
-    let backends = sandbox.backends();
-    fill(&backends).await;
+    let (mut sandbox, backends) = filled().await;
 
     sandbox.keep_schema();
     drop(sandbox);

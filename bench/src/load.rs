@@ -87,9 +87,9 @@ pub struct Step {
     pub rate: u64,
     /// Requests due in the step.
     pub offered: u64,
-    /// `202`s that were new events (not replays).
+    /// Answers of the expected status (`202` for an event) that were not replays: new events.
     pub accepted_new: u64,
-    /// `202`s that were replays of a repeat.
+    /// Answers of the expected status that were replays of a repeat.
     pub replays: u64,
     /// Anything else: another status, a transport error, overload.
     pub errors: u64,
@@ -102,7 +102,7 @@ pub struct Step {
 }
 
 impl Step {
-    /// Every request answered `202`.
+    /// Every request answered with the expected status.
     pub fn clean(&self) -> bool {
         self.errors == 0 && self.accepted_new + self.replays == self.offered
     }
@@ -122,6 +122,41 @@ pub async fn offer(
     rate: u64,
     duration: Duration,
 ) -> Step {
+    let events = format!("{url}/events");
+    let request = || {
+        let request = mix.next();
+        let post = client
+            .post(&events)
+            .header("content-type", "application/json")
+            .body(request.body);
+        match request.key {
+            Some(key) => post.header("idempotency-key", key),
+            None => post,
+        }
+    };
+    offer_each(request, 202, rate, duration).await
+}
+
+/// Offers `rate` requests per second for `duration` to `url`'s `GET /health`: every layer of
+/// the server and no work, answered `200` (counted as accepted).
+pub async fn offer_health(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    duration: Duration,
+) -> Step {
+    let health = format!("{url}/health");
+    offer_each(|| client.get(&health), 200, rate, duration).await
+}
+
+/// Sends what `next` makes at `rate` per second for `duration`; `expected` is the status of a
+/// request that succeeded.
+async fn offer_each(
+    mut next: impl FnMut() -> reqwest::RequestBuilder,
+    expected: u16,
+    rate: u64,
+    duration: Duration,
+) -> Step {
     let total = rate * duration.as_secs().max(1);
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let start = Instant::now() + Duration::from_millis(20);
@@ -135,18 +170,11 @@ pub async fn offer(
             overloaded += 1;
             continue;
         }
-        let request = mix.next();
-        let mut post = client
-            .post(format!("{url}/events"))
-            .header("content-type", "application/json")
-            .body(request.body);
-        if let Some(key) = request.key {
-            post = post.header("idempotency-key", key);
-        }
+        let request = next();
         let (tx, in_flight) = (tx.clone(), Arc::clone(&in_flight));
         in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let response = post.send().await;
+            let response = request.send().await;
             let latency = due.elapsed();
             in_flight.fetch_sub(1, Ordering::Relaxed);
             let (status, replayed) = match response {
@@ -174,8 +202,8 @@ pub async fn offer(
         let micros = u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX);
         latency.saturating_record(micros.max(1));
         match (outcome.status, outcome.replayed) {
-            (Some(202), true) => replays += 1,
-            (Some(202), false) => accepted_new += 1,
+            (Some(status), true) if status == expected => replays += 1,
+            (Some(status), false) if status == expected => accepted_new += 1,
             (other, _) => {
                 errors += 1;
                 *failures

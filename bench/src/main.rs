@@ -5,7 +5,11 @@
 //! receiver, a catalog-sized backfill (time to accepted and to applied), the catalog listing's
 //! latency over a catalog of 100,000 entries, the cost of authentication per request,
 //! `redis-benchmark` figures, and the maximum at the other shard counts of [`SWEEP`], each in a
-//! namespace of its own. Runs the release binaries of the services as child processes.
+//! namespace of its own. Beside the CPU each process spent per event at 80%, the least it could
+//! spend, from this run's own measurements: the gateway's HTTP server alone (`GET /health` at the
+//! same rate) with a publish's client side, the raw round trip's client for the processor, and a
+//! round trip and an unrouted publish for the broker. Runs the release binaries of the services
+//! as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
 //! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N
@@ -51,37 +55,26 @@ struct Options {
 fn options() -> anyhow::Result<Options> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let step = match args.iter().position(|a| a == "--step-seconds") {
-        Some(i) => args.get(i + 1).map_or(Ok(10), |s| s.parse())?,
-        None if quick => 4,
-        None => 10,
-    };
-    let rate = match args.iter().position(|a| a == "--rate") {
-        Some(i) => args.get(i + 1).map_or(Ok(250), |s| s.parse())?,
-        None if quick => 200,
-        None => 250,
-    };
-    let shards = match args.iter().position(|a| a == "--shards") {
-        Some(i) => args.get(i + 1).map_or(Ok(4), |s| s.parse())?,
-        None => 4,
-    };
-    let backfill = match args.iter().position(|a| a == "--backfill") {
-        Some(i) => args.get(i + 1).map_or(Ok(1_000_000), |s| s.parse())?,
-        None if quick => 2_000,
-        None => 1_000_000,
-    };
-    let catalog = match args.iter().position(|a| a == "--catalog") {
-        Some(i) => args.get(i + 1).map_or(Ok(100_000), |s| s.parse())?,
-        None if quick => 2_000,
-        None => 100_000,
-    };
     Ok(Options {
-        catalog,
+        step: Duration::from_secs(value(&args, "--step-seconds", 10, quick.then_some(4))?),
+        rate: value(&args, "--rate", 250, quick.then_some(200))?,
+        shards: value(&args, "--shards", 4, None)?,
+        backfill: value(&args, "--backfill", 1_000_000, quick.then_some(2_000))?,
+        catalog: value(&args, "--catalog", 100_000, quick.then_some(2_000))?,
         quick,
-        step: Duration::from_secs(step),
-        rate,
-        shards,
-        backfill,
+    })
+}
+
+/// The number after `flag` in `args`. Without the flag: `quick` in a quick run, where the quick
+/// run has a default of its own, else `full`; `full` too when nothing follows the flag.
+fn value<T>(args: &[String], flag: &str, full: T, quick: Option<T>) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(match args.iter().position(|a| a == flag) {
+        Some(i) => args.get(i + 1).map_or(Ok(full), |s| s.parse())?,
+        None => quick.unwrap_or(full),
     })
 }
 
@@ -113,6 +106,36 @@ const CPU_OF: [&str; 7] = [
     "load generator",
 ];
 
+/// Runs `broker_test`, which gives messages per second over `seconds`: that rate, and the
+/// broker's and the client's (this process's) CPU per message meanwhile, in microseconds (`None`
+/// where it cannot be read): what one message costs at the least.
+async fn with_cpu_per_message(
+    seconds: u64,
+    broker_test: impl Future<Output = anyhow::Result<f64>>,
+) -> anyhow::Result<(f64, [Option<f64>; 2])> {
+    let cpu = || {
+        [
+            probe::cpu_micros_named("beam.smp"),
+            probe::cpu_micros(std::process::id()),
+        ]
+    };
+    let before = cpu();
+    let rate = broker_test.await?;
+    let after = cpu();
+    Ok((rate, per_unit(before, after, rate * seconds as f64)))
+}
+
+/// CPU microseconds per unit of work between two readings of the same processes (`None` where
+/// either reading is missing).
+fn per_unit<const N: usize>(
+    before: [Option<u64>; N],
+    after: [Option<u64>; N],
+    units: f64,
+) -> [Option<f64>; N] {
+    let units = units.max(1.0);
+    std::array::from_fn(|i| after[i].zip(before[i]).map(|(a, b)| (a - b) as f64 / units))
+}
+
 async fn measure() -> anyhow::Result<()> {
     let options = options()?;
     let pipeline = Pipeline::start(options.shards).await?;
@@ -128,44 +151,20 @@ async fn measure() -> anyhow::Result<()> {
     // The same size of message the pipeline publishes.
     let sample = br#"{"event_id":"01a20076-5a6b-7e8a-9d36-7c0b1f3e5a2d","product_id":"p-1234","price":49.99,"stock":100,"occurred_at":"2026-11-21T23:40:22.265192Z","received_at":"2026-11-21T23:40:22.265192Z"}"#;
     let raw_seconds = if options.quick { 3 } else { 10 };
-    // The broker's and the client's (this process's) CPU per message of the raw round trip:
-    // what one message through a quorum queue costs at the least.
-    let raw_cpu = || {
-        [
-            probe::cpu_micros_named("beam.smp"),
-            probe::cpu_micros(std::process::id()),
-        ]
-    };
-    let raw_cpu_before = raw_cpu();
-    let raw_rate = raw::round_trip(
-        backends.amqp[0].clone(),
-        &format!("{}.raw", backends.namespace.as_str()),
-        sample,
-        Duration::from_secs(raw_seconds),
+    let (amqp, raw_duration) = (&backends.amqp[0], Duration::from_secs(raw_seconds));
+    let raw_queue = |what: &str| format!("{}.{what}", backends.namespace.as_str());
+    let (raw_rate, [raw_broker, raw_client]) = with_cpu_per_message(
+        raw_seconds,
+        raw::round_trip(amqp.clone(), &raw_queue("raw"), sample, raw_duration),
     )
     .await?;
-    let raw_cpu_after = raw_cpu();
-    let per_message = |before: [Option<u64>; 2], after: [Option<u64>; 2], rate: f64| {
-        let messages = (rate * raw_seconds as f64).max(1.0);
-        [0, 1].map(|i| {
-            after[i]
-                .zip(before[i])
-                .map(|(a, b)| (a - b) as f64 / messages)
-        })
-    };
-    let [raw_broker, raw_client] = per_message(raw_cpu_before, raw_cpu_after, raw_rate);
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
     // And a confirmed publish no queue takes (a downstream event nobody is bound to).
-    let unrouted_cpu_before = raw_cpu();
-    let unrouted_rate = raw::unrouted(
-        backends.amqp[0].clone(),
-        &format!("{}.unrouted", backends.namespace.as_str()),
-        sample,
-        Duration::from_secs(raw_seconds),
+    let (unrouted_rate, [unrouted_broker, unrouted_client]) = with_cpu_per_message(
+        raw_seconds,
+        raw::unrouted(amqp.clone(), &raw_queue("unrouted"), sample, raw_duration),
     )
     .await?;
-    let [unrouted_broker, unrouted_client] =
-        per_message(unrouted_cpu_before, raw_cpu(), unrouted_rate);
 
     let mut mix = Mix::new(backends.namespace.as_str(), 7);
     let warm = pipeline.offer(&mut mix, 100, Duration::from_secs(2)).await;
@@ -235,19 +234,29 @@ async fn measure() -> anyhow::Result<()> {
             let window = shared::metric::difference(&after[i], &before[i]);
             [0.5, 0.99].map(|q| shared::metric::quantile(&window, q))
         });
-        let events = (step.accepted_new + step.replays).max(1) as f64;
-        let cpu: Vec<Option<f64>> = cpu_before
-            .iter()
-            .zip(cpu_after)
-            .map(|(b, a)| a.zip(*b).map(|(a, b)| (a - b) as f64 / events))
-            .collect();
+        let events = (step.accepted_new + step.replays) as f64;
+        let cpu = per_unit(cpu_before, cpu_after, events);
         let stages: Vec<Option<f64>> = stages_before
             .iter()
             .zip(stages_after)
-            .map(|(b, a)| a.zip(*b).map(|(a, b)| (a - b) * 1e6 / events))
+            .map(|(b, a)| a.zip(*b).map(|(a, b)| (a - b) * 1e6 / events.max(1.0)))
             .collect();
         rows.push((share, rate, step, [e2e, handled, confirmed], cpu, stages));
     }
+
+    // The gateway's HTTP server alone, at the 80% step's rate: `GET /health` passes every layer
+    // (request id, limits, tracking, tracing) and does no work. With the client's side of one
+    // confirmed publish (the unrouted test above), it is the least a `202` can cost the gateway.
+    let health_rate = (max * 80 / 100).max(10);
+    let own = || {
+        [
+            probe::cpu_micros(gateway_pid),
+            probe::cpu_micros(std::process::id()),
+        ]
+    };
+    let before = own();
+    let health = load::offer_health(&client, &url, health_rate, options.step).await;
+    let health_cpu = per_unit(before, own(), health.accepted_new as f64);
 
     // Webhooks per second: every changed product a webhook, at the maximum rate.
     let delivered = webhooks::per_second(
@@ -384,6 +393,49 @@ async fn measure() -> anyhow::Result<()> {
                 .map(|s| us(*s))
                 .collect::<Vec<_>>()
                 .join(" / ")
+        );
+    }
+    println!(
+        "| the gateway's HTTP server alone: `GET /health` at {health_rate}/s ({} answered `200`, {} not); CPU per request: gateway / load generator | {} / {} |",
+        health.accepted_new,
+        health.errors,
+        us(health_cpu[0]),
+        us(health_cpu[1])
+    );
+    // What each process spends per event at the least, from this run's own measurements, beside
+    // what it spent at 80% and the target.
+    let at_80 = rows
+        .iter()
+        .find(|row| row.0 == 80)
+        .map_or([None; CPU_OF.len()], |row| row.4);
+    let sum = |parts: [Option<f64>; 2]| parts.into_iter().sum::<Option<f64>>();
+    for (process, least, floor, spent, target) in [
+        (
+            "gateway",
+            "its HTTP server alone + the client's side of one confirmed publish",
+            sum([health_cpu[0], unrouted_client]),
+            at_80[0],
+            50,
+        ),
+        (
+            "processor",
+            "the client's side of one message consumed and one published (the raw round trip's client)",
+            raw_client,
+            at_80[1],
+            50,
+        ),
+        (
+            "RabbitMQ",
+            "one round trip + one confirmed publish no queue takes",
+            sum([raw_broker, unrouted_broker]),
+            at_80[3],
+            120,
+        ),
+    ] {
+        println!(
+            "| CPU per event, {process}: the least ({least}) / spent at 80% / target | {} / {} / {target} µs |",
+            us(floor),
+            us(spent)
         );
     }
     println!(

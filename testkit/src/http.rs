@@ -3,7 +3,12 @@
 
 /// `GET url`: the status and the JSON body (`null` when it is not JSON).
 pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
-    let response = client.get(url).send().await.expect("sent");
+    answer(client.get(url)).await
+}
+
+/// Sends `request`: the status and the JSON body (`null` when it is not JSON).
+pub async fn answer(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.expect("sent");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
 }

@@ -17,6 +17,16 @@ pub async fn pool(backends: &Backends) -> sqlx::PgPool {
         .expect("PostgreSQL is reachable")
 }
 
+/// Runs `statement` on the namespace's schema, failing with it and PostgreSQL's answer.
+pub async fn execute(backends: &Backends, statement: &'static str) {
+    let pool = pool(backends).await;
+    sqlx::query(statement)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    pool.close().await;
+}
+
 /// Events recorded in the processor's inbox (`processed_events`; 0 when it cannot be read):
 /// the events applied.
 pub async fn inbox_count(backends: &Backends) -> i64 {

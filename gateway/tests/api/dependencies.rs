@@ -2,9 +2,9 @@
 //! gateway still starts and stays alive. PostgreSQL is the exception: once the API keys are
 //! read, the gateway accepts events without it and stays ready, reporting it as degraded.
 
-use testkit::fault_proxy::Fault;
+use testkit::{fault_proxy::Fault, postgres::execute};
 
-use crate::helpers::{WAIT, broker_down, execute, json, spawn_proxied, spawn_with, without_broker};
+use crate::helpers::{WAIT, broker_down, json, spawn_proxied, spawn_with, without_broker};
 
 async fn ready_names_down(app: &crate::helpers::TestApp, dependency: &str) {
     testkit::wait::eventually(&format!("/ready to name {dependency}"), WAIT, || async {

@@ -194,15 +194,6 @@ pub fn without_broker(mut backends: Backends) -> Backends {
     backends
 }
 
-/// Runs `statement` in the database of `backends`' namespace.
-pub async fn execute(backends: &Backends, statement: &'static str) {
-    let pool = testkit::postgres::pool(backends).await;
-    sqlx::query(statement)
-        .execute(&pool)
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
 /// Asserts that `response` is a `503` naming RabbitMQ, with a `Retry-After`; its `Retry-After`.
 pub async fn broker_down(response: reqwest::Response) -> String {
     let retry_after = response.headers()["retry-after"]

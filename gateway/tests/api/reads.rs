@@ -1,7 +1,9 @@
 //! `GET /products/{id}`: cache first, PostgreSQL behind it.
 
-use crate::helpers::{WAIT, execute, json, spawn_app};
 use redis::AsyncCommands;
+use testkit::postgres::execute;
+
+use crate::helpers::{WAIT, json, spawn_app};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_id_is_400_and_an_unknown_one_404() {

@@ -6,9 +6,9 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 use shared::auth::Scope;
-use testkit::webhooks::Receiver;
+use testkit::{http::answer, webhooks::Receiver};
 
-use crate::helpers::{Notifier, WAIT, answer, spawn_notifier, spawn_notifier_with};
+use crate::helpers::{Notifier, WAIT, spawn_notifier, spawn_notifier_with};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_wants_an_ops_key() {

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use lapin::BasicProperties;
 use serde_json::{Value, json};
 use shared::{config::Backends, contract::headers, topology::Topology};
-use testkit::{in_process::InProcess, sandbox::Sandbox, webhooks::Receiver};
+use testkit::{http::answer, in_process::InProcess, sandbox::Sandbox, webhooks::Receiver};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 /// The retry schedule of the tests: two retries, quickly.
@@ -224,13 +224,6 @@ impl Notifier {
             sandbox.remove().await.expect("the namespace removed");
         }
     }
-}
-
-/// The status and the JSON body (`null` when it is not JSON) of the answer to `request`.
-pub async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("sent");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// True when `received`'s `webhook-signature` holds a signature made with `secret`.

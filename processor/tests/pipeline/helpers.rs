@@ -205,12 +205,7 @@ impl Pipeline {
 
     /// Runs `statement` on the namespace's schema.
     pub async fn execute(&self, statement: &'static str) {
-        let pool = testkit::postgres::pool(&self.backends).await;
-        sqlx::query(statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        pool.close().await;
+        testkit::postgres::execute(&self.backends, statement).await;
     }
 
     /// `GET` on the processor's API, as JSON with its status.

@@ -8,8 +8,10 @@
 //! namespace of its own. Beside the CPU each process spent per event at 80%, what its share of
 //! the work costs alone in the same run: for the gateway its HTTP server (`GET /health` at the
 //! same rate) with a publish's client side, for the broker a round trip and an unrouted publish
-//! (the least each can spend), and for the processor the raw round trip's client. Runs the
-//! release binaries of the services as child processes.
+//! (the least each can spend), and for the processor the raw round trip's client, with lapin
+//! and with amqprs (an AMQP client without an I/O thread of its own); and the gateway's HTTP
+//! server taken apart ([`servers`]: hyper alone, axum's router, the services' layers, each in a
+//! process of its own). Runs the release binaries of the services as child processes.
 //!
 //! `./bench.sh` (full) or `./bench.sh --quick` (a short correctness smoke: every event accepted
 //! and applied, no errors; speed is reported, never asserted). `--rate N` starts the search at N
@@ -25,7 +27,9 @@ mod load;
 mod pipeline;
 mod probe;
 mod raw;
+mod raw_amqprs;
 mod redis_strategy;
+mod servers;
 mod webhooks;
 
 use std::time::Duration;
@@ -83,6 +87,11 @@ where
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // A child of the run serving `GET /health` alone (see [`servers`]).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        return servers::serve(args.get(i + 1).map_or("", String::as_str)).await;
+    }
     let (mut interrupt, mut terminate) = (
         signal(SignalKind::interrupt())?,
         signal(SignalKind::terminate())?,
@@ -159,6 +168,12 @@ async fn measure() -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
+    // The same with amqprs, the client without an I/O thread of its own.
+    let (amqprs_rate, [amqprs_broker, amqprs_client]) = with_cpu_per_message(
+        raw_seconds,
+        raw_amqprs::round_trip(amqp.clone(), &raw_queue("amqprs"), sample, raw_duration),
+    )
+    .await?;
     // And a confirmed publish no queue takes (a downstream event nobody is bound to).
     let (unrouted_rate, [unrouted_broker, unrouted_client]) = with_cpu_per_message(
         raw_seconds,
@@ -257,6 +272,12 @@ async fn measure() -> anyhow::Result<()> {
     let before = own();
     let health = load::offer_health(&client, &url, health_rate, options.step).await;
     let health_cpu = per_unit(before, own(), health.accepted_new as f64);
+    // The same requests to its server's parts alone, each in a process of its own.
+    let mut parts = Vec::new();
+    for (kind, label) in servers::KINDS {
+        let (step, cpu) = servers::health(&client, kind, health_rate, options.step).await?;
+        parts.push((label, step, cpu));
+    }
 
     // Webhooks per second: every changed product a webhook, at the maximum rate.
     let delivered = webhooks::per_second(
@@ -342,6 +363,11 @@ async fn measure() -> anyhow::Result<()> {
         us(raw_client)
     );
     println!(
+        "| the same round trip with amqprs (no I/O thread); CPU per message: broker / client | {amqprs_rate:.0} msg/s; {} / {} |",
+        us(amqprs_broker),
+        us(amqprs_client)
+    );
+    println!(
         "| confirmed publishes to an exchange no queue is bound to; CPU per message: broker / client | {unrouted_rate:.0} msg/s; {} / {} |",
         us(unrouted_broker),
         us(unrouted_client)
@@ -402,6 +428,15 @@ async fn measure() -> anyhow::Result<()> {
         us(health_cpu[0]),
         us(health_cpu[1])
     );
+    for (label, step, cpu) in &parts {
+        println!(
+            "| `GET /health` at {health_rate}/s from {label} ({} answered `200`, {} not); CPU per request: server / load generator | {} / {} |",
+            step.accepted_new,
+            step.errors,
+            us(cpu[0]),
+            us(cpu[1])
+        );
+    }
     // What each process's messages and server cost alone, from this run's own measurements,
     // beside what it spent per event at 80% and the target.
     let at_80 = rows
@@ -421,6 +456,13 @@ async fn measure() -> anyhow::Result<()> {
             "processor",
             "the raw round trip's client: one message consumed and one published, each settled alone, where the processor settles a batch at once, so not a floor",
             raw_client,
+            at_80[1],
+            50,
+        ),
+        (
+            "processor",
+            "the same with amqprs, the client without an I/O thread of its own",
+            amqprs_client,
             at_80[1],
             50,
         ),

@@ -15,8 +15,8 @@ use lapin::{
 };
 
 /// Publishers, and confirms each keeps in flight.
-const PUBLISHERS: usize = 4;
-const IN_FLIGHT: usize = 128;
+pub const PUBLISHERS: usize = 4;
+pub const IN_FLIGHT: usize = 128;
 
 /// Publishes persistent `payload`s to `exchange` with `routing_key` until `deadline`, from
 /// [`PUBLISHERS`] channels with [`IN_FLIGHT`] confirms in flight each; how many were confirmed.

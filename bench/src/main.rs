@@ -115,12 +115,11 @@ const CPU_OF: [&str; 7] = [
     "load generator",
 ];
 
-/// Runs `broker_test`, which gives messages per second over `seconds`: that rate, and the
-/// broker's and the client's (this process's) CPU per message meanwhile, in microseconds (`None`
-/// where it cannot be read): what one message costs at the least.
+/// Runs `broker_test`: its rate, and the broker's and the client's (this process's) CPU per
+/// message it handled, in microseconds (`None` where it cannot be read): what one message costs
+/// at the least.
 async fn with_cpu_per_message(
-    seconds: u64,
-    broker_test: impl Future<Output = anyhow::Result<f64>>,
+    broker_test: impl Future<Output = anyhow::Result<raw::Measured>>,
 ) -> anyhow::Result<(f64, [Option<f64>; 2])> {
     let cpu = || {
         [
@@ -129,9 +128,12 @@ async fn with_cpu_per_message(
         ]
     };
     let before = cpu();
-    let rate = broker_test.await?;
+    let measured = broker_test.await?;
     let after = cpu();
-    Ok((rate, per_unit(before, after, rate * seconds as f64)))
+    Ok((
+        measured.rate,
+        per_unit(before, after, measured.messages as f64),
+    ))
 }
 
 /// CPU microseconds per unit of work between two readings of the same processes (`None` where
@@ -163,20 +165,17 @@ async fn measure() -> anyhow::Result<()> {
     let (amqp, raw_duration) = (&backends.amqp[0], Duration::from_secs(raw_seconds));
     let raw_queue = |what: &str| format!("{}.{what}", backends.namespace.as_str());
     let (raw_rate, [raw_broker, raw_client]) = with_cpu_per_message(
-        raw_seconds,
         raw::round_trip(amqp.clone(), &raw_queue("raw"), sample, raw_duration),
     )
     .await?;
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
     // The same with amqprs, the client without an I/O thread of its own.
     let (amqprs_rate, [amqprs_broker, amqprs_client]) = with_cpu_per_message(
-        raw_seconds,
         raw_amqprs::round_trip(amqp.clone(), &raw_queue("amqprs"), sample, raw_duration),
     )
     .await?;
     // And a confirmed publish no queue takes (a downstream event nobody is bound to).
     let (unrouted_rate, [unrouted_broker, unrouted_client]) = with_cpu_per_message(
-        raw_seconds,
         raw::unrouted(amqp.clone(), &raw_queue("unrouted"), sample, raw_duration),
     )
     .await?;

@@ -24,7 +24,7 @@ use amqprs::{
 };
 use anyhow::Context;
 
-use crate::raw::{IN_FLIGHT, PUBLISHERS};
+use crate::raw::{IN_FLIGHT, Measured, PUBLISHERS};
 
 /// A publisher channel's confirms: the delivery tags not yet confirmed, and a slot per confirm
 /// it may keep in flight.
@@ -147,7 +147,7 @@ pub async fn round_trip(
     queue: &str,
     payload: &[u8],
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     let connection = connect(&uri).await?;
     let consuming = connection.open_channel(None).await?;
     let mut arguments = FieldTable::new();
@@ -175,7 +175,7 @@ pub async fn round_trip(
     let started = Instant::now();
     let deadline = started + duration;
     let consumer = tokio::spawn(async move {
-        let mut consumed = 0u64;
+        let (mut consumed, mut in_time) = (0u64, 0u64);
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_secs(2), deliveries.recv()).await
         {
@@ -183,11 +183,12 @@ pub async fn round_trip(
             consuming
                 .basic_ack(BasicAckArguments::new(tag, false))
                 .await?;
+            consumed += 1;
             if Instant::now() <= deadline {
-                consumed += 1;
+                in_time += 1;
             }
         }
-        anyhow::Ok(consumed)
+        anyhow::Ok([consumed, in_time])
     });
     let publishers = (0..PUBLISHERS).map(|_| publish_until(&connection, queue, payload, deadline));
     let published: u64 = futures_util::future::try_join_all(publishers)
@@ -195,7 +196,7 @@ pub async fn round_trip(
         .into_iter()
         .sum();
     anyhow::ensure!(published > 0, "nothing was published");
-    let consumed = consumer.await?.context("consuming")?;
+    let [consumed, in_time] = consumer.await?.context("consuming")?;
     connection.close().await?;
 
     let connection = connect(&uri).await?;
@@ -205,5 +206,8 @@ pub async fn round_trip(
         .await
         .context("deleting the queue")?;
     connection.close().await?;
-    Ok(consumed as f64 / duration.as_secs_f64())
+    Ok(Measured {
+        rate: in_time as f64 / duration.as_secs_f64(),
+        messages: consumed,
+    })
 }

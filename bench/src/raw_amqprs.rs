@@ -136,7 +136,10 @@ async fn publish_until(
         confirms.refused.load(Ordering::Relaxed) == 0,
         "the broker refused a publish"
     );
-    channel.close().await?;
+    channel
+        .close()
+        .await
+        .context("closing a publisher's channel")?;
     Ok(confirms.confirmed.load(Ordering::Relaxed))
 }
 
@@ -188,6 +191,12 @@ pub async fn round_trip(
                 in_time += 1;
             }
         }
+        // Closed here, before the connection: a channel dropped open closes itself in a task of
+        // its own, which can race the connection's close.
+        consuming
+            .close()
+            .await
+            .context("closing the consumer's channel")?;
         anyhow::Ok([consumed, in_time])
     });
     let publishers = (0..PUBLISHERS).map(|_| publish_until(&connection, queue, payload, deadline));
@@ -197,7 +206,7 @@ pub async fn round_trip(
         .sum();
     anyhow::ensure!(published > 0, "nothing was published");
     let [consumed, in_time] = consumer.await?.context("consuming")?;
-    connection.close().await?;
+    connection.close().await.context("closing the connection")?;
 
     let connection = connect(&uri).await?;
     let channel = connection.open_channel(None).await?;
@@ -205,7 +214,11 @@ pub async fn round_trip(
         .queue_delete(QueueDeleteArguments::new(queue))
         .await
         .context("deleting the queue")?;
-    connection.close().await?;
+    channel.close().await.context("closing the channel")?;
+    connection
+        .close()
+        .await
+        .context("closing the second connection")?;
     Ok(Measured {
         rate: in_time as f64 / duration.as_secs_f64(),
         messages: consumed,

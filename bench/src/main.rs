@@ -162,34 +162,23 @@ async fn measure() -> anyhow::Result<()> {
     // The same size of message the pipeline publishes.
     let sample = br#"{"event_id":"01a20076-5a6b-7e8a-9d36-7c0b1f3e5a2d","product_id":"p-1234","price":49.99,"stock":100,"occurred_at":"2026-11-21T23:40:22.265192Z","received_at":"2026-11-21T23:40:22.265192Z"}"#;
     let raw_seconds = if options.quick { 3 } else { 10 };
-    let (amqp, raw_duration) = (&backends.amqp[0], Duration::from_secs(raw_seconds));
-    let raw_queue = |what: &str| format!("{}.{what}", backends.namespace.as_str());
-    let (raw_rate, [raw_broker, raw_client]) = with_cpu_per_message(raw::round_trip(
-        amqp.clone(),
-        &raw_queue("raw"),
-        sample,
-        raw_duration,
-    ))
-    .await?;
+    // Each test of the broker in a queue or exchange of its own, named for it.
+    let test = |what: &str| raw::Test {
+        uri: backends.amqp[0].clone(),
+        name: format!("{}.{what}", backends.namespace.as_str()),
+        payload: sample,
+        duration: Duration::from_secs(raw_seconds),
+    };
+    let (raw_rate, [raw_broker, raw_client]) =
+        with_cpu_per_message(raw::round_trip(test("raw"))).await?;
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
     // The same with amqprs, the client without an I/O thread of its own: a comparison, so a
     // failure is reported, not fatal.
-    let amqprs = with_cpu_per_message(raw_amqprs::round_trip(
-        amqp.clone(),
-        &raw_queue("amqprs"),
-        sample,
-        raw_duration,
-    ))
-    .await;
+    let amqprs = with_cpu_per_message(raw_amqprs::round_trip(test("amqprs"))).await;
     let amqprs_client = amqprs.as_ref().ok().and_then(|(_, [_, client])| *client);
     // And a confirmed publish no queue takes (a downstream event nobody is bound to).
-    let (unrouted_rate, [unrouted_broker, unrouted_client]) = with_cpu_per_message(raw::unrouted(
-        amqp.clone(),
-        &raw_queue("unrouted"),
-        sample,
-        raw_duration,
-    ))
-    .await?;
+    let (unrouted_rate, [unrouted_broker, unrouted_client]) =
+        with_cpu_per_message(raw::unrouted(test("unrouted"))).await?;
 
     let mut mix = Mix::new(backends.namespace.as_str(), 7);
     let warm = pipeline.offer(&mut mix, 100, Duration::from_secs(2)).await;

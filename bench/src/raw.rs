@@ -14,6 +14,15 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
+/// A test of the broker: which broker, the queue or exchange it declares (and deletes after),
+/// the message it sends, and for how long.
+pub struct Test<'a> {
+    pub uri: lapin::uri::AMQPUri,
+    pub name: String,
+    pub payload: &'a [u8],
+    pub duration: Duration,
+}
+
 /// What a test of the broker measured.
 pub struct Measured {
     /// Messages per second over the test's duration.
@@ -90,13 +99,10 @@ async fn close(connection: &Connection, reason: &str) -> anyhow::Result<()> {
 }
 
 /// Messages per second published with confirms to a topic exchange no queue is bound to, over
-/// `duration`: what the broker does for a downstream event nobody subscribed to.
-pub async fn unrouted(
-    uri: lapin::uri::AMQPUri,
-    exchange: &str,
-    payload: &[u8],
-    duration: Duration,
-) -> anyhow::Result<Measured> {
+/// the test's duration: what the broker does for a downstream event nobody subscribed to.
+pub async fn unrouted(test: Test<'_>) -> anyhow::Result<Measured> {
+    let (exchange, payload, duration) = (test.name.as_str(), test.payload, test.duration);
+    let uri = test.uri.clone();
     let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await?;
     let setup = connection.create_channel().await?;
     setup
@@ -130,14 +136,11 @@ pub async fn unrouted(
 }
 
 /// Messages per second through publish-with-confirms and consume-with-acks on a quorum queue,
-/// over `duration`, with `payload`-sized persistent messages: those consumed by the deadline.
-/// The messages published by then and consumed after it count among those handled.
-pub async fn round_trip(
-    uri: lapin::uri::AMQPUri,
-    queue: &str,
-    payload: &[u8],
-    duration: Duration,
-) -> anyhow::Result<Measured> {
+/// over the test's duration, with persistent messages: those consumed by the deadline. The
+/// messages published by then and consumed after it count among those handled.
+pub async fn round_trip(test: Test<'_>) -> anyhow::Result<Measured> {
+    let (queue, payload, duration) = (test.name.as_str(), test.payload, test.duration);
+    let uri = test.uri.clone();
     let connection = Connection::connect_uri(uri.clone(), ConnectionProperties::default()).await?;
     let setup = connection.create_channel().await?;
     let mut arguments = FieldTable::default();

@@ -24,7 +24,7 @@ use amqprs::{
 };
 use anyhow::Context;
 
-use crate::raw::{IN_FLIGHT, Measured, PUBLISHERS};
+use crate::raw::{IN_FLIGHT, Measured, PUBLISHERS, Test};
 
 /// A publisher channel's confirms: the delivery tags not yet confirmed, and a slot per confirm
 /// it may keep in flight.
@@ -144,13 +144,10 @@ async fn publish_until(
 }
 
 /// Messages per second through publish-with-confirms and consume-with-acks on a quorum queue,
-/// over `duration`, as [`crate::raw::round_trip`] measures them, with amqprs.
-pub async fn round_trip(
-    uri: lapin::uri::AMQPUri,
-    queue: &str,
-    payload: &[u8],
-    duration: Duration,
-) -> anyhow::Result<Measured> {
+/// as [`crate::raw::round_trip`] measures them, with amqprs.
+pub async fn round_trip(test: Test<'_>) -> anyhow::Result<Measured> {
+    let (queue, payload, duration) = (test.name.as_str(), test.payload, test.duration);
+    let uri = test.uri.clone();
     let connection = connect(&uri).await?;
     let consuming = connection.open_channel(None).await?;
     let mut arguments = FieldTable::new();

@@ -8,7 +8,8 @@
 //! namespace of its own. Beside the CPU each process spent per event at 80%, what its share of
 //! the work costs alone in the same run: for the gateway its HTTP server (`GET /health` at the
 //! same rate) with a publish's client side, for the broker a round trip and an unrouted publish
-//! (the least each can spend), and for the processor the raw round trip's client, with lapin
+//! (the least each can spend; the round trip also at that rate, the pipeline's pace), and for
+//! the processor the raw round trip's client, with lapin
 //! and with amqprs (an AMQP client without an I/O thread of its own); and the gateway's HTTP
 //! server taken apart ([`servers`]: hyper alone, axum's router, the services' layers, each in a
 //! process of its own). Runs the release binaries of the services as child processes.
@@ -170,7 +171,7 @@ async fn measure() -> anyhow::Result<()> {
         duration: Duration::from_secs(raw_seconds),
     };
     let (raw_rate, [raw_broker, raw_client]) =
-        with_cpu_per_message(raw::round_trip(test("raw"))).await?;
+        with_cpu_per_message(raw::round_trip(test("raw"), None)).await?;
     eprintln!("raw broker round trip: {raw_rate:.0} msg/s");
     // The same with amqprs, the client without an I/O thread of its own: a comparison, so a
     // failure is reported, not fatal.
@@ -277,6 +278,10 @@ async fn measure() -> anyhow::Result<()> {
         let (step, cpu) = servers::health(&client, kind, health_rate, options.step).await?;
         parts.push((label, step, cpu));
     }
+    // The broker's share at the pipeline's own pace: the raw round trip offered at the same
+    // rate, a message at a time as the gateway publishes them, not as fast as confirms allow.
+    let (paced_rate, [paced_broker, paced_client]) =
+        with_cpu_per_message(raw::round_trip(test("paced"), Some(health_rate))).await?;
 
     // Webhooks per second: every changed product a webhook, at the maximum rate.
     let delivered = webhooks::per_second(
@@ -360,6 +365,11 @@ async fn measure() -> anyhow::Result<()> {
         "| CPU per message of the raw round trip: broker / client | {} / {} |",
         us(raw_broker),
         us(raw_client)
+    );
+    println!(
+        "| the same round trip offered at the 80% step's rate ({health_rate}/s; {paced_rate:.0} consumed a second); CPU per message: broker / client | {} / {} |",
+        us(paced_broker),
+        us(paced_client)
     );
     println!(
         "| the same round trip with amqprs (no I/O thread); CPU per message: broker / client | {} |",
@@ -475,6 +485,13 @@ async fn measure() -> anyhow::Result<()> {
             "RabbitMQ",
             "the least: one round trip + one confirmed publish no queue takes",
             sum([raw_broker, unrouted_broker]),
+            at_80[3],
+            120,
+        ),
+        (
+            "RabbitMQ",
+            "the least at the 80% step's rate: one round trip at that pace + one confirmed publish no queue takes",
+            sum([paced_broker, unrouted_broker]),
             at_80[3],
             120,
         ),

@@ -37,14 +37,17 @@ pub const PUBLISHERS: usize = 4;
 pub const IN_FLIGHT: usize = 128;
 
 /// Publishes persistent `payload`s to `exchange` with `routing_key` until `deadline`, from
-/// [`PUBLISHERS`] channels with [`IN_FLIGHT`] confirms in flight each; how many were confirmed.
+/// [`PUBLISHERS`] channels with up to [`IN_FLIGHT`] confirms in flight each, as fast as the
+/// confirms allow or, with a `rate`, that many a second in all; how many were confirmed.
 async fn publish_until(
     connection: &Connection,
-    exchange: &str,
-    routing_key: &str,
+    (exchange, routing_key): (&str, &str),
     payload: &[u8],
     deadline: Instant,
+    rate: Option<u64>,
 ) -> anyhow::Result<u64> {
+    // The time between two messages of one publisher.
+    let pace = rate.map(|rate| Duration::from_secs_f64(PUBLISHERS as f64 / rate.max(1) as f64));
     let mut publishers = Vec::new();
     for _ in 0..PUBLISHERS {
         let channel = connection.create_channel().await?;
@@ -58,8 +61,10 @@ async fn publish_until(
         );
         publishers.push(tokio::spawn(async move {
             let (mut pending, mut confirmed) = (FuturesUnordered::new(), 0u64);
+            let mut due = tokio::time::Instant::now();
             while Instant::now() < deadline {
-                while pending.len() < IN_FLIGHT {
+                let room = pending.len() < IN_FLIGHT;
+                if room && pace.is_none_or(|_| tokio::time::Instant::now() >= due) {
                     let confirm = channel
                         .basic_publish(
                             exchange.as_str().into(),
@@ -70,10 +75,16 @@ async fn publish_until(
                         )
                         .await?;
                     pending.push(confirm);
+                    due += pace.unwrap_or_default();
+                    continue;
                 }
-                if let Some(done) = pending.next().await {
-                    done?;
-                    confirmed += 1;
+                // A confirm, or (paced, with room) the next message's time.
+                tokio::select! {
+                    Some(done) = pending.next(), if !pending.is_empty() => {
+                        done?;
+                        confirmed += 1;
+                    }
+                    () = tokio::time::sleep_until(due), if pace.is_some() && room => {}
                 }
             }
             while let Some(done) = pending.next().await {
@@ -116,10 +127,10 @@ pub async fn unrouted(test: Test<'_>) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let published = publish_until(
         &connection,
-        exchange,
-        "product.updated",
+        (exchange, "product.updated"),
         payload,
         started + duration,
+        None,
     )
     .await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -137,8 +148,9 @@ pub async fn unrouted(test: Test<'_>) -> anyhow::Result<Measured> {
 
 /// Messages per second through publish-with-confirms and consume-with-acks on a quorum queue,
 /// over the test's duration, with persistent messages: those consumed by the deadline. The
-/// messages published by then and consumed after it count among those handled.
-pub async fn round_trip(test: Test<'_>) -> anyhow::Result<Measured> {
+/// messages published by then and consumed after it count among those handled. With a `rate`,
+/// that many messages a second are offered, as a pipeline running at that rate sends them.
+pub async fn round_trip(test: Test<'_>, rate: Option<u64>) -> anyhow::Result<Measured> {
     let (queue, payload, duration) = (test.name.as_str(), test.payload, test.duration);
     let uri = test.uri.clone();
     let connection = Connection::connect_uri(uri.clone(), ConnectionProperties::default()).await?;
@@ -184,7 +196,7 @@ pub async fn round_trip(test: Test<'_>) -> anyhow::Result<Measured> {
         anyhow::Ok(([consumed, in_time], consumer))
     });
 
-    let published = publish_until(&connection, "", queue, payload, deadline).await?;
+    let published = publish_until(&connection, ("", queue), payload, deadline, rate).await?;
     anyhow::ensure!(published > 0, "nothing was published");
     let ([consumed, in_time], consumer) = consuming.await?.context("consuming")?;
     close(&connection, "baseline done").await?;

@@ -263,15 +263,8 @@ async fn measure() -> anyhow::Result<()> {
     // (request id, limits, tracking, tracing) and does no work. With the client's side of one
     // confirmed publish (the unrouted test above), it is the least a `202` can cost the gateway.
     let health_rate = (max * 80 / 100).max(10);
-    let own = || {
-        [
-            probe::cpu_micros(gateway_pid),
-            probe::cpu_micros(std::process::id()),
-        ]
-    };
-    let before = own();
-    let health = load::offer_health(&client, &url, health_rate, options.step).await;
-    let health_cpu = per_unit(before, own(), health.accepted_new as f64);
+    let (health, health_cpu) =
+        servers::cpu_per_health(&client, (&url, gateway_pid), health_rate, options.step).await;
     // The same requests to its server's parts alone, each in a process of its own.
     let mut parts = Vec::new();
     for (kind, label) in servers::KINDS {

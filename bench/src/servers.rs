@@ -67,6 +67,8 @@ async fn hyper_alone(listener: TcpListener, limits: &shared::http::Limits) {
         .max_buf_size(shared::http::MAX_HEAD_BYTES);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait a moment rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -126,14 +128,25 @@ pub async fn health(
 ) -> anyhow::Result<(Step, [Option<f64>; 2])> {
     let server = Server::start(kind).await?;
     load::offer_health(client, &server.url, 10, Duration::from_secs(1)).await;
+    Ok(cpu_per_health(client, (&server.url, server.pid), rate, duration).await)
+}
+
+/// Offers `GET /health` to the server at `url`, process `pid`, at `rate` for `duration`: what
+/// was answered, and the CPU per request of that process and of this one (the load generator).
+pub async fn cpu_per_health(
+    client: &reqwest::Client,
+    (url, pid): (&str, u32),
+    rate: u64,
+    duration: Duration,
+) -> (Step, [Option<f64>; 2]) {
     let own = || {
         [
-            crate::probe::cpu_micros(server.pid),
+            crate::probe::cpu_micros(pid),
             crate::probe::cpu_micros(std::process::id()),
         ]
     };
     let before = own();
-    let step = load::offer_health(client, &server.url, rate, duration).await;
+    let step = load::offer_health(client, url, rate, duration).await;
     let cpu = crate::per_unit(before, own(), step.accepted_new as f64);
-    Ok((step, cpu))
+    (step, cpu)
 }
